@@ -1,0 +1,232 @@
+#pragma once
+// The embedded bucketd engine: the one header a host program (and the bucketd server and
+// bucketctl) includes. See ../shared/SPEC.md for the semantics every call implements.
+//
+// Threading: an Engine is owned by one thread; every method except those marked
+// "thread-safe" must be called from that thread. The server funnels requests to its owner
+// thread; readers get a consistent view because no mutation can interleave with a call.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+
+namespace bucketd {
+
+enum class Durability : uint8_t {
+  kSync,   // acknowledged after the log is fsynced (group commit amortizes the fsync)
+  kAsync,  // acknowledged after the write; a machine crash may lose the last moments
+};
+
+enum class ClockMode : uint8_t {
+  kWall,    // now = the OS wall clock
+  kManual,  // now moves only through AdvanceClock(); starts at the last logged instant
+};
+
+struct Options {
+  std::string data_dir = "./bucketd-data";
+  Durability durability = Durability::kSync;
+  ClockMode clock = ClockMode::kWall;
+  // Manual clock on a data dir with an empty log: the starting instant (else wall time).
+  std::optional<TimeMs> start_time_ms;
+
+  // Automatic snapshots: after this many log records / this much time (0 disables each).
+  uint64_t snapshot_every_records = 1'000'000;
+  TimeMs snapshot_every_ms = 10 * 60 * 1000;
+  uint32_t snapshots_kept = 3;
+
+  // Start-up: false ignores snapshots and replays the whole log.
+  bool use_snapshots = true;
+  // Replay only records with an instant <= this (state as of T). Implies read_only.
+  std::optional<TimeMs> replay_until_ms;
+  // Open the log without accepting inputs (bucketctl). Mutating calls fail.
+  bool read_only = false;
+};
+
+struct EventInput {
+  std::string user_id;
+  std::string event;
+  std::optional<TimeMs> occurred_at_ms;  // default: the engine's now; later than now: clamped
+  std::optional<std::string> email;
+  std::vector<PropertyPatch> contact_properties;
+  std::optional<std::string> idempotency_key;
+};
+
+struct IngestResult {
+  bool duplicate = false;
+  uint32_t transitions = 0;
+  uint64_t log_seq = 0;  // the log position after this input
+};
+
+struct BatchItemError {
+  size_t index = 0;
+  Status error;
+};
+
+struct BatchResult {
+  uint32_t accepted = 0;
+  uint32_t duplicates = 0;
+  std::vector<BatchItemError> rejected;
+  uint32_t transitions = 0;
+  uint64_t log_seq = 0;
+};
+
+struct SweepResult {
+  uint64_t due = 0;  // due items popped from the time indices
+  uint32_t transitions = 0;
+  int64_t micros = 0;  // wall time the sweep took (measurement only)
+};
+
+struct BucketCounts {
+  uint64_t active = 0;
+  uint64_t entered = 0;  // memberships ever opened (including silent ones)
+  uint64_t left = 0;     // memberships ever closed
+};
+
+struct BucketInfo {
+  std::string id;
+  bool enabled = true;
+  // The normalized definition as JSON, including the derived flags
+  // ("timeBased", "reconcileJoins", "criteriaFingerprint").
+  std::string definition_json;
+  BucketCounts counts;
+  uint64_t due_queue_depth = 0;  // entries in the bucket's time index
+};
+
+struct BucketMetrics {
+  uint64_t size = 0;
+  uint64_t entered = 0;
+  uint64_t left = 0;
+  double average_dwell_seconds = 0;  // over closed memberships
+};
+
+struct Member {
+  std::string user_id;
+  std::optional<std::string> email;
+  TimeMs entered_at = 0;
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  std::optional<TimeMs> dwell_anchor_at;
+};
+
+struct MembersPage {
+  std::vector<Member> members;
+  std::optional<std::string> next_cursor;  // the last userId of this page, if more follow
+};
+
+struct MembershipRecord {
+  std::string bucket_id;
+  bool active = false;
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  TimeMs entered_at = 0;
+  std::optional<TimeMs> left_at;
+  std::optional<LeaveReason> reason;
+  std::optional<TimeMs> dwell_anchor_at;
+};
+
+struct StateInfo {
+  uint64_t log_seq = 0;
+  uint64_t transition_seq = 0;
+  std::string digest;  // hex of the canonical state hash (docs/state-digest.md)
+  TimeMs now = 0;
+};
+
+struct SnapshotInfo {
+  std::string path;
+  uint64_t log_seq = 0;
+  uint64_t bytes = 0;
+  int64_t write_micros = 0;
+};
+
+struct EngineStats {
+  uint64_t events_accepted = 0;
+  uint64_t events_duplicate = 0;
+  uint64_t events_rejected = 0;
+  uint64_t transitions_emitted = 0;
+  uint64_t sweeps = 0;
+  uint64_t sweep_due_items = 0;
+  uint64_t log_bytes = 0;
+  uint64_t contacts = 0;
+  std::optional<TimeMs> last_snapshot_at_ms;
+  uint64_t replayed_records = 0;  // at open
+  int64_t open_micros = 0;
+};
+
+enum class DefineMode : uint8_t { kCreate, kCreateOrReplace };
+
+class Engine {
+ public:
+  // Opens (or creates) the data dir: loads the newest valid snapshot and replays the log
+  // tail. Damaged snapshots are reported in `warnings` and skipped.
+  static Status Open(const Options& options, std::unique_ptr<Engine>* out,
+                     std::vector<std::string>* warnings = nullptr);
+  virtual ~Engine() = default;
+
+  // --- inputs (each is logged before it returns OK) ---
+  virtual Status Ingest(const EventInput& event, IngestResult* result) = 0;
+  // Each item is applied or refused on its own; in sync mode one fsync covers the batch.
+  virtual Status IngestBatch(std::span<const EventInput> events, BatchResult* result) = 0;
+  virtual Status DeleteContact(std::string_view user_id) = 0;
+
+  // `json` is a bucket definition (SPEC §3). `path_id`, when given (PUT /v1/buckets/{id}),
+  // must equal the body's id or fills it in. `created` reports create vs replace.
+  virtual Status DefineBucket(std::string_view json, DefineMode mode,
+                              std::optional<std::string_view> path_id, bool* created) = 0;
+  virtual Status SetBucketEnabled(std::string_view bucket_id, bool enabled) = 0;
+  virtual Status DeleteBucket(std::string_view bucket_id) = 0;
+  virtual Status AddMember(std::string_view bucket_id, std::string_view user_id) = 0;
+  virtual Status RemoveMember(std::string_view bucket_id, std::string_view user_id) = 0;
+
+  // --- the clock ---
+  virtual TimeMs Now() const = 0;
+  // Manual clock only: move to `now_ms` (never backwards) and sweep.
+  virtual Status AdvanceClock(TimeMs now_ms, SweepResult* result) = 0;
+  // Applies everything due at or before Now().
+  virtual Status Sweep(SweepResult* result) = 0;
+  // The earliest due instant in any enabled bucket's time index, if any.
+  virtual std::optional<TimeMs> NextDueMs() const = 0;
+
+  // --- queries ---
+  virtual std::vector<BucketInfo> ListBuckets() const = 0;
+  virtual Status GetBucket(std::string_view bucket_id, BucketInfo* out) const = 0;
+  virtual Status Count(std::string_view bucket_id, uint64_t* count) const = 0;
+  virtual Status Metrics(std::string_view bucket_id, BucketMetrics* out) const = 0;
+  // Keyset page of active members ordered by userId, starting after `cursor`.
+  virtual Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                         MembersPage* out) const = 0;
+  // The active membership of a user, or NotFound.
+  virtual Status GetMember(std::string_view bucket_id, std::string_view user_id,
+                           Member* out) const = 0;
+  virtual Status UserMemberships(std::string_view user_id,
+                                 std::vector<MembershipRecord>* out) const = 0;
+
+  // --- the output stream (thread-safe) ---
+  virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
+                                 std::vector<Transition>* out) const = 0;
+  virtual uint64_t LastTransitionSeq() const = 0;
+
+  // --- state, snapshots ---
+  virtual StateInfo State() const = 0;
+  virtual Status TakeSnapshot(SnapshotInfo* info) = 0;
+  virtual EngineStats Stats() const = 0;
+  // Flushes the log (async mode) and closes cleanly.
+  virtual Status Close() = 0;
+};
+
+// Limits (TigerBeetle's "put a limit on everything").
+inline constexpr size_t kUserIdBytesMax = 256;
+inline constexpr size_t kBucketIdCharsMax = 128;
+inline constexpr size_t kEventNameBytesMax = 200;
+inline constexpr size_t kCriteriaDepthMax = 16;
+inline constexpr size_t kCriteriaLeavesMax = 64;
+inline constexpr size_t kMembersPageMax = 1000;
+inline constexpr size_t kTransitionsPageMax = 10000;
+inline constexpr size_t kBatchItemsMax = 100000;
+
+}  // namespace bucketd

@@ -1,0 +1,37 @@
+#pragma once
+// A small streaming JSON writer (output only; all parsing goes through simdjson).
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace bucketd {
+
+class JsonWriter {
+ public:
+  JsonWriter& BeginObject();
+  JsonWriter& EndObject();
+  JsonWriter& BeginArray();
+  JsonWriter& EndArray();
+  JsonWriter& Key(std::string_view key);
+  JsonWriter& String(std::string_view value);
+  JsonWriter& Int(int64_t value);
+  JsonWriter& Uint(uint64_t value);
+  JsonWriter& Double(double value);
+  JsonWriter& Bool(bool value);
+  JsonWriter& Null();
+  // Inserts already-serialized JSON (e.g. a stored definition) as one value.
+  JsonWriter& Raw(std::string_view json);
+  // RFC 3339 with milliseconds.
+  JsonWriter& Time(int64_t time_ms);
+
+  const std::string& str() const { return out_; }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  void BeforeValue();
+
+  std::string out_;
+  bool need_comma_ = false;
+};
+
+}  // namespace bucketd

@@ -1,0 +1,67 @@
+#pragma once
+// The append-only input log in RocksDB, with the transitions each input caused and the
+// idempotency keys seen. Column families (layout in log_format.md):
+//   records      key = big-endian seq -> log_record.fbs Record
+//   transitions  key = big-endian seq -> log_record.fbs Transition
+//   idempotency  key = idempotency key -> big-endian seq of the event that carried it
+//   meta         small named values
+// Writes are staged into one pending batch and made durable by Commit(): many inputs
+// share one write and, in sync mode, one fsync (group commit).
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "record.h"
+
+namespace bucketd {
+
+struct LogOptions {
+  std::string path;  // the RocksDB directory
+  bool sync = true;  // fsync the WAL on Commit()
+  bool read_only = false;
+};
+
+class RecordReader {
+ public:
+  virtual ~RecordReader() = default;
+  // Fills `out` with the next record; false at the end (or on error: see status()).
+  virtual bool Next(Record* out) = 0;
+  virtual Status status() const = 0;
+};
+
+class Log {
+ public:
+  static Status Open(const LogOptions& options, std::unique_ptr<Log>* out);
+  virtual ~Log() = default;
+
+  virtual uint64_t last_seq() const = 0;             // 0 when empty; includes staged records
+  virtual uint64_t last_transition_seq() const = 0;  // includes staged transitions
+  virtual std::optional<TimeMs> last_record_at() const = 0;
+
+  // Stages a record (its seq must be last_seq() + 1) and the transitions it caused (their
+  // seqs must continue last_transition_seq()). Records its idempotency key, if any.
+  virtual void Stage(const Record& record, std::span<const Transition> transitions) = 0;
+  // True if the key was committed or staged before.
+  virtual bool SeenIdempotencyKey(std::string_view key) const = 0;
+  // Writes every staged record in one batch; fsyncs in sync mode. On error the engine's
+  // memory is ahead of the log and it must stop (see Engine).
+  virtual Status Commit() = 0;
+  virtual bool has_staged() const = 0;
+
+  // Records with seq >= from_seq, in order (committed ones only).
+  virtual std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const = 0;
+  // Up to `limit` transitions with seq > after_seq. Thread-safe against one writer.
+  virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
+                                 std::vector<Transition>* out) const = 0;
+
+  virtual uint64_t ApproximateBytes() const = 0;
+  virtual Status Flush() = 0;  // fsync whatever is written (async mode close)
+};
+
+}  // namespace bucketd

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building, testing and benchmarking bucketd needs.
+# Idempotent and non-interactive: safe to run on a fresh Debian 12 machine or again later.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang-format
+  librocksdb-dev libflatbuffers-dev flatbuffers-compiler
+  libboost-dev libbenchmark-dev catch2
+  libabsl-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libxxhash-dev
+  curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
