@@ -1,0 +1,325 @@
+#include "engine/fold.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include <simdjson.h>
+
+#include "engine/emitter.h"
+
+namespace bucketd {
+
+Status ValidateUserId(std::string_view user_id, std::string_view field) {
+  if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
+    return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
+  }
+  if (simdjson::validate_utf8(user_id.data(), user_id.size()) == false) {
+    return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
+  }
+  return Status::Ok();
+}
+
+Status ValidateEventName(std::string_view name, std::string_view field) {
+  if (name.empty() || name.size() > kEventNameBytesMax) {
+    return Status::InvalidArgument(std::string(field), "must be 1-200 bytes");
+  }
+  if (name.starts_with("bucket:")) {
+    return Status::InvalidArgument(std::string(field),
+                                   "names starting with \"bucket:\" are reserved");
+  }
+  return Status::Ok();
+}
+
+std::string NormalizeEmail(std::string_view email) {
+  while (!email.empty() && std::isspace(static_cast<unsigned char>(email.front()))) {
+    email.remove_prefix(1);
+  }
+  while (!email.empty() && std::isspace(static_cast<unsigned char>(email.back()))) {
+    email.remove_suffix(1);
+  }
+  std::string out(email);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+Fold::Fold() = default;
+Fold::~Fold() {
+  // Slots are owned by users; unhook them from the intrusive indices before they die.
+  for (auto& bucket : state_.buckets) bucket->due_index.clear();
+}
+
+const CompiledCriteria* Fold::compiled(uint32_t bucket) const {
+  return bucket < compiled_.size() ? compiled_[bucket].get() : nullptr;
+}
+
+Status Fold::Check(const Record& r) const {
+  switch (r.kind) {
+    case RecordKind::kEvent: {
+      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+      if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+      if (User* user = FindUser(r.user_id); user != nullptr && user->deleted) {
+        return Status::FailedPrecondition("userId", "contact was deleted");
+      }
+      for (const PropertyPatch& p : r.properties) {
+        if (p.key.empty()) {
+          return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
+        }
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kContactDelete: {
+      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+      if (FindUser(r.user_id) == nullptr) return Status::NotFound("unknown contact");
+      return Status::Ok();
+    }
+    case RecordKind::kBucketDefine: {
+      BucketDefinition def;
+      return ParseBucketDefinition(r.definition_json, &def);
+    }
+    case RecordKind::kBucketEnable:
+    case RecordKind::kBucketDisable:
+    case RecordKind::kBucketDelete:
+      if (FindBucket(r.bucket_id) == nullptr) return Status::NotFound("unknown bucket");
+      return Status::Ok();
+    case RecordKind::kMemberAdd:
+    case RecordKind::kMemberRemove: {
+      const Bucket* bucket = FindBucket(r.bucket_id);
+      if (bucket == nullptr) return Status::NotFound("unknown bucket");
+      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+      if (bucket->def.kind != BucketKind::kManual) {
+        return Status::FailedPrecondition("bucketId",
+                                          "members of a dynamic bucket follow its criteria");
+      }
+      if (!bucket->def.enabled) {
+        return Status::FailedPrecondition("bucketId", "bucket is disabled");
+      }
+      User* user = FindUser(r.user_id);
+      if (user != nullptr && user->deleted) {
+        return Status::FailedPrecondition("userId", "contact was deleted");
+      }
+      if (r.kind == RecordKind::kMemberRemove) {
+        const Slot* slot = user ? FindSlot(user, bucket->index) : nullptr;
+        if (slot == nullptr || !slot->active) return Status::NotFound("not a member");
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kClockAdvance:
+    case RecordKind::kSweep:
+      return Status::Ok();
+  }
+  return Status::InvalidArgument("kind", "unknown record kind");
+}
+
+Status Fold::Apply(const Record& r, std::vector<Transition>* out) {
+  assert(r.seq == state_.applied_seq + 1);
+  if (Status s = Check(r); !s.ok()) return s;
+  // Time never moves backwards inside the fold, whatever the record says.
+  const TimeMs at = std::max(r.at, state_.now);
+  state_.now = at;
+  Emitter emit(&state_, out, at);
+  Status status;
+  switch (r.kind) {
+    case RecordKind::kEvent:
+      status = ApplyEvent(r, &emit);
+      break;
+    case RecordKind::kContactDelete:
+      status = ApplyContactDelete(r);
+      break;
+    case RecordKind::kBucketDefine:
+      status = ApplyDefine(r, &emit);
+      break;
+    case RecordKind::kBucketEnable:
+      status = ApplyEnable(r, true, &emit);
+      break;
+    case RecordKind::kBucketDisable:
+      status = ApplyEnable(r, false, &emit);
+      break;
+    case RecordKind::kBucketDelete:
+      status = ApplyBucketDelete(r);
+      break;
+    case RecordKind::kMemberAdd:
+      status = ApplyMemberAdd(r, &emit);
+      break;
+    case RecordKind::kMemberRemove:
+      status = ApplyMemberRemove(r, &emit);
+      break;
+    case RecordKind::kClockAdvance:
+    case RecordKind::kSweep:
+      last_sweep_due_ = SweepTo(at, &emit);
+      break;
+  }
+  // Check() ran first, so the appliers cannot refuse: a record is all or nothing.
+  assert(status.ok());
+  state_.applied_seq = r.seq;
+  return status;
+}
+
+// --- lookups ---
+
+User* Fold::FindUser(std::string_view id) const {
+  auto it = state_.user_ids.find(id);
+  return it == state_.user_ids.end() ? nullptr : it->second;
+}
+
+User* Fold::GetOrCreateUser(std::string_view id) {
+  if (User* user = FindUser(id)) return user;
+  auto user = std::make_unique<User>();
+  user->index = static_cast<uint32_t>(state_.users.size());
+  user->id = std::string(id);
+  User* raw = user.get();
+  state_.users.push_back(std::move(user));
+  state_.user_ids.emplace(raw->id, raw);
+  return raw;
+}
+
+Slot* Fold::FindSlot(User* user, uint32_t bucket) const {
+  for (auto& slot : user->slots) {
+    if (slot->bucket == bucket) return slot.get();
+  }
+  return nullptr;
+}
+
+Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
+  if (Slot* slot = FindSlot(user, bucket)) return slot;
+  auto slot = std::make_unique<Slot>();
+  slot->user = user;
+  slot->bucket = bucket;
+  user->slots.push_back(std::move(slot));
+  return user->slots.back().get();
+}
+
+Bucket* Fold::FindBucket(std::string_view id) const {
+  auto it = state_.bucket_ids.find(std::string(id));
+  if (it == state_.bucket_ids.end()) return nullptr;
+  Bucket* bucket = state_.buckets[it->second].get();
+  return bucket->deleted ? nullptr : bucket;
+}
+
+bool Fold::Holds(const Bucket& bucket, const User& user, TimeMs t) const {
+  return compiled_[bucket.index]->Assess(user, t).value;
+}
+
+// --- events and contacts ---
+
+void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
+  auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
+                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+  if (it == user->events.end() || it->name_id != name_id) {
+    it = user->events.insert(it, EventHistory{name_id, 0, occurred_at, occurred_at, {}});
+  }
+  EventHistory& h = *it;
+  ++h.total_count;
+  h.first_at = std::min(h.first_at, occurred_at);
+  h.last_at = std::max(h.last_at, occurred_at);
+  const uint32_t depth = name_id < state_.history_depth.size() ? state_.history_depth[name_id] : 0;
+  if (depth == 0) return;
+  // Late events land in place; only the newest `depth` instants are kept.
+  h.newest.insert(std::upper_bound(h.newest.begin(), h.newest.end(), occurred_at), occurred_at);
+  if (h.newest.size() > depth) {
+    h.newest.erase(h.newest.begin(), h.newest.begin() + (h.newest.size() - depth));
+  }
+}
+
+void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {
+  for (const PropertyPatch& p : patch) {
+    const uint32_t key_id = state_.property_keys.Intern(p.key);
+    auto it = std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
+                               [](const Property& q, uint32_t id) { return q.key_id < id; });
+    const bool present = it != user->properties.end() && it->key_id == key_id;
+    if (p.value.type == PropertyValue::Type::kNull) {
+      if (present) user->properties.erase(it);
+    } else if (!present) {
+      user->properties.insert(it, Property{key_id, p.value, at});
+    } else if (!(it->value == p.value)) {
+      it->value = p.value;
+      it->changed_at = at;
+    }
+  }
+}
+
+Status Fold::ApplyEvent(const Record& r, Emitter* emit) {
+  const TimeMs now = state_.now;
+  User* user = GetOrCreateUser(r.user_id);
+  ApplyUserDue(user, now, emit);
+
+  const bool first_event = !user->has_events;
+  user->has_events = true;
+  if (r.email) user->email = NormalizeEmail(*r.email);
+  PatchProperties(user, r.properties, now);
+  const uint32_t name_id = state_.event_names.Intern(r.event_name);
+  RecordEvent(user, name_id, std::min(r.occurred_at, now));
+
+  // Only buckets that reference the event name or a patched key can change (inverted
+  // indices); a contact's first event evaluates them all (absence predicates).
+  std::vector<uint32_t> affected;
+  if (first_event) {
+    for (auto& bucket : state_.buckets) affected.push_back(bucket->index);
+  } else {
+    if (auto it = state_.buckets_by_event.find(name_id); it != state_.buckets_by_event.end()) {
+      affected = it->second;
+    }
+    for (const PropertyPatch& p : r.properties) {
+      const uint32_t key_id = state_.property_keys.Find(p.key);
+      auto it = state_.buckets_by_property.find(key_id);
+      if (it == state_.buckets_by_property.end()) continue;
+      affected.insert(affected.end(), it->second.begin(), it->second.end());
+    }
+    std::sort(affected.begin(), affected.end());
+    affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+  }
+  for (uint32_t index : affected) {
+    Bucket& bucket = *state_.buckets[index];
+    if (!bucket.evaluable() || bucket.def.kind != BucketKind::kDynamic) continue;
+    Slot* slot = FindSlot(user, index);
+    if (slot == nullptr) {
+      const auto outlook = compiled_[index]->Assess(*user, now);
+      const bool may_join_by_clock = bucket.def.reconcile_joins && outlook.next != kNever;
+      if (!outlook.value && !may_join_by_clock) continue;
+      slot = GetOrCreateSlot(user, index);
+    }
+    EvaluateOnIngest(slot, now, emit);
+  }
+  return Status::Ok();
+}
+
+Status Fold::ApplyContactDelete(const Record& r) {
+  User* user = FindUser(r.user_id);
+  if (user->deleted) return Status::Ok();
+  // Privacy: the contact drops out of every count, list and index at once, silently.
+  for (auto& slot : user->slots) {
+    Unfile(slot.get());
+    if (slot->active) state_.buckets[slot->bucket]->members.erase(slot.get());
+  }
+  user->slots.clear();
+  user->past.clear();
+  user->properties.clear();
+  user->events.clear();
+  user->email.reset();
+  user->deleted = true;
+  return Status::Ok();
+}
+
+// --- manual membership ---
+
+Status Fold::ApplyMemberAdd(const Record& r, Emitter* emit) {
+  Bucket* bucket = FindBucket(r.bucket_id);
+  User* user = GetOrCreateUser(r.user_id);
+  ApplyUserDue(user, state_.now, emit);
+  Slot* slot = GetOrCreateSlot(user, bucket->index);
+  if (!slot->active) Join(slot, state_.now, MembershipSource::kManual, false, emit);
+  Refile(slot, state_.now);
+  return Status::Ok();
+}
+
+Status Fold::ApplyMemberRemove(const Record& r, Emitter* emit) {
+  Bucket* bucket = FindBucket(r.bucket_id);
+  User* user = FindUser(r.user_id);
+  ApplyUserDue(user, state_.now, emit);
+  Slot* slot = FindSlot(user, bucket->index);
+  // A maxDwell leave that fell due just before may already have ended it.
+  if (slot->active) Leave(slot, state_.now, LeaveReason::kManual, false, emit);
+  Refile(slot, state_.now);
+  return Status::Ok();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,107 @@
+#pragma once
+// The fold: a pure, deterministic function from log records to State. It never reads
+// the OS clock; every instant comes from a record. Apply() either refuses a record
+// (returning an error and changing nothing) or applies it completely, appending the
+// transitions it caused.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "bucketd/engine.h"
+#include "engine/criteria_eval.h"
+#include "engine/state.h"
+#include "log/record.h"
+
+namespace bucketd {
+
+class Fold {
+ public:
+  Fold();
+  ~Fold();
+  Fold(const Fold&) = delete;
+  Fold& operator=(const Fold&) = delete;
+
+  // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
+  Status Apply(const Record& record, std::vector<Transition>* out);
+  // Checks what Apply would refuse, without changing anything (the engine calls this
+  // before it spends a sequence number).
+  Status Check(const Record& record) const;
+
+  // True when some enabled bucket has an item due at or before `t` (a sweep at t would
+  // change something and so must be logged).
+  bool HasDue(TimeMs t) const;
+  std::optional<TimeMs> NextDue() const;
+
+  const State& state() const { return state_; }
+  State& mutable_state() { return state_; }  // snapshot loading only
+  // Rebuilds what is derived from definitions (compiled criteria, inverted indices,
+  // retention depths) after a snapshot load.
+  void RebuildDerived();
+
+  // Counters for tests and metrics: slots touched by sweeps (a sweep over a bucket with
+  // nothing due must touch none) and due items popped.
+  uint64_t sweep_slots_touched() const { return sweep_slots_touched_; }
+  uint64_t sweep_due_popped() const { return sweep_due_popped_; }
+  uint64_t last_sweep_due() const { return last_sweep_due_; }
+
+  const CompiledCriteria* compiled(uint32_t bucket) const;
+
+ private:
+  struct Emitter;
+
+  // Inputs.
+  Status ApplyEvent(const Record& r, Emitter* emit);
+  Status ApplyContactDelete(const Record& r);
+  Status ApplyDefine(const Record& r, Emitter* emit);
+  Status ApplyEnable(const Record& r, bool enabled, Emitter* emit);
+  Status ApplyBucketDelete(const Record& r);
+  Status ApplyMemberAdd(const Record& r, Emitter* emit);
+  Status ApplyMemberRemove(const Record& r, Emitter* emit);
+
+  // Membership (membership.cc).
+  void EvaluateOnIngest(Slot* slot, TimeMs now, Emitter* emit);
+  // Applies what is due for the slot at instant `due`. `horizon` is the sweep instant
+  // (`every` dwell fires coalesce up to it); `at_floor` raises every transition's `at`
+  // (the enable instant when a disabled bucket catches up).
+  void ProcessDue(Slot* slot, TimeMs due, TimeMs horizon, TimeMs at_floor, Emitter* emit);
+  void Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emitter* emit);
+  void Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter* emit);
+  void FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emitter* emit);
+  TimeMs LeaveBound(const Slot& slot, const CompiledCriteria::Outlook& outlook) const;
+  bool EntryAllowed(const Bucket& bucket, const Slot& slot, TimeMs at) const;
+  // How a definition change reaches the existing population (SPEC §6).
+  enum class Reevaluation { kBackfill, kCriteriaChanged, kRefileOnly, kCatchUp };
+  void Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emit);
+
+  // Time indices (sweep.cc).
+  TimeMs ComputeDue(const Slot& slot, TimeMs t) const;
+  void Refile(Slot* slot, TimeMs t);
+  void Unfile(Slot* slot);
+  void ApplyUserDue(User* user, TimeMs now, Emitter* emit);
+  uint64_t SweepTo(TimeMs t, Emitter* emit);
+
+  // Helpers.
+  User* FindUser(std::string_view id) const;
+  User* GetOrCreateUser(std::string_view id);
+  Slot* FindSlot(User* user, uint32_t bucket) const;
+  Slot* GetOrCreateSlot(User* user, uint32_t bucket);
+  Bucket* FindBucket(std::string_view id) const;  // live buckets only
+  bool Holds(const Bucket& bucket, const User& user, TimeMs t) const;
+  void RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at);
+  void PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at);
+  void RebuildInvertedIndices();
+
+  State state_;
+  std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
+  uint64_t sweep_slots_touched_ = 0;
+  uint64_t sweep_due_popped_ = 0;
+  uint64_t last_sweep_due_ = 0;
+};
+
+// Validation shared by the engine's edge and the fold.
+Status ValidateUserId(std::string_view user_id, std::string_view field = "userId");
+Status ValidateEventName(std::string_view name, std::string_view field = "event");
+std::string NormalizeEmail(std::string_view email);
+
+}  // namespace bucketd

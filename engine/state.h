@@ -1,0 +1,157 @@
+#pragma once
+// The in-memory state the fold builds from the log. Plain data: the fold (fold.h) owns
+// and mutates it; the digest and the snapshot read it; nothing else touches it.
+//
+// Layout choices (Redis-style: each structure picked for its cost):
+// - A Slot is one (user, bucket) pair the engine tracks: the active membership, or a
+//   non-member whose state the clock can change. It sits in its bucket's time index
+//   through an intrusive hook, so filing and re-filing allocate nothing.
+// - Each bucket keeps its active members in a B-tree ordered by userId (keyset paging),
+//   at ~1.2 pointers per member instead of a std::set's 4-pointer node.
+// - Event history keeps, per (user, event name), only the newest instants any criteria leg
+//   can still look at (see EventHistory), plus the all-time count and first/last instant.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <absl/container/btree_set.h>
+#include <absl/container/flat_hash_map.h>
+#include <boost/intrusive/set.hpp>
+
+#include "bucketd/types.h"
+#include "engine/definition.h"
+#include "engine/interner.h"
+
+namespace bucketd {
+
+inline constexpr TimeMs kNever = INT64_MAX;
+
+struct User;
+
+// Per (user, event name): what criteria legs need of that user's events of that name.
+struct EventHistory {
+  uint32_t name_id = 0;
+  uint64_t total_count = 0;
+  TimeMs first_at = 0;
+  TimeMs last_at = 0;
+  // The newest occurredAt instants, ascending, at most the name's retention depth. A
+  // threshold leg `count gte N within W` is decided by its N-th newest instant alone, so
+  // the depth is the largest N(+1) any leg on this name needs, not the number of events.
+  std::vector<TimeMs> newest;
+};
+
+struct Property {
+  uint32_t key_id = 0;
+  PropertyValue value;
+  TimeMs changed_at = 0;  // when the key took its current value (backfill anchors)
+};
+
+struct DwellStamp {
+  int64_t label_key = 0;  // DwellReaction packed: duration_ms * 2 + kind
+  uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
+};
+
+using DueHook = boost::intrusive::set_member_hook<boost::intrusive::optimize_size<true>>;
+
+struct Slot {
+  DueHook due_hook;  // in Bucket::due_index while due_at != kNever
+  User* user = nullptr;
+  uint32_t bucket = 0;
+  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+  TimeMs due_at = kNever;
+
+  bool active = false;
+  // Left by maxDwell while the criteria still held: no re-join until they stop holding.
+  bool rejoin_blocked = false;
+  MembershipSource source = MembershipSource::kEvent;
+  TimeMs entered_at = 0;
+  std::optional<TimeMs> dwell_anchor_at;
+  std::optional<TimeMs> last_left_at;
+  std::vector<DwellStamp> dwell;
+
+  TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
+};
+
+struct PastMembership {
+  uint32_t bucket = 0;
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  LeaveReason reason = LeaveReason::kCriteria;
+  TimeMs entered_at = 0;
+  TimeMs left_at = 0;
+  std::optional<TimeMs> dwell_anchor_at;
+};
+
+struct User {
+  uint32_t index = 0;  // dense, in order of first appearance in the log
+  std::string id;
+  std::optional<std::string> email;
+  bool deleted = false;
+  bool has_events = false;           // the first event evaluates every bucket
+  std::vector<Property> properties;  // sorted by key_id
+  std::vector<EventHistory> events;  // sorted by name_id
+  std::vector<std::unique_ptr<Slot>> slots;
+  std::vector<PastMembership> past;
+};
+
+// Orders a bucket's time index: due instant, then user (deterministic tie-break).
+struct DueOrder {
+  bool operator()(const Slot& a, const Slot& b) const {
+    if (a.due_at != b.due_at) return a.due_at < b.due_at;
+    return a.user->index < b.user->index;
+  }
+};
+using DueIndex =
+    boost::intrusive::multiset<Slot, boost::intrusive::member_hook<Slot, DueHook, &Slot::due_hook>,
+                               boost::intrusive::compare<DueOrder>>;
+
+struct MemberOrder {
+  using is_transparent = void;  // lets pages seek by a userId cursor
+  bool operator()(const Slot* a, const Slot* b) const { return a->user->id < b->user->id; }
+  bool operator()(const Slot* a, std::string_view b) const { return a->user->id < b; }
+  bool operator()(std::string_view a, const Slot* b) const { return a < b->user->id; }
+};
+
+struct Bucket {
+  uint32_t index = 0;  // dense, in order of first definition; never reused
+  BucketDefinition def;
+  std::string canonical_json;
+  std::string fingerprint;
+  bool deleted = false;
+  // Backfilled once: enabling a bucket that never was evaluated backfills it silently
+  // instead of catching up with emitted transitions.
+  bool ever_enabled = false;
+
+  DueIndex due_index;
+  absl::btree_set<Slot*, MemberOrder> members;
+  uint64_t entered_total = 0;
+  uint64_t left_total = 0;
+  int64_t closed_dwell_ms_total = 0;
+
+  bool live() const { return !deleted; }
+  bool evaluable() const { return !deleted && def.enabled; }
+};
+
+struct State {
+  uint64_t applied_seq = 0;     // last log record folded
+  uint64_t transition_seq = 0;  // last transition emitted
+  TimeMs now = 0;               // instant of the last record folded
+
+  Interner event_names;
+  Interner property_keys;
+  // Retention depth per event name id (see EventHistory::newest).
+  std::vector<uint32_t> history_depth;
+
+  std::vector<std::unique_ptr<Bucket>> buckets;  // by Bucket::index
+  absl::flat_hash_map<std::string, uint32_t> bucket_ids;
+  // Inverted indices: which live buckets an event name / property key can affect.
+  absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_event;
+  absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_property;
+
+  std::vector<std::unique_ptr<User>> users;               // by User::index
+  absl::flat_hash_map<std::string_view, User*> user_ids;  // views into User::id
+};
+
+}  // namespace bucketd

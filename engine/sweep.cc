@@ -1,0 +1,125 @@
+// The time indices and the sweep (SPEC §5). Every slot whose state the clock alone can
+// change is filed in its bucket's index at the exact instant of its next possible change;
+// a sweep pops what is due in time order and re-files. Nothing else is ever visited, so a
+// sweep with nothing due costs one look at each bucket's first entry.
+#include <algorithm>
+#include <cassert>
+#include <queue>
+#include <tuple>
+
+#include "engine/emitter.h"
+#include "engine/fold.h"
+
+namespace bucketd {
+
+TimeMs NextDwellFire(const Slot& slot, const DwellReaction& reaction);  // membership.cc
+
+TimeMs Fold::ComputeDue(const Slot& slot, TimeMs t) const {
+  const Bucket& bucket = *state_.buckets[slot.bucket];
+  if (!bucket.evaluable()) return kNever;
+  const BucketDefinition& def = bucket.def;
+  const bool dynamic = def.kind == BucketKind::kDynamic;
+  const auto outlook = dynamic ? compiled_[bucket.index]->Assess(*slot.user, t)
+                               : CompiledCriteria::Outlook{false, kNever};
+  TimeMs due = kNever;
+  if (slot.active) {
+    if (def.max_dwell_ms) due = std::min(due, slot.entered_at + *def.max_dwell_ms);
+    if (dynamic) {
+      // Holding: re-check when a windowed leg can flip. Not holding: the leave waits for
+      // the end of minDwell (a deferred leave).
+      due = std::min(due,
+                     outlook.value ? outlook.next : slot.entered_at + def.min_dwell_ms.value_or(0));
+    }
+    for (const DwellReaction& reaction : def.dwell) {
+      due = std::min(due, NextDwellFire(slot, reaction));
+    }
+  } else if (dynamic) {
+    // A blocked slot waits for the criteria to stop holding; a free one (if the bucket
+    // takes clock-driven joins) for them to start.
+    if (slot.rejoin_blocked ? outlook.value : (!outlook.value && def.reconcile_joins)) {
+      due = outlook.next;
+    }
+  }
+  return due;
+}
+
+void Fold::Unfile(Slot* slot) {
+  if (slot->due_hook.is_linked()) {
+    state_.buckets[slot->bucket]->due_index.erase(
+        state_.buckets[slot->bucket]->due_index.iterator_to(*slot));
+  }
+  slot->due_at = kNever;
+}
+
+void Fold::Refile(Slot* slot, TimeMs t) {
+  Unfile(slot);
+  const TimeMs due = ComputeDue(*slot, t);
+  if (due == kNever) return;
+  // A definition change can make something due in the past; it is applied from now.
+  slot->due_at = std::max(due, t);
+  state_.buckets[slot->bucket]->due_index.insert(*slot);
+}
+
+void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
+  for (;;) {
+    Slot* next = nullptr;
+    for (auto& slot : user->slots) {
+      if (slot->due_at > now) continue;
+      if (next == nullptr || slot->due_at < next->due_at ||
+          (slot->due_at == next->due_at && slot->bucket < next->bucket)) {
+        next = slot.get();
+      }
+    }
+    if (next == nullptr) return;
+    const TimeMs due = next->due_at;
+    Unfile(next);
+    ProcessDue(next, due, now, 0, emit);
+  }
+}
+
+uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
+  // K-way merge of the buckets' indices by (due, bucket, user): the global order is
+  // deterministic, so replaying a sweep record numbers its transitions identically.
+  using Head = std::tuple<TimeMs, uint32_t, uint32_t>;
+  std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
+  auto push_head = [&](const Bucket& bucket) {
+    if (bucket.due_index.empty()) return;
+    const Slot& first = *bucket.due_index.begin();
+    if (first.due_at <= t) heads.emplace(first.due_at, bucket.index, first.user->index);
+  };
+  for (const auto& bucket : state_.buckets) {
+    if (bucket->evaluable()) push_head(*bucket);
+  }
+  uint64_t popped = 0;
+  while (!heads.empty()) {
+    const uint32_t index = std::get<1>(heads.top());
+    heads.pop();
+    Bucket& bucket = *state_.buckets[index];
+    Slot* slot = &*bucket.due_index.begin();
+    const TimeMs due = slot->due_at;
+    Unfile(slot);
+    ProcessDue(slot, due, t, 0, emit);
+    ++popped;
+    push_head(bucket);
+  }
+  sweep_slots_touched_ += popped;
+  sweep_due_popped_ += popped;
+  return popped;
+}
+
+bool Fold::HasDue(TimeMs t) const {
+  const auto next = NextDue();
+  return next && *next <= t;
+}
+
+std::optional<TimeMs> Fold::NextDue() const {
+  std::optional<TimeMs> next;
+  for (const auto& bucket : state_.buckets) {
+    if (!bucket->evaluable() || bucket->due_index.empty()) continue;
+    const TimeMs due = bucket->due_index.begin()->due_at;
+    if (!next || due < *next) next = due;
+  }
+  return next;
+}
+
+}  // namespace bucketd

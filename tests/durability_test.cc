@@ -1,0 +1,96 @@
+// Every input acknowledged in sync mode survives a SIGKILL at a random moment.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "tests/test_support.h"
+
+using namespace bucketd;
+using namespace bucketd::testing;
+
+namespace {
+
+// The child: ingests batches forever in sync mode and reports each acknowledged batch's
+// last user number through the pipe. It never returns.
+[[noreturn]] void IngestUntilKilled(const std::string& dir, int fd) {
+  Options options;
+  options.data_dir = dir;
+  options.durability = Durability::kSync;
+  options.clock = ClockMode::kManual;
+  options.start_time_ms = kT0;
+  options.snapshot_every_records = 0;
+  options.snapshot_every_ms = 0;
+  std::unique_ptr<Engine> engine;
+  if (!Engine::Open(options, &engine).ok()) _exit(2);
+  bool created;
+  if (!engine
+           ->DefineBucket(
+               R"({"id":"seen","criteria":{"type":"event","eventName":"x","check":"exists"}})",
+               DefineMode::kCreateOrReplace, std::nullopt, &created)
+           .ok()) {
+    _exit(3);
+  }
+  for (uint32_t n = 0;;) {
+    std::vector<EventInput> batch;
+    for (int i = 0; i < 1 + static_cast<int>(n % 7); ++i, ++n) {
+      batch.push_back(
+          {"u" + std::to_string(n), "x", std::nullopt, std::nullopt, {}, "k" + std::to_string(n)});
+    }
+    BatchResult result;
+    if (!engine->IngestBatch(batch, &result).ok() || result.accepted != batch.size()) _exit(4);
+    const uint32_t acked = n;  // users u0 .. u(acked-1) are acknowledged
+    if (write(fd, &acked, sizeof acked) != sizeof acked) _exit(5);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("acknowledged inputs survive SIGKILL in sync mode") {
+  std::mt19937 rng(std::random_device{}());
+  for (int round = 0; round < 3; ++round) {
+    TempDir dir;
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      close(fds[0]);
+      IngestUntilKilled(dir.path(), fds[1]);
+    }
+    close(fds[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 400));
+    REQUIRE(kill(child, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+    uint32_t acked = 0, value = 0;
+    while (read(fds[0], &value, sizeof value) == sizeof value) acked = value;
+    close(fds[0]);
+    INFO("acknowledged " << acked << " events before the kill");
+    REQUIRE(acked > 0);
+
+    Options options;
+    options.data_dir = dir.path();
+    options.clock = ClockMode::kManual;
+    std::unique_ptr<Engine> engine;
+    RequireOk(Engine::Open(options, &engine));
+    uint64_t count = 0;
+    RequireOk(engine->Count("seen", &count));
+    CHECK(count >= acked);
+    for (uint32_t n = 0; n < acked; ++n) {
+      Member m;
+      if (!engine->GetMember("seen", "u" + std::to_string(n), &m).ok()) {
+        FAIL("acknowledged user u" << n << " is missing");
+      }
+    }
+    // The idempotency keys survived too.
+    IngestResult r;
+    RequireOk(engine->Ingest({"u0", "x", std::nullopt, std::nullopt, {}, "k0"}, &r));
+    CHECK(r.duplicate);
+  }
+}
