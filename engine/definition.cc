@@ -539,7 +539,8 @@ Status ParseDwell(const element& value, BucketDefinition* def) {
   return Status::Ok();
 }
 
-Status ParseDefinition(const element& root, BucketDefinition* def) {
+Status ParseDefinition(const element& root, std::optional<std::string_view> default_id,
+                       BucketDefinition* def) {
   object obj;
   if (root.get_object().get(obj) != simdjson::SUCCESS) {
     return Status::InvalidArgument("", "a bucket definition must be a JSON object");
@@ -553,9 +554,14 @@ Status ParseDefinition(const element& root, BucketDefinition* def) {
   if (!status.ok()) return status;
 
   const element* id = fields.Get("id");
-  if (id == nullptr) return Status::InvalidArgument("id", "required");
-  status = ReadString(*id, "id", &def->id);
-  if (!status.ok()) return status;
+  if (id != nullptr) {
+    status = ReadString(*id, "id", &def->id);
+    if (!status.ok()) return status;
+  } else if (default_id) {
+    def->id = std::string(*default_id);
+  } else {
+    return Status::InvalidArgument("id", "required");
+  }
   bool id_ok = !def->id.empty() && def->id.size() <= kBucketIdCharsMax;
   for (const char c : def->id) id_ok = id_ok && IsBucketIdChar(c);
   if (!id_ok) return Status::InvalidArgument("id", "must be 1-128 characters of [A-Za-z0-9._-]");
@@ -703,7 +709,8 @@ std::string DwellReaction::Label() const {
   return (kind == Kind::kAfter ? "after-" : "every-") + std::to_string(duration_ms);
 }
 
-Status ParseBucketDefinition(std::string_view json, BucketDefinition* out) {
+Status ParseBucketDefinition(std::string_view json, BucketDefinition* out,
+                             std::optional<std::string_view> default_id) {
   simdjson::dom::parser parser;
   const simdjson::padded_string padded(json);
   element root;
@@ -712,7 +719,7 @@ Status ParseBucketDefinition(std::string_view json, BucketDefinition* out) {
         "", std::string("malformed JSON: ") + simdjson::error_message(error));
   }
   BucketDefinition def;
-  Status status = ParseDefinition(root, &def);
+  Status status = ParseDefinition(root, default_id, &def);
   if (!status.ok()) return status;
   *out = std::move(def);
   return Status::Ok();

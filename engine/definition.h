@@ -71,7 +71,9 @@ struct BucketDefinition {
 // Parses and validates a definition with every refusal rule of SPEC §3. Errors name the
 // field path ("criteria.conditions[1].value", "dwell[0].every"). Durations accept all the
 // forms of SPEC §1. `timeBased`, `reconcileEvery`, `fastExpiry` are accepted and ignored.
-Status ParseBucketDefinition(std::string_view json, BucketDefinition* out);
+// `default_id` stands in for an absent "id" (PUT /v1/buckets/{id}).
+Status ParseBucketDefinition(std::string_view json, BucketDefinition* out,
+                             std::optional<std::string_view> default_id = std::nullopt);
 
 // The normalized definition as canonical JSON (fixed key order, durations in ms, count
 // defaults filled in). Parsing it yields an equal definition. This is what the log stores.

@@ -129,7 +129,7 @@ class EngineImpl final : public Engine {
                       std::optional<std::string_view> path_id, bool* created) override {
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
-    if (Status s = ParseBucketDefinition(json, &def); !s.ok()) return s;
+    if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
     if (path_id && *path_id != def.id) {
       return Status::InvalidArgument("id", "must match the bucket id in the path");
     }
@@ -254,11 +254,12 @@ class EngineImpl final : public Engine {
     }
     out->members.clear();
     out->next_cursor.reset();
-    auto it = cursor.empty() ? b->members.begin() : b->members.upper_bound(cursor);
-    for (; it != b->members.end() && out->members.size() < limit; ++it) {
+    const MemberIndex::Sorted& sorted = b->members.sorted();
+    auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
+    for (; it != sorted.end() && out->members.size() < limit; ++it) {
       out->members.push_back(ToMember(**it));
     }
-    if (it != b->members.end()) out->next_cursor = out->members.back().user_id;
+    if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
     return Status::Ok();
   }
 
@@ -266,10 +267,16 @@ class EngineImpl final : public Engine {
                    Member* out) const override {
     const Bucket* b = LiveBucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
-    auto it = b->members.find(user_id);
-    if (it == b->members.end()) return Status::NotFound("not a member");
-    *out = ToMember(**it);
-    return Status::Ok();
+    const auto& users = fold_.state().user_ids;
+    auto user = users.find(user_id);
+    if (user != users.end()) {
+      for (const auto& slot : user->second->slots) {
+        if (slot->bucket != b->index || !slot->active) continue;
+        *out = ToMember(*slot);
+        return Status::Ok();
+      }
+    }
+    return Status::NotFound("not a member");
   }
 
   Status UserMemberships(std::string_view user_id,
@@ -370,9 +377,7 @@ class EngineImpl final : public Engine {
         return Status::Ok();
       }
     }
-    if (Status s = ValidateUserId(event.user_id); !s.ok()) return Rejected(s);
-    if (Status s = ValidateEventName(event.event); !s.ok()) return Rejected(s);
-    Record r;
+    Record& r = record_scratch_;
     r.seq = log_->last_seq() + 1;
     r.at = now;
     r.kind = RecordKind::kEvent;
@@ -382,6 +387,7 @@ class EngineImpl final : public Engine {
     r.email = event.email;
     r.properties = event.contact_properties;
     r.idempotency_key = event.idempotency_key;
+    // The fold validates (and refuses without changing anything) before it applies.
     const size_t before = transitions->size();
     if (Status s = fold_.Apply(r, transitions); !s.ok()) return Rejected(s);
     log_->Stage(
@@ -491,6 +497,7 @@ class EngineImpl final : public Engine {
   bool closed_ = false;
   Status failed_;
   std::vector<Transition> scratch_;
+  Record record_scratch_;  // reused so ingest keeps its string capacity
   std::atomic<uint64_t> committed_transition_seq_{0};
   uint64_t last_snapshot_seq_ = 0;
   std::chrono::steady_clock::time_point last_snapshot_time_;

@@ -55,17 +55,8 @@ const CompiledCriteria* Fold::compiled(uint32_t bucket) const {
 Status Fold::Check(const Record& r) const {
   switch (r.kind) {
     case RecordKind::kEvent: {
-      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
-      if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
-      if (User* user = FindUser(r.user_id); user != nullptr && user->deleted) {
-        return Status::FailedPrecondition("userId", "contact was deleted");
-      }
-      for (const PropertyPatch& p : r.properties) {
-        if (p.key.empty()) {
-          return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
-        }
-      }
-      return Status::Ok();
+      User* user = nullptr;
+      return CheckEvent(r, &user);
     }
     case RecordKind::kContactDelete: {
       if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
@@ -110,9 +101,27 @@ Status Fold::Check(const Record& r) const {
   return Status::InvalidArgument("kind", "unknown record kind");
 }
 
+Status Fold::CheckEvent(const Record& r, User** user) const {
+  if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+  if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+  *user = FindUser(r.user_id);
+  if (*user != nullptr && (*user)->deleted) {
+    return Status::FailedPrecondition("userId", "contact was deleted");
+  }
+  for (const PropertyPatch& p : r.properties) {
+    if (p.key.empty()) {
+      return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
+    }
+  }
+  return Status::Ok();
+}
+
 Status Fold::Apply(const Record& r, std::vector<Transition>* out) {
   assert(r.seq == state_.applied_seq + 1);
-  if (Status s = Check(r); !s.ok()) return s;
+  // Events are the hot path: checked once, keeping the user lookup for the apply.
+  User* event_user = nullptr;
+  Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
+  if (!check.ok()) return check;
   // Time never moves backwards inside the fold, whatever the record says.
   const TimeMs at = std::max(r.at, state_.now);
   state_.now = at;
@@ -120,7 +129,7 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out) {
   Status status;
   switch (r.kind) {
     case RecordKind::kEvent:
-      status = ApplyEvent(r, &emit);
+      status = ApplyEvent(r, event_user, &emit);
       break;
     case RecordKind::kContactDelete:
       status = ApplyContactDelete(r);
@@ -195,10 +204,6 @@ Bucket* Fold::FindBucket(std::string_view id) const {
   return bucket->deleted ? nullptr : bucket;
 }
 
-bool Fold::Holds(const Bucket& bucket, const User& user, TimeMs t) const {
-  return compiled_[bucket.index]->Assess(user, t).value;
-}
-
 // --- events and contacts ---
 
 void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
@@ -237,9 +242,9 @@ void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, 
   }
 }
 
-Status Fold::ApplyEvent(const Record& r, Emitter* emit) {
+Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
   const TimeMs now = state_.now;
-  User* user = GetOrCreateUser(r.user_id);
+  if (user == nullptr) user = GetOrCreateUser(r.user_id);
   ApplyUserDue(user, now, emit);
 
   const bool first_event = !user->has_events;
@@ -251,12 +256,13 @@ Status Fold::ApplyEvent(const Record& r, Emitter* emit) {
 
   // Only buckets that reference the event name or a patched key can change (inverted
   // indices); a contact's first event evaluates them all (absence predicates).
-  std::vector<uint32_t> affected;
+  std::vector<uint32_t>& affected = affected_scratch_;
+  affected.clear();
   if (first_event) {
     for (auto& bucket : state_.buckets) affected.push_back(bucket->index);
   } else {
     if (auto it = state_.buckets_by_event.find(name_id); it != state_.buckets_by_event.end()) {
-      affected = it->second;
+      affected.assign(it->second.begin(), it->second.end());
     }
     for (const PropertyPatch& p : r.properties) {
       const uint32_t key_id = state_.property_keys.Find(p.key);
@@ -270,14 +276,14 @@ Status Fold::ApplyEvent(const Record& r, Emitter* emit) {
   for (uint32_t index : affected) {
     Bucket& bucket = *state_.buckets[index];
     if (!bucket.evaluable() || bucket.def.kind != BucketKind::kDynamic) continue;
+    const auto outlook = compiled_[index]->Assess(*user, now);
     Slot* slot = FindSlot(user, index);
     if (slot == nullptr) {
-      const auto outlook = compiled_[index]->Assess(*user, now);
       const bool may_join_by_clock = bucket.def.reconcile_joins && outlook.next != kNever;
       if (!outlook.value && !may_join_by_clock) continue;
       slot = GetOrCreateSlot(user, index);
     }
-    EvaluateOnIngest(slot, now, emit);
+    EvaluateOnIngest(slot, now, outlook, emit);
   }
   return Status::Ok();
 }
@@ -288,7 +294,12 @@ Status Fold::ApplyContactDelete(const Record& r) {
   // Privacy: the contact drops out of every count, list and index at once, silently.
   for (auto& slot : user->slots) {
     Unfile(slot.get());
-    if (slot->active) state_.buckets[slot->bucket]->members.erase(slot.get());
+    if (slot->active) {
+      slot->active = false;
+      state_.buckets[slot->bucket]->members.Remove(slot.get());
+    }
+    // Settle the member index before the slot it may point at is freed.
+    state_.buckets[slot->bucket]->members.sorted();
   }
   user->slots.clear();
   user->past.clear();

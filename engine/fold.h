@@ -51,7 +51,8 @@ class Fold {
   struct Emitter;
 
   // Inputs.
-  Status ApplyEvent(const Record& r, Emitter* emit);
+  Status CheckEvent(const Record& r, User** user) const;
+  Status ApplyEvent(const Record& r, User* user, Emitter* emit);
   Status ApplyContactDelete(const Record& r);
   Status ApplyDefine(const Record& r, Emitter* emit);
   Status ApplyEnable(const Record& r, bool enabled, Emitter* emit);
@@ -60,7 +61,8 @@ class Fold {
   Status ApplyMemberRemove(const Record& r, Emitter* emit);
 
   // Membership (membership.cc).
-  void EvaluateOnIngest(Slot* slot, TimeMs now, Emitter* emit);
+  void EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outlook& outlook,
+                        Emitter* emit);
   // Applies what is due for the slot at instant `due`. `horizon` is the sweep instant
   // (`every` dwell fires coalesce up to it); `at_floor` raises every transition's `at`
   // (the enable instant when a disabled bucket catches up).
@@ -76,7 +78,11 @@ class Fold {
 
   // Time indices (sweep.cc).
   TimeMs ComputeDue(const Slot& slot, TimeMs t) const;
+  TimeMs ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlook) const;
+  CompiledCriteria::Outlook AssessSlot(const Slot& slot, TimeMs t) const;
   void Refile(Slot* slot, TimeMs t);
+  // Refile with the criteria outlook at t already known (saves an evaluation).
+  void Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook);
   void Unfile(Slot* slot);
   void ApplyUserDue(User* user, TimeMs now, Emitter* emit);
   uint64_t SweepTo(TimeMs t, Emitter* emit);
@@ -87,13 +93,13 @@ class Fold {
   Slot* FindSlot(User* user, uint32_t bucket) const;
   Slot* GetOrCreateSlot(User* user, uint32_t bucket);
   Bucket* FindBucket(std::string_view id) const;  // live buckets only
-  bool Holds(const Bucket& bucket, const User& user, TimeMs t) const;
   void RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at);
   void PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at);
   void RebuildInvertedIndices();
 
   State state_;
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
+  std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
   uint64_t sweep_slots_touched_ = 0;
   uint64_t sweep_due_popped_ = 0;
   uint64_t last_sweep_due_ = 0;

@@ -107,12 +107,13 @@ Status Fold::ApplyBucketDelete(const Record& r) {
     Unfile(slot);
     if (slot->active) {
       slot->active = false;
+      bucket->members.Remove(slot);
       slot->last_left_at = state_.now;
       slot->dwell.clear();
       slot->rejoin_blocked = false;
     }
   }
-  bucket->members.clear();
+  bucket->members.sorted();
   bucket->deleted = true;
   RebuildInvertedIndices();
   return Status::Ok();

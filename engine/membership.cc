@@ -57,7 +57,7 @@ void Fold::Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emi
   slot->entered_at = at;
   slot->dwell_anchor_at.reset();
   slot->dwell.clear();
-  bucket.members.insert(slot);
+  bucket.members.Add(slot);
   ++bucket.entered_total;
   // A join the entry limit forbids is still a membership; only `entered` is withheld.
   if (!silent && EntryAllowed(bucket, *slot, at)) {
@@ -71,7 +71,7 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   if (!silent) emit->Emit(TransitionKind::kLeft, bucket, *slot, at, reason);
   slot->active = false;
   slot->last_left_at = at;
-  bucket.members.erase(slot);
+  bucket.members.Remove(slot);
   ++bucket.left_total;
   bucket.closed_dwell_ms_total += at - slot->entered_at;
   slot->user->past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
@@ -79,9 +79,10 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   slot->dwell.clear();
 }
 
-void Fold::EvaluateOnIngest(Slot* slot, TimeMs now, Emitter* emit) {
+void Fold::EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outlook& outlook,
+                            Emitter* emit) {
   const Bucket& bucket = *state_.buckets[slot->bucket];
-  const bool holds = Holds(bucket, *slot->user, now);
+  const bool holds = outlook.value;
   if (slot->active) {
     const bool in_min_dwell =
         bucket.def.min_dwell_ms && now < slot->entered_at + *bucket.def.min_dwell_ms;
@@ -92,7 +93,7 @@ void Fold::EvaluateOnIngest(Slot* slot, TimeMs now, Emitter* emit) {
   } else if (!slot->rejoin_blocked) {
     Join(slot, now, MembershipSource::kEvent, false, emit);
   }
-  Refile(slot, now);
+  Refile(slot, now, outlook);
 }
 
 // The earliest instant the active membership could end by criteria or maxDwell (dwell
@@ -136,7 +137,7 @@ void Fold::ProcessDue(Slot* slot, TimeMs due, TimeMs horizon, TimeMs at_floor, E
       Join(slot, at, MembershipSource::kReconcile, false, emit);
     }
   }
-  Refile(slot, due);
+  Refile(slot, due, outlook);
 }
 
 void Fold::FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emitter* emit) {

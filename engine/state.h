@@ -7,7 +7,8 @@
 //   non-member whose state the clock can change. It sits in its bucket's time index
 //   through an intrusive hook, so filing and re-filing allocate nothing.
 // - Each bucket keeps its active members in a B-tree ordered by userId (keyset paging),
-//   at ~1.2 pointers per member instead of a std::set's 4-pointer node.
+//   at ~1.2 pointers per member instead of a std::set's 4-pointer node, maintained lazily
+//   (member_index.h).
 // - Event history keeps, per (user, event name), only the newest instants any criteria leg
 //   can still look at (see EventHistory), plus the all-time count and first/last instant.
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include "bucketd/types.h"
 #include "engine/definition.h"
 #include "engine/interner.h"
+#include "engine/member_index.h"
 
 namespace bucketd {
 
@@ -63,6 +65,8 @@ struct Slot {
   TimeMs due_at = kNever;
 
   bool active = false;
+  bool member_touched = false;  // MemberIndex bookkeeping
+  bool member_listed = false;
   // Left by maxDwell while the criteria still held: no re-join until they stop holding.
   bool rejoin_blocked = false;
   MembershipSource source = MembershipSource::kEvent;
@@ -107,13 +111,6 @@ using DueIndex =
     boost::intrusive::multiset<Slot, boost::intrusive::member_hook<Slot, DueHook, &Slot::due_hook>,
                                boost::intrusive::compare<DueOrder>>;
 
-struct MemberOrder {
-  using is_transparent = void;  // lets pages seek by a userId cursor
-  bool operator()(const Slot* a, const Slot* b) const { return a->user->id < b->user->id; }
-  bool operator()(const Slot* a, std::string_view b) const { return a->user->id < b; }
-  bool operator()(std::string_view a, const Slot* b) const { return a < b->user->id; }
-};
-
 struct Bucket {
   uint32_t index = 0;  // dense, in order of first definition; never reused
   BucketDefinition def;
@@ -125,7 +122,7 @@ struct Bucket {
   bool ever_enabled = false;
 
   DueIndex due_index;
-  absl::btree_set<Slot*, MemberOrder> members;
+  MemberIndex members;
   uint64_t entered_total = 0;
   uint64_t left_total = 0;
   int64_t closed_dwell_ms_total = 0;

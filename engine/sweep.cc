@@ -14,13 +14,20 @@ namespace bucketd {
 
 TimeMs NextDwellFire(const Slot& slot, const DwellReaction& reaction);  // membership.cc
 
+CompiledCriteria::Outlook Fold::AssessSlot(const Slot& slot, TimeMs t) const {
+  const CompiledCriteria* criteria = compiled_[slot.bucket].get();
+  return criteria ? criteria->Assess(*slot.user, t) : CompiledCriteria::Outlook{false, kNever};
+}
+
 TimeMs Fold::ComputeDue(const Slot& slot, TimeMs t) const {
+  return ComputeDue(slot, AssessSlot(slot, t));
+}
+
+TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlook) const {
   const Bucket& bucket = *state_.buckets[slot.bucket];
   if (!bucket.evaluable()) return kNever;
   const BucketDefinition& def = bucket.def;
   const bool dynamic = def.kind == BucketKind::kDynamic;
-  const auto outlook = dynamic ? compiled_[bucket.index]->Assess(*slot.user, t)
-                               : CompiledCriteria::Outlook{false, kNever};
   TimeMs due = kNever;
   if (slot.active) {
     if (def.max_dwell_ms) due = std::min(due, slot.entered_at + *def.max_dwell_ms);
@@ -51,12 +58,17 @@ void Fold::Unfile(Slot* slot) {
   slot->due_at = kNever;
 }
 
-void Fold::Refile(Slot* slot, TimeMs t) {
-  Unfile(slot);
-  const TimeMs due = ComputeDue(*slot, t);
-  if (due == kNever) return;
+void Fold::Refile(Slot* slot, TimeMs t) { Refile(slot, t, AssessSlot(*slot, t)); }
+
+void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook) {
+  TimeMs due = ComputeDue(*slot, outlook);
   // A definition change can make something due in the past; it is applied from now.
-  slot->due_at = std::max(due, t);
+  if (due != kNever) due = std::max(due, t);
+  // Most ingests leave the due instant as it was: skip the tree surgery then.
+  if (due == slot->due_at && (due == kNever || slot->due_hook.is_linked())) return;
+  Unfile(slot);
+  if (due == kNever) return;
+  slot->due_at = due;
   state_.buckets[slot->bucket]->due_index.insert(*slot);
 }
 

@@ -24,8 +24,8 @@ enum class RecordKind : uint8_t {
 };
 
 struct Record {
-  uint64_t seq = 0;    // gap-free, starting at 1
-  TimeMs at = 0;       // the engine's processing instant
+  uint64_t seq = 0;  // gap-free, starting at 1
+  TimeMs at = 0;     // the engine's processing instant
   RecordKind kind = RecordKind::kEvent;
 
   // kEvent, kContactDelete, kMemberAdd, kMemberRemove

@@ -1,0 +1,58 @@
+#include "engine/member_index.h"
+
+#include "engine/state.h"
+
+namespace bucketd {
+
+bool MemberOrder::operator()(const Slot* a, const Slot* b) const {
+  return a->user->id < b->user->id;
+}
+bool MemberOrder::operator()(const Slot* a, std::string_view b) const { return a->user->id < b; }
+bool MemberOrder::operator()(std::string_view a, const Slot* b) const { return a < b->user->id; }
+
+void MemberIndex::Touch(Slot* slot) {
+  if (slot->member_touched) return;
+  slot->member_touched = true;
+  touched_.push_back(slot);
+}
+
+void MemberIndex::Add(Slot* slot) {
+  ++count_;
+  Touch(slot);
+}
+
+void MemberIndex::Remove(Slot* slot) {
+  --count_;
+  Touch(slot);
+}
+
+void MemberIndex::clear() {
+  for (Slot* slot : touched_) slot->member_touched = false;
+  for (Slot* slot : sorted_) slot->member_listed = false;
+  touched_.clear();
+  sorted_.clear();
+  count_ = 0;
+}
+
+const MemberIndex::Sorted& MemberIndex::sorted() const {
+  if (touched_.empty()) return sorted_;
+  // Sorted inserts walk the tree left to right, so each one starts near the last.
+  std::sort(touched_.begin(), touched_.end(), MemberOrder());
+  auto hint = sorted_.begin();
+  for (Slot* slot : touched_) {
+    slot->member_touched = false;
+    if (slot->active && !slot->member_listed) {
+      hint = std::next(sorted_.insert(hint, slot));
+      slot->member_listed = true;
+    } else if (!slot->active && slot->member_listed) {
+      hint = sorted_.erase(sorted_.find(slot));
+      slot->member_listed = false;
+    } else {
+      hint = sorted_.lower_bound(slot);
+    }
+  }
+  touched_.clear();
+  return sorted_;
+}
+
+}  // namespace bucketd

@@ -1,0 +1,6 @@
+#pragma once
+
+namespace bucketd {
+struct Slot;
+struct User;
+}  // namespace bucketd

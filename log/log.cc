@@ -1,0 +1,434 @@
+#include "log/log.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+#include <absl/container/flat_hash_set.h>
+#include <absl/strings/string_view.h>
+#include <flatbuffers/flatbuffers.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
+#include <rocksdb/write_batch.h>
+
+#include "log/record_codec.h"
+
+namespace bucketd {
+namespace {
+
+// Names and version written down in log_format.md.
+constexpr char kRecordsFamily[] = "records";
+constexpr char kTransitionsFamily[] = "transitions";
+constexpr char kIdempotencyFamily[] = "idempotency";
+constexpr char kMetaFamily[] = "meta";
+constexpr char kFormatVersionKey[] = "format_version";
+constexpr char kFormatVersion[] = "1";
+
+// Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
+enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
+
+constexpr size_t kMiB = size_t{1} << 20;
+// Replay reads the records family front to back; big reads keep it off the syscall path.
+constexpr size_t kReplayReadaheadBytes = 4 * kMiB;
+
+// Big-endian, so RocksDB's bytewise order is seq order.
+using SeqKey = std::array<char, sizeof(uint64_t)>;
+
+SeqKey EncodeSeq(uint64_t seq) {
+  SeqKey key;
+  for (size_t i = 0; i < key.size(); ++i) {
+    key[i] = static_cast<char>(seq >> (8 * (key.size() - 1 - i)));
+  }
+  return key;
+}
+
+bool DecodeSeq(rocksdb::Slice bytes, uint64_t* seq) {
+  if (bytes.size() != sizeof(uint64_t)) return false;
+  uint64_t value = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    value = (value << 8) | static_cast<uint8_t>(bytes[i]);
+  }
+  *seq = value;
+  return true;
+}
+
+rocksdb::Slice AsSlice(const SeqKey& key) { return rocksdb::Slice(key.data(), key.size()); }
+
+std::string_view AsView(rocksdb::Slice slice) {
+  return std::string_view(slice.data(), slice.size());
+}
+
+Status FromRocks(const rocksdb::Status& status, std::string_view what) {
+  if (status.ok()) return Status::Ok();
+  std::string message = std::string(what) + ": " + status.ToString();
+  if (status.IsCorruption()) return Status::Corruption(std::move(message));
+  return Status::IoError(std::move(message));
+}
+
+// A broken invariant means the caller's state and the log disagree; continuing would write
+// a log that cannot be replayed, so stop here, loudly, in every build type.
+[[noreturn]] void InvariantFailed(const std::string& what) {
+  std::fprintf(stderr, "bucketd log: invariant violated: %s\n", what.c_str());
+  std::abort();
+}
+
+rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
+  rocksdb::DBOptions db;
+  db.create_if_missing = !options.read_only;
+  db.create_missing_column_families = !options.read_only;
+  // Every family shares the WAL, and a WAL file lives until every family holding data in it
+  // has flushed. Rarely written families (meta) would pin old WAL files forever without a
+  // cap; crossing it flushes them.
+  db.max_total_wal_size = 256 * kMiB;
+  // Each Write() hands its bytes to the OS before returning (no user-space WAL buffer), so
+  // a killed process loses nothing that Commit() returned for, even in async mode.
+  db.manual_wal_flush = false;
+  // After a crash, a torn tail of the WAL is dropped and everything before it recovered:
+  // exactly the unacknowledged suffix (the default, stated because durability rests on it).
+  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db.max_background_jobs = 2;
+  db.keep_log_file_num = 4;
+  return db;
+}
+
+// Records and transitions: append-only, keys ascending, read by long forward scans.
+rocksdb::ColumnFamilyOptions SequenceFamilyOptions() {
+  rocksdb::ColumnFamilyOptions family;
+  // Fewer, larger flushes for an append stream; memory is taken only as it fills.
+  family.write_buffer_size = 64 * kMiB;
+  // LZ4: records repeat names, ids and JSON keys, so they shrink ~2x, and LZ4 decompresses at
+  // GB/s, keeping replay bound by decoding rather than by I/O. Zstd would save a little more
+  // disk at a replay-speed cost; no compression would double the bytes replay reads.
+  family.compression = rocksdb::kLZ4Compression;
+  // Keys arrive in order, so levels fill without overlap; dynamic sizing keeps the space
+  // overhead of leveled compaction low.
+  family.level_compaction_dynamic_level_bytes = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 32 * 1024;  // scans dominate; bigger blocks mean less per-block work
+  family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return family;
+}
+
+// Idempotency: point lookups of random keys, and most lookups miss (a key is new). A bloom
+// filter answers a miss without reading a data block.
+rocksdb::ColumnFamilyOptions IdempotencyFamilyOptions() {
+  rocksdb::ColumnFamilyOptions family;
+  family.write_buffer_size = 32 * kMiB;
+  family.compression = rocksdb::kLZ4Compression;
+  family.level_compaction_dynamic_level_bytes = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));  // ~1% false positives
+  family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return family;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
+  rocksdb::ColumnFamilyOptions small;
+  small.write_buffer_size = 4 * kMiB;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families(kFamilyCount);
+  families[kDefault] = {rocksdb::kDefaultColumnFamilyName, small};
+  families[kRecords] = {kRecordsFamily, SequenceFamilyOptions()};
+  families[kTransitions] = {kTransitionsFamily, SequenceFamilyOptions()};
+  families[kIdempotency] = {kIdempotencyFamily, IdempotencyFamilyOptions()};
+  families[kMeta] = {kMetaFamily, small};
+  return families;
+}
+
+class RocksRecordReader final : public RecordReader {
+ public:
+  RocksRecordReader(std::unique_ptr<rocksdb::Iterator> iterator, uint64_t from_seq)
+      : iterator_(std::move(iterator)), next_seq_(from_seq) {
+    iterator_->Seek(AsSlice(EncodeSeq(from_seq)));
+  }
+
+  bool Next(Record* out) override {
+    if (!status_.ok()) return false;
+    if (!iterator_->Valid()) {
+      status_ = FromRocks(iterator_->status(), "reading log records");
+      return false;
+    }
+    uint64_t seq = 0;
+    if (!DecodeSeq(iterator_->key(), &seq)) return Fail("record key is not a seq");
+    if (seq != next_seq_) {
+      return Fail("gap in records: expected seq " + std::to_string(next_seq_) + ", found " +
+                  std::to_string(seq));
+    }
+    Status decoded = DecodeRecord(AsView(iterator_->value()), out);
+    if (!decoded.ok()) return Fail("record " + std::to_string(seq) + ": " + decoded.message());
+    if (out->seq != seq) return Fail("record " + std::to_string(seq) + " holds another seq");
+    ++next_seq_;
+    iterator_->Next();
+    return true;
+  }
+
+  Status status() const override { return status_; }
+
+ private:
+  bool Fail(std::string message) {
+    status_ = Status::Corruption(std::move(message));
+    return false;
+  }
+
+  std::unique_ptr<rocksdb::Iterator> iterator_;
+  uint64_t next_seq_;
+  Status status_;
+};
+
+class RocksLog final : public Log {
+ public:
+  RocksLog(const LogOptions& options, rocksdb::DB* db,
+           std::vector<rocksdb::ColumnFamilyHandle*> families)
+      : options_(options), db_(db), families_(std::move(families)) {}
+
+  ~RocksLog() override {
+    // Staged but uncommitted writes are dropped: they were never acknowledged.
+    for (rocksdb::ColumnFamilyHandle* family : families_) {
+      db_->DestroyColumnFamilyHandle(family).PermitUncheckedError();
+    }
+    db_->Close().PermitUncheckedError();
+  }
+
+  Status Recover();
+
+  uint64_t last_seq() const override { return last_seq_.load(std::memory_order_acquire); }
+  uint64_t last_transition_seq() const override {
+    return last_transition_seq_.load(std::memory_order_acquire);
+  }
+  std::optional<TimeMs> last_record_at() const override { return last_record_at_; }
+
+  void Stage(const Record& record, std::span<const Transition> transitions) override;
+  bool SeenIdempotencyKey(std::string_view key) const override;
+  Status Commit() override;
+  bool has_staged() const override { return pending_.Count() > 0; }
+
+  std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const override;
+  Status ReadTransitions(uint64_t after_seq, size_t limit,
+                         std::vector<Transition>* out) const override;
+
+  uint64_t ApproximateBytes() const override;
+  Status Flush() override;
+
+ private:
+  rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
+  Status CheckFormatVersion();
+  rocksdb::Slice BuiltBytes() const {
+    return rocksdb::Slice(reinterpret_cast<const char*>(builder_.GetBufferPointer()),
+                          builder_.GetSize());
+  }
+  // WriteBatch::Put copies, so builder_ is free for the next value once this returns.
+  void StagePut(Family which, rocksdb::Slice key, rocksdb::Slice value) {
+    rocksdb::Status s = pending_.Put(family(which), key, value);
+    if (!s.ok() && error_.ok()) error_ = FromRocks(s, "staging a log write");
+  }
+  // The seq of the last key in `which`, 0 if it is empty.
+  Status LastSeq(Family which, uint64_t* seq, std::string* value) const;
+
+  const LogOptions options_;
+  const std::unique_ptr<rocksdb::DB> db_;
+  const std::vector<rocksdb::ColumnFamilyHandle*> families_;
+
+  // Written by the single writer thread; atomics so other threads may read them.
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> last_transition_seq_{0};
+  // Writer thread only, like everything below.
+  std::optional<TimeMs> last_record_at_;
+  rocksdb::WriteBatch pending_;
+  absl::flat_hash_set<std::string> pending_idempotency_keys_;
+  flatbuffers::FlatBufferBuilder builder_;
+  // Sticky: after a failed write or lookup, every Commit() fails and the engine stops.
+  mutable Status error_;
+};
+
+Status RocksLog::Recover() {
+  if (Status s = CheckFormatVersion(); !s.ok()) return s;
+  uint64_t seq = 0;
+  std::string value;
+  if (Status s = LastSeq(kRecords, &seq, &value); !s.ok()) return s;
+  last_seq_.store(seq, std::memory_order_release);
+  if (seq > 0) {
+    Record last;
+    if (Status s = DecodeRecord(value, &last); !s.ok()) {
+      return Status::Corruption("last record " + std::to_string(seq) + ": " + s.message());
+    }
+    last_record_at_ = last.at;
+  }
+  if (Status s = LastSeq(kTransitions, &seq, nullptr); !s.ok()) return s;
+  last_transition_seq_.store(seq, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status RocksLog::CheckFormatVersion() {
+  std::string version;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
+  if (s.ok()) {
+    if (version != kFormatVersion) {
+      return Status::Corruption("log format version " + version + " is not supported (want " +
+                                kFormatVersion + ")");
+    }
+    return Status::Ok();
+  }
+  if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
+  uint64_t seq = 0;
+  if (Status last = LastSeq(kRecords, &seq, nullptr); !last.ok()) return last;
+  if (seq > 0) return Status::Corruption("log has records but no format version");
+  if (options_.read_only) return Status::Ok();
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  return FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersion),
+                   "writing log format version");
+}
+
+Status RocksLog::LastSeq(Family which, uint64_t* seq, std::string* value) const {
+  std::unique_ptr<rocksdb::Iterator> iterator(
+      db_->NewIterator(rocksdb::ReadOptions(), family(which)));
+  iterator->SeekToLast();
+  if (!iterator->Valid()) {
+    *seq = 0;
+    return FromRocks(iterator->status(), "seeking the end of the log");
+  }
+  if (!DecodeSeq(iterator->key(), seq)) return Status::Corruption("log key is not a seq");
+  if (value != nullptr) value->assign(iterator->value().data(), iterator->value().size());
+  return Status::Ok();
+}
+
+void RocksLog::Stage(const Record& record, std::span<const Transition> transitions) {
+  // Nothing is staged on a read-only log; Commit() reports the misuse as a value.
+  if (options_.read_only) return;
+  const uint64_t seq = last_seq();
+  if (record.seq != seq + 1) {
+    InvariantFailed("staged record seq " + std::to_string(record.seq) + " does not follow " +
+                    std::to_string(seq));
+  }
+  const SeqKey key = EncodeSeq(record.seq);
+  EncodeRecord(record, &builder_);
+  StagePut(kRecords, AsSlice(key), BuiltBytes());
+  if (record.idempotency_key.has_value()) {
+    StagePut(kIdempotency, *record.idempotency_key, AsSlice(key));
+    pending_idempotency_keys_.insert(*record.idempotency_key);
+  }
+
+  uint64_t transition_seq = last_transition_seq();
+  for (const Transition& transition : transitions) {
+    if (transition.seq != transition_seq + 1) {
+      InvariantFailed("staged transition seq " + std::to_string(transition.seq) +
+                      " does not follow " + std::to_string(transition_seq));
+    }
+    transition_seq = transition.seq;
+    EncodeTransition(transition, &builder_);
+    StagePut(kTransitions, AsSlice(EncodeSeq(transition.seq)), BuiltBytes());
+  }
+  last_seq_.store(record.seq, std::memory_order_release);
+  last_transition_seq_.store(transition_seq, std::memory_order_release);
+  last_record_at_ = record.at;
+}
+
+bool RocksLog::SeenIdempotencyKey(std::string_view key) const {
+  // Debian's Abseil has its own string_view type, not an alias of std::string_view.
+  if (pending_idempotency_keys_.contains(absl::string_view(key.data(), key.size()))) return true;
+  rocksdb::PinnableSlice seq;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kIdempotency),
+                               rocksdb::Slice(key.data(), key.size()), &seq);
+  if (s.ok()) return true;
+  if (!s.IsNotFound() && error_.ok()) {
+    // The answer is unknown. "Not seen" lets the input through, but the sticky error fails
+    // the Commit() that would acknowledge it, so a duplicate is never acknowledged.
+    error_ = FromRocks(s, "looking up an idempotency key");
+  }
+  return false;
+}
+
+Status RocksLog::Commit() {
+  if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
+  if (!error_.ok()) return error_;
+  if (pending_.Count() == 0) return Status::Ok();
+  rocksdb::WriteOptions write;
+  // One write and, in sync mode, one fsync for everything staged since the last Commit():
+  // the group commit. WriteOptions::sync rather than Write() + SyncWAL() because with
+  // sync the batch becomes visible to readers (ReadTransitions on subscriber threads) only
+  // once it is durable, so no reader ever sees a transition a crash could take back.
+  write.sync = options_.sync;
+  rocksdb::Status s = db_->Write(write, &pending_);
+  if (!s.ok()) {
+    error_ = FromRocks(s, "committing to the log");
+    return error_;
+  }
+  pending_.Clear();
+  pending_idempotency_keys_.clear();
+  return Status::Ok();
+}
+
+std::unique_ptr<RecordReader> RocksLog::ReadFrom(uint64_t from_seq) const {
+  rocksdb::ReadOptions read;
+  read.readahead_size = kReplayReadaheadBytes;
+  // A replay touches each block once; caching it would only evict what live reads need.
+  read.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> iterator(db_->NewIterator(read, family(kRecords)));
+  return std::make_unique<RocksRecordReader>(std::move(iterator), std::max<uint64_t>(from_seq, 1));
+}
+
+Status RocksLog::ReadTransitions(uint64_t after_seq, size_t limit,
+                                 std::vector<Transition>* out) const {
+  out->clear();
+  if (limit == 0) return Status::Ok();
+  std::unique_ptr<rocksdb::Iterator> iterator(
+      db_->NewIterator(rocksdb::ReadOptions(), family(kTransitions)));
+  uint64_t next_seq = after_seq + 1;
+  for (iterator->Seek(AsSlice(EncodeSeq(next_seq))); iterator->Valid() && out->size() < limit;
+       iterator->Next(), ++next_seq) {
+    uint64_t seq = 0;
+    if (!DecodeSeq(iterator->key(), &seq)) return Status::Corruption("transition key not a seq");
+    if (seq != next_seq) {
+      return Status::Corruption("gap in transitions: expected seq " + std::to_string(next_seq) +
+                                ", found " + std::to_string(seq));
+    }
+    Transition& transition = out->emplace_back();
+    if (Status s = DecodeTransition(AsView(iterator->value()), &transition); !s.ok()) {
+      return Status::Corruption("transition " + std::to_string(seq) + ": " + s.message());
+    }
+    if (transition.seq != seq) {
+      return Status::Corruption("transition " + std::to_string(seq) + " holds another seq");
+    }
+  }
+  return FromRocks(iterator->status(), "reading transitions");
+}
+
+uint64_t RocksLog::ApproximateBytes() const {
+  uint64_t bytes = 0;
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &bytes);
+  rocksdb::VectorLogPtr wal_files;
+  // Not supported on a read-only open; the SST total is then the whole answer.
+  if (db_->GetSortedWalFiles(wal_files).ok()) {
+    for (const std::unique_ptr<rocksdb::LogFile>& wal : wal_files) bytes += wal->SizeFileBytes();
+  }
+  return bytes;
+}
+
+Status RocksLog::Flush() {
+  if (options_.read_only) return Status::Ok();
+  return FromRocks(db_->FlushWAL(/*sync=*/true), "syncing the log");
+}
+
+}  // namespace
+
+Status Log::Open(const LogOptions& options, std::unique_ptr<Log>* out) {
+  const std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = FamilyDescriptors();
+  std::vector<rocksdb::ColumnFamilyHandle*> families;
+  rocksdb::DB* db = nullptr;
+  const rocksdb::DBOptions db_options = MakeDbOptions(options);
+  rocksdb::Status s =
+      options.read_only
+          ? rocksdb::DB::OpenForReadOnly(db_options, options.path, descriptors, &families, &db)
+          : rocksdb::DB::Open(db_options, options.path, descriptors, &families, &db);
+  if (!s.ok()) return FromRocks(s, "opening the log at " + options.path);
+  auto log = std::make_unique<RocksLog>(options, db, std::move(families));
+  if (Status recovered = log->Recover(); !recovered.ok()) return recovered;
+  *out = std::move(log);
+  return Status::Ok();
+}
+
+}  // namespace bucketd

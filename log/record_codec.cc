@@ -1,0 +1,251 @@
+#include "log/record_codec.h"
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "log/log_record_generated.h"
+
+namespace bucketd {
+namespace {
+
+// Transition values get their own identifier (log_record.fbs names only the Record one), so
+// a value stored in the wrong column family fails verification.
+constexpr char kTransitionIdentifier[] = "BKT1";
+
+// The C++ enums are cast to the on-disk ones and back; their numbering must not drift.
+#define BUCKETD_SAME_ENUM(ours, theirs) \
+  static_assert(static_cast<uint8_t>(ours) == static_cast<uint8_t>(theirs))
+BUCKETD_SAME_ENUM(RecordKind::kEvent, fb::RecordKind::Event);
+BUCKETD_SAME_ENUM(RecordKind::kContactDelete, fb::RecordKind::ContactDelete);
+BUCKETD_SAME_ENUM(RecordKind::kBucketDefine, fb::RecordKind::BucketDefine);
+BUCKETD_SAME_ENUM(RecordKind::kBucketEnable, fb::RecordKind::BucketEnable);
+BUCKETD_SAME_ENUM(RecordKind::kBucketDisable, fb::RecordKind::BucketDisable);
+BUCKETD_SAME_ENUM(RecordKind::kBucketDelete, fb::RecordKind::BucketDelete);
+BUCKETD_SAME_ENUM(RecordKind::kMemberAdd, fb::RecordKind::MemberAdd);
+BUCKETD_SAME_ENUM(RecordKind::kMemberRemove, fb::RecordKind::MemberRemove);
+BUCKETD_SAME_ENUM(RecordKind::kClockAdvance, fb::RecordKind::ClockAdvance);
+BUCKETD_SAME_ENUM(RecordKind::kSweep, fb::RecordKind::Sweep);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kNull, fb::PropertyType::Null);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kBool, fb::PropertyType::Bool);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kNumber, fb::PropertyType::Number);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kString, fb::PropertyType::String);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kArray, fb::PropertyType::Array);
+BUCKETD_SAME_ENUM(PropertyValue::Type::kObject, fb::PropertyType::Object);
+BUCKETD_SAME_ENUM(TransitionKind::kEntered, fb::TransitionKind::Entered);
+BUCKETD_SAME_ENUM(TransitionKind::kLeft, fb::TransitionKind::Left);
+BUCKETD_SAME_ENUM(TransitionKind::kDwell, fb::TransitionKind::Dwell);
+BUCKETD_SAME_ENUM(MembershipSource::kEvent, fb::MembershipSource::Event);
+BUCKETD_SAME_ENUM(MembershipSource::kManual, fb::MembershipSource::Manual);
+BUCKETD_SAME_ENUM(MembershipSource::kReconcile, fb::MembershipSource::Reconcile);
+BUCKETD_SAME_ENUM(MembershipSource::kBackfill, fb::MembershipSource::Backfill);
+BUCKETD_SAME_ENUM(LeaveReason::kCriteria, fb::LeaveReason::Criteria);
+BUCKETD_SAME_ENUM(LeaveReason::kMaxDwell, fb::LeaveReason::MaxDwell);
+BUCKETD_SAME_ENUM(LeaveReason::kManual, fb::LeaveReason::Manual);
+#undef BUCKETD_SAME_ENUM
+
+template <typename To, typename From>
+To CastEnum(From value) {
+  return static_cast<To>(static_cast<uint8_t>(value));
+}
+
+// The Verifier does not check enum ranges; an out-of-range byte must not become a C++ enum
+// value no switch handles.
+template <typename FbEnum>
+bool InRange(FbEnum value) {
+  return static_cast<uint8_t>(value) <= static_cast<uint8_t>(FbEnum::MAX);
+}
+
+// Empty strings are left absent: they decode as "" and cost no bytes.
+flatbuffers::Offset<flatbuffers::String> CreateIfNotEmpty(flatbuffers::FlatBufferBuilder* builder,
+                                                          const std::string& s) {
+  return s.empty() ? 0 : builder->CreateString(s);
+}
+
+// An optional string is present on disk exactly when it is engaged, even if empty.
+flatbuffers::Offset<flatbuffers::String> CreateIfPresent(flatbuffers::FlatBufferBuilder* builder,
+                                                         const std::optional<std::string>& s) {
+  return s.has_value() ? builder->CreateString(*s) : 0;
+}
+
+void AssignString(const flatbuffers::String* from, std::string* to) {
+  if (from == nullptr) {
+    to->clear();
+  } else {
+    to->assign(from->data(), from->size());
+  }
+}
+
+void AssignOptional(const flatbuffers::String* from, std::optional<std::string>* to) {
+  if (from == nullptr) {
+    to->reset();
+    return;
+  }
+  if (!to->has_value()) to->emplace();
+  (*to)->assign(from->data(), from->size());
+}
+
+// flatbuffers reads scalars in place, so the buffer must be aligned to the widest scalar
+// (8 bytes). RocksDB hands out values at arbitrary offsets inside a block; those few are
+// copied into aligned storage. Values are small, so the stack buffer nearly always fits.
+class AlignedBytes {
+ public:
+  explicit AlignedBytes(std::string_view bytes) {
+    if (reinterpret_cast<uintptr_t>(bytes.data()) % kAlignment == 0) {
+      data_ = reinterpret_cast<const uint8_t*>(bytes.data());
+    } else {
+      uint64_t* target = stack_;
+      if (bytes.size() > sizeof(stack_)) {
+        heap_ = std::make_unique<uint64_t[]>(bytes.size() / sizeof(uint64_t) + 1);
+        target = heap_.get();
+      }
+      std::memcpy(target, bytes.data(), bytes.size());
+      data_ = reinterpret_cast<const uint8_t*>(target);
+    }
+    size_ = bytes.size();
+  }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr size_t kAlignment = alignof(uint64_t);
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  uint64_t stack_[128];  // 1 KiB
+  std::unique_ptr<uint64_t[]> heap_;
+};
+
+}  // namespace
+
+void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder) {
+  builder->Clear();
+  // Children first: flatbuffers builds bottom-up, a table cannot be open meanwhile.
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Property>>> properties = 0;
+  if (!record.properties.empty()) {
+    std::vector<flatbuffers::Offset<fb::Property>> offsets;
+    offsets.reserve(record.properties.size());
+    for (const PropertyPatch& patch : record.properties) {
+      const PropertyValue& value = patch.value;
+      auto key = builder->CreateString(patch.key);
+      auto text = CreateIfNotEmpty(builder, value.text);
+      fb::PropertyBuilder property(*builder);
+      property.add_key(key);
+      property.add_type(CastEnum<fb::PropertyType>(value.type));
+      property.add_boolean(value.boolean);
+      property.add_number(value.number);
+      property.add_text(text);
+      offsets.push_back(property.Finish());
+    }
+    properties = builder->CreateVector(offsets);
+  }
+  auto user_id = CreateIfNotEmpty(builder, record.user_id);
+  auto event_name = CreateIfNotEmpty(builder, record.event_name);
+  auto email = CreateIfPresent(builder, record.email);
+  auto idempotency_key = CreateIfPresent(builder, record.idempotency_key);
+  auto bucket_id = CreateIfNotEmpty(builder, record.bucket_id);
+  auto definition_json = CreateIfNotEmpty(builder, record.definition_json);
+
+  fb::RecordBuilder out(*builder);
+  out.add_seq(record.seq);
+  out.add_at(record.at);
+  out.add_kind(CastEnum<fb::RecordKind>(record.kind));
+  out.add_user_id(user_id);
+  out.add_event_name(event_name);
+  out.add_occurred_at(record.occurred_at);
+  out.add_email(email);
+  out.add_properties(properties);
+  out.add_idempotency_key(idempotency_key);
+  out.add_bucket_id(bucket_id);
+  out.add_definition_json(definition_json);
+  fb::FinishRecordBuffer(*builder, out.Finish());
+}
+
+void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder) {
+  builder->Clear();
+  auto bucket_id = CreateIfNotEmpty(builder, transition.bucket_id);
+  auto bucket_name = CreateIfNotEmpty(builder, transition.bucket_name);
+  auto user_id = CreateIfNotEmpty(builder, transition.user_id);
+  auto email = CreateIfPresent(builder, transition.email);
+  auto dwell_label = CreateIfNotEmpty(builder, transition.dwell_label);
+
+  fb::TransitionBuilder out(*builder);
+  out.add_seq(transition.seq);
+  out.add_kind(CastEnum<fb::TransitionKind>(transition.kind));
+  out.add_bucket_id(bucket_id);
+  out.add_bucket_name(bucket_name);
+  out.add_user_id(user_id);
+  out.add_email(email);
+  out.add_entry_count(transition.entry_count);
+  out.add_source(CastEnum<fb::MembershipSource>(transition.source));
+  out.add_reason(CastEnum<fb::LeaveReason>(transition.reason));
+  out.add_dwell_label(dwell_label);
+  out.add_dwell_count(transition.dwell_count);
+  out.add_at(transition.at);
+  out.add_detected_at(transition.detected_at);
+  builder->Finish(out.Finish(), kTransitionIdentifier);
+}
+
+Status DecodeRecord(std::string_view bytes, Record* out) {
+  AlignedBytes buffer(bytes);
+  flatbuffers::Verifier verifier(buffer.data(), buffer.size());
+  if (!fb::VerifyRecordBuffer(verifier)) {
+    return Status::Corruption("record failed flatbuffers verification");
+  }
+  const fb::Record* record = fb::GetRecord(buffer.data());
+  if (!InRange(record->kind())) return Status::Corruption("record kind out of range");
+
+  out->seq = record->seq();
+  out->at = record->at();
+  out->kind = CastEnum<RecordKind>(record->kind());
+  AssignString(record->user_id(), &out->user_id);
+  AssignString(record->event_name(), &out->event_name);
+  out->occurred_at = record->occurred_at();
+  AssignOptional(record->email(), &out->email);
+  AssignOptional(record->idempotency_key(), &out->idempotency_key);
+  AssignString(record->bucket_id(), &out->bucket_id);
+  AssignString(record->definition_json(), &out->definition_json);
+
+  const auto* properties = record->properties();
+  const size_t property_count = properties == nullptr ? 0 : properties->size();
+  out->properties.resize(property_count);
+  for (size_t i = 0; i < property_count; ++i) {
+    const fb::Property* property = properties->Get(i);
+    if (!InRange(property->type())) return Status::Corruption("property type out of range");
+    PropertyPatch& patch = out->properties[i];
+    AssignString(property->key(), &patch.key);
+    patch.value.type = CastEnum<PropertyValue::Type>(property->type());
+    patch.value.boolean = property->boolean();
+    patch.value.number = property->number();
+    AssignString(property->text(), &patch.value.text);
+  }
+  return Status::Ok();
+}
+
+Status DecodeTransition(std::string_view bytes, Transition* out) {
+  AlignedBytes buffer(bytes);
+  flatbuffers::Verifier verifier(buffer.data(), buffer.size());
+  if (!verifier.VerifyBuffer<fb::Transition>(kTransitionIdentifier)) {
+    return Status::Corruption("transition failed flatbuffers verification");
+  }
+  const auto* transition = flatbuffers::GetRoot<fb::Transition>(buffer.data());
+  if (!InRange(transition->kind()) || !InRange(transition->source()) ||
+      !InRange(transition->reason())) {
+    return Status::Corruption("transition enum out of range");
+  }
+  out->seq = transition->seq();
+  out->kind = CastEnum<TransitionKind>(transition->kind());
+  AssignString(transition->bucket_id(), &out->bucket_id);
+  AssignString(transition->bucket_name(), &out->bucket_name);
+  AssignString(transition->user_id(), &out->user_id);
+  AssignOptional(transition->email(), &out->email);
+  out->entry_count = transition->entry_count();
+  out->source = CastEnum<MembershipSource>(transition->source());
+  out->reason = CastEnum<LeaveReason>(transition->reason());
+  AssignString(transition->dwell_label(), &out->dwell_label);
+  out->dwell_count = transition->dwell_count();
+  out->at = transition->at();
+  out->detected_at = transition->detected_at();
+  return Status::Ok();
+}
+
+}  // namespace bucketd

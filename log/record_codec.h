@@ -1,0 +1,25 @@
+#pragma once
+// Encodes the log's values (log_record.fbs) and decodes them back. Decoding runs the
+// flatbuffers Verifier first: bytes read from disk are untrusted until it accepts them.
+// Only log/ uses this header.
+#include <string_view>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "log/record.h"
+
+namespace bucketd {
+
+// Clears `builder` and finishes the encoding in it; the bytes are
+// builder->GetBufferPointer() / GetSize() until the builder's next use.
+void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder);
+void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder);
+
+// Overwrite every field of `out`, reusing its strings' capacity: replay decodes millions of
+// records into one Record. Corruption if `bytes` is not a valid encoding.
+Status DecodeRecord(std::string_view bytes, Record* out);
+Status DecodeTransition(std::string_view bytes, Transition* out);
+
+}  // namespace bucketd

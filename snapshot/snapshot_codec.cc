@@ -1,0 +1,543 @@
+#include "snapshot/snapshot_codec.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <string_view>
+#include <vector>
+
+#include "engine/definition.h"
+#include "snapshot/snapshot_generated.h"
+
+namespace bucketd {
+namespace {
+
+// Bits of the flag bytes in user_stream (snapshot_format.md).
+constexpr uint8_t kUserHasEmail = 1 << 0;
+constexpr uint8_t kUserDeleted = 1 << 1;
+constexpr uint8_t kUserHasEvents = 1 << 2;
+constexpr uint8_t kSlotActive = 1 << 0;
+constexpr uint8_t kSlotRejoinBlocked = 1 << 1;
+constexpr uint8_t kSlotHasAnchor = 1 << 2;
+constexpr uint8_t kSlotHasLastLeft = 1 << 3;
+constexpr uint8_t kSlotFiled = 1 << 4;
+constexpr uint8_t kPastHasAnchor = 1 << 0;
+
+constexpr size_t kVarintBytesMax = 10;
+// A state needs far fewer; this only keeps a damaged-but-checksummed file from making the
+// Verifier walk forever. Tables: one per bucket plus the root.
+constexpr flatbuffers::uoffset_t kVerifierTablesMax = 1u << 24;
+constexpr flatbuffers::uoffset_t kVerifierDepthMax = 16;
+
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
+int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+// Appends LEB128 varints and raw bytes to a growing buffer. Reserve() once per item, then
+// unchecked writes: the stream is ~10M slots and per-byte capacity checks would show.
+class StreamWriter {
+ public:
+  explicit StreamWriter(TimeMs now) : now_(now) {}
+
+  void Reserve(size_t bytes) {
+    if (buf_.size() - size_ >= bytes) return;
+    buf_.resize(std::max(buf_.size() * 2, size_ + bytes));
+  }
+  void U(uint64_t v) {
+    while (v >= 0x80) {
+      buf_[size_++] = static_cast<uint8_t>(v | 0x80);
+      v >>= 7;
+    }
+    buf_[size_++] = static_cast<uint8_t>(v);
+  }
+  void S(int64_t v) { U(ZigZag(v)); }
+  // Instants as deltas from the state's now (wrapping, so every int64 round-trips).
+  void Time(TimeMs t) {
+    U(ZigZag(static_cast<int64_t>(static_cast<uint64_t>(t) - static_cast<uint64_t>(now_))));
+  }
+  void Byte(uint8_t b) { buf_[size_++] = b; }
+  // Length-prefixed; reserves for itself.
+  void Str(std::string_view s) {
+    Reserve(s.size() + kVarintBytesMax);
+    U(s.size());
+    std::memcpy(buf_.data() + size_, s.data(), s.size());
+    size_ += s.size();
+  }
+  void F64(double d) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    for (int i = 0; i < 8; ++i) buf_[size_++] = static_cast<uint8_t>(bits >> (8 * i));
+  }
+
+  const uint8_t* data() const { return buf_.data(); }
+  size_t size() const { return size_; }
+
+ private:
+  TimeMs now_;
+  std::vector<uint8_t> buf_;
+  size_t size_ = 0;
+};
+
+// Reads what StreamWriter wrote. Every read is bounds-checked; after the first failure
+// ok() is false and reads return zeros, so callers check once per item.
+class StreamReader {
+ public:
+  StreamReader(const uint8_t* data, size_t size, TimeMs now)
+      : p_(data), end_(data + size), now_(now) {}
+
+  uint64_t U() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p_ == end_) return Fail();
+      const uint8_t b = *p_++;
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    return Fail();
+  }
+  uint32_t U32() {
+    const uint64_t v = U();
+    if (v > UINT32_MAX) return static_cast<uint32_t>(Fail());
+    return static_cast<uint32_t>(v);
+  }
+  int64_t S() { return UnZigZag(U()); }
+  TimeMs Time() {
+    return static_cast<TimeMs>(static_cast<uint64_t>(now_) + static_cast<uint64_t>(S()));
+  }
+  uint8_t Byte() {
+    if (p_ == end_) return static_cast<uint8_t>(Fail());
+    return *p_++;
+  }
+  std::string_view Str() {
+    const uint64_t n = U();
+    if (n > remaining()) return Fail(), std::string_view();
+    std::string_view s(reinterpret_cast<const char*>(p_), n);
+    p_ += n;
+    return s;
+  }
+  double F64() {
+    if (remaining() < 8) return static_cast<double>(Fail());
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; ++i) bits |= static_cast<uint64_t>(p_[i]) << (8 * i);
+    p_ += 8;
+    double d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  // A count of items that each take at least one byte: larger than what is left means
+  // damage, and refusing it keeps a bad count from reserving gigabytes.
+  uint64_t Count() {
+    const uint64_t n = U();
+    if (n > remaining()) return Fail();
+    return n;
+  }
+
+  bool ok() const { return ok_; }
+  size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+
+ private:
+  uint64_t Fail() {
+    ok_ = false;
+    p_ = end_;
+    return 0;
+  }
+
+  const uint8_t* p_;
+  const uint8_t* end_;
+  TimeMs now_;
+  bool ok_ = true;
+};
+
+void EncodeUser(const User& user, StreamWriter* w) {
+  w->Str(user.id);
+  w->Reserve(kVarintBytesMax * 2);
+  uint8_t flags = 0;
+  if (user.email) flags |= kUserHasEmail;
+  if (user.deleted) flags |= kUserDeleted;
+  if (user.has_events) flags |= kUserHasEvents;
+  w->Byte(flags);
+  if (user.email) w->Str(*user.email);
+
+  w->Reserve(kVarintBytesMax);
+  w->U(user.properties.size());
+  for (const Property& p : user.properties) {
+    w->Reserve(kVarintBytesMax + 2 + 8);
+    w->U(p.key_id);
+    w->Byte(static_cast<uint8_t>(p.value.type));
+    w->Byte(p.value.boolean ? 1 : 0);
+    w->F64(p.value.number);
+    w->Str(p.value.text);
+    w->Reserve(kVarintBytesMax);
+    w->Time(p.changed_at);
+  }
+
+  w->Reserve(kVarintBytesMax);
+  w->U(user.events.size());
+  for (const EventHistory& e : user.events) {
+    w->Reserve(kVarintBytesMax * (5 + e.newest.size()));
+    w->U(e.name_id);
+    w->U(e.total_count);
+    w->Time(e.first_at);
+    w->Time(e.last_at);
+    w->U(e.newest.size());
+    for (TimeMs t : e.newest) w->Time(t);
+  }
+
+  w->Reserve(kVarintBytesMax);
+  w->U(user.slots.size());
+  for (const auto& slot : user.slots) {
+    const Slot& s = *slot;
+    w->Reserve(kVarintBytesMax * (7 + 2 * s.dwell.size()) + 2);
+    uint8_t slot_flags = 0;
+    if (s.active) slot_flags |= kSlotActive;
+    if (s.rejoin_blocked) slot_flags |= kSlotRejoinBlocked;
+    if (s.dwell_anchor_at) slot_flags |= kSlotHasAnchor;
+    if (s.last_left_at) slot_flags |= kSlotHasLastLeft;
+    if (s.due_at != kNever) slot_flags |= kSlotFiled;
+    w->U(s.bucket);
+    w->U(s.entry_count);
+    w->Byte(slot_flags);
+    w->Byte(static_cast<uint8_t>(s.source));
+    if (s.due_at != kNever) w->Time(s.due_at);
+    w->Time(s.entered_at);
+    if (s.dwell_anchor_at) w->Time(*s.dwell_anchor_at);
+    if (s.last_left_at) w->Time(*s.last_left_at);
+    w->U(s.dwell.size());
+    for (const DwellStamp& d : s.dwell) {
+      w->S(d.label_key);
+      w->U(d.count);
+    }
+  }
+
+  w->Reserve(kVarintBytesMax);
+  w->U(user.past.size());
+  for (const PastMembership& p : user.past) {
+    w->Reserve(kVarintBytesMax * 5 + 3);
+    w->U(p.bucket);
+    w->U(p.entry_count);
+    w->Byte(static_cast<uint8_t>(p.source));
+    w->Byte(static_cast<uint8_t>(p.reason));
+    w->Byte(p.dwell_anchor_at ? kPastHasAnchor : 0);
+    w->Time(p.entered_at);
+    w->Time(p.left_at);
+    if (p.dwell_anchor_at) w->Time(*p.dwell_anchor_at);
+  }
+}
+
+// Per bucket, what the user stream says should be in its indices; checked against what
+// due_users and users_by_id rebuild. Filed slots are kept (in user order) so that the time
+// index rebuild resolves a user index without scanning the user's slots.
+struct BucketTally {
+  std::vector<Slot*> filed;
+  uint64_t active = 0;
+};
+
+Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
+
+Status DecodeUser(StreamReader* r, const State& st, uint32_t index, std::vector<BucketTally>* tally,
+                  std::unique_ptr<User>* out) {
+  auto user = std::make_unique<User>();
+  user->index = index;
+  user->id = std::string(r->Str());
+  const uint8_t flags = r->Byte();
+  if (flags & kUserHasEmail) user->email = std::string(r->Str());
+  user->deleted = (flags & kUserDeleted) != 0;
+  user->has_events = (flags & kUserHasEvents) != 0;
+  const std::string where = "user " + std::to_string(index);
+  if (!r->ok()) return Damaged(where + " is truncated");
+
+  const uint64_t property_count = r->Count();
+  user->properties.reserve(property_count);
+  for (uint64_t i = 0; i < property_count; ++i) {
+    Property& p = user->properties.emplace_back();
+    p.key_id = r->U32();
+    const uint8_t type = r->Byte();
+    p.value.boolean = r->Byte() != 0;
+    p.value.number = r->F64();
+    p.value.text = std::string(r->Str());
+    p.changed_at = r->Time();
+    if (type > static_cast<uint8_t>(PropertyValue::Type::kObject)) {
+      return Damaged(where + ": bad property type");
+    }
+    p.value.type = static_cast<PropertyValue::Type>(type);
+    if (p.key_id >= st.property_keys.size() ||
+        (i > 0 && user->properties[i - 1].key_id >= p.key_id)) {
+      return Damaged(where + ": property key ids out of range or order");
+    }
+  }
+
+  const uint64_t event_count = r->Count();
+  user->events.reserve(event_count);
+  for (uint64_t i = 0; i < event_count; ++i) {
+    EventHistory& e = user->events.emplace_back();
+    e.name_id = r->U32();
+    e.total_count = r->U();
+    e.first_at = r->Time();
+    e.last_at = r->Time();
+    const uint64_t newest = r->Count();
+    e.newest.resize(newest);
+    for (TimeMs& t : e.newest) t = r->Time();
+    if (e.name_id >= st.event_names.size() || (i > 0 && user->events[i - 1].name_id >= e.name_id)) {
+      return Damaged(where + ": event name ids out of range or order");
+    }
+  }
+
+  const uint64_t slot_count = r->Count();
+  user->slots.reserve(slot_count);
+  for (uint64_t i = 0; i < slot_count; ++i) {
+    auto slot = std::make_unique<Slot>();
+    Slot& s = *slot;
+    s.user = user.get();
+    s.bucket = r->U32();
+    s.entry_count = r->U32();
+    const uint8_t slot_flags = r->Byte();
+    const uint8_t source = r->Byte();
+    s.due_at = (slot_flags & kSlotFiled) ? r->Time() : kNever;
+    s.entered_at = r->Time();
+    if (slot_flags & kSlotHasAnchor) s.dwell_anchor_at = r->Time();
+    if (slot_flags & kSlotHasLastLeft) s.last_left_at = r->Time();
+    s.active = (slot_flags & kSlotActive) != 0;
+    s.rejoin_blocked = (slot_flags & kSlotRejoinBlocked) != 0;
+    s.dwell.resize(r->Count());
+    for (DwellStamp& d : s.dwell) {
+      d.label_key = r->S();
+      d.count = r->U32();
+    }
+    if (s.bucket >= st.buckets.size() ||
+        source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
+      return Damaged(where + ": slot bucket or source out of range");
+    }
+    if ((slot_flags & kSlotFiled) && s.due_at == kNever)
+      return Damaged(where + ": bad due instant");
+    s.source = static_cast<MembershipSource>(source);
+    if (s.due_at != kNever) (*tally)[s.bucket].filed.push_back(&s);
+    if (s.active) ++(*tally)[s.bucket].active;
+    user->slots.push_back(std::move(slot));
+  }
+
+  const uint64_t past_count = r->Count();
+  user->past.reserve(past_count);
+  for (uint64_t i = 0; i < past_count; ++i) {
+    PastMembership& p = user->past.emplace_back();
+    p.bucket = r->U32();
+    p.entry_count = r->U32();
+    const uint8_t source = r->Byte();
+    const uint8_t reason = r->Byte();
+    const uint8_t past_flags = r->Byte();
+    p.entered_at = r->Time();
+    p.left_at = r->Time();
+    if (past_flags & kPastHasAnchor) p.dwell_anchor_at = r->Time();
+    if (p.bucket >= st.buckets.size() ||
+        source > static_cast<uint8_t>(MembershipSource::kBackfill) ||
+        reason > static_cast<uint8_t>(LeaveReason::kManual)) {
+      return Damaged(where + ": past membership out of range");
+    }
+    p.source = static_cast<MembershipSource>(source);
+    p.reason = static_cast<LeaveReason>(reason);
+  }
+  if (!r->ok()) return Damaged(where + " is truncated");
+  *out = std::move(user);
+  return Status::Ok();
+}
+
+// Slots die with their users, so the intrusive indices must let go of them first (the
+// same order Fold's destructor keeps) when a decode is abandoned half way.
+class UnhookOnExit {
+ public:
+  explicit UnhookOnExit(State* state) : state_(state) {}
+  ~UnhookOnExit() {
+    if (state_ == nullptr) return;
+    for (auto& bucket : state_->buckets) {
+      bucket->due_index.clear();
+      bucket->members.clear();
+    }
+  }
+  void Dismiss() { state_ = nullptr; }
+
+ private:
+  State* state_;
+};
+
+Status DecodeBuckets(const snap::State& root, State* st) {
+  for (const snap::Bucket* b : *root.buckets()) {
+    auto bucket = std::make_unique<Bucket>();
+    bucket->index = static_cast<uint32_t>(st->buckets.size());
+    const std::string_view json = b->canonical_json()->string_view();
+    if (Status s = ParseBucketDefinition(json, &bucket->def); !s.ok()) {
+      return Damaged("bucket " + std::to_string(bucket->index) + ": " + s.ToString());
+    }
+    bucket->canonical_json = std::string(json);
+    bucket->fingerprint = CriteriaFingerprint(bucket->def);
+    bucket->deleted = b->deleted();
+    bucket->ever_enabled = b->ever_enabled();
+    bucket->entered_total = b->entered_total();
+    bucket->left_total = b->left_total();
+    bucket->closed_dwell_ms_total = b->closed_dwell_ms_total();
+    if (!st->bucket_ids.emplace(bucket->def.id, bucket->index).second) {
+      return Damaged("bucket id " + bucket->def.id + " appears twice");
+    }
+    st->buckets.push_back(std::move(bucket));
+  }
+  return Status::Ok();
+}
+
+// Appends each bucket's time index in its stored order; push_back links without
+// comparisons, so the order is checked here first.
+Status RebuildDueIndices(const snap::State& root, const std::vector<BucketTally>& tally,
+                         State* st) {
+  const DueOrder before;
+  // user index -> that user's filed slot of the bucket at hand; reset after each bucket.
+  std::vector<Slot*> slot_of_user(st->users.size(), nullptr);
+  for (uint32_t b = 0; b < st->buckets.size(); ++b) {
+    Bucket& bucket = *st->buckets[b];
+    const auto* due_users = root.buckets()->Get(b)->due_users();
+    if (due_users->size() != tally[b].filed.size()) {
+      return Damaged("bucket " + bucket.def.id + ": time index size disagrees with its slots");
+    }
+    for (Slot* slot : tally[b].filed) slot_of_user[slot->user->index] = slot;
+    for (uint32_t user_index : *due_users) {
+      Slot* slot = user_index < slot_of_user.size() ? slot_of_user[user_index] : nullptr;
+      if (slot == nullptr || slot->due_hook.is_linked() ||
+          (!bucket.due_index.empty() && before(*slot, *bucket.due_index.rbegin()))) {
+        return Damaged("bucket " + bucket.def.id + ": time index entry out of order or unknown");
+      }
+      bucket.due_index.push_back(*slot);
+    }
+    for (Slot* slot : tally[b].filed) slot_of_user[slot->user->index] = nullptr;
+  }
+  return Status::Ok();
+}
+
+// Adds members in user id order, so the member index's deferred sort finds them sorted.
+Status RebuildMembers(const snap::State& root, const std::vector<BucketTally>& tally, State* st) {
+  const auto* by_id = root.users_by_id();
+  if (by_id->size() != st->users.size()) return Damaged("users_by_id has the wrong size");
+  for (uint32_t user_index : *by_id) {
+    if (user_index >= st->users.size()) return Damaged("users_by_id entry out of range");
+    for (const auto& slot : st->users[user_index]->slots) {
+      if (!slot->active) continue;
+      auto& members = st->buckets[slot->bucket]->members;
+      members.Add(slot.get());
+    }
+  }
+  for (uint32_t b = 0; b < st->buckets.size(); ++b) {
+    const Bucket& bucket = *st->buckets[b];
+    if (bucket.members.size() != tally[b].active ||
+        bucket.members.size() != root.buckets()->Get(b)->member_count()) {
+      return Damaged("bucket " + bucket.def.id + ": member count disagrees with its slots");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out) {
+  size_t slot_count = 0;
+  size_t due_count = 0;
+  for (const auto& user : state.users) slot_count += user->slots.size();
+  for (const auto& bucket : state.buckets) due_count += bucket->due_index.size();
+
+  StreamWriter stream(state.now);
+  stream.Reserve(state.users.size() * 48 + slot_count * 20);
+  for (const auto& user : state.users) EncodeUser(*user, &stream);
+
+  std::vector<uint32_t> by_id(state.users.size());
+  std::iota(by_id.begin(), by_id.end(), 0);
+  std::sort(by_id.begin(), by_id.end(),
+            [&](uint32_t a, uint32_t b) { return state.users[a]->id < state.users[b]->id; });
+
+  constexpr size_t kSlackBytes = 1 << 20;
+  const size_t estimate = stream.size() + (by_id.size() + due_count) * sizeof(uint32_t) +
+                          state.buckets.size() * 4096 + kSlackBytes;
+  if (estimate >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Status::IoError("state too large for one snapshot file (" + std::to_string(estimate) +
+                           " bytes, flatbuffers caps a buffer at 2 GiB)");
+  }
+  flatbuffers::FlatBufferBuilder fbb(estimate);
+
+  std::vector<flatbuffers::Offset<flatbuffers::String>> event_names;
+  for (size_t i = 0; i < state.event_names.size(); ++i) {
+    event_names.push_back(fbb.CreateString(state.event_names.Name(static_cast<uint32_t>(i))));
+  }
+  std::vector<flatbuffers::Offset<flatbuffers::String>> property_keys;
+  for (size_t i = 0; i < state.property_keys.size(); ++i) {
+    property_keys.push_back(fbb.CreateString(state.property_keys.Name(static_cast<uint32_t>(i))));
+  }
+  std::vector<flatbuffers::Offset<snap::Bucket>> buckets;
+  for (const auto& bucket : state.buckets) {
+    uint32_t* due = nullptr;
+    const auto due_users = fbb.CreateUninitializedVector(bucket->due_index.size(), &due);
+    for (const Slot& slot : bucket->due_index) *due++ = slot.user->index;
+    const auto json = fbb.CreateString(bucket->canonical_json);
+    buckets.push_back(snap::CreateBucket(
+        fbb, json, bucket->deleted, bucket->ever_enabled, bucket->entered_total, bucket->left_total,
+        bucket->closed_dwell_ms_total, bucket->members.size(), due_users));
+  }
+  uint8_t* stream_bytes = nullptr;
+  const auto user_stream = fbb.CreateUninitializedVector(stream.size(), &stream_bytes);
+  std::memcpy(stream_bytes, stream.data(), stream.size());
+  const auto users_by_id = fbb.CreateVector(by_id);
+
+  const auto root = snap::CreateState(
+      fbb, state.applied_seq, state.transition_seq, state.now, fbb.CreateVector(event_names),
+      fbb.CreateVector(property_keys), fbb.CreateVector(buckets),
+      static_cast<uint32_t>(state.users.size()), user_stream, users_by_id);
+  snap::FinishStateBuffer(fbb, root);
+  *out = fbb.Release();
+  return Status::Ok();
+}
+
+Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
+  const State& current = fold->state();
+  if (current.applied_seq != 0 || !current.users.empty() || !current.buckets.empty()) {
+    return Status::FailedPrecondition("", "a snapshot loads only into a fresh fold");
+  }
+  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE) return Damaged("larger than a flatbuffer can be");
+  flatbuffers::Verifier verifier(payload, size, kVerifierDepthMax, kVerifierTablesMax);
+  if (!snap::VerifyStateBuffer(verifier)) return Damaged("fails flatbuffers verification");
+  const snap::State& root = *snap::GetState(payload);
+
+  State st;
+  UnhookOnExit unhook(&st);
+  st.applied_seq = root.applied_seq();
+  st.transition_seq = root.transition_seq();
+  st.now = root.now();
+  for (const auto* name : *root.event_names()) {
+    if (st.event_names.Intern(name->string_view()) != st.event_names.size() - 1) {
+      return Damaged("event name interned twice");
+    }
+  }
+  for (const auto* key : *root.property_keys()) {
+    if (st.property_keys.Intern(key->string_view()) != st.property_keys.size() - 1) {
+      return Damaged("property key interned twice");
+    }
+  }
+  if (Status s = DecodeBuckets(root, &st); !s.ok()) return s;
+
+  const auto* stream = root.user_stream();
+  StreamReader reader(stream->data(), stream->size(), st.now);
+  std::vector<BucketTally> tally(st.buckets.size());
+  if (root.user_count() > stream->size()) return Damaged("user count exceeds the stream");
+  st.users.reserve(root.user_count());
+  st.user_ids.reserve(root.user_count());
+  for (uint32_t i = 0; i < root.user_count(); ++i) {
+    std::unique_ptr<User> user;
+    if (Status s = DecodeUser(&reader, st, i, &tally, &user); !s.ok()) return s;
+    User* raw = user.get();
+    st.users.push_back(std::move(user));
+    if (!st.user_ids.emplace(raw->id, raw).second) return Damaged("user id appears twice");
+  }
+  if (reader.remaining() != 0) return Damaged("bytes left over after the last user");
+
+  if (Status s = RebuildDueIndices(root, tally, &st); !s.ok()) return s;
+  if (Status s = RebuildMembers(root, tally, &st); !s.ok()) return s;
+
+  unhook.Dismiss();
+  fold->mutable_state() = std::move(st);
+  fold->RebuildDerived();
+  return Status::Ok();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,455 @@
+#include "snapshot/snapshot_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string_view>
+
+#include <xxhash.h>
+
+#include "snapshot/snapshot_codec.h"
+#include "snapshot/snapshot_generated.h"
+
+namespace bucketd {
+namespace {
+
+// File header (snapshot_format.md). Little-endian integers at fixed offsets.
+constexpr char kMagic[8] = {'B', 'K', 'T', 'S', 'N', 'A', 'P', '1'};
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kHeaderBytes = 56;
+constexpr size_t kHeaderChecksummedBytes = 48;
+constexpr char kNamePrefix[] = "snapshot-";
+constexpr char kNameSuffix[] = ".bkts";
+constexpr char kTempMarker[] = ".tmp-";
+constexpr size_t kSeqDigits = 20;
+constexpr size_t kChildMessageBytes = 256;
+
+struct Header {
+  uint32_t version = 0;
+  uint64_t log_seq = 0;
+  TimeMs now = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t payload_checksum = 0;
+};
+
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+void EncodeHeader(const Header& h, uint8_t out[kHeaderBytes]) {
+  std::memcpy(out, kMagic, sizeof kMagic);
+  for (int i = 0; i < 4; ++i) out[8 + i] = static_cast<uint8_t>(h.version >> (8 * i));
+  std::memset(out + 12, 0, 4);
+  PutU64(out + 16, h.log_seq);
+  PutU64(out + 24, static_cast<uint64_t>(h.now));
+  PutU64(out + 32, h.payload_bytes);
+  PutU64(out + 40, h.payload_checksum);
+  PutU64(out + 48, XXH3_64bits(out, kHeaderChecksummedBytes));
+}
+
+// The reason a header cannot be trusted, or empty.
+std::string DecodeHeader(const uint8_t in[kHeaderBytes], Header* h) {
+  if (std::memcmp(in, kMagic, sizeof kMagic) != 0) return "wrong magic (not a bucketd snapshot)";
+  h->version = 0;
+  for (int i = 0; i < 4; ++i) h->version |= static_cast<uint32_t>(in[8 + i]) << (8 * i);
+  if (XXH3_64bits(in, kHeaderChecksummedBytes) != GetU64(in + 48)) {
+    return "header checksum mismatch";
+  }
+  if (h->version != kFormatVersion) {
+    return "format version " + std::to_string(h->version) + ", this build reads " +
+           std::to_string(kFormatVersion);
+  }
+  h->log_seq = GetU64(in + 16);
+  h->now = static_cast<TimeMs>(GetU64(in + 24));
+  h->payload_bytes = GetU64(in + 32);
+  h->payload_checksum = GetU64(in + 40);
+  return {};
+}
+
+std::string FileName(uint64_t log_seq) {
+  char name[64];
+  std::snprintf(name, sizeof name, "%s%020llu%s", kNamePrefix,
+                static_cast<unsigned long long>(log_seq), kNameSuffix);
+  return name;
+}
+
+// The seq of "snapshot-<20 digits>.bkts"; false for anything else (temp files included).
+bool ParseFileName(std::string_view name, uint64_t* log_seq) {
+  const size_t prefix = sizeof kNamePrefix - 1;
+  const size_t suffix = sizeof kNameSuffix - 1;
+  if (name.size() != prefix + kSeqDigits + suffix || !name.starts_with(kNamePrefix) ||
+      !name.ends_with(kNameSuffix)) {
+    return false;
+  }
+  uint64_t seq = 0;
+  for (char c : name.substr(prefix, kSeqDigits)) {
+    if (c < '0' || c > '9') return false;
+    seq = seq * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *log_seq = seq;
+  return true;
+}
+
+Status Errno(const std::string& what) {
+  return Status::IoError(what + ": " + std::strerror(errno));
+}
+
+Status WriteAll(int fd, const uint8_t* data, size_t size, const std::string& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write " + path);
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status ReadAll(int fd, uint8_t* data, size_t size, size_t* got) {
+  *got = 0;
+  while (*got < size) {
+    const ssize_t n = ::read(fd, data + *got, size - *got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read");
+    }
+    if (n == 0) break;
+    *got += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status SyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + dir);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync " + dir);
+  return Status::Ok();
+}
+
+Status EnsureDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Errno("mkdir " + dir);
+  return Status::Ok();
+}
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Serializes, then temp file -> write -> fsync -> rename -> fsync dir, so a crash at any
+// point leaves either the old set of files or the old set plus the complete new one.
+// Safe in a forked child: plain syscalls and malloc, no locks, no threads.
+Status WriteSnapshotFile(const std::string& dir, const State& state, SnapshotInfo* info) {
+  const int64_t start_us = NowMicros();
+  flatbuffers::DetachedBuffer payload;
+  if (Status s = EncodeSnapshot(state, &payload); !s.ok()) return s;
+
+  Header h;
+  h.version = kFormatVersion;
+  h.log_seq = state.applied_seq;
+  h.now = state.now;
+  h.payload_bytes = payload.size();
+  h.payload_checksum = XXH3_64bits(payload.data(), payload.size());
+  uint8_t header[kHeaderBytes];
+  EncodeHeader(h, header);
+
+  const std::string path = dir + "/" + FileName(state.applied_seq);
+  const std::string temp = path + kTempMarker + std::to_string(::getpid());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create " + temp);
+  Status s = WriteAll(fd, header, sizeof header, temp);
+  if (s.ok()) s = WriteAll(fd, payload.data(), payload.size(), temp);
+  if (s.ok() && ::fsync(fd) != 0) s = Errno("fsync " + temp);
+  if (::close(fd) != 0 && s.ok()) s = Errno("close " + temp);
+  if (s.ok() && ::rename(temp.c_str(), path.c_str()) != 0) s = Errno("rename " + temp);
+  if (!s.ok()) {
+    ::unlink(temp.c_str());
+    return s;
+  }
+  if (Status d = SyncDir(dir); !d.ok()) return d;
+  info->path = path;
+  info->log_seq = state.applied_seq;
+  info->bytes = kHeaderBytes + payload.size();
+  info->write_micros = NowMicros() - start_us;
+  return Status::Ok();
+}
+
+// What a background child reports through its pipe: fixed size, one write().
+struct ChildResult {
+  int32_t code = 0;  // StatusCode; 0 = ok
+  uint64_t bytes = 0;
+  int64_t write_micros = 0;
+  char message[kChildMessageBytes] = {};
+};
+
+// The child's whole life. Never returns: the parent's stack above us must not unwind in
+// the child (no destructors, no atexit handlers, no stdio flush).
+[[noreturn]] void RunChild(int pipe_fd, const std::string& dir, const State& state) {
+  ChildResult result;
+  try {
+    SnapshotInfo info;
+    const Status s = WriteSnapshotFile(dir, state, &info);
+    result.code = static_cast<int32_t>(s.code());
+    result.bytes = info.bytes;
+    result.write_micros = info.write_micros;
+    std::snprintf(result.message, sizeof result.message, "%s", s.message().c_str());
+  } catch (...) {
+    result.code = static_cast<int32_t>(StatusCode::kIoError);
+    std::snprintf(result.message, sizeof result.message, "snapshot child threw (out of memory?)");
+  }
+  const ssize_t n = ::write(pipe_fd, &result, sizeof result);
+  _exit(n == static_cast<ssize_t>(sizeof result) && result.code == 0 ? 0 : 1);
+}
+
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string Skip(const std::string& path, const std::string& reason) {
+  return "snapshot " + path + ": " + reason + "; skipped";
+}
+
+}  // namespace
+
+SnapshotStore::SnapshotStore(std::string dir, uint32_t keep)
+    : dir_(std::move(dir)), keep_(std::max<uint32_t>(keep, 1)) {}
+
+SnapshotStore::~SnapshotStore() {
+  Status ignored;
+  SnapshotInfo info;
+  WaitBackground(&ignored, &info);
+}
+
+Status SnapshotStore::Write(const Fold& fold, SnapshotInfo* info) {
+  if (Status s = EnsureDir(dir_); !s.ok()) return s;
+  SnapshotInfo local;
+  if (Status s = WriteSnapshotFile(dir_, fold.state(), &local); !s.ok()) return s;
+  Prune();
+  if (info) *info = local;
+  return Status::Ok();
+}
+
+Status SnapshotStore::StartBackground(const Fold& fold) {
+  if (background_running()) {
+    return Status::FailedPrecondition("", "a background snapshot is already running");
+  }
+  if (Status s = EnsureDir(dir_); !s.ok()) return s;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe");
+  const int64_t started_us = NowMicros();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const Status s = Errno("fork");
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return s;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    RunChild(fds[1], dir_, fold.state());
+  }
+  ::close(fds[1]);
+  child_pid_ = pid;
+  child_pipe_ = fds[0];
+  child_started_us_ = started_us;
+  child_info_ = SnapshotInfo{};
+  child_info_.path = dir_ + "/" + FileName(fold.state().applied_seq);
+  child_info_.log_seq = fold.state().applied_seq;
+  return Status::Ok();
+}
+
+bool SnapshotStore::PollBackground(Status* status, SnapshotInfo* info) {
+  return Reap(false, status, info);
+}
+
+bool SnapshotStore::WaitBackground(Status* status, SnapshotInfo* info) {
+  return Reap(true, status, info);
+}
+
+bool SnapshotStore::Reap(bool block, Status* status, SnapshotInfo* info) {
+  if (!background_running()) return false;
+  int wstatus = 0;
+  pid_t done;
+  do {
+    done = ::waitpid(child_pid_, &wstatus, block ? 0 : WNOHANG);
+  } while (done < 0 && errno == EINTR);
+  if (done == 0) return false;
+
+  ChildResult result;
+  size_t got = 0;
+  const Status read =
+      done > 0 ? ReadAll(child_pipe_, reinterpret_cast<uint8_t*>(&result), sizeof result, &got)
+               : Errno("waitpid");
+  ::close(child_pipe_);
+  child_pipe_ = -1;
+  child_pid_ = -1;
+
+  if (!read.ok()) {
+    *status = read;
+  } else if (WIFSIGNALED(wstatus)) {
+    *status = Status::IoError("background snapshot killed by signal " +
+                              std::to_string(WTERMSIG(wstatus)));
+  } else if (got != sizeof result) {
+    *status = Status::IoError("background snapshot exited without a result");
+  } else if (result.code != 0) {
+    result.message[kChildMessageBytes - 1] = '\0';
+    *status = static_cast<StatusCode>(result.code) == StatusCode::kCorruption
+                  ? Status::Corruption(result.message)
+                  : Status::IoError(result.message);
+  } else {
+    *status = Status::Ok();
+    *info = child_info_;
+    info->bytes = result.bytes;
+    info->write_micros = NowMicros() - child_started_us_;
+    Prune();
+  }
+  return true;
+}
+
+std::vector<SnapshotFile> SnapshotStore::List() const {
+  std::vector<SnapshotFile> files;
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return files;
+  while (const dirent* entry = ::readdir(d)) {
+    SnapshotFile f;
+    if (!ParseFileName(entry->d_name, &f.log_seq)) continue;
+    f.path = dir_ + "/" + entry->d_name;
+    struct stat st;
+    if (::stat(f.path.c_str(), &st) != 0) continue;
+    f.bytes = static_cast<uint64_t>(st.st_size);
+    files.push_back(std::move(f));
+  }
+  ::closedir(d);
+  std::sort(files.begin(), files.end(),
+            [](const SnapshotFile& a, const SnapshotFile& b) { return a.log_seq > b.log_seq; });
+  return files;
+}
+
+void SnapshotStore::Prune() const {
+  const std::vector<SnapshotFile> files = List();
+  for (size_t i = keep_; i < files.size(); ++i) ::unlink(files[i].path.c_str());
+  // Temp files are what a writer killed mid-way left behind; a running child's is its own.
+  const std::string running =
+      background_running() ? std::string(kTempMarker) + std::to_string(child_pid_) : "";
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> stale;
+  while (const dirent* entry = ::readdir(d)) {
+    const std::string_view name = entry->d_name;
+    if (!name.starts_with(kNamePrefix) || name.find(kTempMarker) == std::string_view::npos) {
+      continue;
+    }
+    if (!running.empty() && name.ends_with(running)) continue;
+    stale.push_back(dir_ + "/" + std::string(name));
+  }
+  ::closedir(d);
+  for (const std::string& path : stale) ::unlink(path.c_str());
+}
+
+Status SnapshotStore::LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bool* loaded,
+                                 std::vector<std::string>* warnings) const {
+  *loaded = false;
+  for (const SnapshotFile& file : List()) {
+    const ScopedFd fd(::open(file.path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+      warnings->push_back(Skip(file.path, std::string("cannot open: ") + std::strerror(errno)));
+      continue;
+    }
+    uint8_t header_bytes[kHeaderBytes];
+    size_t got = 0;
+    if (Status s = ReadAll(fd.get(), header_bytes, sizeof header_bytes, &got); !s.ok()) {
+      warnings->push_back(Skip(file.path, s.message()));
+      continue;
+    }
+    if (got != sizeof header_bytes) {
+      warnings->push_back(Skip(file.path, "truncated header (" + std::to_string(got) + " bytes)"));
+      continue;
+    }
+    Header h;
+    if (std::string reason = DecodeHeader(header_bytes, &h); !reason.empty()) {
+      warnings->push_back(Skip(file.path, reason));
+      continue;
+    }
+    if (h.log_seq != file.log_seq) {
+      warnings->push_back(Skip(file.path, "header log seq " + std::to_string(h.log_seq) +
+                                              " disagrees with the file name"));
+      continue;
+    }
+    if (file.bytes != kHeaderBytes + h.payload_bytes) {
+      warnings->push_back(Skip(file.path, "truncated or overlong: " + std::to_string(file.bytes) +
+                                              " bytes, header says " +
+                                              std::to_string(kHeaderBytes + h.payload_bytes)));
+      continue;
+    }
+    if (h.log_seq > max_seq) {
+      warnings->push_back(Skip(file.path, "log seq " + std::to_string(h.log_seq) +
+                                              " is beyond the log's last record " +
+                                              std::to_string(max_seq)));
+      continue;
+    }
+    if (h.now > max_at) {
+      warnings->push_back(Skip(file.path, "state instant " + std::to_string(h.now) +
+                                              " is later than the replay limit " +
+                                              std::to_string(max_at)));
+      continue;
+    }
+    // operator new[] aligns for any scalar, as the flatbuffers Verifier requires.
+    std::unique_ptr<uint8_t[]> payload(new uint8_t[h.payload_bytes]);
+    if (Status s = ReadAll(fd.get(), payload.get(), h.payload_bytes, &got); !s.ok()) {
+      warnings->push_back(Skip(file.path, s.message()));
+      continue;
+    }
+    if (got != h.payload_bytes) {
+      warnings->push_back(Skip(file.path, "truncated payload"));
+      continue;
+    }
+    if (XXH3_64bits(payload.get(), h.payload_bytes) != h.payload_checksum) {
+      warnings->push_back(Skip(file.path, "payload checksum mismatch"));
+      continue;
+    }
+    if (Status s = DecodeSnapshot(payload.get(), h.payload_bytes, fold); !s.ok()) {
+      if (s.code() == StatusCode::kFailedPrecondition) return s;
+      warnings->push_back(Skip(file.path, s.message()));
+      continue;
+    }
+    const State& st = fold->state();
+    if (st.applied_seq != h.log_seq || st.now != h.now) {
+      // Both checksums held, so this is a writer bug, and the fold is already filled.
+      return Status::Corruption("snapshot " + file.path + ": payload disagrees with its header");
+    }
+    *loaded = true;
+    return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,451 @@
+// End-to-end tests of the `bucketd` sidecar: start the real binary on a free loopback port
+// with a manual clock, drive it with an HTTP client, stop it with SIGTERM.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <simdjson.h>
+#include <catch2/catch.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr const char* kStart = "2026-01-01T00:00:00Z";
+constexpr int64_t kDayMs = 24 * 3600 * 1000;
+constexpr int64_t kStartMs = 1767225600000;  // kStart
+
+std::string ServerBinary() {
+  if (const char* bin = std::getenv("BUCKETD_BIN")) return bin;
+#ifdef BUCKETD_BIN_DEFAULT
+  return BUCKETD_BIN_DEFAULT;
+#else
+  return "";
+#endif
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string templ = (fs::temp_directory_path() / "bucketd-server-test-XXXXXX").string();
+    path = mkdtemp(templ.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// One `bucketd` child process.
+class Server {
+ public:
+  Server(const fs::path& data_dir, std::vector<std::string> extra = {}) {
+    const std::string bin = ServerBinary();
+    REQUIRE_FALSE(bin.empty());  // BUCKETD_BIN must name the server binary
+    REQUIRE(fs::exists(bin));
+    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
+      port_ = FreePort();
+      std::vector<std::string> args = {
+          bin,      "--listen",        "127.0.0.1:" + std::to_string(port_),
+          "--data", data_dir.string(), "--log-level",
+          "warn"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      if (std::find(extra.begin(), extra.end(), "--clock") == extra.end()) {
+        args.insert(args.end(), {"--clock", "manual", "--start-time", kStart});
+      }
+      pid_t pid = fork();
+      if (pid == 0) {
+        std::vector<char*> argv;
+        for (std::string& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+      }
+      pid_ = pid;
+      if (!WaitHealthy()) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+      }
+    }
+    REQUIRE(pid_ > 0);
+  }
+  ~Server() {
+    if (pid_ > 0) Stop();
+  }
+
+  // SIGTERM; returns the exit status (0 on a clean shutdown).
+  int Stop() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  httplib::Client Client() const {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(40, 0);
+    return client;
+  }
+
+ private:
+  bool WaitHealthy() {
+    for (int i = 0; i < 200; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) return false;
+      httplib::Client client("127.0.0.1", port_);
+      if (auto res = client.Get("/healthz"); res && res->status == 200) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// A parsed response body; keeps the parser alive with the document.
+struct Json {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  explicit Json(const std::string& text) { REQUIRE(parser.parse(text).get(root) == 0); }
+  simdjson::dom::element operator[](std::string_view key) { return root[key].value(); }
+};
+
+int64_t Int(simdjson::dom::element e) { return e.get_int64().value(); }
+std::string Str(simdjson::dom::element e) { return std::string(e.get_string().value()); }
+
+void RequireError(const httplib::Result& res, int http_status, std::string_view code,
+                  std::string_view field = "") {
+  REQUIRE(res);
+  INFO(res->body);
+  REQUIRE(res->status == http_status);
+  Json body(res->body);
+  CHECK(Str(body["error"]["code"]) == code);
+  if (!field.empty()) CHECK(Str(body["error"]["field"]) == field);
+}
+
+const char* kPowerUsers =
+    R"({"id":"power","name":"Power","criteria":{"type":"event","eventName":"used",)"
+    R"("check":"count","operator":"gte","value":2,"within":"1d"}})";
+
+httplib::Result Post(httplib::Client& c, const std::string& path, const std::string& body) {
+  return c.Post(path.c_str(), body, "application/json");
+}
+
+std::string Events(int users, const std::string& event, int first_user = 100) {
+  std::string body = "[";
+  for (int u = 0; u < users; ++u) {
+    for (int k = 0; k < 2; ++k) {
+      if (body.size() > 1) body += ",";
+      body += R"({"userId":"user-)" + std::to_string(first_user + u) + R"(","event":")" + event +
+              R"("})";
+    }
+  }
+  return body + "]";
+}
+
+}  // namespace
+
+TEST_CASE("server: buckets, events, members and transitions end to end", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+
+  auto res = Post(c, "/v1/buckets", kPowerUsers);
+  REQUIRE(res->status == 201);
+  CHECK(Str(Json(res->body)["id"]) == "power");
+  RequireError(Post(c, "/v1/buckets", kPowerUsers), 409, "already_exists");
+  res = c.Put("/v1/buckets/power", kPowerUsers, "application/json");
+  CHECK(res->status == 200);
+  res =
+      c.Put("/v1/buckets/vip", R"({"id":"vip","name":"VIP","kind":"manual"})", "application/json");
+  REQUIRE(res->status == 201);
+  CHECK(Str(Json(res->body)["id"]) == "vip");
+  // The path's id fills in a body without one.
+  res = c.Put("/v1/buckets/vip2", R"({"name":"VIP 2","kind":"manual"})", "application/json");
+  CHECK(res->status == 201);
+  RequireError(c.Put("/v1/buckets/vip3", R"({"id":"other","kind":"manual"})", "application/json"),
+               400, "invalid_argument", "id");
+
+  res = Post(c, "/v1/events", Events(25, "used"));
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 50);
+    CHECK(Int(body["transitions"]) == 25);
+    CHECK(body["rejected"].get_array().value().size() == 0);
+  }
+
+  res = c.Get("/v1/buckets/power");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["counts"]["active"]) == 25);
+  res = c.Get("/v1/buckets");
+  CHECK(Json(res->body)["buckets"].get_array().value().size() >= 2);
+  CHECK(Int(Json(c.Get("/v1/buckets/power/count")->body)["count"]) == 25);
+
+  // Members, 10 a page, to the end.
+  std::vector<std::string> members;
+  std::string cursor;
+  for (int page = 0; page < 10; ++page) {
+    std::string path = "/v1/buckets/power/members?limit=10";
+    if (!cursor.empty()) path += "&cursor=" + cursor;
+    res = c.Get(path.c_str());
+    REQUIRE(res->status == 200);
+    Json body(res->body);
+    simdjson::dom::array page_members = body["members"].get_array().value();
+    for (auto m : page_members) members.push_back(Str(m["userId"]));
+    if (body["cursor"].is_null()) break;
+    cursor = Str(body["cursor"]);
+  }
+  REQUIRE(members.size() == 25);
+  CHECK(members.front() == "user-100");
+  CHECK(members.back() == "user-124");
+  CHECK(std::is_sorted(members.begin(), members.end()));
+
+  res = c.Get("/v1/buckets/power/members/user-100");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["source"]) == "event");
+  RequireError(c.Get("/v1/buckets/power/members/nobody"), 404, "not_found");
+
+  // The stream, then the window closing a day later.
+  res = c.Get("/v1/transitions?after=0&limit=5");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    auto list = body["transitions"].get_array().value();
+    REQUIRE(list.size() == 5);
+    auto first = list.at(0).value();
+    CHECK(Int(first["seq"]) == 1);
+    CHECK(Str(first["name"]) == "bucket:entered:power");
+    CHECK(Str(first["kind"]) == "entered");
+    CHECK(Str(first["at"]) == "2026-01-01T00:00:00.000Z");
+    CHECK(Str(first["idempotencyKey"]) == "bucket:power:user-100:entered:1");
+    CHECK(Int(body["next"]) == 5);
+  }
+  res = Post(c, "/v1/clock", R"({"now":")" + std::string("2026-01-02T00:00:00.001Z") + R"("})");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["transitions"]) == 25);
+  res = c.Get("/v1/transitions?after=25&limit=1");
+  {
+    Json body(res->body);
+    auto left = body["transitions"].at(0).value();
+    CHECK(Str(left["kind"]) == "left");
+    CHECK(Str(left["reason"]) == "criteria");
+  }
+  CHECK(Int(Json(c.Get("/v1/buckets/power/count")->body)["count"]) == 0);
+  res = c.Get("/v1/buckets/power/metrics");
+  {
+    Json body(res->body);
+    CHECK(Int(body["entered"]) == 25);
+    CHECK(Int(body["left"]) == 25);
+  }
+  res = c.Get("/v1/users/user-100/memberships");
+  REQUIRE(res->status == 200);
+  CHECK(Json(res->body)["memberships"].get_array().value().size() == 1);
+
+  // Manual bucket; a user id with a slash and a space travels percent-encoded.
+  res = Post(c, "/v1/buckets/vip/members", R"({"userId":"a/b c"})");
+  REQUIRE(res->status == 201);
+  res = c.Get("/v1/buckets/vip/members/a%2Fb%20c");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["userId"]) == "a/b c");
+  CHECK(c.Delete("/v1/buckets/vip/members/a%2Fb%20c")->status == 200);
+  RequireError(c.Get("/v1/buckets/vip/members/a%2Fb%20c"), 404, "not_found");
+
+  // Toggle, delete, state, sweep, snapshot, metrics.
+  res = c.Patch("/v1/buckets/power", R"({"enabled":false})", "application/json");
+  REQUIRE(res->status == 200);
+  CHECK_FALSE(Json(res->body)["enabled"].get_bool().value());
+  CHECK(c.Delete("/v1/buckets/vip")->status == 200);
+  RequireError(c.Get("/v1/buckets/vip"), 404, "not_found");
+  res = Post(c, "/v1/sweep", "");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["due"]) == 0);
+  res = Post(c, "/v1/snapshots", "");
+  CHECK(res->status == 201);
+  res = c.Get("/v1/state");
+  {
+    Json body(res->body);
+    CHECK(Int(body["transitionSeq"]) == 52);  // 50 + the manual add and remove
+    CHECK(Str(body["now"]) == "2026-01-02T00:00:00.001Z");
+  }
+  res = c.Get("/metrics");
+  REQUIRE(res->status == 200);
+  CHECK(res->body.find("bucketd_events_total{outcome=\"accepted\"} 50") != std::string::npos);
+  CHECK(res->body.find("bucketd_http_requests_total{route=\"events\",status=\"200\"}") !=
+        std::string::npos);
+  CHECK(res->body.find("bucketd_sweep_duration_micros_bucket") != std::string::npos);
+  res = c.Delete("/v1/contacts/user-101");
+  CHECK(res->status == 200);
+  res = Post(c, "/v1/events", R"({"userId":"user-101","event":"used"})");
+  RequireError(res, 409, "failed_precondition");
+
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: bad requests are refused and change nothing", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  const std::string state_before = c.Get("/v1/state")->body;
+
+  RequireError(Post(c, "/v1/events", R"({"userId":"u1","event":)"), 400, "invalid_argument");
+  RequireError(Post(c, "/v1/events", R"({"userId":"u1","event":"used","colour":1})"), 400,
+               "invalid_argument", "colour");
+  RequireError(Post(c, "/v1/events", R"({"userId":"","event":"used"})"), 400, "invalid_argument",
+               "userId");
+  RequireError(Post(c, "/v1/events", R"({"userId":"u","event":"bucket:x"})"), 400,
+               "invalid_argument", "event");
+  RequireError(Post(c, "/v1/events", R"({"userId":"u","event":"e","occurredAt":"yesterday"})"), 400,
+               "invalid_argument", "occurredAt");
+  RequireError(Post(c, "/v1/buckets", R"({"id":"x","criteria":{"type":"nope"}})"), 400,
+               "invalid_argument");
+  RequireError(Post(c, "/v1/buckets", "not json"), 400, "invalid_argument");
+  RequireError(c.Get("/v1/buckets/nope"), 404, "not_found");
+  RequireError(c.Get("/v1/buckets/nope/members"), 404, "not_found");
+  RequireError(c.Get("/v1/buckets/power/members?limit=1001"), 400, "invalid_argument", "limit");
+  RequireError(c.Get("/v1/transitions?limit=10001"), 400, "invalid_argument", "limit");
+  RequireError(c.Get("/v1/transitions?wait=31"), 400, "invalid_argument", "wait");
+  RequireError(c.Patch("/v1/buckets/power", R"({"enabled":"yes"})", "application/json"), 400,
+               "invalid_argument", "enabled");
+  RequireError(Post(c, "/v1/clock", R"({"now":0})"), 409, "failed_precondition");
+  RequireError(c.Get("/v1/no/such/route"), 404, "not_found");
+
+  std::string huge(17u << 20, ' ');
+  RequireError(Post(c, "/v1/events", huge), 413, "payload_too_large");
+  std::string too_many = "[";
+  for (int i = 0; i <= 100000; ++i) too_many += i == 0 ? "{}" : ",{}";
+  RequireError(Post(c, "/v1/events", too_many + "]"), 413, "payload_too_large");
+
+  CHECK(c.Get("/v1/state")->body == state_before);
+
+  // NDJSON: a malformed line is refused on its own, with its index; the rest apply.
+  auto res = c.Post("/v1/events",
+                    "{\"userId\":\"u1\",\"event\":\"used\"}\n{oops\n"
+                    "{\"userId\":\"u1\",\"event\":\"used\"}\n{\"userId\":\"u2\"}\n",
+                    "application/x-ndjson");
+  REQUIRE(res->status == 200);
+  Json body(res->body);
+  CHECK(Int(body["accepted"]) == 2);
+  CHECK(Int(body["transitions"]) == 1);
+  auto rejected = body["rejected"].get_array().value();
+  REQUIRE(rejected.size() == 2);
+  CHECK(Int(rejected.at(0).value()["index"]) == 1);
+  CHECK(Int(rejected.at(1).value()["index"]) == 3);
+  CHECK(Str(rejected.at(1).value()["error"]["field"]) == "event");
+
+  // Idempotency keys make duplicates.
+  res = Post(c, "/v1/events",
+             R"([{"userId":"u3","event":"x","idempotencyKey":"k"},)"
+             R"({"userId":"u3","event":"x","idempotencyKey":"k"}])");
+  CHECK(Int(Json(res->body)["duplicates"]) == 1);
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: bearer token guards /v1 only", "[server]") {
+  TempDir dir;
+  Server server(dir.path, {"--auth-token", "s3cret"});
+  httplib::Client c = server.Client();
+  RequireError(c.Get("/v1/state"), 401, "unauthorized");
+  RequireError(c.Get("/v1/state", {{"Authorization", "Bearer wrong"}}), 401, "unauthorized");
+  RequireError(c.Get("/v1/state", {{"Authorization", "Bearer s3cre"}}), 401, "unauthorized");
+  CHECK(c.Get("/v1/state", {{"Authorization", "Bearer s3cret"}})->status == 200);
+  CHECK(c.Get("/healthz")->status == 200);
+  CHECK(c.Get("/metrics")->status == 200);
+}
+
+TEST_CASE("server: a restart keeps state, members and the transition stream", "[server]") {
+  TempDir dir;
+  std::string state;
+  std::string members;
+  {
+    Server server(dir.path);
+    httplib::Client c = server.Client();
+    REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+    REQUIRE(Post(c, "/v1/events", Events(3, "used"))->status == 200);
+    state = c.Get("/v1/state")->body;
+    members = c.Get("/v1/buckets/power/members")->body;
+    REQUIRE(server.Stop() == 0);
+  }
+  Server server(dir.path, {"--snapshot-on-exit"});
+  httplib::Client c = server.Client();
+  CHECK(c.Get("/v1/state")->body == state);
+  CHECK(c.Get("/v1/buckets/power/members")->body == members);
+  REQUIRE(Post(c, "/v1/events", Events(1, "used", 200))->status == 200);
+  auto res = c.Get("/v1/transitions?after=3");
+  Json body(res->body);
+  CHECK(Int(body["transitions"].at(0).value()["seq"]) == 4);
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: a long poll returns as soon as a transition arrives", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+
+  auto started = std::chrono::steady_clock::now();
+  auto poll = std::async(std::launch::async, [&server] {
+    httplib::Client poller = server.Client();
+    auto res = poller.Get("/v1/transitions?after=0&wait=20");
+    return res ? res->body : std::string();
+  });
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(Post(c, "/v1/events", Events(1, "used"))->status == 200);
+  std::string body = poll.get();
+  auto elapsed = std::chrono::steady_clock::now() - started;
+  CHECK(elapsed < 5s);
+  Json json(body);
+  CHECK(json["transitions"].get_array().value().size() == 1);
+  CHECK(Int(json["next"]) == 1);
+
+  // Nothing new: an empty page after the wait, next = after.
+  auto res = c.Get("/v1/transitions?after=1&wait=500ms");
+  Json empty(res->body);
+  CHECK(empty["transitions"].get_array().value().size() == 0);
+  CHECK(Int(empty["next"]) == 1);
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: example buckets load at start-up; wall clock refuses /v1/clock", "[server]") {
+  TempDir dir;
+#ifdef BUCKETD_EXAMPLES_DIR
+  Server server(dir.path, {"--clock", "wall", "--buckets", BUCKETD_EXAMPLES_DIR});
+#else
+  FAIL("BUCKETD_EXAMPLES_DIR is not defined");
+  Server server(dir.path, {"--clock", "wall"});
+#endif
+  httplib::Client c = server.Client();
+  auto res = c.Get("/v1/buckets");
+  REQUIRE(res->status == 200);
+  CHECK(Json(res->body)["buckets"].get_array().value().size() == 3);
+  res = Post(c, "/v1/clock", R"({"now":)" + std::to_string(kStartMs + kDayMs) + "}");
+  RequireError(res, 409, "failed_precondition");
+  CHECK(server.Stop() == 0);
+}

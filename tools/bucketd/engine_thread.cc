@@ -1,0 +1,129 @@
+#include "engine_thread.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "prometheus.h"
+
+namespace bucketd::server {
+namespace {
+
+constexpr std::chrono::milliseconds kSweepGapMin{1};
+
+}  // namespace
+
+EngineThread::EngineThread(std::unique_ptr<Engine> engine, Config config, ServerMetrics* metrics)
+    : engine_(std::move(engine)), config_(config), metrics_(metrics) {
+  published_seq_ = engine_->LastTransitionSeq();
+}
+
+EngineThread::~EngineThread() {
+  if (thread_.joinable()) Stop();
+}
+
+void EngineThread::Start() {
+  last_sweep_ = std::chrono::steady_clock::now();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void EngineThread::Stop() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  CloseStream();
+}
+
+void EngineThread::CloseStream() {
+  {
+    std::lock_guard lock(stream_mu_);
+    stream_closed_ = true;
+  }
+  stream_cv_.notify_all();
+}
+
+Engine& EngineThread::StoppedEngine() { return *engine_; }
+
+void EngineThread::Enqueue(WorkItem item) {
+  {
+    std::lock_guard lock(queue_mu_);
+    queue_.push_back(std::move(item));
+  }
+  queue_cv_.notify_one();
+}
+
+void EngineThread::Loop() {
+  std::vector<WorkItem> round;
+  for (;;) {
+    {
+      std::unique_lock lock(queue_mu_);
+      if (queue_.empty() && !stopping_) {
+        if (config_.background_sweeps) {
+          queue_cv_.wait_for(lock, TimeUntilSweep(),
+                             [this] { return !queue_.empty() || stopping_; });
+        } else {
+          queue_cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
+        }
+      }
+      if (queue_.empty() && stopping_) return;
+      round.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+      queue_.clear();
+    }
+    // Every item queued so far runs in this round; each call commits on its own (the
+    // engine group-commits a batch in one write), so the round needs no extra flush.
+    for (WorkItem& item : round) item(*engine_);
+    round.clear();
+    if (config_.background_sweeps && TimeUntilSweep().count() <= 0) BackgroundSweep();
+    PublishTransitions();
+  }
+}
+
+std::chrono::milliseconds EngineThread::TimeUntilSweep() const {
+  using std::chrono::milliseconds;
+  auto since_last =
+      std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - last_sweep_);
+  milliseconds wait = config_.sweep_interval - since_last;
+  if (std::optional<TimeMs> due = engine_->NextDueMs()) {
+    wait = std::min(wait, milliseconds(*due - engine_->Now()));
+  }
+  // At least kSweepGapMin between background sweeps, so a due item the sweep cannot clear
+  // (it should not exist) costs a wake-up per millisecond, not a spinning core.
+  return std::max(wait, kSweepGapMin - since_last);
+}
+
+void EngineThread::BackgroundSweep() {
+  last_sweep_ = std::chrono::steady_clock::now();
+  SweepResult result;
+  Status status = engine_->Sweep(&result);
+  if (!status.ok()) {
+    spdlog::error("event=sweep_failed error=\"{}\"", status.ToString());
+    return;
+  }
+  metrics_->RecordSweep(result.micros);
+  if (result.transitions > 0) {
+    spdlog::debug("event=sweep due={} transitions={} micros={}", result.due, result.transitions,
+                  result.micros);
+  }
+}
+
+void EngineThread::PublishTransitions() {
+  uint64_t seq = engine_->LastTransitionSeq();
+  {
+    std::lock_guard lock(stream_mu_);
+    if (seq == published_seq_) return;
+    published_seq_ = seq;
+  }
+  stream_cv_.notify_all();
+}
+
+void EngineThread::WaitForTransitionsAfter(uint64_t after_seq, std::chrono::milliseconds wait) {
+  std::unique_lock lock(stream_mu_);
+  stream_cv_.wait_for(lock, wait, [&] { return published_seq_ > after_seq || stream_closed_; });
+}
+
+}  // namespace bucketd::server

@@ -1,0 +1,90 @@
+#pragma once
+// The owner thread (Redis-like): the only thread that touches the Engine. HTTP handler
+// threads hand it work items through a queue and wait for the result; the owner drains
+// every queued item per round, so reads see a consistent state and no two calls
+// interleave. In wall-clock mode it also sweeps: at the next due instant (sub-second
+// latency) and at least every sweep interval.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+
+#include "bucketd/engine.h"
+
+namespace bucketd::server {
+
+class ServerMetrics;
+
+class EngineThread {
+ public:
+  struct Config {
+    bool background_sweeps = true;  // false in manual-clock mode: only POST /v1/clock sweeps
+    std::chrono::milliseconds sweep_interval{1000};
+  };
+
+  // `metrics` (not owned) records the background sweeps' latency.
+  EngineThread(std::unique_ptr<Engine> engine, Config config, ServerMetrics* metrics);
+  ~EngineThread();
+  EngineThread(const EngineThread&) = delete;
+  EngineThread& operator=(const EngineThread&) = delete;
+
+  void Start();
+  // Runs what is queued, then stops the thread and wakes every long-poller.
+  // REQUIRES: no Call() after Stop().
+  void Stop();
+  // Wakes every long-poller now and makes later ones return at once (shutdown: the HTTP
+  // server waits for in-flight requests, which must not sit out a 30 s poll).
+  void CloseStream();
+  // After Stop(): the engine, for the shutdown snapshot and Close() on the caller's thread.
+  Engine& StoppedEngine();
+
+  // Runs fn(engine) on the owner thread and returns its result. Blocks the caller.
+  template <typename Fn>
+  std::invoke_result_t<Fn, Engine&> Call(Fn fn) {
+    using Result = std::invoke_result_t<Fn, Engine&>;
+    auto task = std::make_shared<std::packaged_task<Result(Engine&)>>(std::move(fn));
+    std::future<Result> result = task->get_future();
+    Enqueue([task](Engine& engine) { (*task)(engine); });
+    return result.get();
+  }
+
+  // Long-poll: waits until a transition with seq > after_seq exists, the wait ends, or the
+  // server stops. Thread-safe (does not go through the owner thread).
+  void WaitForTransitionsAfter(uint64_t after_seq, std::chrono::milliseconds wait);
+  // The thread-safe part of the engine: the transition stream.
+  const Engine& Stream() const { return *engine_; }
+
+ private:
+  using WorkItem = std::function<void(Engine&)>;
+
+  void Enqueue(WorkItem item);
+  void Loop();
+  // The wait before the next background sweep is due (wall-clock mode).
+  std::chrono::milliseconds TimeUntilSweep() const;
+  void BackgroundSweep();
+  void PublishTransitions();
+
+  std::unique_ptr<Engine> engine_;
+  const Config config_;
+  ServerMetrics* const metrics_;
+  std::thread thread_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<WorkItem> queue_;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point last_sweep_;
+
+  std::mutex stream_mu_;
+  std::condition_variable stream_cv_;
+  uint64_t published_seq_ = 0;
+  bool stream_closed_ = false;
+};
+
+}  // namespace bucketd::server

@@ -1,0 +1,47 @@
+#pragma once
+// Request bodies -> engine inputs. All JSON parsing goes through simdjson (DOM); errors
+// are InvalidArgument statuses naming the field ("occurredAt", "contactProperties.plan").
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bucketd/engine.h"
+
+namespace bucketd::server {
+
+// The items of a POST /v1/events body. `events[i]` came from item `indices[i]` of the
+// body; items that failed to parse are in `rejected` with their item index.
+struct ParsedEvents {
+  bool single = false;      // the body was one JSON object (not an array, not NDJSON)
+  bool over_limit = false;  // more than kBatchItemsMax items: nothing else is filled in
+  size_t items = 0;
+  std::vector<EventInput> events;
+  std::vector<size_t> indices;
+  std::vector<BatchItemError> rejected;
+};
+
+// One object, a JSON array of objects, or (ndjson) one object per non-blank line; an
+// NDJSON item's index counts non-blank lines from 0. Fails as a whole (field "body") when
+// a JSON body is malformed or is neither an object nor an array; a malformed NDJSON line
+// is only that item's refusal.
+Status ParseEventsBody(std::string_view body, bool ndjson, ParsedEvents* out);
+
+// POST /v1/clock {"now": T}, T an int of ms or an RFC 3339 string.
+Status ParseClockRequest(std::string_view body, TimeMs* now_ms);
+// PATCH /v1/buckets/{id} {"enabled": bool}.
+Status ParseEnabledPatch(std::string_view body, bool* enabled);
+// POST /v1/buckets/{id}/members {"userId": "..."}.
+Status ParseAddMemberRequest(std::string_view body, std::string* user_id);
+
+// The "id" of a bucket definition body, or "" when it has none (the engine then refuses it).
+std::string DefinitionId(std::string_view json);
+
+// A definitions file for --buckets: one definition object or an array of them. Each is
+// returned as minified JSON text for Engine::DefineBucket.
+Status ParseDefinitionsFile(std::string_view json, std::vector<std::string>* definitions);
+
+// A time in either input form (SPEC §1): an integer of ms or an RFC 3339 string.
+Status ParseTimeText(std::string_view text, TimeMs* out);
+
+}  // namespace bucketd::server

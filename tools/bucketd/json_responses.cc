@@ -1,0 +1,255 @@
+#include "json_responses.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include "http_errors.h"
+
+namespace bucketd::server {
+namespace {
+
+void OptionalString(JsonWriter& w, const std::optional<std::string>& value) {
+  if (value) {
+    w.String(*value);
+  } else {
+    w.Null();
+  }
+}
+
+void OptionalTime(JsonWriter& w, const std::optional<TimeMs>& value) {
+  if (value) {
+    w.Time(*value);
+  } else {
+    w.Null();
+  }
+}
+
+void WriteMember(JsonWriter& w, const Member& m) {
+  w.BeginObject();
+  w.Key("userId").String(m.user_id);
+  w.Key("email");
+  OptionalString(w, m.email);
+  w.Key("enteredAt").Time(m.entered_at);
+  w.Key("entryCount").Uint(m.entry_count);
+  w.Key("source").String(ToString(m.source));
+  w.Key("dwellAnchorAt");
+  OptionalTime(w, m.dwell_anchor_at);
+  w.EndObject();
+}
+
+void WriteMembership(JsonWriter& w, const MembershipRecord& m) {
+  w.BeginObject();
+  w.Key("bucketId").String(m.bucket_id);
+  w.Key("active").Bool(m.active);
+  w.Key("entryCount").Uint(m.entry_count);
+  w.Key("source").String(ToString(m.source));
+  w.Key("enteredAt").Time(m.entered_at);
+  w.Key("leftAt");
+  OptionalTime(w, m.left_at);
+  w.Key("reason");
+  if (m.reason) {
+    w.String(ToString(*m.reason));
+  } else {
+    w.Null();
+  }
+  w.Key("dwellAnchorAt");
+  OptionalTime(w, m.dwell_anchor_at);
+  w.EndObject();
+}
+
+// The stored definition is a JSON object; the counts are appended as its last member so a
+// bucket reads as one flat object (docs/api.md).
+std::string FlattenedBucket(const BucketInfo& info) {
+  std::string_view definition = info.definition_json;
+  while (!definition.empty() && definition.back() != '}') definition.remove_suffix(1);
+  assert(!definition.empty() && "definition_json must be a JSON object");
+  definition.remove_suffix(1);
+  const size_t last = definition.find_last_not_of(" \t\r\n");
+  const bool has_members = last != std::string_view::npos && definition[last] != '{';
+  JsonWriter counts;
+  counts.BeginObject()
+      .Key("active")
+      .Uint(info.counts.active)
+      .Key("entered")
+      .Uint(info.counts.entered)
+      .Key("left")
+      .Uint(info.counts.left)
+      .EndObject();
+  std::string out(definition);
+  out += has_members ? ",\"counts\":" : "\"counts\":";
+  out += counts.str();
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+void WriteTransition(JsonWriter& w, const Transition& t) {
+  w.BeginObject();
+  w.Key("seq").Uint(t.seq);
+  w.Key("name").String(t.Name());
+  w.Key("kind").String(ToString(t.kind));
+  w.Key("bucketId").String(t.bucket_id);
+  w.Key("bucketName").String(t.bucket_name);
+  w.Key("userId").String(t.user_id);
+  w.Key("email");
+  OptionalString(w, t.email);
+  w.Key("entryCount").Uint(t.entry_count);
+  w.Key("source").String(ToString(t.source));
+  if (t.kind == TransitionKind::kLeft) w.Key("reason").String(ToString(t.reason));
+  if (t.kind == TransitionKind::kDwell) {
+    w.Key("dwellLabel").String(t.dwell_label);
+    w.Key("dwellCount").Uint(t.dwell_count);
+  }
+  w.Key("at").Time(t.at);
+  w.Key("detectedAt").Time(t.detected_at);
+  w.Key("idempotencyKey").String(t.IdempotencyKey());
+  w.EndObject();
+}
+
+std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next) {
+  JsonWriter w;
+  w.BeginObject().Key("transitions").BeginArray();
+  for (const Transition& t : transitions) WriteTransition(w, t);
+  w.EndArray().Key("next").Uint(next).EndObject();
+  return w.Take();
+}
+
+std::string BucketJson(const BucketInfo& info) { return FlattenedBucket(info); }
+
+std::string BucketListJson(const std::vector<BucketInfo>& buckets) {
+  JsonWriter w;
+  w.BeginObject().Key("buckets").BeginArray();
+  for (const BucketInfo& info : buckets) w.Raw(FlattenedBucket(info));
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
+std::string MemberJson(const Member& member) {
+  JsonWriter w;
+  WriteMember(w, member);
+  return w.Take();
+}
+
+std::string MembersPageJson(const MembersPage& page) {
+  JsonWriter w;
+  w.BeginObject().Key("members").BeginArray();
+  for (const Member& m : page.members) WriteMember(w, m);
+  w.EndArray().Key("cursor");
+  OptionalString(w, page.next_cursor);
+  w.EndObject();
+  return w.Take();
+}
+
+std::string MembershipsJson(std::string_view user_id,
+                            const std::vector<MembershipRecord>& memberships) {
+  JsonWriter w;
+  w.BeginObject().Key("userId").String(user_id).Key("memberships").BeginArray();
+  for (const MembershipRecord& m : memberships) WriteMembership(w, m);
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
+std::string BucketMetricsJson(const BucketMetrics& metrics) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("size")
+      .Uint(metrics.size)
+      .Key("entered")
+      .Uint(metrics.entered)
+      .Key("left")
+      .Uint(metrics.left)
+      .Key("averageDwellSeconds")
+      .Double(metrics.average_dwell_seconds)
+      .EndObject();
+  return w.Take();
+}
+
+std::string IngestResultJson(const IngestResult& result) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("accepted")
+      .Uint(result.duplicate ? 0 : 1)
+      .Key("duplicates")
+      .Uint(result.duplicate ? 1 : 0)
+      .Key("rejected")
+      .BeginArray()
+      .EndArray()
+      .Key("transitions")
+      .Uint(result.transitions)
+      .Key("logSeq")
+      .Uint(result.log_seq)
+      .EndObject();
+  return w.Take();
+}
+
+std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& result) {
+  std::vector<BatchItemError> rejected = parsed.rejected;
+  for (const BatchItemError& error : result.rejected) {
+    assert(error.index < parsed.indices.size());
+    rejected.push_back({parsed.indices[error.index], error.error});
+  }
+  std::sort(rejected.begin(), rejected.end(),
+            [](const BatchItemError& a, const BatchItemError& b) { return a.index < b.index; });
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("accepted").Uint(result.accepted);
+  w.Key("duplicates").Uint(result.duplicates);
+  w.Key("rejected").BeginArray();
+  for (const BatchItemError& error : rejected) {
+    w.BeginObject().Key("index").Uint(error.index).Key("error").Raw(ErrorObject(error.error));
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("transitions").Uint(result.transitions);
+  w.Key("logSeq").Uint(result.log_seq);
+  w.EndObject();
+  return w.Take();
+}
+
+std::string SweepJson(const SweepResult& result, TimeMs now_ms) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("due")
+      .Uint(result.due)
+      .Key("transitions")
+      .Uint(result.transitions)
+      .Key("micros")
+      .Int(result.micros)
+      .Key("now")
+      .Time(now_ms)
+      .EndObject();
+  return w.Take();
+}
+
+std::string StateJson(const StateInfo& state) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("logSeq")
+      .Uint(state.log_seq)
+      .Key("transitionSeq")
+      .Uint(state.transition_seq)
+      .Key("digest")
+      .String(state.digest)
+      .Key("now")
+      .Time(state.now)
+      .EndObject();
+  return w.Take();
+}
+
+std::string SnapshotJson(const SnapshotInfo& info) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("path")
+      .String(info.path)
+      .Key("logSeq")
+      .Uint(info.log_seq)
+      .Key("bytes")
+      .Uint(info.bytes)
+      .Key("writeMicros")
+      .Int(info.write_micros)
+      .EndObject();
+  return w.Take();
+}
+
+}  // namespace bucketd::server

@@ -1,0 +1,38 @@
+#pragma once
+// Engine results -> response bodies, written with JsonWriter. Times are RFC 3339 with
+// milliseconds; optional values are written as null.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bucketd/engine.h"
+#include "bucketd/json_writer.h"
+#include "json_requests.h"
+
+namespace bucketd::server {
+
+// SPEC §7. `source` is written for every kind (the membership's source), `reason` only for
+// left, `dwellLabel` / `dwellCount` only for dwell; a missing email is null.
+void WriteTransition(JsonWriter& w, const Transition& t);
+std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next);
+
+// The definition object flattened with "counts": {"active","entered","left"} added.
+std::string BucketJson(const BucketInfo& info);
+std::string BucketListJson(const std::vector<BucketInfo>& buckets);
+
+std::string MemberJson(const Member& member);
+std::string MembersPageJson(const MembersPage& page);
+std::string MembershipsJson(std::string_view user_id,
+                            const std::vector<MembershipRecord>& memberships);
+std::string BucketMetricsJson(const BucketMetrics& metrics);
+
+// POST /v1/events. `parsed` maps engine batch indices back to the body's item indices and
+// holds the items refused before reaching the engine.
+std::string IngestResultJson(const IngestResult& result);
+std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& result);
+
+std::string SweepJson(const SweepResult& result, TimeMs now_ms);
+std::string StateJson(const StateInfo& state);
+std::string SnapshotJson(const SnapshotInfo& info);
+
+}  // namespace bucketd::server

@@ -1,0 +1,292 @@
+// bucketd: the sidecar server. Flags, start-up, signals and shutdown; the routes live in
+// http_api, the owner thread in engine_thread.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include "bucket_files.h"
+#include "bucketd/engine.h"
+#include "bucketd/time_format.h"
+#include "engine_thread.h"
+#include "http_api.h"
+#include "json_requests.h"
+#include "prometheus.h"
+
+namespace bucketd::server {
+namespace {
+
+// Long polls hold a handler thread for up to 30 s, so the pool is larger than the cores.
+constexpr size_t kHttpThreadsDefault = 32;
+constexpr size_t kKeepAliveRequestsMax = 1'000'000;
+constexpr time_t kKeepAliveIdleSeconds = 30;
+
+struct Flags {
+  std::string listen = "127.0.0.1:7411";
+  std::string data_dir = "./bucketd-data";
+  std::string clock = "wall";
+  std::string start_time;
+  std::string sweep_interval = "1s";
+  std::string durability = "sync";
+  std::string auth_token;
+  std::string buckets;
+  uint64_t snapshot_every_records = Options().snapshot_every_records;
+  std::string snapshot_every = "10m";
+  bool snapshot_on_exit = false;
+  std::string log_level = "info";
+  size_t http_threads = kHttpThreadsDefault;
+};
+
+void AddFlags(CLI::App& app, Flags& f) {
+  app.add_option("--listen", f.listen, "host:port to serve on (port 0: any free port)")
+      ->envname("BUCKETD_LISTEN")
+      ->capture_default_str();
+  app.add_option("--data", f.data_dir, "data directory")
+      ->envname("BUCKETD_DATA")
+      ->capture_default_str();
+  app.add_option("--clock", f.clock, "wall, or manual (time moves only by POST /v1/clock)")
+      ->envname("BUCKETD_CLOCK")
+      ->check(CLI::IsMember({"wall", "manual"}))
+      ->capture_default_str();
+  app.add_option("--start-time", f.start_time,
+                 "manual clock on a new data dir: the first instant (ms or RFC 3339)")
+      ->envname("BUCKETD_START_TIME");
+  app.add_option("--sweep-interval", f.sweep_interval, "longest gap between background sweeps")
+      ->envname("BUCKETD_SWEEP_INTERVAL")
+      ->capture_default_str();
+  app.add_option("--durability", f.durability, "sync (fsync before ack) or async")
+      ->envname("BUCKETD_DURABILITY")
+      ->check(CLI::IsMember({"sync", "async"}))
+      ->capture_default_str();
+  app.add_option("--auth-token", f.auth_token, "bearer token every /v1 call must carry")
+      ->envname("BUCKETD_TOKEN");
+  app.add_option("--buckets", f.buckets, "definitions to apply at start: a JSON file or a dir")
+      ->envname("BUCKETD_BUCKETS");
+  app.add_option("--snapshot-every-records", f.snapshot_every_records,
+                 "automatic snapshot after this many log records (0: never)")
+      ->envname("BUCKETD_SNAPSHOT_EVERY_RECORDS")
+      ->capture_default_str();
+  app.add_option("--snapshot-every", f.snapshot_every,
+                 "automatic snapshot after this much time (duration, or 0: never)")
+      ->envname("BUCKETD_SNAPSHOT_EVERY")
+      ->capture_default_str();
+  app.add_flag("--snapshot-on-exit", f.snapshot_on_exit, "take a snapshot on shutdown")
+      ->envname("BUCKETD_SNAPSHOT_ON_EXIT");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, off")
+      ->envname("BUCKETD_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--http-threads", f.http_threads, "HTTP handler threads")
+      ->envname("BUCKETD_HTTP_THREADS")
+      ->check(CLI::Range(size_t{2}, size_t{1024}))
+      ->capture_default_str();
+}
+
+Status ParseOptionalDuration(const std::string& text, std::string_view field, TimeMs* out) {
+  if (text == "0") {
+    *out = 0;
+    return Status::Ok();
+  }
+  Status status = ParseDurationString(text, out);
+  if (!status.ok()) return Status::InvalidArgument(std::string(field), status.message());
+  return Status::Ok();
+}
+
+Status ToOptions(const Flags& f, Options* options, TimeMs* sweep_interval_ms) {
+  options->data_dir = f.data_dir;
+  options->durability = f.durability == "async" ? Durability::kAsync : Durability::kSync;
+  options->clock = f.clock == "manual" ? ClockMode::kManual : ClockMode::kWall;
+  if (!f.start_time.empty()) {
+    TimeMs start = 0;
+    if (Status status = ParseTimeText(f.start_time, &start); !status.ok()) {
+      return Status::InvalidArgument("--start-time", status.message());
+    }
+    options->start_time_ms = start;
+  }
+  options->snapshot_every_records = f.snapshot_every_records;
+  Status status =
+      ParseOptionalDuration(f.snapshot_every, "--snapshot-every", &options->snapshot_every_ms);
+  if (!status.ok()) return status;
+  status = ParseDurationString(f.sweep_interval, sweep_interval_ms);
+  if (!status.ok()) return Status::InvalidArgument("--sweep-interval", status.message());
+  return Status::Ok();
+}
+
+bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = listen.substr(0, colon);
+  try {
+    size_t used = 0;
+    *port = std::stoi(listen.substr(colon + 1), &used);
+    return used == listen.size() - colon - 1 && *port >= 0 && *port <= 65535;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+Status ApplyBucketFiles(const std::string& path, EngineThread& engine) {
+  std::vector<DefinitionSource> sources;
+  Status status = ReadBucketDefinitions(path, &sources);
+  if (!status.ok()) return status;
+  for (const DefinitionSource& source : sources) {
+    bool created = false;
+    status = engine.Call([&](Engine& e) {
+      return e.DefineBucket(source.json, DefineMode::kCreateOrReplace, std::nullopt, &created);
+    });
+    if (!status.ok()) return Status::InvalidArgument(source.origin, status.ToString());
+    spdlog::info("event=bucket_loaded origin={} created={}", source.origin, created);
+  }
+  return Status::Ok();
+}
+
+// Waits for SIGTERM / SIGINT (blocked in every thread) and stops the HTTP server; the
+// server finishes its in-flight requests before listen() returns.
+class ShutdownWatcher {
+ public:
+  ShutdownWatcher(httplib::Server& server, EngineThread& engine)
+      : thread_([this, &server, &engine] { Watch(server, engine); }) {}
+  ~ShutdownWatcher() {
+    listen_done_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  void Watch(httplib::Server& server, EngineThread& engine) {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (listen_done_) return;
+    spdlog::info("event=shutdown signal={}", signal);
+    engine.CloseStream();
+    // A signal can arrive between bind and listen; stop() only acts on a running server.
+    while (!listen_done_ && !server.is_running()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    server.stop();
+  }
+
+  std::atomic<bool> listen_done_{false};
+  std::thread thread_;
+};
+
+void BlockShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int Serve(const Flags& flags) {
+  Options options;
+  TimeMs sweep_interval_ms = 0;
+  std::string host;
+  int port = 0;
+  if (Status status = ToOptions(flags, &options, &sweep_interval_ms); !status.ok()) {
+    spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
+    return EXIT_FAILURE;
+  }
+  if (!SplitHostPort(flags.listen, &host, &port)) {
+    spdlog::critical("event=bad_flags error=\"--listen must be host:port\"");
+    return EXIT_FAILURE;
+  }
+
+  std::unique_ptr<Engine> engine;
+  std::vector<std::string> warnings;
+  Status status = Engine::Open(options, &engine, &warnings);
+  for (const std::string& warning : warnings) spdlog::warn("event=open_warning {}", warning);
+  if (!status.ok()) {
+    spdlog::critical("event=open_failed data={} error=\"{}\"", options.data_dir, status.ToString());
+    return EXIT_FAILURE;
+  }
+  EngineStats stats = engine->Stats();
+  spdlog::info("event=opened data={} replayed_records={} open_micros={} now={}", options.data_dir,
+               stats.replayed_records, stats.open_micros, FormatRfc3339(engine->Now()));
+
+  ServerMetrics metrics;
+  const bool manual_clock = options.clock == ClockMode::kManual;
+  EngineThread engine_thread(std::move(engine),
+                             {.background_sweeps = !manual_clock,
+                              .sweep_interval = std::chrono::milliseconds(sweep_interval_ms)},
+                             &metrics);
+  engine_thread.Start();
+
+  int exit_code = EXIT_SUCCESS;
+  if (!flags.buckets.empty()) status = ApplyBucketFiles(flags.buckets, engine_thread);
+  if (!status.ok()) {
+    spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
+    exit_code = EXIT_FAILURE;
+  } else {
+    httplib::Server server;
+    server.new_task_queue = [n = flags.http_threads] { return new httplib::ThreadPool(n); };
+    server.set_payload_max_length(kBodyBytesMax);
+    server.set_keep_alive_max_count(kKeepAliveRequestsMax);
+    server.set_keep_alive_timeout(kKeepAliveIdleSeconds);
+    HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock});
+    api.Register(server);
+
+    ShutdownWatcher watcher(server, engine_thread);
+    if (port == 0) {
+      port = server.bind_to_any_port(host);
+    } else if (!server.bind_to_port(host, port)) {
+      port = -1;
+    }
+    if (port < 0) {
+      spdlog::critical("event=listen_failed listen={}", flags.listen);
+      exit_code = EXIT_FAILURE;
+    } else {
+      spdlog::info("event=listening address={}:{} clock={} durability={} auth={}", host, port,
+                   flags.clock, flags.durability, flags.auth_token.empty() ? "off" : "bearer");
+      server.listen_after_bind();
+    }
+  }
+
+  engine_thread.Stop();
+  Engine& owned = engine_thread.StoppedEngine();
+  if (flags.snapshot_on_exit && exit_code == EXIT_SUCCESS) {
+    SnapshotInfo info;
+    status = owned.TakeSnapshot(&info);
+    if (status.ok()) {
+      spdlog::info("event=snapshot path={} log_seq={} bytes={}", info.path, info.log_seq,
+                   info.bytes);
+    } else {
+      spdlog::error("event=snapshot_failed error=\"{}\"", status.ToString());
+    }
+  }
+  status = owned.Close();
+  if (!status.ok()) {
+    spdlog::critical("event=close_failed error=\"{}\"", status.ToString());
+    return EXIT_FAILURE;
+  }
+  spdlog::info("event=stopped");
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace bucketd::server
+
+int main(int argc, char** argv) {
+  bucketd::server::BlockShutdownSignals();
+  CLI::App app{"bucketd: real-time bucket membership, served over HTTP/JSON"};
+  bucketd::server::Flags flags;
+  bucketd::server::AddFlags(app, flags);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
+  return bucketd::server::Serve(flags);
+}

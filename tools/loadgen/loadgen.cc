@@ -1,0 +1,119 @@
+// bucketd_loadgen: sends NDJSON batches of events to POST /v1/events from N keep-alive
+// connections for a fixed duration and reports events/s and request latency percentiles.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <CLI/CLI.hpp>
+
+namespace {
+
+struct Config {
+  std::string host = "127.0.0.1";
+  int port = 7411;
+  size_t connections = 4;
+  size_t batch = 1000;
+  double seconds = 10;
+  size_t users = 100'000;
+  std::string token;
+};
+
+// Events for the example buckets: feature use, app opens and plan properties.
+std::string MakeBatch(std::mt19937_64& rng, const Config& config) {
+  static constexpr const char* kEvents[] = {"feature.used", "app.opened", "page.viewed"};
+  std::uniform_int_distribution<size_t> user(0, config.users - 1);
+  std::uniform_int_distribution<int> event(0, 2);
+  std::uniform_int_distribution<int> days(0, 14);
+  std::string body;
+  body.reserve(config.batch * 120);
+  for (size_t i = 0; i < config.batch; ++i) {
+    body += R"({"userId":"user-)" + std::to_string(user(rng)) + R"(","event":")" +
+            kEvents[event(rng)] + R"(","contactProperties":{"plan":"trial","trialEndsInDays":)" +
+            std::to_string(days(rng)) + "}}\n";
+  }
+  return body;
+}
+
+struct WorkerResult {
+  std::vector<double> latencies_ms;
+  uint64_t events = 0;
+  uint64_t failures = 0;
+};
+
+void Worker(const Config& config, std::chrono::steady_clock::time_point deadline, uint64_t seed,
+            WorkerResult* out) {
+  std::mt19937_64 rng(seed);
+  httplib::Client client(config.host, config.port);
+  client.set_keep_alive(true);
+  client.set_read_timeout(60, 0);
+  httplib::Headers headers;
+  if (!config.token.empty()) headers.emplace("Authorization", "Bearer " + config.token);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::string body = MakeBatch(rng, config);
+    auto start = std::chrono::steady_clock::now();
+    auto res = client.Post("/v1/events", headers, body, "application/x-ndjson");
+    auto end = std::chrono::steady_clock::now();
+    if (!res || res->status != 200) {
+      ++out->failures;
+      continue;
+    }
+    out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+    out->events += config.batch;
+  }
+}
+
+double Percentile(std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()));
+  return sorted[index];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bucketd_loadgen: NDJSON ingest load over HTTP"};
+  Config config;
+  app.add_option("--host", config.host)->capture_default_str();
+  app.add_option("--port", config.port)->capture_default_str();
+  app.add_option("--connections", config.connections)->capture_default_str();
+  app.add_option("--batch", config.batch, "events per request")->capture_default_str();
+  app.add_option("--seconds", config.seconds, "run time")->capture_default_str();
+  app.add_option("--users", config.users, "distinct user ids")->capture_default_str();
+  app.add_option("--auth-token", config.token)->envname("BUCKETD_TOKEN");
+  CLI11_PARSE(app, argc, argv);
+
+  auto started = std::chrono::steady_clock::now();
+  auto deadline = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(config.seconds));
+  std::vector<WorkerResult> results(config.connections);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < config.connections; ++i) {
+    threads.emplace_back(Worker, std::cref(config), deadline, 1234 + i, &results[i]);
+  }
+  for (std::thread& t : threads) t.join();
+  double elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  std::vector<double> latencies;
+  uint64_t events = 0;
+  uint64_t failures = 0;
+  for (WorkerResult& r : results) {
+    latencies.insert(latencies.end(), r.latencies_ms.begin(), r.latencies_ms.end());
+    events += r.events;
+    failures += r.failures;
+  }
+  std::sort(latencies.begin(), latencies.end());
+  std::printf(
+      "connections=%zu batch=%zu requests=%zu failures=%llu events=%llu seconds=%.2f "
+      "events_per_s=%.0f p50_ms=%.2f p99_ms=%.2f\n",
+      config.connections, config.batch, latencies.size(), static_cast<unsigned long long>(failures),
+      static_cast<unsigned long long>(events), elapsed_s, events / elapsed_s,
+      Percentile(latencies, 0.50), Percentile(latencies, 0.99));
+  return failures == 0 ? 0 : 1;
+}

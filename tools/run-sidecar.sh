@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up the machine, builds bucketd and starts it on 127.0.0.1:7411 with the example
+# buckets and the default data dir (./bucketd-data). Extra arguments go to bucketd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc)" --target bucketd_server
+exec ./build/tools/bucketd/bucketd --buckets examples/buckets "$@"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up the machine, builds everything and runs the test suite (the README's test command).
+#   BUCKETD_SANITIZE=1  build and test under AddressSanitizer + UndefinedBehaviorSanitizer
+#   BUCKETD_SOAK=1      also run the long soak/torture tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+
+build=build
+flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+if [ "${BUCKETD_SANITIZE:-0}" = 1 ]; then
+  build=build-asan
+  flags+=(-DBUCKETD_SANITIZE=ON -DBUCKETD_BENCH=OFF)
+fi
+cmake -S . -B "$build" "${flags[@]}" >/dev/null
+cmake --build "$build" -j "$(nproc)"
+ctest --test-dir "$build" --output-on-failure --timeout 900
