@@ -223,3 +223,94 @@ CompiledCriteria::Outlook CompiledCriteria::OutlookNode(uint32_t index, const Us
 }
 
 }  // namespace bucketd
+
+namespace bucketd {
+
+std::optional<TimeMs> CompiledCriteria::HeldSince(const User& user, TimeMs now) const {
+  return HeldSinceNode(0, user, now);
+}
+
+// Each node answers for itself, holding at `now`: an and held since its latest child
+// began; an or since its earliest holding child began (each child's run reaches `now`,
+// so their union is one run). A child that cannot say makes an and unknown; an or then
+// relies on the children that can.
+std::optional<TimeMs> CompiledCriteria::HeldSinceNode(uint32_t index, const User& user,
+                                                      TimeMs now) const {
+  const Node& node = nodes_[index];
+  switch (node.type) {
+    case CriteriaType::kProperty: {
+      const Property* property = FindProperty(user, node.id);
+      // A present property has held its value since it changed to it; what an absent one
+      // was before is unknown.
+      if (property == nullptr) return std::nullopt;
+      return property->changed_at;
+    }
+    case CriteriaType::kEvent:
+      return EventHeldSince(node, user, now);
+    case CriteriaType::kComposite:
+      break;
+  }
+  std::optional<TimeMs> since;
+  for (uint32_t child : node.children) {
+    if (!EvaluateNode(child, user, now)) continue;
+    const std::optional<TimeMs> child_since = HeldSinceNode(child, user, now);
+    if (node.is_and) {
+      if (!child_since) return std::nullopt;
+      since = since ? std::max(*since, *child_since) : *child_since;
+    } else if (child_since) {
+      since = since ? std::min(*since, *child_since) : *child_since;
+    }
+  }
+  return since;
+}
+
+std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const User& user,
+                                                       TimeMs now) const {
+  const EventHistory* history = FindHistory(user, node.id);
+  if (history == nullptr) return std::nullopt;  // holds with no events: since ever (unknown)
+  const int64_t n = node.count_value;
+  if (node.within_ms == 0) {
+    // All-time counts only grow: they reached their current value at the last event.
+    const auto total = static_cast<int64_t>(history->total_count);
+    const bool first_reach =
+        (node.count_op == CountOp::kGt && n == 0) || (node.count_op == CountOp::kGte && n <= 1);
+    if (first_reach) return history->first_at;
+    const bool at_last = node.count_op == CountOp::kEq ||
+                         (node.count_op == CountOp::kGte && total == n) ||
+                         (node.count_op == CountOp::kGt && total == n + 1);
+    if (at_last && total > 0) return history->last_at;
+    return std::nullopt;
+  }
+  // Windowed: walk back over the instants where the in-window count changes (an event
+  // enters at e, leaves at e + W) while the operator keeps holding. Retained instants
+  // undercount only where an older, unretained event could still be in the window: that
+  // is harmless for gt/gte (an undercount that holds is a true hold) but not for the
+  // others, which trust only counts where the window starts after the oldest instant.
+  const std::vector<TimeMs>& newest = history->newest;
+  if (newest.empty()) return std::nullopt;
+  const bool complete = newest.size() == history->total_count;
+  const bool undercount_safe = node.count_op == CountOp::kGt || node.count_op == CountOp::kGte;
+  const TimeMs trusted_from =
+      complete || undercount_safe ? INT64_MIN : newest.front() + node.within_ms;
+  std::vector<TimeMs> points;
+  points.reserve(newest.size() * 2);
+  for (TimeMs e : newest) {
+    if (e <= now) points.push_back(e);
+    if (e + node.within_ms <= now) points.push_back(e + node.within_ms);
+  }
+  std::sort(points.begin(), points.end(), std::greater<>());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  std::optional<TimeMs> since;
+  for (TimeMs p : points) {
+    if (p < trusted_from) break;
+    const auto first = std::upper_bound(newest.begin(), newest.end(), p - node.within_ms);
+    const auto last = std::upper_bound(newest.begin(), newest.end(), p);
+    if (!CompareCount(node.count_op, last - first, n)) break;
+    since = p;
+  }
+  // Nothing before the earliest proven change point is known (with complete history the
+  // count was 0 before it, since an unknown instant).
+  return since;
+}
+
+}  // namespace bucketd

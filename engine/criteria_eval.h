@@ -7,6 +7,7 @@
 // first flip of a windowed leg that could change the whole tree's value (Kleene
 // three-valued logic: a leg that may still flip is "unknown").
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "engine/definition.h"
@@ -28,6 +29,10 @@ class CompiledCriteria {
     TimeMs next;
   };
   Outlook Assess(const User& user, TimeMs t) const;
+
+  // When the criteria (holding at `now`) began to hold without a break, as far as the
+  // retained history proves it; nullopt when it cannot be derived (docs/backfill.md).
+  std::optional<TimeMs> HeldSince(const User& user, TimeMs now) const;
 
   // Per event name id: the retention depth its windowed legs need (see EventHistory).
   struct NameDepth {
@@ -58,6 +63,8 @@ class CompiledCriteria {
   Outlook OutlookNode(uint32_t node, const User& user, TimeMs t) const;
   bool EvaluateProperty(const Node& node, const User& user) const;
   Outlook EventOutlook(const Node& node, const User& user, TimeMs t) const;
+  std::optional<TimeMs> HeldSinceNode(uint32_t node, const User& user, TimeMs now) const;
+  std::optional<TimeMs> EventHeldSince(const Node& node, const User& user, TimeMs now) const;
 
   std::vector<Node> nodes_;  // nodes_[0] is the root
   std::vector<NameDepth> name_depths_;

@@ -47,6 +47,17 @@ class EngineImpl final : public Engine {
     log_options.sync = options_.durability == Durability::kSync;
     log_options.read_only = read_only_;
     if (Status s = Log::Open(log_options, &log_); !s.ok()) return s;
+    // A definition that needs more event history than the fold retained re-reads it
+    // from the log (definitions change rarely; retaining everything would cost memory
+    // on every event).
+    fold_.SetHistorySource([this](uint64_t before_seq, const Fold::EventVisitor& visit) {
+      auto reader = log_->ReadFrom(1);
+      Record r;
+      while (reader->Next(&r) && r.seq < before_seq) {
+        if (r.kind == RecordKind::kEvent) visit(r);
+      }
+      return reader->status();
+    });
 
     const TimeMs until = options_.replay_until_ms.value_or(kNever);
     if (options_.use_snapshots) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 
 #include <simdjson.h>
 
@@ -157,8 +159,13 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out) {
       last_sweep_due_ = SweepTo(at, &emit);
       break;
   }
-  // Check() ran first, so the appliers cannot refuse: a record is all or nothing.
-  assert(status.ok());
+  // Check() ran first, so an applier can fail only if re-reading the log failed midway:
+  // memory would no longer be a fold of the log, so stop loudly rather than diverge.
+  if (!status.ok()) {
+    std::fprintf(stderr, "bucketd: fold of record %llu failed: %s\n",
+                 static_cast<unsigned long long>(r.seq), status.ToString().c_str());
+    std::abort();
+  }
   state_.applied_seq = r.seq;
   return status;
 }
@@ -216,13 +223,46 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
   ++h.total_count;
   h.first_at = std::min(h.first_at, occurred_at);
   h.last_at = std::max(h.last_at, occurred_at);
-  const uint32_t depth = name_id < state_.history_depth.size() ? state_.history_depth[name_id] : 0;
+  RetainInstant(&h, occurred_at);
+}
+
+void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
+  const uint32_t depth =
+      h->name_id < state_.history_depth.size() ? state_.history_depth[h->name_id] : 0;
   if (depth == 0) return;
+  if (h->newest.size() == depth && occurred_at <= h->newest.front()) return;
   // Late events land in place; only the newest `depth` instants are kept.
-  h.newest.insert(std::upper_bound(h.newest.begin(), h.newest.end(), occurred_at), occurred_at);
-  if (h.newest.size() > depth) {
-    h.newest.erase(h.newest.begin(), h.newest.begin() + (h.newest.size() - depth));
+  h->newest.insert(std::upper_bound(h->newest.begin(), h->newest.end(), occurred_at), occurred_at);
+  if (h->newest.size() > depth) {
+    h->newest.erase(h->newest.begin(), h->newest.begin() + (h->newest.size() - depth));
   }
+}
+
+Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
+  std::vector<bool> deeper(state_.history_depth.size(), false);
+  bool any = false;
+  for (size_t id = 0; id < state_.history_depth.size(); ++id) {
+    const uint32_t before = id < previous_depth.size() ? previous_depth[id] : 0;
+    deeper[id] = state_.history_depth[id] > before;
+    any = any || deeper[id];
+  }
+  if (!any || !history_source_) return Status::Ok();
+  for (auto& user : state_.users) {
+    for (EventHistory& h : user->events) {
+      if (deeper[h.name_id]) h.newest.clear();
+    }
+  }
+  // Re-read every earlier event of those names; deleted contacts stay forgotten.
+  return history_source_(state_.applied_seq + 1, [&](const Record& r) {
+    const uint32_t name_id = state_.event_names.Find(r.event_name);
+    if (name_id >= deeper.size() || !deeper[name_id]) return;
+    User* user = FindUser(r.user_id);
+    if (user == nullptr || user->deleted) return;
+    auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
+                               [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+    if (it == user->events.end() || it->name_id != name_id) return;
+    RetainInstant(&*it, std::min(r.occurred_at, r.at));
+  });
 }
 
 void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {

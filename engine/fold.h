@@ -4,6 +4,7 @@
 // (returning an error and changing nothing) or applies it completely, appending the
 // transitions it caused.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -21,6 +22,13 @@ class Fold {
   ~Fold();
   Fold(const Fold&) = delete;
   Fold& operator=(const Fold&) = delete;
+
+  // Where the fold re-reads earlier event records (seq < before_seq, in order) when a new
+  // definition needs event history it did not retain. Without one, such a definition
+  // sees only the retained history.
+  using EventVisitor = std::function<void(const Record&)>;
+  using HistorySource = std::function<Status(uint64_t before_seq, const EventVisitor& visit)>;
+  void SetHistorySource(HistorySource source) { history_source_ = std::move(source); }
 
   // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
   Status Apply(const Record& record, std::vector<Transition>* out);
@@ -94,12 +102,16 @@ class Fold {
   Slot* GetOrCreateSlot(User* user, uint32_t bucket);
   Bucket* FindBucket(std::string_view id) const;  // live buckets only
   void RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at);
+  void RetainInstant(EventHistory* history, TimeMs occurred_at) const;
+  // Refills the retained instants of names whose retention depth just grew.
+  Status RestoreHistory(const std::vector<uint32_t>& previous_depth);
   void PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at);
   void RebuildInvertedIndices();
 
   State state_;
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
   std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
+  HistorySource history_source_;
   uint64_t sweep_slots_touched_ = 0;
   uint64_t sweep_due_popped_ = 0;
   uint64_t last_sweep_due_ = 0;

@@ -65,7 +65,10 @@ Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
   bucket->def = std::move(def);
   bucket->canonical_json = ToCanonicalJson(bucket->def);
   bucket->fingerprint = fingerprint;
+  const std::vector<uint32_t> previous_depth = state_.history_depth;
   RebuildInvertedIndices();
+  // A new name or a deeper threshold needs instants the fold did not keep: re-read them.
+  if (Status s = RestoreHistory(previous_depth); !s.ok()) return s;
 
   if (!bucket->def.enabled) {
     while (!bucket->due_index.empty()) Unfile(&*bucket->due_index.begin());
@@ -151,8 +154,10 @@ void Fold::Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emi
         if (slot->active && !outlook.value) {
           Leave(slot, at, LeaveReason::kCriteria, false, emit);
         } else if (!slot->active && outlook.value && !slot->rejoin_blocked) {
-          // Backfilled members join silently: a deploy must not flood journeys.
+          // Backfilled members join silently: a deploy must not flood journeys. Their
+          // dwell clock starts when the criteria really began to hold, where provable.
           Join(slot, at, MembershipSource::kBackfill, true, emit);
+          slot->dwell_anchor_at = criteria->HeldSince(*user, at);
         }
         Refile(slot, at);
         break;
