@@ -144,11 +144,15 @@ class EngineImpl final : public Engine {
     if (path_id && *path_id != def.id) {
       return Status::InvalidArgument("id", "must match the bucket id in the path");
     }
-    const bool exists = LiveBucket(def.id) != nullptr;
-    if (exists && mode == DefineMode::kCreate) {
+    const Bucket* existing = LiveBucket(def.id);
+    if (existing != nullptr && mode == DefineMode::kCreate) {
       return Status::AlreadyExists("bucket " + def.id + " already exists");
     }
-    if (created) *created = !exists;
+    if (created) *created = existing == nullptr;
+    // Re-applying an identical definition (a restart with --buckets) changes nothing.
+    if (existing != nullptr && existing->canonical_json == ToCanonicalJson(def)) {
+      return Status::Ok();
+    }
     Record r = NewRecord(RecordKind::kBucketDefine);
     r.bucket_id = def.id;
     r.definition_json = ToCanonicalJson(def);
@@ -516,6 +520,13 @@ class EngineImpl final : public Engine {
 };
 
 }  // namespace
+
+Status ReadBucketId(std::string_view definition_json, std::string* id) {
+  BucketDefinition def;
+  if (Status s = ParseBucketDefinition(definition_json, &def); !s.ok()) return s;
+  *id = std::move(def.id);
+  return Status::Ok();
+}
 
 Status Engine::Open(const Options& options, std::unique_ptr<Engine>* out,
                     std::vector<std::string>* warnings) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <string>
 #include <thread>
@@ -448,4 +449,51 @@ TEST_CASE("server: example buckets load at start-up; wall clock refuses /v1/cloc
   res = Post(c, "/v1/clock", R"({"now":)" + std::to_string(kStartMs + kDayMs) + "}");
   RequireError(res, 409, "failed_precondition");
   CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: --buckets diffs definitions at start-up; --prune-buckets deletes the rest",
+          "[server]") {
+  TempDir dir;
+  TempDir defs;
+  auto write = [&](const std::string& name, const std::string& json) {
+    std::ofstream(defs.path / name) << json;
+  };
+  write("a.json", R"({"id":"a","criteria":{"type":"event","eventName":"x","check":"exists"}})");
+  write("b.json", R"({"id":"b","criteria":{"type":"event","eventName":"y","check":"exists"}})");
+  int64_t log_seq = 0;
+  {
+    Server server(dir.path, {"--buckets", defs.path.string()});
+    httplib::Client c = server.Client();
+    REQUIRE(Post(c, "/v1/events", R"({"userId":"u","event":"x"})")->status == 200);
+    log_seq = Int(Json(c.Get("/v1/state")->body)["logSeq"]);
+    CHECK(server.Stop() == 0);
+  }
+  {
+    // Unchanged files: nothing is logged at start-up.
+    Server server(dir.path, {"--buckets", defs.path.string()});
+    httplib::Client c = server.Client();
+    CHECK(Int(Json(c.Get("/v1/state")->body)["logSeq"]) == log_seq);
+    CHECK(server.Stop() == 0);
+  }
+  // A changed criteria re-evaluates (u leaves a: left is emitted); b is gone from the files.
+  write("a.json", R"({"id":"a","criteria":{"type":"event","eventName":"z","check":"exists"}})");
+  fs::remove(defs.path / "b.json");
+  {
+    Server server(dir.path, {"--buckets", defs.path.string()});
+    httplib::Client c = server.Client();
+    CHECK(Int(Json(c.Get("/v1/buckets/a/count")->body)["count"]) == 0);
+    CHECK(c.Get("/v1/buckets/b")->status == 200);  // stays without --prune-buckets
+    Json stream(c.Get("/v1/transitions?after=0")->body);
+    auto transitions = stream["transitions"].get_array().value();
+    REQUIRE(transitions.size() == 2);
+    CHECK(Str(transitions.at(1).value()["name"]) == "bucket:left:a");
+    CHECK(server.Stop() == 0);
+  }
+  {
+    Server server(dir.path, {"--buckets", defs.path.string(), "--prune-buckets"});
+    httplib::Client c = server.Client();
+    CHECK(c.Get("/v1/buckets/b")->status == 404);
+    CHECK(c.Get("/v1/buckets/a")->status == 200);
+    CHECK(server.Stop() == 0);
+  }
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +41,7 @@ struct Flags {
   std::string durability = "sync";
   std::string auth_token;
   std::string buckets;
+  bool prune_buckets = false;
   uint64_t snapshot_every_records = Options().snapshot_every_records;
   std::string snapshot_every = "10m";
   bool snapshot_on_exit = false;
@@ -72,6 +74,9 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->envname("BUCKETD_TOKEN");
   app.add_option("--buckets", f.buckets, "definitions to apply at start: a JSON file or a dir")
       ->envname("BUCKETD_BUCKETS");
+  app.add_flag("--prune-buckets", f.prune_buckets,
+               "with --buckets: delete buckets that no file defines")
+      ->envname("BUCKETD_PRUNE_BUCKETS");
   app.add_option("--snapshot-every-records", f.snapshot_every_records,
                  "automatic snapshot after this many log records (0: never)")
       ->envname("BUCKETD_SNAPSHOT_EVERY_RECORDS")
@@ -135,10 +140,20 @@ bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
   }
 }
 
-Status ApplyBucketFiles(const std::string& path, EngineThread& engine) {
+// Applies the definition files: new ids are backfilled, changed criteria re-evaluated,
+// identical definitions change nothing (SPEC §6). With `prune`, buckets no file defines
+// are deleted; otherwise they stay.
+Status ApplyBucketFiles(const std::string& path, bool prune, EngineThread& engine) {
   std::vector<DefinitionSource> sources;
   Status status = ReadBucketDefinitions(path, &sources);
   if (!status.ok()) return status;
+  std::set<std::string> defined;
+  for (const DefinitionSource& source : sources) {
+    std::string id;
+    status = ReadBucketId(source.json, &id);
+    if (!status.ok()) return Status::InvalidArgument(source.origin, status.ToString());
+    defined.insert(id);
+  }
   for (const DefinitionSource& source : sources) {
     bool created = false;
     status = engine.Call([&](Engine& e) {
@@ -147,7 +162,15 @@ Status ApplyBucketFiles(const std::string& path, EngineThread& engine) {
     if (!status.ok()) return Status::InvalidArgument(source.origin, status.ToString());
     spdlog::info("event=bucket_loaded origin={} created={}", source.origin, created);
   }
-  return Status::Ok();
+  if (!prune) return Status::Ok();
+  return engine.Call([&](Engine& e) {
+    for (const BucketInfo& bucket : e.ListBuckets()) {
+      if (defined.count(bucket.id) != 0) continue;
+      if (Status s = e.DeleteBucket(bucket.id); !s.ok()) return s;
+      spdlog::info("event=bucket_pruned id={}", bucket.id);
+    }
+    return Status::Ok();
+  });
 }
 
 // Waits for SIGTERM / SIGINT (blocked in every thread) and stops the HTTP server; the
@@ -228,7 +251,8 @@ int Serve(const Flags& flags) {
   engine_thread.Start();
 
   int exit_code = EXIT_SUCCESS;
-  if (!flags.buckets.empty()) status = ApplyBucketFiles(flags.buckets, engine_thread);
+  if (!flags.buckets.empty())
+    status = ApplyBucketFiles(flags.buckets, flags.prune_buckets, engine_thread);
   if (!status.ok()) {
     spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
     exit_code = EXIT_FAILURE;

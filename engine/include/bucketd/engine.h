@@ -219,6 +219,9 @@ class Engine {
   virtual Status Close() = 0;
 };
 
+// The id of a bucket definition, validating the whole definition (SPEC §3).
+Status ReadBucketId(std::string_view definition_json, std::string* id);
+
 // Limits (TigerBeetle's "put a limit on everything").
 inline constexpr size_t kUserIdBytesMax = 256;
 inline constexpr size_t kBucketIdCharsMax = 128;
