@@ -206,6 +206,9 @@ class EngineImpl final : public Engine {
 
   Status Sweep(SweepResult* result) override {
     if (Status s = Writable(); !s.ok()) return s;
+    // An idle engine commits nothing, so this (every --sweep-interval in wall mode) is
+    // where a finished background snapshot gets reaped.
+    ReapSnapshot(false);
     const TimeMs now = Now();
     if (!fold_.HasDue(now)) {
       // Nothing due: nothing changes, so nothing is logged.
@@ -335,10 +338,11 @@ class EngineImpl final : public Engine {
                      ComputeDigest(fold_.state()), Now()};
   }
 
+  // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
     SnapshotInfo local;
     if (Status s = snapshots_.Write(fold_, &local); !s.ok()) return s;
-    last_snapshot_seq_ = local.log_seq;
+    last_snapshot_seq_ = std::max(last_snapshot_seq_, local.log_seq);
     last_snapshot_time_ = std::chrono::steady_clock::now();
     stats_.last_snapshot_at_ms = Now();
     if (info) *info = local;
@@ -356,6 +360,8 @@ class EngineImpl final : public Engine {
   Status Close() override {
     if (closed_) return Status::Ok();
     closed_ = true;
+    // A running snapshot is cheap to let finish; a killed one would only be wasted work.
+    ReapSnapshot(true);
     return read_only_ ? Status::Ok() : log_->Flush();
   }
 
@@ -449,14 +455,34 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  // Automatic snapshots fork (SnapshotStore::StartBackground), so ingest pauses only for
+  // the fork instead of the whole serialization; at most one runs at a time. The interval
+  // counts from the fork, so a failing disk is retried once per interval, not per commit.
   void MaybeSnapshot() {
+    ReapSnapshot(false);
+    if (snapshots_.background_running()) return;
     const uint64_t since = fold_.state().applied_seq - last_snapshot_seq_;
+    const auto now = std::chrono::steady_clock::now();
     const bool by_records =
         options_.snapshot_every_records > 0 && since >= options_.snapshot_every_records;
-    const bool by_time = options_.snapshot_every_ms > 0 && since > 0 &&
-                         std::chrono::steady_clock::now() - last_snapshot_time_ >=
-                             std::chrono::milliseconds(options_.snapshot_every_ms);
-    if (by_records || by_time) TakeSnapshot(nullptr);
+    const bool by_time =
+        options_.snapshot_every_ms > 0 && since > 0 &&
+        now - last_snapshot_time_ >= std::chrono::milliseconds(options_.snapshot_every_ms);
+    if (!by_records && !by_time) return;
+    last_snapshot_seq_ = fold_.state().applied_seq;
+    last_snapshot_time_ = now;
+    // A fork that fails (out of memory, process limit) is as a failed write: retried later.
+    snapshots_.StartBackground(fold_);
+  }
+
+  // Collects a finished background snapshot (waits for a running one if `block`). A failed
+  // one changes nothing: the log is the source of truth and the next interval retries.
+  void ReapSnapshot(bool block) {
+    Status status;
+    SnapshotInfo info;
+    const bool done = block ? snapshots_.WaitBackground(&status, &info)
+                            : snapshots_.PollBackground(&status, &info);
+    if (done && status.ok()) stats_.last_snapshot_at_ms = Now();
   }
 
   Status ReplayTail(TimeMs until) {

@@ -199,6 +199,7 @@ Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
   if (Slot* slot = FindSlot(user, bucket)) return slot;
   auto slot = std::make_unique<Slot>();
   slot->user = user;
+  slot->user_index = user->index;
   slot->bucket = bucket;
   user->slots.push_back(std::move(slot));
   return user->slots.back().get();

@@ -74,8 +74,11 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   bucket.members.Remove(slot);
   ++bucket.left_total;
   bucket.closed_dwell_ms_total += at - slot->entered_at;
-  slot->user->past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
-                                            slot->entered_at, at, slot->dwell_anchor_at});
+  // The full history is the transition stream; memory keeps the newest few per user.
+  std::vector<PastMembership>& past = slot->user->past;
+  if (past.size() == kPastMembershipsPerUserMax) past.erase(past.begin());
+  past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
+                                slot->entered_at, at, slot->dwell_anchor_at});
   slot->dwell.clear();
 }
 

@@ -29,6 +29,8 @@
 namespace bucketd {
 
 inline constexpr TimeMs kNever = INT64_MAX;
+// Past memberships kept per user for queries (the transition stream keeps them all).
+inline constexpr size_t kPastMembershipsPerUserMax = 64;
 
 struct User;
 
@@ -60,6 +62,9 @@ using DueHook = boost::intrusive::set_member_hook<boost::intrusive::optimize_siz
 struct Slot {
   DueHook due_hook;  // in Bucket::due_index while due_at != kNever
   User* user = nullptr;
+  // A copy of user->index: the time index compares it on every level of its descent, and
+  // reading it through `user` cost a cache miss per level.
+  uint32_t user_index = 0;
   uint32_t bucket = 0;
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
   TimeMs due_at = kNever;
@@ -104,7 +109,7 @@ struct User {
 struct DueOrder {
   bool operator()(const Slot& a, const Slot& b) const {
     if (a.due_at != b.due_at) return a.due_at < b.due_at;
-    return a.user->index < b.user->index;
+    return a.user_index < b.user_index;
   }
 };
 using DueIndex =

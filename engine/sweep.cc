@@ -64,12 +64,23 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   TimeMs due = ComputeDue(*slot, outlook);
   // A definition change can make something due in the past; it is applied from now.
   if (due != kNever) due = std::max(due, t);
-  // Most ingests leave the due instant as it was: skip the tree surgery then.
-  if (due == slot->due_at && (due == kNever || slot->due_hook.is_linked())) return;
+  // Re-filing is lazy in one direction: a slot already filed at an earlier instant stays
+  // there. Popping it early re-evaluates at that instant, finds nothing changed and files
+  // it at its true instant then: one descent per due period instead of one per event (a
+  // busy user pushes a window's end later with every event). Evaluating early is exact,
+  // because ingest applies a user's due items first, so no event of theirs is later.
+  if (slot->due_hook.is_linked() && slot->due_at <= due) return;
   Unfile(slot);
   if (due == kNever) return;
   slot->due_at = due;
-  state_.buckets[slot->bucket]->due_index.insert(*slot);
+  // New due instants are usually the latest in their bucket (now + the window): then the
+  // end is the right place and the insert costs O(1) instead of a descent.
+  DueIndex& index = state_.buckets[slot->bucket]->due_index;
+  if (index.empty() || !DueOrder()(*slot, *index.rbegin())) {
+    index.insert(index.end(), *slot);
+  } else {
+    index.insert(*slot);
+  }
 }
 
 void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
@@ -97,7 +108,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
   auto push_head = [&](const Bucket& bucket) {
     if (bucket.due_index.empty()) return;
     const Slot& first = *bucket.due_index.begin();
-    if (first.due_at <= t) heads.emplace(first.due_at, bucket.index, first.user->index);
+    if (first.due_at <= t) heads.emplace(first.due_at, bucket.index, first.user_index);
   };
   for (const auto& bucket : state_.buckets) {
     if (bucket->evaluable()) push_head(*bucket);
