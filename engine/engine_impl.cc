@@ -185,6 +185,13 @@ class EngineImpl final : public Engine {
     return ApplyAndCommit(r, nullptr);
   }
 
+  void BeginGroup() override { grouping_ = true; }
+
+  Status EndGroup() override {
+    grouping_ = false;
+    return Commit();
+  }
+
   // --- the clock ---
 
   TimeMs Now() const override {
@@ -340,6 +347,9 @@ class EngineImpl final : public Engine {
 
   // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
+    // A snapshot must never be ahead of the durable log (a crash would let a different
+    // log reach its seq): commit what a group has staged first.
+    if (Status s = CommitNow(); !s.ok()) return s;
     SnapshotInfo local;
     if (Status s = snapshots_.Write(fold_, &local); !s.ok()) return s;
     last_snapshot_seq_ = std::max(last_snapshot_seq_, local.log_seq);
@@ -441,7 +451,10 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
-  Status Commit() {
+  // Makes staged records durable, unless a group defers that to EndGroup().
+  Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
+
+  Status CommitNow() {
     if (!log_->has_staged()) return Status::Ok();
     Status s = log_->Commit();
     if (!s.ok()) {
@@ -536,6 +549,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Clock> clock_;
   bool read_only_ = false;
   bool closed_ = false;
+  bool grouping_ = false;
   Status failed_;
   std::vector<Transition> scratch_;
   Record record_scratch_;  // reused so ingest keeps its string capacity

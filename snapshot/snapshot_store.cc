@@ -24,7 +24,7 @@ namespace {
 
 // File header (snapshot_format.md). Little-endian integers at fixed offsets.
 constexpr char kMagic[8] = {'B', 'K', 'T', 'S', 'N', 'A', 'P', '1'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kHeaderBytes = 56;
 constexpr size_t kHeaderChecksummedBytes = 48;
 constexpr char kNamePrefix[] = "snapshot-";

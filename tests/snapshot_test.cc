@@ -278,6 +278,48 @@ TEST_CASE("a background snapshot captures the state at the fork") {
   CHECK(ComputeDigest(loaded.state()) == at_fork);
 }
 
+TEST_CASE("automatic snapshots run in the background and the newest is loaded") {
+  TempDir dir;
+  std::string live;
+  {
+    Options o = ManualOptions(dir.path());
+    o.snapshot_every_records = 40;
+    auto engine = OpenOrFail(o);
+    workload::Options w;
+    w.users = 300;
+    w.events = 4000;
+    w.seed = 17;
+    w.batch = 4;
+    workload::Generator gen(w);
+    REQUIRE(gen.Setup(engine.get()).ok());
+    REQUIRE(gen.Run(engine.get()).ok());
+    live = engine->State().digest;
+    // Close waits for a running child, so its file is complete afterwards.
+    REQUIRE(engine->Close().ok());
+  }
+  SnapshotStore store(dir.snapshots(), 3);
+  const std::vector<SnapshotFile> files = store.List();
+  REQUIRE_FALSE(files.empty());
+  CHECK(files.size() <= 3);
+  for (const auto& entry : std::filesystem::directory_iterator(dir.snapshots())) {
+    CHECK(entry.path().string().find(".tmp-") == std::string::npos);
+  }
+
+  std::vector<std::string> warnings;
+  auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+  CHECK(warnings.empty());
+  const uint64_t log_seq = engine->State().log_seq;
+  CHECK(files[0].log_seq > 0);
+  CHECK(engine->Stats().replayed_records == log_seq - files[0].log_seq);
+  CHECK(engine->Stats().replayed_records < log_seq);
+  CHECK(engine->State().digest == live);
+
+  Options full = ManualOptions(dir.path());
+  full.read_only = true;
+  full.use_snapshots = false;
+  CHECK(OpenOrFail(full)->State().digest == live);
+}
+
 int RunBucketctl(const std::string& args) {
   const char* bin = std::getenv("BUCKETCTL_BIN");
   if (bin == nullptr || !std::filesystem::exists(bin)) return -1;

@@ -1,6 +1,7 @@
 #include "engine_thread.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -59,6 +60,7 @@ void EngineThread::Enqueue(WorkItem item) {
 
 void EngineThread::Loop() {
   std::vector<WorkItem> round;
+  std::vector<Completion> completions;
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
@@ -74,10 +76,19 @@ void EngineThread::Loop() {
       round.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
       queue_.clear();
     }
-    // Every item queued so far runs in this round; each call commits on its own (the
-    // engine group-commits a batch in one write), so the round needs no extra flush.
-    for (WorkItem& item : round) item(*engine_);
+    // Every item queued so far runs in this round and shares one log write and one fsync
+    // (group commit); nobody is answered before it is durable.
+    engine_->BeginGroup();
+    completions.clear();
+    for (WorkItem& item : round) completions.push_back(item(*engine_));
     round.clear();
+    if (Status status = engine_->EndGroup(); !status.ok()) {
+      // Memory is ahead of the log and nothing of this round was acknowledged: stop, and
+      // let the restart replay the log.
+      spdlog::critical("event=group_commit_failed error=\"{}\"", status.ToString());
+      std::abort();
+    }
+    for (Completion& done : completions) done();
     if (config_.background_sweeps && TimeUntilSweep().count() <= 0) BackgroundSweep();
     PublishTransitions();
   }

@@ -44,14 +44,18 @@ class EngineThread {
   // After Stop(): the engine, for the shutdown snapshot and Close() on the caller's thread.
   Engine& StoppedEngine();
 
-  // Runs fn(engine) on the owner thread and returns its result. Blocks the caller.
+  // Runs fn(engine) on the owner thread and returns its result. Blocks the caller until
+  // the round's group commit made whatever fn changed durable.
   template <typename Fn>
   std::invoke_result_t<Fn, Engine&> Call(Fn fn) {
     using Result = std::invoke_result_t<Fn, Engine&>;
-    auto task = std::make_shared<std::packaged_task<Result(Engine&)>>(std::move(fn));
-    std::future<Result> result = task->get_future();
-    Enqueue([task](Engine& engine) { (*task)(engine); });
-    return result.get();
+    auto promise = std::make_shared<std::promise<Result>>();
+    std::future<Result> future = promise->get_future();
+    Enqueue([fn = std::move(fn), promise](Engine& engine) mutable -> Completion {
+      auto result = std::make_shared<Result>(fn(engine));
+      return [promise, result] { promise->set_value(std::move(*result)); };
+    });
+    return future.get();
   }
 
   // Long-poll: waits until a transition with seq > after_seq exists, the wait ends, or the
@@ -61,7 +65,10 @@ class EngineThread {
   const Engine& Stream() const { return *engine_; }
 
  private:
-  using WorkItem = std::function<void(Engine&)>;
+  // A work item runs on the owner thread and returns how to answer its caller; answers go
+  // out only after the round's group commit.
+  using Completion = std::function<void()>;
+  using WorkItem = std::function<Completion(Engine&)>;
 
   void Enqueue(WorkItem item);
   void Loop();

@@ -183,6 +183,13 @@ class Engine {
   virtual Status AddMember(std::string_view bucket_id, std::string_view user_id) = 0;
   virtual Status RemoveMember(std::string_view bucket_id, std::string_view user_id) = 0;
 
+  // Group commit across calls (the server's owner thread, once per round of requests):
+  // between BeginGroup() and EndGroup(), mutating calls fold and stage their records but
+  // do not make them durable; EndGroup() writes them all in one batch with one fsync.
+  // REQUIRES: nothing a grouped call returned is acknowledged before EndGroup() is OK.
+  virtual void BeginGroup() = 0;
+  virtual Status EndGroup() = 0;
+
   // --- the clock ---
   virtual TimeMs Now() const = 0;
   // Manual clock only: move to `now_ms` (never backwards) and sweep.
