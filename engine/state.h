@@ -34,6 +34,30 @@ inline constexpr size_t kPastMembershipsPerUserMax = 64;
 
 struct User;
 
+// An optional instant in 8 bytes where std::optional<TimeMs> takes 16; it sits in every
+// slot, so the difference is paid per membership. INT64_MIN (never a real instant) means
+// none. Same surface as the std::optional it replaces, and converts to it.
+class OptionalTime {
+ public:
+  OptionalTime() = default;
+  OptionalTime(std::nullopt_t) {}
+  OptionalTime(TimeMs t) : value_(t) {}
+  OptionalTime(const std::optional<TimeMs>& t) : value_(t ? *t : kNone) {}
+  explicit operator bool() const { return value_ != kNone; }
+  bool has_value() const { return value_ != kNone; }
+  TimeMs operator*() const { return value_; }
+  TimeMs value_or(TimeMs fallback) const { return has_value() ? value_ : fallback; }
+  void reset() { value_ = kNone; }
+  operator std::optional<TimeMs>() const {
+    return has_value() ? std::optional<TimeMs>(value_) : std::nullopt;
+  }
+  friend bool operator==(const OptionalTime&, const OptionalTime&) = default;
+
+ private:
+  static constexpr TimeMs kNone = INT64_MIN;
+  TimeMs value_ = kNone;
+};
+
 // Per (user, event name): what criteria legs need of that user's events of that name.
 struct EventHistory {
   uint32_t name_id = 0;
@@ -60,25 +84,26 @@ struct DwellStamp {
 using DueHook = boost::intrusive::set_member_hook<boost::intrusive::optimize_size<true>>;
 
 struct Slot {
+  // Ordered by size so that no padding sits between fields (104 bytes).
   DueHook due_hook;  // in Bucket::due_index while due_at != kNever
   User* user = nullptr;
+  TimeMs due_at = kNever;
+  TimeMs entered_at = 0;
+  OptionalTime dwell_anchor_at;
+  OptionalTime last_left_at;
+  std::vector<DwellStamp> dwell;
   // A copy of user->index: the time index compares it on every level of its descent, and
   // reading it through `user` cost a cache miss per level.
   uint32_t user_index = 0;
   uint32_t bucket = 0;
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
-  TimeMs due_at = kNever;
 
-  bool active = false;
-  bool member_touched = false;  // MemberIndex bookkeeping
-  bool member_listed = false;
+  bool active : 1 = false;
+  bool member_touched : 1 = false;  // MemberIndex bookkeeping
+  bool member_listed : 1 = false;
   // Left by maxDwell while the criteria still held: no re-join until they stop holding.
-  bool rejoin_blocked = false;
+  bool rejoin_blocked : 1 = false;
   MembershipSource source = MembershipSource::kEvent;
-  TimeMs entered_at = 0;
-  std::optional<TimeMs> dwell_anchor_at;
-  std::optional<TimeMs> last_left_at;
-  std::vector<DwellStamp> dwell;
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
 };
@@ -90,7 +115,7 @@ struct PastMembership {
   LeaveReason reason = LeaveReason::kCriteria;
   TimeMs entered_at = 0;
   TimeMs left_at = 0;
-  std::optional<TimeMs> dwell_anchor_at;
+  OptionalTime dwell_anchor_at;
 };
 
 struct User {
