@@ -6,7 +6,15 @@
 
 namespace bucketd {
 
-void Fold::RebuildDerived() { RebuildInvertedIndices(); }
+void Fold::RebuildDerived() {
+  RebuildInvertedIndices();
+  for (auto& user : state_.users) {
+    user->next_due_floor = kNever;
+    for (const auto& slot : user->slots) {
+      user->next_due_floor = std::min(user->next_due_floor, slot->due_at);
+    }
+  }
+}
 
 void Fold::RebuildInvertedIndices() {
   compiled_.clear();

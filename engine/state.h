@@ -124,6 +124,9 @@ struct User {
   std::optional<std::string> email;
   bool deleted = false;
   bool has_events = false;           // the first event evaluates every bucket
+  // No slot of this user is due before this instant (a lower bound, tightened when the
+  // user's due items are applied): most ingests skip the walk over the user's slots.
+  TimeMs next_due_floor = kNever;
   std::vector<Property> properties;  // sorted by key_id
   std::vector<EventHistory> events;  // sorted by name_id
   std::vector<std::unique_ptr<Slot>> slots;

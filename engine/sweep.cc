@@ -73,6 +73,7 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   Unfile(slot);
   if (due == kNever) return;
   slot->due_at = due;
+  slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
   // New due instants are usually the latest in their bucket (now + the window): then the
   // end is the right place and the insert costs O(1) instead of a descent.
   DueIndex& index = state_.buckets[slot->bucket]->due_index;
@@ -84,16 +85,22 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
 }
 
 void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
+  if (user->next_due_floor > now) return;
   for (;;) {
     Slot* next = nullptr;
+    TimeMs floor = kNever;
     for (auto& slot : user->slots) {
+      floor = std::min(floor, slot->due_at);
       if (slot->due_at > now) continue;
       if (next == nullptr || slot->due_at < next->due_at ||
           (slot->due_at == next->due_at && slot->bucket < next->bucket)) {
         next = slot.get();
       }
     }
-    if (next == nullptr) return;
+    if (next == nullptr) {
+      user->next_due_floor = floor;
+      return;
+    }
     const TimeMs due = next->due_at;
     Unfile(next);
     ProcessDue(next, due, now, 0, emit);

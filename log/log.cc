@@ -12,6 +12,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
@@ -108,6 +109,11 @@ rocksdb::ColumnFamilyOptions SequenceFamilyOptions() {
   // Keys arrive in order, so levels fill without overlap; dynamic sizing keeps the space
   // overhead of leveled compaction low.
   family.level_compaction_dynamic_level_bytes = true;
+  // Every key shares its first byte (a big-endian seq below 2^56), so with this extractor
+  // each memtable insert starts from the previous one's position: appending in key order
+  // costs O(1) instead of a skiplist descent (the descent's key compares were ~10% of
+  // ingest CPU).
+  family.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(1));
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 32 * 1024;  // scans dominate; bigger blocks mean less per-block work
   family.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));

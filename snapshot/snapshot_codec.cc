@@ -512,7 +512,8 @@ Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out) {
   }
   uint8_t* stream_bytes = nullptr;
   const auto user_stream = fbb.CreateUninitializedVector(stream.size(), &stream_bytes);
-  std::memcpy(stream_bytes, stream.data(), stream.size());
+  // An empty state has an empty stream: memcpy from its null data() is undefined.
+  if (stream.size() > 0) std::memcpy(stream_bytes, stream.data(), stream.size());
   const auto users_by_id = fbb.CreateVector(by_id);
 
   const auto root = snap::CreateState(
