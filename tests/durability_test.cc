@@ -63,12 +63,15 @@ TEST_CASE("acknowledged inputs survive SIGKILL in sync mode") {
       IngestUntilKilled(dir.path(), fds[1]);
     }
     close(fds[1]);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 400));
+    // Wait for the first acknowledgement (start-up time varies with the machine's load),
+    // then kill at a random moment of the ingest.
+    uint32_t acked = 0, value = 0;
+    REQUIRE(read(fds[0], &acked, sizeof acked) == sizeof acked);
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
     REQUIRE(kill(child, SIGKILL) == 0);
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
     REQUIRE(WIFSIGNALED(status));
-    uint32_t acked = 0, value = 0;
     while (read(fds[0], &value, sizeof value) == sizeof value) acked = value;
     close(fds[0]);
     INFO("acknowledged " << acked << " events before the kill");

@@ -20,25 +20,16 @@
 #include <rocksdb/db.h>
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.h"
+
 #include "log/record_codec.h"
 
 namespace bucketd {
 namespace {
 
-// A fresh directory under /tmp, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = "/tmp/bucketd_log_test_XXXXXX";
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    path_ = templ;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string db() const { return path_ + "/log"; }
-
- private:
-  std::string path_;
-};
+using testing::ManualOptions;
+using testing::OpenOrFail;
+using testing::TempDir;
 
 std::unique_ptr<Log> OpenLog(const std::string& path, bool sync = true, bool read_only = false) {
   std::unique_ptr<Log> log;
@@ -219,7 +210,7 @@ TEST_CASE("every record kind and field round-trips through the log") {
   const std::vector<Record> records = AllKindsOfRecords();
   const std::vector<Transition> transitions = AllKindsOfTransitions();
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     CHECK(log->last_seq() == 0);
     CHECK(log->last_transition_seq() == 0);
     CHECK_FALSE(log->last_record_at().has_value());
@@ -229,7 +220,7 @@ TEST_CASE("every record kind and field round-trips through the log") {
     }
     REQUIRE(log->Commit().ok());
   }
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   Status status;
   std::vector<Record> read = ReadAll(*log, 1, &status);
   REQUIRE(status.ok());
@@ -287,7 +278,7 @@ TEST_CASE("the codec rejects damaged bytes") {
 TEST_CASE("seqs continue across staging, commits and reopen") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     log->Stage(EventRecord(1), {});
     CHECK(log->last_seq() == 1);  // staged counts
     CHECK(log->has_staged());
@@ -302,7 +293,7 @@ TEST_CASE("seqs continue across staging, commits and reopen") {
     CHECK(log->last_seq() == 10);
     CHECK(log->last_transition_seq() == 10);
   }
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   CHECK(log->last_seq() == 10);
   CHECK(log->last_transition_seq() == 10);
   CHECK(log->last_record_at() == EventRecord(10).at);
@@ -319,7 +310,7 @@ TEST_CASE("seqs continue across staging, commits and reopen") {
 
 TEST_CASE("staged records are not readable until committed") {
   TempDir dir;
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   StageAndCommit(log.get(), 1, 3);
   log->Stage(EventRecord(4), {});
   Status status;
@@ -331,18 +322,18 @@ TEST_CASE("staged records are not readable until committed") {
 TEST_CASE("uncommitted records are lost on close, and seqs resume after the last commit") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     StageAndCommit(log.get(), 1, 3);
     log->Stage(EventRecord(4), {});
   }
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   CHECK(log->last_seq() == 3);
   CHECK_FALSE(log->SeenIdempotencyKey("evt-4"));
 }
 
 TEST_CASE("a record out of seq order stops the process") {
   TempDir dir;
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   StageAndCommit(log.get(), 1, 2);
   for (bool bad_record : {true, false}) {
     pid_t child = fork();
@@ -369,7 +360,7 @@ TEST_CASE("a record out of seq order stops the process") {
 TEST_CASE("idempotency keys are seen while staged, once committed and after reopen") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     CHECK_FALSE(log->SeenIdempotencyKey("evt-1"));
     log->Stage(EventRecord(1), {});
     CHECK(log->SeenIdempotencyKey("evt-1"));
@@ -382,7 +373,7 @@ TEST_CASE("idempotency keys are seen while staged, once committed and after reop
     REQUIRE(log->Commit().ok());
     CHECK_FALSE(log->SeenIdempotencyKey("evt-2"));
   }
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   CHECK(log->SeenIdempotencyKey("evt-1"));
   CHECK_FALSE(log->SeenIdempotencyKey("evt-2"));
   CHECK_FALSE(log->SeenIdempotencyKey(""));
@@ -390,7 +381,7 @@ TEST_CASE("idempotency keys are seen while staged, once committed and after reop
 
 TEST_CASE("ReadTransitions pages through the stream") {
   TempDir dir;
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   StageAndCommit(log.get(), 1, 25, 3);  // transitions 1..75
   std::vector<Transition> page;
   uint64_t after = 0;
@@ -413,7 +404,7 @@ TEST_CASE("ReadTransitions pages through the stream") {
 
 TEST_CASE("ReadTransitions runs on other threads while the writer commits") {
   TempDir dir;
-  auto log = OpenLog(dir.db(), /*sync=*/false);
+  auto log = OpenLog(dir.log(), /*sync=*/false);
   constexpr uint64_t kRecords = 2000;
   std::atomic<bool> done{false};
   std::atomic<bool> ordered{true};
@@ -440,10 +431,10 @@ TEST_CASE("ReadTransitions runs on other threads while the writer commits") {
 TEST_CASE("a read-only log reads and refuses writes") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     StageAndCommit(log.get(), 1, 5, 1);
   }
-  auto log = OpenLog(dir.db(), true, /*read_only=*/true);
+  auto log = OpenLog(dir.log(), true, /*read_only=*/true);
   CHECK(log->last_seq() == 5);
   CHECK(log->last_transition_seq() == 5);
   CHECK(log->SeenIdempotencyKey("evt-3"));
@@ -457,29 +448,29 @@ TEST_CASE("a read-only log reads and refuses writes") {
   CHECK(log->ApproximateBytes() > 0);
 
   std::unique_ptr<Log> missing;
-  CHECK_FALSE(Log::Open(LogOptions{dir.db() + "-missing", true, true}, &missing).ok());
+  CHECK_FALSE(Log::Open(LogOptions{dir.log() + "-missing", true, true}, &missing).ok());
 }
 
 TEST_CASE("damaged records are reported as corruption") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     StageAndCommit(log.get(), 1, 5, 1);
   }
   SECTION("garbage bytes") {
-    RawDb(dir.db()).Put("records", 3, "\x10\x00\x00\x00not a flatbuffer at all");
+    RawDb(dir.log()).Put("records", 3, "\x10\x00\x00\x00not a flatbuffer at all");
   }
   SECTION("a truncated value") {
-    RawDb raw(dir.db());
+    RawDb raw(dir.log());
     std::string value = raw.Get("records", 3);
     raw.Put("records", 3, value.substr(0, value.size() - 9));
   }
   SECTION("a value under the wrong key") {
-    RawDb raw(dir.db());
+    RawDb raw(dir.log());
     raw.Put("records", 3, raw.Get("records", 4));
   }
-  SECTION("a gap") { RawDb(dir.db()).Delete("records", 3); }
-  auto log = OpenLog(dir.db());
+  SECTION("a gap") { RawDb(dir.log()).Delete("records", 3); }
+  auto log = OpenLog(dir.log());
   Status status;
   std::vector<Record> read = ReadAll(*log, 1, &status);
   CHECK(read.size() == 2);
@@ -490,16 +481,16 @@ TEST_CASE("damaged records are reported as corruption") {
 TEST_CASE("damaged transitions are reported as corruption") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     StageAndCommit(log.get(), 1, 5, 1);
   }
-  SECTION("garbage bytes") { RawDb(dir.db()).Put("transitions", 2, "garbage"); }
-  SECTION("a gap") { RawDb(dir.db()).Delete("transitions", 2); }
+  SECTION("garbage bytes") { RawDb(dir.log()).Put("transitions", 2, "garbage"); }
+  SECTION("a gap") { RawDb(dir.log()).Delete("transitions", 2); }
   SECTION("a record in the transitions family") {
-    RawDb raw(dir.db());
+    RawDb raw(dir.log());
     raw.Put("transitions", 2, raw.Get("records", 2));
   }
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   std::vector<Transition> page;
   CHECK(log->ReadTransitions(0, 10, &page).code() == StatusCode::kCorruption);
 }
@@ -507,17 +498,17 @@ TEST_CASE("damaged transitions are reported as corruption") {
 TEST_CASE("a damaged last record fails the open") {
   TempDir dir;
   {
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     StageAndCommit(log.get(), 1, 3);
   }
-  RawDb(dir.db()).Put("records", 3, "garbage");
+  RawDb(dir.log()).Put("records", 3, "garbage");
   std::unique_ptr<Log> log;
-  CHECK(Log::Open(LogOptions{dir.db(), true, false}, &log).code() == StatusCode::kCorruption);
+  CHECK(Log::Open(LogOptions{dir.log(), true, false}, &log).code() == StatusCode::kCorruption);
 }
 
 TEST_CASE("ApproximateBytes grows with the log") {
   TempDir dir;
-  auto log = OpenLog(dir.db());
+  auto log = OpenLog(dir.log());
   const uint64_t empty = log->ApproximateBytes();
   StageAndCommit(log.get(), 1, 1000, 1);
   CHECK(log->ApproximateBytes() > empty);
@@ -576,7 +567,7 @@ TEST_CASE("a SIGKILLed writer never loses a committed record, in sync or async m
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     const std::string spec = std::to_string(sync) + ":" + std::to_string(fds[1]) + ":" +
-                             std::to_string(random()) + ":" + dir.db();
+                             std::to_string(random()) + ":" + dir.log();
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
@@ -606,7 +597,7 @@ TEST_CASE("a SIGKILLed writer never loses a committed record, in sync or async m
     }
     close(fds[0]);
 
-    auto log = OpenLog(dir.db());
+    auto log = OpenLog(dir.log());
     INFO("round " << round << " sync " << sync << ": reported " << reported_max << ", recovered "
                   << log->last_seq());
     REQUIRE(reported_max > 0);

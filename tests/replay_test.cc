@@ -14,6 +14,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.h"
+
 #include "engine/digest.h"
 #include "engine/fold.h"
 #include "log/log.h"
@@ -23,40 +25,11 @@
 namespace bucketd {
 namespace {
 
+using testing::ManualOptions;
+using testing::OpenOrFail;
+using testing::TempDir;
+
 constexpr TimeMs kStartMs = 1'767'225'600'000;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = "/tmp/bucketd_replay_test_XXXXXX";
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    path_ = templ;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-Options ManualOptions(const std::string& dir) {
-  Options o;
-  o.data_dir = dir;
-  o.clock = ClockMode::kManual;
-  o.start_time_ms = kStartMs;
-  o.durability = Durability::kAsync;
-  o.snapshot_every_records = 0;
-  o.snapshot_every_ms = 0;
-  return o;
-}
-
-std::unique_ptr<Engine> OpenOrFail(const Options& o, std::vector<std::string>* warnings = nullptr) {
-  std::unique_ptr<Engine> engine;
-  const Status s = Engine::Open(o, &engine, warnings);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return engine;
-}
 
 std::vector<Transition> AllTransitions(const Engine& engine, uint64_t after = 0) {
   std::vector<Transition> all;
@@ -91,7 +64,7 @@ workload::Options Churny(uint64_t seed, uint64_t events) {
 TEST_CASE("snapshot + tail == full replay == live, in digest and transitions") {
   for (uint64_t seed : {21, 22, 23, 24}) {
     TempDir dir;
-    auto live = OpenOrFail(ManualOptions(dir.path()));
+    auto live = OpenOrFail(ManualOptions(dir.path(), kStartMs));
     workload::Generator gen(Churny(seed, 4000));
     REQUIRE(gen.Setup(live.get()).ok());
     std::mt19937_64 rng(seed);
@@ -130,10 +103,10 @@ TEST_CASE("snapshot + tail == full replay == live, in digest and transitions") {
           std::vector<Transition>(live_stream.begin() + first_tail, live_stream.end()));
 
     // Through the engine both ways, then the same further inputs on both.
-    Options from_snapshot_options = ManualOptions(dir.path());
+    Options from_snapshot_options = ManualOptions(dir.path(), kStartMs);
     TempDir copy;
     std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
-    Options scratch_options = ManualOptions(copy.path());
+    Options scratch_options = ManualOptions(copy.path(), kStartMs);
     scratch_options.use_snapshots = false;
     auto a = OpenOrFail(from_snapshot_options);
     auto b = OpenOrFail(scratch_options);
@@ -154,7 +127,7 @@ TEST_CASE("replay until T equals the live state at T") {
   TempDir dir;
   std::map<TimeMs, std::string> digest_at;  // the state when the clock was about to leave T
   {
-    auto live = OpenOrFail(ManualOptions(dir.path()));
+    auto live = OpenOrFail(ManualOptions(dir.path(), kStartMs));
     workload::Options w = Churny(31, 3000);
     workload::Generator gen(w);
     REQUIRE(gen.Setup(live.get()).ok());
@@ -177,7 +150,7 @@ TEST_CASE("replay until T equals the live state at T") {
   REQUIRE(digest_at.size() >= 5);
   for (bool use_snapshots : {true, false}) {
     for (const auto& [t, digest] : digest_at) {
-      Options o = ManualOptions(dir.path());
+      Options o = ManualOptions(dir.path(), kStartMs);
       o.replay_until_ms = t;
       o.use_snapshots = use_snapshots;
       std::vector<std::string> warnings;
@@ -192,7 +165,7 @@ TEST_CASE("replay until T equals the live state at T") {
 TEST_CASE("a writer killed mid-snapshot leaves a loadable data dir") {
   TempDir dir;
   {
-    auto live = OpenOrFail(ManualOptions(dir.path()));
+    auto live = OpenOrFail(ManualOptions(dir.path(), kStartMs));
     workload::Generator gen(Churny(41, 6000));
     REQUIRE(gen.Setup(live.get()).ok());
     REQUIRE(gen.Run(live.get()).ok());
@@ -222,7 +195,7 @@ TEST_CASE("a writer killed mid-snapshot leaves a loadable data dir") {
     REQUIRE(WIFSIGNALED(wstatus));
 
     std::vector<std::string> warnings;
-    auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+    auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
     INFO("round " << round);
     CHECK(warnings.empty());
     CHECK(engine->State().digest == expected);

@@ -13,6 +13,8 @@
 #include <xxhash.h>
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.h"
+
 #include "engine/digest.h"
 #include "engine/fold.h"
 #include "log/log.h"
@@ -22,42 +24,11 @@
 namespace bucketd {
 namespace {
 
+using testing::ManualOptions;
+using testing::OpenOrFail;
+using testing::TempDir;
+
 constexpr TimeMs kStartMs = 1'767'225'600'000;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = "/tmp/bucketd_snapshot_test_XXXXXX";
-    REQUIRE(mkdtemp(templ.data()) != nullptr);
-    path_ = templ;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-  std::string snapshots() const { return path_ + "/snapshots"; }
-
- private:
-  std::string path_;
-};
-
-Options ManualOptions(const std::string& dir) {
-  Options o;
-  o.data_dir = dir;
-  o.clock = ClockMode::kManual;
-  o.start_time_ms = kStartMs;
-  o.durability = Durability::kAsync;
-  o.snapshot_every_records = 0;
-  o.snapshot_every_ms = 0;
-  o.snapshots_kept = 3;
-  return o;
-}
-
-std::unique_ptr<Engine> OpenOrFail(const Options& o, std::vector<std::string>* warnings = nullptr) {
-  std::unique_ptr<Engine> engine;
-  const Status s = Engine::Open(o, &engine, warnings);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return engine;
-}
 
 // Replays the whole log into `fold`.
 void ReplayLog(const std::string& dir, Fold* fold) {
@@ -71,7 +42,7 @@ void ReplayLog(const std::string& dir, Fold* fold) {
 
 // Runs a churn-heavy workload, taking snapshots at random points.
 std::string RunWorkload(const std::string& dir, uint64_t seed, uint64_t events) {
-  auto engine = OpenOrFail(ManualOptions(dir));
+  auto engine = OpenOrFail(ManualOptions(dir, kStartMs));
   workload::Options w;
   w.users = 300;
   w.events = events;
@@ -148,7 +119,7 @@ TEST_CASE("an empty state round-trips") {
 TEST_CASE("only the newest `keep` snapshots stay") {
   TempDir dir;
   RunWorkload(dir.path(), 9, 2000);
-  auto engine = OpenOrFail(ManualOptions(dir.path()));
+  auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs));
   for (int i = 0; i < 5; ++i) {
     SweepResult sweep;
     REQUIRE(engine->AdvanceClock(engine->Now() + 1000, &sweep).ok());
@@ -188,7 +159,7 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
   const std::string live_digest = RunWorkload(dir.path(), 5, 1500);
   // Four snapshots at four log positions; damage them newest first, one way each.
   {
-    Options o = ManualOptions(dir.path());
+    Options o = ManualOptions(dir.path(), kStartMs);
     o.snapshots_kept = 10;
     auto engine = OpenOrFail(o);
     for (int i = 0; i < 4; ++i) {
@@ -197,7 +168,7 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
       REQUIRE(engine->TakeSnapshot(nullptr).ok());
     }
   }
-  Options o = ManualOptions(dir.path());
+  Options o = ManualOptions(dir.path(), kStartMs);
   o.read_only = true;
   o.use_snapshots = false;
   const std::string full = OpenOrFail(o)->State().digest;
@@ -214,7 +185,7 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
 
   SECTION("an older good snapshot is used") {
     std::vector<std::string> warnings;
-    auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+    auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
     CHECK(engine->State().digest == full);
     REQUIRE(warnings.size() == 4);
     CHECK(warnings[0].find(flipped) != std::string::npos);
@@ -228,7 +199,7 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
   SECTION("with every snapshot damaged, a full replay is used") {
     for (size_t i = 4; i < files.size(); ++i) FlipByte(files[i].path, 60);
     std::vector<std::string> warnings;
-    auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+    auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
     CHECK(engine->State().digest == full);
     CHECK(warnings.size() == files.size());
     CHECK(engine->Stats().replayed_records == engine->State().log_seq);
@@ -239,7 +210,7 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
     fold.mutable_state().applied_seq += 1000;
     REQUIRE(store.Write(fold, nullptr).ok());
     std::vector<std::string> warnings;
-    auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+    auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
     CHECK(engine->State().digest == full);
     CHECK(warnings[0].find("beyond the log") != std::string::npos);
   }
@@ -282,7 +253,7 @@ TEST_CASE("automatic snapshots run in the background and the newest is loaded") 
   TempDir dir;
   std::string live;
   {
-    Options o = ManualOptions(dir.path());
+    Options o = ManualOptions(dir.path(), kStartMs);
     o.snapshot_every_records = 40;
     auto engine = OpenOrFail(o);
     workload::Options w;
@@ -306,7 +277,7 @@ TEST_CASE("automatic snapshots run in the background and the newest is loaded") 
   }
 
   std::vector<std::string> warnings;
-  auto engine = OpenOrFail(ManualOptions(dir.path()), &warnings);
+  auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
   CHECK(warnings.empty());
   const uint64_t log_seq = engine->State().log_seq;
   CHECK(files[0].log_seq > 0);
@@ -314,7 +285,7 @@ TEST_CASE("automatic snapshots run in the background and the newest is loaded") 
   CHECK(engine->Stats().replayed_records < log_seq);
   CHECK(engine->State().digest == live);
 
-  Options full = ManualOptions(dir.path());
+  Options full = ManualOptions(dir.path(), kStartMs);
   full.read_only = true;
   full.use_snapshots = false;
   CHECK(OpenOrFail(full)->State().digest == live);

@@ -33,6 +33,9 @@ class TempDir {
     std::filesystem::remove_all(path_, ec);
   }
   const std::string& path() const { return path_; }
+  // Where an engine on this data dir keeps its log and its snapshots.
+  std::string log() const { return path_ + "/log"; }
+  std::string snapshots() const { return path_ + "/snapshots"; }
 
  private:
   std::string path_;
@@ -41,6 +44,27 @@ class TempDir {
 inline void RequireOk(const Status& s) {
   INFO(s.ToString());
   REQUIRE(s.ok());
+}
+
+// A manual-clock engine without automatic snapshots, starting at `start_ms`.
+inline Options ManualOptions(const std::string& dir, TimeMs start_ms = kT0) {
+  Options o;
+  o.data_dir = dir;
+  o.clock = ClockMode::kManual;
+  o.start_time_ms = start_ms;
+  o.durability = Durability::kAsync;
+  o.snapshot_every_records = 0;
+  o.snapshot_every_ms = 0;
+  return o;
+}
+
+inline std::unique_ptr<Engine> OpenOrFail(const Options& o,
+                                          std::vector<std::string>* warnings = nullptr) {
+  std::unique_ptr<Engine> engine;
+  const Status s = Engine::Open(o, &engine, warnings);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return engine;
 }
 
 // An engine on a manual clock, with shorthands that keep scenarios readable.
