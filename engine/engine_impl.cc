@@ -17,6 +17,9 @@
 namespace bucketd {
 namespace {
 
+// 9999-12-31T23:59:59.999Z.
+constexpr TimeMs kTimeMaxMs = 253402300799999;
+
 int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                start)
@@ -205,6 +208,11 @@ class EngineImpl final : public Engine {
     }
     if (now_ms < Now()) {
       return Status::FailedPrecondition("now", "the clock cannot move backwards");
+    }
+    // Far enough from int64's end that instant + duration (capped at 100 years) cannot
+    // overflow anywhere in the fold.
+    if (now_ms > kTimeMaxMs) {
+      return Status::InvalidArgument("now", "must be before year 10000");
     }
     static_cast<ManualClock*>(clock_.get())->Set(now_ms);
     Record r = NewRecord(RecordKind::kClockAdvance);
@@ -407,6 +415,9 @@ class EngineImpl final : public Engine {
         ++stats_.events_duplicate;
         return Status::Ok();
       }
+    }
+    if (event.occurred_at_ms && *event.occurred_at_ms < 0) {
+      return Rejected(Status::InvalidArgument("occurredAt", "must be at or after 1970-01-01"));
     }
     Record& r = record_scratch_;
     r.seq = log_->last_seq() + 1;

@@ -299,6 +299,9 @@ TEST_CASE("bad inputs are refused naming the field and change nothing") {
   refuse({"u", "bucket:entered:power", {}, {}, {}, {}}, "event");
   refuse({"u", std::string(201, 'e'), {}, {}, {}, {}}, "event");
   refuse({"u", "used", {}, {}, {}, std::string()}, "idempotencyKey");
+  refuse({"u", "used", TimeMs{-1}, {}, {}, {}}, "occurredAt");
+  SweepResult sweep;
+  CHECK(s.engine().AdvanceClock(INT64_MAX, &sweep).code() == StatusCode::kInvalidArgument);
   CHECK(s.engine().State().digest == before.digest);
   CHECK(s.engine().State().log_seq == before.log_seq);
 
