@@ -156,6 +156,9 @@ class EngineImpl final : public Engine {
     if (existing != nullptr && existing->canonical_json == ToCanonicalJson(def)) {
       return Status::Ok();
     }
+    // A definition may re-read earlier events from the log (Fold::RestoreHistory), which
+    // sees committed records only: make whatever a group staged durable first.
+    if (Status s = CommitNow(); !s.ok()) return s;
     Record r = NewRecord(RecordKind::kBucketDefine);
     r.bucket_id = def.id;
     r.definition_json = ToCanonicalJson(def);

@@ -47,9 +47,8 @@ class Fold {
   // retention depths) after a snapshot load.
   void RebuildDerived();
 
-  // Counters for tests and metrics: slots touched by sweeps (a sweep over a bucket with
-  // nothing due must touch none) and due items popped.
-  uint64_t sweep_slots_touched() const { return sweep_slots_touched_; }
+  // Due items popped by sweeps, for tests and metrics: a sweep over a bucket with nothing
+  // due must pop (touch) none.
   uint64_t sweep_due_popped() const { return sweep_due_popped_; }
   uint64_t last_sweep_due() const { return last_sweep_due_; }
 
@@ -112,7 +111,6 @@ class Fold {
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
   std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
   HistorySource history_source_;
-  uint64_t sweep_slots_touched_ = 0;
   uint64_t sweep_due_popped_ = 0;
   uint64_t last_sweep_due_ = 0;
 };

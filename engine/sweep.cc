@@ -132,7 +132,6 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     ++popped;
     push_head(bucket);
   }
-  sweep_slots_touched_ += popped;
   sweep_due_popped_ += popped;
   return popped;
 }

@@ -175,3 +175,16 @@ TEST_CASE("replay reproduces backfills and re-evaluations exactly") {
   CHECK(s.engine().State().digest == live.digest);
   CHECK(s.All() == stream);
 }
+
+TEST_CASE("a definition inside a group commit re-reads the events staged before it") {
+  Scenario s;
+  s.engine().BeginGroup();
+  for (int i = 0; i < 3; ++i) s.Event("u", "buy");
+  s.Define(
+      R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":3,"within":"1d"}})");
+  RequireOk(s.engine().EndGroup());
+  CHECK(s.IsMember("b", "u"));
+  const std::string digest = s.engine().State().digest;
+  s.Reopen();
+  CHECK(s.engine().State().digest == digest);
+}
