@@ -42,7 +42,8 @@ void BM_BackfillNewBucket(benchmark::State& state) {
     auto fold = std::make_unique<Fold>();
     std::vector<Transition> out;
     uint64_t seq = 0;
-    const char* active = R"({"id":"active-7d","criteria":{"type":"event","eventName":"app.opened","check":"exists","within":"7d"}})";
+    const char* active =
+        R"({"id":"active-7d","criteria":{"type":"event","eventName":"app.opened","check":"exists","within":"7d"}})";
     if (!fold->Apply(Define(++seq, kStart, active), &out).ok()) std::abort();
     std::mt19937_64 rng(7);
     Record r;

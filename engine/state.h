@@ -123,7 +123,7 @@ struct User {
   std::string id;
   std::optional<std::string> email;
   bool deleted = false;
-  bool has_events = false;           // the first event evaluates every bucket
+  bool has_events = false;  // the first event evaluates every bucket
   // No slot of this user is due before this instant (a lower bound, tightened when the
   // user's due items are applied): most ingests skip the walk over the user's slots.
   TimeMs next_due_floor = kNever;
