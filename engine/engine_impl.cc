@@ -147,7 +147,7 @@ class EngineImpl final : public Engine {
     if (path_id && *path_id != def.id) {
       return Status::InvalidArgument("id", "must match the bucket id in the path");
     }
-    const Bucket* existing = LiveBucket(def.id);
+    const Bucket* existing = fold_.bucket(def.id);
     if (existing != nullptr && mode == DefineMode::kCreate) {
       return Status::AlreadyExists("bucket " + def.id + " already exists");
     }
@@ -255,21 +255,21 @@ class EngineImpl final : public Engine {
   }
 
   Status GetBucket(std::string_view bucket_id, BucketInfo* out) const override {
-    const Bucket* b = LiveBucket(bucket_id);
+    const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *out = Info(*b);
     return Status::Ok();
   }
 
   Status Count(std::string_view bucket_id, uint64_t* count) const override {
-    const Bucket* b = LiveBucket(bucket_id);
+    const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *count = b->members.size();
     return Status::Ok();
   }
 
   Status Metrics(std::string_view bucket_id, BucketMetrics* out) const override {
-    const Bucket* b = LiveBucket(bucket_id);
+    const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     out->size = b->members.size();
     out->entered = b->entered_total;
@@ -283,7 +283,7 @@ class EngineImpl final : public Engine {
 
   Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
                  MembersPage* out) const override {
-    const Bucket* b = LiveBucket(bucket_id);
+    const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (limit == 0 || limit > kMembersPageMax) {
       return Status::InvalidArgument("limit", "must be 1-1000");
@@ -301,12 +301,10 @@ class EngineImpl final : public Engine {
 
   Status GetMember(std::string_view bucket_id, std::string_view user_id,
                    Member* out) const override {
-    const Bucket* b = LiveBucket(bucket_id);
+    const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
-    const auto& users = fold_.state().user_ids;
-    auto user = users.find(user_id);
-    if (user != users.end()) {
-      for (const auto& slot : user->second->slots) {
+    if (const User* user = fold_.user(user_id)) {
+      for (const auto& slot : user->slots) {
         if (slot->bucket != b->index || !slot->active) continue;
         *out = ToMember(*slot);
         return Status::Ok();
@@ -317,10 +315,9 @@ class EngineImpl final : public Engine {
 
   Status UserMemberships(std::string_view user_id,
                          std::vector<MembershipRecord>* out) const override {
-    const auto& users = fold_.state().user_ids;
-    auto it = users.find(user_id);
-    if (it == users.end() || it->second->deleted) return Status::NotFound("unknown contact");
-    const User& user = *it->second;
+    const User* found = fold_.user(user_id);
+    if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
+    const User& user = *found;
     const auto& buckets = fold_.state().buckets;
     out->clear();
     for (const PastMembership& p : user.past) {
@@ -526,14 +523,6 @@ class EngineImpl final : public Engine {
     }
     stats_.replayed_records = replayed;
     return reader->status();
-  }
-
-  const Bucket* LiveBucket(std::string_view id) const {
-    const auto& ids = fold_.state().bucket_ids;
-    auto it = ids.find(std::string(id));
-    if (it == ids.end()) return nullptr;
-    const Bucket* b = fold_.state().buckets[it->second].get();
-    return b->deleted ? nullptr : b;
   }
 
   static Status UnknownBucket(std::string_view id) {

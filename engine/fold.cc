@@ -10,8 +10,9 @@
 #include "engine/emitter.h"
 
 namespace bucketd {
+namespace {
 
-Status ValidateUserId(std::string_view user_id, std::string_view field) {
+Status ValidateUserId(std::string_view user_id, std::string_view field = "userId") {
   if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
     return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
   }
@@ -21,7 +22,7 @@ Status ValidateUserId(std::string_view user_id, std::string_view field) {
   return Status::Ok();
 }
 
-Status ValidateEventName(std::string_view name, std::string_view field) {
+Status ValidateEventName(std::string_view name, std::string_view field = "event") {
   if (name.empty() || name.size() > kEventNameBytesMax) {
     return Status::InvalidArgument(std::string(field), "must be 1-200 bytes");
   }
@@ -43,6 +44,8 @@ std::string NormalizeEmail(std::string_view email) {
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
+
+}  // namespace
 
 Fold::Fold() = default;
 Fold::~Fold() {

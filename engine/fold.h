@@ -42,6 +42,9 @@ class Fold {
   std::optional<TimeMs> NextDue() const;
 
   const State& state() const { return state_; }
+  // Query lookups: a live (not deleted) bucket; a contact, deleted ones included.
+  const Bucket* bucket(std::string_view id) const { return FindBucket(id); }
+  const User* user(std::string_view id) const { return FindUser(id); }
   State& mutable_state() { return state_; }  // snapshot loading only
   // Rebuilds what is derived from definitions (compiled criteria, inverted indices,
   // retention depths) after a snapshot load.
@@ -114,10 +117,5 @@ class Fold {
   uint64_t sweep_due_popped_ = 0;
   uint64_t last_sweep_due_ = 0;
 };
-
-// Validation shared by the engine's edge and the fold.
-Status ValidateUserId(std::string_view user_id, std::string_view field = "userId");
-Status ValidateEventName(std::string_view name, std::string_view field = "event");
-std::string NormalizeEmail(std::string_view email);
 
 }  // namespace bucketd

@@ -71,15 +71,24 @@ bool Expect(std::string_view text, size_t* pos, char c) {
   return true;
 }
 
-Status BadTime(std::string_view text, std::string_view why) {
-  std::string message = "not an RFC 3339 time (";
+// "not <what> (<why>): "<text>"; expected <example>".
+Status ParseError(std::string_view what, std::string_view text, std::string_view why,
+                  std::string_view expected) {
+  std::string message = "not ";
+  message += what;
+  message += " (";
   message += why;
   message += "): \"";
   // Echo a bounded prefix: the input may be an arbitrarily large string.
   message += text.substr(0, 64);
   message += text.size() > 64 ? "...\"" : "\"";
-  message += "; expected e.g. 2026-11-26T17:00:00.000Z";
+  message += "; expected ";
+  message += expected;
   return Status::InvalidArgument("", std::move(message));
+}
+
+Status BadTime(std::string_view text, std::string_view why) {
+  return ParseError("an RFC 3339 time", text, why, "e.g. 2026-11-26T17:00:00.000Z");
 }
 
 }  // namespace
@@ -178,13 +187,8 @@ std::string FormatRfc3339(TimeMs time_ms) {
 Status ParseDurationString(std::string_view text, TimeMs* out_ms) {
   // Whole numbers only: "1.5h" would invite rounding questions; "90m" says it exactly.
   auto bad = [&](std::string_view why) {
-    std::string message = "not a duration (";
-    message += why;
-    message += "): \"";
-    message += text.substr(0, 64);
-    message += text.size() > 64 ? "...\"" : "\"";
-    message += "; expected one or more <integer><unit> parts, units ms s m h d w, e.g. \"1d12h\"";
-    return Status::InvalidArgument("", std::move(message));
+    return ParseError("a duration", text, why,
+                      "one or more <integer><unit> parts, units ms s m h d w, e.g. \"1d12h\"");
   };
   if (text.empty()) return bad("empty");
   int64_t total_ms = 0;
