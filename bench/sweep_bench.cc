@@ -42,8 +42,8 @@ size_t Chunk(const void* p) {
 
 // Where the heap bytes of the built state go, summed by walking it.
 struct Breakdown {
-  size_t slot = 0;          // the Slot allocations (hook, times, flags, dwell vector)
-  size_t slots_vector = 0;  // User::slots buffers (unique_ptr<Slot> each)
+  size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
+  size_t slots_vector = 0;  // User::slots buffers (a pointer each)
   size_t events = 0;        // User::events buffers and their EventHistory::newest buffers
   size_t user = 0;          // User allocation, id, State::users and State::user_ids
   size_t members = 0;       // MemberIndex B-trees, measured as the heap growth of settling them
@@ -59,7 +59,8 @@ class Population {
     const size_t heap_unsettled = HeapBytes();
     // Member pages settle the lazy member index; a long-running server has done so.
     for (const auto& bucket : fold_->state().buckets) bucket->members.sorted();
-    heap_bytes_ = HeapBytes() - heap_before;
+    // Slots live in the fold's pool (mapped blocks), which malloc statistics do not see.
+    heap_bytes_ = HeapBytes() - heap_before + fold_->state().slot_pool.reserved_bytes();
     breakdown_.members = HeapBytes() - heap_unsettled;
     Walk();
   }
@@ -142,6 +143,7 @@ class Population {
 
   void Walk() {
     const State& s = fold_->state();
+    breakdown_.slot = s.slot_pool.reserved_bytes();
     breakdown_.user = s.users.capacity() * sizeof(s.users[0]) +
                       s.user_ids.capacity() * (sizeof(*s.user_ids.begin()) + 1);
     for (const auto& user : s.users) {
@@ -150,9 +152,7 @@ class Population {
       breakdown_.slots_vector += Chunk(user->slots.data());
       breakdown_.events += Chunk(user->events.data());
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.data());
-      for (const auto& slot : user->slots) {
-        breakdown_.slot += Chunk(slot.get()) + Chunk(slot->dwell.data());
-      }
+      for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.data());
     }
   }
 

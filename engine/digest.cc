@@ -88,7 +88,7 @@ void HashUser(const State& state, const User& user, Hasher* h) {
   }
 
   std::vector<const Slot*> slots;
-  for (const auto& s : user.slots) slots.push_back(s.get());
+  for (const Slot* s : user.slots) slots.push_back(s);
   std::sort(slots.begin(), slots.end(),
             [](const Slot* a, const Slot* b) { return a->bucket < b->bucket; });
   h->U64(slots.size());

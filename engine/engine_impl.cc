@@ -12,6 +12,7 @@
 #include "engine/digest.h"
 #include "engine/fold.h"
 #include "log/log.h"
+#include "log/read_ahead.h"
 #include "snapshot/snapshot_store.h"
 
 namespace bucketd {
@@ -54,10 +55,13 @@ class EngineImpl final : public Engine {
     // from the log (definitions change rarely; retaining everything would cost memory
     // on every event).
     fold_.SetHistorySource([this](uint64_t before_seq, const Fold::EventVisitor& visit) {
-      auto reader = log_->ReadFrom(1);
-      Record r;
-      while (reader->Next(&r) && r.seq < before_seq) {
-        if (r.kind == RecordKind::kEvent) visit(r);
+      auto reader = log_->ReadAheadFrom(1);
+      std::vector<Record> batch;
+      while (reader->NextBatch(&batch)) {
+        for (const Record& r : batch) {
+          if (r.seq >= before_seq) return Status::Ok();
+          if (r.kind == RecordKind::kEvent) visit(r);
+        }
       }
       return reader->status();
     });
@@ -116,6 +120,7 @@ class EngineImpl final : public Engine {
     }
     const TimeMs now = Now();
     for (size_t i = 0; i < events.size(); ++i) {
+      PrefetchAhead(events, i);
       scratch_.clear();
       bool duplicate = false;
       Status s = StageEvent(events[i], now, &duplicate, &scratch_);
@@ -380,7 +385,8 @@ class EngineImpl final : public Engine {
     closed_ = true;
     // A running snapshot is cheap to let finish; a killed one would only be wasted work.
     ReapSnapshot(true);
-    return read_only_ ? Status::Ok() : log_->Flush();
+    // A failed open has no log to flush.
+    return read_only_ || log_ == nullptr ? Status::Ok() : log_->Flush();
   }
 
   ~EngineImpl() override { Close(); }
@@ -509,20 +515,41 @@ class EngineImpl final : public Engine {
     if (done && status.ok()) stats_.last_snapshot_at_ms = Now();
   }
 
+  // Folds the log after the state's position. Records are read and decoded on a second
+  // thread (ReadAheadReader) and the fold prefetches the state of the users a few records
+  // ahead, so this thread mostly folds instead of waiting on the disk or on memory.
   Status ReplayTail(TimeMs until) {
-    auto reader = log_->ReadFrom(fold_.state().applied_seq + 1);
-    Record r;
+    auto reader = log_->ReadAheadFrom(fold_.state().applied_seq + 1);
+    std::vector<Record> batch;
     uint64_t replayed = 0;
-    while (reader->Next(&r)) {
-      if (r.at > until) break;
-      if (Status s = fold_.Apply(r, nullptr); !s.ok()) {
-        return Status::Corruption("log record " + std::to_string(r.seq) +
-                                  " does not fold: " + s.ToString());
+    while (reader->NextBatch(&batch)) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        PrefetchAhead(std::span<const Record>(batch), i);
+        const Record& r = batch[i];
+        if (r.at > until) {
+          stats_.replayed_records = replayed;
+          return Status::Ok();
+        }
+        if (Status s = fold_.Apply(r, nullptr); !s.ok()) {
+          return Status::Corruption("log record " + std::to_string(r.seq) +
+                                    " does not fold: " + s.ToString());
+        }
+        ++replayed;
       }
-      ++replayed;
     }
     stats_.replayed_records = replayed;
     return reader->status();
+  }
+
+  // Runs stage k of the fold's prefetch for the record (k + 1) * kPrefetchDistance ahead
+  // of `i`, the last stage nearest: each stage's memory arrives before the next needs it.
+  template <typename Input>
+  void PrefetchAhead(std::span<const Input> inputs, size_t i) const {
+    constexpr size_t kPrefetchDistance = 4;
+    for (int stage = 0; stage < Fold::kPrefetchStages; ++stage) {
+      const size_t ahead = i + (Fold::kPrefetchStages - stage) * kPrefetchDistance;
+      if (ahead < inputs.size()) fold_.PrefetchUser(inputs[ahead].user_id, stage);
+    }
   }
 
   static Status UnknownBucket(std::string_view id) {

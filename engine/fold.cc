@@ -48,10 +48,7 @@ std::string NormalizeEmail(std::string_view email) {
 }  // namespace
 
 Fold::Fold() = default;
-Fold::~Fold() {
-  // Slots are owned by users; unhook them from the intrusive indices before they die.
-  for (auto& bucket : state_.buckets) bucket->due_index.clear();
-}
+Fold::~Fold() = default;
 
 const CompiledCriteria* Fold::compiled(uint32_t bucket) const {
   return bucket < compiled_.size() ? compiled_[bucket].get() : nullptr;
@@ -180,6 +177,37 @@ User* Fold::FindUser(std::string_view id) const {
   return it == state_.user_ids.end() ? nullptr : it->second;
 }
 
+void Fold::PrefetchUser(std::string_view id, int stage) const {
+  if (id.empty()) return;
+  if (stage == 0) {
+    state_.user_ids.prefetch(id);
+    return;
+  }
+  if (const User* user = FindUser(id)) PrefetchUserState(user, stage);
+}
+
+void Fold::PrefetchUserState(const User* user, int stage) const {
+  const auto line = [](const void* p) { __builtin_prefetch(p); };
+  const auto lines = [&](const void* p, size_t bytes) {
+    for (size_t offset = 0; offset < bytes; offset += 64)
+      line(static_cast<const char*>(p) + offset);
+  };
+  switch (stage) {
+    case 1:
+      lines(user, sizeof(User));
+      break;
+    case 2:
+      line(user->events.data());
+      line(user->slots.data());
+      line(user->properties.data());
+      break;
+    default:
+      for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
+      for (const EventHistory& h : user->events) line(h.newest.data());
+      break;
+  }
+}
+
 User* Fold::GetOrCreateUser(std::string_view id) {
   if (User* user = FindUser(id)) return user;
   auto user = std::make_unique<User>();
@@ -192,20 +220,20 @@ User* Fold::GetOrCreateUser(std::string_view id) {
 }
 
 Slot* Fold::FindSlot(User* user, uint32_t bucket) const {
-  for (auto& slot : user->slots) {
-    if (slot->bucket == bucket) return slot.get();
+  for (Slot* slot : user->slots) {
+    if (slot->bucket == bucket) return slot;
   }
   return nullptr;
 }
 
 Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
   if (Slot* slot = FindSlot(user, bucket)) return slot;
-  auto slot = std::make_unique<Slot>();
+  Slot* slot = state_.slot_pool.New();
   slot->user = user;
   slot->user_index = user->index;
   slot->bucket = bucket;
-  user->slots.push_back(std::move(slot));
-  return user->slots.back().get();
+  user->slots.push_back(slot);
+  return slot;
 }
 
 Bucket* Fold::FindBucket(std::string_view id) const {
@@ -336,15 +364,16 @@ Status Fold::ApplyContactDelete(const Record& r) {
   User* user = FindUser(r.user_id);
   if (user->deleted) return Status::Ok();
   // Privacy: the contact drops out of every count, list and index at once, silently.
-  for (auto& slot : user->slots) {
-    Unfile(slot.get());
+  for (Slot* slot : user->slots) {
+    Unfile(slot);
     if (slot->active) {
       slot->active = false;
-      state_.buckets[slot->bucket]->members.Remove(slot.get());
+      state_.buckets[slot->bucket]->members.Remove(slot);
     }
     // Settle the member index before the slot it may point at is freed.
     state_.buckets[slot->bucket]->members.sorted();
   }
+  for (Slot* slot : user->slots) state_.slot_pool.Delete(slot);
   user->slots.clear();
   user->past.clear();
   user->properties.clear();

@@ -10,7 +10,7 @@ void Fold::RebuildDerived() {
   RebuildInvertedIndices();
   for (auto& user : state_.users) {
     user->next_due_floor = kNever;
-    for (const auto& slot : user->slots) {
+    for (const Slot* slot : user->slots) {
       user->next_due_floor = std::min(user->next_due_floor, slot->due_at);
     }
   }
@@ -79,7 +79,7 @@ Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
   if (Status s = RestoreHistory(previous_depth); !s.ok()) return s;
 
   if (!bucket->def.enabled) {
-    while (!bucket->due_index.empty()) Unfile(&*bucket->due_index.begin());
+    while (!bucket->due_index.empty()) Unfile(bucket->due_index.front());
   } else if (!bucket->ever_enabled) {
     Reevaluate(bucket, now, Reevaluation::kBackfill, emit);
   } else if (!was_enabled) {
@@ -100,7 +100,7 @@ Status Fold::ApplyEnable(const Record& r, bool enabled, Emitter* emit) {
   RebuildInvertedIndices();
   if (!enabled) {
     // Nothing is evaluated for a disabled bucket; members stay, the index empties.
-    while (!bucket->due_index.empty()) Unfile(&*bucket->due_index.begin());
+    while (!bucket->due_index.empty()) Unfile(bucket->due_index.front());
     return Status::Ok();
   }
   Reevaluate(bucket, state_.now,
@@ -134,8 +134,14 @@ void Fold::Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emi
   bucket->ever_enabled = true;
   const bool dynamic = bucket->def.kind == BucketKind::kDynamic;
   const CompiledCriteria* criteria = compiled_[bucket->index].get();
-  for (auto& user_ptr : state_.users) {
-    User* user = user_ptr.get();
+  const auto& users = state_.users;
+  for (size_t i = 0; i < users.size(); ++i) {
+    // Warm the caches for the users a few steps ahead (PrefetchUser's stages).
+    for (int stage = 1; stage < kPrefetchStages; ++stage) {
+      const size_t ahead = i + static_cast<size_t>(kPrefetchStages - stage) * 4;
+      if (ahead < users.size()) PrefetchUserState(users[ahead].get(), stage);
+    }
+    User* user = users[i].get();
     if (user->deleted) continue;
     Slot* slot = FindSlot(user, bucket->index);
     if (mode == Reevaluation::kRefileOnly || !dynamic) {

@@ -4,8 +4,8 @@
 //
 // Layout choices (Redis-style: each structure picked for its cost):
 // - A Slot is one (user, bucket) pair the engine tracks: the active membership, or a
-//   non-member whose state the clock can change. It sits in its bucket's time index
-//   through an intrusive hook, so filing and re-filing allocate nothing.
+//   non-member whose state the clock can change. Slots live in a pool (slot_pool.h) and
+//   are filed in their bucket's time index (due_index.h) while the clock can change them.
 // - Each bucket keeps its active members in a B-tree ordered by userId (keyset paging),
 //   at ~1.2 pointers per member instead of a std::set's 4-pointer node, maintained lazily
 //   (member_index.h).
@@ -19,12 +19,13 @@
 
 #include <absl/container/btree_set.h>
 #include <absl/container/flat_hash_map.h>
-#include <boost/intrusive/set.hpp>
 
 #include "bucketd/types.h"
 #include "engine/definition.h"
+#include "engine/due_index.h"
 #include "engine/interner.h"
 #include "engine/member_index.h"
+#include "engine/slot_pool.h"
 
 namespace bucketd {
 
@@ -81,19 +82,16 @@ struct DwellStamp {
   uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
 };
 
-using DueHook = boost::intrusive::set_member_hook<boost::intrusive::optimize_size<true>>;
-
 struct Slot {
-  // Ordered by size so that no padding sits between fields (104 bytes).
-  DueHook due_hook;  // in Bucket::due_index while due_at != kNever
+  // Ordered by size so that no padding sits between fields (80 bytes).
   User* user = nullptr;
-  TimeMs due_at = kNever;
+  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user_index) unless kNever
   TimeMs entered_at = 0;
   OptionalTime dwell_anchor_at;
   OptionalTime last_left_at;
   std::vector<DwellStamp> dwell;
-  // A copy of user->index: the time index compares it on every level of its descent, and
-  // reading it through `user` cost a cache miss per level.
+  // A copy of user->index, the time index's tie-break: re-filing needs it without a trip
+  // through `user`.
   uint32_t user_index = 0;
   uint32_t bucket = 0;
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
@@ -129,20 +127,9 @@ struct User {
   TimeMs next_due_floor = kNever;
   std::vector<Property> properties;  // sorted by key_id
   std::vector<EventHistory> events;  // sorted by name_id
-  std::vector<std::unique_ptr<Slot>> slots;
+  std::vector<Slot*> slots;          // from State::slot_pool
   std::vector<PastMembership> past;
 };
-
-// Orders a bucket's time index: due instant, then user (deterministic tie-break).
-struct DueOrder {
-  bool operator()(const Slot& a, const Slot& b) const {
-    if (a.due_at != b.due_at) return a.due_at < b.due_at;
-    return a.user_index < b.user_index;
-  }
-};
-using DueIndex =
-    boost::intrusive::multiset<Slot, boost::intrusive::member_hook<Slot, DueHook, &Slot::due_hook>,
-                               boost::intrusive::compare<DueOrder>>;
 
 struct Bucket {
   uint32_t index = 0;  // dense, in order of first definition; never reused
@@ -164,6 +151,16 @@ struct Bucket {
   bool evaluable() const { return !deleted && def.enabled; }
 };
 
+// Transparent hashing of ids, so std::string_view lookups need no std::string.
+struct IdHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view id) const { return absl::Hash<std::string_view>{}(id); }
+};
+struct IdEq {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+};
+
 struct State {
   uint64_t applied_seq = 0;     // last log record folded
   uint64_t transition_seq = 0;  // last transition emitted
@@ -180,8 +177,11 @@ struct State {
   absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_event;
   absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_property;
 
-  std::vector<std::unique_ptr<User>> users;               // by User::index
-  absl::flat_hash_map<std::string_view, User*> user_ids;  // views into User::id
+  SlotPool slot_pool;                        // owns every User::slots entry
+  std::vector<std::unique_ptr<User>> users;  // by User::index
+  // Keys are copies of User::id (inline for ids up to 15 bytes): a lookup compares keys
+  // without a trip to the User, which is what lets PrefetchUser run ahead of the fold.
+  absl::flat_hash_map<std::string, User*, IdHash, IdEq> user_ids;
 };
 
 }  // namespace bucketd

@@ -51,9 +51,8 @@ TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlo
 }
 
 void Fold::Unfile(Slot* slot) {
-  if (slot->due_hook.is_linked()) {
-    state_.buckets[slot->bucket]->due_index.erase(
-        state_.buckets[slot->bucket]->due_index.iterator_to(*slot));
+  if (slot->due_at != kNever) {
+    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index});
   }
   slot->due_at = kNever;
 }
@@ -69,19 +68,12 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   // it at its true instant then: one descent per due period instead of one per event (a
   // busy user pushes a window's end later with every event). Evaluating early is exact,
   // because ingest applies a user's due items first, so no event of theirs is later.
-  if (slot->due_hook.is_linked() && slot->due_at <= due) return;
+  if (slot->due_at <= due) return;  // filed earlier (or both kNever)
   Unfile(slot);
   if (due == kNever) return;
   slot->due_at = due;
   slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
-  // New due instants are usually the latest in their bucket (now + the window): then the
-  // end is the right place and the insert costs O(1) instead of a descent.
-  DueIndex& index = state_.buckets[slot->bucket]->due_index;
-  if (index.empty() || !DueOrder()(*slot, *index.rbegin())) {
-    index.insert(index.end(), *slot);
-  } else {
-    index.insert(*slot);
-  }
+  state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index}, slot);
 }
 
 void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
@@ -89,12 +81,12 @@ void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
   for (;;) {
     Slot* next = nullptr;
     TimeMs floor = kNever;
-    for (auto& slot : user->slots) {
+    for (Slot* slot : user->slots) {
       floor = std::min(floor, slot->due_at);
       if (slot->due_at > now) continue;
       if (next == nullptr || slot->due_at < next->due_at ||
           (slot->due_at == next->due_at && slot->bucket < next->bucket)) {
-        next = slot.get();
+        next = slot;
       }
     }
     if (next == nullptr) {
@@ -114,7 +106,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
   std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
   auto push_head = [&](const Bucket& bucket) {
     if (bucket.due_index.empty()) return;
-    const Slot& first = *bucket.due_index.begin();
+    const DueKey& first = bucket.due_index.front_key();
     if (first.due_at <= t) heads.emplace(first.due_at, bucket.index, first.user_index);
   };
   for (const auto& bucket : state_.buckets) {
@@ -125,7 +117,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     const uint32_t index = std::get<1>(heads.top());
     heads.pop();
     Bucket& bucket = *state_.buckets[index];
-    Slot* slot = &*bucket.due_index.begin();
+    Slot* slot = bucket.due_index.front();
     const TimeMs due = slot->due_at;
     Unfile(slot);
     ProcessDue(slot, due, t, 0, emit);
@@ -145,7 +137,7 @@ std::optional<TimeMs> Fold::NextDue() const {
   std::optional<TimeMs> next;
   for (const auto& bucket : state_.buckets) {
     if (!bucket->evaluable() || bucket->due_index.empty()) continue;
-    const TimeMs due = bucket->due_index.begin()->due_at;
+    const TimeMs due = bucket->due_index.front_key().due_at;
     if (!next || due < *next) next = due;
   }
   return next;

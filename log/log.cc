@@ -416,7 +416,13 @@ uint64_t RocksLog::ApproximateBytes() const {
 
 Status RocksLog::Flush() {
   if (options_.read_only) return Status::Ok();
-  return FromRocks(db_->FlushWAL(/*sync=*/true), "syncing the log");
+  if (Status s = FromRocks(db_->FlushWAL(/*sync=*/true), "syncing the log"); !s.ok()) return s;
+  // Also write the memtables out: the next open (a restart, `bucketctl replay`) then reads
+  // table files instead of re-inserting the whole WAL into a memtable first, which cost
+  // ~8% of a full replay when measured. Durability does not depend on it.
+  rocksdb::FlushOptions options;
+  options.wait = true;
+  return FromRocks(db_->Flush(options, families_), "flushing the log's memtables");
 }
 
 }  // namespace

@@ -21,6 +21,8 @@
 
 namespace bucketd {
 
+class ReadAheadReader;  // log/read_ahead.h
+
 struct LogOptions {
   std::string path;  // the RocksDB directory
   bool sync = true;  // fsync the WAL on Commit()
@@ -56,12 +58,17 @@ class Log {
 
   // Records with seq >= from_seq, in order (committed ones only).
   virtual std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const = 0;
+  // ReadFrom(from_seq) read and decoded on a background thread, with the default batch size
+  // and queue depth, so a replay's fold does not wait for RocksDB and the decoder. Include
+  // log/read_ahead.h to use it; the log must outlive the reader.
+  std::unique_ptr<ReadAheadReader> ReadAheadFrom(uint64_t from_seq) const;
   // Up to `limit` transitions with seq > after_seq. Thread-safe against one writer.
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
-  virtual Status Flush() = 0;  // fsync whatever is written (async mode close)
+  // At close: fsyncs whatever is written (async mode) and writes the memtables out.
+  virtual Status Flush() = 0;
 };
 
 }  // namespace bucketd

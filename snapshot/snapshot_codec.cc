@@ -244,8 +244,9 @@ struct BucketTally {
 
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
 
-Status DecodeUser(StreamReader* r, const State& st, uint32_t index, std::vector<BucketTally>* tally,
+Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<BucketTally>* tally,
                   std::unique_ptr<User>* out) {
+  const State& st = *st_out;
   auto user = std::make_unique<User>();
   user->index = index;
   user->id = std::string(r->Str());
@@ -296,7 +297,9 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, std::vector<
   const uint64_t slot_count = r->Count();
   user->slots.reserve(slot_count);
   for (uint64_t i = 0; i < slot_count; ++i) {
-    auto slot = std::make_unique<Slot>();
+    // Owned by the pool from here on, also when the decode fails below.
+    Slot* slot = st_out->slot_pool.New();
+    user->slots.push_back(slot);
     Slot& s = *slot;
     s.user = user.get();
     s.user_index = user->index;
@@ -324,7 +327,6 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, std::vector<
     s.source = static_cast<MembershipSource>(source);
     if (s.due_at != kNever) (*tally)[s.bucket].filed.push_back({s.due_at, index, &s});
     if (s.active) ++(*tally)[s.bucket].active;
-    user->slots.push_back(std::move(slot));
   }
 
   const uint64_t past_count = r->Count();
@@ -352,24 +354,6 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, std::vector<
   return Status::Ok();
 }
 
-// Slots die with their users, so the intrusive indices must let go of them first (the
-// same order Fold's destructor keeps) when a decode is abandoned half way.
-class UnhookOnExit {
- public:
-  explicit UnhookOnExit(State* state) : state_(state) {}
-  ~UnhookOnExit() {
-    if (state_ == nullptr) return;
-    for (auto& bucket : state_->buckets) {
-      bucket->due_index.clear();
-      bucket->members.clear();
-    }
-  }
-  void Dismiss() { state_ = nullptr; }
-
- private:
-  State* state_;
-};
-
 Status DecodeBuckets(const snap::State& root, State* st) {
   for (const snap::Bucket* b : *root.buckets()) {
     auto bucket = std::make_unique<Bucket>();
@@ -393,9 +377,8 @@ Status DecodeBuckets(const snap::State& root, State* st) {
   return Status::Ok();
 }
 
-// Rebuilds each bucket's time index from its filed slots: sorted by DueOrder's key, then
-// appended with push_back, which links at the right end without comparisons (O(1)
-// amortized rebalancing), instead of 10M searching inserts.
+// Rebuilds each bucket's time index from its filed slots: sorted by key, then appended at
+// the end (O(1) amortized each) instead of 10M searching inserts.
 Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tally, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
@@ -410,7 +393,7 @@ Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tall
       if (i > 0 && !(filed[i - 1] < filed[i])) {
         return Damaged("bucket " + bucket.def.id + ": a user has two slots");
       }
-      bucket.due_index.push_back(*filed[i].slot);
+      bucket.due_index.Insert(DueKey{filed[i].due_at, filed[i].user_index}, filed[i].slot);
     }
     std::vector<DueEntry>().swap(filed);
   }
@@ -423,10 +406,10 @@ Status RebuildMembers(const snap::State& root, const std::vector<BucketTally>& t
   if (by_id->size() != st->users.size()) return Damaged("users_by_id has the wrong size");
   for (uint32_t user_index : *by_id) {
     if (user_index >= st->users.size()) return Damaged("users_by_id entry out of range");
-    for (const auto& slot : st->users[user_index]->slots) {
+    for (Slot* slot : st->users[user_index]->slots) {
       if (!slot->active) continue;
       auto& members = st->buckets[slot->bucket]->members;
-      members.Add(slot.get());
+      members.Add(slot);
     }
   }
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
@@ -536,7 +519,6 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
   const snap::State& root = *snap::GetState(payload);
 
   State st;
-  UnhookOnExit unhook(&st);
   st.applied_seq = root.applied_seq();
   st.transition_seq = root.transition_seq();
   st.now = root.now();
@@ -565,7 +547,7 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
   st.user_ids.reserve(root.user_count());
   for (uint32_t i = 0; i < root.user_count(); ++i) {
     std::unique_ptr<User> user;
-    if (Status s = DecodeUser(&reader, st, i, &tally, &user); !s.ok()) return s;
+    if (Status s = DecodeUser(&reader, &st, i, &tally, &user); !s.ok()) return s;
     User* raw = user.get();
     st.users.push_back(std::move(user));
     if (!st.user_ids.emplace(raw->id, raw).second) return Damaged("user id appears twice");
@@ -575,7 +557,6 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
   if (Status s = RebuildDueIndices(root, &tally, &st); !s.ok()) return s;
   if (Status s = RebuildMembers(root, tally, &st); !s.ok()) return s;
 
-  unhook.Dismiss();
   fold->mutable_state() = std::move(st);
   fold->RebuildDerived();
   return Status::Ok();

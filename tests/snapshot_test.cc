@@ -94,9 +94,10 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
       for (const Slot* s : x.members.sorted()) CHECK((*it++)->user->id == s->user->id);
       REQUIRE(x.due_index.size() == y.due_index.size());
       auto jt = y.due_index.begin();
-      for (const Slot& s : x.due_index) {
-        CHECK(jt->due_at == s.due_at);
-        CHECK((jt++)->user->index == s.user->index);
+      for (const auto& [key, slot] : x.due_index) {
+        CHECK(jt->first == key);
+        CHECK(jt->second->due_at == slot->due_at);
+        CHECK((jt++)->second->user->index == slot->user->index);
       }
     }
     CHECK(store.List().size() <= 3);

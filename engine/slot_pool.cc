@@ -1,0 +1,124 @@
+#include "engine/slot_pool.h"
+
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <new>
+#include <utility>
+
+#include "engine/state.h"
+
+namespace bucketd {
+namespace {
+
+constexpr size_t kWordBits = 64;
+constexpr size_t kSlotsUpperBound = SlotPool::kBlockBytes / sizeof(Slot);
+constexpr size_t kBitmapWords = (kSlotsUpperBound + kWordBits - 1) / kWordBits;
+constexpr size_t kHeaderBytes =
+    (kBitmapWords * sizeof(uint64_t) + alignof(Slot) - 1) / alignof(Slot) * alignof(Slot);
+constexpr size_t kSlotsPerBlock = (SlotPool::kBlockBytes - kHeaderBytes) / sizeof(Slot);
+
+uint64_t* Bitmap(void* block) { return static_cast<uint64_t*>(block); }
+Slot* Slots(void* block) {
+  return reinterpret_cast<Slot*>(static_cast<std::byte*>(block) + kHeaderBytes);
+}
+void* BlockOf(Slot* slot) {
+  return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(slot) & ~(SlotPool::kBlockBytes - 1));
+}
+void SetLive(Slot* slot, bool live) {
+  void* block = BlockOf(slot);
+  const size_t i = static_cast<size_t>(slot - Slots(block));
+  const uint64_t bit = uint64_t{1} << (i % kWordBits);
+  if (live) {
+    Bitmap(block)[i / kWordBits] |= bit;
+  } else {
+    Bitmap(block)[i / kWordBits] &= ~bit;
+  }
+}
+
+// A fresh, zeroed (so no slot is live) block aligned to its size. Mapped directly: an
+// aligned malloc of 2 MiB would reserve twice that.
+void* MapBlock() {
+  constexpr size_t kSize = SlotPool::kBlockBytes;
+  void* mapped =
+      mmap(nullptr, 2 * kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t start = reinterpret_cast<uintptr_t>(mapped);
+  const uintptr_t aligned = (start + kSize - 1) & ~(kSize - 1);
+  if (aligned > start) munmap(mapped, aligned - start);
+  if (aligned + kSize < start + 2 * kSize) {
+    munmap(reinterpret_cast<void*>(aligned + kSize), start + 2 * kSize - (aligned + kSize));
+  }
+  void* block = reinterpret_cast<void*>(aligned);
+  // Huge pages: one fault per 2 MiB instead of per 4 KiB; a hint the kernel may ignore.
+  madvise(block, kSize, MADV_HUGEPAGE);
+  return block;
+}
+
+}  // namespace
+
+SlotPool::SlotPool(SlotPool&& other) noexcept
+    : blocks_(std::move(other.blocks_)),
+      used_in_last_(std::exchange(other.used_in_last_, 0)),
+      free_(std::move(other.free_)),
+      live_(std::exchange(other.live_, 0)) {
+  other.blocks_.clear();
+  other.free_.clear();
+}
+
+SlotPool& SlotPool::operator=(SlotPool&& other) noexcept {
+  if (this != &other) {
+    Release();
+    blocks_ = std::move(other.blocks_);
+    used_in_last_ = std::exchange(other.used_in_last_, 0);
+    free_ = std::move(other.free_);
+    live_ = std::exchange(other.live_, 0);
+    other.blocks_.clear();
+    other.free_.clear();
+  }
+  return *this;
+}
+
+SlotPool::~SlotPool() { Release(); }
+
+void SlotPool::Release() {
+  for (void* block : blocks_) {
+    for (size_t word = 0; word < kBitmapWords; ++word) {
+      for (uint64_t bits = Bitmap(block)[word]; bits != 0; bits &= bits - 1) {
+        Slots(block)[word * kWordBits + static_cast<size_t>(__builtin_ctzll(bits))].~Slot();
+      }
+    }
+    munmap(block, kBlockBytes);
+  }
+  blocks_.clear();
+  free_.clear();
+  used_in_last_ = 0;
+  live_ = 0;
+}
+
+Slot* SlotPool::New() {
+  Slot* storage = nullptr;
+  if (!free_.empty()) {
+    storage = free_.back();
+    free_.pop_back();
+  } else {
+    if (blocks_.empty() || used_in_last_ == kSlotsPerBlock) {
+      blocks_.push_back(MapBlock());
+      used_in_last_ = 0;
+    }
+    storage = Slots(blocks_.back()) + used_in_last_++;
+  }
+  Slot* slot = new (storage) Slot();
+  SetLive(slot, true);
+  ++live_;
+  return slot;
+}
+
+void SlotPool::Delete(Slot* slot) {
+  SetLive(slot, false);
+  slot->~Slot();
+  free_.push_back(slot);
+  --live_;
+}
+
+}  // namespace bucketd

@@ -1,0 +1,44 @@
+#pragma once
+// Where slots live. There is one slot per tracked (user, bucket) pair, so a big state has
+// tens of millions: allocating each with malloc cost a heap header per slot, a malloc
+// call per slot on ingest and snapshot load, and a page fault per 4 KiB of fresh slots
+// (a third of snapshot load time when measured). The pool carves slots out of 2 MiB
+// blocks advised as huge pages and recycles freed ones, so none of that is paid per slot.
+//
+// Not thread-safe: the fold owns its pool, like the rest of State.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "engine/state_fwd.h"
+
+namespace bucketd {
+
+class SlotPool {
+ public:
+  SlotPool() = default;
+  SlotPool(SlotPool&& other) noexcept;
+  SlotPool& operator=(SlotPool&& other) noexcept;
+  SlotPool(const SlotPool&) = delete;
+  SlotPool& operator=(const SlotPool&) = delete;
+  ~SlotPool();  // destroys the slots still live
+
+  Slot* New();  // a default-constructed slot
+  void Delete(Slot* slot);
+  size_t live() const { return live_; }
+  size_t reserved_bytes() const { return blocks_.size() * kBlockBytes; }
+
+  static constexpr size_t kBlockBytes = size_t{2} << 20;
+
+ private:
+  void Release();
+
+  // Each block starts with a bitmap of its live slots (constructed, not deleted), found
+  // from any slot by masking its address: blocks are aligned to their size.
+  std::vector<void*> blocks_;
+  size_t used_in_last_ = 0;  // slots handed out of the last block so far
+  std::vector<Slot*> free_;  // deleted slots, reused first
+  size_t live_ = 0;
+};
+
+}  // namespace bucketd
