@@ -59,7 +59,8 @@ void* MapBlock() {
 
 SlotPool::SlotPool(SlotPool&& other) noexcept
     : blocks_(std::move(other.blocks_)),
-      used_in_last_(std::exchange(other.used_in_last_, 0)),
+      current_(std::exchange(other.current_, 0)),
+      used_in_current_(std::exchange(other.used_in_current_, 0)),
       free_(std::move(other.free_)),
       live_(std::exchange(other.live_, 0)) {
   other.blocks_.clear();
@@ -70,7 +71,8 @@ SlotPool& SlotPool::operator=(SlotPool&& other) noexcept {
   if (this != &other) {
     Release();
     blocks_ = std::move(other.blocks_);
-    used_in_last_ = std::exchange(other.used_in_last_, 0);
+    current_ = std::exchange(other.current_, 0);
+    used_in_current_ = std::exchange(other.used_in_current_, 0);
     free_ = std::move(other.free_);
     live_ = std::exchange(other.live_, 0);
     other.blocks_.clear();
@@ -92,8 +94,30 @@ void SlotPool::Release() {
   }
   blocks_.clear();
   free_.clear();
-  used_in_last_ = 0;
+  current_ = 0;
+  used_in_current_ = 0;
   live_ = 0;
+}
+
+std::jthread SlotPool::ReserveAndPrefault(size_t count) {
+  if (count <= free_.size()) return {};
+  count -= free_.size();
+  const size_t left_in_current = blocks_.empty() ? 0 : kSlotsPerBlock - used_in_current_;
+  if (count <= left_in_current) return {};
+  const size_t first_new = blocks_.size();
+  const size_t new_blocks = (count - left_in_current + kSlotsPerBlock - 1) / kSlotsPerBlock;
+  std::vector<void*> reserved;
+  for (size_t i = 0; i < new_blocks; ++i) {
+    blocks_.push_back(MapBlock());
+    reserved.push_back(blocks_.back());
+  }
+  if (first_new == 0) used_in_current_ = 0;  // the pool was empty: start at block 0
+  return std::jthread([reserved = std::move(reserved)] {
+    // In the order New() will use them. Unsupported kernels (before 5.14) just skip it.
+    for (void* block : reserved) {
+      if (madvise(block, kBlockBytes, MADV_POPULATE_WRITE) != 0) return;
+    }
+  });
 }
 
 Slot* SlotPool::New() {
@@ -102,11 +126,15 @@ Slot* SlotPool::New() {
     storage = free_.back();
     free_.pop_back();
   } else {
-    if (blocks_.empty() || used_in_last_ == kSlotsPerBlock) {
+    if (blocks_.empty()) {
       blocks_.push_back(MapBlock());
-      used_in_last_ = 0;
+      current_ = used_in_current_ = 0;
+    } else if (used_in_current_ == kSlotsPerBlock) {
+      if (current_ + 1 == blocks_.size()) blocks_.push_back(MapBlock());  // none reserved
+      ++current_;
+      used_in_current_ = 0;
     }
-    storage = Slots(blocks_.back()) + used_in_last_++;
+    storage = Slots(blocks_[current_]) + used_in_current_++;
   }
   Slot* slot = new (storage) Slot();
   SetLive(slot, true);

@@ -8,6 +8,7 @@
 // Not thread-safe: the fold owns its pool, like the rest of State.
 #include <cstddef>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "engine/state_fwd.h"
@@ -25,6 +26,12 @@ class SlotPool {
 
   Slot* New();  // a default-constructed slot
   void Delete(Slot* slot);
+
+  // Maps blocks for `count` more slots up front and faults them in on a background thread
+  // (joined when the returned thread is destroyed), so that the kernel zeroes pages while
+  // the caller fills earlier ones: zeroing fresh huge pages was a quarter of snapshot load
+  // time when measured. The thread touches only page tables, never slot contents.
+  [[nodiscard]] std::jthread ReserveAndPrefault(size_t count);
   size_t live() const { return live_; }
   size_t reserved_bytes() const { return blocks_.size() * kBlockBytes; }
 
@@ -36,8 +43,9 @@ class SlotPool {
   // Each block starts with a bitmap of its live slots (constructed, not deleted), found
   // from any slot by masking its address: blocks are aligned to their size.
   std::vector<void*> blocks_;
-  size_t used_in_last_ = 0;  // slots handed out of the last block so far
-  std::vector<Slot*> free_;  // deleted slots, reused first
+  size_t current_ = 0;          // the block New() carves from; later ones are reserved
+  size_t used_in_current_ = 0;  // slots handed out of it so far
+  std::vector<Slot*> free_;     // deleted slots, reused first
   size_t live_ = 0;
 };
 
