@@ -151,7 +151,12 @@ class Population {
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
       breakdown_.slots_vector += Chunk(user->slots.data());
       breakdown_.events += Chunk(user->events.data());
-      for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.data());
+      for (const EventHistory& h : user->events) {
+        // Instants beyond the inline capacity live in a heap buffer of their own.
+        if (h.newest.capacity() > decltype(h.newest)().capacity()) {
+          breakdown_.events += Chunk(h.newest.data());
+        }
+      }
       for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.data());
     }
   }

@@ -203,7 +203,7 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
-      for (const EventHistory& h : user->events) line(h.newest.data());
+      for (const EventHistory& h : user->events) line(&h);
       break;
   }
 }
@@ -249,7 +249,14 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
   auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
                              [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
   if (it == user->events.end() || it->name_id != name_id) {
-    it = user->events.insert(it, EventHistory{name_id, 0, occurred_at, occurred_at, {}});
+    // Appended, then rotated into place: inserting in the middle of the vector moves
+    // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
+    const size_t at = static_cast<size_t>(it - user->events.begin());
+    EventHistory& added = user->events.emplace_back();
+    added.name_id = name_id;
+    added.first_at = added.last_at = occurred_at;
+    it = user->events.begin() + static_cast<std::ptrdiff_t>(at);
+    std::rotate(it, user->events.end() - 1, user->events.end());
   }
   EventHistory& h = *it;
   ++h.total_count;
