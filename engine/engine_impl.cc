@@ -203,6 +203,27 @@ class EngineImpl final : public Engine {
     return Commit();
   }
 
+  Status EndGroupPipelined() override {
+    grouping_ = false;
+    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (!log_->has_staged()) return Status::Ok();
+    // A snapshot must not include a group that is not durable yet: commit in one piece.
+    if (SnapshotDue()) return CommitNow();
+    if (Status s = log_->StartCommit(); !s.ok()) return LogWriteFailed(s);
+    in_flight_transition_seq_ = fold_.state().transition_seq;
+    group_in_flight_ = true;
+    return Status::Ok();
+  }
+
+  Status AwaitGroup() override {
+    if (!group_in_flight_) return Status::Ok();
+    group_in_flight_ = false;
+    if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);
+    stats_.transitions_emitted += in_flight_transition_seq_ - committed_transition_seq_;
+    committed_transition_seq_ = in_flight_transition_seq_;
+    return Status::Ok();
+  }
+
   // --- the clock ---
 
   TimeMs Now() const override {
@@ -386,7 +407,9 @@ class EngineImpl final : public Engine {
     // A running snapshot is cheap to let finish; a killed one would only be wasted work.
     ReapSnapshot(true);
     // A failed open has no log to flush.
-    return read_only_ || log_ == nullptr ? Status::Ok() : log_->Flush();
+    if (read_only_ || log_ == nullptr) return Status::Ok();
+    if (Status s = AwaitGroup(); !s.ok()) return s;
+    return log_->Flush();
   }
 
   ~EngineImpl() override { Close(); }
@@ -472,13 +495,9 @@ class EngineImpl final : public Engine {
   Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
 
   Status CommitNow() {
+    if (Status s = AwaitGroup(); !s.ok()) return s;
     if (!log_->has_staged()) return Status::Ok();
-    Status s = log_->Commit();
-    if (!s.ok()) {
-      // Memory is now ahead of the log: refuse everything until a restart replays it.
-      failed_ = Status::IoError("log write failed, restart required: " + s.message());
-      return failed_;
-    }
+    if (Status s = log_->Commit(); !s.ok()) return LogWriteFailed(s);
     stats_.transitions_emitted += fold_.state().transition_seq - committed_transition_seq_;
     committed_transition_seq_ = fold_.state().transition_seq;
     MaybeSnapshot();
@@ -488,19 +507,29 @@ class EngineImpl final : public Engine {
   // Automatic snapshots fork (SnapshotStore::StartBackground), so ingest pauses only for
   // the fork instead of the whole serialization; at most one runs at a time. The interval
   // counts from the fork, so a failing disk is retried once per interval, not per commit.
-  void MaybeSnapshot() {
+  // Memory is now ahead of the log: refuse everything until a restart replays it.
+  Status LogWriteFailed(const Status& s) {
+    failed_ = Status::IoError("log write failed, restart required: " + s.message());
+    return failed_;
+  }
+
+  // True when an automatic snapshot is due and none is running.
+  bool SnapshotDue() {
     ReapSnapshot(false);
-    if (snapshots_.background_running()) return;
+    if (snapshots_.background_running()) return false;
     const uint64_t since = fold_.state().applied_seq - last_snapshot_seq_;
-    const auto now = std::chrono::steady_clock::now();
     const bool by_records =
         options_.snapshot_every_records > 0 && since >= options_.snapshot_every_records;
-    const bool by_time =
-        options_.snapshot_every_ms > 0 && since > 0 &&
-        now - last_snapshot_time_ >= std::chrono::milliseconds(options_.snapshot_every_ms);
-    if (!by_records && !by_time) return;
+    const bool by_time = options_.snapshot_every_ms > 0 && since > 0 &&
+                         std::chrono::steady_clock::now() - last_snapshot_time_ >=
+                             std::chrono::milliseconds(options_.snapshot_every_ms);
+    return by_records || by_time;
+  }
+
+  void MaybeSnapshot() {
+    if (!SnapshotDue()) return;
     last_snapshot_seq_ = fold_.state().applied_seq;
-    last_snapshot_time_ = now;
+    last_snapshot_time_ = std::chrono::steady_clock::now();
     // A fork that fails (out of memory, process limit) is as a failed write: retried later.
     snapshots_.StartBackground(fold_);
   }
@@ -584,6 +613,8 @@ class EngineImpl final : public Engine {
   std::vector<Transition> scratch_;
   Record record_scratch_;  // reused so ingest keeps its string capacity
   std::atomic<uint64_t> committed_transition_seq_{0};
+  bool group_in_flight_ = false;  // EndGroupPipelined started a commit not yet awaited
+  uint64_t in_flight_transition_seq_ = 0;
   uint64_t last_snapshot_seq_ = 0;
   std::chrono::steady_clock::time_point last_snapshot_time_;
   mutable EngineStats stats_;

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include <absl/container/flat_hash_set.h>
 #include <absl/strings/string_view.h>
@@ -192,7 +195,17 @@ class RocksLog final : public Log {
       : options_(options), db_(db), families_(std::move(families)) {}
 
   ~RocksLog() override {
-    // Staged but uncommitted writes are dropped: they were never acknowledged.
+    // A started commit completes (its batch may already be on disk); then the committer
+    // stops. Staged but uncommitted writes are dropped: they were never acknowledged.
+    (void)FinishCommit();
+    if (committer_.joinable()) {
+      {
+        std::lock_guard lock(committer_mu_);
+        committer_stopping_ = true;
+      }
+      committer_cv_.notify_all();
+      committer_.join();
+    }
     for (rocksdb::ColumnFamilyHandle* family : families_) {
       db_->DestroyColumnFamilyHandle(family).PermitUncheckedError();
     }
@@ -210,6 +223,8 @@ class RocksLog final : public Log {
   void Stage(const Record& record, std::span<const Transition> transitions) override;
   bool SeenIdempotencyKey(std::string_view key) const override;
   Status Commit() override;
+  Status StartCommit() override;
+  Status FinishCommit() override;
   bool has_staged() const override { return pending_.Count() > 0; }
 
   std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const override;
@@ -248,6 +263,19 @@ class RocksLog final : public Log {
   flatbuffers::FlatBufferBuilder builder_;
   // Sticky: after a failed write or lookup, every Commit() fails and the engine stops.
   mutable Status error_;
+
+  // The started commit (StartCommit): the batch and keys belong to the committer thread
+  // from StartCommit until FinishCommit sees it done.
+  void CommitterLoop();
+  bool in_flight_ = false;
+  rocksdb::WriteBatch in_flight_batch_;
+  absl::flat_hash_set<std::string> in_flight_idempotency_keys_;
+  std::thread committer_;  // started with the first StartCommit
+  std::mutex committer_mu_;
+  std::condition_variable committer_cv_;
+  bool write_requested_ = false;  // guarded by committer_mu_, like the two below
+  bool committer_stopping_ = false;
+  rocksdb::Status write_status_;
 };
 
 Status RocksLog::Recover() {
@@ -335,7 +363,10 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
 
 bool RocksLog::SeenIdempotencyKey(std::string_view key) const {
   // Debian's Abseil has its own string_view type, not an alias of std::string_view.
-  if (pending_idempotency_keys_.contains(absl::string_view(key.data(), key.size()))) return true;
+  const absl::string_view k(key.data(), key.size());
+  if (pending_idempotency_keys_.contains(k) || in_flight_idempotency_keys_.contains(k)) {
+    return true;
+  }
   rocksdb::PinnableSlice seq;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kIdempotency),
                                rocksdb::Slice(key.data(), key.size()), &seq);
@@ -350,6 +381,7 @@ bool RocksLog::SeenIdempotencyKey(std::string_view key) const {
 
 Status RocksLog::Commit() {
   if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
+  if (Status s = FinishCommit(); !s.ok()) return s;
   if (!error_.ok()) return error_;
   if (pending_.Count() == 0) return Status::Ok();
   rocksdb::WriteOptions write;
@@ -366,6 +398,55 @@ Status RocksLog::Commit() {
   pending_.Clear();
   pending_idempotency_keys_.clear();
   return Status::Ok();
+}
+
+Status RocksLog::StartCommit() {
+  if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
+  if (Status s = FinishCommit(); !s.ok()) return s;
+  if (!error_.ok()) return error_;
+  if (pending_.Count() == 0) return Status::Ok();
+  std::swap(in_flight_batch_, pending_);
+  std::swap(in_flight_idempotency_keys_, pending_idempotency_keys_);
+  in_flight_ = true;
+  if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });
+  {
+    std::lock_guard lock(committer_mu_);
+    write_requested_ = true;
+  }
+  committer_cv_.notify_all();
+  return Status::Ok();
+}
+
+Status RocksLog::FinishCommit() {
+  if (!in_flight_) return Status::Ok();
+  rocksdb::Status written;
+  {
+    std::unique_lock lock(committer_mu_);
+    committer_cv_.wait(lock, [this] { return !write_requested_; });
+    written = write_status_;
+  }
+  in_flight_ = false;
+  in_flight_batch_.Clear();
+  in_flight_idempotency_keys_.clear();
+  if (!written.ok()) error_ = FromRocks(written, "committing to the log");
+  return error_;
+}
+
+void RocksLog::CommitterLoop() {
+  std::unique_lock lock(committer_mu_);
+  for (;;) {
+    committer_cv_.wait(lock, [this] { return write_requested_ || committer_stopping_; });
+    if (!write_requested_) return;  // stopping, nothing in flight
+    lock.unlock();
+    // Same options as Commit(): visible to readers only once durable.
+    rocksdb::WriteOptions write;
+    write.sync = options_.sync;
+    rocksdb::Status s = db_->Write(write, &in_flight_batch_);
+    lock.lock();
+    write_status_ = s;
+    write_requested_ = false;
+    committer_cv_.notify_all();
+  }
 }
 
 std::unique_ptr<RecordReader> RocksLog::ReadFrom(uint64_t from_seq) const {
@@ -416,6 +497,7 @@ uint64_t RocksLog::ApproximateBytes() const {
 
 Status RocksLog::Flush() {
   if (options_.read_only) return Status::Ok();
+  if (Status s = FinishCommit(); !s.ok()) return s;
   if (Status s = FromRocks(db_->FlushWAL(/*sync=*/true), "syncing the log"); !s.ok()) return s;
   // Also write the memtables out: the next open (a restart, `bucketctl replay`) then reads
   // table files instead of re-inserting the whole WAL into a memtable first, which cost

@@ -52,8 +52,17 @@ class Log {
   // True if the key was committed or staged before.
   virtual bool SeenIdempotencyKey(std::string_view key) const = 0;
   // Writes every staged record in one batch; fsyncs in sync mode. On error the engine's
-  // memory is ahead of the log and it must stop (see Engine).
+  // memory is ahead of the log and it must stop (see Engine). Finishes a started commit
+  // first.
   virtual Status Commit() = 0;
+  // Commit in two halves, so the writer can stage the next batch while this one is
+  // written (and fsynced) on the log's own thread: StartCommit hands the staged batch
+  // over and returns; FinishCommit waits for it and reports how it went. At most one is
+  // in flight (StartCommit finishes the previous one first). Until FinishCommit returns
+  // OK nothing of the batch is durable or visible to readers; its idempotency keys count
+  // as seen from StartCommit on.
+  virtual Status StartCommit() = 0;
+  virtual Status FinishCommit() = 0;
   virtual bool has_staged() const = 0;
 
   // Records with seq >= from_seq, in order (committed ones only).

@@ -60,11 +60,13 @@ void EngineThread::Enqueue(WorkItem item) {
 
 void EngineThread::Loop() {
   std::vector<WorkItem> round;
-  std::vector<Completion> completions;
+  std::vector<Completion> folded;     // answers of the round just folded
+  std::vector<Completion> in_flight;  // answers of the round being written
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
-      if (queue_.empty() && !stopping_) {
+      // With a round in flight, do not sleep: it is answered as soon as it is durable.
+      if (queue_.empty() && !stopping_ && in_flight.empty()) {
         if (config_.background_sweeps) {
           queue_cv_.wait_for(lock, TimeUntilSweep(),
                              [this] { return !queue_.empty() || stopping_; });
@@ -72,26 +74,40 @@ void EngineThread::Loop() {
           queue_cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
         }
       }
-      if (queue_.empty() && stopping_) return;
+      if (queue_.empty() && stopping_ && in_flight.empty()) return;
       round.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
       queue_.clear();
     }
     // Every item queued so far runs in this round and shares one log write and one fsync
-    // (group commit); nobody is answered before it is durable.
-    engine_->BeginGroup();
-    completions.clear();
-    for (WorkItem& item : round) completions.push_back(item(*engine_));
-    round.clear();
-    if (Status status = engine_->EndGroup(); !status.ok()) {
-      // Memory is ahead of the log and nothing of this round was acknowledged: stop, and
-      // let the restart replay the log.
-      spdlog::critical("event=group_commit_failed error=\"{}\"", status.ToString());
-      std::abort();
+    // (group commit). The write runs on the log's thread while the next round folds here
+    // (pipelined); nobody is answered before their round is durable.
+    folded.clear();
+    if (!round.empty()) {
+      engine_->BeginGroup();
+      for (WorkItem& item : round) folded.push_back(item(*engine_));
+      round.clear();
     }
-    for (Completion& done : completions) done();
+    AnswerDurableRound(&in_flight);
+    if (!folded.empty()) {
+      if (Status status = engine_->EndGroupPipelined(); !status.ok()) CommitFailed(status);
+      std::swap(in_flight, folded);
+    }
     if (config_.background_sweeps && TimeUntilSweep().count() <= 0) BackgroundSweep();
     PublishTransitions();
   }
+}
+
+void EngineThread::AnswerDurableRound(std::vector<Completion>* round) {
+  if (Status status = engine_->AwaitGroup(); !status.ok()) CommitFailed(status);
+  for (Completion& done : *round) done();
+  round->clear();
+}
+
+void EngineThread::CommitFailed(const Status& status) {
+  // Memory is ahead of the log and nothing of the round was acknowledged: stop, and let
+  // the restart replay the log.
+  spdlog::critical("event=group_commit_failed error=\"{}\"", status.ToString());
+  std::abort();
 }
 
 std::chrono::milliseconds EngineThread::TimeUntilSweep() const {

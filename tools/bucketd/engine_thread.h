@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "bucketd/engine.h"
 
@@ -74,6 +75,9 @@ class EngineThread {
   void Loop();
   // The wait before the next background sweep is due (wall-clock mode).
   std::chrono::milliseconds TimeUntilSweep() const;
+  // Waits until the group in flight is durable, then runs the round's completions.
+  void AnswerDurableRound(std::vector<Completion>* round);
+  [[noreturn]] static void CommitFailed(const Status& status);
   void BackgroundSweep();
   void PublishTransitions();
 

@@ -262,6 +262,9 @@ int Serve(const Flags& flags) {
     server.set_payload_max_length(kBodyBytesMax);
     server.set_keep_alive_max_count(kKeepAliveRequestsMax);
     server.set_keep_alive_timeout(kKeepAliveIdleSeconds);
+    // Responses go out in more than one write (headers, body): with Nagle's algorithm on, a
+    // keep-alive client's delayed ACK held each response ~40 ms (p50 52 ms when measured).
+    server.set_tcp_nodelay(true);
     HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock});
     api.Register(server);
 

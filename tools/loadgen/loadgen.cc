@@ -51,6 +51,7 @@ void Worker(const Config& config, std::chrono::steady_clock::time_point deadline
   std::mt19937_64 rng(seed);
   httplib::Client client(config.host, config.port);
   client.set_keep_alive(true);
+  client.set_tcp_nodelay(true);  // a request is headers + body: no Nagle wait between them
   client.set_read_timeout(60, 0);
   httplib::Headers headers;
   if (!config.token.empty()) headers.emplace("Authorization", "Bearer " + config.token);

@@ -189,6 +189,15 @@ class Engine {
   // REQUIRES: nothing a grouped call returned is acknowledged before EndGroup() is OK.
   virtual void BeginGroup() = 0;
   virtual Status EndGroup() = 0;
+  // EndGroup in two halves, so a server can fold its next group while this one is written
+  // and fsynced on the log's thread: EndGroupPipelined() hands the group to the log and
+  // returns; AwaitGroup() waits until it is durable. At most one group is in flight (the
+  // next EndGroupPipelined, and any call that commits, awaits it first). Reads see the
+  // in-flight group's effects, as they see a group's own earlier calls; the transition
+  // stream (LastTransitionSeq, ReadTransitions) shows them only once durable.
+  // REQUIRES: nothing of a group is acknowledged before AwaitGroup() is OK.
+  virtual Status EndGroupPipelined() = 0;
+  virtual Status AwaitGroup() = 0;
 
   // --- the clock ---
   virtual TimeMs Now() const = 0;
