@@ -103,6 +103,7 @@ class Fold {
   void Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook);
   void Unfile(Slot* slot);
   void ApplyUserDue(User* user, TimeMs now, Emitter* emit);
+  void PrefetchDue(const DueIndex& index) const;
   uint64_t SweepTo(TimeMs t, Emitter* emit);
 
   // Helpers.
