@@ -9,6 +9,9 @@
 // cache and a descent misses two or three times; slots also lose their 24-byte hook.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <iterator>
 
 #include <absl/container/btree_map.h>
 
@@ -33,11 +36,14 @@ class DueIndex {
     // with the end as hint skips the descent.
     if (entries_.empty() || std::prev(entries_.end())->first < key) {
       entries_.emplace_hint(entries_.end(), key, slot);
-    } else {
-      entries_.emplace(key, slot);
+    } else if (!entries_.emplace(key, slot).second) {
+      Broken("a slot filed twice");
     }
   }
-  void Erase(DueKey key) { entries_.erase(key); }
+  // Removes the entry under `key`, which must be there (a slot's key is its due_at).
+  void Erase(DueKey key) {
+    if (entries_.erase(key) != 1) Broken("a filed slot missing from its time index");
+  }
 
   bool empty() const { return entries_.empty(); }
   size_t size() const { return entries_.size(); }
@@ -50,6 +56,13 @@ class DueIndex {
   Entries::const_iterator end() const { return entries_.end(); }
 
  private:
+  // The index and the slots' due instants disagree: the state is no longer a fold of the
+  // log, and going on could loop or diverge. Stop loudly.
+  [[noreturn]] static void Broken(const char* what) {
+    std::fprintf(stderr, "bucketd: time index invariant violated: %s\n", what);
+    std::abort();
+  }
+
   Entries entries_;
 };
 

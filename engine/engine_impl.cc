@@ -216,6 +216,9 @@ class EngineImpl final : public Engine {
   }
 
   Status AwaitGroup() override {
+    // Sticky: once a write failed, no later call may report the group (or anything after
+    // it) durable, whoever noticed the failure first.
+    if (!failed_.ok()) return failed_;
     if (!group_in_flight_) return Status::Ok();
     group_in_flight_ = false;
     if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);

@@ -107,9 +107,13 @@ std::jthread SlotPool::ReserveAndPrefault(size_t count) {
   const size_t first_new = blocks_.size();
   const size_t new_blocks = (count - left_in_current + kSlotsPerBlock - 1) / kSlotsPerBlock;
   std::vector<void*> reserved;
-  for (size_t i = 0; i < new_blocks; ++i) {
-    blocks_.push_back(MapBlock());
-    reserved.push_back(blocks_.back());
+  try {
+    for (size_t i = 0; i < new_blocks; ++i) {
+      blocks_.push_back(MapBlock());
+      reserved.push_back(blocks_.back());
+    }
+  } catch (const std::bad_alloc&) {
+    // A reservation is only a head start: New() maps (and reports) for real if needed.
   }
   if (first_new == 0) used_in_current_ = 0;  // the pool was empty: start at block 0
   return std::jthread([reserved = std::move(reserved)] {

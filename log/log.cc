@@ -405,10 +405,11 @@ Status RocksLog::StartCommit() {
   if (Status s = FinishCommit(); !s.ok()) return s;
   if (!error_.ok()) return error_;
   if (pending_.Count() == 0) return Status::Ok();
+  // Started before anything is handed over, so a failure to start leaves no batch in limbo.
+  if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });
   std::swap(in_flight_batch_, pending_);
   std::swap(in_flight_idempotency_keys_, pending_idempotency_keys_);
   in_flight_ = true;
-  if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });
   {
     std::lock_guard lock(committer_mu_);
     write_requested_ = true;

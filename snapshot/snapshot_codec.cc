@@ -559,9 +559,9 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
     tally[b].filed.reserve(due_count);
   }
   if (root.user_count() > stream->size()) return Damaged("user count exceeds the stream");
-  // Every slot takes at least a few stream bytes, so a lying count cannot reserve more
-  // than the file could describe.
-  const uint64_t slot_count = std::min<uint64_t>(root.slot_count(), stream->size() / 4);
+  // Every slot takes at least 6 stream bytes, so a lying count cannot reserve more than
+  // the file could describe.
+  const uint64_t slot_count = std::min<uint64_t>(root.slot_count(), stream->size() / 6);
   std::jthread prefault = st.slot_pool.ReserveAndPrefault(slot_count);
   st.users.reserve(root.user_count());
   for (uint32_t i = 0; i < root.user_count(); ++i) {

@@ -1,5 +1,6 @@
 // Every input acknowledged in sync mode survives a SIGKILL at a random moment.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -164,4 +165,68 @@ TEST_CASE("a pipelined group: keys count as seen at once, transitions show once 
   Member m;
   CHECK(engine->GetMember("seen", "c", &m).ok());
   CHECK_FALSE(engine->GetMember("seen", "b", &m).ok());
+}
+
+namespace {
+
+// The child: ingests in pipelined groups until a log write fails (its files may not grow
+// past RLIMIT_FSIZE), then checks that the failure sticks. Exit code 0 means it did.
+[[noreturn]] void FailWritesAndCheckSticky(const std::string& dir) {
+  Options options;
+  options.data_dir = dir;
+  options.durability = Durability::kSync;
+  options.clock = ClockMode::kManual;
+  options.start_time_ms = kT0;
+  options.snapshot_every_records = 0;
+  options.snapshot_every_ms = 0;
+  std::unique_ptr<Engine> engine;
+  if (!Engine::Open(options, &engine).ok()) _exit(2);
+  bool created;
+  if (!engine
+           ->DefineBucket(
+               R"({"id":"seen","criteria":{"type":"event","eventName":"x","check":"exists"}})",
+               DefineMode::kCreateOrReplace, std::nullopt, &created)
+           .ok()) {
+    _exit(3);
+  }
+  // Writes past 1 MiB now fail with EFBIG instead of killing the process.
+  signal(SIGXFSZ, SIG_IGN);
+  const rlimit limit{1 << 20, 1 << 20};
+  if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(4);
+  const std::string padding(200, 'p');
+  bool failed = false;
+  for (uint32_t n = 0; n < 200'000 && !failed;) {
+    std::vector<EventInput> batch;
+    for (int i = 0; i < 100; ++i, ++n) {
+      batch.push_back(
+          {"u" + std::to_string(n) + padding, "x", std::nullopt, std::nullopt, {}, std::nullopt});
+    }
+    engine->BeginGroup();
+    BatchResult result;
+    if (!engine->IngestBatch(batch, &result).ok()) break;  // refused: the failure was seen
+    failed = !engine->EndGroupPipelined().ok();
+  }
+  // Whoever noticed the failure first, every later await, commit and snapshot fails too.
+  if (engine->AwaitGroup().ok()) _exit(5);
+  if (engine->AwaitGroup().ok()) _exit(6);
+  if (engine->EndGroupPipelined().ok()) _exit(7);
+  if (engine->TakeSnapshot(nullptr).ok()) _exit(8);
+  IngestResult r;
+  if (engine->Ingest({"late", "x", std::nullopt, std::nullopt, {}, std::nullopt}, &r).ok()) {
+    _exit(9);
+  }
+  _exit(0);
+}
+
+}  // namespace
+
+TEST_CASE("a failed pipelined log write sticks: nothing after it is reported durable") {
+  TempDir dir;
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) FailWritesAndCheckSticky(dir.path());
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }

@@ -195,6 +195,7 @@ class Engine {
   // next EndGroupPipelined, and any call that commits, awaits it first). Reads see the
   // in-flight group's effects, as they see a group's own earlier calls; the transition
   // stream (LastTransitionSeq, ReadTransitions) shows them only once durable.
+  // After a failed log write both keep failing (the engine must be restarted).
   // REQUIRES: nothing of a group is acknowledged before AwaitGroup() is OK.
   virtual Status EndGroupPipelined() = 0;
   virtual Status AwaitGroup() = 0;
