@@ -225,15 +225,12 @@ void EncodeUser(const User& user, StreamWriter* w) {
   }
 }
 
-// A filed slot with its DueOrder key copied out, so that sorting a bucket's time index
+// A filed slot with its time-index key copied out, so that sorting a bucket's time index
 // compares in-cache integers instead of chasing each slot and its user.
 struct DueEntry {
-  TimeMs due_at;
-  uint32_t user_index;
+  DueKey key;
   Slot* slot;
-  bool operator<(const DueEntry& o) const {
-    return due_at != o.due_at ? due_at < o.due_at : user_index < o.user_index;
-  }
+  bool operator<(const DueEntry& o) const { return key < o.key; }
 };
 
 // Per bucket, what the user stream holds for its indices: the filed slots (in user order;
@@ -326,7 +323,7 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
     if ((slot_flags & kSlotFiled) && s.due_at == kNever)
       return Damaged(where() + ": bad due instant");
     s.source = static_cast<MembershipSource>(source);
-    if (s.due_at != kNever) (*tally)[s.bucket].filed.push_back({s.due_at, index, &s});
+    if (s.due_at != kNever) (*tally)[s.bucket].filed.push_back({DueKey{s.due_at, index}, &s});
     if (s.active) ++(*tally)[s.bucket].active;
   }
 
@@ -394,7 +391,7 @@ Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tall
       if (i > 0 && !(filed[i - 1] < filed[i])) {
         return Damaged("bucket " + bucket.def.id + ": a user has two slots");
       }
-      bucket.due_index.Insert(DueKey{filed[i].due_at, filed[i].user_index}, filed[i].slot);
+      bucket.due_index.Insert(filed[i].key, filed[i].slot);
     }
     std::vector<DueEntry>().swap(filed);
   }

@@ -17,11 +17,9 @@ using namespace bucketd::testing;
 
 namespace {
 
-// The child: ingests batches forever in sync mode and reports each acknowledged batch's
-// last user number through the pipe. It never returns. `pipelined`: each batch is its own
-// group ended with EndGroupPipelined, so it is written while the next one folds, and is
-// acknowledged only once the next EndGroupPipelined (which awaits it) returns.
-[[noreturn]] void IngestUntilKilled(const std::string& dir, int fd, bool pipelined) {
+// A child process's engine: sync mode, manual clock, no automatic snapshots, and a bucket
+// "seen" every user with an `x` event joins. Exits the child (2, 3) if that fails.
+std::unique_ptr<Engine> OpenChildEngine(const std::string& dir) {
   Options options;
   options.data_dir = dir;
   options.durability = Durability::kSync;
@@ -39,6 +37,15 @@ namespace {
            .ok()) {
     _exit(3);
   }
+  return engine;
+}
+
+// The child: ingests batches forever in sync mode and reports each acknowledged batch's
+// last user number through the pipe. It never returns. `pipelined`: each batch is its own
+// group ended with EndGroupPipelined, so it is written while the next one folds, and is
+// acknowledged only once the next EndGroupPipelined (which awaits it) returns.
+[[noreturn]] void IngestUntilKilled(const std::string& dir, int fd, bool pipelined) {
+  std::unique_ptr<Engine> engine = OpenChildEngine(dir);
   uint32_t in_flight = 0;  // pipelined: users below this are in the group being written
   for (uint32_t n = 0;;) {
     std::vector<EventInput> batch;
@@ -172,23 +179,7 @@ namespace {
 // The child: ingests in pipelined groups until a log write fails (its files may not grow
 // past RLIMIT_FSIZE), then checks that the failure sticks. Exit code 0 means it did.
 [[noreturn]] void FailWritesAndCheckSticky(const std::string& dir) {
-  Options options;
-  options.data_dir = dir;
-  options.durability = Durability::kSync;
-  options.clock = ClockMode::kManual;
-  options.start_time_ms = kT0;
-  options.snapshot_every_records = 0;
-  options.snapshot_every_ms = 0;
-  std::unique_ptr<Engine> engine;
-  if (!Engine::Open(options, &engine).ok()) _exit(2);
-  bool created;
-  if (!engine
-           ->DefineBucket(
-               R"({"id":"seen","criteria":{"type":"event","eventName":"x","check":"exists"}})",
-               DefineMode::kCreateOrReplace, std::nullopt, &created)
-           .ok()) {
-    _exit(3);
-  }
+  std::unique_ptr<Engine> engine = OpenChildEngine(dir);
   // Writes past 1 MiB now fail with EFBIG instead of killing the process.
   signal(SIGXFSZ, SIG_IGN);
   const rlimit limit{1 << 20, 1 << 20};
