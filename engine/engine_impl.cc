@@ -203,13 +203,18 @@ class EngineImpl final : public Engine {
     return Commit();
   }
 
-  Status EndGroupPipelined() override {
+  Status EndGroupPipelined(std::function<void()> on_written) override {
     grouping_ = false;
-    if (Status s = AwaitGroup(); !s.ok()) return s;
-    if (!log_->has_staged()) return Status::Ok();
+    const auto written_now = [&on_written](Status status) {
+      if (on_written) on_written();
+      return status;
+    };
+    if (Status s = AwaitGroup(); !s.ok()) return written_now(s);
+    if (!log_->has_staged()) return written_now(Status::Ok());
     // A snapshot must not include a group that is not durable yet: commit in one piece.
-    if (SnapshotDue()) return CommitNow();
-    if (Status s = log_->StartCommit(); !s.ok()) return LogWriteFailed(s);
+    if (SnapshotDue()) return written_now(CommitNow());
+    // The log runs on_written in every case, also when it fails to start.
+    if (Status s = log_->StartCommit(std::move(on_written)); !s.ok()) return LogWriteFailed(s);
     in_flight_transition_seq_ = fold_.state().transition_seq;
     group_in_flight_ = true;
     return Status::Ok();

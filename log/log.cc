@@ -223,7 +223,7 @@ class RocksLog final : public Log {
   void Stage(const Record& record, std::span<const Transition> transitions) override;
   bool SeenIdempotencyKey(std::string_view key) const override;
   Status Commit() override;
-  Status StartCommit() override;
+  Status StartCommit(std::function<void()> on_written) override;
   Status FinishCommit() override;
   bool has_staged() const override { return pending_.Count() > 0; }
 
@@ -275,6 +275,7 @@ class RocksLog final : public Log {
   std::condition_variable committer_cv_;
   bool write_requested_ = false;  // guarded by committer_mu_, like the two below
   bool committer_stopping_ = false;
+  std::function<void()> on_written_;  // StartCommit's callback for the write in flight
   rocksdb::Status write_status_;
 };
 
@@ -400,11 +401,18 @@ Status RocksLog::Commit() {
   return Status::Ok();
 }
 
-Status RocksLog::StartCommit() {
-  if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
-  if (Status s = FinishCommit(); !s.ok()) return s;
-  if (!error_.ok()) return error_;
-  if (pending_.Count() == 0) return Status::Ok();
+Status RocksLog::StartCommit(std::function<void()> on_written) {
+  // Nothing goes in flight unless the end: on_written has then already run.
+  const auto written_now = [&on_written](Status status) {
+    if (on_written) on_written();
+    return status;
+  };
+  if (options_.read_only) {
+    return written_now(Status::FailedPrecondition("log", "the log is open read-only"));
+  }
+  if (Status s = FinishCommit(); !s.ok()) return written_now(s);
+  if (!error_.ok()) return written_now(error_);
+  if (pending_.Count() == 0) return written_now(Status::Ok());
   // Started before anything is handed over, so a failure to start leaves no batch in limbo.
   if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });
   std::swap(in_flight_batch_, pending_);
@@ -413,6 +421,7 @@ Status RocksLog::StartCommit() {
   {
     std::lock_guard lock(committer_mu_);
     write_requested_ = true;
+    on_written_ = std::move(on_written);
   }
   committer_cv_.notify_all();
   return Status::Ok();
@@ -446,7 +455,16 @@ void RocksLog::CommitterLoop() {
     lock.lock();
     write_status_ = s;
     write_requested_ = false;
+    // Taken under the lock: once write_requested_ is false the writer may start the next
+    // commit with its own callback.
+    std::function<void()> on_written = std::move(on_written_);
+    on_written_ = nullptr;
     committer_cv_.notify_all();
+    if (on_written) {
+      lock.unlock();
+      on_written();
+      lock.lock();
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 // Writes are staged into one pending batch and made durable by Commit(): many inputs
 // share one write and, in sync mode, one fsync (group commit).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -60,8 +61,11 @@ class Log {
   // over and returns; FinishCommit waits for it and reports how it went. At most one is
   // in flight (StartCommit finishes the previous one first). Until FinishCommit returns
   // OK nothing of the batch is durable or visible to readers; its idempotency keys count
-  // as seen from StartCommit on.
-  virtual Status StartCommit() = 0;
+  // as seen from StartCommit on. `on_written` (may be empty) runs exactly once, when the
+  // write has finished well or badly: on the log's thread, or before StartCommit returns
+  // if nothing went in flight (nothing staged, or an error). It must not call the log; it
+  // lets a writer sleep until either new work or the write's end arrives.
+  virtual Status StartCommit(std::function<void()> on_written) = 0;
   virtual Status FinishCommit() = 0;
   virtual bool has_staged() const = 0;
 

@@ -58,7 +58,7 @@ std::unique_ptr<Engine> OpenChildEngine(const std::string& dir) {
     if (!engine->IngestBatch(batch, &result).ok() || result.accepted != batch.size()) _exit(4);
     uint32_t acked = n;  // users u0 .. u(acked-1) are acknowledged
     if (pipelined) {
-      if (!engine->EndGroupPipelined().ok()) _exit(6);
+      if (!engine->EndGroupPipelined(nullptr).ok()) _exit(6);
       acked = std::exchange(in_flight, n);  // the previous group is durable now
     }
     if (write(fd, &acked, sizeof acked) != sizeof acked) _exit(5);
@@ -144,7 +144,7 @@ TEST_CASE("a pipelined group: keys count as seen at once, transitions show once 
   IngestResult r;
   RequireOk(engine->Ingest({"a", "x", std::nullopt, std::nullopt, {}, "key-1"}, &r));
   REQUIRE(r.transitions == 1);
-  RequireOk(engine->EndGroupPipelined());
+  RequireOk(engine->EndGroupPipelined(nullptr));
   // Not acknowledged yet: the stream does not show the join...
   CHECK(engine->LastTransitionSeq() == before);
   // ...but the next group already sees the key (no duplicate slips in between).
@@ -153,7 +153,7 @@ TEST_CASE("a pipelined group: keys count as seen at once, transitions show once 
   CHECK(r.duplicate);
   RequireOk(engine->Ingest({"c", "x", std::nullopt, std::nullopt, {}, "key-2"}, &r));
   // Ending this group awaits the first: its join is durable and visible now.
-  RequireOk(engine->EndGroupPipelined());
+  RequireOk(engine->EndGroupPipelined(nullptr));
   CHECK(engine->LastTransitionSeq() == before + 1);
   RequireOk(engine->AwaitGroup());
   CHECK(engine->LastTransitionSeq() == before + 2);
@@ -195,12 +195,12 @@ namespace {
     engine->BeginGroup();
     BatchResult result;
     if (!engine->IngestBatch(batch, &result).ok()) break;  // refused: the failure was seen
-    failed = !engine->EndGroupPipelined().ok();
+    failed = !engine->EndGroupPipelined(nullptr).ok();
   }
   // Whoever noticed the failure first, every later await, commit and snapshot fails too.
   if (engine->AwaitGroup().ok()) _exit(5);
   if (engine->AwaitGroup().ok()) _exit(6);
-  if (engine->EndGroupPipelined().ok()) _exit(7);
+  if (engine->EndGroupPipelined(nullptr).ok()) _exit(7);
   if (engine->TakeSnapshot(nullptr).ok()) _exit(8);
   IngestResult r;
   if (engine->Ingest({"late", "x", std::nullopt, std::nullopt, {}, std::nullopt}, &r).ok()) {

@@ -308,6 +308,40 @@ TEST_CASE("seqs continue across staging, commits and reopen") {
   CHECK(status.ok());
 }
 
+TEST_CASE("a started commit calls back once, when its write has ended") {
+  TempDir dir;
+  auto log = OpenLog(dir.log());
+  std::atomic<int> calls = 0;
+  const auto count = [&] { ++calls; };
+
+  // Nothing staged: nothing goes in flight, so the callback has run on return.
+  REQUIRE(log->StartCommit(count).ok());
+  CHECK(calls == 1);
+
+  log->Stage(EventRecord(1), {});
+  REQUIRE(log->StartCommit(count).ok());
+  // The callback runs on the log's thread once the write is done, without FinishCommit.
+  for (int i = 0; i < 5000 && calls < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(calls == 2);
+  REQUIRE(log->FinishCommit().ok());
+  CHECK(calls == 2);
+
+  // A commit that starts while one is in flight finishes that one first; each calls once.
+  log->Stage(EventRecord(2), {});
+  REQUIRE(log->StartCommit(count).ok());
+  log->Stage(EventRecord(3), {});
+  REQUIRE(log->StartCommit(count).ok());
+  REQUIRE(log->FinishCommit().ok());
+  for (int i = 0; i < 5000 && calls < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK(calls == 4);
+  Status status;
+  CHECK(ReadAll(*log, 1, &status).size() == 3);
+}
+
 TEST_CASE("staged records are not readable until committed") {
   TempDir dir;
   auto log = OpenLog(dir.log());

@@ -65,9 +65,14 @@ void EngineThread::Loop() {
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
-      // With a round in flight, do not sleep: it is answered as soon as it is durable.
-      if (queue_.empty() && !stopping_ && in_flight.empty()) {
-        if (config_.background_sweeps) {
+      if (queue_.empty() && !stopping_) {
+        if (!in_flight.empty()) {
+          // A round is being written: wake for new work, folded while the write goes on,
+          // or for the write's end, to answer the round at once.
+          queue_cv_.wait(lock, [this] {
+            return !queue_.empty() || stopping_ || groups_written_ == groups_started_;
+          });
+        } else if (config_.background_sweeps) {
           queue_cv_.wait_for(lock, TimeUntilSweep(),
                              [this] { return !queue_.empty() || stopping_; });
         } else {
@@ -89,7 +94,14 @@ void EngineThread::Loop() {
     }
     AnswerDurableRound(&in_flight);
     if (!folded.empty()) {
-      if (Status status = engine_->EndGroupPipelined(); !status.ok()) CommitFailed(status);
+      Status status = engine_->EndGroupPipelined([this, group = ++groups_started_] {
+        {
+          std::lock_guard lock(queue_mu_);
+          groups_written_ = group;
+        }
+        queue_cv_.notify_one();
+      });
+      if (!status.ok()) CommitFailed(status);
       std::swap(in_flight, folded);
     }
     if (config_.background_sweeps && TimeUntilSweep().count() <= 0) BackgroundSweep();

@@ -90,6 +90,10 @@ class EngineThread {
   std::condition_variable queue_cv_;
   std::deque<WorkItem> queue_;
   bool stopping_ = false;
+  // Pipelined groups handed to the log, and the last whose write ended: Loop sleeps on
+  // queue_cv_ until new work arrives or the group in flight is written.
+  uint64_t groups_started_ = 0;  // owner thread only
+  uint64_t groups_written_ = 0;  // guarded by queue_mu_
   std::chrono::steady_clock::time_point last_sweep_;
 
   std::mutex stream_mu_;

@@ -6,6 +6,7 @@
 // "thread-safe" must be called from that thread. The server funnels requests to its owner
 // thread; readers get a consistent view because no mutation can interleave with a call.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -196,8 +197,12 @@ class Engine {
   // in-flight group's effects, as they see a group's own earlier calls; the transition
   // stream (LastTransitionSeq, ReadTransitions) shows them only once durable.
   // After a failed log write both keep failing (the engine must be restarted).
+  // `on_written` (may be empty) runs exactly once, when AwaitGroup() would no longer block:
+  // on the log's thread when the write ends, or before EndGroupPipelined returns if nothing
+  // went in flight. It must not call the engine; it lets an owner thread sleep until either
+  // new work or the group's end arrives, instead of blocking in AwaitGroup().
   // REQUIRES: nothing of a group is acknowledged before AwaitGroup() is OK.
-  virtual Status EndGroupPipelined() = 0;
+  virtual Status EndGroupPipelined(std::function<void()> on_written) = 0;
   virtual Status AwaitGroup() = 0;
 
   // --- the clock ---
