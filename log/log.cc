@@ -96,6 +96,12 @@ rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
   // exactly the unacknowledged suffix (the default, stated because durability rests on it).
   db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db.max_background_jobs = 2;
+  // Flushes and compactions run at a lower CPU priority than the engine's threads: on a
+  // small machine they would otherwise take turns with the fold, the one thread that
+  // bounds ingest. They still get every idle cycle, and writes stall (slowing ingest to
+  // their pace) if they ever fall behind, so they cannot be starved for long.
+  db.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH);
+  db.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
   db.keep_log_file_num = 4;
   return db;
 }
