@@ -20,6 +20,7 @@
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 
+#include "log/chunk.h"
 #include "log/record_codec.h"
 
 namespace bucketd {
@@ -31,7 +32,8 @@ constexpr char kTransitionsFamily[] = "transitions";
 constexpr char kIdempotencyFamily[] = "idempotency";
 constexpr char kMetaFamily[] = "meta";
 constexpr char kFormatVersionKey[] = "format_version";
-constexpr char kFormatVersion[] = "1";
+constexpr char kFormatVersion[] = "2";          // chunked values; written by new logs
+constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still read and appended
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -154,44 +156,99 @@ std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
   return families;
 }
 
-class RocksRecordReader final : public RecordReader {
+// Walks the elements of a sequence family (records or transitions) in seq order from
+// `from_seq`, checking that each chunk starts where the previous one ended. Yields each
+// element's bytes (valid until the next call) and the seq its place implies; the caller
+// decodes it and checks that it holds that seq.
+class SequenceWalker {
  public:
-  RocksRecordReader(std::unique_ptr<rocksdb::Iterator> iterator, uint64_t from_seq)
-      : iterator_(std::move(iterator)), next_seq_(from_seq) {
-    iterator_->Seek(AsSlice(EncodeSeq(from_seq)));
+  SequenceWalker(std::unique_ptr<rocksdb::Iterator> iterator, uint64_t from_seq, bool framed,
+                 std::string_view what)
+      : iterator_(std::move(iterator)), from_seq_(from_seq), framed_(framed), what_(what) {
+    // The chunk holding from_seq starts at or before it.
+    iterator_->SeekForPrev(AsSlice(EncodeSeq(from_seq)));
+    if (!iterator_->Valid() && iterator_->status().ok()) iterator_->SeekToFirst();
   }
 
-  bool Next(Record* out) override {
+  bool Next(std::string_view* element, uint64_t* seq) {
     if (!status_.ok()) return false;
-    if (!iterator_->Valid()) {
-      status_ = FromRocks(iterator_->status(), "reading log records");
-      return false;
+    for (;;) {
+      if (!in_chunk_ && !LoadChunk()) return false;
+      bool broken = false;
+      if (!chunk_.Next(element, &broken)) {
+        if (broken)
+          return Fail("the " + what_ + " chunk at seq " + std::to_string(chunk_seq_) +
+                      " is damaged");
+        in_chunk_ = false;
+        iterator_->Next();
+        continue;
+      }
+      *seq = next_seq_++;
+      if (*seq >= from_seq_) return true;  // else: before from_seq in the first chunk
     }
-    uint64_t seq = 0;
-    if (!DecodeSeq(iterator_->key(), &seq)) return Fail("record key is not a seq");
-    if (seq != next_seq_) {
-      return Fail("gap in records: expected seq " + std::to_string(next_seq_) + ", found " +
-                  std::to_string(seq));
-    }
-    Status decoded = DecodeRecord(AsView(iterator_->value()), out);
-    if (!decoded.ok()) return Fail("record " + std::to_string(seq) + ": " + decoded.message());
-    if (out->seq != seq) return Fail("record " + std::to_string(seq) + " holds another seq");
-    ++next_seq_;
-    iterator_->Next();
-    return true;
   }
 
-  Status status() const override { return status_; }
-
- private:
+  Status status() const { return status_; }
   bool Fail(std::string message) {
     status_ = Status::Corruption(std::move(message));
     return false;
   }
 
+ private:
+  bool LoadChunk() {
+    if (!iterator_->Valid()) {
+      status_ = FromRocks(iterator_->status(), "reading log " + what_ + "s");
+      return false;
+    }
+    if (!DecodeSeq(iterator_->key(), &chunk_seq_)) return Fail(what_ + " key is not a seq");
+    // The first chunk may start before from_seq; each later one where the last ended.
+    const uint64_t expected = started_ ? next_seq_ : from_seq_;
+    if (started_ ? chunk_seq_ != expected : chunk_seq_ > expected) {
+      return Fail("gap in " + what_ + "s: expected seq " + std::to_string(expected) + ", found " +
+                  std::to_string(chunk_seq_));
+    }
+    started_ = true;
+    next_seq_ = chunk_seq_;
+    chunk_ = ChunkReader(AsView(iterator_->value()), framed_);
+    in_chunk_ = true;
+    return true;
+  }
+
   std::unique_ptr<rocksdb::Iterator> iterator_;
-  uint64_t next_seq_;
+  const uint64_t from_seq_;
+  const bool framed_;
+  const std::string what_;
+  ChunkReader chunk_;
+  bool in_chunk_ = false;
+  bool started_ = false;
+  uint64_t chunk_seq_ = 0;  // the current chunk's key
+  uint64_t next_seq_ = 0;   // the seq of the chunk's next element
   Status status_;
+};
+
+class RocksRecordReader final : public RecordReader {
+ public:
+  RocksRecordReader(std::unique_ptr<rocksdb::Iterator> iterator, uint64_t from_seq, bool framed)
+      : walker_(std::move(iterator), from_seq, framed, "record") {}
+
+  bool Next(Record* out) override {
+    std::string_view element;
+    uint64_t seq = 0;
+    if (!walker_.Next(&element, &seq)) return false;
+    Status decoded = DecodeRecord(element, out);
+    if (!decoded.ok()) {
+      return walker_.Fail("record " + std::to_string(seq) + ": " + decoded.message());
+    }
+    if (out->seq != seq) {
+      return walker_.Fail("record " + std::to_string(seq) + " holds another seq");
+    }
+    return true;
+  }
+
+  Status status() const override { return walker_.status(); }
+
+ private:
+  SequenceWalker walker_;
 };
 
 class RocksLog final : public Log {
@@ -231,7 +288,7 @@ class RocksLog final : public Log {
   Status Commit() override;
   Status StartCommit(std::function<void()> on_written) override;
   Status FinishCommit() override;
-  bool has_staged() const override { return pending_.Count() > 0; }
+  bool has_staged() const override { return pending_.Count() > 0 || !record_chunk_.empty(); }
 
   std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const override;
   Status ReadTransitions(uint64_t after_seq, size_t limit,
@@ -252,8 +309,25 @@ class RocksLog final : public Log {
     rocksdb::Status s = pending_.Put(family(which), key, value);
     if (!s.ok() && error_.ok()) error_ = FromRocks(s, "staging a log write");
   }
-  // The seq of the last key in `which`, 0 if it is empty.
-  Status LastSeq(Family which, uint64_t* seq, std::string* value) const;
+  // Appends `element` (holding `seq`) to the family's open chunk, staging it when full.
+  void StageElement(Family which, ChunkBuilder* chunk, uint64_t seq) {
+    if (chunk->Add(seq, AsView(BuiltBytes()))) StageChunk(which, chunk);
+  }
+  void StageChunk(Family which, ChunkBuilder* chunk) {
+    if (chunk->empty()) return;
+    const std::string_view value = chunk->value();
+    StagePut(which, AsSlice(EncodeSeq(chunk->first_seq())),
+             rocksdb::Slice(value.data(), value.size()));
+    chunk->Clear();
+  }
+  // Closes the open chunks: a chunk never spans two write batches.
+  void StageOpenChunks() {
+    StageChunk(kRecords, &record_chunk_);
+    StageChunk(kTransitions, &transition_chunk_);
+  }
+  // The seq of the last element in `which` (0 if it is empty) and, if `element` is not
+  // null, a copy of that element's bytes.
+  Status LastSeq(Family which, uint64_t* seq, std::string* element) const;
 
   const LogOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
@@ -264,7 +338,10 @@ class RocksLog final : public Log {
   std::atomic<uint64_t> last_transition_seq_{0};
   // Writer thread only, like everything below.
   std::optional<TimeMs> last_record_at_;
+  bool framed_ = true;  // format version 2 (chunks); false for a version 1 log
   rocksdb::WriteBatch pending_;
+  ChunkBuilder record_chunk_;      // staged records not yet in pending_
+  ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
   absl::flat_hash_set<std::string> pending_idempotency_keys_;
   flatbuffers::FlatBufferBuilder builder_;
   // Sticky: after a failed write or lookup, every Commit() fails and the engine stops.
@@ -287,6 +364,8 @@ class RocksLog final : public Log {
 
 Status RocksLog::Recover() {
   if (Status s = CheckFormatVersion(); !s.ok()) return s;
+  record_chunk_ = ChunkBuilder(framed_);
+  transition_chunk_ = ChunkBuilder(framed_);
   uint64_t seq = 0;
   std::string value;
   if (Status s = LastSeq(kRecords, &seq, &value); !s.ok()) return s;
@@ -295,6 +374,9 @@ Status RocksLog::Recover() {
     Record last;
     if (Status s = DecodeRecord(value, &last); !s.ok()) {
       return Status::Corruption("last record " + std::to_string(seq) + ": " + s.message());
+    }
+    if (last.seq != seq) {
+      return Status::Corruption("last record " + std::to_string(seq) + " holds another seq");
     }
     last_record_at_ = last.at;
   }
@@ -307,10 +389,12 @@ Status RocksLog::CheckFormatVersion() {
   std::string version;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
-    if (version != kFormatVersion) {
+    if (version != kFormatVersion && version != kFormatVersionUnframed) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
-                                kFormatVersion + ")");
+                                kFormatVersion + " or " + kFormatVersionUnframed + ")");
     }
+    // A version 1 log stays version 1: it is read and appended one element per value.
+    framed_ = version == kFormatVersion;
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
@@ -324,16 +408,27 @@ Status RocksLog::CheckFormatVersion() {
                    "writing log format version");
 }
 
-Status RocksLog::LastSeq(Family which, uint64_t* seq, std::string* value) const {
+Status RocksLog::LastSeq(Family which, uint64_t* seq, std::string* element) const {
   std::unique_ptr<rocksdb::Iterator> iterator(
       db_->NewIterator(rocksdb::ReadOptions(), family(which)));
   iterator->SeekToLast();
-  if (!iterator->Valid()) {
-    *seq = 0;
-    return FromRocks(iterator->status(), "seeking the end of the log");
+  *seq = 0;
+  if (!iterator->Valid()) return FromRocks(iterator->status(), "seeking the end of the log");
+  uint64_t chunk_seq = 0;
+  if (!DecodeSeq(iterator->key(), &chunk_seq)) return Status::Corruption("log key is not a seq");
+  ChunkReader chunk(AsView(iterator->value()), framed_);
+  std::string_view last;
+  size_t count = 0;
+  bool broken = false;
+  for (std::string_view e; chunk.Next(&e, &broken);) {
+    last = e;
+    ++count;
   }
-  if (!DecodeSeq(iterator->key(), seq)) return Status::Corruption("log key is not a seq");
-  if (value != nullptr) value->assign(iterator->value().data(), iterator->value().size());
+  if (broken) {
+    return Status::Corruption("the last chunk (seq " + std::to_string(chunk_seq) + ") is damaged");
+  }
+  *seq = chunk_seq + count - 1;
+  if (element != nullptr) element->assign(last);
   return Status::Ok();
 }
 
@@ -347,7 +442,7 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   }
   const SeqKey key = EncodeSeq(record.seq);
   EncodeRecord(record, &builder_);
-  StagePut(kRecords, AsSlice(key), BuiltBytes());
+  StageElement(kRecords, &record_chunk_, record.seq);
   if (record.idempotency_key.has_value()) {
     StagePut(kIdempotency, *record.idempotency_key, AsSlice(key));
     pending_idempotency_keys_.insert(*record.idempotency_key);
@@ -361,7 +456,7 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
     }
     transition_seq = transition.seq;
     EncodeTransition(transition, &builder_);
-    StagePut(kTransitions, AsSlice(EncodeSeq(transition.seq)), BuiltBytes());
+    StageElement(kTransitions, &transition_chunk_, transition.seq);
   }
   last_seq_.store(record.seq, std::memory_order_release);
   last_transition_seq_.store(transition_seq, std::memory_order_release);
@@ -390,6 +485,7 @@ Status RocksLog::Commit() {
   if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
   if (Status s = FinishCommit(); !s.ok()) return s;
   if (!error_.ok()) return error_;
+  StageOpenChunks();
   if (pending_.Count() == 0) return Status::Ok();
   rocksdb::WriteOptions write;
   // One write and, in sync mode, one fsync for everything staged since the last Commit():
@@ -418,6 +514,7 @@ Status RocksLog::StartCommit(std::function<void()> on_written) {
   }
   if (Status s = FinishCommit(); !s.ok()) return written_now(s);
   if (!error_.ok()) return written_now(error_);
+  StageOpenChunks();
   if (pending_.Count() == 0) return written_now(Status::Ok());
   // Started before anything is handed over, so a failure to start leaves no batch in limbo.
   if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });
@@ -480,33 +577,29 @@ std::unique_ptr<RecordReader> RocksLog::ReadFrom(uint64_t from_seq) const {
   // A replay touches each block once; caching it would only evict what live reads need.
   read.fill_cache = false;
   std::unique_ptr<rocksdb::Iterator> iterator(db_->NewIterator(read, family(kRecords)));
-  return std::make_unique<RocksRecordReader>(std::move(iterator), std::max<uint64_t>(from_seq, 1));
+  return std::make_unique<RocksRecordReader>(std::move(iterator), std::max<uint64_t>(from_seq, 1),
+                                             framed_);
 }
 
 Status RocksLog::ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const {
   out->clear();
   if (limit == 0) return Status::Ok();
-  std::unique_ptr<rocksdb::Iterator> iterator(
-      db_->NewIterator(rocksdb::ReadOptions(), family(kTransitions)));
-  uint64_t next_seq = after_seq + 1;
-  for (iterator->Seek(AsSlice(EncodeSeq(next_seq))); iterator->Valid() && out->size() < limit;
-       iterator->Next(), ++next_seq) {
-    uint64_t seq = 0;
-    if (!DecodeSeq(iterator->key(), &seq)) return Status::Corruption("transition key not a seq");
-    if (seq != next_seq) {
-      return Status::Corruption("gap in transitions: expected seq " + std::to_string(next_seq) +
-                                ", found " + std::to_string(seq));
-    }
+  SequenceWalker walker(std::unique_ptr<rocksdb::Iterator>(
+                            db_->NewIterator(rocksdb::ReadOptions(), family(kTransitions))),
+                        after_seq + 1, framed_, "transition");
+  std::string_view element;
+  uint64_t seq = 0;
+  while (out->size() < limit && walker.Next(&element, &seq)) {
     Transition& transition = out->emplace_back();
-    if (Status s = DecodeTransition(AsView(iterator->value()), &transition); !s.ok()) {
+    if (Status s = DecodeTransition(element, &transition); !s.ok()) {
       return Status::Corruption("transition " + std::to_string(seq) + ": " + s.message());
     }
     if (transition.seq != seq) {
       return Status::Corruption("transition " + std::to_string(seq) + " holds another seq");
     }
   }
-  return FromRocks(iterator->status(), "reading transitions");
+  return walker.status();
 }
 
 uint64_t RocksLog::ApproximateBytes() const {

@@ -182,6 +182,13 @@ class RawDb {
     REQUIRE(db_->Get(rocksdb::ReadOptions(), by_name_.at(family), Key(seq), &value).ok());
     return value;
   }
+  bool Has(const std::string& family, uint64_t seq) {
+    std::string value;
+    return db_->Get(rocksdb::ReadOptions(), by_name_.at(family), Key(seq), &value).ok();
+  }
+  void PutNamed(const std::string& family, const std::string& key, const std::string& value) {
+    REQUIRE(db_->Put(rocksdb::WriteOptions(), by_name_.at(family), key, value).ok());
+  }
 
  private:
   static std::string Key(uint64_t seq) {
@@ -485,48 +492,138 @@ TEST_CASE("a read-only log reads and refuses writes") {
   CHECK_FALSE(Log::Open(LogOptions{dir.log() + "-missing", true, true}, &missing).ok());
 }
 
+// Three commits, so three chunks in each family: seqs 1-2, 3-4 and 5 (a chunk never spans
+// two commits).
+void WriteThreeChunks(const std::string& path) {
+  auto log = OpenLog(path);
+  StageAndCommit(log.get(), 1, 2, 1);
+  StageAndCommit(log.get(), 3, 4, 1);
+  StageAndCommit(log.get(), 5, 5, 1);
+}
+
 TEST_CASE("damaged records are reported as corruption") {
   TempDir dir;
-  {
-    auto log = OpenLog(dir.log());
-    StageAndCommit(log.get(), 1, 5, 1);
-  }
+  WriteThreeChunks(dir.log());
+  size_t readable = 2;  // records before the damage
   SECTION("garbage bytes") {
     RawDb(dir.log()).Put("records", 3, "\x10\x00\x00\x00not a flatbuffer at all");
   }
-  SECTION("a truncated value") {
+  SECTION("a truncated chunk") {
+    RawDb raw(dir.log());
+    raw.Put("records", 3, raw.Get("records", 3).substr(0, 20));
+  }
+  SECTION("a damaged length inside a chunk") {
     RawDb raw(dir.log());
     std::string value = raw.Get("records", 3);
-    raw.Put("records", 3, value.substr(0, value.size() - 9));
+    const size_t first = static_cast<uint8_t>(value[0]) | static_cast<uint8_t>(value[1]) << 8;
+    value[4 + first + 2] = '\x7f';  // the second element's length now runs past the end
+    raw.Put("records", 3, value);
+    readable = 3;
   }
-  SECTION("a value under the wrong key") {
+  SECTION("a chunk under the wrong key") {
     RawDb raw(dir.log());
-    raw.Put("records", 3, raw.Get("records", 4));
+    raw.Put("records", 3, raw.Get("records", 5));
   }
   SECTION("a gap") { RawDb(dir.log()).Delete("records", 3); }
   auto log = OpenLog(dir.log());
   Status status;
   std::vector<Record> read = ReadAll(*log, 1, &status);
-  CHECK(read.size() == 2);
+  CHECK(read.size() == readable);
   CHECK(status.code() == StatusCode::kCorruption);
   INFO(status.ToString());
 }
 
 TEST_CASE("damaged transitions are reported as corruption") {
   TempDir dir;
-  {
-    auto log = OpenLog(dir.log());
-    StageAndCommit(log.get(), 1, 5, 1);
-  }
-  SECTION("garbage bytes") { RawDb(dir.log()).Put("transitions", 2, "garbage"); }
-  SECTION("a gap") { RawDb(dir.log()).Delete("transitions", 2); }
+  WriteThreeChunks(dir.log());
+  SECTION("garbage bytes") { RawDb(dir.log()).Put("transitions", 3, "garbage"); }
+  SECTION("a gap") { RawDb(dir.log()).Delete("transitions", 3); }
   SECTION("a record in the transitions family") {
     RawDb raw(dir.log());
-    raw.Put("transitions", 2, raw.Get("records", 2));
+    raw.Put("transitions", 3, raw.Get("records", 3));
   }
   auto log = OpenLog(dir.log());
   std::vector<Transition> page;
   CHECK(log->ReadTransitions(0, 10, &page).code() == StatusCode::kCorruption);
+  CHECK(page.size() >= 2);  // the ones before the damage came back first
+  CHECK(page[1].seq == 2);
+}
+
+TEST_CASE("records and transitions are packed in chunks; reads start at any seq") {
+  TempDir dir;
+  constexpr uint64_t kBig = 200;  // one commit: chunks at 1, 65, 129, 193
+  {
+    auto log = OpenLog(dir.log());
+    StageAndCommit(log.get(), 1, kBig, 1);
+    StageAndCommit(log.get(), kBig + 1, kBig + 3, 1);
+  }
+  {
+    RawDb raw(dir.log());
+    for (const char* family : {"records", "transitions"}) {
+      INFO(family);
+      for (uint64_t key : {1, 65, 129, 193, 201}) CHECK(raw.Has(family, key));
+      for (uint64_t key : {2, 64, 66, 200, 202}) CHECK_FALSE(raw.Has(family, key));
+    }
+  }
+  auto log = OpenLog(dir.log());
+  CHECK(log->last_seq() == kBig + 3);
+  CHECK(log->last_transition_seq() == kBig + 3);
+  CHECK(log->last_record_at() == EventRecord(kBig + 3).at);
+  for (uint64_t from : {1, 2, 63, 64, 65, 66, 128, 129, 200, 201, 203, 204, 500}) {
+    INFO("from " << from);
+    Status status;
+    std::vector<Record> read = ReadAll(*log, from, &status);
+    REQUIRE(status.ok());
+    const uint64_t want = from > kBig + 3 ? 0 : kBig + 3 - from + 1;
+    REQUIRE(read.size() == want);
+    for (size_t i = 0; i < read.size(); ++i) REQUIRE(read[i] == EventRecord(from + i));
+
+    std::vector<Transition> page;
+    REQUIRE(log->ReadTransitions(from - 1, 70, &page).ok());
+    REQUIRE(page.size() == std::min<uint64_t>(want, 70));
+    for (size_t i = 0; i < page.size(); ++i) REQUIRE(page[i].seq == from + i);
+  }
+}
+
+TEST_CASE("a version 1 log (one value per element) is read and appended as version 1") {
+  TempDir dir;
+  OpenLog(dir.log());  // creates the families
+  {
+    RawDb raw(dir.log());
+    raw.PutNamed("meta", "format_version", "1");
+    flatbuffers::FlatBufferBuilder builder;
+    for (uint64_t seq = 1; seq <= 3; ++seq) {
+      EncodeRecord(EventRecord(seq), &builder);
+      raw.Put("records", seq,
+              std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                          builder.GetSize()));
+      EncodeTransition(MakeTransition(seq), &builder);
+      raw.Put("transitions", seq,
+              std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                          builder.GetSize()));
+    }
+  }
+  {
+    auto log = OpenLog(dir.log());
+    CHECK(log->last_seq() == 3);
+    CHECK(log->last_transition_seq() == 3);
+    CHECK(log->last_record_at() == EventRecord(3).at);
+    StageAndCommit(log.get(), 4, 6, 1);
+  }
+  {
+    RawDb raw(dir.log());
+    for (uint64_t seq = 1; seq <= 6; ++seq) CHECK(raw.Has("records", seq));  // unpacked
+  }
+  auto log = OpenLog(dir.log());
+  Status status;
+  std::vector<Record> read = ReadAll(*log, 2, &status);
+  REQUIRE(status.ok());
+  REQUIRE(read.size() == 5);
+  for (size_t i = 0; i < read.size(); ++i) CHECK(read[i] == EventRecord(2 + i));
+  std::vector<Transition> page;
+  REQUIRE(log->ReadTransitions(0, 10, &page).ok());
+  REQUIRE(page.size() == 6);
+  CHECK(page[3].seq == 4);
 }
 
 TEST_CASE("a damaged last record fails the open") {

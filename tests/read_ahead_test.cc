@@ -79,11 +79,11 @@ Record VariedRecord(uint64_t seq) {
   return r;
 }
 
-void WriteLog(const std::string& path, uint64_t count) {
+void WriteLog(const std::string& path, uint64_t count, uint64_t commit_every = 1000) {
   auto log = OpenLog(path);
   for (uint64_t seq = 1; seq <= count; ++seq) {
     log->Stage(VariedRecord(seq), {});
-    if (seq % 1000 == 0) REQUIRE(log->Commit().ok());
+    if (seq % commit_every == 0) REQUIRE(log->Commit().ok());
   }
   REQUIRE(log->Commit().ok());
 }
@@ -389,9 +389,10 @@ TEST_CASE("an inner reader's error comes after every record before it") {
 
 TEST_CASE("a damaged log through read-ahead: the records before the damage, then corruption") {
   TempDir dir;
-  WriteLog(dir.log(), 50);
+  WriteLog(dir.log(), 50, 19);  // commits end chunks: records 1-19, 20-38, 39-50
   {
-    // Delete record 20 behind the log's back: the plain reader stops there with corruption.
+    // Delete the chunk of records 20-38 behind the log's back: the plain reader stops there
+    // with corruption.
     std::vector<std::string> names;
     REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.log(), &names).ok());
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
