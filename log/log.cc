@@ -398,9 +398,12 @@ Status RocksLog::CheckFormatVersion() {
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
-  uint64_t seq = 0;
-  if (Status last = LastSeq(kRecords, &seq, nullptr); !last.ok()) return last;
-  if (seq > 0) return Status::Corruption("log has records but no format version");
+  // Any key at all, whatever its layout, means a log written without a version.
+  std::unique_ptr<rocksdb::Iterator> records(
+      db_->NewIterator(rocksdb::ReadOptions(), family(kRecords)));
+  records->SeekToFirst();
+  if (records->Valid()) return Status::Corruption("log has records but no format version");
+  if (Status s = FromRocks(records->status(), "reading the log"); !s.ok()) return s;
   if (options_.read_only) return Status::Ok();
   rocksdb::WriteOptions write;
   write.sync = true;
@@ -484,8 +487,8 @@ bool RocksLog::SeenIdempotencyKey(std::string_view key) const {
 Status RocksLog::Commit() {
   if (options_.read_only) return Status::FailedPrecondition("log", "the log is open read-only");
   if (Status s = FinishCommit(); !s.ok()) return s;
-  if (!error_.ok()) return error_;
   StageOpenChunks();
+  if (!error_.ok()) return error_;
   if (pending_.Count() == 0) return Status::Ok();
   rocksdb::WriteOptions write;
   // One write and, in sync mode, one fsync for everything staged since the last Commit():
@@ -513,8 +516,8 @@ Status RocksLog::StartCommit(std::function<void()> on_written) {
     return written_now(Status::FailedPrecondition("log", "the log is open read-only"));
   }
   if (Status s = FinishCommit(); !s.ok()) return written_now(s);
-  if (!error_.ok()) return written_now(error_);
   StageOpenChunks();
+  if (!error_.ok()) return written_now(error_);
   if (pending_.Count() == 0) return written_now(Status::Ok());
   // Started before anything is handed over, so a failure to start leaves no batch in limbo.
   if (!committer_.joinable()) committer_ = std::thread([this] { CommitterLoop(); });

@@ -1,8 +1,8 @@
 #pragma once
 // The append-only input log in RocksDB, with the transitions each input caused and the
 // idempotency keys seen. Column families (layout in log_format.md):
-//   records      key = big-endian seq -> log_record.fbs Record
-//   transitions  key = big-endian seq -> log_record.fbs Transition
+//   records      key = big-endian seq of a chunk's first -> up to 64 log_record.fbs Records
+//   transitions  key = big-endian seq of a chunk's first -> up to 64 Transitions
 //   idempotency  key = idempotency key -> big-endian seq of the event that carried it
 //   meta         small named values
 // Writes are staged into one pending batch and made durable by Commit(): many inputs

@@ -70,7 +70,7 @@ void EngineThread::Loop() {
           // A round is being written: wake for new work, folded while the write goes on,
           // or for the write's end, to answer the round at once.
           queue_cv_.wait(lock, [this] {
-            return !queue_.empty() || stopping_ || groups_written_ == groups_started_;
+            return !queue_.empty() || stopping_ || groups_written_ >= groups_started_;
           });
         } else if (config_.background_sweeps) {
           queue_cv_.wait_for(lock, TimeUntilSweep(),
@@ -79,7 +79,12 @@ void EngineThread::Loop() {
           queue_cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
         }
       }
-      if (queue_.empty() && stopping_ && in_flight.empty()) return;
+      if (queue_.empty() && stopping_ && in_flight.empty()) {
+        // AwaitGroup can return before the log's thread has run the last group's
+        // callback, which touches this object: let it finish first.
+        queue_cv_.wait(lock, [this] { return groups_written_ >= groups_started_; });
+        return;
+      }
       round.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
       queue_.clear();
     }
@@ -97,7 +102,9 @@ void EngineThread::Loop() {
       Status status = engine_->EndGroupPipelined([this, group = ++groups_started_] {
         {
           std::lock_guard lock(queue_mu_);
-          groups_written_ = group;
+          // Callbacks can arrive out of order: AwaitGroup returns before the log's thread
+          // has run the callback, so a later group's may run (synchronously) first.
+          groups_written_ = std::max(groups_written_, group);
         }
         queue_cv_.notify_one();
       });
