@@ -98,12 +98,6 @@ rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
   // exactly the unacknowledged suffix (the default, stated because durability rests on it).
   db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db.max_background_jobs = 2;
-  // Flushes and compactions run at a lower CPU priority than the engine's threads: on a
-  // small machine they would otherwise take turns with the fold, the one thread that
-  // bounds ingest. They still get every idle cycle, and writes stall (slowing ingest to
-  // their pace) if they ever fall behind, so they cannot be starved for long.
-  db.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH);
-  db.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
   db.keep_log_file_num = 4;
   return db;
 }
@@ -189,6 +183,7 @@ class SequenceWalker {
   }
 
   Status status() const { return status_; }
+  // Ends the walk with corruption the caller found in an element (it decodes them).
   bool Fail(std::string message) {
     status_ = Status::Corruption(std::move(message));
     return false;
@@ -635,6 +630,15 @@ Status Log::Open(const LogOptions& options, std::unique_ptr<Log>* out) {
   std::vector<rocksdb::ColumnFamilyHandle*> families;
   rocksdb::DB* db = nullptr;
   const rocksdb::DBOptions db_options = MakeDbOptions(options);
+  // Flushes and compactions run at a lower CPU priority than the engine's threads: on a
+  // small machine they would otherwise take turns with the fold, the one thread that
+  // bounds ingest. They still get every idle cycle, and writes stall (slowing ingest to
+  // their pace) if they ever fall behind, so they cannot be starved for long. The pools
+  // belong to the process-wide default Env, so this holds for every log in the process.
+  if (!options.read_only) {
+    db_options.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH);
+    db_options.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
+  }
   rocksdb::Status s =
       options.read_only
           ? rocksdb::DB::OpenForReadOnly(db_options, options.path, descriptors, &families, &db)
