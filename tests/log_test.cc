@@ -20,6 +20,7 @@
 #include <rocksdb/db.h>
 #include <catch2/catch.hpp>
 
+#include "tests/log_test_support.h"
 #include "tests/test_support.h"
 
 #include "log/record_codec.h"
@@ -28,16 +29,9 @@ namespace bucketd {
 namespace {
 
 using testing::ManualOptions;
+using testing::OpenLog;
 using testing::OpenOrFail;
 using testing::TempDir;
-
-std::unique_ptr<Log> OpenLog(const std::string& path, bool sync = true, bool read_only = false) {
-  std::unique_ptr<Log> log;
-  Status s = Log::Open(LogOptions{path, sync, read_only}, &log);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return log;
-}
 
 // A record whose content is a function of its seq, so a reader can check what it got.
 Record EventRecord(uint64_t seq) {

@@ -17,6 +17,7 @@
 #include <rocksdb/db.h>
 #include <catch2/catch.hpp>
 
+#include "tests/log_test_support.h"
 #include "tests/test_support.h"
 
 #include "log/log.h"
@@ -26,12 +27,9 @@ namespace {
 
 using testing::TempDir;
 
+// Async: these tests read logs, they do not test durability.
 std::unique_ptr<Log> OpenLog(const std::string& path) {
-  std::unique_ptr<Log> log;
-  Status s = Log::Open(LogOptions{path, /*sync=*/false, /*read_only=*/false}, &log);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  return log;
+  return testing::OpenLog(path, /*sync=*/false);
 }
 
 // A record of a kind and content that depend on its seq, so neighbours differ in kind and
