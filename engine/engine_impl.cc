@@ -6,11 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <string_view>
+#include <thread>
 
 #include "bucketd/engine.h"
 #include "engine/clock.h"
 #include "engine/digest.h"
 #include "engine/fold.h"
+#include "engine/parallel_replay.h"
 #include "log/log.h"
 #include "log/read_ahead.h"
 #include "snapshot/snapshot_store.h"
@@ -32,6 +35,8 @@ Member ToMember(const Slot& slot) {
                 slot.entry_count, slot.source,      slot.dwell_anchor_at};
 }
 
+constexpr uint32_t kReplayThreadsMax = 64;
+
 class EngineImpl final : public Engine {
  public:
   explicit EngineImpl(const Options& options)
@@ -41,6 +46,10 @@ class EngineImpl final : public Engine {
 
   Status OpenImpl(std::vector<std::string>* warnings) {
     const auto start = std::chrono::steady_clock::now();
+    if (options_.replay_threads > kReplayThreadsMax) {
+      return Status::InvalidArgument("replay_threads",
+                                     "must be 0-" + std::to_string(kReplayThreadsMax));
+    }
     std::error_code ec;
     std::filesystem::create_directories(options_.data_dir, ec);
     if (ec)
@@ -557,6 +566,11 @@ class EngineImpl final : public Engine {
   // ahead, so this thread mostly folds instead of waiting on the disk or on memory.
   Status ReplayTail(TimeMs until) {
     auto reader = log_->ReadAheadFrom(fold_.state().applied_seq + 1);
+    stats_.replay_threads = ReplayThreads();
+    if (stats_.replay_threads > 1) {
+      return ReplayParallel(reader.get(), {stats_.replay_threads, until}, &fold_,
+                            &stats_.replayed_records);
+    }
     std::vector<Record> batch;
     uint64_t replayed = 0;
     while (reader->NextBatch(&batch)) {
@@ -578,15 +592,23 @@ class EngineImpl final : public Engine {
     return reader->status();
   }
 
-  // Runs stage k of the fold's prefetch for the record (k + 1) * kPrefetchDistance ahead
-  // of `i`, the last stage nearest: each stage's memory arrives before the next needs it.
+  // Shards for replaying the log tail (parallel_replay.h): only a replay from nothing
+  // (no snapshot) can be sharded, and with no setting, only a long one on several cores.
+  uint32_t ReplayThreads() const {
+    if (fold_.state().applied_seq != 0) return 1;
+    if (options_.replay_threads != 0) return options_.replay_threads;
+    constexpr uint64_t kParallelReplayRecordsMin = 10'000;
+    constexpr uint32_t kAutoReplayThreadsMax = 8;
+    if (log_->last_seq() < kParallelReplayRecordsMin) return 1;
+    return std::clamp(std::thread::hardware_concurrency(), 1u, kAutoReplayThreadsMax);
+  }
+
+  // The fold's prefetch stages, run a few inputs ahead of input `i`.
   template <typename Input>
   void PrefetchAhead(std::span<const Input> inputs, size_t i) const {
     constexpr size_t kPrefetchDistance = 4;
-    for (int stage = 0; stage < Fold::kPrefetchStages; ++stage) {
-      const size_t ahead = i + (Fold::kPrefetchStages - stage) * kPrefetchDistance;
-      if (ahead < inputs.size()) fold_.PrefetchUser(inputs[ahead].user_id, stage);
-    }
+    fold_.PrefetchAhead(i, inputs.size(), kPrefetchDistance,
+                        [&](size_t j) { return std::string_view(inputs[j].user_id); });
   }
 
   static Status UnknownBucket(std::string_view id) {

@@ -3,6 +3,7 @@
 // the OS clock; every instant comes from a record. Apply() either refuses a record
 // (returning an error and changing nothing) or applies it completely, appending the
 // transitions it caused.
+#include <cassert>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -29,12 +30,20 @@ class Fold {
   using EventVisitor = std::function<void(const Record&)>;
   using HistorySource = std::function<Status(uint64_t before_seq, const EventVisitor& visit)>;
   void SetHistorySource(HistorySource source) { history_source_ = std::move(source); }
+  const HistorySource& history_source() const { return history_source_; }
 
   // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
   Status Apply(const Record& record, std::vector<Transition>* out);
   // Checks what Apply would refuse, without changing anything (the engine calls this
   // before it spends a sequence number).
   Status Check(const Record& record) const;
+  // A replay shard (parallel_replay.h) folds only some of the log's records: the ones
+  // before `seq` were folded elsewhere, and Apply takes record `seq` next.
+  // REQUIRES: seq > state().applied_seq.
+  void SkipTo(uint64_t seq) {
+    assert(seq > state_.applied_seq);
+    state_.applied_seq = seq - 1;
+  }
 
   // A hint for loops that know which users the next inputs concern (replay, batch
   // ingest): warms the caches for that user's state so that applying them later does not
@@ -43,6 +52,17 @@ class Fold {
   // each stage a few inputs after the previous one. Changes nothing, decides nothing.
   static constexpr int kPrefetchStages = 4;
   void PrefetchUser(std::string_view user_id, int stage) const;
+  // Runs the stages over a run of `count` inputs of which input `i` is folded next: stage
+  // k for the input (kPrefetchStages - k) * distance ahead, the last stage nearest, so each
+  // stage's memory arrives before the next stage needs it. `user_id(j)` names input j's
+  // user (empty: none).
+  template <typename UserIdAt>
+  void PrefetchAhead(size_t i, size_t count, size_t distance, const UserIdAt& user_id) const {
+    for (int stage = 0; stage < kPrefetchStages; ++stage) {
+      const size_t ahead = i + static_cast<size_t>(kPrefetchStages - stage) * distance;
+      if (ahead < count) PrefetchUser(user_id(ahead), stage);
+    }
+  }
 
   // True when some enabled bucket has an item due at or before `t` (a sweep at t would
   // change something and so must be logged).

@@ -146,6 +146,28 @@ Slot* SlotPool::New() {
   return slot;
 }
 
+void SlotPool::Adopt(SlotPool&& other) {
+  if (this == &other || other.blocks_.empty()) return;
+  if (blocks_.empty()) {
+    *this = std::move(other);
+    return;
+  }
+  // The other pool's blocks go in front of this one's current block, so New() keeps
+  // carving where it was. What the other had not carved yet (the rest of its current block
+  // and its reserved blocks) is reused through the free list.
+  for (size_t b = other.current_; b < other.blocks_.size(); ++b) {
+    const size_t carved = b == other.current_ ? other.used_in_current_ : 0;
+    for (size_t i = carved; i < kSlotsPerBlock; ++i) free_.push_back(Slots(other.blocks_[b]) + i);
+  }
+  free_.insert(free_.end(), other.free_.begin(), other.free_.end());
+  blocks_.insert(blocks_.begin(), other.blocks_.begin(), other.blocks_.end());
+  current_ += other.blocks_.size();
+  live_ += other.live_;
+  other.blocks_.clear();
+  other.free_.clear();
+  other.current_ = other.used_in_current_ = other.live_ = 0;
+}
+
 void SlotPool::Delete(Slot* slot) {
   SetLive(slot, false);
   slot->~Slot();

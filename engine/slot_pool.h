@@ -26,6 +26,9 @@ class SlotPool {
 
   Slot* New();  // a default-constructed slot
   void Delete(Slot* slot);
+  // Takes over every slot of `other` (which ends empty), so that states folded apart can
+  // be merged without moving a slot: pointers to them stay valid.
+  void Adopt(SlotPool&& other);
 
   // Maps blocks for `count` more slots up front and faults them in on a background thread
   // (joined when the returned thread is destroyed), so that the kernel zeroes pages while

@@ -66,10 +66,12 @@ void PrintState(const Engine& engine) {
   std::printf("digest          %s\n", info.digest.c_str());
 }
 
-int Replay(const std::string& dir, const std::optional<std::string>& until, bool from_scratch) {
+int Replay(const std::string& dir, const std::optional<std::string>& until, bool from_scratch,
+           uint32_t threads) {
   Options options = OfflineOptions(dir);
   options.read_only = true;
   options.use_snapshots = !from_scratch;
+  options.replay_threads = threads;
   if (until) {
     TimeMs t = 0;
     if (Status s = ParseInstant(*until, &t); !s.ok()) return Fail("--until", s);
@@ -87,9 +89,10 @@ int Replay(const std::string& dir, const std::optional<std::string>& until, bool
   }
   PrintState(*engine);
   const double seconds = static_cast<double>(stats.open_micros) / 1e6;
-  std::printf("replayed        %llu records in %.3f s (%.0f records/s, open total)\n",
+  std::printf("replayed        %llu records in %.3f s (%.0f records/s, open total, %u %s)\n",
               static_cast<unsigned long long>(stats.replayed_records), seconds,
-              seconds > 0 ? static_cast<double>(stats.replayed_records) / seconds : 0.0);
+              seconds > 0 ? static_cast<double>(stats.replayed_records) / seconds : 0.0,
+              stats.replay_threads, stats.replay_threads == 1 ? "thread" : "threads");
   return 0;
 }
 
@@ -230,6 +233,12 @@ int main(int argc, char** argv) {
   replay->add_option("--until", until, "state as of this instant (ms or RFC 3339)");
   bool from_scratch = false;
   replay->add_flag("--from-scratch", from_scratch, "ignore snapshots, replay the whole log");
+  uint32_t threads = 0;
+  replay
+      ->add_option("--threads", threads,
+                   "threads for a replay without a snapshot (0: one per core; 1: one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
 
   auto* snapshot = app.add_subcommand("snapshot", "take a snapshot now");
   snapshot->add_option("--data", dir, "data dir")->required();
@@ -259,7 +268,7 @@ int main(int argc, char** argv) {
   gen->add_flag("--sync", sync, "fsync every call (default async)");
 
   CLI11_PARSE(app, argc, argv);
-  if (*replay) return Replay(dir, until, from_scratch);
+  if (*replay) return Replay(dir, until, from_scratch, threads);
   if (*snapshot) return Snapshot(dir);
   if (*verify) return Verify(dir);
   if (*inspect) return Inspect(dir);

@@ -47,6 +47,10 @@ struct Options {
   std::optional<TimeMs> replay_until_ms;
   // Open the log without accepting inputs (bucketctl). Mutating calls fail.
   bool read_only = false;
+  // Threads that replay the log when there is no snapshot to start from: 0 picks the
+  // number of cores for a log of 10,000 records or more (1 below); 1 replays on the
+  // opening thread. The state is the same either way.
+  uint32_t replay_threads = 0;
 };
 
 struct EventInput {
@@ -156,6 +160,7 @@ struct EngineStats {
   uint64_t contacts = 0;
   std::optional<TimeMs> last_snapshot_at_ms;
   uint64_t replayed_records = 0;  // at open
+  uint32_t replay_threads = 1;    // that replayed them
   int64_t open_micros = 0;
 };
 

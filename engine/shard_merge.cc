@@ -1,0 +1,165 @@
+#include "engine/shard_merge.h"
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include <absl/container/flat_hash_map.h>
+
+namespace bucketd {
+namespace {
+
+// Where something first appeared: the record, then (for a record every shard folded) the
+// order the lowest shard met it in. A name first met in a shared record was new to every
+// shard there, and every shard interns a shared record's names in the same order.
+struct FirstUse {
+  uint64_t seq;
+  uint32_t shard;
+  uint32_t local;
+  bool operator<(const FirstUse& o) const {
+    return std::tie(seq, shard, local) < std::tie(o.seq, o.shard, o.local);
+  }
+};
+
+using Remap = std::vector<uint32_t>;  // a shard's id -> the merged id
+
+// Interns every shard's names into `merged` in order of first use in the log.
+std::vector<Remap> MergeNames(const std::vector<std::unique_ptr<ReplayShard>>& shards,
+                              Interner State::*names, std::vector<uint64_t> ReplayShard::*first_seq,
+                              Interner* merged) {
+  absl::flat_hash_map<std::string, FirstUse> first;
+  for (uint32_t s = 0; s < shards.size(); ++s) {
+    const Interner& local = shards[s]->fold.state().*names;
+    for (uint32_t id = 0; id < local.size(); ++id) {
+      const FirstUse use{((*shards[s]).*first_seq)[id], s, id};
+      auto [it, inserted] = first.try_emplace(local.Name(id), use);
+      if (!inserted && use < it->second) it->second = use;
+    }
+  }
+  std::vector<std::pair<FirstUse, std::string>> order;
+  order.reserve(first.size());
+  for (auto& [name, use] : first) order.emplace_back(use, name);
+  std::sort(order.begin(), order.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [use, name] : order) merged->Intern(name);
+
+  std::vector<Remap> remaps(shards.size());
+  for (uint32_t s = 0; s < shards.size(); ++s) {
+    const Interner& local = shards[s]->fold.state().*names;
+    for (uint32_t id = 0; id < local.size(); ++id) {
+      remaps[s].push_back(merged->Find(local.Name(id)));
+    }
+  }
+  return remaps;
+}
+
+// Renames a user's ids into the merged numbering; the vectors stay sorted by id.
+void RemapUser(const Remap& event_names, const Remap& property_keys, User* user) {
+  for (EventHistory& h : user->events) h.name_id = event_names[h.name_id];
+  auto by_name = [](const EventHistory& a, const EventHistory& b) { return a.name_id < b.name_id; };
+  if (!std::is_sorted(user->events.begin(), user->events.end(), by_name)) {
+    std::sort(user->events.begin(), user->events.end(), by_name);
+  }
+  for (Property& p : user->properties) p.key_id = property_keys[p.key_id];
+  auto by_key = [](const Property& a, const Property& b) { return a.key_id < b.key_id; };
+  if (!std::is_sorted(user->properties.begin(), user->properties.end(), by_key)) {
+    std::sort(user->properties.begin(), user->properties.end(), by_key);
+  }
+}
+
+struct DueEntry {
+  DueKey key;
+  Slot* slot;
+  bool operator<(const DueEntry& o) const { return key < o.key; }
+};
+
+}  // namespace
+
+void ReplayShard::NoteFirstAppearances(uint64_t seq) {
+  const State& st = fold.state();
+  user_first_seq.resize(st.users.size(), seq);
+  event_name_first_seq.resize(st.event_names.size(), seq);
+  property_key_first_seq.resize(st.property_keys.size(), seq);
+}
+
+void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t applied_seq,
+                 TimeMs now, Fold* into) {
+  std::vector<std::unique_ptr<ReplayShard>>& shards = *shards_in;
+  State& out = into->mutable_state();
+  const std::vector<Remap> event_names =
+      MergeNames(shards, &State::event_names, &ReplayShard::event_name_first_seq, &out.event_names);
+  const std::vector<Remap> property_keys = MergeNames(
+      shards, &State::property_keys, &ReplayShard::property_key_first_seq, &out.property_keys);
+
+  // Buckets: every shard defined the same ones; their totals are per shard.
+  State& first = shards[0]->fold.mutable_state();
+  for (size_t s = 1; s < shards.size(); ++s) {
+    const State& other = shards[s]->fold.state();
+    for (size_t b = 0; b < first.buckets.size(); ++b) {
+      first.buckets[b]->entered_total += other.buckets[b]->entered_total;
+      first.buckets[b]->left_total += other.buckets[b]->left_total;
+      first.buckets[b]->closed_dwell_ms_total += other.buckets[b]->closed_dwell_ms_total;
+    }
+  }
+  out.buckets = std::move(first.buckets);
+  out.bucket_ids = std::move(first.bucket_ids);
+  for (auto& bucket : out.buckets) {
+    bucket->due_index.clear();
+    bucket->members.clear();
+  }
+
+  // Users, in order of first appearance: a k-way merge of the shards' user lists, each
+  // already in that order.
+  size_t total_users = 0;
+  for (const auto& shard : shards) total_users += shard->fold.state().users.size();
+  out.users.reserve(total_users);
+  std::vector<size_t> next(shards.size(), 0);
+  std::vector<std::vector<DueEntry>> filed(out.buckets.size());
+  for (size_t n = 0; n < total_users; ++n) {
+    size_t pick = shards.size();
+    for (size_t s = 0; s < shards.size(); ++s) {
+      if (next[s] == shards[s]->user_first_seq.size()) continue;
+      if (pick == shards.size() ||
+          shards[s]->user_first_seq[next[s]] < shards[pick]->user_first_seq[next[pick]]) {
+        pick = s;
+      }
+    }
+    std::unique_ptr<User> user = std::move(shards[pick]->fold.mutable_state().users[next[pick]++]);
+    user->index = static_cast<uint32_t>(out.users.size());
+    RemapUser(event_names[pick], property_keys[pick], user.get());
+    for (Slot* slot : user->slots) {
+      slot->user_index = user->index;
+      if (slot->due_at != kNever)
+        filed[slot->bucket].push_back({{slot->due_at, user->index}, slot});
+      if (slot->active) out.buckets[slot->bucket]->members.Add(slot);
+    }
+    out.users.push_back(std::move(user));
+  }
+  for (size_t b = 0; b < out.buckets.size(); ++b) {
+    std::sort(filed[b].begin(), filed[b].end());
+    for (const DueEntry& e : filed[b]) out.buckets[b]->due_index.Insert(e.key, e.slot);
+  }
+
+  constexpr size_t kPrefetchDistance = 8;
+  out.user_ids.reserve(out.users.size());
+  for (size_t i = 0; i < out.users.size(); ++i) {
+    if (i + kPrefetchDistance < out.users.size()) {
+      out.user_ids.prefetch(out.users[i + kPrefetchDistance]->id);
+    }
+    out.user_ids.emplace(out.users[i]->id, out.users[i].get());
+  }
+
+  for (auto& shard : shards) {
+    State& st = shard->fold.mutable_state();
+    out.transition_seq += st.transition_seq;
+    out.slot_pool.Adopt(std::move(st.slot_pool));
+    st.users.clear();
+    st.user_ids.clear();
+  }
+  out.applied_seq = applied_seq;
+  out.now = now;
+  into->RebuildDerived();
+}
+
+}  // namespace bucketd
