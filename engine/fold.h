@@ -81,6 +81,8 @@ class Fold {
   // Due items popped by sweeps, for tests and metrics: a sweep over a bucket with nothing
   // due must pop (touch) none.
   uint64_t sweep_due_popped() const { return sweep_due_popped_; }
+  // Pops made by the replay shards merged into this fold (shard_merge.h).
+  void CountSweepDuePopped(uint64_t popped) { sweep_due_popped_ += popped; }
   uint64_t last_sweep_due() const { return last_sweep_due_; }
 
   const CompiledCriteria* compiled(uint32_t bucket) const;

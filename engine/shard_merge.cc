@@ -102,12 +102,15 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
       first.buckets[b]->closed_dwell_ms_total += other.buckets[b]->closed_dwell_ms_total;
     }
   }
+  // Every shard's member indices are emptied first: that resets the bookkeeping flags on
+  // the slots they reference, or the merged index would take those slots as already queued
+  // (or listed) and leave them out of its pages.
+  for (auto& shard : shards) {
+    for (auto& bucket : shard->fold.mutable_state().buckets) bucket->members.clear();
+  }
   out.buckets = std::move(first.buckets);
   out.bucket_ids = std::move(first.bucket_ids);
-  for (auto& bucket : out.buckets) {
-    bucket->due_index.clear();
-    bucket->members.clear();
-  }
+  for (auto& bucket : out.buckets) bucket->due_index.clear();
 
   // Users, in order of first appearance: a k-way merge of the shards' user lists, each
   // already in that order.
@@ -153,6 +156,7 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
   for (auto& shard : shards) {
     State& st = shard->fold.mutable_state();
     out.transition_seq += st.transition_seq;
+    into->CountSweepDuePopped(shard->fold.sweep_due_popped());
     out.slot_pool.Adopt(std::move(st.slot_pool));
     st.users.clear();
     st.user_ids.clear();

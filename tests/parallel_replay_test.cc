@@ -1,9 +1,11 @@
 // Sharded replay (engine/parallel_replay.h): whatever the number of shards, the state is
 // the one a single fold of the log builds, byte for byte in its snapshot encoding, and an
 // engine opened that way goes on exactly like one opened by a single-thread replay.
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -82,6 +84,33 @@ std::vector<Transition> TransitionsAfter(const Engine& engine, uint64_t after) {
     if (page.empty()) return all;
     after = page.back().seq;
     all.insert(all.end(), page.begin(), page.end());
+  }
+}
+
+// Every member of every bucket, in page order, with what a member page says of them.
+std::vector<std::string> AllMembers(const Engine& engine, const std::string& bucket_id) {
+  std::vector<std::string> members;
+  std::string cursor;
+  for (;;) {
+    MembersPage page;
+    RequireOk(engine.Members(bucket_id, cursor, 97, &page));
+    for (const Member& m : page.members) {
+      members.push_back(m.user_id + " " + std::to_string(m.entered_at) + " " +
+                        std::to_string(m.entry_count));
+    }
+    if (!page.next_cursor) return members;
+    cursor = *page.next_cursor;
+  }
+}
+
+void CheckSameMembers(const Engine& expected, const Engine& actual) {
+  for (const BucketInfo& bucket : expected.ListBuckets()) {
+    INFO("bucket " << bucket.id);
+    const std::vector<std::string> members = AllMembers(expected, bucket.id);
+    uint64_t count = 0;
+    RequireOk(actual.Count(bucket.id, &count));
+    CHECK(count == members.size());
+    CHECK(AllMembers(actual, bucket.id) == members);
   }
 }
 
@@ -198,6 +227,8 @@ TEST_CASE("an engine opened by a sharded replay goes on like one opened by a sin
   const StateInfo opened = a->State();
   CHECK(b->State().digest == opened.digest);
   CHECK(b->State().transition_seq == opened.transition_seq);
+  CHECK(b->Stats().sweep_due_items == a->Stats().sweep_due_items);
+  CheckSameMembers(*a, *b);
 
   // The merged state must behave, not only hash, the same: same inputs, same transitions.
   workload::Options more = Churny(62, 2000);
@@ -205,9 +236,62 @@ TEST_CASE("an engine opened by a sharded replay goes on like one opened by a sin
   RequireOk(ga.Run(a.get()));
   RequireOk(gb.Run(b.get()));
   CHECK(a->State().digest == b->State().digest);
+  CheckSameMembers(*a, *b);
   const std::vector<Transition> after = TransitionsAfter(*a, opened.transition_seq);
   CHECK(!after.empty());
   CHECK(TransitionsAfter(*b, opened.transition_seq) == after);
+}
+
+TEST_CASE("members listed by the shards' indices are listed after the merge") {
+  // Contact deletes settle a shard's member index (its slots are then marked as listed);
+  // the merged index must list, and later drop, those members like any other.
+  TempDir dir;
+  auto live = OpenOrFail(ManualOptions(dir.path(), kStartMs));
+  RequireOk(live->DefineBucket(R"({"id":"vip","name":"VIP","kind":"manual"})", DefineMode::kCreate,
+                               {}, nullptr));
+  for (int u = 0; u < 40; ++u) RequireOk(live->AddMember("vip", "u" + std::to_string(u)));
+  for (int u = 0; u < 40; u += 10) RequireOk(live->DeleteContact("u" + std::to_string(u)));
+  RequireOk(live->AddMember("vip", "late"));
+  RequireOk(live->Close());
+  live.reset();
+
+  TempDir copy;
+  std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
+  Options one = ManualOptions(dir.path(), kStartMs);
+  one.replay_threads = 1;
+  Options two = ManualOptions(copy.path(), kStartMs);
+  two.replay_threads = 2;
+  auto a = OpenOrFail(one);
+  auto b = OpenOrFail(two);
+  CHECK(AllMembers(*a, "vip").size() == 37);
+  CheckSameMembers(*a, *b);
+  for (int u = 1; u < 40; ++u) {
+    if (u % 10 == 0) continue;
+    RequireOk(a->RemoveMember("vip", "u" + std::to_string(u)));
+    RequireOk(b->RemoveMember("vip", "u" + std::to_string(u)));
+  }
+  CHECK(AllMembers(*b, "vip").size() == 1);
+  CheckSameMembers(*a, *b);
+}
+
+TEST_CASE("a long log opens on one thread per core by default, to the same state") {
+  TempDir dir;
+  workload::Options w = Churny(81, 10'500);
+  w.churn = false;
+  RunWorkload(dir.path(), w);
+  TempDir copy;
+  std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
+  Options single = ManualOptions(dir.path(), kStartMs);
+  single.replay_threads = 1;
+  Options automatic = ManualOptions(copy.path(), kStartMs);
+  automatic.replay_threads = 0;
+  auto a = OpenOrFail(single);
+  auto b = OpenOrFail(automatic);
+  REQUIRE(a->Stats().replayed_records >= 10'000);
+  const uint32_t cores = std::thread::hardware_concurrency();
+  CHECK(b->Stats().replay_threads == (cores > 1 ? std::min(cores, 8u) : 1u));
+  CHECK(b->State().digest == a->State().digest);
+  CheckSameMembers(*a, *b);
 }
 
 TEST_CASE("a sharded replay until T equals a single-thread one") {
@@ -236,34 +320,42 @@ TEST_CASE("a sharded replay until T equals a single-thread one") {
 }
 
 TEST_CASE("a record that does not fold fails a sharded replay") {
+  // Events around it span several batches, so shards are busy when one fails.
+  constexpr uint64_t kBad = 2500;
+  constexpr uint64_t kLast = 6000;
   TempDir dir;
   {
     std::unique_ptr<Log> log;
     RequireOk(Log::Open(LogOptions{dir.log(), false, false}, &log));
-    Record event;
-    event.seq = 1;
-    event.at = kStartMs;
-    event.user_id = "u1";
-    event.event_name = "opened";
-    event.occurred_at = kStartMs;
-    log->Stage(event, {});
-    Record remove;  // a manual remove from a bucket that was never defined
-    remove.seq = 2;
-    remove.at = kStartMs;
-    remove.kind = RecordKind::kMemberRemove;
-    remove.user_id = "u1";
-    remove.bucket_id = "nowhere";
-    log->Stage(remove, {});
+    for (uint64_t seq = 1; seq <= kLast; ++seq) {
+      Record r;
+      r.seq = seq;
+      r.at = kStartMs + static_cast<TimeMs>(seq);
+      r.user_id = "u" + std::to_string(seq % 97);
+      if (seq == kBad) {  // a manual remove from a bucket that was never defined
+        r.kind = RecordKind::kMemberRemove;
+        r.bucket_id = "nowhere";
+      } else {
+        r.event_name = "opened";
+        r.occurred_at = r.at;
+      }
+      log->Stage(r, {});
+      if (seq % 500 == 0) RequireOk(log->Commit());
+    }
     RequireOk(log->Commit());
   }
   LogForReplay replay(dir.path());
-  Fold fold;
-  uint64_t replayed = 0;
-  const Status s = replay.FoldSharded(2, &fold, &replayed);
-  CHECK(s.code() == StatusCode::kCorruption);
-  CHECK(s.ToString().find("log record 2") != std::string::npos);
-  CHECK(fold.state().applied_seq == 0);
-  CHECK(fold.state().users.empty());
+  for (uint32_t shards : {1u, 2u, 4u}) {
+    INFO(shards << " shards");
+    Fold fold;
+    uint64_t replayed = 0;
+    const Status s = replay.FoldSharded(shards, &fold, &replayed);
+    CHECK(s.code() == StatusCode::kCorruption);
+    CHECK(s.ToString().find("log record " + std::to_string(kBad)) != std::string::npos);
+    CHECK(replayed == 0);
+    CHECK(fold.state().applied_seq == 0);
+    CHECK(fold.state().users.empty());
+  }
 }
 
 TEST_CASE("replay_threads out of range is refused, naming the option") {
