@@ -47,6 +47,7 @@ struct Flags {
   bool snapshot_on_exit = false;
   std::string log_level = "info";
   size_t http_threads = kHttpThreadsDefault;
+  uint32_t replay_threads = Options().replay_threads;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -91,6 +92,11 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->envname("BUCKETD_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
+  app.add_option("--replay-threads", f.replay_threads,
+                 "threads for a start without a snapshot (0: one per core on long logs)")
+      ->envname("BUCKETD_REPLAY_THREADS")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
   app.add_option("--http-threads", f.http_threads, "HTTP handler threads")
       ->envname("BUCKETD_HTTP_THREADS")
       ->check(CLI::Range(size_t{2}, size_t{1024}))
@@ -119,6 +125,7 @@ Status ToOptions(const Flags& f, Options* options, TimeMs* sweep_interval_ms) {
     options->start_time_ms = start;
   }
   options->snapshot_every_records = f.snapshot_every_records;
+  options->replay_threads = f.replay_threads;
   Status status =
       ParseOptionalDuration(f.snapshot_every, "--snapshot-every", &options->snapshot_every_ms);
   if (!status.ok()) return status;
@@ -239,8 +246,9 @@ int Serve(const Flags& flags) {
     return EXIT_FAILURE;
   }
   EngineStats stats = engine->Stats();
-  spdlog::info("event=opened data={} replayed_records={} open_micros={} now={}", options.data_dir,
-               stats.replayed_records, stats.open_micros, FormatRfc3339(engine->Now()));
+  spdlog::info("event=opened data={} replayed_records={} replay_threads={} open_micros={} now={}",
+               options.data_dir, stats.replayed_records, stats.replay_threads, stats.open_micros,
+               FormatRfc3339(engine->Now()));
 
   ServerMetrics metrics;
   const bool manual_clock = options.clock == ClockMode::kManual;
