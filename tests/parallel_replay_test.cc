@@ -114,6 +114,26 @@ void CheckSameMembers(const Engine& expected, const Engine& actual) {
   }
 }
 
+// One data dir opened twice, the second time on a copy: by a one-thread replay and by a
+// replay on `threads` threads (0: the automatic choice).
+struct OpenedBothWays {
+  TempDir copy;  // first: outlives the engine on it
+  std::unique_ptr<Engine> single;
+  std::unique_ptr<Engine> sharded;
+};
+
+std::unique_ptr<OpenedBothWays> OpenBothWays(const std::string& dir, uint32_t threads) {
+  auto both = std::make_unique<OpenedBothWays>();
+  std::filesystem::copy(dir, both->copy.path(), std::filesystem::copy_options::recursive);
+  Options single = ManualOptions(dir, kStartMs);
+  single.replay_threads = 1;
+  Options sharded = ManualOptions(both->copy.path(), kStartMs);
+  sharded.replay_threads = threads;
+  both->single = OpenOrFail(single);
+  both->sharded = OpenOrFail(sharded);
+  return both;
+}
+
 workload::Options Churny(uint64_t seed, uint64_t events) {
   workload::Options w;
   w.users = 300;
@@ -212,15 +232,9 @@ TEST_CASE("names and users first met in different shards are numbered as one fol
 TEST_CASE("an engine opened by a sharded replay goes on like one opened by a single thread") {
   TempDir dir;
   RunWorkload(dir.path(), Churny(61, 5000));
-  TempDir copy;
-  std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
-
-  Options one = ManualOptions(dir.path(), kStartMs);
-  one.replay_threads = 1;
-  Options two = ManualOptions(copy.path(), kStartMs);
-  two.replay_threads = 2;
-  auto a = OpenOrFail(one);
-  auto b = OpenOrFail(two);
+  const auto both = OpenBothWays(dir.path(), 2);
+  Engine* a = both->single.get();
+  Engine* b = both->sharded.get();
   CHECK(a->Stats().replay_threads == 1);
   CHECK(b->Stats().replay_threads == 2);
   CHECK(b->Stats().replayed_records == a->Stats().replayed_records);
@@ -233,8 +247,8 @@ TEST_CASE("an engine opened by a sharded replay goes on like one opened by a sin
   // The merged state must behave, not only hash, the same: same inputs, same transitions.
   workload::Options more = Churny(62, 2000);
   workload::Generator ga(more), gb(more);
-  RequireOk(ga.Run(a.get()));
-  RequireOk(gb.Run(b.get()));
+  RequireOk(ga.Run(a));
+  RequireOk(gb.Run(b));
   CHECK(a->State().digest == b->State().digest);
   CheckSameMembers(*a, *b);
   const std::vector<Transition> after = TransitionsAfter(*a, opened.transition_seq);
@@ -255,14 +269,9 @@ TEST_CASE("members listed by the shards' indices are listed after the merge") {
   RequireOk(live->Close());
   live.reset();
 
-  TempDir copy;
-  std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
-  Options one = ManualOptions(dir.path(), kStartMs);
-  one.replay_threads = 1;
-  Options two = ManualOptions(copy.path(), kStartMs);
-  two.replay_threads = 2;
-  auto a = OpenOrFail(one);
-  auto b = OpenOrFail(two);
+  const auto both = OpenBothWays(dir.path(), 2);
+  Engine* a = both->single.get();
+  Engine* b = both->sharded.get();
   CHECK(AllMembers(*a, "vip").size() == 37);
   CheckSameMembers(*a, *b);
   for (int u = 1; u < 40; ++u) {
@@ -279,14 +288,9 @@ TEST_CASE("a long log opens on one thread per core by default, to the same state
   workload::Options w = Churny(81, 10'500);
   w.churn = false;
   RunWorkload(dir.path(), w);
-  TempDir copy;
-  std::filesystem::copy(dir.path(), copy.path(), std::filesystem::copy_options::recursive);
-  Options single = ManualOptions(dir.path(), kStartMs);
-  single.replay_threads = 1;
-  Options automatic = ManualOptions(copy.path(), kStartMs);
-  automatic.replay_threads = 0;
-  auto a = OpenOrFail(single);
-  auto b = OpenOrFail(automatic);
+  const auto both = OpenBothWays(dir.path(), 0);
+  Engine* a = both->single.get();
+  Engine* b = both->sharded.get();
   REQUIRE(a->Stats().replayed_records >= 10'000);
   const uint32_t cores = std::thread::hardware_concurrency();
   CHECK(b->Stats().replay_threads == (cores > 1 ? std::min(cores, 8u) : 1u));
