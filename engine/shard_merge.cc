@@ -158,8 +158,6 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
     out.transition_seq += st.transition_seq;
     into->CountSweepDuePopped(shard->fold.sweep_due_popped());
     out.slot_pool.Adopt(std::move(st.slot_pool));
-    st.users.clear();
-    st.user_ids.clear();
   }
   out.applied_seq = applied_seq;
   out.now = now;

@@ -30,7 +30,7 @@ struct ReplayShard {
 
 // Moves the shards' states into `into` and rebuilds its derived structures. `applied_seq`
 // and `now` are the last record folded and its instant (the shards may not all have seen
-// it). The shards are left empty.
+// it). What is left of the shards may only be destroyed.
 // REQUIRES: `into` is fresh; every shard folded the same shared records (sweeps, clock
 // moves, definitions) and disjoint sets of users.
 void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards, uint64_t applied_seq,
