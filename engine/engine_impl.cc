@@ -13,6 +13,7 @@
 #include "engine/clock.h"
 #include "engine/digest.h"
 #include "engine/fold.h"
+#include "engine/fold_lookahead.h"
 #include "engine/parallel_replay.h"
 #include "log/log.h"
 #include "log/read_ahead.h"
@@ -128,11 +129,13 @@ class EngineImpl final : public Engine {
       return Status::InvalidArgument("events", "a batch holds at most 100000 items");
     }
     const TimeMs now = Now();
+    Fold::Lookahead lookahead(fold_);
     for (size_t i = 0; i < events.size(); ++i) {
-      PrefetchAhead(events, i);
+      lookahead.Advance(i, events.size(),
+                        [&](size_t j) -> std::string_view { return events[j].user_id; });
       scratch_.clear();
       bool duplicate = false;
-      Status s = StageEvent(events[i], now, &duplicate, &scratch_);
+      Status s = StageEvent(events[i], now, &duplicate, &scratch_, lookahead.user(i));
       if (!s.ok()) {
         result->rejected.push_back({i, std::move(s)});
       } else if (duplicate) {
@@ -449,8 +452,9 @@ class EngineImpl final : public Engine {
     return r;
   }
 
+  // `known_user`: the event's user if a Fold::Lookahead found it, else null.
   Status StageEvent(const EventInput& event, TimeMs now, bool* duplicate,
-                    std::vector<Transition>* transitions) {
+                    std::vector<Transition>* transitions, User* known_user = nullptr) {
     *duplicate = false;
     if (event.idempotency_key) {
       if (event.idempotency_key->empty() || event.idempotency_key->size() > 256) {
@@ -477,7 +481,7 @@ class EngineImpl final : public Engine {
     r.idempotency_key = event.idempotency_key;
     // The fold validates (and refuses without changing anything) before it applies.
     const size_t before = transitions->size();
-    if (Status s = fold_.Apply(r, transitions); !s.ok()) return Rejected(s);
+    if (Status s = fold_.Apply(r, transitions, known_user); !s.ok()) return Rejected(s);
     log_->Stage(
         r, std::span<const Transition>(transitions->data() + before, transitions->size() - before));
     ++stats_.events_accepted;
@@ -573,15 +577,22 @@ class EngineImpl final : public Engine {
     }
     std::vector<Record> batch;
     uint64_t replayed = 0;
+    Fold::Lookahead lookahead(fold_);
     while (reader->NextBatch(&batch)) {
       for (size_t i = 0; i < batch.size(); ++i) {
-        PrefetchAhead(std::span<const Record>(batch), i);
+        // The batch was decoded on the reader's core: fetch each record before the
+        // lookahead reads its user id.
+        if (i + kRecordPrefetchDistance < batch.size()) {
+          PrefetchRecord(batch[i + kRecordPrefetchDistance]);
+        }
+        lookahead.Advance(i, batch.size(),
+                          [&](size_t j) -> std::string_view { return batch[j].user_id; });
         const Record& r = batch[i];
         if (r.at > until) {
           stats_.replayed_records = replayed;
           return Status::Ok();
         }
-        if (Status s = fold_.Apply(r, nullptr); !s.ok()) {
+        if (Status s = fold_.Apply(r, nullptr, lookahead.user(i)); !s.ok()) {
           return Status::Corruption("log record " + std::to_string(r.seq) +
                                     " does not fold: " + s.ToString());
         }
@@ -601,14 +612,6 @@ class EngineImpl final : public Engine {
     constexpr uint32_t kAutoReplayThreadsMax = 8;
     if (log_->last_seq() < kParallelReplayRecordsMin) return 1;
     return std::clamp(std::thread::hardware_concurrency(), 1u, kAutoReplayThreadsMax);
-  }
-
-  // The fold's prefetch stages, run a few inputs ahead of input `i`.
-  template <typename Input>
-  void PrefetchAhead(std::span<const Input> inputs, size_t i) const {
-    constexpr size_t kPrefetchDistance = 4;
-    fold_.PrefetchAhead(i, inputs.size(), kPrefetchDistance,
-                        [&](size_t j) { return std::string_view(inputs[j].user_id); });
   }
 
   static Status UnknownBucket(std::string_view id) {

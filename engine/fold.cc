@@ -104,10 +104,11 @@ Status Fold::Check(const Record& r) const {
   return Status::InvalidArgument("kind", "unknown record kind");
 }
 
+// `*user` is the user if known already, else looked up here.
 Status Fold::CheckEvent(const Record& r, User** user) const {
   if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
   if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
-  *user = FindUser(r.user_id);
+  if (*user == nullptr) *user = FindUser(r.user_id);
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
@@ -119,10 +120,11 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   return Status::Ok();
 }
 
-Status Fold::Apply(const Record& r, std::vector<Transition>* out) {
+Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
   assert(r.seq == state_.applied_seq + 1);
+  assert(known_user == nullptr || known_user == FindUser(r.user_id));
   // Events are the hot path: checked once, keeping the user lookup for the apply.
-  User* event_user = nullptr;
+  User* event_user = known_user;
   Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
   if (!check.ok()) return check;
   // Time never moves backwards inside the fold, whatever the record says.
@@ -178,13 +180,8 @@ User* Fold::FindUser(std::string_view id) const {
   return it == state_.user_ids.end() ? nullptr : it->second;
 }
 
-void Fold::PrefetchUser(std::string_view id, int stage) const {
-  if (id.empty()) return;
-  if (stage == 0) {
-    state_.user_ids.prefetch(id);
-    return;
-  }
-  if (const User* user = FindUser(id)) PrefetchUserState(user, stage);
+void Fold::PrefetchUserId(std::string_view id) const {
+  if (!id.empty()) state_.user_ids.prefetch(id);
 }
 
 void Fold::PrefetchUserState(const User* user, int stage) const {

@@ -33,7 +33,9 @@ class Fold {
   const HistorySource& history_source() const { return history_source_; }
 
   // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
-  Status Apply(const Record& record, std::vector<Transition>* out);
+  // `known_user`, if not null, is the user record.user_id names, as a Lookahead found it:
+  // it spares an event the id lookup.
+  Status Apply(const Record& record, std::vector<Transition>* out, User* known_user = nullptr);
   // Checks what Apply would refuse, without changing anything (the engine calls this
   // before it spends a sequence number).
   Status Check(const Record& record) const;
@@ -45,24 +47,9 @@ class Fold {
     state_.applied_seq = seq - 1;
   }
 
-  // A hint for loops that know which users the next inputs concern (replay, batch
-  // ingest): warms the caches for that user's state so that applying them later does not
-  // wait on memory, the largest cost of a big state. Stage 0 fetches the id's place in
-  // the user map, 1 the user, 2 the user's arrays, 3 its slots and retained instants; run
-  // each stage a few inputs after the previous one. Changes nothing, decides nothing.
-  static constexpr int kPrefetchStages = 4;
-  void PrefetchUser(std::string_view user_id, int stage) const;
-  // Runs the stages over a run of `count` inputs of which input `i` is folded next: stage
-  // k for the input (kPrefetchStages - k) * distance ahead, the last stage nearest, so each
-  // stage's memory arrives before the next stage needs it. `user_id(j)` names input j's
-  // user (empty: none).
-  template <typename UserIdAt>
-  void PrefetchAhead(size_t i, size_t count, size_t distance, const UserIdAt& user_id) const {
-    for (int stage = 0; stage < kPrefetchStages; ++stage) {
-      const size_t ahead = i + static_cast<size_t>(kPrefetchStages - stage) * distance;
-      if (ahead < count) PrefetchUser(user_id(ahead), stage);
-    }
-  }
+  // Warms the caches for the users of the next inputs of a run (replay and ingest
+  // batches) and remembers who they are: see Lookahead (fold_lookahead.h).
+  class Lookahead;
 
   // True when some enabled bucket has an item due at or before `t` (a sweep at t would
   // change something and so must be logged).
@@ -130,7 +117,12 @@ class Fold {
 
   // Helpers.
   User* FindUser(std::string_view id) const;
-  void PrefetchUserState(const User* user, int stage) const;  // stages 1.. of PrefetchUser
+  // Cache warming, in stages each run a few inputs after the previous one: 0 fetches the
+  // id's place in the user map, 1 the user, 2 the user's arrays, 3 its slots and retained
+  // instants. Changes nothing, decides nothing.
+  static constexpr int kPrefetchStages = 4;
+  void PrefetchUserId(std::string_view id) const;             // stage 0
+  void PrefetchUserState(const User* user, int stage) const;  // stages 1..3
   User* GetOrCreateUser(std::string_view id);
   Slot* FindSlot(User* user, uint32_t bucket) const;
   Slot* GetOrCreateSlot(User* user, uint32_t bucket);

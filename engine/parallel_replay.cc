@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/fold_lookahead.h"
 #include "engine/shard_merge.h"
 
 namespace bucketd {
@@ -101,7 +102,6 @@ class ShardedReplay {
 
  private:
   static constexpr size_t kBatchesInFlight = 4;
-  static constexpr size_t kPrefetchDistance = 4;
 
   uint32_t ShardOf(std::string_view user_id) const {
     // Not the user maps' hash: each shard's map would then see keys of one residue only.
@@ -167,13 +167,19 @@ class ShardedReplay {
   bool FoldPicks(uint32_t s, const SharedBatch& batch) {
     ReplayShard& shard = *shards_[s];
     const std::vector<uint32_t>& picks = batch.picks[s];
+    Fold::Lookahead lookahead(shard.fold);
     for (size_t i = 0; i < picks.size(); ++i) {
-      shard.fold.PrefetchAhead(i, picks.size(), kPrefetchDistance, [&](size_t j) {
-        return std::string_view(batch.records[picks[j]].user_id);
+      // The batch was decoded on another core: fetch each record before the lookahead
+      // reads its user id.
+      if (i + kRecordPrefetchDistance < picks.size()) {
+        PrefetchRecord(batch.records[picks[i + kRecordPrefetchDistance]]);
+      }
+      lookahead.Advance(i, picks.size(), [&](size_t j) -> std::string_view {
+        return batch.records[picks[j]].user_id;
       });
       const Record& r = batch.records[picks[i]];
       if (r.seq != shard.fold.state().applied_seq + 1) shard.fold.SkipTo(r.seq);
-      if (Status st = shard.fold.Apply(r, nullptr); !st.ok()) {
+      if (Status st = shard.fold.Apply(r, nullptr, lookahead.user(i)); !st.ok()) {
         statuses_[s] = Status::Corruption("log record " + std::to_string(r.seq) +
                                           " does not fold: " + st.ToString());
         return false;

@@ -44,4 +44,10 @@ struct Record {
   friend bool operator==(const Record&, const Record&) = default;
 };
 
+inline constexpr size_t kRecordPrefetchDistance = 24;
+inline void PrefetchRecord(const Record& r) {
+  for (size_t offset = 0; offset < sizeof(Record); offset += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(&r) + offset);
+}
+
 }  // namespace bucketd
