@@ -45,6 +45,9 @@ class DueIndex {
     if (entries_.erase(key) != 1) Broken("a filed slot missing from its time index");
   }
 
+  // Removes the earliest entry (a sweep's pop: no descent). REQUIRES: !empty().
+  void EraseFront() { entries_.erase(entries_.begin()); }
+
   bool empty() const { return entries_.empty(); }
   size_t size() const { return entries_.size(); }
   // The earliest entry. REQUIRES: !empty().

@@ -11,8 +11,9 @@ struct Fold::Emitter {
   Emitter(State* state, std::vector<Transition>* out, TimeMs detected_at)
       : state(state), out(out), detected_at(detected_at) {}
 
+  // `dwell` is the reaction a kDwell transition fires.
   void Emit(TransitionKind kind, const Bucket& bucket, const Slot& slot, TimeMs at,
-            LeaveReason reason = LeaveReason::kCriteria, std::string dwell_label = {},
+            LeaveReason reason = LeaveReason::kCriteria, const DwellReaction* dwell = nullptr,
             uint32_t dwell_count = 0) {
     const uint64_t seq = ++state->transition_seq;
     ++emitted;
@@ -27,7 +28,7 @@ struct Fold::Emitter {
     t.entry_count = slot.entry_count;
     t.source = slot.source;
     t.reason = reason;
-    t.dwell_label = std::move(dwell_label);
+    if (dwell != nullptr) t.dwell_label = dwell->Label();  // built only for a consumer
     t.dwell_count = dwell_count;
     t.at = at;
     t.detected_at = detected_at;

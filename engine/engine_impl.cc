@@ -604,14 +604,17 @@ class EngineImpl final : public Engine {
   }
 
   // Shards for replaying the log tail (parallel_replay.h): only a replay from nothing
-  // (no snapshot) can be sharded, and with no setting, only a long one on several cores.
+  // (no snapshot) can be sharded, and with no setting, only a long one on 3+ cores.
   uint32_t ReplayThreads() const {
     if (fold_.state().applied_seq != 0) return 1;
     if (options_.replay_threads != 0) return options_.replay_threads;
     constexpr uint64_t kParallelReplayRecordsMin = 10'000;
     constexpr uint32_t kAutoReplayThreadsMax = 8;
     if (log_->last_seq() < kParallelReplayRecordsMin) return 1;
-    return std::clamp(std::thread::hardware_concurrency(), 1u, kAutoReplayThreadsMax);
+    // The log's reader keeps one core busy: a shard on it would slow both down (on 2 cores,
+    // 2 shards replayed slower than 1 when measured).
+    const uint32_t cores = std::max(std::thread::hardware_concurrency(), 1u);
+    return std::clamp(cores - 1, 1u, kAutoReplayThreadsMax);
   }
 
   static Status UnknownBucket(std::string_view id) {

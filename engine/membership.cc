@@ -162,7 +162,7 @@ void Fold::FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emit
     *count = ordinal;
     const TimeMs grid_at = slot->anchor() + reaction.duration_ms * static_cast<int64_t>(ordinal);
     const TimeMs at = std::max({grid_at, slot->entered_at, at_floor});
-    emit->Emit(TransitionKind::kDwell, bucket, *slot, at, LeaveReason::kCriteria, reaction.Label(),
+    emit->Emit(TransitionKind::kDwell, bucket, *slot, at, LeaveReason::kCriteria, &reaction,
                ordinal);
   }
 }

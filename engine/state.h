@@ -92,7 +92,9 @@ struct Slot {
   TimeMs entered_at = 0;
   OptionalTime dwell_anchor_at;
   OptionalTime last_left_at;
-  std::vector<DwellStamp> dwell;
+  // One stamp per dwell reaction fired in the active membership; the first is inline (in
+  // the bytes a std::vector's header takes), so a bucket's one reaction costs no malloc.
+  absl::InlinedVector<DwellStamp, 1> dwell;
   // A copy of user->index, the time index's tie-break: re-filing needs it without a trip
   // through `user`.
   uint32_t user_index = 0;
@@ -108,6 +110,7 @@ struct Slot {
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
 };
+static_assert(sizeof(Slot) == 80, "a slot per membership: its size is paid ten million times");
 
 struct PastMembership {
   uint32_t bucket = 0;

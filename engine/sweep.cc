@@ -120,7 +120,8 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     PrefetchDue(bucket.due_index);
     Slot* slot = bucket.due_index.front();
     const TimeMs due = slot->due_at;
-    Unfile(slot);
+    bucket.due_index.EraseFront();  // Unfile(slot), knowing where the slot is filed
+    slot->due_at = kNever;
     ProcessDue(slot, due, t, 0, emit);
     ++popped;
     push_head(bucket);

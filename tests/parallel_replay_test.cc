@@ -283,7 +283,7 @@ TEST_CASE("members listed by the shards' indices are listed after the merge") {
   CheckSameMembers(*a, *b);
 }
 
-TEST_CASE("a long log opens on one thread per core by default, to the same state") {
+TEST_CASE("a long log opens on one thread per core but one by default, to the same state") {
   TempDir dir;
   workload::Options w = Churny(81, 10'500);
   w.churn = false;
@@ -293,7 +293,7 @@ TEST_CASE("a long log opens on one thread per core by default, to the same state
   Engine* b = both->sharded.get();
   REQUIRE(a->Stats().replayed_records >= 10'000);
   const uint32_t cores = std::thread::hardware_concurrency();
-  CHECK(b->Stats().replay_threads == (cores > 1 ? std::min(cores, 8u) : 1u));
+  CHECK(b->Stats().replay_threads == (cores > 2 ? std::min(cores - 1, 8u) : 1u));
   CHECK(b->State().digest == a->State().digest);
   CheckSameMembers(*a, *b);
 }

@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
   uint32_t threads = 0;
   replay
       ->add_option("--threads", threads,
-                   "threads for a replay without a snapshot (0: one per core; 1: one)")
+                   "threads for a replay without a snapshot (0: one per core but one; 1: one)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
 

@@ -93,7 +93,7 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
   app.add_option("--replay-threads", f.replay_threads,
-                 "threads for a start without a snapshot (0: one per core on long logs)")
+                 "threads for a start without a snapshot (0: one per core but one, on long logs)")
       ->envname("BUCKETD_REPLAY_THREADS")
       ->check(CLI::Range(0, 64))
       ->capture_default_str();

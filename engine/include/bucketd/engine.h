@@ -47,9 +47,9 @@ struct Options {
   std::optional<TimeMs> replay_until_ms;
   // Open the log without accepting inputs (bucketctl). Mutating calls fail.
   bool read_only = false;
-  // Threads that replay the log when there is no snapshot to start from: 0 picks the
-  // number of cores for a log of 10,000 records or more (1 below); 1 replays on the
-  // opening thread. The state is the same either way.
+  // Threads that replay the log when there is no snapshot to start from: 0 picks one per
+  // core but one (the log's reader takes it; at most 8) for a log of 10,000 records or
+  // more, else 1; 1 replays on the opening thread. The state is the same either way.
   uint32_t replay_threads = 0;
 };
 
