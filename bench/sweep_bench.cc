@@ -144,8 +144,7 @@ class Population {
   void Walk() {
     const State& s = fold_->state();
     breakdown_.slot = s.slot_pool.reserved_bytes();
-    breakdown_.user = s.users.capacity() * sizeof(s.users[0]) +
-                      s.user_ids.capacity() * (sizeof(*s.user_ids.begin()) + 1);
+    breakdown_.user = s.users.capacity() * sizeof(s.users[0]) + s.user_ids.bytes();
     for (const auto& user : s.users) {
       breakdown_.user += Chunk(user.get());
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());

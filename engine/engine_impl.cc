@@ -135,7 +135,8 @@ class EngineImpl final : public Engine {
                         [&](size_t j) -> std::string_view { return events[j].user_id; });
       scratch_.clear();
       bool duplicate = false;
-      Status s = StageEvent(events[i], now, &duplicate, &scratch_, lookahead.user(i));
+      Status s =
+          StageEvent(events[i], now, &duplicate, &scratch_, lookahead.user(i, events[i].user_id));
       if (!s.ok()) {
         result->rejected.push_back({i, std::move(s)});
       } else if (duplicate) {
@@ -592,7 +593,7 @@ class EngineImpl final : public Engine {
           stats_.replayed_records = replayed;
           return Status::Ok();
         }
-        if (Status s = fold_.Apply(r, nullptr, lookahead.user(i)); !s.ok()) {
+        if (Status s = fold_.Apply(r, nullptr, lookahead.user(i, r.user_id)); !s.ok()) {
           return Status::Corruption("log record " + std::to_string(r.seq) +
                                     " does not fold: " + s.ToString());
         }

@@ -175,14 +175,7 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
 
 // --- lookups ---
 
-User* Fold::FindUser(std::string_view id) const {
-  auto it = state_.user_ids.find(id);
-  return it == state_.user_ids.end() ? nullptr : it->second;
-}
-
-void Fold::PrefetchUserId(std::string_view id) const {
-  if (!id.empty()) state_.user_ids.prefetch(id);
-}
+User* Fold::FindUser(std::string_view id) const { return state_.user_ids.Find(id); }
 
 void Fold::PrefetchUserState(const User* user, int stage) const {
   const auto line = [](const void* p) { __builtin_prefetch(p); };
@@ -213,7 +206,7 @@ User* Fold::GetOrCreateUser(std::string_view id) {
   user->id = std::string(id);
   User* raw = user.get();
   state_.users.push_back(std::move(user));
-  state_.user_ids.emplace(raw->id, raw);
+  state_.user_ids.Insert(raw);
   return raw;
 }
 

@@ -119,9 +119,8 @@ class Fold {
   User* FindUser(std::string_view id) const;
   // Cache warming, in stages each run a few inputs after the previous one: 0 fetches the
   // id's place in the user map, 1 the user, 2 the user's arrays, 3 its slots and retained
-  // instants. Changes nothing, decides nothing.
+  // instants. Changes nothing, decides nothing. Stage 0 is UserIndex::Prefetch.
   static constexpr int kPrefetchStages = 4;
-  void PrefetchUserId(std::string_view id) const;             // stage 0
   void PrefetchUserState(const User* user, int stage) const;  // stages 1..3
   User* GetOrCreateUser(std::string_view id);
   Slot* FindSlot(User* user, uint32_t bucket) const;

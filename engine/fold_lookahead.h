@@ -9,6 +9,8 @@
 // (Fold::Apply's known_user) use it instead of hashing and comparing the id again, three
 // or four lookups per input otherwise. That is safe because a fold never destroys a user
 // (a deleted contact keeps its User), and a user not found yet is simply looked up again.
+// The user is found by the id's hash alone (UserIndex::FindByHash) and its id compared
+// only when the input is applied, once the user's memory has arrived.
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -26,34 +28,49 @@ class Fold::Lookahead {
   template <typename UserIdAt>
   void Advance(size_t i, size_t count, const UserIdAt& user_id) {
     if (i == 0) ring_.fill(Entry{});
-    if (const size_t j = i + 4 * kDistance; j < count) fold_.PrefetchUserId(user_id(j));
-    if (const size_t j = i + 3 * kDistance; j < count) {
+    const UserIndex& users = fold_.state_.user_ids;
+    if (const size_t j = i + 4 * kDistance; j < count) {
       const std::string_view id = user_id(j);
-      User* user = id.empty() ? nullptr : fold_.FindUser(id);
-      ring_[j % kRing] = Entry{j, user};
-      if (user != nullptr) fold_.PrefetchUserState(user, 1);
+      if (!id.empty()) {
+        const uint64_t hash = UserIndex::Hash(id);
+        ring_[j % kRing] = Entry{j, hash, nullptr};
+        users.Prefetch(hash);
+      }
+    }
+    if (const size_t j = i + 3 * kDistance; j < count) {
+      Entry& e = ring_[j % kRing];
+      if (e.input == j) {
+        // By hash alone: comparing ids would wait for the user's memory, which this
+        // stage only starts fetching. user() compares them.
+        e.user = users.FindByHash(e.hash);
+        if (e.user != nullptr) fold_.PrefetchUserState(e.user, 1);
+      }
     }
     for (int stage = 2; stage < kPrefetchStages; ++stage) {
       const size_t j = i + static_cast<size_t>(kPrefetchStages - stage) * kDistance;
-      if (User* user = this->user(j)) fold_.PrefetchUserState(user, stage);
+      if (const Entry& e = ring_[j % kRing]; e.input == j && e.user != nullptr) {
+        fold_.PrefetchUserState(e.user, stage);
+      }
     }
   }
 
-  // Input i's user as found a few inputs earlier, or nullptr if it was not known then (a
-  // new user; the first inputs of a run).
-  User* user(size_t i) const {
+  // Input i's user (`id` names it) as found a few inputs earlier, or nullptr if it was
+  // not known then (a new user; the first inputs of a run).
+  User* user(size_t i, std::string_view id) const {
     const Entry& e = ring_[i % kRing];
-    return e.input == i ? e.user : nullptr;
+    if (e.input != i || e.user == nullptr || e.user->id != id) return nullptr;
+    return e.user;
   }
 
  private:
   static constexpr size_t kDistance = 4;  // inputs between two stages
-  static constexpr size_t kRing = 16;     // > 3 * kDistance: inputs with a user remembered
-  static_assert(kRing > 3 * kDistance);
+  static constexpr size_t kRing = 32;     // > 4 * kDistance: inputs in flight
+  static_assert(kRing > 4 * kDistance);
 
   struct Entry {
     size_t input = SIZE_MAX;
-    User* user = nullptr;
+    uint64_t hash = 0;
+    User* user = nullptr;  // by hash: the id is not compared yet
   };
 
   const Fold& fold_;

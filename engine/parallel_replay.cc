@@ -179,7 +179,7 @@ class ShardedReplay {
       });
       const Record& r = batch.records[picks[i]];
       if (r.seq != shard.fold.state().applied_seq + 1) shard.fold.SkipTo(r.seq);
-      if (Status st = shard.fold.Apply(r, nullptr, lookahead.user(i)); !st.ok()) {
+      if (Status st = shard.fold.Apply(r, nullptr, lookahead.user(i, r.user_id)); !st.ok()) {
         statuses_[s] = Status::Corruption("log record " + std::to_string(r.seq) +
                                           " does not fold: " + st.ToString());
         return false;

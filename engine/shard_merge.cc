@@ -145,12 +145,12 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
   }
 
   constexpr size_t kPrefetchDistance = 8;
-  out.user_ids.reserve(out.users.size());
+  out.user_ids.Reserve(out.users.size());
   for (size_t i = 0; i < out.users.size(); ++i) {
     if (i + kPrefetchDistance < out.users.size()) {
-      out.user_ids.prefetch(out.users[i + kPrefetchDistance]->id);
+      out.user_ids.Prefetch(UserIndex::Hash(out.users[i + kPrefetchDistance]->id));
     }
-    out.user_ids.emplace(out.users[i]->id, out.users[i].get());
+    out.user_ids.Insert(out.users[i].get());
   }
 
   for (auto& shard : shards) {

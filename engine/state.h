@@ -27,6 +27,7 @@
 #include "engine/interner.h"
 #include "engine/member_index.h"
 #include "engine/slot_pool.h"
+#include "engine/user_index.h"
 
 namespace bucketd {
 
@@ -157,16 +158,6 @@ struct Bucket {
   bool evaluable() const { return !deleted && def.enabled; }
 };
 
-// Transparent hashing of ids, so std::string_view lookups need no std::string.
-struct IdHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view id) const { return absl::Hash<std::string_view>{}(id); }
-};
-struct IdEq {
-  using is_transparent = void;
-  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
-};
-
 struct State {
   uint64_t applied_seq = 0;     // last log record folded
   uint64_t transition_seq = 0;  // last transition emitted
@@ -185,9 +176,7 @@ struct State {
 
   SlotPool slot_pool;                        // owns every User::slots entry
   std::vector<std::unique_ptr<User>> users;  // by User::index
-  // Keys are copies of User::id (inline for ids up to 15 bytes): a lookup compares keys
-  // without a trip to the User, which is what lets PrefetchUser run ahead of the fold.
-  absl::flat_hash_map<std::string, User*, IdHash, IdEq> user_ids;
+  UserIndex user_ids;                        // by User::id
 };
 
 }  // namespace bucketd

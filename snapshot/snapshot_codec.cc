@@ -402,13 +402,12 @@ Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tall
 // fetched a few users ahead instead of waited for.
 Status BuildUserIds(State* st) {
   constexpr size_t kPrefetchDistance = 8;
-  st->user_ids.reserve(st->users.size());
+  st->user_ids.Reserve(st->users.size());
   for (size_t i = 0; i < st->users.size(); ++i) {
     if (i + kPrefetchDistance < st->users.size()) {
-      st->user_ids.prefetch(st->users[i + kPrefetchDistance]->id);
+      st->user_ids.Prefetch(UserIndex::Hash(st->users[i + kPrefetchDistance]->id));
     }
-    User* user = st->users[i].get();
-    if (!st->user_ids.emplace(user->id, user).second) return Damaged("user id appears twice");
+    if (!st->user_ids.Insert(st->users[i].get())) return Damaged("user id appears twice");
   }
   return Status::Ok();
 }
