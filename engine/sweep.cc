@@ -131,20 +131,19 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
 }
 
 // The sweep pops a bucket's entries in order, so the next ones are known: warm their
-// slot, then their user, then the user's arrays, a few pops ahead (as PrefetchUser does
-// for ingest). Popping is otherwise a chain of cache misses through scattered slots.
+// slot, then their user, then the user's arrays, then what they point to (the event
+// histories a criteria check reads), a few pops ahead (as Lookahead does for ingest).
+// Popping is otherwise a chain of cache misses through scattered slots.
 void Fold::PrefetchDue(const DueIndex& index) const {
-  constexpr size_t kDistance = 4;
+  constexpr size_t kDistance = 3;
   size_t position = 0;
-  for (auto it = index.begin(); it != index.end() && position <= 3 * kDistance; ++it, ++position) {
+  for (auto it = index.begin(); it != index.end() && position <= 4 * kDistance; ++it, ++position) {
     const Slot* slot = it->second;
-    if (position == 3 * kDistance) {
+    if (position == 4 * kDistance) {
       __builtin_prefetch(slot);
       __builtin_prefetch(reinterpret_cast<const char*>(slot) + 64);
-    } else if (position == 2 * kDistance) {
-      PrefetchUserState(slot->user, 1);
-    } else if (position == kDistance) {
-      PrefetchUserState(slot->user, 2);
+    } else if (position % kDistance == 0 && position != 0) {
+      PrefetchUserState(slot->user, static_cast<int>(4 - position / kDistance));
     }
   }
 }
