@@ -64,14 +64,14 @@ class EngineImpl final : public Engine {
     // A definition that needs more event history than the fold retained re-reads it
     // from the log (definitions change rarely; retaining everything would cost memory
     // on every event).
-    fold_.SetHistorySource([this](uint64_t before_seq, const Fold::EventVisitor& visit) {
+    fold_.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
       auto reader = log_->ReadAheadFrom(1);
       std::vector<Record> batch;
       while (reader->NextBatch(&batch)) {
-        for (const Record& r : batch) {
-          if (r.seq >= before_seq) return Status::Ok();
-          if (r.kind == RecordKind::kEvent) visit(r);
-        }
+        const auto end = std::find_if(batch.begin(), batch.end(),
+                                      [&](const Record& r) { return r.seq >= before_seq; });
+        visit(std::span<const Record>(batch.begin(), end));
+        if (end != batch.end()) return Status::Ok();
       }
       return reader->status();
     });

@@ -8,6 +8,7 @@
 #include <simdjson.h>
 
 #include "engine/emitter.h"
+#include "engine/fold_lookahead.h"
 
 namespace bucketd {
 namespace {
@@ -296,16 +297,32 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
       if (deeper[h.name_id]) h.newest.clear();
     }
   }
-  // Re-read every earlier event of those names; deleted contacts stay forgotten.
-  return history_source_(state_.applied_seq + 1, [&](const Record& r) {
-    const uint32_t name_id = state_.event_names.Find(r.event_name);
-    if (name_id >= deeper.size() || !deeper[name_id]) return;
-    User* user = FindUser(r.user_id);
-    if (user == nullptr || user->deleted) return;
-    auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
-                               [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
-    if (it == user->events.end() || it->name_id != name_id) return;
-    RetainInstant(&*it, std::min(r.occurred_at, r.at));
+  // Re-read every earlier event of those names; deleted contacts stay forgotten. The whole
+  // log is read, so its users are fetched ahead like a replay's (Lookahead).
+  std::vector<bool> wanted;
+  return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
+    wanted.assign(run.size(), false);
+    for (size_t i = 0; i < run.size(); ++i) {
+      if (run[i].kind != RecordKind::kEvent) continue;
+      const uint32_t name_id = state_.event_names.Find(run[i].event_name);
+      wanted[i] = name_id < deeper.size() && deeper[name_id];
+    }
+    Lookahead lookahead(*this);
+    for (size_t i = 0; i < run.size(); ++i) {
+      lookahead.Advance(i, run.size(), [&](size_t j) -> std::string_view {
+        return wanted[j] ? std::string_view(run[j].user_id) : std::string_view();
+      });
+      if (!wanted[i]) continue;
+      const Record& r = run[i];
+      User* user = lookahead.user(i, r.user_id);
+      if (user == nullptr) user = FindUser(r.user_id);
+      if (user == nullptr || user->deleted) continue;
+      const uint32_t name_id = state_.event_names.Find(r.event_name);
+      auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
+                                 [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+      if (it == user->events.end() || it->name_id != name_id) continue;
+      RetainInstant(&*it, std::min(r.occurred_at, r.at));
+    }
   });
 }
 

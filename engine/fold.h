@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "bucketd/engine.h"
@@ -24,11 +25,12 @@ class Fold {
   Fold(const Fold&) = delete;
   Fold& operator=(const Fold&) = delete;
 
-  // Where the fold re-reads earlier event records (seq < before_seq, in order) when a new
-  // definition needs event history it did not retain. Without one, such a definition
-  // sees only the retained history.
-  using EventVisitor = std::function<void(const Record&)>;
-  using HistorySource = std::function<Status(uint64_t before_seq, const EventVisitor& visit)>;
+  // Where the fold re-reads earlier records when a new definition needs event history it
+  // did not retain: the source visits every record with seq < before_seq, in order, in
+  // runs (a run lets the fold fetch the users of its next records while it folds one).
+  // Without a source, such a definition sees only the retained history.
+  using RecordsVisitor = std::function<void(std::span<const Record> run)>;
+  using HistorySource = std::function<Status(uint64_t before_seq, const RecordsVisitor& visit)>;
   void SetHistorySource(HistorySource source) { history_source_ = std::move(source); }
   const HistorySource& history_source() const { return history_source_; }
 

@@ -41,14 +41,21 @@ class LogForReplay {
   Log& log() { return *log_; }
 
   void Attach(Fold* fold) const {
-    fold->SetHistorySource([this](uint64_t before_seq, const Fold::EventVisitor& visit) {
+    fold->SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+      // Runs of 100: the history re-read's lookahead restarts at each run's start.
       auto reader = log_->ReadFrom(1);
+      std::vector<Record> run;
       Record r;
-      while (reader->Next(&r)) {
-        if (r.seq >= before_seq) return Status::Ok();
-        if (r.kind == RecordKind::kEvent) visit(r);
+      while (reader->Next(&r) && r.seq < before_seq) {
+        run.push_back(r);
+        if (run.size() == 100) {
+          visit(run);
+          run.clear();
+        }
       }
-      return reader->status();
+      if (!reader->status().ok()) return reader->status();
+      visit(run);
+      return Status::Ok();
     });
   }
 
