@@ -136,7 +136,7 @@ void Fold::Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emi
   const CompiledCriteria* criteria = compiled_[bucket->index].get();
   const auto& users = state_.users;
   for (size_t i = 0; i < users.size(); ++i) {
-    // Warm the caches for the users a few steps ahead (PrefetchUser's stages).
+    // Warm the caches for the users a few steps ahead (PrefetchUserState's stages).
     for (int stage = 1; stage < kPrefetchStages; ++stage) {
       const size_t ahead = i + static_cast<size_t>(kPrefetchStages - stage) * 4;
       if (ahead < users.size()) PrefetchUserState(users[ahead].get(), stage);
