@@ -45,8 +45,12 @@ class DueIndex {
     if (entries_.erase(key) != 1) Broken("a filed slot missing from its time index");
   }
 
-  // Removes the earliest entry (a sweep's pop: no descent). REQUIRES: !empty().
-  void EraseFront() { entries_.erase(entries_.begin()); }
+  // Removes the earliest entry (a sweep's pop: no descent), which must be filed under
+  // `key` (the popped slot's). REQUIRES: !empty().
+  void EraseFront(DueKey key) {
+    if (entries_.begin()->first != key) Broken("a slot filed under another instant");
+    entries_.erase(entries_.begin());
+  }
 
   bool empty() const { return entries_.empty(); }
   size_t size() const { return entries_.size(); }

@@ -299,25 +299,26 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
   }
   // Re-read every earlier event of those names; deleted contacts stay forgotten. The whole
   // log is read, so its users are fetched ahead like a replay's (Lookahead).
-  std::vector<bool> wanted;
+  constexpr uint32_t kUnwanted = UINT32_MAX;
+  std::vector<uint32_t> name_ids;  // per record of a run: a deepened name, or kUnwanted
   return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
-    wanted.assign(run.size(), false);
+    name_ids.assign(run.size(), kUnwanted);
     for (size_t i = 0; i < run.size(); ++i) {
       if (run[i].kind != RecordKind::kEvent) continue;
       const uint32_t name_id = state_.event_names.Find(run[i].event_name);
-      wanted[i] = name_id < deeper.size() && deeper[name_id];
+      if (name_id < deeper.size() && deeper[name_id]) name_ids[i] = name_id;
     }
     Lookahead lookahead(*this);
     for (size_t i = 0; i < run.size(); ++i) {
       lookahead.Advance(i, run.size(), [&](size_t j) -> std::string_view {
-        return wanted[j] ? std::string_view(run[j].user_id) : std::string_view();
+        return name_ids[j] != kUnwanted ? std::string_view(run[j].user_id) : std::string_view();
       });
-      if (!wanted[i]) continue;
+      const uint32_t name_id = name_ids[i];
+      if (name_id == kUnwanted) continue;
       const Record& r = run[i];
       User* user = lookahead.user(i, r.user_id);
       if (user == nullptr) user = FindUser(r.user_id);
       if (user == nullptr || user->deleted) continue;
-      const uint32_t name_id = state_.event_names.Find(r.event_name);
       auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
                                  [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
       if (it == user->events.end() || it->name_id != name_id) continue;

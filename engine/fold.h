@@ -36,7 +36,8 @@ class Fold {
 
   // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
   // `known_user`, if not null, is the user record.user_id names, as a Lookahead found it:
-  // it spares an event the id lookup.
+  // it spares an event the id lookup (other records ignore it). A wrong one would fold the
+  // event into another user; debug builds assert it.
   Status Apply(const Record& record, std::vector<Transition>* out, User* known_user = nullptr);
   // Checks what Apply would refuse, without changing anything (the engine calls this
   // before it spends a sequence number).
@@ -120,8 +121,8 @@ class Fold {
   // Helpers.
   User* FindUser(std::string_view id) const;
   // Cache warming, in stages each run a few inputs after the previous one: 0 fetches the
-  // id's place in the user map, 1 the user, 2 the user's arrays, 3 its slots and retained
-  // instants. Changes nothing, decides nothing. Stage 0 is UserIndex::Prefetch.
+  // id's place in the user map (UserIndex::Prefetch), 1 the user, 2 the user's arrays and
+  // email, 3 its slots, histories and properties. Changes nothing, decides nothing.
   static constexpr int kPrefetchStages = 4;
   void PrefetchUserState(const User* user, int stage) const;  // stages 1..3
   User* GetOrCreateUser(std::string_view id);

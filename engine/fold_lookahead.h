@@ -11,6 +11,7 @@
 // (a deleted contact keeps its User), and a user not found yet is simply looked up again.
 // The user is found by the id's hash alone (UserIndex::FindByHash) and its id compared
 // only when the input is applied, once the user's memory has arrived.
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -27,22 +28,19 @@ class Fold::Lookahead {
   // (a new run starts again at 0). `user_id(j)` names input j's user (empty: none).
   template <typename UserIdAt>
   void Advance(size_t i, size_t count, const UserIdAt& user_id) {
-    if (i == 0) ring_.fill(Entry{});
-    const UserIndex& users = fold_.state_.user_ids;
-    if (const size_t j = i + 4 * kDistance; j < count) {
-      const std::string_view id = user_id(j);
-      if (!id.empty()) {
-        const uint64_t hash = UserIndex::Hash(id);
-        ring_[j % kRing] = Entry{j, hash, nullptr};
-        users.Prefetch(hash);
-      }
+    if (i == 0) {
+      // A run starts with the first stage for the inputs before the pipeline's reach too,
+      // so that short runs (small ingest batches) are not left out entirely.
+      ring_.fill(Entry{});
+      for (size_t j = 0; j < std::min(count, 4 * kDistance); ++j) StartLookup(j, user_id(j));
     }
+    if (const size_t j = i + 4 * kDistance; j < count) StartLookup(j, user_id(j));
     if (const size_t j = i + 3 * kDistance; j < count) {
       Entry& e = ring_[j % kRing];
       if (e.input == j) {
         // By hash alone: comparing ids would wait for the user's memory, which this
         // stage only starts fetching. user() compares them.
-        e.user = users.FindByHash(e.hash);
+        e.user = fold_.state_.user_ids.FindByHash(e.hash);
         if (e.user != nullptr) fold_.PrefetchUserState(e.user, 1);
       }
     }
@@ -55,7 +53,7 @@ class Fold::Lookahead {
   }
 
   // Input i's user (`id` names it) as found a few inputs earlier, or nullptr if it was
-  // not known then (a new user; the first inputs of a run).
+  // not found then (a new user; a run's first inputs; another id with the same hash).
   User* user(size_t i, std::string_view id) const {
     const Entry& e = ring_[i % kRing];
     if (e.input != i || e.user == nullptr || e.user->id != id) return nullptr;
@@ -63,6 +61,14 @@ class Fold::Lookahead {
   }
 
  private:
+  // Stage 0: hashes input j's id and fetches its place in the id map.
+  void StartLookup(size_t j, std::string_view id) {
+    if (id.empty()) return;
+    const uint64_t hash = UserIndex::Hash(id);
+    ring_[j % kRing] = Entry{j, hash, nullptr};
+    fold_.state_.user_ids.Prefetch(hash);
+  }
+
   static constexpr size_t kDistance = 4;  // inputs between two stages
   static constexpr size_t kRing = 32;     // > 4 * kDistance: inputs in flight
   static_assert(kRing > 4 * kDistance);

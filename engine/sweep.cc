@@ -120,7 +120,8 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     PrefetchDue(bucket.due_index);
     Slot* slot = bucket.due_index.front();
     const TimeMs due = slot->due_at;
-    bucket.due_index.EraseFront();  // Unfile(slot), knowing where the slot is filed
+    // Unfile(slot), knowing where the slot is filed.
+    bucket.due_index.EraseFront(DueKey{due, slot->user_index});
     slot->due_at = kNever;
     ProcessDue(slot, due, t, 0, emit);
     ++popped;

@@ -1,5 +1,7 @@
 #include "engine/user_index.h"
 
+#include <algorithm>
+
 #include <absl/hash/hash.h>
 
 #include "engine/state.h"
@@ -45,18 +47,15 @@ void UserIndex::Prefetch(uint64_t hash) const {
 bool UserIndex::Insert(User* user) { return Insert(user, Hash(user->id)); }
 
 bool UserIndex::Insert(User* user, uint64_t hash) {
+  if (Find(user->id, hash) != nullptr) return false;
   if ((size_ + 1) * kLoadDenominator > entries_.size() * kLoadNumerator) {
     Grow(std::max(kMinCapacity, entries_.size() * 2));
   }
-  for (size_t i = Home(hash);; i = (i + 1) & mask_) {
-    Entry& e = entries_[i];
-    if (e.user == nullptr) {
-      e = Entry{hash, user};
-      ++size_;
-      return true;
-    }
-    if (e.hash == hash && e.user->id == user->id) return false;
-  }
+  size_t i = Home(hash);
+  while (entries_[i].user != nullptr) i = (i + 1) & mask_;
+  entries_[i] = Entry{hash, user};
+  ++size_;
+  return true;
 }
 
 void UserIndex::Reserve(size_t users) {

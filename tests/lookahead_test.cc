@@ -157,15 +157,38 @@ TEST_CASE("the lookahead names only users it found, under the id asked for") {
   for (size_t i = 0; i < ids.size(); ++i) {
     lookahead.Advance(i, ids.size(), [&](size_t j) -> std::string_view { return ids[j]; });
     User* user = lookahead.user(i, ids[i]);
-    if (i < 16 || ids[i].rfind("known-", 0) != 0) {
-      // A run's first 16 inputs are not looked up ahead (the lookahead starts 16 inputs
-      // ahead); unknown ids and no id have no user.
+    if (i < 12 || ids[i].rfind("known-", 0) != 0) {
+      // A run's first 12 inputs are applied before the lookahead finds users (its stage 1
+      // runs 12 inputs ahead); unknown ids and no id have no user.
       CHECK(user == nullptr);
     } else {
       CHECK(user == fold.user(ids[i]));
       CHECK(user != nullptr);
     }
-    // Asked under another id (as when two ids' hashes collide), it names no one.
     CHECK(lookahead.user(i, "someone-else") == nullptr);
+  }
+}
+
+TEST_CASE("a user found by another id's hash is not handed out") {
+  Fold fold;
+  Record r;
+  r.seq = 1;
+  r.at = kT0;
+  r.kind = RecordKind::kEvent;
+  r.user_id = "real";
+  r.event_name = "open";
+  r.occurred_at = kT0;
+  RequireOk(fold.Apply(r, nullptr));
+  // File the user a second time under the hash of "ghost", as if the ids collided: the
+  // lookahead finds it by that hash, and must still not name it for "ghost".
+  User* real = fold.mutable_state().users[0].get();
+  REQUIRE(fold.mutable_state().user_ids.Insert(real, UserIndex::Hash("ghost")));
+  REQUIRE(fold.mutable_state().user_ids.FindByHash(UserIndex::Hash("ghost")) == real);
+
+  const std::vector<std::string> ids(30, "ghost");
+  Fold::Lookahead lookahead(fold);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    lookahead.Advance(i, ids.size(), [&](size_t j) -> std::string_view { return ids[j]; });
+    CHECK(lookahead.user(i, "ghost") == nullptr);
   }
 }
