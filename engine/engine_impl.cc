@@ -581,13 +581,8 @@ class EngineImpl final : public Engine {
     Fold::Lookahead lookahead(fold_);
     while (reader->NextBatch(&batch)) {
       for (size_t i = 0; i < batch.size(); ++i) {
-        // The batch was decoded on the reader's core: fetch each record before the
-        // lookahead reads its user id.
-        if (i + kRecordPrefetchDistance < batch.size()) {
-          PrefetchRecord(batch[i + kRecordPrefetchDistance]);
-        }
-        lookahead.Advance(i, batch.size(),
-                          [&](size_t j) -> std::string_view { return batch[j].user_id; });
+        lookahead.AdvanceOverRecords(i, batch.size(),
+                                     [&](size_t j) -> const Record& { return batch[j]; });
         const Record& r = batch[i];
         if (r.at > until) {
           stats_.replayed_records = replayed;

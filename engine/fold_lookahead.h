@@ -52,6 +52,20 @@ class Fold::Lookahead {
     }
   }
 
+  // Advance over a run of log records that another thread decoded (replay): each record is
+  // in that thread's core's cache, so it is fetched too, before the lookahead reads its
+  // user id. `record(j)` is the run's record j.
+  template <typename RecordAt>
+  void AdvanceOverRecords(size_t i, size_t count, const RecordAt& record) {
+    if (const size_t j = i + kRecordDistance; j < count) {
+      const auto* bytes = reinterpret_cast<const char*>(&record(j));
+      for (size_t offset = 0; offset < sizeof(Record); offset += 64) {
+        __builtin_prefetch(bytes + offset);
+      }
+    }
+    Advance(i, count, [&](size_t j) -> std::string_view { return record(j).user_id; });
+  }
+
   // Input i's user (`id` names it) as found a few inputs earlier, or nullptr if it was
   // not found then (a new user; a run's first inputs; another id with the same hash).
   User* user(size_t i, std::string_view id) const {
@@ -69,8 +83,9 @@ class Fold::Lookahead {
     fold_.state_.user_ids.Prefetch(hash);
   }
 
-  static constexpr size_t kDistance = 4;  // inputs between two stages
-  static constexpr size_t kRing = 32;     // > 4 * kDistance: inputs in flight
+  static constexpr size_t kDistance = 4;                    // inputs between two stages
+  static constexpr size_t kRecordDistance = 6 * kDistance;  // before stage 0 reads the id
+  static constexpr size_t kRing = 32;                       // > 4 * kDistance: inputs in flight
   static_assert(kRing > 4 * kDistance);
 
   struct Entry {

@@ -169,14 +169,8 @@ class ShardedReplay {
     const std::vector<uint32_t>& picks = batch.picks[s];
     Fold::Lookahead lookahead(shard.fold);
     for (size_t i = 0; i < picks.size(); ++i) {
-      // The batch was decoded on another core: fetch each record before the lookahead
-      // reads its user id.
-      if (i + kRecordPrefetchDistance < picks.size()) {
-        PrefetchRecord(batch.records[picks[i + kRecordPrefetchDistance]]);
-      }
-      lookahead.Advance(i, picks.size(), [&](size_t j) -> std::string_view {
-        return batch.records[picks[j]].user_id;
-      });
+      lookahead.AdvanceOverRecords(
+          i, picks.size(), [&](size_t j) -> const Record& { return batch.records[picks[j]]; });
       const Record& r = batch.records[picks[i]];
       if (r.seq != shard.fold.state().applied_seq + 1) shard.fold.SkipTo(r.seq);
       if (Status st = shard.fold.Apply(r, nullptr, lookahead.user(i, r.user_id)); !st.ok()) {

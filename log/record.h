@@ -1,7 +1,6 @@
 #pragma once
 // The decoded form of one log record. The on-disk layout (log_record.fbs) is known only
 // to log/; everything else sees these plain structs.
-#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -44,14 +43,5 @@ struct Record {
 
   friend bool operator==(const Record&, const Record&) = default;
 };
-
-// Replay folds records that the read-ahead thread decoded on another core, so each one's
-// first read waits on that core's cache. Fetching the record itself this many records
-// before it is folded (ahead of Fold::Lookahead's 16, which reads its user id) hides that.
-inline constexpr size_t kRecordPrefetchDistance = 24;
-inline void PrefetchRecord(const Record& r) {
-  for (size_t offset = 0; offset < sizeof(Record); offset += 64)
-    __builtin_prefetch(reinterpret_cast<const char*>(&r) + offset);
-}
 
 }  // namespace bucketd
