@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/churny_workload.h"
 #include "tests/test_support.h"
 
 #include "engine/digest.h"
@@ -142,12 +143,7 @@ std::unique_ptr<OpenedBothWays> OpenBothWays(const std::string& dir, uint32_t th
 }
 
 workload::Options Churny(uint64_t seed, uint64_t events) {
-  workload::Options w;
-  w.users = 300;
-  w.events = events;
-  w.seed = seed;
-  w.batch = 3;
-  return w;
+  return testing::Churny(seed, events, 300);
 }
 
 void RunWorkload(const std::string& dir, const workload::Options& w) {

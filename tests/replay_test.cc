@@ -14,6 +14,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/churny_workload.h"
 #include "tests/test_support.h"
 
 #include "engine/digest.h"
@@ -53,12 +54,7 @@ void FoldLog(const std::string& dir, Fold* fold, std::vector<Transition>* out) {
 }
 
 workload::Options Churny(uint64_t seed, uint64_t events) {
-  workload::Options w;
-  w.users = 250;
-  w.events = events;
-  w.seed = seed;
-  w.batch = 3;
-  return w;
+  return testing::Churny(seed, events, 250);
 }
 
 TEST_CASE("snapshot + tail == full replay == live, in digest and transitions") {
