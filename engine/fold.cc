@@ -47,15 +47,6 @@ void NormalizeEmailInto(std::string_view email, std::string* out) {
   }
 }
 
-// A user's arrays grow one element at a time, mostly to a few elements: growing 1, 2, 4
-// moves each array twice and frees two buffers on the way (reallocation was a tenth of
-// replay time when measured). The first element reserves room for up to four, or for as
-// many as there can be (`bound`: names, keys or buckets known), if fewer.
-template <typename T>
-void ReserveFirst(std::vector<T>* v, size_t bound) {
-  if (v->capacity() == 0) v->reserve(std::clamp<size_t>(bound, 1, 4));
-}
-
 }  // namespace
 
 Fold::Fold() = default;
@@ -180,7 +171,7 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
     std::abort();
   }
   state_.applied_seq = r.seq;
-  return status;
+  return Status::Ok();  // not `status`: a copy of two strings per record
 }
 
 // --- lookups ---
@@ -214,7 +205,7 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
 
 User* Fold::GetOrCreateUser(std::string_view id) {
   if (User* user = FindUser(id)) return user;
-  auto user = std::make_unique<User>();
+  auto user = std::make_unique_for_overwrite<User>();
   user->index = static_cast<uint32_t>(state_.users.size());
   user->id = std::string(id);
   User* raw = user.get();
@@ -236,7 +227,6 @@ Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
   slot->user = user;
   slot->user_index = user->index;
   slot->bucket = bucket;
-  ReserveFirst(&user->slots, state_.buckets.size());
   user->slots.push_back(slot);
   return slot;
 }
@@ -257,7 +247,6 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
     // Appended, then rotated into place: inserting in the middle of the vector moves
     // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
     const size_t at = static_cast<size_t>(it - user->events.begin());
-    ReserveFirst(&user->events, state_.event_names.size());
     EventHistory& added = user->events.emplace_back();
     added.name_id = name_id;
     added.first_at = added.last_at = occurred_at;
@@ -336,10 +325,6 @@ void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, 
     if (p.value.type == PropertyValue::Type::kNull) {
       if (present) user->properties.erase(it);
     } else if (!present) {
-      if (user->properties.empty()) {
-        ReserveFirst(&user->properties, state_.property_keys.size());
-        it = user->properties.begin();
-      }
       user->properties.insert(it, Property{key_id, p.value, at});
     } else if (!(it->value == p.value)) {
       it->value = p.value;

@@ -63,6 +63,17 @@ class Fold::Lookahead {
         __builtin_prefetch(bytes + offset);
       }
     }
+    // Then what the record owns on the heap and the apply reads: its email (compared with
+    // the contact's) and its property patches (checked, then applied).
+    if (const size_t j = i + kRecordHeapDistance; j < count) {
+      const Record& r = record(j);
+      if (r.email) __builtin_prefetch(r.email->data());
+      if (!r.properties.empty()) {
+        const auto* bytes = reinterpret_cast<const char*>(r.properties.data());
+        const size_t size = r.properties.size() * sizeof(PropertyPatch);
+        for (size_t offset = 0; offset < size; offset += 64) __builtin_prefetch(bytes + offset);
+      }
+    }
     Advance(i, count, [&](size_t j) -> std::string_view { return record(j).user_id; });
   }
 
@@ -85,7 +96,8 @@ class Fold::Lookahead {
 
   static constexpr size_t kDistance = 4;                    // inputs between two stages
   static constexpr size_t kRecordDistance = 6 * kDistance;  // before stage 0 reads the id
-  static constexpr size_t kRing = 32;                       // > 4 * kDistance: inputs in flight
+  static constexpr size_t kRecordHeapDistance = 2 * kDistance;
+  static constexpr size_t kRing = 32;  // > 4 * kDistance: inputs in flight
   static_assert(kRing > 4 * kDistance);
 
   struct Entry {

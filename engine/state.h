@@ -132,9 +132,12 @@ struct User {
   // No slot of this user is due before this instant (a lower bound, tightened when the
   // user's due items are applied): most ingests skip the walk over the user's slots.
   TimeMs next_due_floor = kNever;
-  std::vector<Property> properties;  // sorted by key_id
-  std::vector<EventHistory> events;  // sorted by name_id
-  std::vector<Slot*> slots;          // from State::slot_pool
+  // The arrays every event reads are inline for a typical user (a few names, buckets and
+  // keys): the user is then one block the lookahead fetches at once, with no dependent
+  // miss behind each array header and no malloc per array. Larger users spill to the heap.
+  absl::InlinedVector<Property, 2> properties;  // sorted by key_id
+  absl::InlinedVector<EventHistory, 4> events;  // sorted by name_id
+  absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
   std::vector<PastMembership> past;
 };
 
