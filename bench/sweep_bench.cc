@@ -40,12 +40,19 @@ size_t Chunk(const void* p) {
   return p == nullptr ? 0 : malloc_usable_size(const_cast<void*>(p)) + 8;
 }
 
+// The heap buffer of an absl::InlinedVector, if it spilled out of its inline storage (which
+// is counted with the object holding it).
+template <typename V>
+size_t SpilledChunk(const V& v) {
+  return v.capacity() > V().capacity() ? Chunk(v.data()) : 0;
+}
+
 // Where the heap bytes of the built state go, summed by walking it.
 struct Breakdown {
   size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
-  size_t slots_vector = 0;  // User::slots buffers (a pointer each)
-  size_t events = 0;        // User::events buffers and their EventHistory::newest buffers
-  size_t user = 0;          // User allocation, id, State::users and State::user_ids
+  size_t slots_vector = 0;  // User::slots buffers, for users with more slots than fit inline
+  size_t events = 0;        // spilled User::events and EventHistory::newest buffers
+  size_t user = 0;          // User allocation (inline arrays), id, State::users, user_ids
   size_t members = 0;       // MemberIndex B-trees, measured as the heap growth of settling them
 };
 
@@ -148,15 +155,11 @@ class Population {
     for (const auto& user : s.users) {
       breakdown_.user += Chunk(user.get());
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
-      breakdown_.slots_vector += Chunk(user->slots.data());
-      breakdown_.events += Chunk(user->events.data());
-      for (const EventHistory& h : user->events) {
-        // Instants beyond the inline capacity live in a heap buffer of their own.
-        if (h.newest.capacity() > decltype(h.newest)().capacity()) {
-          breakdown_.events += Chunk(h.newest.data());
-        }
-      }
-      for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.data());
+      breakdown_.slots_vector += SpilledChunk(user->slots);
+      breakdown_.events += SpilledChunk(user->events);
+      // Instants beyond the inline capacity live in a heap buffer of their own.
+      for (const EventHistory& h : user->events) breakdown_.events += SpilledChunk(h.newest);
+      for (const Slot* slot : user->slots) breakdown_.slot += SpilledChunk(slot->dwell);
     }
   }
 

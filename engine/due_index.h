@@ -1,17 +1,22 @@
 #pragma once
-// A bucket's time index: the slots whose state the clock alone can change, ordered by
-// (due instant, user index) so that a sweep pops them in a deterministic order.
+// A bucket's time index: the slots whose state the clock alone can change, popped in
+// (due instant, user index) order so that a sweep is deterministic.
 //
-// Why a B-tree and not an intrusive red-black tree through the slots: re-filing is on the
-// ingest path, and a descent through slots scattered over gigabytes costs a cache miss
-// per level (~17 levels for 100K entries, the largest single cost of replay when
-// measured). The B-tree keeps the keys packed ~10 per node, so the upper levels stay in
-// cache and a descent misses two or three times; slots also lose their 24-byte hook.
+// A calendar of pages, not one ordered tree. Filing is on the ingest path and mostly lands
+// far ahead of the clock (now + a window, a dwell, a maxDwell), where order does not matter
+// yet. So a page holds the entries of one span of time (kPageMs) unsorted, and filing is an
+// append; a page is sorted once, when it becomes the front (the earliest page). Before
+// this, every filing was a descent through an absl B-tree of all the bucket's entries, a
+// cache miss or three per level and the largest single cost of replay when measured.
+//
+// Erasing marks the entry (its slot becomes null) instead of moving anything; marked
+// entries are dropped when their page comes to the front, or all at once when they
+// outnumber the live ones. Entries filed into the front page after it was sorted wait in a
+// small heap beside it (`late`), so a sort is never repeated.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <iterator>
+#include <span>
+#include <vector>
 
 #include <absl/container/btree_map.h>
 
@@ -28,49 +33,73 @@ struct DueKey {
 
 class DueIndex {
  public:
-  using Entries = absl::btree_map<DueKey, Slot*>;
+  struct Entry {
+    DueKey key;
+    Slot* slot = nullptr;  // null: erased
+  };
 
-  // Files `slot` under `key`; the key must not be present (one slot per user and bucket).
-  void Insert(DueKey key, Slot* slot) {
-    // New instants are usually the latest in their bucket (now + a window): appending
-    // with the end as hint skips the descent.
-    if (entries_.empty() || std::prev(entries_.end())->first < key) {
-      entries_.emplace_hint(entries_.end(), key, slot);
-    } else if (!entries_.emplace(key, slot).second) {
-      Broken("a slot filed twice");
-    }
-  }
-  // Removes the entry under `key`, which must be there (a slot's key is its due_at).
-  void Erase(DueKey key) {
-    if (entries_.erase(key) != 1) Broken("a filed slot missing from its time index");
-  }
+  // Files `slot` under `key`; the key must not be filed already (one slot per user and
+  // bucket, and a slot is filed once).
+  void Insert(DueKey key, Slot* slot);
+  // Removes the entry under `key`, which must be there.
+  void Erase(DueKey key);
+  // Removes the earliest entry, which must be filed under `key` (the popped slot's).
+  // REQUIRES: !empty().
+  void EraseFront(DueKey key);
 
-  // Removes the earliest entry (a sweep's pop: no descent), which must be filed under
-  // `key` (the popped slot's). REQUIRES: !empty().
-  void EraseFront(DueKey key) {
-    if (entries_.begin()->first != key) Broken("a slot filed under another instant");
-    entries_.erase(entries_.begin());
-  }
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  // The earliest entry. REQUIRES: !empty(). Logically const: it may sort the front page and
+  // drop erased entries, which changes no answer.
+  const DueKey& front_key() const { return Front().key; }
+  Slot* front() const { return Front().slot; }
+  void clear();
 
-  bool empty() const { return entries_.empty(); }
-  size_t size() const { return entries_.size(); }
-  // The earliest entry. REQUIRES: !empty().
-  const DueKey& front_key() const { return entries_.begin()->first; }
-  Slot* front() const { return entries_.begin()->second; }
-  void clear() { entries_.clear(); }
+  // Calls visit(position, slot) for the entries after the front, in pop order, while
+  // position < count (position 1 is the next pop): a sweep warms them ahead. Entries filed
+  // into the front page after it was sorted are skipped. REQUIRES: !empty().
+  template <typename Visit>
+  void VisitUpcoming(size_t count, const Visit& visit) const;
 
-  Entries::const_iterator begin() const { return entries_.begin(); }
-  Entries::const_iterator end() const { return entries_.end(); }
+  // Every entry, in pop order (tests and checks; sorts a copy).
+  std::vector<Entry> Sorted() const;
+
+  // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
+  // sweep sorts a page only when the clock reaches it.
+  static constexpr int kPageShift = 20;
 
  private:
-  // The index and the slots' due instants disagree: the state is no longer a fold of the
-  // log, and going on could loop or diverge. Stop loudly.
-  [[noreturn]] static void Broken(const char* what) {
-    std::fprintf(stderr, "bucketd: time index invariant violated: %s\n", what);
-    std::abort();
-  }
+  struct Page {
+    // Unsorted until the page is the front; then sorted descending, so a pop is a
+    // pop_back and nothing moves.
+    std::vector<Entry> entries;
+    bool sorted = false;
+    std::vector<Entry> late;  // a min-heap: filed after `entries` was sorted
+  };
+  using Pages = absl::btree_map<int64_t, Page>;
 
-  Entries entries_;
+  static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
+  // The front page, sorted, with no erased entry at either pop position. REQUIRES: !empty().
+  Page& FrontPage() const;
+  const Entry& Front() const;
+  // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
+  void Compact();
+  [[noreturn]] static void Broken(const char* what);
+
+  mutable Pages pages_;
+  size_t size_ = 0;            // live entries
+  mutable size_t erased_ = 0;  // erased entries still stored
 };
+
+template <typename Visit>
+void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
+  const Page& page = FrontPage();
+  size_t position = 0;
+  for (auto it = page.entries.rbegin(); it != page.entries.rend() && position < count; ++it) {
+    if (it->slot == nullptr) continue;
+    if (position != 0) visit(position, it->slot);
+    ++position;
+  }
+}
 
 }  // namespace bucketd

@@ -68,12 +68,6 @@ void RemapUser(const Remap& event_names, const Remap& property_keys, User* user)
   }
 }
 
-struct DueEntry {
-  DueKey key;
-  Slot* slot;
-  bool operator<(const DueEntry& o) const { return key < o.key; }
-};
-
 }  // namespace
 
 void ReplayShard::NoteFirstAppearances(uint64_t seq) {
@@ -118,7 +112,6 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
   for (const auto& shard : shards) total_users += shard->fold.state().users.size();
   out.users.reserve(total_users);
   std::vector<size_t> next(shards.size(), 0);
-  std::vector<std::vector<DueEntry>> filed(out.buckets.size());
   for (size_t n = 0; n < total_users; ++n) {
     size_t pick = shards.size();
     for (size_t s = 0; s < shards.size(); ++s) {
@@ -133,15 +126,12 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
     RemapUser(event_names[pick], property_keys[pick], user.get());
     for (Slot* slot : user->slots) {
       slot->user_index = user->index;
-      if (slot->due_at != kNever)
-        filed[slot->bucket].push_back({{slot->due_at, user->index}, slot});
+      if (slot->due_at != kNever) {
+        out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index}, slot);
+      }
       if (slot->active) out.buckets[slot->bucket]->members.Add(slot);
     }
     out.users.push_back(std::move(user));
-  }
-  for (size_t b = 0; b < out.buckets.size(); ++b) {
-    std::sort(filed[b].begin(), filed[b].end());
-    for (const DueEntry& e : filed[b]) out.buckets[b]->due_index.Insert(e.key, e.slot);
   }
 
   constexpr size_t kPrefetchDistance = 8;

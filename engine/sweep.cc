@@ -137,16 +137,14 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
 // Popping is otherwise a chain of cache misses through scattered slots.
 void Fold::PrefetchDue(const DueIndex& index) const {
   constexpr size_t kDistance = 3;
-  size_t position = 0;
-  for (auto it = index.begin(); it != index.end() && position <= 4 * kDistance; ++it, ++position) {
-    const Slot* slot = it->second;
+  index.VisitUpcoming(4 * kDistance + 1, [&](size_t position, const Slot* slot) {
     if (position == 4 * kDistance) {
       __builtin_prefetch(slot);
       __builtin_prefetch(reinterpret_cast<const char*>(slot) + 64);
-    } else if (position % kDistance == 0 && position != 0) {
+    } else if (position % kDistance == 0) {
       PrefetchUserState(slot->user, static_cast<int>(4 - position / kDistance));
     }
-  }
+  });
 }
 
 bool Fold::HasDue(TimeMs t) const {

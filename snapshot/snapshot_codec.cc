@@ -225,16 +225,14 @@ void EncodeUser(const User& user, StreamWriter* w) {
   }
 }
 
-// A filed slot with its time-index key copied out, so that sorting a bucket's time index
-// compares in-cache integers instead of chasing each slot and its user.
+// A filed slot with its time-index key.
 struct DueEntry {
   DueKey key;
   Slot* slot;
-  bool operator<(const DueEntry& o) const { return key < o.key; }
 };
 
-// Per bucket, what the user stream holds for its indices: the filed slots (in user order;
-// sorted into the time index) and the active count (checked against the member set).
+// Per bucket, what the user stream holds for its indices: the filed slots (in user order)
+// and the active count (checked against the member set).
 struct BucketTally {
   std::vector<DueEntry> filed;
   uint64_t active = 0;
@@ -245,7 +243,7 @@ Status Damaged(const std::string& what) { return Status::Corruption("snapshot pa
 Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<BucketTally>* tally,
                   std::unique_ptr<User>* out) {
   const State& st = *st_out;
-  auto user = std::make_unique<User>();
+  auto user = std::make_unique_for_overwrite<User>();  // every field has an initializer
   user->index = index;
   user->id = std::string(r->Str());
   const uint8_t flags = r->Byte();
@@ -320,6 +318,9 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
         source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
       return Damaged(where() + ": slot bucket or source out of range");
     }
+    for (uint64_t j = 0; j < i; ++j) {
+      if (user->slots[j]->bucket == s.bucket) return Damaged(where() + ": two slots of a bucket");
+    }
     if ((slot_flags & kSlotFiled) && s.due_at == kNever)
       return Damaged(where() + ": bad due instant");
     s.source = static_cast<MembershipSource>(source);
@@ -375,8 +376,8 @@ Status DecodeBuckets(const snap::State& root, State* st) {
   return Status::Ok();
 }
 
-// Rebuilds each bucket's time index from its filed slots: sorted by key, then appended at
-// the end (O(1) amortized each) instead of 10M searching inserts.
+// Rebuilds each bucket's time index from its filed slots. Filing is an append in any order
+// (due_index.h), and no key repeats: DecodeUser refuses a user with two slots of a bucket.
 Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tally, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
@@ -384,15 +385,7 @@ Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tall
     if (filed.size() != root.buckets()->Get(b)->due_count()) {
       return Damaged("bucket " + bucket.def.id + ": time index size disagrees with its slots");
     }
-    // Users are decoded in index order and many are filed in that order too.
-    if (!std::is_sorted(filed.begin(), filed.end())) std::sort(filed.begin(), filed.end());
-    for (size_t i = 0; i < filed.size(); ++i) {
-      // Equal keys mean one user holds two slots of the bucket.
-      if (i > 0 && !(filed[i - 1] < filed[i])) {
-        return Damaged("bucket " + bucket.def.id + ": a user has two slots");
-      }
-      bucket.due_index.Insert(filed[i].key, filed[i].slot);
-    }
+    for (const DueEntry& e : filed) bucket.due_index.Insert(e.key, e.slot);
     std::vector<DueEntry>().swap(filed);
   }
   return Status::Ok();

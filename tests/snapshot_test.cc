@@ -18,6 +18,7 @@
 #include "engine/digest.h"
 #include "engine/fold.h"
 #include "log/log.h"
+#include "snapshot/snapshot_codec.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
 
@@ -93,11 +94,12 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
       auto it = y.members.sorted().begin();
       for (const Slot* s : x.members.sorted()) CHECK((*it++)->user->id == s->user->id);
       REQUIRE(x.due_index.size() == y.due_index.size());
-      auto jt = y.due_index.begin();
-      for (const auto& [key, slot] : x.due_index) {
-        CHECK(jt->first == key);
-        CHECK(jt->second->due_at == slot->due_at);
-        CHECK((jt++)->second->user->index == slot->user->index);
+      const std::vector<DueIndex::Entry> loaded_due = y.due_index.Sorted();
+      auto jt = loaded_due.begin();
+      for (const DueIndex::Entry& e : x.due_index.Sorted()) {
+        CHECK(jt->key == e.key);
+        CHECK(jt->slot->due_at == e.slot->due_at);
+        CHECK((jt++)->slot->user->index == e.slot->user->index);
       }
     }
     CHECK(store.List().size() <= 3);
@@ -115,6 +117,32 @@ TEST_CASE("an empty state round-trips") {
   REQUIRE(store.LoadNewest(&loaded, 0, kNever, &ok, &warnings).ok());
   CHECK(ok);
   CHECK(ComputeDigest(loaded.state()) == ComputeDigest(empty.state()));
+}
+
+TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
+  TempDir dir;
+  RunWorkload(dir.path(), 5, 600);
+  Fold fold;
+  ReplayLog(dir.path(), &fold);
+  User* user = nullptr;
+  for (auto& u : fold.mutable_state().users) {
+    if (u->slots.size() >= 2) user = u.get();
+  }
+  REQUIRE(user != nullptr);
+  {
+    flatbuffers::DetachedBuffer good;
+    REQUIRE(EncodeSnapshot(fold.state(), &good).ok());
+    Fold loaded;
+    REQUIRE(DecodeSnapshot(good.data(), good.size(), &loaded).ok());
+  }
+  user->slots[1]->bucket = user->slots[0]->bucket;  // written as is by the encoder
+  flatbuffers::DetachedBuffer bad;
+  REQUIRE(EncodeSnapshot(fold.state(), &bad).ok());
+  Fold loaded;
+  const Status s = DecodeSnapshot(bad.data(), bad.size(), &loaded);
+  CHECK(s.code() == StatusCode::kCorruption);
+  CHECK_THAT(s.message(), Catch::Contains("two slots of a bucket"));
+  CHECK(loaded.state().users.empty());  // nothing of the payload was kept
 }
 
 TEST_CASE("only the newest `keep` snapshots stay") {

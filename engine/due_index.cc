@@ -1,0 +1,151 @@
+#include "engine/due_index.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace bucketd {
+namespace {
+
+// Descending key order: a sorted page pops from its back, and as a heap comparator this
+// makes the earliest entry the heap's front.
+bool After(const DueIndex::Entry& a, const DueIndex::Entry& b) { return a.key > b.key; }
+bool Erased(const DueIndex::Entry& e) { return e.slot == nullptr; }
+
+// Erased entries are dropped all at once when they outnumber the live ones by this many.
+constexpr size_t kCompactSlack = 1024;
+
+}  // namespace
+
+void DueIndex::Insert(DueKey key, Slot* slot) {
+  Page& page = pages_[PageOf(key.due_at)];
+  if (page.sorted) {
+    page.late.push_back(Entry{key, slot});
+    std::push_heap(page.late.begin(), page.late.end(), After);
+  } else {
+    page.entries.push_back(Entry{key, slot});
+  }
+  ++size_;
+}
+
+void DueIndex::Erase(DueKey key) {
+  auto it = pages_.find(PageOf(key.due_at));
+  if (it == pages_.end()) Broken("a filed slot missing from its time index");
+  Page& page = it->second;
+  // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
+  // (filed, erased, filed again), but only one of the repeats is live.
+  Entry* found = nullptr;
+  const auto live_under_key = [&](Entry& e) { return e.key == key && e.slot != nullptr; };
+  if (page.sorted) {
+    auto e = std::lower_bound(page.entries.begin(), page.entries.end(), key,
+                              [](const Entry& x, const DueKey& k) { return x.key > k; });
+    for (; e != page.entries.end() && e->key == key; ++e) {
+      if (e->slot != nullptr) found = &*e;
+    }
+  } else {
+    auto e = std::find_if(page.entries.begin(), page.entries.end(), live_under_key);
+    if (e != page.entries.end()) found = &*e;
+  }
+  if (found == nullptr) {
+    auto e = std::find_if(page.late.begin(), page.late.end(), live_under_key);
+    if (e != page.late.end()) found = &*e;
+  }
+  if (found == nullptr) Broken("a filed slot missing from its time index");
+  found->slot = nullptr;
+  --size_;
+  ++erased_;
+  if (erased_ > size_ + kCompactSlack) Compact();
+}
+
+void DueIndex::EraseFront(DueKey key) {
+  Page& page = FrontPage();
+  const bool from_late = !page.late.empty() &&
+                         (page.entries.empty() || page.late.front().key < page.entries.back().key);
+  const Entry& front = from_late ? page.late.front() : page.entries.back();
+  if (front.key != key) Broken("a slot filed under another instant");
+  if (from_late) {
+    std::pop_heap(page.late.begin(), page.late.end(), After);
+    page.late.pop_back();
+  } else {
+    page.entries.pop_back();
+  }
+  --size_;
+}
+
+void DueIndex::clear() {
+  pages_.clear();
+  size_ = 0;
+  erased_ = 0;
+}
+
+std::vector<DueIndex::Entry> DueIndex::Sorted() const {
+  std::vector<Entry> all;
+  all.reserve(size_);
+  for (const auto& [number, page] : pages_) {
+    for (const auto* part : {&page.entries, &page.late}) {
+      for (const Entry& e : *part) {
+        if (!Erased(e)) all.push_back(e);
+      }
+    }
+  }
+  std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
+  return all;
+}
+
+DueIndex::Page& DueIndex::FrontPage() const {
+  for (;;) {
+    if (pages_.empty()) Broken("live entries missing from the time index");
+    auto it = pages_.begin();
+    Page& page = it->second;
+    if (!page.sorted) {
+      erased_ -= std::erase_if(page.entries, Erased);
+      std::sort(page.entries.begin(), page.entries.end(), After);
+      page.sorted = true;
+    }
+    while (!page.entries.empty() && Erased(page.entries.back())) {
+      page.entries.pop_back();
+      --erased_;
+    }
+    while (!page.late.empty() && Erased(page.late.front())) {
+      std::pop_heap(page.late.begin(), page.late.end(), After);
+      page.late.pop_back();
+      --erased_;
+    }
+    if (!page.entries.empty() || !page.late.empty()) return page;
+    pages_.erase(it);
+  }
+}
+
+const DueIndex::Entry& DueIndex::Front() const {
+  const Page& page = FrontPage();
+  if (page.late.empty()) return page.entries.back();
+  if (page.entries.empty() || page.late.front().key < page.entries.back().key) {
+    return page.late.front();
+  }
+  return page.entries.back();
+}
+
+void DueIndex::Compact() {
+  for (auto it = pages_.begin(); it != pages_.end();) {
+    Page& page = it->second;
+    std::erase_if(page.entries, Erased);  // keeps a sorted page sorted
+    if (std::erase_if(page.late, Erased) > 0) {
+      std::make_heap(page.late.begin(), page.late.end(), After);
+    }
+    if (page.entries.empty() && page.late.empty()) {
+      it = pages_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  erased_ = 0;
+}
+
+// The index and the slots' due instants disagree: the state is no longer a fold of the
+// log, and going on could loop or diverge. Stop loudly.
+void DueIndex::Broken(const char* what) {
+  std::fprintf(stderr, "bucketd: time index invariant violated: %s\n", what);
+  std::abort();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,167 @@
+// The time index (engine/due_index.h) against an ordered map of the same entries: random
+// filings, erasures and pops, across page boundaries, negative instants, filings into the
+// front page after it was sorted, keys filed again after being erased, and compaction.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "engine/due_index.h"
+#include "engine/state.h"
+
+namespace bucketd {
+namespace {
+
+constexpr TimeMs kPageMs = TimeMs{1} << DueIndex::kPageShift;
+
+// The index and the model hold the same entries, and the index pops in the model's order.
+void CheckSame(const DueIndex& index, const std::map<DueKey, Slot*>& model) {
+  REQUIRE(index.size() == model.size());
+  REQUIRE(index.empty() == model.empty());
+  const std::vector<DueIndex::Entry> sorted = index.Sorted();
+  REQUIRE(sorted.size() == model.size());
+  auto it = model.begin();
+  for (const DueIndex::Entry& e : sorted) {
+    CHECK(e.key == it->first);
+    CHECK(e.slot == it->second);
+    ++it;
+  }
+  if (!model.empty()) {
+    CHECK(index.front_key() == model.begin()->first);
+    CHECK(index.front() == model.begin()->second);
+  }
+}
+
+struct Harness {
+  explicit Harness(uint32_t users) : slots(users) {}
+
+  // A key for user u, not filed yet: one entry per user, like one slot per user and bucket.
+  void File(uint32_t user, TimeMs due) {
+    if (filed.contains(user)) return;
+    const DueKey key{due, user};
+    index.Insert(key, &slots[user]);
+    model.emplace(key, &slots[user]);
+    filed.emplace(user, key);
+  }
+  void Unfile(uint32_t user) {
+    auto it = filed.find(user);
+    if (it == filed.end()) return;
+    index.Erase(it->second);
+    model.erase(it->second);
+    filed.erase(it);
+  }
+  // Pops the earliest entry, checking it is the model's earliest.
+  void Pop() {
+    if (model.empty()) return;
+    const auto [key, slot] = *model.begin();
+    REQUIRE(index.front_key() == key);
+    REQUIRE(index.front() == slot);
+    index.EraseFront(key);
+    model.erase(model.begin());
+    filed.erase(key.user_index);
+  }
+
+  std::vector<Slot> slots;
+  DueIndex index;
+  std::map<DueKey, Slot*> model;
+  std::map<uint32_t, DueKey> filed;
+};
+
+TEST_CASE("random filings, erasures and pops pop in (due, user) order") {
+  std::mt19937_64 rng(GENERATE(1, 2, 3, 4));
+  const uint32_t users = 2'000;
+  Harness h(users);
+  std::uniform_int_distribution<uint32_t> user(0, users - 1);
+  TimeMs now = -3 * kPageMs;  // instants before the epoch too
+  for (int step = 0; step < 60'000; ++step) {
+    const uint32_t op = static_cast<uint32_t>(rng() % 100);
+    if (op < 50) {
+      // Mostly ahead of the clock, some at it (the front page, after it was sorted), and
+      // many on the same instant (ties broken by user).
+      TimeMs due = now + static_cast<TimeMs>(rng() % (8 * kPageMs));
+      if (op < 10) due = now + static_cast<TimeMs>(rng() % 1000);
+      if (op >= 45) due = now + kPageMs;
+      h.File(user(rng), due);
+    } else if (op < 70) {
+      h.Unfile(user(rng));
+    } else if (op < 95) {
+      h.Pop();
+    } else {
+      now += static_cast<TimeMs>(rng() % kPageMs);
+      // A sweep to `now`: pops everything due by then.
+      while (!h.model.empty() && h.model.begin()->first.due_at <= now) h.Pop();
+    }
+    if (step % 997 == 0) CheckSame(h.index, h.model);
+  }
+  CheckSame(h.index, h.model);
+  while (!h.model.empty()) h.Pop();
+  CHECK(h.index.empty());
+}
+
+TEST_CASE("a key filed again after being erased is one entry, popped once") {
+  Harness h(4);
+  h.File(1, 500);
+  h.File(2, 500);
+  h.File(3, 400);
+  h.Unfile(3);
+  h.File(3, 400);  // the same key again, beside its erased copy in an unsorted page
+  CheckSame(h.index, h.model);
+  h.Pop();  // sorts the page and pops (400, 3); (500, 2) and (500, 1) remain, sorted
+  h.Unfile(2);
+  h.File(2, 500);  // into the sorted front page: waits beside it, its erased copy stays
+  CheckSame(h.index, h.model);
+  h.Unfile(2);  // found beside the page, not as the erased copy
+  h.File(2, 500);
+  CheckSame(h.index, h.model);
+  h.Pop();
+  h.Pop();
+  CHECK(h.index.empty());
+  h.File(0, 300);  // an earlier instant after the front page emptied
+  CheckSame(h.index, h.model);
+}
+
+TEST_CASE("erased entries are dropped once they outnumber the live ones") {
+  Harness h(50'000);
+  for (uint32_t u = 0; u < 50'000; ++u) h.File(u, static_cast<TimeMs>(u) * 997);
+  // Erase all but every 100th, spread over every page: compaction runs on the way.
+  for (uint32_t u = 0; u < 50'000; ++u) {
+    if (u % 100 != 0) h.Unfile(u);
+  }
+  CheckSame(h.index, h.model);
+  CHECK(h.index.size() == 500);
+  // Refile the erased ones elsewhere and pop everything in order.
+  for (uint32_t u = 0; u < 50'000; ++u) h.File(u, 10'000'000 - static_cast<TimeMs>(u));
+  CheckSame(h.index, h.model);
+  while (!h.model.empty()) h.Pop();
+  CHECK(h.index.empty());
+}
+
+TEST_CASE("upcoming entries are visited in pop order after the front") {
+  Harness h(100);
+  for (uint32_t u = 0; u < 100; ++u) h.File(u, static_cast<TimeMs>((u * 37) % 100));
+  h.Unfile(5);
+  std::vector<const Slot*> visited;
+  h.index.VisitUpcoming(10, [&](size_t position, const Slot* slot) {
+    CHECK(position == visited.size() + 1);
+    visited.push_back(slot);
+  });
+  REQUIRE(visited.size() == 9);
+  auto it = std::next(h.model.begin());
+  for (const Slot* slot : visited) CHECK(slot == (it++)->second);
+}
+
+TEST_CASE("clear forgets every entry") {
+  Harness h(10);
+  for (uint32_t u = 0; u < 10; ++u) h.File(u, u * kPageMs);
+  h.index.clear();
+  CHECK(h.index.empty());
+  CHECK(h.index.size() == 0);
+  CHECK(h.index.Sorted().empty());
+  h.index.Insert(DueKey{7, 3}, &h.slots[3]);
+  CHECK(h.index.front_key() == DueKey{7, 3});
+}
+
+}  // namespace
+}  // namespace bucketd
