@@ -13,11 +13,19 @@
 namespace bucketd {
 namespace {
 
+// Most ids are ASCII, which is valid UTF-8: checking that inline skips simdjson's dispatch
+// and SIMD setup, which cost more than the check itself on a short id.
+bool IsAscii(std::string_view s) {
+  unsigned char any = 0;
+  for (const char c : s) any |= static_cast<unsigned char>(c);
+  return any < 0x80;
+}
+
 Status ValidateUserId(std::string_view user_id, std::string_view field = "userId") {
   if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
     return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
   }
-  if (simdjson::validate_utf8(user_id.data(), user_id.size()) == false) {
+  if (!IsAscii(user_id) && !simdjson::validate_utf8(user_id.data(), user_id.size())) {
     return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
   }
   return Status::Ok();
@@ -317,8 +325,10 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
 }
 
 void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {
+  patched_keys_scratch_.clear();
   for (const PropertyPatch& p : patch) {
     const uint32_t key_id = state_.property_keys.Intern(p.key);
+    patched_keys_scratch_.push_back(key_id);
     auto it = std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
                                [](const Property& q, uint32_t id) { return q.key_id < id; });
     const bool present = it != user->properties.end() && it->key_id == key_id;
@@ -355,17 +365,20 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
   if (first_event) {
     for (auto& bucket : state_.buckets) affected.push_back(bucket->index);
   } else {
-    if (auto it = state_.buckets_by_event.find(name_id); it != state_.buckets_by_event.end()) {
-      affected.assign(it->second.begin(), it->second.end());
+    if (name_id < state_.buckets_by_event.size()) {
+      affected.assign(state_.buckets_by_event[name_id].begin(),
+                      state_.buckets_by_event[name_id].end());
     }
-    for (const PropertyPatch& p : r.properties) {
-      const uint32_t key_id = state_.property_keys.Find(p.key);
-      auto it = state_.buckets_by_property.find(key_id);
-      if (it == state_.buckets_by_property.end()) continue;
-      affected.insert(affected.end(), it->second.begin(), it->second.end());
+    for (const uint32_t key_id : patched_keys_scratch_) {
+      if (key_id >= state_.buckets_by_property.size()) continue;
+      const std::vector<uint32_t>& by_key = state_.buckets_by_property[key_id];
+      affected.insert(affected.end(), by_key.begin(), by_key.end());
     }
-    std::sort(affected.begin(), affected.end());
-    affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    // Each list is in bucket order without repeats; only merging lists needs a sort.
+    if (!patched_keys_scratch_.empty()) {
+      std::sort(affected.begin(), affected.end());
+      affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    }
   }
   for (uint32_t index : affected) {
     Bucket& bucket = *state_.buckets[index];

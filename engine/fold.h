@@ -139,6 +139,7 @@ class Fold {
   State state_;
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
   std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
+  std::vector<uint32_t> patched_keys_scratch_;  // PatchProperties' key ids, for ApplyEvent
   HistorySource history_source_;
   uint64_t sweep_due_popped_ = 0;
   uint64_t last_sweep_due_ = 0;

@@ -33,9 +33,11 @@ void Fold::RebuildInvertedIndices() {
     }
     if (bucket->def.enabled) {
       for (uint32_t id : compiled->event_name_ids()) {
+        if (state_.buckets_by_event.size() <= id) state_.buckets_by_event.resize(id + 1);
         state_.buckets_by_event[id].push_back(bucket->index);
       }
       for (uint32_t id : compiled->property_key_ids()) {
+        if (state_.buckets_by_property.size() <= id) state_.buckets_by_property.resize(id + 1);
         state_.buckets_by_property[id].push_back(bucket->index);
       }
     }

@@ -174,8 +174,9 @@ struct State {
   std::vector<std::unique_ptr<Bucket>> buckets;  // by Bucket::index
   absl::flat_hash_map<std::string, uint32_t> bucket_ids;
   // Inverted indices: which live buckets an event name / property key can affect.
-  absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_event;
-  absl::flat_hash_map<uint32_t, std::vector<uint32_t>> buckets_by_property;
+  // Indexed by event name id / property key id (dense); ids past the end concern none.
+  std::vector<std::vector<uint32_t>> buckets_by_event;
+  std::vector<std::vector<uint32_t>> buckets_by_property;
 
   SlotPool slot_pool;                        // owns every User::slots entry
   std::vector<std::unique_ptr<User>> users;  // by User::index

@@ -66,8 +66,16 @@ TEST_CASE("the fold refuses a bad record without changing anything") {
   const uint64_t seq = r.fold.state().applied_seq;
   CHECK(r.Event("", "x", 0).code() == StatusCode::kInvalidArgument);
   CHECK(r.Event("u", "bucket:x", 0).code() == StatusCode::kInvalidArgument);
+  // Not UTF-8: a lone continuation byte, a truncated sequence, an overlong encoding.
+  for (const std::string& id : V{"u\x80", "caf\xc3", "\xc0\xaf", std::string(300, 'u')}) {
+    const Status s = r.Event(id, "x", 0);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.field() == "userId");
+  }
   CHECK(r.fold.state().applied_seq == seq);
   CHECK(r.fold.state().users.empty());
+  RequireOk(r.Event("caf\xc3\xa9-\xe2\x82\xac", "x", 0));  // UTF-8 beyond ASCII is fine
+  CHECK(r.fold.state().users.size() == 1);
 }
 
 TEST_CASE("a threshold leg keeps only the instants it needs") {
