@@ -14,6 +14,11 @@ bool Erased(const DueIndex::Entry& e) { return e.slot == nullptr; }
 
 // Erased entries are dropped all at once when they outnumber the live ones by this many.
 constexpr size_t kCompactSlack = 1024;
+// Erasing scans an unsorted page up to this size; a bigger one is sorted first.
+constexpr size_t kScanMax = 256;
+// A page's late heap is merged into its sorted entries beyond this size: it bounds the
+// scan that erasing from the heap needs, at a merge per this many filings.
+constexpr size_t kLateMax = 2048;
 
 }  // namespace
 
@@ -22,6 +27,7 @@ void DueIndex::Insert(DueKey key, Slot* slot) {
   if (page.sorted) {
     page.late.push_back(Entry{key, slot});
     std::push_heap(page.late.begin(), page.late.end(), After);
+    if (page.late.size() > kLateMax) MergeLate(&page);
   } else {
     page.entries.push_back(Entry{key, slot});
   }
@@ -36,6 +42,7 @@ void DueIndex::Erase(DueKey key) {
   // (filed, erased, filed again), but only one of the repeats is live.
   Entry* found = nullptr;
   const auto live_under_key = [&](Entry& e) { return e.key == key && e.slot != nullptr; };
+  if (!page.sorted && page.entries.size() > kScanMax) Sort(&page);
   if (page.sorted) {
     auto e = std::lower_bound(page.entries.begin(), page.entries.end(), key,
                               [](const Entry& x, const DueKey& k) { return x.key > k; });
@@ -97,11 +104,7 @@ DueIndex::Page& DueIndex::FrontPage() const {
     if (pages_.empty()) Broken("live entries missing from the time index");
     auto it = pages_.begin();
     Page& page = it->second;
-    if (!page.sorted) {
-      erased_ -= std::erase_if(page.entries, Erased);
-      std::sort(page.entries.begin(), page.entries.end(), After);
-      page.sorted = true;
-    }
+    if (!page.sorted) Sort(&page);
     while (!page.entries.empty() && Erased(page.entries.back())) {
       page.entries.pop_back();
       --erased_;
@@ -114,6 +117,21 @@ DueIndex::Page& DueIndex::FrontPage() const {
     if (!page.entries.empty() || !page.late.empty()) return page;
     pages_.erase(it);
   }
+}
+
+void DueIndex::Sort(Page* page) const {
+  erased_ -= std::erase_if(page->entries, Erased);
+  std::sort(page->entries.begin(), page->entries.end(), After);
+  page->sorted = true;
+}
+
+void DueIndex::MergeLate(Page* page) {
+  std::sort(page->late.begin(), page->late.end(), After);
+  const auto middle = static_cast<std::ptrdiff_t>(page->entries.size());
+  page->entries.insert(page->entries.end(), page->late.begin(), page->late.end());
+  std::inplace_merge(page->entries.begin(), page->entries.begin() + middle, page->entries.end(),
+                     After);
+  page->late.clear();
 }
 
 const DueIndex::Entry& DueIndex::Front() const {

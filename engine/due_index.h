@@ -11,8 +11,10 @@
 //
 // Erasing marks the entry (its slot becomes null) instead of moving anything; marked
 // entries are dropped when their page comes to the front, or all at once when they
-// outnumber the live ones. Entries filed into the front page after it was sorted wait in a
-// small heap beside it (`late`), so a sort is never repeated.
+// outnumber the live ones. Erasing finds the entry by a scan of a small page, or by binary
+// search in a big one (sorting it first, once). Entries filed into a page after it was
+// sorted wait in a small heap beside it (`late`), merged into the page when it grows, so
+// a sort is never repeated and no search scans more than a few thousand entries.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -81,6 +83,8 @@ class DueIndex {
   static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
   // The front page, sorted, with no erased entry at either pop position. REQUIRES: !empty().
   Page& FrontPage() const;
+  void Sort(Page* page) const;
+  static void MergeLate(Page* page);
   const Entry& Front() const;
   // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
   void Compact();

@@ -1,6 +1,7 @@
 // The time index (engine/due_index.h) against an ordered map of the same entries: random
 // filings, erasures and pops, across page boundaries, negative instants, filings into the
-// front page after it was sorted, keys filed again after being erased, and compaction.
+// front page after it was sorted, keys filed again after being erased, big pages (sorted
+// to erase from, merged into when filed into after sorting), and compaction.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -94,6 +95,31 @@ TEST_CASE("random filings, erasures and pops pop in (due, user) order") {
       while (!h.model.empty() && h.model.begin()->first.due_at <= now) h.Pop();
     }
     if (step % 997 == 0) CheckSame(h.index, h.model);
+  }
+  CheckSame(h.index, h.model);
+  while (!h.model.empty()) h.Pop();
+  CHECK(h.index.empty());
+}
+
+TEST_CASE("big pages: erasing sorts them, filings into sorted ones are merged in") {
+  // Every instant within two pages, so pages hold thousands of entries: erasing sorts an
+  // unsorted page first, and filings into a sorted page overflow its late heap.
+  std::mt19937_64 rng(GENERATE(5, 6));
+  const uint32_t users = 30'000;
+  Harness h(users);
+  std::uniform_int_distribution<uint32_t> user(0, users - 1);
+  std::uniform_int_distribution<TimeMs> due(0, 2 * kPageMs - 1);
+  for (uint32_t u = 0; u < users; u += 2) h.File(u, due(rng));
+  for (int step = 0; step < 80'000; ++step) {
+    const uint32_t op = static_cast<uint32_t>(rng() % 100);
+    if (op < 55) {
+      h.File(user(rng), due(rng));
+    } else if (op < 85) {
+      h.Unfile(user(rng));
+    } else {
+      h.Pop();
+    }
+    if (step % 4999 == 0) CheckSame(h.index, h.model);
   }
   CheckSame(h.index, h.model);
   while (!h.model.empty()) h.Pop();
