@@ -9,8 +9,7 @@
 namespace bucketd {
 namespace {
 
-// Descending key order: a sorted page pops from its back, and as a heap comparator this
-// makes the earliest entry the heap's front.
+// Descending key order: a sorted page pops from its back.
 bool After(const DueIndex::Entry& a, const DueIndex::Entry& b) { return a.key > b.key; }
 bool Erased(const DueIndex::Entry& e) { return e.slot == nullptr; }
 
@@ -32,7 +31,8 @@ void SortDescending(std::vector<DueIndex::Entry>* entries) {
   };
   constexpr int kDigitBits = 11;
   constexpr size_t kDigits = size_t{1} << kDigitBits;
-  // One per thread, kept between sorts: a page can hold a million entries.
+  // One per thread, kept between sorts of ordinary pages; released after a huge one.
+  constexpr size_t kScratchKeptMax = size_t{1} << 16;
   thread_local std::vector<DueIndex::Entry> scratch;
   scratch.resize(n);
   std::vector<uint32_t> count(kDigits);
@@ -48,24 +48,20 @@ void SortDescending(std::vector<DueIndex::Entry>* entries) {
     std::swap(from, to);
   }
   if (from != entries->data()) std::copy(from, from + n, entries->data());
+  if (scratch.capacity() > kScratchKeptMax) std::vector<DueIndex::Entry>().swap(scratch);
 }
 
 // Erased entries are dropped all at once when they outnumber the live ones by this many.
 constexpr size_t kCompactSlack = 1024;
 // Erasing scans an unsorted page up to this size; a bigger one is sorted first.
 constexpr size_t kScanMax = 256;
-// A page's late heap is merged into its sorted entries beyond this size: it bounds the
-// scan that erasing from the heap needs, at a merge per this many filings.
-constexpr size_t kLateMax = 2048;
 
 }  // namespace
 
 void DueIndex::Insert(DueKey key, Slot* slot) {
   Page& page = pages_[PageOf(key.due_at)];
   if (page.sorted) {
-    page.late.push_back(Entry{key, slot});
-    std::push_heap(page.late.begin(), page.late.end(), After);
-    if (page.late.size() > kLateMax) MergeLate(&page);
+    page.late.emplace(key, slot);
   } else {
     page.entries.push_back(Entry{key, slot});
   }
@@ -76,24 +72,24 @@ void DueIndex::Erase(DueKey key) {
   auto it = pages_.find(PageOf(key.due_at));
   if (it == pages_.end()) Broken("a filed slot missing from its time index");
   Page& page = it->second;
+  if (page.late.erase(key) == 1) {
+    --size_;
+    return;
+  }
   // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
   // (filed, erased, filed again), but only one of the repeats is live.
   Entry* found = nullptr;
-  const auto live_under_key = [&](Entry& e) { return e.key == key && e.slot != nullptr; };
   if (!page.sorted && page.entries.size() > kScanMax) Sort(&page);
   if (page.sorted) {
     auto e = std::lower_bound(page.entries.begin(), page.entries.end(), key,
                               [](const Entry& x, const DueKey& k) { return x.key > k; });
     for (; e != page.entries.end() && e->key == key; ++e) {
-      if (e->slot != nullptr) found = &*e;
+      if (!Erased(*e)) found = &*e;
     }
   } else {
-    auto e = std::find_if(page.entries.begin(), page.entries.end(), live_under_key);
+    auto e = std::find_if(page.entries.begin(), page.entries.end(),
+                          [&](const Entry& x) { return x.key == key && !Erased(x); });
     if (e != page.entries.end()) found = &*e;
-  }
-  if (found == nullptr) {
-    auto e = std::find_if(page.late.begin(), page.late.end(), live_under_key);
-    if (e != page.late.end()) found = &*e;
   }
   if (found == nullptr) Broken("a filed slot missing from its time index");
   found->slot = nullptr;
@@ -104,17 +100,15 @@ void DueIndex::Erase(DueKey key) {
 
 void DueIndex::EraseFront(DueKey key) {
   Page& page = FrontPage();
-  const bool from_late = !page.late.empty() &&
-                         (page.entries.empty() || page.late.front().key < page.entries.back().key);
-  const Entry& front = from_late ? page.late.front() : page.entries.back();
-  if (front.key != key) Broken("a slot filed under another instant");
-  if (from_late) {
-    std::pop_heap(page.late.begin(), page.late.end(), After);
-    page.late.pop_back();
+  if (LateFirst(page)) {
+    if (page.late.begin()->first != key) Broken("a slot filed under another instant");
+    page.late.erase(page.late.begin());
   } else {
+    if (page.entries.back().key != key) Broken("a slot filed under another instant");
     page.entries.pop_back();
   }
   --size_;
+  if (erased_ > size_ + kCompactSlack) Compact();
 }
 
 void DueIndex::clear() {
@@ -127,11 +121,10 @@ std::vector<DueIndex::Entry> DueIndex::Sorted() const {
   std::vector<Entry> all;
   all.reserve(size_);
   for (const auto& [number, page] : pages_) {
-    for (const auto* part : {&page.entries, &page.late}) {
-      for (const Entry& e : *part) {
-        if (!Erased(e)) all.push_back(e);
-      }
+    for (const Entry& e : page.entries) {
+      if (!Erased(e)) all.push_back(e);
     }
+    for (const auto& [key, slot] : page.late) all.push_back(Entry{key, slot});
   }
   std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
   return all;
@@ -147,11 +140,6 @@ DueIndex::Page& DueIndex::FrontPage() const {
       page.entries.pop_back();
       --erased_;
     }
-    while (!page.late.empty() && Erased(page.late.front())) {
-      std::pop_heap(page.late.begin(), page.late.end(), After);
-      page.late.pop_back();
-      --erased_;
-    }
     if (!page.entries.empty() || !page.late.empty()) return page;
     pages_.erase(it);
   }
@@ -163,21 +151,9 @@ void DueIndex::Sort(Page* page) const {
   page->sorted = true;
 }
 
-void DueIndex::MergeLate(Page* page) {
-  std::sort(page->late.begin(), page->late.end(), After);
-  const auto middle = static_cast<std::ptrdiff_t>(page->entries.size());
-  page->entries.insert(page->entries.end(), page->late.begin(), page->late.end());
-  std::inplace_merge(page->entries.begin(), page->entries.begin() + middle, page->entries.end(),
-                     After);
-  page->late.clear();
-}
-
-const DueIndex::Entry& DueIndex::Front() const {
+DueIndex::Entry DueIndex::Front() const {
   const Page& page = FrontPage();
-  if (page.late.empty()) return page.entries.back();
-  if (page.entries.empty() || page.late.front().key < page.entries.back().key) {
-    return page.late.front();
-  }
+  if (LateFirst(page)) return Entry{page.late.begin()->first, page.late.begin()->second};
   return page.entries.back();
 }
 
@@ -185,9 +161,6 @@ void DueIndex::Compact() {
   for (auto it = pages_.begin(); it != pages_.end();) {
     Page& page = it->second;
     std::erase_if(page.entries, Erased);  // keeps a sorted page sorted
-    if (std::erase_if(page.late, Erased) > 0) {
-      std::make_heap(page.late.begin(), page.late.end(), After);
-    }
     if (page.entries.empty() && page.late.empty()) {
       it = pages_.erase(it);
     } else {

@@ -4,20 +4,21 @@
 //
 // A calendar of pages, not one ordered tree. Filing is on the ingest path and mostly lands
 // far ahead of the clock (now + a window, a dwell, a maxDwell), where order does not matter
-// yet. So a page holds the entries of one span of time (kPageMs) unsorted, and filing is an
-// append; a page is sorted once, when it becomes the front (the earliest page). Before
-// this, every filing was a descent through an absl B-tree of all the bucket's entries, a
-// cache miss or three per level and the largest single cost of replay when measured.
+// yet. So a page holds the entries of one span of time (2^kPageShift ms) unsorted, and
+// filing is an append; a page is sorted once, when it becomes the front (the earliest
+// page). Before this, every filing was a descent through an absl B-tree of all the
+// bucket's entries, a cache miss or three per level and the largest single cost of replay
+// when measured.
 //
-// Erasing marks the entry (its slot becomes null) instead of moving anything; marked
-// entries are dropped when their page comes to the front, or all at once when they
-// outnumber the live ones. Erasing finds the entry by a scan of a small page, or by binary
+// Erasing from a page marks the entry (its slot becomes null) instead of moving anything;
+// marked entries are dropped when their page comes to the front, or all at once when they
+// outnumber the live ones. It finds the entry by a scan of a small page, or by binary
 // search in a big one (sorting it first, once). Entries filed into a page after it was
-// sorted wait in a small heap beside it (`late`), merged into the page when it grows, so
-// a sort is never repeated and no search scans more than a few thousand entries.
+// sorted go to a B-tree beside it (`late`): the front page takes filings at the clock
+// (a due instant already past is filed at now), and a page sorted for an erase keeps
+// taking filings until the clock reaches it; neither ever sorts or merges the page again.
 #include <cstddef>
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include <absl/container/btree_map.h>
@@ -40,8 +41,8 @@ class DueIndex {
     Slot* slot = nullptr;  // null: erased
   };
 
-  // Files `slot` under `key`; the key must not be filed already (one slot per user and
-  // bucket, and a slot is filed once).
+  // Files `slot` under `key`. REQUIRES (not checked: it would cost a search per filing):
+  // the key is not filed already (one slot per user and bucket, and a slot is filed once).
   void Insert(DueKey key, Slot* slot);
   // Removes the entry under `key`, which must be there.
   void Erase(DueKey key);
@@ -51,20 +52,23 @@ class DueIndex {
 
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
-  // The earliest entry. REQUIRES: !empty(). Logically const: it may sort the front page and
-  // drop erased entries, which changes no answer.
-  const DueKey& front_key() const { return Front().key; }
+  // The earliest entry. REQUIRES: !empty(). Logically const, but not safe to call from two
+  // threads at once: it may sort the front page and drop erased entries, which changes no
+  // answer. (The fold is single-threaded; nothing else reads a time index.)
+  DueKey front_key() const { return Front().key; }
   Slot* front() const { return Front().slot; }
   void clear();
 
   // Calls visit(position, slot) for the entries after the front, in pop order, while
-  // position < count (position 1 is the next pop): a sweep warms them ahead. Entries filed
-  // into the front page after it was sorted are skipped. REQUIRES: !empty().
+  // position < count (position 1 is the next pop) and they are in the front page: a sweep
+  // warms them ahead. REQUIRES: !empty().
   template <typename Visit>
   void VisitUpcoming(size_t count, const Visit& visit) const;
 
   // Every entry, in pop order (tests and checks; sorts a copy).
   std::vector<Entry> Sorted() const;
+  // Entries stored, erased ones included: memory, and tests of the compaction bound.
+  size_t stored() const { return size_ + erased_; }
 
   // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
   // sweep sorts a page only when the clock reaches it.
@@ -72,20 +76,25 @@ class DueIndex {
 
  private:
   struct Page {
-    // Unsorted until the page is the front; then sorted descending, so a pop is a
-    // pop_back and nothing moves.
+    // Unsorted until the page is the front (or big and erased from); then sorted
+    // descending, so a pop is a pop_back and nothing moves.
     std::vector<Entry> entries;
     bool sorted = false;
-    std::vector<Entry> late;  // a min-heap: filed after `entries` was sorted
+    absl::btree_map<DueKey, Slot*> late;  // filed after `entries` was sorted; never marked
   };
   using Pages = absl::btree_map<int64_t, Page>;
 
   static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
-  // The front page, sorted, with no erased entry at either pop position. REQUIRES: !empty().
+  // The front page, sorted, with no erased entry at the back of `entries`.
+  // REQUIRES: !empty().
   Page& FrontPage() const;
   void Sort(Page* page) const;
-  static void MergeLate(Page* page);
-  const Entry& Front() const;
+  // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
+  static bool LateFirst(const Page& page) {
+    return page.entries.empty() ||
+           (!page.late.empty() && page.late.begin()->first < page.entries.back().key);
+  }
+  Entry Front() const;
   // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
   void Compact();
   [[noreturn]] static void Broken(const char* what);
@@ -98,10 +107,20 @@ class DueIndex {
 template <typename Visit>
 void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
   const Page& page = FrontPage();
-  size_t position = 0;
-  for (auto it = page.entries.rbegin(); it != page.entries.rend() && position < count; ++it) {
-    if (it->slot == nullptr) continue;
-    if (position != 0) visit(position, it->slot);
+  // Merges the sorted entries (from the back) with the late ones (from the front).
+  auto sorted = page.entries.rbegin();
+  auto late = page.late.begin();
+  for (size_t position = 0; position < count;) {
+    while (sorted != page.entries.rend() && sorted->slot == nullptr) ++sorted;
+    const bool sorted_left = sorted != page.entries.rend();
+    if (!sorted_left && late == page.late.end()) return;
+    Slot* slot;
+    if (late != page.late.end() && (!sorted_left || late->first < sorted->key)) {
+      slot = (late++)->second;
+    } else {
+      slot = (sorted++)->slot;
+    }
+    if (position != 0) visit(position, slot);
     ++position;
   }
 }

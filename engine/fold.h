@@ -55,7 +55,8 @@ class Fold {
   class Lookahead;
 
   // True when some enabled bucket has an item due at or before `t` (a sweep at t would
-  // change something and so must be logged).
+  // change something and so must be logged). Const, but like the rest of the fold for one
+  // thread only: a look at a time index may sort its earliest page (due_index.h).
   bool HasDue(TimeMs t) const;
   std::optional<TimeMs> NextDue() const;
 

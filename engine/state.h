@@ -123,6 +123,8 @@ struct PastMembership {
   OptionalTime dwell_anchor_at;
 };
 
+// Every field has an initializer: new users are default-initialized
+// (make_unique_for_overwrite), since zeroing the whole object first cost 7% of replay.
 struct User {
   uint32_t index = 0;  // dense, in order of first appearance in the log
   std::string id;

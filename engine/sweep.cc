@@ -1,7 +1,8 @@
 // The time indices and the sweep (SPEC §5). Every slot whose state the clock alone can
 // change is filed in its bucket's index at the exact instant of its next possible change;
 // a sweep pops what is due in time order and re-files. Nothing else is ever visited, so a
-// sweep with nothing due costs one look at each bucket's first entry.
+// sweep with nothing due costs one look at each bucket's first entry (the first look at a
+// page sorts it, once).
 #include <algorithm>
 #include <cassert>
 #include <queue>
@@ -65,7 +66,7 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   if (due != kNever) due = std::max(due, t);
   // Re-filing is lazy in one direction: a slot already filed at an earlier instant stays
   // there. Popping it early re-evaluates at that instant, finds nothing changed and files
-  // it at its true instant then: one descent per due period instead of one per event (a
+  // it at its true instant then: one filing per due period instead of one per event (a
   // busy user pushes a window's end later with every event). Evaluating early is exact,
   // because ingest applies a user's due items first, so no event of theirs is later.
   if (slot->due_at <= due) return;  // filed earlier (or both kNever)

@@ -236,6 +236,7 @@ struct DueEntry {
 struct BucketTally {
   std::vector<DueEntry> filed;
   uint64_t active = 0;
+  uint32_t last_user = UINT32_MAX;  // the last user with a slot here: a second is refused
 };
 
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
@@ -318,9 +319,9 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
         source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
       return Damaged(where() + ": slot bucket or source out of range");
     }
-    for (uint64_t j = 0; j < i; ++j) {
-      if (user->slots[j]->bucket == s.bucket) return Damaged(where() + ": two slots of a bucket");
-    }
+    uint32_t& last_user = (*tally)[s.bucket].last_user;
+    if (last_user == index) return Damaged(where() + ": two slots of a bucket");
+    last_user = index;
     if ((slot_flags & kSlotFiled) && s.due_at == kNever)
       return Damaged(where() + ": bad due instant");
     s.source = static_cast<MembershipSource>(source);

@@ -1,10 +1,11 @@
 // The time index (engine/due_index.h) against an ordered map of the same entries: random
 // filings, erasures and pops, across page boundaries, negative instants, filings into the
 // front page after it was sorted, keys filed again after being erased, big pages (sorted
-// to erase from, merged into when filed into after sorting), and compaction.
+// to erase from, then filed into), the radix sort's digits, and compaction.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <random>
 #include <vector>
@@ -20,6 +21,8 @@ constexpr TimeMs kPageMs = TimeMs{1} << DueIndex::kPageShift;
 // The index and the model hold the same entries, and the index pops in the model's order.
 void CheckSame(const DueIndex& index, const std::map<DueKey, Slot*>& model) {
   REQUIRE(index.size() == model.size());
+  // Erased entries never outnumber the live ones by more than the compaction slack.
+  CHECK(index.stored() <= 2 * index.size() + 1024);
   REQUIRE(index.empty() == model.empty());
   const std::vector<DueIndex::Entry> sorted = index.Sorted();
   REQUIRE(sorted.size() == model.size());
@@ -101,9 +104,9 @@ TEST_CASE("random filings, erasures and pops pop in (due, user) order") {
   CHECK(h.index.empty());
 }
 
-TEST_CASE("big pages: erasing sorts them, filings into sorted ones are merged in") {
+TEST_CASE("big pages: erasing sorts them, filings into sorted ones wait beside them") {
   // Every instant within two pages, so pages hold thousands of entries: erasing sorts an
-  // unsorted page first, and filings into a sorted page overflow its late heap.
+  // unsorted page first, and later filings into it go beside its sorted entries.
   std::mt19937_64 rng(GENERATE(5, 6));
   const uint32_t users = 30'000;
   Harness h(users);
@@ -165,17 +168,54 @@ TEST_CASE("erased entries are dropped once they outnumber the live ones") {
 }
 
 TEST_CASE("upcoming entries are visited in pop order after the front") {
-  Harness h(100);
-  for (uint32_t u = 0; u < 100; ++u) h.File(u, static_cast<TimeMs>((u * 37) % 100));
+  Harness h(200);
+  for (uint32_t u = 0; u < 100; ++u) h.File(u, static_cast<TimeMs>((u * 37) % 100) * 2 + 2);
   h.Unfile(5);
+  CHECK(h.index.front_key() == h.model.begin()->first);  // sorts the front page
+  // Filed into the sorted front page: visited in their place among the sorted ones.
+  for (uint32_t u = 100; u < 110; ++u) h.File(u, static_cast<TimeMs>(u - 100) * 2 + 1);
+  h.File(110, 0);  // the new front, from beside the sorted entries
   std::vector<const Slot*> visited;
-  h.index.VisitUpcoming(10, [&](size_t position, const Slot* slot) {
+  h.index.VisitUpcoming(30, [&](size_t position, const Slot* slot) {
     CHECK(position == visited.size() + 1);
     visited.push_back(slot);
   });
-  REQUIRE(visited.size() == 9);
+  REQUIRE(visited.size() == 29);
   auto it = std::next(h.model.begin());
   for (const Slot* slot : visited) CHECK(slot == (it++)->second);
+}
+
+TEST_CASE("a page sorts by instant, then by user, whatever the digits") {
+  // Big pages take the radix sort: instants before the epoch, every entry on one instant
+  // (passes over the instant's digits are skipped), few users (passes over the user
+  // index's high digits are skipped), and user indices using all 32 bits.
+  struct Case {
+    TimeMs base;
+    TimeMs spread;       // instants in [base, base + spread)
+    uint32_t user_step;  // user indices are i * user_step
+  };
+  const TimeMs page = kPageMs;
+  for (const Case c :
+       {Case{-5 * page, page, 1}, Case{-page / 2, page, 7}, Case{3 * page + 17, 1, 1},
+        Case{0, page, 2'147'483'647}, Case{-7 * page, 1, 4'000'037}, Case{page, page / 3, 1}}) {
+    std::vector<Slot> slots(5'000);
+    DueIndex index;
+    std::map<DueKey, Slot*> model;
+    std::mt19937_64 rng(static_cast<uint64_t>(c.base) ^ c.user_step);
+    for (uint32_t i = 0; i < slots.size(); ++i) {
+      const DueKey key{c.base + static_cast<TimeMs>(rng() % static_cast<uint64_t>(c.spread)),
+                       static_cast<uint32_t>(i * static_cast<uint64_t>(c.user_step))};
+      if (!model.emplace(key, &slots[i]).second) continue;
+      index.Insert(key, &slots[i]);
+    }
+    CheckSame(index, model);
+    for (const auto& [key, slot] : model) {
+      REQUIRE(index.front_key() == key);
+      REQUIRE(index.front() == slot);
+      index.EraseFront(key);
+    }
+    CHECK(index.empty());
+  }
 }
 
 TEST_CASE("clear forgets every entry") {

@@ -101,6 +101,18 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
         CHECK(jt->slot->due_at == e.slot->due_at);
         CHECK((jt++)->slot->user->index == e.slot->user->index);
       }
+      // And pops in that order (copies: popping changes nothing of either fold).
+      DueIndex written = x.due_index;
+      DueIndex read = y.due_index;
+      while (!written.empty()) {
+        REQUIRE(!read.empty());
+        const DueKey key = written.front_key();
+        REQUIRE(read.front_key() == key);
+        CHECK(read.front()->user->id == written.front()->user->id);
+        written.EraseFront(key);
+        read.EraseFront(key);
+      }
+      CHECK(read.empty());
     }
     CHECK(store.List().size() <= 3);
   }
