@@ -225,16 +225,10 @@ void EncodeUser(const User& user, StreamWriter* w) {
   }
 }
 
-// A filed slot with its time-index key.
-struct DueEntry {
-  DueKey key;
-  Slot* slot;
-};
-
 // Per bucket, what the user stream holds for its indices: the filed slots (in user order)
 // and the active count (checked against the member set).
 struct BucketTally {
-  std::vector<DueEntry> filed;
+  std::vector<DueIndex::Entry> filed;
   uint64_t active = 0;
   uint32_t last_user = UINT32_MAX;  // the last user with a slot here: a second is refused
 };
@@ -382,12 +376,12 @@ Status DecodeBuckets(const snap::State& root, State* st) {
 Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tally, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
-    std::vector<DueEntry>& filed = (*tally)[b].filed;
+    std::vector<DueIndex::Entry>& filed = (*tally)[b].filed;
     if (filed.size() != root.buckets()->Get(b)->due_count()) {
       return Damaged("bucket " + bucket.def.id + ": time index size disagrees with its slots");
     }
-    for (const DueEntry& e : filed) bucket.due_index.Insert(e.key, e.slot);
-    std::vector<DueEntry>().swap(filed);
+    for (const DueIndex::Entry& e : filed) bucket.due_index.Insert(e.key, e.slot);
+    std::vector<DueIndex::Entry>().swap(filed);
   }
   return Status::Ok();
 }
