@@ -52,7 +52,7 @@ struct Breakdown {
   size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
   size_t slots_vector = 0;  // User::slots buffers, for users with more slots than fit inline
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
-  size_t user = 0;          // User allocation (inline arrays), id, State::users, user_ids
+  size_t user = 0;          // the users' arena blocks (inline arrays), ids, State::users, user_ids
   size_t members = 0;       // MemberIndex B-trees, measured as the heap growth of settling them
 };
 
@@ -66,8 +66,10 @@ class Population {
     const size_t heap_unsettled = HeapBytes();
     // Member pages settle the lazy member index; a long-running server has done so.
     for (const auto& bucket : fold_->state().buckets) bucket->members.sorted();
-    // Slots live in the fold's pool (mapped blocks), which malloc statistics do not see.
-    heap_bytes_ = HeapBytes() - heap_before + fold_->state().slot_pool.reserved_bytes();
+    // Slots and users live in the fold's pools (mapped blocks), which malloc statistics do
+    // not see.
+    heap_bytes_ = HeapBytes() - heap_before + fold_->state().slot_pool.reserved_bytes() +
+                  fold_->state().user_arena.reserved_bytes();
     breakdown_.members = HeapBytes() - heap_unsettled;
     Walk();
   }
@@ -151,9 +153,9 @@ class Population {
   void Walk() {
     const State& s = fold_->state();
     breakdown_.slot = s.slot_pool.reserved_bytes();
-    breakdown_.user = s.users.capacity() * sizeof(s.users[0]) + s.user_ids.bytes();
-    for (const auto& user : s.users) {
-      breakdown_.user += Chunk(user.get());
+    breakdown_.user = s.user_arena.reserved_bytes() + s.users.capacity() * sizeof(s.users[0]) +
+                      s.user_ids.bytes();
+    for (const User* user : s.users) {
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
       breakdown_.slots_vector += SpilledChunk(user->slots);
       breakdown_.events += SpilledChunk(user->events);

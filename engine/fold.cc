@@ -213,13 +213,12 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
 
 User* Fold::GetOrCreateUser(std::string_view id) {
   if (User* user = FindUser(id)) return user;
-  auto user = std::make_unique_for_overwrite<User>();
+  User* user = state_.user_arena.New();
   user->index = static_cast<uint32_t>(state_.users.size());
   user->id = std::string(id);
-  User* raw = user.get();
-  state_.users.push_back(std::move(user));
-  state_.user_ids.Insert(raw);
-  return raw;
+  state_.users.push_back(user);
+  state_.user_ids.Insert(user);
+  return user;
 }
 
 Slot* Fold::FindSlot(User* user, uint32_t bucket) const {

@@ -115,7 +115,7 @@ Status Fold::ApplyBucketDelete(const Record& r) {
   // Active memberships end silently; the slots stay so a re-created id continues
   // entryCount.
   for (auto& user : state_.users) {
-    Slot* slot = FindSlot(user.get(), bucket->index);
+    Slot* slot = FindSlot(user, bucket->index);
     if (slot == nullptr) continue;
     Unfile(slot);
     if (slot->active) {
@@ -141,9 +141,9 @@ void Fold::Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emi
     // Warm the caches for the users a few steps ahead (PrefetchUserState's stages).
     for (int stage = 1; stage < kPrefetchStages; ++stage) {
       const size_t ahead = i + static_cast<size_t>(kPrefetchStages - stage) * 4;
-      if (ahead < users.size()) PrefetchUserState(users[ahead].get(), stage);
+      if (ahead < users.size()) PrefetchUserState(users[ahead], stage);
     }
-    User* user = users[i].get();
+    User* user = users[i];
     if (user->deleted) continue;
     Slot* slot = FindSlot(user, bucket->index);
     if (mode == Reevaluation::kRefileOnly || !dynamic) {

@@ -121,9 +121,9 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
         pick = s;
       }
     }
-    std::unique_ptr<User> user = std::move(shards[pick]->fold.mutable_state().users[next[pick]++]);
+    User* user = shards[pick]->fold.state().users[next[pick]++];
     user->index = static_cast<uint32_t>(out.users.size());
-    RemapUser(event_names[pick], property_keys[pick], user.get());
+    RemapUser(event_names[pick], property_keys[pick], user);
     for (Slot* slot : user->slots) {
       slot->user_index = user->index;
       if (slot->due_at != kNever) {
@@ -131,7 +131,7 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
       }
       if (slot->active) out.buckets[slot->bucket]->members.Add(slot);
     }
-    out.users.push_back(std::move(user));
+    out.users.push_back(user);
   }
 
   constexpr size_t kPrefetchDistance = 8;
@@ -140,7 +140,7 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
     if (i + kPrefetchDistance < out.users.size()) {
       out.user_ids.Prefetch(UserIndex::Hash(out.users[i + kPrefetchDistance]->id));
     }
-    out.user_ids.Insert(out.users[i].get());
+    out.user_ids.Insert(out.users[i]);
   }
 
   for (auto& shard : shards) {
@@ -148,6 +148,8 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
     out.transition_seq += st.transition_seq;
     into->CountSweepDuePopped(shard->fold.sweep_due_popped());
     out.slot_pool.Adopt(std::move(st.slot_pool));
+    out.user_arena.Adopt(std::move(st.user_arena));
+    st.users.clear();
   }
   out.applied_seq = applied_seq;
   out.now = now;

@@ -1,7 +1,5 @@
 #include "engine/slot_pool.h"
 
-#include <sys/mman.h>
-
 #include <cstddef>
 #include <new>
 #include <utility>
@@ -34,25 +32,6 @@ void SetLive(Slot* slot, bool live) {
   } else {
     Bitmap(block)[i / kWordBits] &= ~bit;
   }
-}
-
-// A fresh, zeroed (so no slot is live) block aligned to its size. Mapped directly: an
-// aligned malloc of 2 MiB would reserve twice that.
-void* MapBlock() {
-  constexpr size_t kSize = SlotPool::kBlockBytes;
-  void* mapped =
-      mmap(nullptr, 2 * kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapped == MAP_FAILED) throw std::bad_alloc();
-  const uintptr_t start = reinterpret_cast<uintptr_t>(mapped);
-  const uintptr_t aligned = (start + kSize - 1) & ~(kSize - 1);
-  if (aligned > start) munmap(mapped, aligned - start);
-  if (aligned + kSize < start + 2 * kSize) {
-    munmap(reinterpret_cast<void*>(aligned + kSize), start + 2 * kSize - (aligned + kSize));
-  }
-  void* block = reinterpret_cast<void*>(aligned);
-  // Huge pages: one fault per 2 MiB instead of per 4 KiB; a hint the kernel may ignore.
-  madvise(block, kSize, MADV_HUGEPAGE);
-  return block;
 }
 
 }  // namespace
@@ -90,7 +69,7 @@ void SlotPool::Release() {
         Slots(block)[word * kWordBits + static_cast<size_t>(__builtin_ctzll(bits))].~Slot();
       }
     }
-    munmap(block, kBlockBytes);
+    UnmapHugeBlock(block);
   }
   blocks_.clear();
   free_.clear();
@@ -99,29 +78,24 @@ void SlotPool::Release() {
   live_ = 0;
 }
 
-std::jthread SlotPool::ReserveAndPrefault(size_t count) {
+std::vector<void*> SlotPool::Reserve(size_t count) {
   if (count <= free_.size()) return {};
   count -= free_.size();
   const size_t left_in_current = blocks_.empty() ? 0 : kSlotsPerBlock - used_in_current_;
   if (count <= left_in_current) return {};
-  const size_t first_new = blocks_.size();
+  const bool was_empty = blocks_.empty();
   const size_t new_blocks = (count - left_in_current + kSlotsPerBlock - 1) / kSlotsPerBlock;
   std::vector<void*> reserved;
   try {
     for (size_t i = 0; i < new_blocks; ++i) {
-      blocks_.push_back(MapBlock());
+      blocks_.push_back(MapHugeBlock());
       reserved.push_back(blocks_.back());
     }
   } catch (const std::bad_alloc&) {
     // A reservation is only a head start: New() maps (and reports) for real if needed.
   }
-  if (first_new == 0) used_in_current_ = 0;  // the pool was empty: start at block 0
-  return std::jthread([reserved = std::move(reserved)] {
-    // In the order New() will use them. Unsupported kernels (before 5.14) just skip it.
-    for (void* block : reserved) {
-      if (madvise(block, kBlockBytes, MADV_POPULATE_WRITE) != 0) return;
-    }
-  });
+  if (was_empty) current_ = used_in_current_ = 0;  // start at block 0
+  return reserved;
 }
 
 Slot* SlotPool::New() {
@@ -131,10 +105,10 @@ Slot* SlotPool::New() {
     free_.pop_back();
   } else {
     if (blocks_.empty()) {
-      blocks_.push_back(MapBlock());
+      blocks_.push_back(MapHugeBlock());
       current_ = used_in_current_ = 0;
     } else if (used_in_current_ == kSlotsPerBlock) {
-      if (current_ + 1 == blocks_.size()) blocks_.push_back(MapBlock());  // none reserved
+      if (current_ + 1 == blocks_.size()) blocks_.push_back(MapHugeBlock());  // none reserved
       ++current_;
       used_in_current_ = 0;
     }

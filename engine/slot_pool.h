@@ -8,9 +8,9 @@
 // Not thread-safe: the fold owns its pool, like the rest of State.
 #include <cstddef>
 #include <cstdint>
-#include <thread>
 #include <vector>
 
+#include "engine/huge_block.h"
 #include "engine/state_fwd.h"
 
 namespace bucketd {
@@ -30,15 +30,13 @@ class SlotPool {
   // be merged without moving a slot: pointers to them stay valid.
   void Adopt(SlotPool&& other);
 
-  // Maps blocks for `count` more slots up front and faults them in on a background thread
-  // (joined when the returned thread is destroyed), so that the kernel zeroes pages while
-  // the caller fills earlier ones: zeroing fresh huge pages was a quarter of snapshot load
-  // time when measured. The thread touches only page tables, never slot contents.
-  [[nodiscard]] std::jthread ReserveAndPrefault(size_t count);
+  // Maps blocks for `count` more slots up front and returns them, in the order New() will
+  // use them, for PrefaultInBackground (huge_block.h).
+  std::vector<void*> Reserve(size_t count);
   size_t live() const { return live_; }
   size_t reserved_bytes() const { return blocks_.size() * kBlockBytes; }
 
-  static constexpr size_t kBlockBytes = size_t{2} << 20;
+  static constexpr size_t kBlockBytes = kHugeBlockBytes;
 
  private:
   void Release();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/definition.h"
+#include "engine/huge_block.h"
 #include "snapshot/snapshot_generated.h"
 
 namespace bucketd {
@@ -235,10 +236,11 @@ struct BucketTally {
 
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
 
-Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<BucketTally>* tally,
-                  std::unique_ptr<User>* out) {
+// Appends the user to st_out->users (it is owned by the arena also when this fails).
+Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<BucketTally>* tally) {
   const State& st = *st_out;
-  auto user = std::make_unique_for_overwrite<User>();  // every field has an initializer
+  User* user = st_out->user_arena.New();
+  st_out->users.push_back(user);
   user->index = index;
   user->id = std::string(r->Str());
   const uint8_t flags = r->Byte();
@@ -292,7 +294,7 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
     Slot* slot = st_out->slot_pool.New();
     user->slots.push_back(slot);
     Slot& s = *slot;
-    s.user = user.get();
+    s.user = user;
     s.user_index = user->index;
     s.bucket = r->U32();
     s.entry_count = r->U32();
@@ -344,7 +346,6 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
     p.reason = static_cast<LeaveReason>(reason);
   }
   if (!r->ok()) return Damaged(where() + " is truncated");
-  *out = std::move(user);
   return Status::Ok();
 }
 
@@ -395,7 +396,7 @@ Status BuildUserIds(State* st) {
     if (i + kPrefetchDistance < st->users.size()) {
       st->user_ids.Prefetch(UserIndex::Hash(st->users[i + kPrefetchDistance]->id));
     }
-    if (!st->user_ids.Insert(st->users[i].get())) return Damaged("user id appears twice");
+    if (!st->user_ids.Insert(st->users[i])) return Damaged("user id appears twice");
   }
   return Status::Ok();
 }
@@ -546,12 +547,13 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
   // Every slot takes at least 6 stream bytes, so a lying count cannot reserve more than
   // the file could describe.
   const uint64_t slot_count = std::min<uint64_t>(root.slot_count(), stream->size() / 6);
-  std::jthread prefault = st.slot_pool.ReserveAndPrefault(slot_count);
+  // Every user takes at least 5 stream bytes (id length, flags, three counts).
+  const uint64_t user_count = std::min<uint64_t>(root.user_count(), stream->size() / 5);
+  std::jthread prefault =
+      PrefaultInBackground({st.user_arena.Reserve(user_count), st.slot_pool.Reserve(slot_count)});
   st.users.reserve(root.user_count());
   for (uint32_t i = 0; i < root.user_count(); ++i) {
-    std::unique_ptr<User> user;
-    if (Status s = DecodeUser(&reader, &st, i, &tally, &user); !s.ok()) return s;
-    st.users.push_back(std::move(user));
+    if (Status s = DecodeUser(&reader, &st, i, &tally); !s.ok()) return s;
   }
   if (reader.remaining() != 0) return Damaged("bytes left over after the last user");
   // What is left touches disjoint data, so it runs on two cores: the time indices (from
@@ -563,7 +565,6 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
     if (Status s = RebuildMembers(root, tally, &st); !s.ok()) return s;
   }
   if (!due_status.ok()) return due_status;
-
   fold->mutable_state() = std::move(st);
   fold->RebuildDerived();
   return Status::Ok();

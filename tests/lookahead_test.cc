@@ -181,7 +181,7 @@ TEST_CASE("a user found by another id's hash is not handed out") {
   RequireOk(fold.Apply(r, nullptr));
   // File the user a second time under the hash of "ghost", as if the ids collided: the
   // lookahead finds it by that hash, and must still not name it for "ghost".
-  User* real = fold.mutable_state().users[0].get();
+  User* real = fold.mutable_state().users[0];
   REQUIRE(fold.mutable_state().user_ids.Insert(real, UserIndex::Hash("ghost")));
   REQUIRE(fold.mutable_state().user_ids.FindByHash(UserIndex::Hash("ghost")) == real);
 

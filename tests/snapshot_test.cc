@@ -138,7 +138,7 @@ TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
   ReplayLog(dir.path(), &fold);
   User* user = nullptr;
   for (auto& u : fold.mutable_state().users) {
-    if (u->slots.size() >= 2) user = u.get();
+    if (u->slots.size() >= 2) user = u;
   }
   REQUIRE(user != nullptr);
   {
