@@ -58,6 +58,34 @@ constexpr size_t kScanMax = 256;
 
 }  // namespace
 
+void DueIndex::PageTally::Flush() {
+  if (pending_ > 0) counts_[last_page_] += pending_;
+  pending_ = 0;
+}
+
+void DueIndex::PageTally::Merge(PageTally&& other) {
+  Flush();
+  other.Flush();
+  for (const auto& [page, count] : other.counts_) counts_[page] += count;
+  total_ += other.total_;
+  other = PageTally();
+}
+
+void DueIndex::Reserve(PageTally&& tally) {
+  tally.Flush();
+  for (const auto& [page, count] : tally.counts_) {
+    std::vector<Entry>& entries = pages_[page].entries;
+    entries.reserve(entries.size() + count);
+  }
+  tally = PageTally();
+}
+
+size_t DueIndex::capacity() const {
+  size_t room = 0;
+  for (const auto& [number, page] : pages_) room += page.entries.capacity();
+  return room;
+}
+
 void DueIndex::Insert(DueKey key, Slot* slot) {
   Page& page = pages_[PageOf(key.due_at)];
   if (page.sorted) {

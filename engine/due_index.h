@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <absl/container/btree_map.h>
+#include <absl/container/flat_hash_map.h>
 
 #include "bucketd/types.h"
 #include "engine/state_fwd.h"
@@ -40,6 +41,36 @@ class DueIndex {
     DueKey key;
     Slot* slot = nullptr;  // null: erased
   };
+
+  // How many entries a bulk load (snapshot load) will file into each page, counted as the
+  // filings are found so that Reserve can size every page once: growing pages by doubling
+  // touched about three times the memory the entries need.
+  class PageTally {
+   public:
+    void Add(TimeMs due_at) {
+      const int64_t page = PageOf(due_at);
+      if (page != last_page_ || pending_ == 0) {
+        Flush();
+        last_page_ = page;
+      }
+      ++pending_;
+      ++total_;
+    }
+    void Merge(PageTally&& other);
+    uint64_t total() const { return total_; }
+
+   private:
+    friend class DueIndex;
+    void Flush();
+
+    absl::flat_hash_map<int64_t, uint64_t> counts_;
+    // Filings come in runs of one page: counted here, flushed when the page changes.
+    int64_t last_page_ = 0;
+    uint64_t pending_ = 0;
+    uint64_t total_ = 0;
+  };
+  // Makes room in each page for the filings `tally` counted.
+  void Reserve(PageTally&& tally);
 
   // Files `slot` under `key`. REQUIRES (not checked: it would cost a search per filing):
   // the key is not filed already (one slot per user and bucket, and a slot is filed once).
@@ -69,6 +100,8 @@ class DueIndex {
   std::vector<Entry> Sorted() const;
   // Entries stored, erased ones included: memory, and tests of the compaction bound.
   size_t stored() const { return size_ + erased_; }
+  // Room for entries across the pages (tests of Reserve's sizing).
+  size_t capacity() const;
 
   // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
   // sweep sorts a page only when the clock reaches it.

@@ -66,7 +66,7 @@ class Fold {
   const User* user(std::string_view id) const { return FindUser(id); }
   State& mutable_state() { return state_; }  // snapshot loading only
   // Rebuilds what is derived from definitions (compiled criteria, inverted indices,
-  // retention depths) after a snapshot load.
+  // retention depths) after a snapshot load. Users' next_due_floor is the loader's to set.
   void RebuildDerived();
 
   // Due items popped by sweeps, for tests and metrics: a sweep over a bucket with nothing

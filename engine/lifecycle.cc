@@ -6,15 +6,7 @@
 
 namespace bucketd {
 
-void Fold::RebuildDerived() {
-  RebuildInvertedIndices();
-  for (auto& user : state_.users) {
-    user->next_due_floor = kNever;
-    for (const Slot* slot : user->slots) {
-      user->next_due_floor = std::min(user->next_due_floor, slot->due_at);
-    }
-  }
-}
+void Fold::RebuildDerived() { RebuildInvertedIndices(); }
 
 void Fold::RebuildInvertedIndices() {
   compiled_.clear();

@@ -226,21 +226,36 @@ void EncodeUser(const User& user, StreamWriter* w) {
   }
 }
 
-// Per bucket, what the user stream holds for its indices: the filed slots (in user order)
-// and the active count (checked against the member set).
+// Per bucket, what the user stream holds for its indices: the filed slots counted by time
+// index page (checked against the stored index size) and the active slots (checked against
+// the member set).
 struct BucketTally {
-  std::vector<DueIndex::Entry> filed;
+  DueIndex::PageTally filed;
   uint64_t active = 0;
   uint32_t last_user = UINT32_MAX;  // the last user with a slot here: a second is refused
 };
 
+// What one decoding thread builds from its piece of user_stream (users first_user to
+// end_user, bytes begin to end). Pieces are merged into the State in order.
+struct DecodedPiece {
+  uint32_t first_user = 0;
+  uint32_t end_user = 0;
+  size_t begin = 0;
+  size_t end = 0;
+  UserArena user_arena;
+  SlotPool slot_pool;
+  std::vector<User*> users;
+  std::vector<BucketTally> tally;  // by bucket
+  Status status;
+};
+
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
 
-// Appends the user to st_out->users (it is owned by the arena also when this fails).
-Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<BucketTally>* tally) {
-  const State& st = *st_out;
-  User* user = st_out->user_arena.New();
-  st_out->users.push_back(user);
+// Appends the user to piece->users (it is owned by the arena also when this fails).
+Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece* piece) {
+  User* user = piece->user_arena.New();
+  piece->users.push_back(user);
+  std::vector<BucketTally>* tally = &piece->tally;
   user->index = index;
   user->id = std::string(r->Str());
   const uint8_t flags = r->Byte();
@@ -291,7 +306,7 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
   user->slots.reserve(slot_count);
   for (uint64_t i = 0; i < slot_count; ++i) {
     // Owned by the pool from here on, also when the decode fails below.
-    Slot* slot = st_out->slot_pool.New();
+    Slot* slot = piece->slot_pool.New();
     user->slots.push_back(slot);
     Slot& s = *slot;
     s.user = user;
@@ -321,7 +336,10 @@ Status DecodeUser(StreamReader* r, State* st_out, uint32_t index, std::vector<Bu
     if ((slot_flags & kSlotFiled) && s.due_at == kNever)
       return Damaged(where() + ": bad due instant");
     s.source = static_cast<MembershipSource>(source);
-    if (s.due_at != kNever) (*tally)[s.bucket].filed.push_back({DueKey{s.due_at, index}, &s});
+    if (s.due_at != kNever) {
+      (*tally)[s.bucket].filed.Add(s.due_at);
+      user->next_due_floor = std::min(user->next_due_floor, s.due_at);
+    }
     if (s.active) ++(*tally)[s.bucket].active;
   }
 
@@ -372,17 +390,26 @@ Status DecodeBuckets(const snap::State& root, State* st) {
   return Status::Ok();
 }
 
-// Rebuilds each bucket's time index from its filed slots. Filing is an append in any order
-// (due_index.h), and no key repeats: DecodeUser refuses a user with two slots of a bucket.
-Status RebuildDueIndices(const snap::State& root, std::vector<BucketTally>* tally, State* st) {
+// Rebuilds each bucket's time index from its filed slots, walking the users (in memory
+// order: the arena's, then the pool's). Each page is sized once from the pieces' tallies.
+// Filing is an append in any order (due_index.h), and no key repeats: DecodeUser refuses a
+// user with two slots of a bucket. Reads only the slots' due_at, user_index and bucket, so
+// it may run beside RebuildMembers.
+Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pieces, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
-    std::vector<DueIndex::Entry>& filed = (*tally)[b].filed;
-    if (filed.size() != root.buckets()->Get(b)->due_count()) {
+    DueIndex::PageTally filed;
+    for (DecodedPiece& piece : *pieces) filed.Merge(std::move(piece.tally[b].filed));
+    if (filed.total() != root.buckets()->Get(b)->due_count()) {
       return Damaged("bucket " + bucket.def.id + ": time index size disagrees with its slots");
     }
-    for (const DueIndex::Entry& e : filed) bucket.due_index.Insert(e.key, e.slot);
-    std::vector<DueIndex::Entry>().swap(filed);
+    bucket.due_index.Reserve(std::move(filed));
+  }
+  for (const User* user : st->users) {
+    for (Slot* slot : user->slots) {
+      if (slot->due_at == kNever) continue;
+      st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index}, slot);
+    }
   }
   return Status::Ok();
 }
@@ -402,7 +429,7 @@ Status BuildUserIds(State* st) {
 }
 
 // Adds members in user id order, so the member index's deferred sort finds them sorted.
-Status RebuildMembers(const snap::State& root, const std::vector<BucketTally>& tally, State* st) {
+Status RebuildMembers(const snap::State& root, const std::vector<DecodedPiece>& pieces, State* st) {
   const auto* by_id = root.users_by_id();
   if (by_id->size() != st->users.size()) return Damaged("users_by_id has the wrong size");
   for (uint32_t user_index : *by_id) {
@@ -415,7 +442,9 @@ Status RebuildMembers(const snap::State& root, const std::vector<BucketTally>& t
   }
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     const Bucket& bucket = *st->buckets[b];
-    if (bucket.members.size() != tally[b].active ||
+    uint64_t active = 0;
+    for (const DecodedPiece& piece : pieces) active += piece.tally[b].active;
+    if (bucket.members.size() != active ||
         bucket.members.size() != root.buckets()->Get(b)->member_count()) {
       return Damaged("bucket " + bucket.def.id + ": member count disagrees with its slots");
     }
@@ -458,15 +487,78 @@ std::vector<uint32_t> UsersById(const State& state) {
   return by_id;
 }
 
+// Cuts user_stream at its marks into at most `threads` pieces of about equal bytes.
+// Marks are checked here for order and range; that each falls exactly on its user's first
+// byte is checked by the decode (the piece before it must end there).
+Status PlanPieces(const snap::State& root, size_t threads, std::vector<DecodedPiece>* pieces) {
+  const size_t stream_bytes = root.user_stream()->size();
+  const uint32_t user_count = root.user_count();
+  if (user_count > stream_bytes) return Damaged("user count exceeds the stream");
+  std::vector<const snap::UserStreamMark*> marks;
+  if (const auto* stored = root.user_stream_marks()) {
+    for (const snap::UserStreamMark* mark : *stored) {
+      const bool after_previous =
+          marks.empty() || (mark->first_user() > marks.back()->first_user() &&
+                            mark->offset() > marks.back()->offset());
+      if (!after_previous || mark->first_user() == 0 || mark->first_user() >= user_count ||
+          mark->offset() == 0 || mark->offset() >= stream_bytes) {
+        return Damaged("user stream marks out of order or range");
+      }
+      marks.push_back(mark);
+    }
+  }
+  if (threads == 0) threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+  pieces->reserve(threads);  // `piece` points into it
+  size_t next_mark = 0;
+  DecodedPiece* piece = &pieces->emplace_back();
+  for (size_t cut = 1; cut < threads; ++cut) {
+    const size_t target = stream_bytes / threads * cut;
+    while (next_mark < marks.size() && marks[next_mark]->offset() < target) ++next_mark;
+    if (next_mark == marks.size()) break;
+    const snap::UserStreamMark& mark = *marks[next_mark++];
+    piece->end_user = mark.first_user();
+    piece->end = mark.offset();
+    piece = &pieces->emplace_back();
+    piece->first_user = mark.first_user();
+    piece->begin = mark.offset();
+  }
+  piece->end_user = user_count;
+  piece->end = stream_bytes;
+
+  for (DecodedPiece& p : *pieces) p.tally.resize(root.buckets()->size());
+  return Status::Ok();
+}
+
+Status DecodePiece(const snap::State& root, const State& st, DecodedPiece* piece) {
+  StreamReader reader(root.user_stream()->data() + piece->begin, piece->end - piece->begin, st.now);
+  piece->users.reserve(piece->end_user - piece->first_user);
+  for (uint32_t i = piece->first_user; i < piece->end_user; ++i) {
+    if (Status s = DecodeUser(&reader, st, i, piece); !s.ok()) return s;
+  }
+  if (reader.remaining() != 0) {
+    return Damaged(piece->end == root.user_stream()->size()
+                       ? "bytes left over after the last user"
+                       : "user " + std::to_string(piece->end_user) + " is not where its mark says");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
-Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out) {
+Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out,
+                      uint32_t users_per_mark) {
   size_t slot_count = 0;
   for (const auto& user : state.users) slot_count += user->slots.size();
 
   StreamWriter stream(state.now);
   stream.Reserve(state.users.size() * 48 + slot_count * 20);
-  for (const auto& user : state.users) EncodeUser(*user, &stream);
+  std::vector<snap::UserStreamMark> marks;
+  for (const User* user : state.users) {
+    if (users_per_mark > 0 && user->index > 0 && user->index % users_per_mark == 0) {
+      marks.emplace_back(user->index, stream.size());
+    }
+    EncodeUser(*user, &stream);
+  }
 
   const std::vector<uint32_t> by_id = UsersById(state);
 
@@ -499,17 +591,19 @@ Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out) {
   // An empty state has an empty stream: memcpy from its null data() is undefined.
   if (stream.size() > 0) std::memcpy(stream_bytes, stream.data(), stream.size());
   const auto users_by_id = fbb.CreateVector(by_id);
+  const auto user_stream_marks = fbb.CreateVectorOfStructs(marks);
 
-  const auto root = snap::CreateState(
-      fbb, state.applied_seq, state.transition_seq, state.now, fbb.CreateVector(event_names),
-      fbb.CreateVector(property_keys), fbb.CreateVector(buckets),
-      static_cast<uint32_t>(state.users.size()), user_stream, users_by_id, slot_count);
+  const auto root =
+      snap::CreateState(fbb, state.applied_seq, state.transition_seq, state.now,
+                        fbb.CreateVector(event_names), fbb.CreateVector(property_keys),
+                        fbb.CreateVector(buckets), static_cast<uint32_t>(state.users.size()),
+                        user_stream, users_by_id, slot_count, user_stream_marks);
   snap::FinishStateBuffer(fbb, root);
   *out = fbb.Release();
   return Status::Ok();
 }
 
-Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
+Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t threads) {
   const State& current = fold->state();
   if (current.applied_seq != 0 || !current.users.empty() || !current.buckets.empty()) {
     return Status::FailedPrecondition("", "a snapshot loads only into a fresh fold");
@@ -535,34 +629,42 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold) {
   }
   if (Status s = DecodeBuckets(root, &st); !s.ok()) return s;
 
-  const auto* stream = root.user_stream();
-  StreamReader reader(stream->data(), stream->size(), st.now);
-  std::vector<BucketTally> tally(st.buckets.size());
-  for (uint32_t b = 0; b < st.buckets.size(); ++b) {
-    const uint64_t due_count = root.buckets()->Get(b)->due_count();
-    if (due_count > root.user_count()) return Damaged("a time index is larger than the users");
-    tally[b].filed.reserve(due_count);
+  std::vector<DecodedPiece> pieces;
+  if (Status s = PlanPieces(root, threads, &pieces); !s.ok()) return s;
+  {
+    const auto* stream = root.user_stream();
+    // A lone piece has the other core free: it faults the piece's memory in ahead of it.
+    std::jthread prefault;
+    if (pieces.size() == 1) {
+      // Every slot takes at least 6 stream bytes and every user 6, so a lying count cannot
+      // reserve more than the file could describe.
+      const uint64_t slot_count = std::min<uint64_t>(root.slot_count(), stream->size() / 6);
+      const uint64_t user_count = std::min<uint64_t>(root.user_count(), stream->size() / 6);
+      prefault = PrefaultInBackground(
+          {pieces[0].user_arena.Reserve(user_count), pieces[0].slot_pool.Reserve(slot_count)});
+    }
+    std::vector<std::jthread> decoders;
+    for (size_t p = 1; p < pieces.size(); ++p) {
+      decoders.emplace_back([&, p] { pieces[p].status = DecodePiece(root, st, &pieces[p]); });
+    }
+    pieces[0].status = DecodePiece(root, st, &pieces[0]);
   }
-  if (root.user_count() > stream->size()) return Damaged("user count exceeds the stream");
-  // Every slot takes at least 6 stream bytes, so a lying count cannot reserve more than
-  // the file could describe.
-  const uint64_t slot_count = std::min<uint64_t>(root.slot_count(), stream->size() / 6);
-  // Every user takes at least 5 stream bytes (id length, flags, three counts).
-  const uint64_t user_count = std::min<uint64_t>(root.user_count(), stream->size() / 5);
-  std::jthread prefault =
-      PrefaultInBackground({st.user_arena.Reserve(user_count), st.slot_pool.Reserve(slot_count)});
+  for (const DecodedPiece& piece : pieces) {
+    if (!piece.status.ok()) return piece.status;
+  }
   st.users.reserve(root.user_count());
-  for (uint32_t i = 0; i < root.user_count(); ++i) {
-    if (Status s = DecodeUser(&reader, &st, i, &tally); !s.ok()) return s;
+  for (DecodedPiece& piece : pieces) {
+    st.users.insert(st.users.end(), piece.users.begin(), piece.users.end());
+    st.user_arena.Adopt(std::move(piece.user_arena));
+    st.slot_pool.Adopt(std::move(piece.slot_pool));
   }
-  if (reader.remaining() != 0) return Damaged("bytes left over after the last user");
   // What is left touches disjoint data, so it runs on two cores: the time indices (from
   // the tallies) on one, the id map and the member sets on the other.
   Status due_status;
   {
-    std::jthread due_builder([&] { due_status = RebuildDueIndices(root, &tally, &st); });
+    std::jthread due_builder([&] { due_status = RebuildDueIndices(root, &pieces, &st); });
     if (Status s = BuildUserIds(&st); !s.ok()) return s;
-    if (Status s = RebuildMembers(root, tally, &st); !s.ok()) return s;
+    if (Status s = RebuildMembers(root, pieces, &st); !s.ok()) return s;
   }
   if (!due_status.ok()) return due_status;
   fold->mutable_state() = std::move(st);

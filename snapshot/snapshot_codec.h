@@ -11,13 +11,20 @@
 
 namespace bucketd {
 
+// Users between the places where the user stream may be cut for a parallel decode.
+inline constexpr uint32_t kSnapshotUsersPerMark = 1 << 16;
+
 // Serializes the whole state. Allocates, but takes no locks and starts no threads, so a
 // forked child of a multi-threaded process may call it (SnapshotStore::StartBackground).
-Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out);
+// `users_per_mark` is for tests (small states cut into many pieces).
+Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out,
+                      uint32_t users_per_mark = kSnapshotUsersPerMark);
 
 // Checks a payload with the flatbuffers Verifier and rebuilds the state from it into
 // `fold`, then its derived structures. Nothing in `fold` changes unless it returns OK.
+// The user stream is decoded in up to `threads` pieces at once (0: one per core, at most
+// 8), where the payload marks places to cut it.
 // REQUIRES: `fold` is fresh (nothing applied yet).
-Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold);
+Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t threads = 0);
 
 }  // namespace bucketd

@@ -218,6 +218,31 @@ TEST_CASE("a page sorts by instant, then by user, whatever the digits") {
   }
 }
 
+TEST_CASE("a bulk load's tallies size every page once, and the index pops as usual") {
+  std::mt19937_64 rng(77);
+  Harness h(60'000);
+  // Two tallies (two decoding threads), each counting runs of filings in a few pages.
+  DueIndex::PageTally first, second;
+  std::vector<std::pair<uint32_t, TimeMs>> filings;
+  for (uint32_t user = 0; user < 60'000; ++user) {
+    const TimeMs due = -3 * kPageMs + static_cast<TimeMs>(rng() % (9 * kPageMs));
+    filings.emplace_back(user, (user / 100) % 2 ? due : due / 7);  // runs, then jumps
+    (user < 25'000 ? first : second).Add(filings.back().second);
+  }
+  CHECK(first.total() == 25'000);
+  first.Merge(std::move(second));
+  CHECK(first.total() == 60'000);
+  CHECK(second.total() == 0);
+  h.index.Reserve(std::move(first));
+  const size_t room = h.index.capacity();
+  CHECK(room == 60'000);
+  for (const auto& [user, due] : filings) h.File(user, due);
+  CHECK(h.index.capacity() == room);  // no page grew
+  CheckSame(h.index, h.model);
+  while (!h.model.empty()) h.Pop();
+  CHECK(h.index.empty());
+}
+
 TEST_CASE("clear forgets every entry") {
   Harness h(10);
   for (uint32_t u = 0; u < 10; ++u) h.File(u, u * kPageMs);

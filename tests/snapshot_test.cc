@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "engine/fold.h"
 #include "log/log.h"
 #include "snapshot/snapshot_codec.h"
+#include "snapshot/snapshot_generated.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
 
@@ -155,6 +157,103 @@ TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
   CHECK(s.code() == StatusCode::kCorruption);
   CHECK_THAT(s.message(), Catch::Contains("two slots of a bucket"));
   CHECK(loaded.state().users.empty());  // nothing of the payload was kept
+}
+
+// Applies the same later inputs to both folds: an event for every user, days on (so that
+// each user's due items are applied at ingest, behind User::next_due_floor), then a sweep.
+void ContinueBoth(Fold* a, Fold* b) {
+  REQUIRE(a->state().applied_seq == b->state().applied_seq);
+  uint64_t seq = a->state().applied_seq;
+  constexpr TimeMs kDayMs = 86'400'000;
+  const TimeMs at = a->state().now + 9 * kDayMs;
+  std::vector<std::string> ids;
+  for (const User* user : a->state().users) ids.push_back(user->id);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Record r;
+    r.seq = ++seq;
+    r.at = r.occurred_at = at + static_cast<TimeMs>(i);
+    r.kind = RecordKind::kEvent;
+    r.user_id = ids[i];
+    r.event_name = std::string(a->state().event_names.Name(static_cast<uint32_t>(i % 3)));
+    const Status x = a->Apply(r, nullptr);
+    const Status y = b->Apply(r, nullptr);
+    REQUIRE(x.code() == y.code());
+  }
+  Record sweep;
+  sweep.seq = ++seq;
+  sweep.at = at + 30 * kDayMs;
+  sweep.kind = RecordKind::kSweep;
+  REQUIRE(a->Apply(sweep, nullptr).ok());
+  REQUIRE(b->Apply(sweep, nullptr).ok());
+}
+
+TEST_CASE("a user stream cut at its marks decodes on any number of threads to the same state") {
+  TempDir dir;
+  RunWorkload(dir.path(), 11, 3000);
+  Fold live;
+  ReplayLog(dir.path(), &live);
+  REQUIRE(live.state().users.size() > 200);
+  REQUIRE(live.state().event_names.size() >= 3);
+  flatbuffers::DetachedBuffer payload;
+  REQUIRE(EncodeSnapshot(live.state(), &payload, /*users_per_mark=*/7).ok());
+  REQUIRE(snap::GetState(payload.data())->user_stream_marks()->size() ==
+          (live.state().users.size() - 1) / 7);
+  const std::string digest = ComputeDigest(live.state());
+  for (size_t threads : {1, 2, 3, 5, 64}) {
+    Fold loaded;
+    REQUIRE(DecodeSnapshot(payload.data(), payload.size(), &loaded, threads).ok());
+    CHECK(ComputeDigest(loaded.state()) == digest);
+    for (size_t i = 0; i < live.state().users.size(); ++i) {
+      REQUIRE(loaded.state().users[i]->index == i);
+      REQUIRE(loaded.state().users[i]->id == live.state().users[i]->id);
+      REQUIRE(loaded.state().user_ids.Find(live.state().users[i]->id) == loaded.state().users[i]);
+    }
+    for (size_t b = 0; b < live.state().buckets.size(); ++b) {
+      const std::vector<DueIndex::Entry> x = live.state().buckets[b]->due_index.Sorted();
+      const std::vector<DueIndex::Entry> y = loaded.state().buckets[b]->due_index.Sorted();
+      REQUIRE(x.size() == y.size());
+      for (size_t i = 0; i < x.size(); ++i) REQUIRE(x[i].key == y[i].key);
+    }
+    // Every user's due items are found at ingest, as the live fold finds them.
+    Fold replayed;
+    ReplayLog(dir.path(), &replayed);
+    ContinueBoth(&replayed, &loaded);
+    CHECK(ComputeDigest(loaded.state()) == ComputeDigest(replayed.state()));
+  }
+}
+
+TEST_CASE("user stream marks out of order, out of range or misplaced are refused") {
+  TempDir dir;
+  RunWorkload(dir.path(), 12, 1500);
+  Fold fold;
+  ReplayLog(dir.path(), &fold);
+  const auto damage = [&](const std::function<void(snap::UserStreamMark*)>& edit, size_t threads) {
+    flatbuffers::DetachedBuffer payload;
+    REQUIRE(EncodeSnapshot(fold.state(), &payload, /*users_per_mark=*/50).ok());
+    auto* marks = snap::GetMutableState(payload.data())->mutable_user_stream_marks();
+    REQUIRE(marks->size() >= 2);
+    edit(marks->GetMutableObject(1));
+    Fold loaded;
+    const Status s = DecodeSnapshot(payload.data(), payload.size(), &loaded, threads);
+    CHECK(loaded.state().users.empty());  // nothing of the payload was kept
+    CHECK(loaded.state().buckets.empty());
+    return s;
+  };
+  Status s = damage([](snap::UserStreamMark* m) { m->mutate_first_user(0); }, 1);
+  CHECK(s.code() == StatusCode::kCorruption);
+  CHECK_THAT(s.message(), Catch::Contains("user stream marks out of order or range"));
+  s = damage([&](snap::UserStreamMark* m) { m->mutate_first_user(UINT32_MAX); }, 2);
+  CHECK_THAT(s.message(), Catch::Contains("user stream marks out of order or range"));
+  s = damage([&](snap::UserStreamMark* m) { m->mutate_offset(1ull << 40); }, 2);
+  CHECK_THAT(s.message(), Catch::Contains("user stream marks out of order or range"));
+  // In range and in order, but not where the user starts: the piece before it does not end
+  // there. Every cut is tried, so the damaged mark is one of them.
+  for (int shift : {-1, 1}) {
+    s = damage([&](snap::UserStreamMark* m) { m->mutate_offset(m->offset() + shift); }, 64);
+    CHECK(s.code() == StatusCode::kCorruption);
+  }
+  s = damage([&](snap::UserStreamMark* m) { m->mutate_first_user(m->first_user() + 1); }, 64);
+  CHECK(s.code() == StatusCode::kCorruption);
 }
 
 TEST_CASE("only the newest `keep` snapshots stay") {
