@@ -67,7 +67,9 @@ const Property* FindProperty(const User& user, uint32_t key_id) {
 }
 
 CompiledCriteria::CompiledCriteria(const Criteria& criteria, Interner* event_names,
-                                   Interner* property_keys) {
+                                   Interner* property_keys,
+                                   const std::vector<uint32_t>* history_depth)
+    : history_depth_(history_depth) {
   nodes_.reserve(8);
   Compile(criteria, event_names, property_keys);
   auto dedupe = [](std::vector<uint32_t>* ids) {
@@ -183,7 +185,7 @@ CompiledCriteria::Outlook CompiledCriteria::EventOutlook(const Node& node, const
   }
   if (history == nullptr) return {CompareCount(node.count_op, 0, node.count_value), kNever};
   // An event counts while t - W < occurredAt, i.e. until occurredAt + W (exclusive).
-  const auto& newest = history->newest;
+  const std::span<const TimeMs> newest = NewestOf(*history);
   const auto first_in_window = std::upper_bound(newest.begin(), newest.end(), t - node.within_ms);
   const auto count = static_cast<int64_t>(newest.end() - first_in_window);
   const bool value = CompareCount(node.count_op, count, node.count_value);
@@ -286,7 +288,7 @@ std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const U
   // undercount only where an older, unretained event could still be in the window: that
   // is harmless for gt/gte (an undercount that holds is a true hold) but not for the
   // others, which trust only counts where the window starts after the oldest instant.
-  const auto& newest = history->newest;
+  const std::span<const TimeMs> newest = NewestOf(*history);
   if (newest.empty()) return std::nullopt;
   const bool complete = newest.size() == history->total_count;
   const bool undercount_safe = node.count_op == CountOp::kGt || node.count_op == CountOp::kGte;

@@ -8,6 +8,7 @@
 // three-valued logic: a leg that may still flip is "unknown").
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "engine/definition.h"
@@ -18,7 +19,10 @@ namespace bucketd {
 
 class CompiledCriteria {
  public:
-  CompiledCriteria(const Criteria& criteria, Interner* event_names, Interner* property_keys);
+  // Reads each history's newest `(*history_depth)[name id]` instants (Newest(), state.h):
+  // the depth every bucket together needs, which the caller keeps current.
+  CompiledCriteria(const Criteria& criteria, Interner* event_names, Interner* property_keys,
+                   const std::vector<uint32_t>* history_depth);
 
   // REQUIRES: every event in the user's history occurred at or before `t`.
   bool Evaluate(const User& user, TimeMs t) const;
@@ -44,6 +48,12 @@ class CompiledCriteria {
   const std::vector<uint32_t>& property_key_ids() const { return property_key_ids_; }
 
  private:
+  std::span<const TimeMs> NewestOf(const EventHistory& history) const {
+    const uint32_t depth =
+        history.name_id < history_depth_->size() ? (*history_depth_)[history.name_id] : 0;
+    return Newest(history, depth);
+  }
+
   struct Node {
     CriteriaType type;
     uint32_t id;  // event name id or property key id
@@ -66,6 +76,7 @@ class CompiledCriteria {
   std::optional<TimeMs> HeldSinceNode(uint32_t node, const User& user, TimeMs now) const;
   std::optional<TimeMs> EventHeldSince(const Node& node, const User& user, TimeMs now) const;
 
+  const std::vector<uint32_t>* history_depth_;
   std::vector<Node> nodes_;  // nodes_[0] is the root
   std::vector<NameDepth> name_depths_;
   std::vector<uint32_t> event_name_ids_;

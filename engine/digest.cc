@@ -83,8 +83,10 @@ void HashUser(const State& state, const User& user, Hasher* h) {
     h->U64(e->total_count);
     h->I64(e->first_at);
     h->I64(e->last_at);
-    h->U64(e->newest.size());
-    for (TimeMs t : e->newest) h->I64(t);
+    // What criteria see: instants kept beyond the depth are a cache for later definitions.
+    const std::span<const TimeMs> newest = Newest(*e, state.depth(e->name_id));
+    h->U64(newest.size());
+    for (TimeMs t : newest) h->I64(t);
   }
 
   std::vector<const Slot*> slots;

@@ -268,8 +268,7 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
 }
 
 void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
-  const uint32_t depth =
-      h->name_id < state_.history_depth.size() ? state_.history_depth[h->name_id] : 0;
+  const uint32_t depth = state_.kept_depth(h->name_id);
   if (depth == 0) return;
   if (h->newest.size() == depth && occurred_at <= h->newest.front()) return;
   // Late events land in place; only the newest `depth` instants are kept.
@@ -280,11 +279,12 @@ void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
 }
 
 Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
+  // Only a name now keeping more than it kept needs its instants re-read.
   std::vector<bool> deeper(state_.history_depth.size(), false);
   bool any = false;
-  for (size_t id = 0; id < state_.history_depth.size(); ++id) {
+  for (uint32_t id = 0; id < state_.history_depth.size(); ++id) {
     const uint32_t before = id < previous_depth.size() ? previous_depth[id] : 0;
-    deeper[id] = state_.history_depth[id] > before;
+    deeper[id] = state_.kept_depth(id) > std::max(before, state_.history_floor);
     any = any || deeper[id];
   }
   if (!any || !history_source_) return Status::Ok();

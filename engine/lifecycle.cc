@@ -16,8 +16,8 @@ void Fold::RebuildInvertedIndices() {
   std::fill(state_.history_depth.begin(), state_.history_depth.end(), 0);
   for (const auto& bucket : state_.buckets) {
     if (bucket->deleted || !bucket->def.criteria) continue;
-    auto compiled = std::make_unique<CompiledCriteria>(*bucket->def.criteria, &state_.event_names,
-                                                       &state_.property_keys);
+    auto compiled = std::make_unique<CompiledCriteria>(
+        *bucket->def.criteria, &state_.event_names, &state_.property_keys, &state_.history_depth);
     // Disabled buckets keep their history retained so that enabling catches up exactly.
     for (const auto& [name_id, depth] : compiled->name_depths()) {
       if (state_.history_depth.size() <= name_id) state_.history_depth.resize(name_id + 1, 0);

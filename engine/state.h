@@ -11,9 +11,11 @@
 //   (member_index.h).
 // - Event history keeps, per (user, event name), only the newest instants any criteria leg
 //   can still look at (see EventHistory), plus the all-time count and first/last instant.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -68,13 +70,28 @@ struct EventHistory {
   uint64_t total_count = 0;
   TimeMs first_at = 0;
   TimeMs last_at = 0;
-  // The newest occurredAt instants, ascending, at most the name's retention depth. A
-  // threshold leg `count gte N within W` is decided by its N-th newest instant alone, so
-  // the depth is the largest N(+1) any leg on this name needs, not the number of events.
-  // Typical depths (exists, count >= 3) fit inline: no allocation, and no second cache
-  // miss behind the history on every event of the name.
-  absl::InlinedVector<TimeMs, 4> newest;
+  // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
+  // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
+  // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
+  // not the number of events; criteria read only the newest `depth` (Newest()). Typical
+  // depths (exists, count >= 3) fit inline: no allocation, and no second cache miss
+  // behind the history on every event of the name.
+  static constexpr uint32_t kNewestInline = 4;
+  absl::InlinedVector<TimeMs, kNewestInline> newest;
 };
+
+// Every name keeps at least this many newest instants, whatever its depth: they fit the
+// room EventHistory::newest has inline anyway, and a definition that needs no more (most
+// thresholds, or a bucket deleted and defined again) then finds them kept instead of
+// re-reading the whole log (Fold::RestoreHistory).
+inline constexpr uint32_t kNewestKeptMin = EventHistory::kNewestInline;
+
+// What criteria, and the digest, see of a history: its newest `depth` instants. Those
+// kept beyond are only there for a later, deeper definition.
+inline std::span<const TimeMs> Newest(const EventHistory& h, uint32_t depth) {
+  const size_t n = std::min<size_t>(h.newest.size(), depth);
+  return {h.newest.data() + (h.newest.size() - n), n};
+}
 
 struct Property {
   uint32_t key_id = 0;
@@ -171,8 +188,17 @@ struct State {
 
   Interner event_names;
   Interner property_keys;
-  // Retention depth per event name id (see EventHistory::newest).
+  // Retention depth per event name id (see EventHistory::newest); ids past the end: 0.
   std::vector<uint32_t> history_depth;
+  // The fewest newest instants kept per (user, name): kNewestKeptMin, or 0 in a state
+  // loaded from a snapshot written before the floor existed (it kept exactly the depth).
+  uint32_t history_floor = kNewestKeptMin;
+
+  uint32_t depth(uint32_t name_id) const {
+    return name_id < history_depth.size() ? history_depth[name_id] : 0;
+  }
+  // How many newest instants a history of the name keeps.
+  uint32_t kept_depth(uint32_t name_id) const { return std::max(depth(name_id), history_floor); }
 
   std::vector<std::unique_ptr<Bucket>> buckets;  // by Bucket::index
   absl::flat_hash_map<std::string, uint32_t> bucket_ids;

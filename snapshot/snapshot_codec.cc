@@ -593,11 +593,11 @@ Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out,
   const auto users_by_id = fbb.CreateVector(by_id);
   const auto user_stream_marks = fbb.CreateVectorOfStructs(marks);
 
-  const auto root =
-      snap::CreateState(fbb, state.applied_seq, state.transition_seq, state.now,
-                        fbb.CreateVector(event_names), fbb.CreateVector(property_keys),
-                        fbb.CreateVector(buckets), static_cast<uint32_t>(state.users.size()),
-                        user_stream, users_by_id, slot_count, user_stream_marks);
+  const auto root = snap::CreateState(
+      fbb, state.applied_seq, state.transition_seq, state.now, fbb.CreateVector(event_names),
+      fbb.CreateVector(property_keys), fbb.CreateVector(buckets),
+      static_cast<uint32_t>(state.users.size()), user_stream, users_by_id, slot_count,
+      user_stream_marks, state.history_floor);
   snap::FinishStateBuffer(fbb, root);
   *out = fbb.Release();
   return Status::Ok();
@@ -617,6 +617,11 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t th
   st.applied_seq = root.applied_seq();
   st.transition_seq = root.transition_seq();
   st.now = root.now();
+  // Any floor keeps the state correct (it only decides what RestoreHistory must re-read);
+  // a huge one would make every history grow without bound.
+  constexpr uint32_t kHistoryFloorMax = 1024;
+  if (root.history_floor() > kHistoryFloorMax) return Damaged("history floor out of range");
+  st.history_floor = root.history_floor();
   for (const auto* name : *root.event_names()) {
     if (st.event_names.Intern(name->string_view()) != st.event_names.size() - 1) {
       return Damaged("event name interned twice");

@@ -127,8 +127,9 @@ TEST_CASE("a definition referencing history it never retained re-reads it from t
 }
 
 TEST_CASE("a history re-read across several read batches sees what a bucket defined first saw") {
+  // Deeper than the instants every history keeps (kNewestKeptMin), so they are re-read.
   const std::string big =
-      R"({"id":"big","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":3,"within":"1d"}})";
+      R"({"id":"big","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":6,"within":"2d"}})";
   const auto events = [](Scenario& s) {
     // 3,000 events (the log is re-read in batches of 1,024), 30 users, ~5 h apart each.
     for (int i = 0; i < 3000; ++i) {
@@ -219,9 +220,10 @@ TEST_CASE("replay reproduces backfills and re-evaluations exactly") {
 TEST_CASE("a definition inside a group commit re-reads the events staged before it") {
   Scenario s;
   s.engine().BeginGroup();
-  for (int i = 0; i < 3; ++i) s.Event("u", "buy");
+  for (int i = 0; i < 5; ++i) s.Event("u", "buy");
+  // Deeper than the instants every history keeps (kNewestKeptMin), so they are re-read.
   s.Define(
-      R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":3,"within":"1d"}})");
+      R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":5,"within":"1d"}})");
   RequireOk(s.engine().EndGroup());
   CHECK(s.IsMember("b", "u"));
   const std::string digest = s.engine().State().digest;

@@ -29,9 +29,28 @@ class Records {
     return Apply(r);
   }
   Status Sweep(TimeMs at) { return Apply(Next(RecordKind::kSweep, at)); }
+  Status Delete(const std::string& bucket, TimeMs at) {
+    Record r = Next(RecordKind::kBucketDelete, at);
+    r.bucket_id = bucket;
+    return Apply(r);
+  }
+  // Serves the records applied so far as the fold's history, counting the re-reads.
+  void ServeHistory() {
+    fold.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+      ++history_reads;
+      std::vector<Record> run;
+      for (const Record& r : log) {
+        if (r.seq < before_seq) run.push_back(r);
+      }
+      visit(run);
+      return Status::Ok();
+    });
+  }
 
   Fold fold;
   std::vector<Transition> out;
+  std::vector<Record> log;
+  int history_reads = 0;
 
  private:
   Record Next(RecordKind kind, TimeMs at) {
@@ -41,7 +60,11 @@ class Records {
     r.kind = kind;
     return r;
   }
-  Status Apply(const Record& r) { return fold.Apply(r, &out); }
+  Status Apply(const Record& r) {
+    Status s = fold.Apply(r, &out);
+    if (s.ok()) log.push_back(r);
+    return s;
+  }
 };
 
 }  // namespace
@@ -89,4 +112,39 @@ TEST_CASE("a threshold leg keeps only the instants it needs") {
   CHECK(user.events[0].total_count == 5000);
   CHECK(user.events[0].newest.size() == 10);
   CHECK(user.events[0].newest.front() == kT0 + 4990);
+}
+
+TEST_CASE("every history keeps its newest four instants, so shallow definitions re-read nothing") {
+  const auto gte = [](int n) {
+    return R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":)" +
+           std::to_string(n) + R"(,"within":"1d"}})";
+  };
+  for (const uint32_t floor : {kNewestKeptMin, 0u}) {
+    Records r;
+    r.ServeHistory();
+    // 0: a state loaded from a snapshot written before the floor existed.
+    r.fold.mutable_state().history_floor = floor;
+    // No bucket looks at "buy" yet.
+    for (int i = 0; i < 6; ++i) RequireOk(r.Event("u", "buy", i * kHour));
+    RequireOk(r.Event("v", "buy", 0));
+    const EventHistory& h = r.fold.state().users[0]->events[0];
+    CHECK(h.newest.size() == floor);
+
+    RequireOk(r.Define(gte(3), 6 * kHour));
+    CHECK(r.history_reads == (floor == 0 ? 1 : 0));
+    CHECK(r.fold.bucket("b")->members.size() == 1);  // u, from the kept instants
+    // Deleted (its depth goes), then defined again one deeper: still within the floor.
+    RequireOk(r.Delete("b", 6 * kHour));
+    RequireOk(r.Define(gte(4), 6 * kHour));
+    CHECK(r.history_reads == (floor == 0 ? 2 : 0));
+    CHECK(r.fold.bucket("b")->members.size() == 1);
+    // Deeper than anything kept: re-read.
+    RequireOk(r.Define(gte(6), 6 * kHour));
+    CHECK(r.history_reads == (floor == 0 ? 3 : 1));
+    CHECK(r.fold.bucket("b")->members.size() == 1);
+    CHECK(h.newest.size() == 6);
+    // u leaves when its 6th-newest instant (0h) ages out, exactly.
+    RequireOk(r.Sweep(kDay));
+    REQUIRE(Describe(r.out) == V{"left:b:u@86400000:criteria"});
+  }
 }

@@ -256,6 +256,31 @@ TEST_CASE("user stream marks out of order, out of range or misplaced are refused
   CHECK(s.code() == StatusCode::kCorruption);
 }
 
+TEST_CASE("the history floor round-trips, is 0 when absent, and a huge one is refused") {
+  TempDir dir;
+  RunWorkload(dir.path(), 13, 600);
+  Fold fold;
+  ReplayLog(dir.path(), &fold);
+  REQUIRE(fold.state().history_floor == kNewestKeptMin);
+  for (const uint32_t floor : {kNewestKeptMin, 0u}) {
+    fold.mutable_state().history_floor = floor;  // 0 is written as an absent field
+    flatbuffers::DetachedBuffer payload;
+    REQUIRE(EncodeSnapshot(fold.state(), &payload).ok());
+    Fold loaded;
+    REQUIRE(DecodeSnapshot(payload.data(), payload.size(), &loaded).ok());
+    CHECK(loaded.state().history_floor == floor);
+  }
+  fold.mutable_state().history_floor = kNewestKeptMin;
+  flatbuffers::DetachedBuffer payload;
+  REQUIRE(EncodeSnapshot(fold.state(), &payload).ok());
+  REQUIRE(snap::GetMutableState(payload.data())->mutate_history_floor(1u << 20));
+  Fold loaded;
+  const Status s = DecodeSnapshot(payload.data(), payload.size(), &loaded);
+  CHECK(s.code() == StatusCode::kCorruption);
+  CHECK_THAT(s.message(), Catch::Contains("history floor out of range"));
+  CHECK(loaded.state().users.empty());
+}
+
 TEST_CASE("only the newest `keep` snapshots stay") {
   TempDir dir;
   RunWorkload(dir.path(), 9, 2000);
