@@ -404,8 +404,8 @@ Status Fold::ApplyContactDelete(const Record& r) {
       slot->active = false;
       state_.buckets[slot->bucket]->members.Remove(slot);
     }
-    // Settle the member index before the slot it may point at is freed.
-    state_.buckets[slot->bucket]->members.sorted();
+    // The member index must not point at the slot once it is freed.
+    state_.buckets[slot->bucket]->members.Forget(slot);
   }
   for (Slot* slot : user->slots) state_.slot_pool.Delete(slot);
   user->slots.clear();

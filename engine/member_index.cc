@@ -26,6 +26,23 @@ void MemberIndex::Remove(Slot* slot) {
   Touch(slot);
 }
 
+void MemberIndex::Forget(Slot* slot) {
+  // Settling sorts every pending change; finding this one among a few is cheaper, and a
+  // contact delete comes between a handful of joins and leaves. Among many, settle.
+  constexpr size_t kScanMax = 4096;
+  if (slot->member_touched && touched_.size() > kScanMax) sorted();
+  if (slot->member_touched) {
+    auto it = std::find(touched_.begin(), touched_.end(), slot);
+    *it = touched_.back();  // order does not matter: settling sorts them
+    touched_.pop_back();
+    slot->member_touched = false;
+  }
+  if (slot->member_listed) {
+    sorted_.erase(sorted_.find(slot));
+    slot->member_listed = false;
+  }
+}
+
 void MemberIndex::clear() {
   for (Slot* slot : touched_) slot->member_touched = false;
   for (Slot* slot : sorted_) slot->member_listed = false;

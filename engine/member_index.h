@@ -29,6 +29,9 @@ class MemberIndex {
 
   void Add(Slot* slot);
   void Remove(Slot* slot);
+  // Drops every reference the index holds to `slot`, which is about to be freed.
+  // REQUIRES: the slot is not a member (Removed, or never Added).
+  void Forget(Slot* slot);
   size_t size() const { return count_; }
   void clear();
 
