@@ -270,12 +270,20 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
 void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
   const uint32_t depth = state_.kept_depth(h->name_id);
   if (depth == 0) return;
-  if (h->newest.size() == depth && occurred_at <= h->newest.front()) return;
+  auto& newest = h->newest;
+  // More than the depth are kept when it was lowered since: the oldest go first.
+  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
   // Late events land in place; only the newest `depth` instants are kept.
-  h->newest.insert(std::upper_bound(h->newest.begin(), h->newest.end(), occurred_at), occurred_at);
-  if (h->newest.size() > depth) {
-    h->newest.erase(h->newest.begin(), h->newest.begin() + (h->newest.size() - depth));
+  const auto place = std::upper_bound(newest.begin(), newest.end(), occurred_at);
+  if (newest.size() < depth) {
+    newest.insert(place, occurred_at);
+    return;
   }
+  // Full: the oldest gives way in place. Inserting first would hold depth + 1 for a moment,
+  // which spills a full inline array to the heap for good (a cache miss per event after).
+  if (place == newest.begin()) return;  // older than all it would displace
+  std::move(newest.begin() + 1, place, newest.begin());
+  *(place - 1) = occurred_at;
 }
 
 Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {

@@ -114,6 +114,27 @@ TEST_CASE("a threshold leg keeps only the instants it needs") {
   CHECK(user.events[0].newest.front() == kT0 + 4990);
 }
 
+TEST_CASE("histories that keep as many instants as fit inline never spill to the heap") {
+  Records r;
+  RequireOk(r.Define(
+      R"({"id":"p","criteria":{"type":"event","eventName":"used","check":"count","operator":"gte","value":4,"within":"30d"}})",
+      0));
+  // "used" keeps 4 (its depth), "other" 4 (the floor); late events land in place.
+  for (int i = 0; i < 100; ++i) {
+    RequireOk(r.Event("u", "used", 1000 + i));
+    RequireOk(r.Event("u", "other", 1000 + i));
+    RequireOk(r.Event("u", i % 2 ? "used" : "other", 1000 + i - 50));
+  }
+  const User& user = *r.fold.state().users[0];
+  REQUIRE(user.events.size() == 2);
+  for (const EventHistory& h : user.events) {
+    CHECK(h.newest.size() == EventHistory::kNewestInline);
+    CHECK(h.newest.capacity() == EventHistory::kNewestInline);  // still inline
+    CHECK(std::vector<TimeMs>(h.newest.begin(), h.newest.end()) ==
+          std::vector<TimeMs>{kT0 + 1096, kT0 + 1097, kT0 + 1098, kT0 + 1099});
+  }
+}
+
 TEST_CASE("every history keeps its newest four instants, so shallow definitions re-read nothing") {
   const auto gte = [](int n) {
     return R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":)" +
