@@ -418,6 +418,8 @@ class EngineImpl final : public Engine {
     EngineStats s = stats_;
     s.log_bytes = log_->ApproximateBytes();
     s.contacts = fold_.state().users.size();
+    s.pool_bytes =
+        fold_.state().slot_pool.reserved_bytes() + fold_.state().user_arena.reserved_bytes();
     s.sweep_due_items = fold_.sweep_due_popped();
     return s;
   }

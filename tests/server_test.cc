@@ -301,6 +301,8 @@ TEST_CASE("server: buckets, events, members and transitions end to end", "[serve
   CHECK(res->body.find("bucketd_http_requests_total{route=\"events\",status=\"200\"}") !=
         std::string::npos);
   CHECK(res->body.find("bucketd_sweep_duration_micros_bucket") != std::string::npos);
+  // One 2 MiB block of users and one of slots.
+  CHECK(res->body.find("bucketd_state_pool_bytes 4194304\n") != std::string::npos);
   res = c.Delete("/v1/contacts/user-101");
   CHECK(res->status == 200);
   res = Post(c, "/v1/events", R"({"userId":"user-101","event":"used"})");

@@ -61,6 +61,9 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
   out += fmt::format("bucketd_log_size_bytes {}\n", stats.log_bytes);
   Header(out, "bucketd_contacts", "gauge", "Live contacts.");
   out += fmt::format("bucketd_contacts {}\n", stats.contacts);
+  Header(out, "bucketd_state_pool_bytes", "gauge",
+         "Memory mapped for the state's slots and users (not in malloc statistics).");
+  out += fmt::format("bucketd_state_pool_bytes {}\n", stats.pool_bytes);
   Header(out, "bucketd_sweeps_total", "counter", "Sweeps run since start.");
   out += fmt::format("bucketd_sweeps_total {}\n", stats.sweeps);
   Header(out, "bucketd_sweep_due_items_total", "counter", "Due items popped by sweeps.");

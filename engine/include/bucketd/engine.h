@@ -158,6 +158,9 @@ struct EngineStats {
   uint64_t sweep_due_items = 0;
   uint64_t log_bytes = 0;
   uint64_t contacts = 0;
+  // Memory mapped for the state's slots and users (huge-page blocks that malloc
+  // statistics do not see).
+  uint64_t pool_bytes = 0;
   std::optional<TimeMs> last_snapshot_at_ms;
   uint64_t replayed_records = 0;  // at open
   uint32_t replay_threads = 1;    // that replayed them
