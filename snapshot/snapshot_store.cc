@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@ namespace {
 constexpr char kMagic[8] = {'B', 'K', 'T', 'S', 'N', 'A', 'P', '1'};
 constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kHeaderBytes = 56;
+static_assert(kHeaderBytes % 8 == 0, "the payload is read in place: it must stay 8-aligned");
 constexpr size_t kHeaderChecksummedBytes = 48;
 constexpr char kNamePrefix[] = "snapshot-";
 constexpr char kNameSuffix[] = ".bkts";
@@ -134,6 +136,39 @@ Status ReadAll(int fd, uint8_t* data, size_t size, size_t* got) {
   }
   return Status::Ok();
 }
+
+// A file's bytes mapped read-only from the page cache. Reading a payload into a fresh
+// buffer faulted in (and zeroed) as much new memory as the file is large, which a fresh
+// process pays at VM first-touch rates (~0.3 s for a 194 MB snapshot here), and copied it.
+// Snapshot files are never written after their rename, only replaced or unlinked, and
+// neither disturbs a mapping; the size is checked on the open file before mapping.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+  }
+
+  Status Map(int fd, size_t expected_size) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return Errno("fstat");
+    if (static_cast<size_t>(st.st_size) != expected_size) {
+      return Status::IoError("changed size while being opened");
+    }
+    void* data = ::mmap(nullptr, expected_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (data == MAP_FAILED) return Errno("mmap");
+    data_ = data;
+    size_ = expected_size;
+    return Status::Ok();
+  }
+  const uint8_t* data() const { return static_cast<const uint8_t*>(data_); }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 Status SyncDir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -422,21 +457,19 @@ Status SnapshotStore::LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bo
                                               std::to_string(max_at)));
       continue;
     }
-    // operator new[] aligns for any scalar, as the flatbuffers Verifier requires.
-    std::unique_ptr<uint8_t[]> payload(new uint8_t[h.payload_bytes]);
-    if (Status s = ReadAll(fd.get(), payload.get(), h.payload_bytes, &got); !s.ok()) {
+    MappedFile mapped;
+    if (Status s = mapped.Map(fd.get(), kHeaderBytes + h.payload_bytes); !s.ok()) {
       warnings->push_back(Skip(file.path, s.message()));
       continue;
     }
-    if (got != h.payload_bytes) {
-      warnings->push_back(Skip(file.path, "truncated payload"));
-      continue;
-    }
-    if (XXH3_64bits(payload.get(), h.payload_bytes) != h.payload_checksum) {
+    // The payload starts 56 bytes into a page-aligned mapping: aligned for any scalar, as
+    // the flatbuffers Verifier requires.
+    const uint8_t* payload = mapped.data() + kHeaderBytes;
+    if (XXH3_64bits(payload, h.payload_bytes) != h.payload_checksum) {
       warnings->push_back(Skip(file.path, "payload checksum mismatch"));
       continue;
     }
-    if (Status s = DecodeSnapshot(payload.get(), h.payload_bytes, fold); !s.ok()) {
+    if (Status s = DecodeSnapshot(payload, h.payload_bytes, fold); !s.ok()) {
       if (s.code() == StatusCode::kFailedPrecondition) return s;
       warnings->push_back(Skip(file.path, s.message()));
       continue;
