@@ -287,15 +287,27 @@ void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
 }
 
 Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
-  // Only a name now keeping more than it kept needs its instants re-read.
-  std::vector<bool> deeper(state_.history_depth.size(), false);
-  bool any = false;
-  for (uint32_t id = 0; id < state_.history_depth.size(); ++id) {
-    const uint32_t before = id < previous_depth.size() ? previous_depth[id] : 0;
-    deeper[id] = state_.kept_depth(id) > std::max(before, state_.history_floor);
-    any = any || deeper[id];
+  // Only a name now keeping more than it kept needs its instants re-read. Every interned
+  // name is looked at: one no bucket references has no depth entry but keeps the floor.
+  const uint32_t previous_floor = state_.history_floor;
+  std::vector<bool> deeper;
+  const auto find_deeper = [&] {
+    deeper.assign(state_.event_names.size(), false);
+    bool any = false;
+    for (uint32_t id = 0; id < deeper.size(); ++id) {
+      const uint32_t before = id < previous_depth.size() ? previous_depth[id] : 0;
+      deeper[id] = state_.kept_depth(id) > std::max(before, previous_floor);
+      any = any || deeper[id];
+    }
+    return any;
+  };
+  if (!find_deeper() || !history_source_) return Status::Ok();
+  // A state loaded from a version-2 snapshot keeps exactly each depth (floor 0). This pass
+  // reads the log anyway, so every name gets the floor's instants back as well.
+  if (previous_floor < kNewestKeptMin) {
+    state_.history_floor = kNewestKeptMin;
+    find_deeper();
   }
-  if (!any || !history_source_) return Status::Ok();
   for (auto& user : state_.users) {
     for (EventHistory& h : user->events) {
       if (deeper[h.name_id]) h.newest.clear();

@@ -131,8 +131,9 @@ void Fold::Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emi
   const auto& users = state_.users;
   for (size_t i = 0; i < users.size(); ++i) {
     // Users are adjacent in their arena, which the hardware prefetcher streams; what it
-    // cannot guess is where their slots and spilled arrays are (PrefetchUserState's last
-    // stage), fetched a few users ahead. Prefetching whole users as well was slower.
+    // cannot guess is where their slots are (PrefetchUserState's last stage, with the
+    // histories and properties), fetched a few users ahead. Prefetching whole users as
+    // well was slower.
     constexpr size_t kAhead = 8;
     if (i + kAhead < users.size()) PrefetchUserState(users[i + kAhead], kPrefetchStages - 1);
     User* user = users[i];

@@ -86,6 +86,13 @@ void MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_t 
   const std::vector<Remap> property_keys = MergeNames(
       shards, &State::property_keys, &ReplayShard::property_key_first_seq, &out.property_keys);
 
+  // Every shard keeps at least this many instants per history (the same floor in each,
+  // today; the lowest is the one every history is sure to meet).
+  out.history_floor = shards[0]->fold.state().history_floor;
+  for (const auto& shard : shards) {
+    out.history_floor = std::min(out.history_floor, shard->fold.state().history_floor);
+  }
+
   // Buckets: every shard defined the same ones; their totals are per shard.
   State& first = shards[0]->fold.mutable_state();
   for (size_t s = 1; s < shards.size(); ++s) {

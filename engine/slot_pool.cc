@@ -81,10 +81,13 @@ void SlotPool::Release() {
 std::vector<void*> SlotPool::Reserve(size_t count) {
   if (count <= free_.size()) return {};
   count -= free_.size();
-  const size_t left_in_current = blocks_.empty() ? 0 : kSlotsPerBlock - used_in_current_;
-  if (count <= left_in_current) return {};
+  // Room already mapped: the rest of the current block and any reserved after it.
+  const size_t reserved_after = blocks_.empty() ? 0 : blocks_.size() - current_ - 1;
+  const size_t available =
+      (blocks_.empty() ? 0 : kSlotsPerBlock - used_in_current_) + reserved_after * kSlotsPerBlock;
+  if (count <= available) return {};
   const bool was_empty = blocks_.empty();
-  const size_t new_blocks = (count - left_in_current + kSlotsPerBlock - 1) / kSlotsPerBlock;
+  const size_t new_blocks = (count - available + kSlotsPerBlock - 1) / kSlotsPerBlock;
   std::vector<void*> reserved;
   try {
     for (size_t i = 0; i < new_blocks; ++i) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -487,6 +488,17 @@ std::vector<uint32_t> UsersById(const State& state) {
   return by_id;
 }
 
+// Runs a decoding step on a thread of its own: an exception escaping a thread would end the
+// process, so running out of memory becomes an error, as it is on the calling thread.
+template <typename Step>
+Status OnThread(const Step& step) {
+  try {
+    return step();
+  } catch (const std::bad_alloc&) {
+    return Status::IoError("out of memory while loading a snapshot");
+  }
+}
+
 // Cuts user_stream at its marks into at most `threads` pieces of about equal bytes.
 // Marks are checked here for order and range; that each falls exactly on its user's first
 // byte is checked by the decode (the piece before it must end there).
@@ -650,7 +662,9 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t th
     }
     std::vector<std::jthread> decoders;
     for (size_t p = 1; p < pieces.size(); ++p) {
-      decoders.emplace_back([&, p] { pieces[p].status = DecodePiece(root, st, &pieces[p]); });
+      decoders.emplace_back([&, p] {
+        pieces[p].status = OnThread([&] { return DecodePiece(root, st, &pieces[p]); });
+      });
     }
     pieces[0].status = DecodePiece(root, st, &pieces[0]);
   }
@@ -667,7 +681,8 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t th
   // the tallies) on one, the id map and the member sets on the other.
   Status due_status;
   {
-    std::jthread due_builder([&] { due_status = RebuildDueIndices(root, &pieces, &st); });
+    std::jthread due_builder(
+        [&] { due_status = OnThread([&] { return RebuildDueIndices(root, &pieces, &st); }); });
     if (Status s = BuildUserIds(&st); !s.ok()) return s;
     if (Status s = RebuildMembers(root, pieces, &st); !s.ok()) return s;
   }

@@ -25,7 +25,11 @@ namespace {
 
 // File header (snapshot_format.md). Little-endian integers at fixed offsets.
 constexpr char kMagic[8] = {'B', 'K', 'T', 'S', 'N', 'A', 'P', '1'};
-constexpr uint32_t kFormatVersion = 2;
+// Written: 3. Read: 3, and 2 (no history floor: histories kept exactly their depth, which
+// a floor of 0 reproduces). A version-2 reader would take a version-3 history's extra
+// instants for its depth, so version 3 files are skipped by it instead.
+constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kOldestReadableVersion = 2;
 constexpr size_t kHeaderBytes = 56;
 static_assert(kHeaderBytes % 8 == 0, "the payload is read in place: it must stay 8-aligned");
 constexpr size_t kHeaderChecksummedBytes = 48;
@@ -71,9 +75,9 @@ std::string DecodeHeader(const uint8_t in[kHeaderBytes], Header* h) {
   if (XXH3_64bits(in, kHeaderChecksummedBytes) != GetU64(in + 48)) {
     return "header checksum mismatch";
   }
-  if (h->version != kFormatVersion) {
+  if (h->version < kOldestReadableVersion || h->version > kFormatVersion) {
     return "format version " + std::to_string(h->version) + ", this build reads " +
-           std::to_string(kFormatVersion);
+           std::to_string(kOldestReadableVersion) + " to " + std::to_string(kFormatVersion);
   }
   h->log_seq = GetU64(in + 16);
   h->now = static_cast<TimeMs>(GetU64(in + 24));
@@ -141,7 +145,9 @@ Status ReadAll(int fd, uint8_t* data, size_t size, size_t* got) {
 // buffer faulted in (and zeroed) as much new memory as the file is large, which a fresh
 // process pays at VM first-touch rates (~0.3 s for a 194 MB snapshot here), and copied it.
 // Snapshot files are never written after their rename, only replaced or unlinked, and
-// neither disturbs a mapping; the size is checked on the open file before mapping.
+// neither disturbs a mapping; the size is checked on the open file before mapping. Another
+// program truncating a snapshot file while it loads would kill the process (SIGBUS) where
+// a read would have skipped the file: the data dir is bucketd's alone.
 class MappedFile {
  public:
   MappedFile() = default;

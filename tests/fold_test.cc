@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "engine/definition.h"
+#include "engine/digest.h"
 #include "engine/fold.h"
 #include "tests/test_support.h"
 
@@ -140,6 +141,7 @@ TEST_CASE("every history keeps its newest four instants, so shallow definitions 
     return R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":)" +
            std::to_string(n) + R"(,"within":"1d"}})";
   };
+  std::vector<std::string> digests;
   for (const uint32_t floor : {kNewestKeptMin, 0u}) {
     Records r;
     r.ServeHistory();
@@ -154,18 +156,23 @@ TEST_CASE("every history keeps its newest four instants, so shallow definitions 
     RequireOk(r.Define(gte(3), 6 * kHour));
     CHECK(r.history_reads == (floor == 0 ? 1 : 0));
     CHECK(r.fold.bucket("b")->members.size() == 1);  // u, from the kept instants
-    // Deleted (its depth goes), then defined again one deeper: still within the floor.
+    // A re-read raises a floor of 0 (every name is re-read then).
+    CHECK(r.fold.state().history_floor == kNewestKeptMin);
+    CHECK(h.newest.size() == kNewestKeptMin);  // re-read up to the raised floor
+    // Deleted (its depth goes), then defined again one deeper: within the floor.
     RequireOk(r.Delete("b", 6 * kHour));
     RequireOk(r.Define(gte(4), 6 * kHour));
-    CHECK(r.history_reads == (floor == 0 ? 2 : 0));
+    CHECK(r.history_reads == (floor == 0 ? 1 : 0));
     CHECK(r.fold.bucket("b")->members.size() == 1);
     // Deeper than anything kept: re-read.
     RequireOk(r.Define(gte(6), 6 * kHour));
-    CHECK(r.history_reads == (floor == 0 ? 3 : 1));
+    CHECK(r.history_reads == (floor == 0 ? 2 : 1));
     CHECK(r.fold.bucket("b")->members.size() == 1);
     CHECK(h.newest.size() == 6);
     // u leaves when its 6th-newest instant (0h) ages out, exactly.
     RequireOk(r.Sweep(kDay));
     REQUIRE(Describe(r.out) == V{"left:b:u@86400000:criteria"});
+    digests.push_back(ComputeDigest(r.fold.state()));
   }
+  CHECK(digests[0] == digests[1]);  // the same state, whatever was kept beyond the depths
 }

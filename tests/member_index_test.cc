@@ -61,11 +61,12 @@ struct Harness {
 
 TEST_CASE("joins, leaves and freed slots read back in userId order") {
   std::mt19937_64 rng(5);
-  Harness h(3000);
+  // More slots than Forget scans among (4,096 pending), so that it settles at times.
+  Harness h(9000);
   for (int round = 0; round < 400; ++round) {
     // Few changes between reads (a freed slot is found among the pending ones), and now
     // and then thousands (the index settles before forgetting).
-    const int changes = round % 50 == 0 ? 6000 : static_cast<int>(rng() % 40);
+    const int changes = round % 50 == 0 ? 20000 : static_cast<int>(rng() % 40);
     for (int c = 0; c < changes; ++c) {
       const size_t i = rng() % h.slots.size();
       switch (rng() % 10) {

@@ -98,6 +98,7 @@ TEST_CASE("a slot reservation counts the free list and the current block") {
   const std::vector<void*> reserved = pool.Reserve(200'000);
   CHECK(!reserved.empty());
   CHECK(pool.reserved_bytes() == before + reserved.size() * kHugeBlockBytes);
+  CHECK(pool.Reserve(200'000).empty());  // already there
   for (int i = 0; i < 200'000; ++i) pool.New()->entry_count = 7;
   CHECK(pool.reserved_bytes() == before + reserved.size() * kHugeBlockBytes);
   CHECK(pool.live() == 500 + 200'000);
