@@ -677,8 +677,9 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, Fold* fold, size_t th
     st.user_arena.Adopt(std::move(piece.user_arena));
     st.slot_pool.Adopt(std::move(piece.slot_pool));
   }
-  // What is left touches disjoint data, so it runs on two cores: the time indices (from
-  // the tallies) on one, the id map and the member sets on the other.
+  // What is left touches disjoint data, so it runs on two cores: the time indices (sized
+  // from the tallies, filled from the slots) on one, the id map and the member sets on the
+  // other.
   Status due_status;
   {
     std::jthread due_builder(
