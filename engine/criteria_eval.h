@@ -49,9 +49,7 @@ class CompiledCriteria {
 
  private:
   std::span<const TimeMs> NewestOf(const EventHistory& history) const {
-    const uint32_t depth =
-        history.name_id < history_depth_->size() ? (*history_depth_)[history.name_id] : 0;
-    return Newest(history, depth);
+    return Newest(history, DepthOf(*history_depth_, history.name_id));
   }
 
   struct Node {

@@ -86,6 +86,11 @@ struct EventHistory {
 // re-reading the whole log (Fold::RestoreHistory).
 inline constexpr uint32_t kNewestKeptMin = EventHistory::kNewestInline;
 
+// A name's retention depth in a State::history_depth table; ids past its end: 0.
+inline uint32_t DepthOf(const std::vector<uint32_t>& history_depth, uint32_t name_id) {
+  return name_id < history_depth.size() ? history_depth[name_id] : 0;
+}
+
 // What criteria, and the digest, see of a history: its newest `depth` instants. Those
 // kept beyond are only there for a later, deeper definition.
 inline std::span<const TimeMs> Newest(const EventHistory& h, uint32_t depth) {
@@ -194,9 +199,7 @@ struct State {
   // loaded from a snapshot written before the floor existed (it kept exactly the depth).
   uint32_t history_floor = kNewestKeptMin;
 
-  uint32_t depth(uint32_t name_id) const {
-    return name_id < history_depth.size() ? history_depth[name_id] : 0;
-  }
+  uint32_t depth(uint32_t name_id) const { return DepthOf(history_depth, name_id); }
   // How many newest instants a history of the name keeps.
   uint32_t kept_depth(uint32_t name_id) const { return std::max(depth(name_id), history_floor); }
 
