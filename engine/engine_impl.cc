@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <string_view>
 #include <thread>
 
@@ -38,6 +39,37 @@ Member ToMember(const Slot& slot) {
 
 constexpr uint32_t kReplayThreadsMax = 64;
 
+// Compares the transitions a replay produces with the stream stored in the log, in order
+// (Options::check_log): the fold is a pure function of the log, so they must be equal.
+class StoredStreamCheck {
+ public:
+  explicit StoredStreamCheck(const Log& log) : log_(log) {}
+
+  Status Expect(uint64_t record_seq, const std::vector<Transition>& produced) {
+    for (const Transition& t : produced) {
+      if (next_ == page_.size()) {
+        const uint64_t after = page_.empty() ? t.seq - 1 : page_.back().seq;
+        constexpr size_t kPage = 4096;
+        if (Status s = log_.ReadTransitions(after, kPage, &page_); !s.ok()) return s;
+        next_ = 0;
+      }
+      if (next_ == page_.size() || !(page_[next_] == t)) {
+        return Status::Corruption("record " + std::to_string(record_seq) +
+                                  " replays to transition " + std::to_string(t.seq) + " (" +
+                                  t.IdempotencyKey() +
+                                  "), which differs from the one the log holds");
+      }
+      ++next_;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const Log& log_;
+  std::vector<Transition> page_;
+  size_t next_ = 0;
+};
+
 class EngineImpl final : public Engine {
  public:
   explicit EngineImpl(const Options& options)
@@ -60,7 +92,14 @@ class EngineImpl final : public Engine {
     log_options.path = options_.data_dir + "/log";
     log_options.sync = options_.durability == Durability::kSync;
     log_options.read_only = read_only_;
+    if (options_.check_log && (!read_only_ || options_.use_snapshots)) {
+      return Status::InvalidArgument("check_log", "needs read_only and no snapshots");
+    }
     if (Status s = Log::Open(log_options, &log_); !s.ok()) return s;
+    if (options_.check_log) {
+      LogVerifyReport report;
+      if (Status s = log_->Verify(&report); !s.ok()) return s;
+    }
     // A definition that needs more event history than the fold retained re-reads it
     // from the log (definitions change rarely; retaining everything would cost memory
     // on every event).
@@ -77,17 +116,25 @@ class EngineImpl final : public Engine {
     });
 
     const TimeMs until = options_.replay_until_ms.value_or(kNever);
+    std::vector<std::string> snapshot_warnings;
+    // A snapshot beyond the log's end is skipped by the load below; writable, it is also
+    // moved away before new records can reach its seq and make it look loadable.
+    if (!read_only_) {
+      if (Status s = snapshots_.SetAsideBeyond(log_->last_seq(), &snapshot_warnings); !s.ok()) {
+        return s;
+      }
+    }
     if (options_.use_snapshots) {
       bool loaded = false;
-      std::vector<std::string> snapshot_warnings;
       if (Status s =
               snapshots_.LoadNewest(&fold_, log_->last_seq(), until, &loaded, &snapshot_warnings);
           !s.ok()) {
         return s;
       }
-      if (warnings)
-        warnings->insert(warnings->end(), snapshot_warnings.begin(), snapshot_warnings.end());
       if (loaded) last_snapshot_seq_ = fold_.state().applied_seq;
+    }
+    if (warnings) {
+      warnings->insert(warnings->end(), snapshot_warnings.begin(), snapshot_warnings.end());
     }
     if (Status s = ReplayTail(until); !s.ok()) return s;
     if (!options_.replay_until_ms && fold_.state().transition_seq != log_->last_transition_seq()) {
@@ -236,7 +283,7 @@ class EngineImpl final : public Engine {
   Status AwaitGroup() override {
     // Sticky: once a write failed, no later call may report the group (or anything after
     // it) durable, whoever noticed the failure first.
-    if (!failed_.ok()) return failed_;
+    if (memory_ahead_of_log_) return failed_;
     if (!group_in_flight_) return Status::Ok();
     group_in_flight_ = false;
     if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);
@@ -414,6 +461,11 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  Status Health() const override {
+    std::lock_guard lock(health_mu_);
+    return health_;
+  }
+
   EngineStats Stats() const override {
     EngineStats s = stats_;
     s.log_bytes = log_->ApproximateBytes();
@@ -463,7 +515,13 @@ class EngineImpl final : public Engine {
       if (event.idempotency_key->empty() || event.idempotency_key->size() > 256) {
         return Status::InvalidArgument("idempotencyKey", "must be 1-256 bytes");
       }
-      if (log_->SeenIdempotencyKey(*event.idempotency_key)) {
+      bool seen = false;
+      // Refused before the fold: memory stays the fold of the log, and what this group
+      // staged before still commits.
+      if (Status s = log_->LookupIdempotencyKey(*event.idempotency_key, &seen); !s.ok()) {
+        return LogFailed(s, /*memory_ahead=*/false);
+      }
+      if (seen) {
         *duplicate = true;
         ++stats_.events_duplicate;
         return Status::Ok();
@@ -528,14 +586,36 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  // Memory is now ahead of the log: refuse every input until a restart replays it.
+  Status LogWriteFailed(const Status& s) { return LogFailed(s, /*memory_ahead=*/true); }
+
+  // A log that failed a write or a read refuses every later input with the same error
+  // (NoSpace for a full disk, else IoError or Corruption), while reads of the state go on
+  // and Health() reports it. After a failed write, memory holds the effects of inputs
+  // that were never acknowledged (their callers got this error) until a restart.
+  Status LogFailed(const Status& s, bool memory_ahead) {
+    memory_ahead_of_log_ = memory_ahead_of_log_ || memory_ahead;
+    if (!failed_.ok()) return failed_;
+    const std::string what = "the log failed, inputs are refused until a restart: " + s.message();
+    switch (s.code()) {
+      case StatusCode::kNoSpace:
+        failed_ = Status::NoSpace(what);
+        break;
+      case StatusCode::kCorruption:
+        failed_ = Status::Corruption(what);
+        break;
+      default:
+        failed_ = Status::IoError(what);
+        break;
+    }
+    std::lock_guard lock(health_mu_);
+    health_ = failed_;
+    return failed_;
+  }
+
   // Automatic snapshots fork (SnapshotStore::StartBackground), so ingest pauses only for
   // the fork instead of the whole serialization; at most one runs at a time. The interval
   // counts from the fork, so a failing disk is retried once per interval, not per commit.
-  // Memory is now ahead of the log: refuse everything until a restart replays it.
-  Status LogWriteFailed(const Status& s) {
-    failed_ = Status::IoError("log write failed, restart required: " + s.message());
-    return failed_;
-  }
 
   // True when an automatic snapshot is due and none is running.
   bool SnapshotDue() {
@@ -581,6 +661,8 @@ class EngineImpl final : public Engine {
     std::vector<Record> batch;
     uint64_t replayed = 0;
     Fold::Lookahead lookahead(fold_);
+    StoredStreamCheck stream(*log_);
+    std::vector<Transition>* produced = options_.check_log ? &scratch_ : nullptr;
     while (reader->NextBatch(&batch)) {
       for (size_t i = 0; i < batch.size(); ++i) {
         lookahead.AdvanceOverRecords(i, batch.size(),
@@ -590,9 +672,13 @@ class EngineImpl final : public Engine {
           stats_.replayed_records = replayed;
           return Status::Ok();
         }
-        if (Status s = fold_.Apply(r, nullptr, lookahead.user(i, r.user_id)); !s.ok()) {
+        scratch_.clear();
+        if (Status s = fold_.Apply(r, produced, lookahead.user(i, r.user_id)); !s.ok()) {
           return Status::Corruption("log record " + std::to_string(r.seq) +
                                     " does not fold: " + s.ToString());
+        }
+        if (produced != nullptr) {
+          if (Status s = stream.Expect(r.seq, *produced); !s.ok()) return s;
         }
         ++replayed;
       }
@@ -604,7 +690,8 @@ class EngineImpl final : public Engine {
   // Shards for replaying the log tail (parallel_replay.h): only a replay from nothing
   // (no snapshot) can be sharded, and with no setting, only a long one on 3+ cores.
   uint32_t ReplayThreads() const {
-    if (fold_.state().applied_seq != 0) return 1;
+    // Checking the stored stream compares transitions in the order one fold emits them.
+    if (fold_.state().applied_seq != 0 || options_.check_log) return 1;
     if (options_.replay_threads != 0) return options_.replay_threads;
     constexpr uint64_t kParallelReplayRecordsMin = 10'000;
     constexpr uint32_t kAutoReplayThreadsMax = 8;
@@ -643,7 +730,10 @@ class EngineImpl final : public Engine {
   bool read_only_ = false;
   bool closed_ = false;
   bool grouping_ = false;
-  Status failed_;
+  Status failed_;  // owner thread; Health() reads the copy below
+  bool memory_ahead_of_log_ = false;
+  mutable std::mutex health_mu_;
+  Status health_;
   std::vector<Transition> scratch_;
   Record record_scratch_;  // reused so ingest keeps its string capacity
   std::atomic<uint64_t> committed_transition_seq_{0};

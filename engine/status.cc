@@ -18,6 +18,8 @@ std::string_view Status::code_name() const {
       return "io_error";
     case StatusCode::kCorruption:
       return "corruption";
+    case StatusCode::kNoSpace:
+      return "no_space";
   }
   return "unknown";
 }

@@ -3,22 +3,29 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
+#include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 #include <absl/strings/string_view.h>
 #include <flatbuffers/flatbuffers.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
+#include <xxhash.h>
 
 #include "log/chunk.h"
 #include "log/record_codec.h"
@@ -63,6 +70,8 @@ bool DecodeSeq(rocksdb::Slice bytes, uint64_t* seq) {
   return true;
 }
 
+uint64_t KeyHash(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
+
 rocksdb::Slice AsSlice(const SeqKey& key) { return rocksdb::Slice(key.data(), key.size()); }
 
 std::string_view AsView(rocksdb::Slice slice) {
@@ -73,6 +82,7 @@ Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   if (status.ok()) return Status::Ok();
   std::string message = std::string(what) + ": " + status.ToString();
   if (status.IsCorruption()) return Status::Corruption(std::move(message));
+  if (status.IsNoSpace()) return Status::NoSpace(std::move(message));
   return Status::IoError(std::move(message));
 }
 
@@ -83,8 +93,52 @@ Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   std::abort();
 }
 
+// RocksDB's own diagnostics (flushes, compactions, errors) in <log dir>/LOG. Written with
+// stdio, ignoring write errors: RocksDB's default logger asserts (aborting the process in
+// Debian's build) when it writes again after a failed write, which a full disk causes at
+// the first failed commit. The previous run's file is kept as LOG.old.
+class InfoLogFile final : public rocksdb::Logger {
+ public:
+  explicit InfoLogFile(const std::string& dir)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
+    const std::string path = dir + "/LOG";
+    std::rename(path.c_str(), (path + ".old").c_str());
+    file_ = std::fopen(path.c_str(), "ae");
+  }
+  ~InfoLogFile() override {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    if (file_ == nullptr) return;
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+    const auto micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
+        1'000'000;
+    std::tm utc;
+    gmtime_r(&seconds, &utc);
+    char stamp[40];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &utc);
+    flockfile(file_);
+    std::fprintf(file_, "%s.%06lldZ ", stamp, static_cast<long long>(micros));
+    std::vfprintf(file_, format, ap);
+    std::fputc('\n', file_);
+    std::fflush(file_);
+    funlockfile(file_);
+  }
+
+ private:
+  std::FILE* file_ = nullptr;
+};
+
 rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
   rocksdb::DBOptions db;
+  if (!options.read_only) {
+    std::error_code ignored;  // DB::Open reports a directory it cannot create
+    std::filesystem::create_directories(options.path, ignored);
+    db.info_log = std::make_shared<InfoLogFile>(options.path);
+  }
   db.create_if_missing = !options.read_only;
   db.create_missing_column_families = !options.read_only;
   // Every family shares the WAL, and a WAL file lives until every family holding data in it
@@ -94,11 +148,13 @@ rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
   // Each Write() hands its bytes to the OS before returning (no user-space WAL buffer), so
   // a killed process loses nothing that Commit() returned for, even in async mode.
   db.manual_wal_flush = false;
-  // After a crash, a torn tail of the WAL is dropped and everything before it recovered:
-  // exactly the unacknowledged suffix (the default, stated because durability rests on it).
-  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // After a crash, an incomplete last entry of a WAL file (a write the kill cut short,
+  // never acknowledged) is dropped. Damage before the end fails the open instead: with
+  // point-in-time recovery RocksDB would silently drop everything after it, acknowledged
+  // inputs included. Salvage (an operator's explicit request) accepts exactly that loss.
+  db.wal_recovery_mode = options.salvage ? rocksdb::WALRecoveryMode::kPointInTimeRecovery
+                                         : rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db.max_background_jobs = 2;
-  db.keep_log_file_num = 4;
   return db;
 }
 
@@ -279,7 +335,7 @@ class RocksLog final : public Log {
   std::optional<TimeMs> last_record_at() const override { return last_record_at_; }
 
   void Stage(const Record& record, std::span<const Transition> transitions) override;
-  bool SeenIdempotencyKey(std::string_view key) const override;
+  Status LookupIdempotencyKey(std::string_view key, bool* seen) const override;
   Status Commit() override;
   Status StartCommit(std::function<void()> on_written) override;
   Status FinishCommit() override;
@@ -289,6 +345,7 @@ class RocksLog final : public Log {
   Status ReadTransitions(uint64_t after_seq, size_t limit,
                          std::vector<Transition>* out) const override;
 
+  Status Verify(LogVerifyReport* report) const override;
   uint64_t ApproximateBytes() const override;
   Status Flush() override;
 
@@ -461,22 +518,20 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   last_record_at_ = record.at;
 }
 
-bool RocksLog::SeenIdempotencyKey(std::string_view key) const {
+Status RocksLog::LookupIdempotencyKey(std::string_view key, bool* seen) const {
   // Debian's Abseil has its own string_view type, not an alias of std::string_view.
   const absl::string_view k(key.data(), key.size());
+  *seen = true;
   if (pending_idempotency_keys_.contains(k) || in_flight_idempotency_keys_.contains(k)) {
-    return true;
+    return Status::Ok();
   }
   rocksdb::PinnableSlice seq;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kIdempotency),
                                rocksdb::Slice(key.data(), key.size()), &seq);
-  if (s.ok()) return true;
-  if (!s.IsNotFound() && error_.ok()) {
-    // The answer is unknown. "Not seen" lets the input through, but the sticky error fails
-    // the Commit() that would acknowledge it, so a duplicate is never acknowledged.
-    error_ = FromRocks(s, "looking up an idempotency key");
-  }
-  return false;
+  if (s.ok()) return Status::Ok();
+  *seen = false;
+  if (s.IsNotFound()) return Status::Ok();
+  return FromRocks(s, "looking up an idempotency key");
 }
 
 Status RocksLog::Commit() {
@@ -600,6 +655,58 @@ Status RocksLog::ReadTransitions(uint64_t after_seq, size_t limit,
   return walker.status();
 }
 
+Status RocksLog::Verify(LogVerifyReport* report) const {
+  *report = LogVerifyReport{};
+  // Block checksums of every table file, whatever family: damage in a block no scan below
+  // happens to read (an index, a filter) is found too.
+  if (Status s = FromRocks(db_->VerifyChecksum(), "checking the log's table files"); !s.ok()) {
+    return s;
+  }
+  std::unique_ptr<RecordReader> records = ReadFrom(1);
+  // Each idempotency key's hash -> the first record that carried it, to check the
+  // idempotency family against (16 bytes a key instead of the key itself; two keys sharing
+  // a 64-bit hash would be a false alarm, never a missed one).
+  absl::flat_hash_map<uint64_t, uint64_t> first_carrier;
+  for (Record r; records->Next(&r); ++report->records) {
+    if (r.idempotency_key) first_carrier.try_emplace(KeyHash(*r.idempotency_key), r.seq);
+  }
+  if (Status s = records->status(); !s.ok()) return s;
+  if (report->records != last_seq()) {
+    return Status::Corruption("the log holds " + std::to_string(report->records) +
+                              " records but ends at seq " + std::to_string(last_seq()));
+  }
+  std::vector<Transition> page;
+  for (uint64_t after = 0;; after = page.back().seq) {
+    constexpr size_t kPage = 4096;
+    if (Status s = ReadTransitions(after, kPage, &page); !s.ok()) return s;
+    report->transitions += page.size();
+    if (page.size() < kPage) break;
+  }
+  if (report->transitions != last_transition_seq()) {
+    return Status::Corruption("the log holds " + std::to_string(report->transitions) +
+                              " transitions but ends at seq " +
+                              std::to_string(last_transition_seq()));
+  }
+  std::unique_ptr<rocksdb::Iterator> keys(
+      db_->NewIterator(rocksdb::ReadOptions(), family(kIdempotency)));
+  for (keys->SeekToFirst(); keys->Valid(); keys->Next(), ++report->idempotency_keys) {
+    const std::string_view key = AsView(keys->key());
+    uint64_t seq = 0;
+    const auto carrier = first_carrier.find(KeyHash(key));
+    if (!DecodeSeq(keys->value(), &seq) || carrier == first_carrier.end() ||
+        carrier->second != seq) {
+      return Status::Corruption("idempotency key \"" + std::string(key) +
+                                "\" does not map to the first record that carried it");
+    }
+  }
+  if (Status s = FromRocks(keys->status(), "reading the idempotency keys"); !s.ok()) return s;
+  if (report->idempotency_keys != first_carrier.size()) {
+    return Status::Corruption(std::to_string(first_carrier.size() - report->idempotency_keys) +
+                              " idempotency keys of logged records are missing");
+  }
+  return Status::Ok();
+}
+
 uint64_t RocksLog::ApproximateBytes() const {
   uint64_t bytes = 0;
   db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &bytes);
@@ -643,6 +750,13 @@ Status Log::Open(const LogOptions& options, std::unique_ptr<Log>* out) {
       options.read_only
           ? rocksdb::DB::OpenForReadOnly(db_options, options.path, descriptors, &families, &db)
           : rocksdb::DB::Open(db_options, options.path, descriptors, &families, &db);
+  if (s.IsCorruption() && !options.salvage) {
+    return Status::Corruption(
+        "the log at " + options.path + " is damaged before its end (" + s.ToString() +
+        "); the records after the damage were acknowledged, so it is not opened. "
+        "`bucketctl salvage` shows what is readable; `bucketctl salvage --truncate` keeps the "
+        "records before the damage and drops the rest");
+  }
   if (!s.ok()) return FromRocks(s, "opening the log at " + options.path);
   auto log = std::make_unique<RocksLog>(options, db, std::move(families));
   if (Status recovered = log->Recover(); !recovered.ok()) return recovered;

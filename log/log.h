@@ -28,6 +28,19 @@ struct LogOptions {
   std::string path;  // the RocksDB directory
   bool sync = true;  // fsync the WAL on Commit()
   bool read_only = false;
+  // Opening a log whose write-ahead file is damaged before its end fails (Corruption):
+  // the inputs after the damage were acknowledged, so dropping them silently would lose
+  // data. `salvage` opens it anyway, keeping every record before the first damaged one
+  // and dropping the rest (RocksDB's point-in-time recovery); a writable salvage makes
+  // that permanent. Only `bucketctl salvage --truncate` sets it, on an operator's request.
+  bool salvage = false;
+};
+
+// What Log::Verify found: the counts it read, each checked.
+struct LogVerifyReport {
+  uint64_t records = 0;
+  uint64_t transitions = 0;
+  uint64_t idempotency_keys = 0;
 };
 
 class RecordReader {
@@ -50,8 +63,9 @@ class Log {
   // Stages a record (its seq must be last_seq() + 1) and the transitions it caused (their
   // seqs must continue last_transition_seq()). Records its idempotency key, if any.
   virtual void Stage(const Record& record, std::span<const Transition> transitions) = 0;
-  // True if the key was committed or staged before.
-  virtual bool SeenIdempotencyKey(std::string_view key) const = 0;
+  // Sets `seen` if the key was committed or staged before. A lookup that fails (a damaged
+  // block) returns the error and leaves the log usable: the caller refuses the input.
+  virtual Status LookupIdempotencyKey(std::string_view key, bool* seen) const = 0;
   // Writes every staged record in one batch; fsyncs in sync mode. On error the engine's
   // memory is ahead of the log and it must stop (see Engine). Finishes a started commit
   // first.
@@ -78,6 +92,12 @@ class Log {
   // Up to `limit` transitions with seq > after_seq. Thread-safe against one writer.
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
+
+  // Reads everything committed and checks it: every table file's block checksums, the
+  // records and transitions (decoded, gap-free, each holding its seq) and every
+  // idempotency key (mapping to a record that exists and carries it). For `bucketctl
+  // verify`; it reads the whole log.
+  virtual Status Verify(LogVerifyReport* report) const = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.

@@ -36,6 +36,7 @@ constexpr size_t kHeaderChecksummedBytes = 48;
 constexpr char kNamePrefix[] = "snapshot-";
 constexpr char kNameSuffix[] = ".bkts";
 constexpr char kTempMarker[] = ".tmp-";
+constexpr char kSetAsideDir[] = "set-aside";
 constexpr size_t kSeqDigits = 20;
 constexpr size_t kChildMessageBytes = 256;
 
@@ -393,6 +394,26 @@ std::vector<SnapshotFile> SnapshotStore::List() const {
   std::sort(files.begin(), files.end(),
             [](const SnapshotFile& a, const SnapshotFile& b) { return a.log_seq > b.log_seq; });
   return files;
+}
+
+Status SnapshotStore::SetAsideBeyond(uint64_t last_seq, std::vector<std::string>* warnings) const {
+  const std::string aside = dir_ + "/" + kSetAsideDir;
+  bool moved = false;
+  for (const SnapshotFile& file : List()) {
+    if (file.log_seq <= last_seq) break;  // newest first
+    if (::mkdir(aside.c_str(), 0755) != 0 && errno != EEXIST) return Errno("creating " + aside);
+    const std::string name = file.path.substr(dir_.size() + 1);
+    if (::rename(file.path.c_str(), (aside + "/" + name).c_str()) != 0) {
+      return Errno("setting aside " + file.path);
+    }
+    moved = true;
+    warnings->push_back("snapshot " + name + " (log seq " + std::to_string(file.log_seq) +
+                        ") is beyond the log's last record " + std::to_string(last_seq) +
+                        ": the log lost its tail after it was taken; moved to " + aside);
+  }
+  if (!moved) return Status::Ok();
+  if (Status s = SyncDir(aside); !s.ok()) return s;
+  return SyncDir(dir_);
 }
 
 void SnapshotStore::Prune() const {

@@ -58,6 +58,12 @@ class SnapshotStore {
   Status LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bool* loaded,
                     std::vector<std::string>* warnings) const;
 
+  // Moves every snapshot taken at a log position beyond `last_seq` (the log lost its tail
+  // after it was taken) into <dir>/set-aside/, reporting each in `warnings`. Such a file
+  // is not the fold of this log: once new writes pass its seq it would be loaded, and
+  // pruning would keep it over good ones. Moved, not deleted, so an operator can look.
+  Status SetAsideBeyond(uint64_t last_seq, std::vector<std::string>* warnings) const;
+
   // Newest first. Only complete files (never temp files).
   std::vector<SnapshotFile> List() const;
   const std::string& dir() const { return dir_; }

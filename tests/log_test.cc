@@ -31,6 +31,7 @@ namespace {
 using testing::ManualOptions;
 using testing::OpenLog;
 using testing::OpenOrFail;
+using testing::SeenKey;
 using testing::TempDir;
 
 // A record whose content is a function of its seq, so a reader can check what it got.
@@ -363,7 +364,7 @@ TEST_CASE("uncommitted records are lost on close, and seqs resume after the last
   }
   auto log = OpenLog(dir.log());
   CHECK(log->last_seq() == 3);
-  CHECK_FALSE(log->SeenIdempotencyKey("evt-4"));
+  CHECK_FALSE(SeenKey(*log, "evt-4"));
 }
 
 TEST_CASE("a record out of seq order stops the process") {
@@ -396,22 +397,22 @@ TEST_CASE("idempotency keys are seen while staged, once committed and after reop
   TempDir dir;
   {
     auto log = OpenLog(dir.log());
-    CHECK_FALSE(log->SeenIdempotencyKey("evt-1"));
+    CHECK_FALSE(SeenKey(*log, "evt-1"));
     log->Stage(EventRecord(1), {});
-    CHECK(log->SeenIdempotencyKey("evt-1"));
+    CHECK(SeenKey(*log, "evt-1"));
     REQUIRE(log->Commit().ok());
-    CHECK(log->SeenIdempotencyKey("evt-1"));
-    CHECK_FALSE(log->SeenIdempotencyKey("evt-2"));
+    CHECK(SeenKey(*log, "evt-1"));
+    CHECK_FALSE(SeenKey(*log, "evt-2"));
     Record no_key = EventRecord(2);
     no_key.idempotency_key.reset();
     log->Stage(no_key, {});
     REQUIRE(log->Commit().ok());
-    CHECK_FALSE(log->SeenIdempotencyKey("evt-2"));
+    CHECK_FALSE(SeenKey(*log, "evt-2"));
   }
   auto log = OpenLog(dir.log());
-  CHECK(log->SeenIdempotencyKey("evt-1"));
-  CHECK_FALSE(log->SeenIdempotencyKey("evt-2"));
-  CHECK_FALSE(log->SeenIdempotencyKey(""));
+  CHECK(SeenKey(*log, "evt-1"));
+  CHECK_FALSE(SeenKey(*log, "evt-2"));
+  CHECK_FALSE(SeenKey(*log, ""));
 }
 
 TEST_CASE("ReadTransitions pages through the stream") {
@@ -472,7 +473,7 @@ TEST_CASE("a read-only log reads and refuses writes") {
   auto log = OpenLog(dir.log(), true, /*read_only=*/true);
   CHECK(log->last_seq() == 5);
   CHECK(log->last_transition_seq() == 5);
-  CHECK(log->SeenIdempotencyKey("evt-3"));
+  CHECK(SeenKey(*log, "evt-3"));
   Status status;
   CHECK(ReadAll(*log, 1, &status).size() == 5);
   CHECK(status.ok());
@@ -739,7 +740,7 @@ TEST_CASE("a SIGKILLed writer never loses a committed record, in sync or async m
     REQUIRE(reader->status().ok());
     CHECK(seq == log->last_seq());
     for (uint64_t s = 1; s <= reported_max; s += 97) {
-      CHECK(log->SeenIdempotencyKey("evt-" + std::to_string(s)));
+      CHECK(SeenKey(*log, "evt-" + std::to_string(s)));
     }
   }
 }

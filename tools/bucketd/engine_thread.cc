@@ -1,7 +1,6 @@
 #include "engine_thread.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -60,13 +59,13 @@ void EngineThread::Enqueue(WorkItem item) {
 
 void EngineThread::Loop() {
   std::vector<WorkItem> round;
-  std::vector<Completion> folded;     // answers of the round just folded
-  std::vector<Completion> in_flight;  // answers of the round being written
+  Round folded;     // answers of the round just folded
+  Round in_flight;  // answers of the round being written
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
       if (queue_.empty() && !stopping_) {
-        if (!in_flight.empty()) {
+        if (!in_flight.answers.empty()) {
           // A round is being written: wake for new work, folded while the write goes on,
           // or for the write's end, to answer the round at once.
           queue_cv_.wait(lock, [this] {
@@ -79,7 +78,7 @@ void EngineThread::Loop() {
           queue_cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
         }
       }
-      if (queue_.empty() && stopping_ && in_flight.empty()) {
+      if (queue_.empty() && stopping_ && in_flight.answers.empty()) {
         // AwaitGroup can return before the log's thread has run the last group's
         // callback, which touches this object: let it finish first.
         queue_cv_.wait(lock, [this] { return groups_written_ >= groups_started_; });
@@ -91,14 +90,15 @@ void EngineThread::Loop() {
     // Every item queued so far runs in this round and shares one log write and one fsync
     // (group commit). The write runs on the log's thread while the next round folds here
     // (pipelined); nobody is answered before their round is durable.
-    folded.clear();
+    folded.answers.clear();
     if (!round.empty()) {
+      folded.folded_healthy = engine_->Health().ok();
       engine_->BeginGroup();
-      for (WorkItem& item : round) folded.push_back(item(*engine_));
+      for (WorkItem& item : round) folded.answers.push_back(item(*engine_));
       round.clear();
     }
     AnswerDurableRound(&in_flight);
-    if (!folded.empty()) {
+    if (!folded.answers.empty()) {
       Status status = engine_->EndGroupPipelined([this, group = ++groups_started_] {
         {
           std::lock_guard lock(queue_mu_);
@@ -116,17 +116,20 @@ void EngineThread::Loop() {
   }
 }
 
-void EngineThread::AnswerDurableRound(std::vector<Completion>* round) {
-  if (Status status = engine_->AwaitGroup(); !status.ok()) CommitFailed(status);
-  for (Completion& done : *round) done();
-  round->clear();
+void EngineThread::AnswerDurableRound(Round* round) {
+  Status written = engine_->AwaitGroup();
+  if (!written.ok()) CommitFailed(written);
+  if (!round->folded_healthy) written = Status::Ok();
+  for (Completion& done : round->answers) done(written);
+  round->answers.clear();
 }
 
 void EngineThread::CommitFailed(const Status& status) {
-  // Memory is ahead of the log and nothing of the round was acknowledged: stop, and let
-  // the restart replay the log.
+  // Nothing of the failed round is acknowledged; the engine refuses later inputs and keeps
+  // answering reads, and /healthz reports it. A restart replays the log.
+  if (!commit_failed_.ok()) return;
+  commit_failed_ = status;
   spdlog::critical("event=group_commit_failed error=\"{}\"", status.ToString());
-  std::abort();
 }
 
 std::chrono::milliseconds EngineThread::TimeUntilSweep() const {

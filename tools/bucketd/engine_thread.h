@@ -54,7 +54,14 @@ class EngineThread {
     std::future<Result> future = promise->get_future();
     Enqueue([fn = std::move(fn), promise](Engine& engine) mutable -> Completion {
       auto result = std::make_shared<Result>(fn(engine));
-      return [promise, result] { promise->set_value(std::move(*result)); };
+      return [promise, result](const Status& round_write) {
+        // A call that succeeded in a round whose write then failed was not made durable:
+        // its caller gets the write's error instead.
+        if constexpr (std::is_same_v<Result, Status>) {
+          if (!round_write.ok() && result->ok()) *result = round_write;
+        }
+        promise->set_value(std::move(*result));
+      };
     });
     return future.get();
   }
@@ -67,17 +74,24 @@ class EngineThread {
 
  private:
   // A work item runs on the owner thread and returns how to answer its caller; answers go
-  // out only after the round's group commit.
-  using Completion = std::function<void()>;
+  // out only after the round's group commit, with that write's outcome.
+  using Completion = std::function<void(const Status& round_write)>;
   using WorkItem = std::function<Completion(Engine&)>;
+  // The answers of one round, and whether the engine accepted inputs when it was folded
+  // (a round folded after the log failed holds only refusals and reads: its answers stand).
+  struct Round {
+    std::vector<Completion> answers;
+    bool folded_healthy = true;
+  };
 
   void Enqueue(WorkItem item);
   void Loop();
   // The wait before the next background sweep is due (wall-clock mode).
   std::chrono::milliseconds TimeUntilSweep() const;
-  // Waits until the group in flight is durable, then runs the round's completions.
-  void AnswerDurableRound(std::vector<Completion>* round);
-  [[noreturn]] static void CommitFailed(const Status& status);
+  // Waits until the group in flight is durable (or failed), then answers the round.
+  void AnswerDurableRound(Round* round);
+  // Logs the first failed write; the engine refuses inputs from then on (Engine::Health).
+  void CommitFailed(const Status& status);
   void BackgroundSweep();
   void PublishTransitions();
 
@@ -95,6 +109,7 @@ class EngineThread {
   uint64_t groups_started_ = 0;  // owner thread only
   uint64_t groups_written_ = 0;  // guarded by queue_mu_
   std::chrono::steady_clock::time_point last_sweep_;
+  Status commit_failed_;  // owner thread: the first failed group write, logged once
 
   std::mutex stream_mu_;
   std::condition_variable stream_cv_;

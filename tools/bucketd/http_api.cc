@@ -98,8 +98,12 @@ void HttpApi::Register(httplib::Server& server) {
   add(M::kPost, "/v1/snapshots", "snapshots", &HttpApi::TakeSnapshot);
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
-  router->Add(M::kGet, "/healthz", "healthz",
-              [](const httplib::Request&) { return OkJson(R"({"status":"ok"})"); });
+  router->Add(M::kGet, "/healthz", "healthz", [this](const httplib::Request&) {
+    // Thread-safe: a liveness probe never waits behind the owner thread's queue.
+    const Status health = engine_.Stream().Health();
+    if (health.ok()) return OkJson(R"({"status":"ok"})");
+    return JsonReply(kHttpUnavailable, HealthFailedJson(health));
+  });
 }
 
 Reply HttpApi::PostEvents(const httplib::Request& req) {

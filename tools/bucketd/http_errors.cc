@@ -39,6 +39,10 @@ HttpError FromStatus(const Status& status) {
       error.code = "unavailable";
       error.message = status.ToString();
       break;
+    case StatusCode::kNoSpace:
+      error.http_status = kHttpInsufficientStorage;
+      error.code = "insufficient_storage";
+      break;
   }
   return error;
 }

@@ -16,6 +16,7 @@ inline constexpr int kHttpNotFound = 404;
 inline constexpr int kHttpConflict = 409;
 inline constexpr int kHttpPayloadTooLarge = 413;
 inline constexpr int kHttpUnavailable = 503;
+inline constexpr int kHttpInsufficientStorage = 507;
 
 // An HTTP error: the status line and the body's code / message / field.
 struct HttpError {
@@ -26,7 +27,8 @@ struct HttpError {
 };
 
 // invalid_argument -> 400, not_found -> 404, already_exists / failed_precondition -> 409,
-// io_error / corruption -> 503 "unavailable" (the store cannot serve; retrying may help).
+// io_error / corruption -> 503 "unavailable" (the store cannot serve; retrying may help),
+// no_space -> 507 "insufficient_storage" (the disk is full).
 HttpError FromStatus(const Status& status);
 
 HttpError BadRequest(std::string field, std::string message);

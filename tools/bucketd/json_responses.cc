@@ -222,6 +222,12 @@ std::string SweepJson(const SweepResult& result, TimeMs now_ms) {
   return w.Take();
 }
 
+std::string HealthFailedJson(const Status& health) {
+  JsonWriter w;
+  w.BeginObject().Key("status").String("failed").Key("error").Raw(ErrorObject(health)).EndObject();
+  return w.Take();
+}
+
 std::string StateJson(const StateInfo& state) {
   JsonWriter w;
   w.BeginObject()

@@ -33,6 +33,8 @@ std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& resul
 
 std::string SweepJson(const SweepResult& result, TimeMs now_ms);
 std::string StateJson(const StateInfo& state);
+// GET /healthz of an engine that refuses inputs: {"status":"failed","error":{code,message}}.
+std::string HealthFailedJson(const Status& health);
 std::string SnapshotJson(const SnapshotInfo& info);
 
 }  // namespace bucketd::server

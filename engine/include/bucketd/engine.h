@@ -47,6 +47,11 @@ struct Options {
   std::optional<TimeMs> replay_until_ms;
   // Open the log without accepting inputs (bucketctl). Mutating calls fail.
   bool read_only = false;
+  // Open also checks the whole log (every checksum, record, transition and idempotency
+  // key) and that a full replay reproduces the stored transition stream exactly; any
+  // difference fails the open with Corruption. REQUIRES: read_only, !use_snapshots.
+  // For `bucketctl verify`: it reads everything and replays on one thread.
+  bool check_log = false;
   // Threads that replay the log when there is no snapshot to start from: 0 picks one per
   // core but one (the log's reader takes it; at most 8) for a log of 10,000 records or
   // more, else 1; 1 replays on the opening thread. The state is the same either way.
@@ -245,6 +250,10 @@ class Engine {
   virtual StateInfo State() const = 0;
   virtual Status TakeSnapshot(SnapshotInfo* info) = 0;
   virtual EngineStats Stats() const = 0;
+  // OK while the engine accepts inputs. After the log failed a write or a read (a full
+  // disk: NoSpace; a damaged block: Corruption; else IoError) every input is refused with
+  // that status until a restart, and this returns it; reads keep working. Thread-safe.
+  virtual Status Health() const = 0;
   // Flushes the log (async mode) and closes cleanly.
   virtual Status Close() = 0;
 };

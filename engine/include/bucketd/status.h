@@ -14,6 +14,7 @@ enum class StatusCode {
   kFailedPrecondition,  // valid input refused by state: clock backwards, deleted contact, ...
   kIoError,             // the log or a snapshot could not be read or written
   kCorruption,          // stored bytes failed a checksum or verification
+  kNoSpace,             // the disk holding the log or a snapshot is full
 };
 
 class Status {
@@ -37,6 +38,9 @@ class Status {
   }
   static Status Corruption(std::string message) {
     return Status(StatusCode::kCorruption, std::move(message), {});
+  }
+  static Status NoSpace(std::string message) {
+    return Status(StatusCode::kNoSpace, std::move(message), {});
   }
 
   bool ok() const { return code_ == StatusCode::kOk; }
