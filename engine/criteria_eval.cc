@@ -209,19 +209,26 @@ CompiledCriteria::Outlook CompiledCriteria::OutlookNode(uint32_t index, const Us
     case CriteriaType::kComposite:
       break;
   }
-  // Kleene logic: a child whose value is fixed and equal to the short-circuit value
-  // (false for and, true for or) fixes the composite; otherwise it can change when the
-  // earliest changeable child does.
+  // Kleene logic over the short-circuit value (false for and, true for or). Held by one or
+  // more children, the composite keeps it until every one of them has changed: the
+  // latest of their next instants (never, if one is fixed). Otherwise it changes when the
+  // earliest child does. Taking the earliest child in the first case too would be early,
+  // still exact, but an `or` whose other leg holds on would then split one sweep's
+  // coalesced `every` dwell into two fires (at the lapse of the shorter leg).
   const bool absorbing = !node.is_and;
-  bool value = node.is_and;
-  TimeMs next = kNever;
+  bool held = false;
+  TimeMs held_until = 0;     // the latest next of the children holding `absorbing`
+  TimeMs next_any = kNever;  // the earliest next of any child
   for (uint32_t child : node.children) {
     const Outlook o = OutlookNode(child, user, t);
-    if (o.value == absorbing) value = absorbing;
-    if (o.value == absorbing && o.next == kNever) return {absorbing, kNever};
-    next = std::min(next, o.next);
+    if (o.value == absorbing) {
+      if (o.next == kNever) return {absorbing, kNever};
+      held = true;
+      held_until = std::max(held_until, o.next);
+    }
+    next_any = std::min(next_any, o.next);
   }
-  return {value, next};
+  return held ? Outlook{absorbing, held_until} : Outlook{!absorbing, next_any};
 }
 
 }  // namespace bucketd

@@ -152,6 +152,23 @@ TEST_CASE("dwell: after fires once; every coalesces an outage and stays on the g
   CHECK(Describe(t[2]) == "dwell:b:u@86400000:after-86400000#1");
 }
 
+TEST_CASE(
+    "dwell: an or whose shorter leg lapses while the other holds fires one coalesced "
+    "every per sweep") {
+  Scenario s;
+  s.Define(R"({"id":"b","dwell":[{"every":"1d"}],"criteria":{"type":"composite","operator":"or",
+    "conditions":[{"type":"event","eventName":"a","check":"exists","within":"36h"},
+                  {"type":"event","eventName":"b","check":"exists","within":"10d"}]}})");
+  s.Event("u", "a");
+  s.Event("u", "b");
+  s.At(3 * kDay + kHour);  // the a leg lapsed at 36h; b holds until 10d
+  auto t = s.Drain();
+  REQUIRE(Describe(t) == V{"entered:b:u@0", "dwell:b:u@259200000:every-86400000#3"});
+  s.At(12 * kDay);  // b lapses at 10d: dwells up to just before it, then the leave
+  t = s.Drain();
+  REQUIRE(Describe(t) == V{"dwell:b:u@777600000:every-86400000#9", "left:b:u@864000000:criteria"});
+}
+
 TEST_CASE("dwell: a leave ends the clock and a re-join restarts it") {
   Scenario s;
   s.Define(R"({"id":"b","dwell":[{"after":"2h"}],"criteria":{"type":"property",
