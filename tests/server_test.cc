@@ -499,3 +499,49 @@ TEST_CASE("server: --buckets diffs definitions at start-up; --prune-buckets dele
     CHECK(server.Stop() == 0);
   }
 }
+
+TEST_CASE("server: a path id is one raw segment: a bare '/' is no route, an encoded one is kept",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(c.Put("/v1/buckets/vip", R"({"kind":"manual"})", "application/json")->status == 201);
+  REQUIRE(Post(c, "/v1/buckets/vip/members", R"({"userId":"alice"})")->status == 201);
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"alice","event":"e"})")->status == 200);
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"a/b","event":"e"})")->status == 200);
+  const std::string state_before = c.Get("/v1/state")->body;
+
+  auto no_route = [](const httplib::Result& res) {
+    RequireError(res, 404, "not_found");
+    CHECK(Str(Json(res->body)["error"]["message"]) == "no such route");
+  };
+  // Each of these used to act on "alice", the part before the '/'.
+  no_route(c.Delete("/v1/contacts/alice/x"));
+  no_route(c.Get("/v1/buckets/vip/members/alice/x"));
+  no_route(c.Delete("/v1/buckets/vip/members/alice/x"));
+  no_route(c.Get("/v1/users/alice/x/memberships"));
+  no_route(c.Get("/v1/buckets/vip/x/count"));
+  // An empty segment is never an id.
+  no_route(c.Delete("/v1/contacts/"));
+  no_route(c.Delete("/v1/contacts//"));
+  no_route(c.Get("/v1/buckets//count"));
+  no_route(c.Get("/v1/buckets/vip/members/"));
+  no_route(c.Get("/v1/users///memberships"));
+  no_route(c.Get("/v1/buckets/vip/"));
+  CHECK(c.Get("/v1/state")->body == state_before);
+  CHECK(c.Get("/v1/buckets/vip/members/alice")->status == 200);
+  CHECK(Str(Json(c.Get("/v1/users/alice/memberships")->body)["userId"]) == "alice");
+
+  // Percent-encoded, '/' is part of the id, and so are literal segments' encodings.
+  auto res = c.Get("/v1/users/a%2Fb/memberships");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["userId"]) == "a/b");
+  CHECK(c.Get("/v1/%62uckets/vip/count")->status == 200);
+  res = c.Delete("/v1/contacts/a%2Fb");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["userId"]) == "a/b");
+  RequireError(Post(c, "/v1/events", R"({"userId":"a/b","event":"e"})"), 409,
+               "failed_precondition");
+  CHECK(Post(c, "/v1/events", R"({"userId":"alice","event":"e"})")->status == 200);
+  CHECK(server.Stop() == 0);
+}
