@@ -545,3 +545,18 @@ TEST_CASE("server: a path id is one raw segment: a bare '/' is no route, an enco
   CHECK(Post(c, "/v1/events", R"({"userId":"alice","event":"e"})")->status == 200);
   CHECK(server.Stop() == 0);
 }
+
+TEST_CASE("server: error bodies are valid UTF-8 JSON whatever bytes the path held", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  const std::string replacement = "\xef\xbf\xbd";  // U+FFFD
+  for (const char* path : {"/v1/buckets/%FF/count", "/v1/buckets/a%C3/members/u",
+                           "/v1/buckets/%ED%A0%80", "/v1/buckets/%C0%AF/metrics"}) {
+    INFO(path);
+    auto res = c.Get(path);
+    RequireError(res, 404, "not_found");  // RequireError parses the body, UTF-8 checked
+    CHECK(Str(Json(res->body)["error"]["message"]).find(replacement) != std::string::npos);
+  }
+  CHECK(server.Stop() == 0);
+}
