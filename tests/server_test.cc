@@ -560,3 +560,76 @@ TEST_CASE("server: error bodies are valid UTF-8 JSON whatever bytes the path hel
   }
   CHECK(server.Stop() == 0);
 }
+
+TEST_CASE("server: a repeated idempotencyKey is a duplicate even on an event it would refuse",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  auto duplicate = [](const httplib::Result& res) {
+    REQUIRE(res);
+    INFO(res->body);
+    REQUIRE(res->status == 200);
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 0);
+    CHECK(Int(body["duplicates"]) == 1);
+    CHECK(body["rejected"].get_array().value().size() == 0);
+  };
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"u1","event":"e","idempotencyKey":"k1"})")->status ==
+          200);
+  const std::string state_before = c.Get("/v1/state")->body;
+
+  // A single event: refused by the server's own parsing, before or after the key.
+  duplicate(Post(c, "/v1/events", R"({"userId":"","event":"e","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"userId":"u1","event":"bucket:x","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"idempotencyKey":"k1","userId":"u1","colour":1})"));
+  duplicate(Post(c, "/v1/events", R"({"userId":7,"event":"e","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"event":"e","occurredAt":"soon","idempotencyKey":"k1"})"));
+  CHECK(c.Get("/v1/state")->body == state_before);
+
+  // A key not seen before leaves the refusal as it was, and is not remembered.
+  RequireError(Post(c, "/v1/events", R"({"userId":"","event":"e","idempotencyKey":"k2"})"), 400,
+               "invalid_argument", "userId");
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"e","colour":1,"idempotencyKey":""})"), 400,
+      "invalid_argument", "colour");
+  CHECK(c.Get("/v1/state")->body == state_before);
+  auto res = Post(c, "/v1/events", R"({"userId":"u1","event":"e","idempotencyKey":"k2"})");
+  CHECK(Int(Json(res->body)["accepted"]) == 1);
+
+  // A batch, keys seen earlier in the same batch included; NDJSON likewise.
+  res = Post(c, "/v1/events",
+             R"([{"userId":"u2","event":"e","idempotencyKey":"k3"},)"
+             R"({"userId":"u2","event":"bucket:x","idempotencyKey":"k3"},)"
+             R"({"event":"e","idempotencyKey":"k1"},)"
+             R"({"userId":"","event":"e","idempotencyKey":"k4"},)"
+             R"({"userId":"u2","event":"e","idempotencyKey":"k4"},)"
+             R"({"userId":"u2","event":7,"idempotencyKey":"k2"}])");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 2);
+    CHECK(Int(body["duplicates"]) == 3);
+    auto rejected = body["rejected"].get_array().value();
+    REQUIRE(rejected.size() == 1);
+    CHECK(Int(rejected.at(0).value()["index"]) == 3);
+    CHECK(Str(rejected.at(0).value()["error"]["field"]) == "userId");
+    CHECK(Str(rejected.at(0).value()["error"]["message"]) == "must be 1-256 bytes");
+  }
+  res = c.Post("/v1/events",
+               "{\"userId\":\"u3\",\"idempotencyKey\":\"k3\"}\n{oops\n"
+               "{\"userId\":\"u3\",\"event\":\"e\",\"idempotencyKey\":\"k5\",\"x\":1}\n",
+               "application/x-ndjson");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 0);
+    CHECK(Int(body["duplicates"]) == 1);
+    auto rejected = body["rejected"].get_array().value();
+    REQUIRE(rejected.size() == 2);
+    CHECK(Int(rejected.at(0).value()["index"]) == 1);
+    CHECK(Int(rejected.at(1).value()["index"]) == 2);
+    CHECK(Str(rejected.at(1).value()["error"]["field"]) == "x");
+  }
+  CHECK(server.Stop() == 0);
+}

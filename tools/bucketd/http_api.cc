@@ -1,5 +1,6 @@
 #include "http_api.h"
 
+#include <cassert>
 #include <charconv>
 #include <chrono>
 #include <utility>
@@ -53,6 +54,17 @@ Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
   }
   if (*wait_ms > kLongPollMsMax) return Status::InvalidArgument("wait", "must be at most 30 s");
   return Status::Ok();
+}
+
+// An item refused by the server's parsing went to the engine only to learn whether its
+// idempotencyKey makes it a duplicate (ParsedEvents): refused there too, it keeps the
+// server's refusal, which says what is wrong with it.
+void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
+  for (BatchItemError& error : result->rejected) {
+    assert(error.index < parsed.refusals.size());
+    const Status& refusal = parsed.refusals[error.index];
+    if (!refusal.ok()) error.error = refusal;
+  }
 }
 
 bool IsNdjson(const httplib::Request& req) {
@@ -116,6 +128,9 @@ Reply HttpApi::PostEvents(const httplib::Request& req) {
     IngestResult result;
     Status status =
         engine_.Call([&](Engine& engine) { return engine.Ingest(parsed->events[0], &result); });
+    // A stand-in (ParsedEvents) answers as a duplicate or with the server's own refusal.
+    const Status& refusal = parsed->refusals[0];
+    if (!refusal.ok() && !(status.ok() && result.duplicate)) return ErrorReply(FromStatus(refusal));
     if (!status.ok()) return ErrorReply(FromStatus(status));
     return OkJson(IngestResultJson(result));
   }
@@ -123,6 +138,7 @@ Reply HttpApi::PostEvents(const httplib::Request& req) {
   Status status =
       engine_.Call([&](Engine& engine) { return engine.IngestBatch(parsed->events, &result); });
   if (!status.ok()) return ErrorReply(FromStatus(status));
+  RestoreRefusals(*parsed, &result);
   return OkJson(BatchResultJson(*parsed, result));
 }
 
