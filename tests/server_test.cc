@@ -633,3 +633,17 @@ TEST_CASE("server: a repeated idempotencyKey is a duplicate even on an event it 
   }
   CHECK(server.Stop() == 0);
 }
+
+TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  for (const std::string id : {".", ".."}) {
+    RequireError(Post(c, "/v1/buckets", R"({"id":")" + id + R"(","kind":"manual"})"), 400,
+                 "invalid_argument", "id");
+  }
+  RequireError(c.Put("/v1/buckets/%2E%2E", R"({"kind":"manual"})", "application/json"), 400,
+               "invalid_argument", "id");
+  CHECK(Json(c.Get("/v1/buckets")->body)["buckets"].get_array().value().size() == 0);
+  CHECK(server.Stop() == 0);
+}
