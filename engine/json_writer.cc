@@ -13,10 +13,47 @@ namespace {
 // exponent ("count": 10, not 1e1); beyond that the shortest round-trip form is used.
 constexpr double kExactIntegerMax = 9007199254740992.0;  // 2^53
 
+// The UTF-8 sequence that starts `text` (not empty, first byte >= 0x80): true with its
+// length when it is well formed (Unicode 15, table 3-7: no overlong forms, surrogates or
+// code points past U+10FFFF); else false with the length of its maximal ill-formed
+// subpart, the bytes one U+FFFD replaces (Unicode 15, section 3.9).
+bool Utf8Sequence(std::string_view text, size_t* length) {
+  const auto lead = static_cast<unsigned char>(text[0]);
+  size_t needed = 0;
+  unsigned char low = 0x80;  // the range of the second byte; later ones are 80..BF
+  unsigned char high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    needed = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    needed = 3;
+    if (lead == 0xe0) low = 0xa0;
+    if (lead == 0xed) high = 0x9f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    needed = 4;
+    if (lead == 0xf0) low = 0x90;
+    if (lead == 0xf4) high = 0x8f;
+  } else {
+    *length = 1;
+    return false;
+  }
+  size_t i = 1;
+  for (; i < needed && i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < low || byte > high) break;
+    low = 0x80;
+    high = 0xbf;
+  }
+  *length = i;
+  return i == needed;
+}
+
+// A JSON string of `text`. Output is always valid UTF-8 whatever `text` holds (ids come
+// percent-decoded from request paths): ill-formed bytes are written as \ufffd.
 void AppendEscaped(std::string* out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out->push_back('"');
-  for (const char c : text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     switch (c) {
       case '"':
         out->append("\\\"");
@@ -44,8 +81,16 @@ void AppendEscaped(std::string* out, std::string_view text) {
           out->append("\\u00");
           out->push_back(kHex[(c >> 4) & 0xf]);
           out->push_back(kHex[c & 0xf]);
-        } else {
+        } else if (static_cast<unsigned char>(c) < 0x80) {
           out->push_back(c);
+        } else {
+          size_t length = 0;
+          if (Utf8Sequence(text.substr(i), &length)) {
+            out->append(text.substr(i, length));
+          } else {
+            out->append("\\ufffd");
+          }
+          i += length - 1;
         }
     }
   }

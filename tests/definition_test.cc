@@ -140,6 +140,20 @@ TEST_CASE("Bad ids are refused", "[definition]") {
   CHECK(ParseOk(R"({"id":"A-z_0.9","criteria":)" + kUsed + "}").id == "A-z_0.9");
 }
 
+TEST_CASE("The path segments . and .. are refused as ids; other dotted ids are not",
+          "[definition]") {
+  // Clients and proxies collapse them in /v1/buckets/{id}: such a bucket could not be reached.
+  for (const char* id : {".", ".."}) {
+    ExpectRefused(R"({"id":")" + std::string(id) + R"(","criteria":)" + kUsed + "}", "id");
+    BucketDefinition def;
+    CHECK(ParseBucketDefinition(R"({"criteria":)" + kUsed + "}", &def, std::string_view(id))
+              .field() == "id");
+  }
+  for (const char* id : {"...", ".a", "a.", "a..b", ".hidden"}) {
+    CHECK(ParseOk(R"({"id":")" + std::string(id) + R"(","criteria":)" + kUsed + "}").id == id);
+  }
+}
+
 TEST_CASE("Bad names and descriptions are refused", "[definition]") {
   ExpectRefused(Dynamic(kUsed, R"("name":"")"), "name");
   ExpectRefused(Dynamic(kUsed, R"("name":5)"), "name");

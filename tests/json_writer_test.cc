@@ -77,6 +77,28 @@ TEST_CASE("JsonWriter escapes strings", "[json]") {
   CHECK(writer.str() == R"({"k\"\n":1})");
 }
 
+TEST_CASE("JsonWriter replaces bytes that are not UTF-8 with U+FFFD", "[json]") {
+  // Well-formed sequences of every length pass through as they are.
+  CHECK(
+      StringJson("\xc2\x80 \xdf\xbf \xe0\xa0\x80 \xef\xbf\xbf \xf0\x90\x80\x80 \xf4\x8f\xbf\xbf") ==
+      "\"\xc2\x80 \xdf\xbf \xe0\xa0\x80 \xef\xbf\xbf \xf0\x90\x80\x80 \xf4\x8f\xbf\xbf\"");
+  // One U+FFFD per maximal ill-formed subpart (Unicode 15, section 3.9, U+FFFD substitution).
+  CHECK(StringJson("\xff") == R"("\ufffd")");
+  CHECK(StringJson("a\x80"
+                   "b") == R"("a\ufffdb")");
+  CHECK(StringJson("\xc3") == R"("\ufffd")");
+  CHECK(StringJson("\xe2\x82") == R"("\ufffd")");
+  CHECK(StringJson("\xe2\x82x\xf0\x9f\x98") == R"("\ufffdx\ufffd")");
+  CHECK(StringJson("\xc0\xaf") == R"("\ufffd\ufffd")");                      // overlong '/'
+  CHECK(StringJson("\xe0\x80\xaf") == R"("\ufffd\ufffd\ufffd")");            // overlong '/'
+  CHECK(StringJson("\xed\xa0\x80") == R"("\ufffd\ufffd\ufffd")");            // a surrogate
+  CHECK(StringJson("\xf4\x90\x80\x80") == R"("\ufffd\ufffd\ufffd\ufffd")");  // > U+10FFFF
+  CHECK(StringJson("\xf8\x88\x80\x80\x80") == R"("\ufffd\ufffd\ufffd\ufffd\ufffd")");
+  JsonWriter writer;
+  writer.BeginObject().Key("k\xfe").String("\"\xc3\"").EndObject();
+  CHECK(writer.str() == R"({"k\ufffd":"\"\ufffd\""})");
+}
+
 TEST_CASE("JsonWriter writes integral doubles as integers", "[json]") {
   CHECK(DoubleJson(10) == "10");
   CHECK(DoubleJson(0) == "0");

@@ -499,3 +499,151 @@ TEST_CASE("server: --buckets diffs definitions at start-up; --prune-buckets dele
     CHECK(server.Stop() == 0);
   }
 }
+
+TEST_CASE("server: a path id is one raw segment: a bare '/' is no route, an encoded one is kept",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(c.Put("/v1/buckets/vip", R"({"kind":"manual"})", "application/json")->status == 201);
+  REQUIRE(Post(c, "/v1/buckets/vip/members", R"({"userId":"alice"})")->status == 201);
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"alice","event":"e"})")->status == 200);
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"a/b","event":"e"})")->status == 200);
+  const std::string state_before = c.Get("/v1/state")->body;
+
+  auto no_route = [](const httplib::Result& res) {
+    RequireError(res, 404, "not_found");
+    CHECK(Str(Json(res->body)["error"]["message"]) == "no such route");
+  };
+  // Each of these used to act on "alice", the part before the '/'.
+  no_route(c.Delete("/v1/contacts/alice/x"));
+  no_route(c.Get("/v1/buckets/vip/members/alice/x"));
+  no_route(c.Delete("/v1/buckets/vip/members/alice/x"));
+  no_route(c.Get("/v1/users/alice/x/memberships"));
+  no_route(c.Get("/v1/buckets/vip/x/count"));
+  // An empty segment is never an id.
+  no_route(c.Delete("/v1/contacts/"));
+  no_route(c.Delete("/v1/contacts//"));
+  no_route(c.Get("/v1/buckets//count"));
+  no_route(c.Get("/v1/buckets/vip/members/"));
+  no_route(c.Get("/v1/users///memberships"));
+  no_route(c.Get("/v1/buckets/vip/"));
+  CHECK(c.Get("/v1/state")->body == state_before);
+  CHECK(c.Get("/v1/buckets/vip/members/alice")->status == 200);
+  CHECK(Str(Json(c.Get("/v1/users/alice/memberships")->body)["userId"]) == "alice");
+
+  // Percent-encoded, '/' is part of the id, and so are literal segments' encodings.
+  auto res = c.Get("/v1/users/a%2Fb/memberships");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["userId"]) == "a/b");
+  CHECK(c.Get("/v1/%62uckets/vip/count")->status == 200);
+  res = c.Delete("/v1/contacts/a%2Fb");
+  REQUIRE(res->status == 200);
+  CHECK(Str(Json(res->body)["userId"]) == "a/b");
+  RequireError(Post(c, "/v1/events", R"({"userId":"a/b","event":"e"})"), 409,
+               "failed_precondition");
+  CHECK(Post(c, "/v1/events", R"({"userId":"alice","event":"e"})")->status == 200);
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: error bodies are valid UTF-8 JSON whatever bytes the path held", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  const std::string replacement = "\xef\xbf\xbd";  // U+FFFD
+  for (const char* path : {"/v1/buckets/%FF/count", "/v1/buckets/a%C3/members/u",
+                           "/v1/buckets/%ED%A0%80", "/v1/buckets/%C0%AF/metrics"}) {
+    INFO(path);
+    auto res = c.Get(path);
+    RequireError(res, 404, "not_found");  // RequireError parses the body, UTF-8 checked
+    CHECK(Str(Json(res->body)["error"]["message"]).find(replacement) != std::string::npos);
+  }
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: a repeated idempotencyKey is a duplicate even on an event it would refuse",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  auto duplicate = [](const httplib::Result& res) {
+    REQUIRE(res);
+    INFO(res->body);
+    REQUIRE(res->status == 200);
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 0);
+    CHECK(Int(body["duplicates"]) == 1);
+    CHECK(body["rejected"].get_array().value().size() == 0);
+  };
+  REQUIRE(Post(c, "/v1/events", R"({"userId":"u1","event":"e","idempotencyKey":"k1"})")->status ==
+          200);
+  const std::string state_before = c.Get("/v1/state")->body;
+
+  // A single event: refused by the server's own parsing, before or after the key.
+  duplicate(Post(c, "/v1/events", R"({"userId":"","event":"e","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"userId":"u1","event":"bucket:x","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"idempotencyKey":"k1","userId":"u1","colour":1})"));
+  duplicate(Post(c, "/v1/events", R"({"userId":7,"event":"e","idempotencyKey":"k1"})"));
+  duplicate(Post(c, "/v1/events", R"({"event":"e","occurredAt":"soon","idempotencyKey":"k1"})"));
+  CHECK(c.Get("/v1/state")->body == state_before);
+
+  // A key not seen before leaves the refusal as it was, and is not remembered.
+  RequireError(Post(c, "/v1/events", R"({"userId":"","event":"e","idempotencyKey":"k2"})"), 400,
+               "invalid_argument", "userId");
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"e","colour":1,"idempotencyKey":""})"), 400,
+      "invalid_argument", "colour");
+  CHECK(c.Get("/v1/state")->body == state_before);
+  auto res = Post(c, "/v1/events", R"({"userId":"u1","event":"e","idempotencyKey":"k2"})");
+  CHECK(Int(Json(res->body)["accepted"]) == 1);
+
+  // A batch, keys seen earlier in the same batch included; NDJSON likewise.
+  res = Post(c, "/v1/events",
+             R"([{"userId":"u2","event":"e","idempotencyKey":"k3"},)"
+             R"({"userId":"u2","event":"bucket:x","idempotencyKey":"k3"},)"
+             R"({"event":"e","idempotencyKey":"k1"},)"
+             R"({"userId":"","event":"e","idempotencyKey":"k4"},)"
+             R"({"userId":"u2","event":"e","idempotencyKey":"k4"},)"
+             R"({"userId":"u2","event":7,"idempotencyKey":"k2"}])");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 2);
+    CHECK(Int(body["duplicates"]) == 3);
+    auto rejected = body["rejected"].get_array().value();
+    REQUIRE(rejected.size() == 1);
+    CHECK(Int(rejected.at(0).value()["index"]) == 3);
+    CHECK(Str(rejected.at(0).value()["error"]["field"]) == "userId");
+    CHECK(Str(rejected.at(0).value()["error"]["message"]) == "must be 1-256 bytes");
+  }
+  res = c.Post("/v1/events",
+               "{\"userId\":\"u3\",\"idempotencyKey\":\"k3\"}\n{oops\n"
+               "{\"userId\":\"u3\",\"event\":\"e\",\"idempotencyKey\":\"k5\",\"x\":1}\n",
+               "application/x-ndjson");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["accepted"]) == 0);
+    CHECK(Int(body["duplicates"]) == 1);
+    auto rejected = body["rejected"].get_array().value();
+    REQUIRE(rejected.size() == 2);
+    CHECK(Int(rejected.at(0).value()["index"]) == 1);
+    CHECK(Int(rejected.at(1).value()["index"]) == 2);
+    CHECK(Str(rejected.at(1).value()["error"]["field"]) == "x");
+  }
+  CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  for (const std::string id : {".", ".."}) {
+    RequireError(Post(c, "/v1/buckets", R"({"id":")" + id + R"(","kind":"manual"})"), 400,
+                 "invalid_argument", "id");
+  }
+  RequireError(c.Put("/v1/buckets/%2E%2E", R"({"kind":"manual"})", "application/json"), 400,
+               "invalid_argument", "id");
+  CHECK(Json(c.Get("/v1/buckets")->body)["buckets"].get_array().value().size() == 0);
+  CHECK(server.Stop() == 0);
+}

@@ -1,5 +1,6 @@
 #include "http_api.h"
 
+#include <cassert>
 #include <charconv>
 #include <chrono>
 #include <utility>
@@ -12,7 +13,8 @@
 namespace bucketd::server {
 namespace {
 
-// Path segments: /v1/buckets/{id}/members/{userId}, /v1/users/{userId}, /v1/contacts/{userId}.
+// Id segments of the route templates (segment 0 is the empty one before the leading '/'):
+// /v1/buckets/{}/members/{}, /v1/users/{}/memberships, /v1/contacts/{}.
 constexpr size_t kBucketIdSegment = 3;
 constexpr size_t kMemberUserSegment = 5;
 constexpr size_t kUserSegment = 3;
@@ -54,6 +56,17 @@ Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
   return Status::Ok();
 }
 
+// An item refused by the server's parsing went to the engine only to learn whether its
+// idempotencyKey makes it a duplicate (ParsedEvents): refused there too, it keeps the
+// server's refusal, which says what is wrong with it.
+void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
+  for (BatchItemError& error : result->rejected) {
+    assert(error.index < parsed.refusals.size());
+    const Status& refusal = parsed.refusals[error.index];
+    if (!refusal.ok()) error.error = refusal;
+  }
+}
+
 bool IsNdjson(const httplib::Request& req) {
   return std::string_view(req.get_header_value("Content-Type")).starts_with("application/x-ndjson");
 }
@@ -67,31 +80,30 @@ void HttpApi::Register(httplib::Server& server) {
   using M = Router::Method;
   router_ = std::make_unique<Router>(server, metrics_, config_.auth_token);
   Router* router = router_.get();
-  auto add = [&](M method, const char* pattern, const char* route,
+  auto add = [&](M method, std::string_view path_template, const char* route,
                  Reply (HttpApi::*handler)(const httplib::Request&)) {
-    router->Add(method, pattern, route,
+    router->Add(method, path_template, route,
                 [this, handler](const httplib::Request& req) { return (this->*handler)(req); });
   };
-  const std::string bucket = "/v1/buckets/([^/]+)";
   add(M::kPost, "/v1/events", "events", &HttpApi::PostEvents);
-  add(M::kDelete, "/v1/contacts/(.+)", "contact", &HttpApi::DeleteContact);
+  add(M::kDelete, "/v1/contacts/{}", "contact", &HttpApi::DeleteContact);
   router->Add(M::kPost, "/v1/buckets", "buckets", [this](const httplib::Request& req) {
     return DefineBucket(req, DefineMode::kCreate);
   });
-  router->Add(M::kPut, bucket, "bucket", [this](const httplib::Request& req) {
+  router->Add(M::kPut, "/v1/buckets/{}", "bucket", [this](const httplib::Request& req) {
     return DefineBucket(req, DefineMode::kCreateOrReplace);
   });
   add(M::kGet, "/v1/buckets", "buckets", &HttpApi::ListBuckets);
-  add(M::kGet, bucket.c_str(), "bucket", &HttpApi::GetBucket);
-  add(M::kPatch, bucket.c_str(), "bucket", &HttpApi::PatchBucket);
-  add(M::kDelete, bucket.c_str(), "bucket", &HttpApi::DeleteBucket);
-  add(M::kGet, (bucket + "/count").c_str(), "bucket_count", &HttpApi::CountMembers);
-  add(M::kGet, (bucket + "/metrics").c_str(), "bucket_metrics", &HttpApi::BucketMetricsOf);
-  add(M::kGet, (bucket + "/members").c_str(), "members", &HttpApi::ListMembers);
-  add(M::kPost, (bucket + "/members").c_str(), "members", &HttpApi::AddMember);
-  add(M::kGet, (bucket + "/members/(.+)").c_str(), "member", &HttpApi::GetMember);
-  add(M::kDelete, (bucket + "/members/(.+)").c_str(), "member", &HttpApi::RemoveMember);
-  add(M::kGet, "/v1/users/(.+)/memberships", "memberships", &HttpApi::UserMemberships);
+  add(M::kGet, "/v1/buckets/{}", "bucket", &HttpApi::GetBucket);
+  add(M::kPatch, "/v1/buckets/{}", "bucket", &HttpApi::PatchBucket);
+  add(M::kDelete, "/v1/buckets/{}", "bucket", &HttpApi::DeleteBucket);
+  add(M::kGet, "/v1/buckets/{}/count", "bucket_count", &HttpApi::CountMembers);
+  add(M::kGet, "/v1/buckets/{}/metrics", "bucket_metrics", &HttpApi::BucketMetricsOf);
+  add(M::kGet, "/v1/buckets/{}/members", "members", &HttpApi::ListMembers);
+  add(M::kPost, "/v1/buckets/{}/members", "members", &HttpApi::AddMember);
+  add(M::kGet, "/v1/buckets/{}/members/{}", "member", &HttpApi::GetMember);
+  add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &HttpApi::RemoveMember);
+  add(M::kGet, "/v1/users/{}/memberships", "memberships", &HttpApi::UserMemberships);
   add(M::kGet, "/v1/transitions", "transitions", &HttpApi::ReadTransitions);
   add(M::kPost, "/v1/clock", "clock", &HttpApi::AdvanceClock);
   add(M::kPost, "/v1/sweep", "sweep", &HttpApi::Sweep);
@@ -120,6 +132,9 @@ Reply HttpApi::PostEvents(const httplib::Request& req) {
     IngestResult result;
     Status status =
         engine_.Call([&](Engine& engine) { return engine.Ingest(parsed->events[0], &result); });
+    // A stand-in (ParsedEvents) answers as a duplicate or with the server's own refusal.
+    const Status& refusal = parsed->refusals[0];
+    if (!refusal.ok() && !(status.ok() && result.duplicate)) return ErrorReply(FromStatus(refusal));
     if (!status.ok()) return ErrorReply(FromStatus(status));
     return OkJson(IngestResultJson(result));
   }
@@ -127,6 +142,7 @@ Reply HttpApi::PostEvents(const httplib::Request& req) {
   Status status =
       engine_.Call([&](Engine& engine) { return engine.IngestBatch(parsed->events, &result); });
   if (!status.ok()) return ErrorReply(FromStatus(status));
+  RestoreRefusals(*parsed, &result);
   return OkJson(BatchResultJson(*parsed, result));
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -10,6 +11,10 @@ namespace bucketd::server {
 namespace {
 
 constexpr std::string_view kBearerPrefix = "Bearer ";
+constexpr std::string_view kIdSegment = "{}";
+// httplib hands every request of a method to Router::Serve, which routes on the raw target:
+// this pattern matches any decoded path, newlines included.
+constexpr const char* kAnyPath = R"([\s\S]*)";
 
 // The route of the request this handler thread is serving, for the access log hook that
 // runs after it (httplib calls handler and logger on the same thread).
@@ -40,6 +45,23 @@ std::string PercentDecode(std::string_view text) {
   return out;
 }
 
+// `path` split at '/', each segment decoded when `decode` ("/a/b%2Fc" -> "", "a", "b/c").
+std::vector<std::string> Segments(std::string_view path, bool decode) {
+  std::vector<std::string> out;
+  for (;;) {
+    const size_t slash = path.find('/');
+    std::string_view segment = path.substr(0, slash);
+    out.push_back(decode ? PercentDecode(segment) : std::string(segment));
+    if (slash == std::string_view::npos) return out;
+    path.remove_prefix(slash + 1);
+  }
+}
+
+std::vector<std::string> TargetSegments(const httplib::Request& req) {
+  std::string_view target = req.target;
+  return Segments(target.substr(0, target.find('?')), true);
+}
+
 // Compares in time that depends only on the lengths, not on where the bytes differ.
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -52,7 +74,7 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-// Errors httplib answers by itself (no route, body too large) get the JSON error body too.
+// Errors answered before any handler runs (no route, body too large), as JSON error bodies.
 HttpError DefaultError(int http_status) {
   switch (http_status) {
     case kHttpNotFound:
@@ -73,15 +95,8 @@ Reply JsonReply(int http_status, std::string body) {
 Reply ErrorReply(const HttpError& error) { return JsonReply(error.http_status, ErrorBody(error)); }
 
 std::string PathSegment(const httplib::Request& req, size_t index) {
-  std::string_view path = req.target;
-  path = path.substr(0, path.find('?'));
-  for (size_t i = 0; i <= index; ++i) {
-    size_t slash = path.find('/');
-    if (slash == std::string_view::npos) return i == index ? PercentDecode(path) : "";
-    if (i == index) return PercentDecode(path.substr(0, slash));
-    path.remove_prefix(slash + 1);
-  }
-  return "";
+  std::vector<std::string> segments = TargetSegments(req);
+  return index < segments.size() ? std::move(segments[index]) : "";
 }
 
 Router::Router(httplib::Server& server, ServerMetrics& metrics, std::string auth_token)
@@ -96,35 +111,47 @@ bool Router::Authorized(const httplib::Request& req) const {
   return ConstantTimeEquals(std::string_view(header).substr(kBearerPrefix.size()), auth_token_);
 }
 
-void Router::Add(Method method, const std::string& pattern, std::string route, Handler handler) {
-  const bool needs_auth = pattern.starts_with("/v1/");
-  auto wrapped = [this, needs_auth, route = std::move(route), handler = std::move(handler)](
-                     const httplib::Request& req, httplib::Response& res) {
-    current_route = route;
-    Reply reply = needs_auth && !Authorized(req) ? ErrorReply(Unauthorized()) : handler(req);
-    res.status = reply.http_status;
-    res.set_content(std::move(reply.body), reply.content_type.c_str());
-  };
-  switch (method) {
-    case Method::kGet:
-      server_.Get(pattern, std::move(wrapped));
-      break;
-    case Method::kPost:
-      server_.Post(pattern, std::move(wrapped));
-      break;
-    case Method::kPut:
-      server_.Put(pattern, std::move(wrapped));
-      break;
-    case Method::kPatch:
-      server_.Patch(pattern, std::move(wrapped));
-      break;
-    case Method::kDelete:
-      server_.Delete(pattern, std::move(wrapped));
-      break;
+void Router::Add(Method method, std::string_view path_template, std::string route,
+                 Handler handler) {
+  routes_[static_cast<size_t>(method)].push_back({Segments(path_template, false),
+                                                  path_template.starts_with("/v1/"),
+                                                  std::move(route), std::move(handler)});
+}
+
+const Router::Route* Router::Find(Method method, const std::vector<std::string>& segments) const {
+  for (const Route& route : routes_[static_cast<size_t>(method)]) {
+    if (route.segments.size() != segments.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < segments.size() && match; ++i) {
+      match =
+          route.segments[i] == kIdSegment ? !segments[i].empty() : route.segments[i] == segments[i];
+    }
+    if (match) return &route;
   }
+  return nullptr;
+}
+
+Reply Router::Serve(Method method, const httplib::Request& req) const {
+  const Route* route = Find(method, TargetSegments(req));
+  if (route == nullptr) return ErrorReply(DefaultError(kHttpNotFound));
+  current_route = route->name;
+  if (route->needs_auth && !Authorized(req)) return ErrorReply(Unauthorized());
+  return route->handler(req);
 }
 
 void Router::InstallServerHooks() {
+  auto serve = [this](Method method) {
+    return [this, method](const httplib::Request& req, httplib::Response& res) {
+      Reply reply = Serve(method, req);
+      res.status = reply.http_status;
+      res.set_content(std::move(reply.body), reply.content_type.c_str());
+    };
+  };
+  server_.Get(kAnyPath, serve(Method::kGet));
+  server_.Post(kAnyPath, serve(Method::kPost));
+  server_.Put(kAnyPath, serve(Method::kPut));
+  server_.Patch(kAnyPath, serve(Method::kPatch));
+  server_.Delete(kAnyPath, serve(Method::kDelete));
   server_.set_error_handler(
       httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;

@@ -170,12 +170,19 @@ Status ParseEvent(element value, EventInput* event) {
 void AddItem(element value, size_t index, ParsedEvents* out) {
   EventInput event;
   Status status = ParseEvent(value, &event);
-  if (status.ok()) {
-    out->events.push_back(std::move(event));
-    out->indices.push_back(index);
-  } else {
-    out->rejected.push_back({index, std::move(status)});
+  if (!status.ok()) {
+    std::string_view key;
+    if (value["idempotencyKey"].get(key) != simdjson::SUCCESS) {
+      out->rejected.push_back({index, std::move(status)});
+      return;
+    }
+    // The stand-in for the engine's duplicate check (ParsedEvents).
+    event = EventInput{};
+    event.idempotency_key = std::string(key);
   }
+  out->events.push_back(std::move(event));
+  out->indices.push_back(index);
+  out->refusals.push_back(std::move(status));
 }
 
 bool IsBlank(std::string_view line) {

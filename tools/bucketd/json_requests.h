@@ -11,13 +11,19 @@
 namespace bucketd::server {
 
 // The items of a POST /v1/events body. `events[i]` came from item `indices[i]` of the
-// body; items that failed to parse are in `rejected` with their item index.
+// body; items refused here are in `rejected` with their item index, except those that
+// carry a string idempotencyKey: a key seen before makes even a malformed event a duplicate
+// (docs/design.md), and only the engine knows the keys. Such an item goes to the engine as
+// a stand-in `events[i]` holding just the key, which the engine reports as a duplicate or
+// refuses (it has no userId); `refusals[i]` is then why the item was refused here, the
+// error to answer unless it is a duplicate. `refusals[i]` is OK for an event to apply.
 struct ParsedEvents {
   bool single = false;      // the body was one JSON object (not an array, not NDJSON)
   bool over_limit = false;  // more than kBatchItemsMax items: nothing else is filled in
   size_t items = 0;
   std::vector<EventInput> events;
   std::vector<size_t> indices;
+  std::vector<Status> refusals;
   std::vector<BatchItemError> rejected;
 };
 

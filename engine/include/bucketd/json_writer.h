@@ -1,5 +1,8 @@
 #pragma once
-// A small streaming JSON writer (output only; all parsing goes through simdjson).
+// A small streaming JSON writer (output only; all parsing goes through simdjson). What it
+// writes is always valid UTF-8: Key() and String() write ill-formed UTF-8 as U+FFFD (one per
+// maximal ill-formed subpart, escaped as \ufffd), so an id echoed from a request path or a
+// stored value can never make a response unreadable. Raw() is written as given.
 #include <cstdint>
 #include <string>
 #include <string_view>
