@@ -565,10 +565,6 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
   bool id_ok = !def->id.empty() && def->id.size() <= kBucketIdCharsMax;
   for (const char c : def->id) id_ok = id_ok && IsBucketIdChar(c);
   if (!id_ok) return Status::InvalidArgument("id", "must be 1-128 characters of [A-Za-z0-9._-]");
-  // Clients and proxies collapse these path segments: /v1/buckets/{id} could not reach them.
-  if (def->id == "." || def->id == "..") {
-    return Status::InvalidArgument("id", "must not be \".\" or \"..\"");
-  }
 
   if (const element* name = fields.Get("name")) {
     status = ReadString(*name, "name", &def->name);
@@ -780,6 +776,12 @@ bool IsTimeBased(const Criteria& criteria) {
       return false;
   }
   return false;
+}
+
+Status CheckNewBucketId(std::string_view id) {
+  // Clients and proxies collapse these path segments: /v1/buckets/{id} could not reach them.
+  if (id == "." || id == "..") return Status::InvalidArgument("id", "must not be \".\" or \"..\"");
+  return Status::Ok();
 }
 
 }  // namespace bucketd

@@ -75,6 +75,11 @@ struct BucketDefinition {
 Status ParseBucketDefinition(std::string_view json, BucketDefinition* out,
                              std::optional<std::string_view> default_id = std::nullopt);
 
+// Refusals for a definition being accepted now that the definitions already in a log
+// (replayed, snapshotted) are spared, so an existing data dir keeps opening: the ids "."
+// and ".." (accepted before 2026-12).
+Status CheckNewBucketId(std::string_view id);
+
 // The normalized definition as canonical JSON (fixed key order, durations in ms, count
 // defaults filled in). Parsing it yields an equal definition. This is what the log stores.
 std::string ToCanonicalJson(const BucketDefinition& def);

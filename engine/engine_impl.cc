@@ -209,6 +209,7 @@ class EngineImpl final : public Engine {
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
     if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
+    if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
     if (path_id && *path_id != def.id) {
       return Status::InvalidArgument("id", "must match the bucket id in the path");
     }

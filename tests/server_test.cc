@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -646,4 +647,49 @@ TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
                "invalid_argument", "id");
   CHECK(Json(c.Get("/v1/buckets")->body)["buckets"].get_array().value().size() == 0);
   CHECK(server.Stop() == 0);
+}
+
+TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and reads go on",
+          "[server]") {
+  TempDir dir;
+  const fs::path small = dir.path / "small";
+  fs::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=24m") != 0) {
+    WARN("cannot mount a small tmpfs here (not root?): the full-disk test did not run");
+    return;
+  }
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  Server server(small / "data");
+  auto c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  const std::string padding(4000, 'p');
+  const auto batch = [&](int round) {
+    std::string body = "[";
+    for (int i = 0; i < 50; ++i) {
+      if (i > 0) body += ",";
+      body += R"({"userId":"u)" + std::to_string(round * 50 + i) +
+              R"(","event":"used","contactProperties":{"pad":")" + padding + R"("}})";
+    }
+    return Post(c, "/v1/events", body + "]");
+  };
+  int round = 0;
+  auto res = batch(round);
+  for (; res && res->status == 200 && round < 10000; res = batch(++round)) {
+  }
+  RequireError(res, 507, "insufficient_storage");
+  // Every later input gets the same answer; the server stays up and reads work.
+  RequireError(Post(c, "/v1/events", R"({"userId":"late","event":"used"})"), 507,
+               "insufficient_storage");
+  auto health = c.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 503);
+  Json body(health->body);
+  CHECK(Str(body["status"]) == "failed");
+  CHECK(Str(body["error"]["code"]) == "no_space");
+  auto count = c.Get("/v1/buckets/power/count");
+  REQUIRE(count);
+  CHECK(count->status == 200);
 }
