@@ -7,8 +7,8 @@
 #include <chrono>
 #include <random>
 
-#include "engine/definition.h"
-#include "engine/fold.h"
+#include "engine/definition/definition.h"
+#include "engine/fold/fold.h"
 
 namespace bucketd {
 namespace {

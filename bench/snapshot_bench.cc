@@ -20,8 +20,9 @@
 
 #include <benchmark/benchmark.h>
 
-#include "engine/fold.h"
+#include "engine/fold/fold.h"
 #include "snapshot/snapshot_store.h"
+#include "tests/state_test_support.h"
 #include "tools/bucketctl/workload.h"
 
 namespace bucketd {
@@ -107,7 +108,7 @@ void BM_SnapshotWrite(benchmark::State& state) {
   SnapshotStore store(dir.path(), 1);
   SnapshotInfo info;
   for (auto _ : state) {
-    if (!store.Write(fold, &info).ok()) std::abort();
+    if (!store.Write(fold.state(), &info).ok()) std::abort();
   }
   state.counters["memberships"] = static_cast<double>(Memberships(fold));
   state.counters["users"] = static_cast<double>(fold.state().users.size());
@@ -119,14 +120,15 @@ void BM_SnapshotLoad(benchmark::State& state) {
   Fold& fold = BigFold();
   TempDir dir;
   SnapshotStore store(dir.path(), 1);
-  if (!store.Write(fold, nullptr).ok()) std::abort();
+  if (!store.Write(fold.state(), nullptr).ok()) std::abort();
   double slowest_s = 0;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
     auto loaded = std::make_unique<Fold>();
     bool ok = false;
     std::vector<std::string> warnings;
-    if (!store.LoadNewest(loaded.get(), UINT64_MAX, kNever, &ok, &warnings).ok() || !ok) {
+    if (!testing::LoadNewestInto(store, UINT64_MAX, kNever, loaded.get(), &ok, &warnings).ok() ||
+        !ok) {
       std::abort();
     }
     slowest_s = std::max(
@@ -153,7 +155,7 @@ void BM_BackgroundSnapshotPause(benchmark::State& state) {
     double max_pause_ms = 0, fork_ms = 0;
     uint64_t ingested = 0;
     const auto t0 = std::chrono::steady_clock::now();
-    if (!store.StartBackground(fold).ok()) std::abort();
+    if (!store.StartBackground(fold.state()).ok()) std::abort();
     fork_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     max_pause_ms = fork_ms;

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/definition.h"
-#include "engine/fold.h"
+#include "engine/definition/definition.h"
+#include "engine/fold/fold.h"
 
 namespace bucketd {
 namespace {

@@ -18,7 +18,7 @@
 
 #include "bucketd/status.h"
 #include "bucketd/types.h"
-#include "record.h"
+#include "engine/base/record.h"
 
 namespace bucketd {
 

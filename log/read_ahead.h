@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "bucketd/status.h"
+#include "engine/base/record.h"
 #include "log/log.h"
-#include "log/record.h"
 
 namespace bucketd {
 
@@ -32,7 +32,7 @@ namespace bucketd {
 //
 // The inner reader (and whatever it reads, e.g. the Log behind Log::ReadFrom) must outlive
 // this reader; it is destroyed with it, after the background thread has stopped.
-class ReadAheadReader final : public RecordReader {
+class ReadAheadReader final : public RecordReader, public RecordBatchReader {
  public:
   static constexpr size_t kDefaultBatchSize = 1024;  // records per hand-over
   static constexpr size_t kDefaultQueueDepth = 4;    // full batches waiting, at most
@@ -57,7 +57,7 @@ class ReadAheadReader final : public RecordReader {
   // Replaces `*batch` with the next batch of records, never empty; the vector `*batch` held
   // goes back to the reading thread for reuse, so passing the same vector each time is
   // cheapest. False at the end or on error (see status()); `*batch` is then left as it was.
-  bool NextBatch(std::vector<Record>* batch);
+  bool NextBatch(std::vector<Record>* batch) override;
   // The inner reader's status, reported only once Next or NextBatch has returned false, that
   // is after every record before an error was delivered. Ok until then.
   Status status() const override { return status_; }

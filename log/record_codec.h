@@ -8,7 +8,7 @@
 
 #include "bucketd/status.h"
 #include "bucketd/types.h"
-#include "log/record.h"
+#include "engine/base/record.h"
 
 namespace bucketd {
 

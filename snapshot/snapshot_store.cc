@@ -17,8 +17,7 @@
 
 #include <xxhash.h>
 
-#include "snapshot/snapshot_codec.h"
-#include "snapshot/snapshot_generated.h"
+#include "engine/state/snapshot_codec.h"
 
 namespace bucketd {
 namespace {
@@ -291,16 +290,16 @@ SnapshotStore::~SnapshotStore() {
   WaitBackground(&ignored, &info);
 }
 
-Status SnapshotStore::Write(const Fold& fold, SnapshotInfo* info) {
+Status SnapshotStore::Write(const State& state, SnapshotInfo* info) {
   if (Status s = EnsureDir(dir_); !s.ok()) return s;
   SnapshotInfo local;
-  if (Status s = WriteSnapshotFile(dir_, fold.state(), &local); !s.ok()) return s;
+  if (Status s = WriteSnapshotFile(dir_, state, &local); !s.ok()) return s;
   Prune();
   if (info) *info = local;
   return Status::Ok();
 }
 
-Status SnapshotStore::StartBackground(const Fold& fold) {
+Status SnapshotStore::StartBackground(const State& state) {
   if (background_running()) {
     return Status::FailedPrecondition("", "a background snapshot is already running");
   }
@@ -317,15 +316,15 @@ Status SnapshotStore::StartBackground(const Fold& fold) {
   }
   if (pid == 0) {
     ::close(fds[0]);
-    RunChild(fds[1], dir_, fold.state());
+    RunChild(fds[1], dir_, state);
   }
   ::close(fds[1]);
   child_pid_ = pid;
   child_pipe_ = fds[0];
   child_started_us_ = started_us;
   child_info_ = SnapshotInfo{};
-  child_info_.path = dir_ + "/" + FileName(fold.state().applied_seq);
-  child_info_.log_seq = fold.state().applied_seq;
+  child_info_.path = dir_ + "/" + FileName(state.applied_seq);
+  child_info_.log_seq = state.applied_seq;
   return Status::Ok();
 }
 
@@ -437,7 +436,7 @@ void SnapshotStore::Prune() const {
   for (const std::string& path : stale) ::unlink(path.c_str());
 }
 
-Status SnapshotStore::LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bool* loaded,
+Status SnapshotStore::LoadNewest(uint64_t max_seq, TimeMs max_at, State* out, bool* loaded,
                                  std::vector<std::string>* warnings) const {
   *loaded = false;
   for (const SnapshotFile& file : List()) {
@@ -496,16 +495,16 @@ Status SnapshotStore::LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bo
       warnings->push_back(Skip(file.path, "payload checksum mismatch"));
       continue;
     }
-    if (Status s = DecodeSnapshot(payload, h.payload_bytes, fold); !s.ok()) {
-      if (s.code() == StatusCode::kFailedPrecondition) return s;
+    State st;
+    if (Status s = DecodeSnapshot(payload, h.payload_bytes, &st); !s.ok()) {
       warnings->push_back(Skip(file.path, s.message()));
       continue;
     }
-    const State& st = fold->state();
     if (st.applied_seq != h.log_seq || st.now != h.now) {
-      // Both checksums held, so this is a writer bug, and the fold is already filled.
+      // Both checksums held, so this is a writer bug.
       return Status::Corruption("snapshot " + file.path + ": payload disagrees with its header");
     }
+    *out = std::move(st);
     *loaded = true;
     return Status::Ok();
   }

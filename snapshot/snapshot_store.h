@@ -11,11 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "bucketd/engine.h"
 #include "bucketd/status.h"
-#include "engine/fold.h"
+#include "bucketd/types.h"
 
 namespace bucketd {
+
+struct State;  // engine/state/state.h: the payload, encoded by engine/state/snapshot_codec.h
 
 struct SnapshotFile {
   std::string path;
@@ -32,17 +33,17 @@ class SnapshotStore {
   SnapshotStore(const SnapshotStore&) = delete;
   SnapshotStore& operator=(const SnapshotStore&) = delete;
 
-  // Writes the fold's state atomically (temp file, fsync, rename, fsync dir) and removes
+  // Writes the state atomically (temp file, fsync, rename, fsync dir) and removes
   // all but the newest `keep` files. Blocks for the whole serialization: for on-demand
   // snapshots and tools. The engine's automatic snapshots use StartBackground.
-  Status Write(const Fold& fold, SnapshotInfo* info);
+  Status Write(const State& state, SnapshotInfo* info);
 
-  // Starts a snapshot of the fold as it is now in a forked child (copy-on-write, as Redis's
-  // BGSAVE) and returns at once; the caller keeps mutating the fold meanwhile. The pause
+  // Starts a snapshot of the state as it is now in a forked child (copy-on-write, as Redis's
+  // BGSAVE) and returns at once; the caller keeps mutating the state meanwhile. The pause
   // is the fork itself (copying page tables: ~10 ms per GB of state). At most one runs at
   // a time: FailedPrecondition while one is running. The child writes the same file as
   // Write() would and exits; it makes no RocksDB call and takes no lock.
-  Status StartBackground(const Fold& fold);
+  Status StartBackground(const State& state);
   // Never blocks. True when a background snapshot has finished since the last call: then
   // `*status` is its outcome and, on success, `*info` describes the file (write_micros is
   // from fork to exit) and the old files beyond `keep` are gone.
@@ -54,8 +55,8 @@ class SnapshotStore {
   // Loads the newest snapshot that passes its checksums and the flatbuffers Verifier and
   // whose state is not later than `max_seq` / `max_at`; each file skipped is reported in
   // `warnings` with its name and the reason. `loaded` is false when no usable snapshot
-  // exists (the caller replays all). REQUIRES: `fold` is fresh.
-  Status LoadNewest(Fold* fold, uint64_t max_seq, TimeMs max_at, bool* loaded,
+  // exists (the caller replays all); `*out` is set only when it is true.
+  Status LoadNewest(uint64_t max_seq, TimeMs max_at, State* out, bool* loaded,
                     std::vector<std::string>* warnings) const;
 
   // Moves every snapshot taken at a log position beyond `last_seq` (the log lost its tail

@@ -1,4 +1,4 @@
-#include "engine/definition.h"
+#include "engine/definition/definition.h"
 
 #include <catch2/catch.hpp>
 #include <string>

@@ -1,4 +1,4 @@
-// The time index (engine/due_index.h) against an ordered map of the same entries: random
+// The time index (engine/state/due_index.h) against an ordered map of the same entries: random
 // filings, erasures and pops, across page boundaries, negative instants, filings into the
 // front page after it was sorted, keys filed again after being erased, big pages (sorted
 // to erase from, then filed into), the radix sort's digits, and compaction.
@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/due_index.h"
-#include "engine/state.h"
+#include "engine/state/due_index.h"
+#include "engine/state/state.h"
 
 namespace bucketd {
 namespace {

@@ -1,9 +1,9 @@
 // The fold driven directly by log records: the pure function at the heart of the engine.
 #include <catch2/catch.hpp>
 
-#include "engine/definition.h"
-#include "engine/digest.h"
-#include "engine/fold.h"
+#include "engine/definition/definition.h"
+#include "engine/fold/fold.h"
+#include "engine/state/digest.h"
 #include "tests/test_support.h"
 
 using namespace bucketd;
@@ -146,7 +146,9 @@ TEST_CASE("every history keeps its newest four instants, so shallow definitions 
     Records r;
     r.ServeHistory();
     // 0: a state loaded from a snapshot written before the floor existed.
-    r.fold.mutable_state().history_floor = floor;
+    State fresh;
+    fresh.history_floor = floor;
+    RequireOk(r.fold.Restore(std::move(fresh)));
     // No bucket looks at "buy" yet.
     for (int i = 0; i < 6; ++i) RequireOk(r.Event("u", "buy", i * kHour));
     RequireOk(r.Event("v", "buy", 0));

@@ -1,4 +1,4 @@
-#include "bucketd/json_writer.h"
+#include "engine/base/json_writer.h"
 
 #include <catch2/catch.hpp>
 #include <cmath>

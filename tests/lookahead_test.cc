@@ -1,4 +1,4 @@
-// Fold::Lookahead (engine/fold_lookahead.h): the users it remembers for a run of inputs,
+// Fold::Lookahead (engine/fold/fold_lookahead.h): the users it remembers for a run of inputs,
 // and a fold fed those users (Fold::Apply's known_user) ending where a plain fold does.
 #include <catch2/catch.hpp>
 
@@ -7,10 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/definition.h"
-#include "engine/digest.h"
-#include "engine/fold.h"
-#include "engine/fold_lookahead.h"
+#include "engine/definition/definition.h"
+#include "engine/fold/fold.h"
+#include "engine/fold/fold_lookahead.h"
+#include "engine/state/digest.h"
+#include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
 using namespace bucketd;
@@ -181,12 +182,15 @@ TEST_CASE("a user found by another id's hash is not handed out") {
   RequireOk(fold.Apply(r, nullptr));
   // File the user a second time under the hash of "ghost", as if the ids collided: the
   // lookahead finds it by that hash, and must still not name it for "ghost".
-  User* real = fold.mutable_state().users[0];
-  REQUIRE(fold.mutable_state().user_ids.Insert(real, UserIndex::Hash("ghost")));
-  REQUIRE(fold.mutable_state().user_ids.FindByHash(UserIndex::Hash("ghost")) == real);
+  State state = testing::CopyState(fold.state());
+  User* real = state.users[0];
+  REQUIRE(state.user_ids.Insert(real, UserIndex::Hash("ghost")));
+  REQUIRE(state.user_ids.FindByHash(UserIndex::Hash("ghost")) == real);
+  Fold ghostly;
+  RequireOk(ghostly.Restore(std::move(state)));
 
   const std::vector<std::string> ids(30, "ghost");
-  Fold::Lookahead lookahead(fold);
+  Fold::Lookahead lookahead(ghostly);
   for (size_t i = 0; i < ids.size(); ++i) {
     lookahead.Advance(i, ids.size(), [&](size_t j) -> std::string_view { return ids[j]; });
     CHECK(lookahead.user(i, "ghost") == nullptr);

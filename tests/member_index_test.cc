@@ -1,4 +1,4 @@
-// A bucket's member index (engine/member_index.h) against a set of user ids: random joins,
+// A bucket's member index (engine/state/member_index.h) against a set of user ids: random joins,
 // leaves and forgotten (freed) slots, read back in userId order after every few changes.
 #include <catch2/catch.hpp>
 
@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/member_index.h"
-#include "engine/state.h"
+#include "engine/state/member_index.h"
+#include "engine/state/state.h"
 
 namespace bucketd {
 namespace {

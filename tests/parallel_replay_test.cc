@@ -1,4 +1,4 @@
-// Sharded replay (engine/parallel_replay.h): whatever the number of shards, the state is
+// Sharded replay (engine/replay/parallel_replay.h): whatever the number of shards, the state is
 // the one a single fold of the log builds, byte for byte in its snapshot encoding, and an
 // engine opened that way goes on exactly like one opened by a single-thread replay.
 #include <algorithm>
@@ -13,12 +13,12 @@
 #include "tests/churny_workload.h"
 #include "tests/test_support.h"
 
-#include "engine/digest.h"
-#include "engine/fold.h"
-#include "engine/parallel_replay.h"
+#include "engine/fold/fold.h"
+#include "engine/replay/parallel_replay.h"
+#include "engine/state/digest.h"
+#include "engine/state/snapshot_codec.h"
 #include "log/log.h"
 #include "log/read_ahead.h"
-#include "snapshot/snapshot_codec.h"
 #include "tools/bucketctl/workload.h"
 
 namespace bucketd {

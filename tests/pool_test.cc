@@ -1,17 +1,17 @@
-// Where users and slots live (engine/user_arena.h, engine/slot_pool.h, engine/huge_block.h):
-// objects stay where they were made through growth, reservation and adoption; reserved
-// blocks are used before new ones are mapped; every object is destroyed with its pool
-// (LeakSanitizer would report a user whose id was never freed).
+// Where users and slots live (engine/state/user_arena.h, engine/state/slot_pool.h,
+// engine/base/huge_block.h): objects stay where they were made through growth, reservation and
+// adoption; reserved blocks are used before new ones are mapped; every object is destroyed with its
+// pool (LeakSanitizer would report a user whose id was never freed).
 #include <catch2/catch.hpp>
 
 #include <set>
 #include <string>
 #include <vector>
 
-#include "engine/huge_block.h"
-#include "engine/slot_pool.h"
-#include "engine/state.h"
-#include "engine/user_arena.h"
+#include "engine/base/huge_block.h"
+#include "engine/state/slot_pool.h"
+#include "engine/state/state.h"
+#include "engine/state/user_arena.h"
 
 namespace bucketd {
 namespace {

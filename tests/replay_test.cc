@@ -15,10 +15,11 @@
 #include <catch2/catch.hpp>
 
 #include "tests/churny_workload.h"
+#include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
-#include "engine/digest.h"
-#include "engine/fold.h"
+#include "engine/fold/fold.h"
+#include "engine/state/digest.h"
 #include "log/log.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
@@ -89,7 +90,7 @@ TEST_CASE("snapshot + tail == full replay == live, in digest and transitions") {
     Fold restored;
     bool loaded = false;
     std::vector<std::string> warnings;
-    REQUIRE(store.LoadNewest(&restored, UINT64_MAX, kNever, &loaded, &warnings).ok());
+    REQUIRE(testing::LoadNewestInto(store, UINT64_MAX, kNever, &restored, &loaded, &warnings).ok());
     REQUIRE(loaded);
     const uint64_t first_tail = restored.state().transition_seq;
     std::vector<Transition> tail_stream;
@@ -181,7 +182,7 @@ TEST_CASE("a writer killed mid-snapshot leaves a loadable data dir") {
     if (pid == 0) {
       SnapshotStore store(dir.path() + "/snapshots", 2);
       for (;;) {
-        if (!store.Write(fold, nullptr).ok()) _exit(3);
+        if (!store.Write(fold.state(), nullptr).ok()) _exit(3);
       }
     }
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40'000));
@@ -199,7 +200,7 @@ TEST_CASE("a writer killed mid-snapshot leaves a loadable data dir") {
   }
   // Whatever temp files the kills left are cleaned up by the next write.
   SnapshotStore store(dir.path() + "/snapshots", 2);
-  REQUIRE(store.Write(fold, nullptr).ok());
+  REQUIRE(store.Write(fold.state(), nullptr).ok());
   for (const auto& entry : std::filesystem::directory_iterator(dir.path() + "/snapshots")) {
     CHECK(entry.path().string().find(".tmp-") == std::string::npos);
   }

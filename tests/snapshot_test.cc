@@ -14,19 +14,23 @@
 #include <xxhash.h>
 #include <catch2/catch.hpp>
 
+#include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
-#include "engine/digest.h"
-#include "engine/fold.h"
+#include "engine/fold/fold.h"
+#include "engine/state/digest.h"
+#include "engine/state/snapshot_codec.h"
+#include "engine/state/snapshot_generated.h"
 #include "log/log.h"
-#include "snapshot/snapshot_codec.h"
-#include "snapshot/snapshot_generated.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
 
 namespace bucketd {
 namespace {
 
+using testing::CopyState;
+using testing::DecodeInto;
+using testing::LoadNewestInto;
 using testing::ManualOptions;
 using testing::OpenOrFail;
 using testing::TempDir;
@@ -77,14 +81,14 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
 
     SnapshotStore store(dir.snapshots(), 3);
     SnapshotInfo info;
-    REQUIRE(store.Write(live, &info).ok());
+    REQUIRE(store.Write(live.state(), &info).ok());
     CHECK(info.log_seq == live.state().applied_seq);
     CHECK(info.bytes == std::filesystem::file_size(info.path));
 
     Fold loaded;
     bool ok = false;
     std::vector<std::string> warnings;
-    REQUIRE(store.LoadNewest(&loaded, UINT64_MAX, kNever, &ok, &warnings).ok());
+    REQUIRE(LoadNewestInto(store, UINT64_MAX, kNever, &loaded, &ok, &warnings).ok());
     REQUIRE(ok);
     CHECK(warnings.empty());
     CHECK(ComputeDigest(loaded.state()) == ComputeDigest(live.state()));
@@ -124,11 +128,11 @@ TEST_CASE("an empty state round-trips") {
   TempDir dir;
   Fold empty;
   SnapshotStore store(dir.snapshots(), 2);
-  REQUIRE(store.Write(empty, nullptr).ok());
+  REQUIRE(store.Write(empty.state(), nullptr).ok());
   Fold loaded;
   bool ok = false;
   std::vector<std::string> warnings;
-  REQUIRE(store.LoadNewest(&loaded, 0, kNever, &ok, &warnings).ok());
+  REQUIRE(LoadNewestInto(store, 0, kNever, &loaded, &ok, &warnings).ok());
   CHECK(ok);
   CHECK(ComputeDigest(loaded.state()) == ComputeDigest(empty.state()));
 }
@@ -138,8 +142,9 @@ TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
   RunWorkload(dir.path(), 5, 600);
   Fold fold;
   ReplayLog(dir.path(), &fold);
+  State state = CopyState(fold.state());
   User* user = nullptr;
-  for (auto& u : fold.mutable_state().users) {
+  for (auto& u : state.users) {
     if (u->slots.size() >= 2) user = u;
   }
   REQUIRE(user != nullptr);
@@ -147,13 +152,13 @@ TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
     flatbuffers::DetachedBuffer good;
     REQUIRE(EncodeSnapshot(fold.state(), &good).ok());
     Fold loaded;
-    REQUIRE(DecodeSnapshot(good.data(), good.size(), &loaded).ok());
+    REQUIRE(DecodeInto(good.data(), good.size(), &loaded).ok());
   }
   user->slots[1]->bucket = user->slots[0]->bucket;  // written as is by the encoder
   flatbuffers::DetachedBuffer bad;
-  REQUIRE(EncodeSnapshot(fold.state(), &bad).ok());
+  REQUIRE(EncodeSnapshot(state, &bad).ok());
   Fold loaded;
-  const Status s = DecodeSnapshot(bad.data(), bad.size(), &loaded);
+  const Status s = DecodeInto(bad.data(), bad.size(), &loaded);
   CHECK(s.code() == StatusCode::kCorruption);
   CHECK_THAT(s.message(), Catch::Contains("two slots of a bucket"));
   CHECK(loaded.state().users.empty());  // nothing of the payload was kept
@@ -201,7 +206,7 @@ TEST_CASE("a user stream cut at its marks decodes on any number of threads to th
   const std::string digest = ComputeDigest(live.state());
   for (size_t threads : {1, 2, 3, 5, 64}) {
     Fold loaded;
-    REQUIRE(DecodeSnapshot(payload.data(), payload.size(), &loaded, threads).ok());
+    REQUIRE(DecodeInto(payload.data(), payload.size(), &loaded, threads).ok());
     CHECK(ComputeDigest(loaded.state()) == digest);
     for (size_t i = 0; i < live.state().users.size(); ++i) {
       REQUIRE(loaded.state().users[i]->index == i);
@@ -234,7 +239,7 @@ TEST_CASE("user stream marks out of order, out of range or misplaced are refused
     REQUIRE(marks->size() >= 2);
     edit(marks->GetMutableObject(1));
     Fold loaded;
-    const Status s = DecodeSnapshot(payload.data(), payload.size(), &loaded, threads);
+    const Status s = DecodeInto(payload.data(), payload.size(), &loaded, threads);
     CHECK(loaded.state().users.empty());  // nothing of the payload was kept
     CHECK(loaded.state().buckets.empty());
     return s;
@@ -262,20 +267,20 @@ TEST_CASE("the history floor round-trips, is 0 when absent, and a huge one is re
   Fold fold;
   ReplayLog(dir.path(), &fold);
   REQUIRE(fold.state().history_floor == kNewestKeptMin);
+  State state = CopyState(fold.state());
   for (const uint32_t floor : {kNewestKeptMin, 0u}) {
-    fold.mutable_state().history_floor = floor;  // 0 is written as an absent field
+    state.history_floor = floor;  // 0 is written as an absent field
     flatbuffers::DetachedBuffer payload;
-    REQUIRE(EncodeSnapshot(fold.state(), &payload).ok());
+    REQUIRE(EncodeSnapshot(state, &payload).ok());
     Fold loaded;
-    REQUIRE(DecodeSnapshot(payload.data(), payload.size(), &loaded).ok());
+    REQUIRE(DecodeInto(payload.data(), payload.size(), &loaded).ok());
     CHECK(loaded.state().history_floor == floor);
   }
-  fold.mutable_state().history_floor = kNewestKeptMin;
   flatbuffers::DetachedBuffer payload;
   REQUIRE(EncodeSnapshot(fold.state(), &payload).ok());
   REQUIRE(snap::GetMutableState(payload.data())->mutate_history_floor(1u << 20));
   Fold loaded;
-  const Status s = DecodeSnapshot(payload.data(), payload.size(), &loaded);
+  const Status s = DecodeInto(payload.data(), payload.size(), &loaded);
   CHECK(s.code() == StatusCode::kCorruption);
   CHECK_THAT(s.message(), Catch::Contains("history floor out of range"));
   CHECK(loaded.state().users.empty());
@@ -325,16 +330,17 @@ TEST_CASE("version 2 files still load (floor 0); versions this build does not re
   Fold live;
   ReplayLog(dir.path(), &live);
   // What a version-2 writer wrote: no history floor.
-  live.mutable_state().history_floor = 0;
+  State old = CopyState(live.state());
+  old.history_floor = 0;
   SnapshotStore store(dir.snapshots(), 1);
   SnapshotInfo info;
-  REQUIRE(store.Write(live, &info).ok());
+  REQUIRE(store.Write(old, &info).ok());
   for (const uint32_t version : {2u, 3u}) {
     SetVersion(info.path, version);
     Fold loaded;
     bool ok = false;
     std::vector<std::string> warnings;
-    REQUIRE(store.LoadNewest(&loaded, UINT64_MAX, kNever, &ok, &warnings).ok());
+    REQUIRE(LoadNewestInto(store, UINT64_MAX, kNever, &loaded, &ok, &warnings).ok());
     CHECK(ok);
     CHECK(warnings.empty());
     CHECK(loaded.state().history_floor == 0);
@@ -345,7 +351,7 @@ TEST_CASE("version 2 files still load (floor 0); versions this build does not re
     Fold loaded;
     bool ok = true;
     std::vector<std::string> warnings;
-    REQUIRE(store.LoadNewest(&loaded, UINT64_MAX, kNever, &ok, &warnings).ok());
+    REQUIRE(LoadNewestInto(store, UINT64_MAX, kNever, &loaded, &ok, &warnings).ok());
     CHECK_FALSE(ok);
     REQUIRE(warnings.size() == 1);
     CHECK_THAT(warnings[0], Catch::Contains("format version " + std::to_string(version) +
@@ -406,8 +412,9 @@ TEST_CASE("damaged snapshots are reported, skipped, and start-up still agrees") 
   SECTION("a snapshot beyond the log is skipped") {
     Fold fold;
     ReplayLog(dir.path(), &fold);
-    fold.mutable_state().applied_seq += 1000;
-    REQUIRE(store.Write(fold, nullptr).ok());
+    State ahead = CopyState(fold.state());
+    ahead.applied_seq += 1000;
+    REQUIRE(store.Write(ahead, nullptr).ok());
     std::vector<std::string> warnings;
     auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs), &warnings);
     CHECK(engine->State().digest == full);
@@ -425,11 +432,12 @@ TEST_CASE("a background snapshot captures the state at the fork") {
   const uint64_t seq = fold.state().applied_seq;
 
   SnapshotStore store(dir.snapshots(), 3);
-  REQUIRE(store.StartBackground(fold).ok());
+  State state = CopyState(fold.state());
+  REQUIRE(store.StartBackground(state).ok());
   CHECK(store.background_running());
-  CHECK(store.StartBackground(fold).code() == StatusCode::kFailedPrecondition);
+  CHECK(store.StartBackground(state).code() == StatusCode::kFailedPrecondition);
   // The parent keeps mutating: the child must not see it.
-  fold.mutable_state().buckets[0]->entered_total += 12345;
+  state.buckets[0]->entered_total += 12345;
   Status status;
   SnapshotInfo info;
   REQUIRE(store.WaitBackground(&status, &info));
@@ -443,7 +451,7 @@ TEST_CASE("a background snapshot captures the state at the fork") {
   Fold loaded;
   bool ok = false;
   std::vector<std::string> warnings;
-  REQUIRE(store.LoadNewest(&loaded, seq, kNever, &ok, &warnings).ok());
+  REQUIRE(LoadNewestInto(store, seq, kNever, &loaded, &ok, &warnings).ok());
   REQUIRE(ok);
   CHECK(ComputeDigest(loaded.state()) == at_fork);
 }
@@ -512,10 +520,11 @@ TEST_CASE("bucketctl verify: 0 on a good dir, 1 when the snapshot disagrees") {
   Fold fold;
   bool ok = false;
   std::vector<std::string> warnings;
-  REQUIRE(store.LoadNewest(&fold, UINT64_MAX, kNever, &ok, &warnings).ok());
+  REQUIRE(LoadNewestInto(store, UINT64_MAX, kNever, &fold, &ok, &warnings).ok());
   REQUIRE(ok);
-  fold.mutable_state().buckets[0]->left_total += 1;
-  REQUIRE(store.Write(fold, nullptr).ok());
+  State changed = CopyState(fold.state());
+  changed.buckets[0]->left_total += 1;
+  REQUIRE(store.Write(changed, nullptr).ok());
   CHECK(RunBucketctl("verify --data " + dir.path()) == 1);
 }
 

@@ -1,4 +1,4 @@
-// The id -> User map (engine/user_index.h): every user is found by its id through growth,
+// The id -> User map (engine/state/user_index.h): every user is found by its id through growth,
 // absent ids are not, duplicates are refused, and ids whose hashes collide are told apart.
 #include <catch2/catch.hpp>
 
@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/state.h"
-#include "engine/user_index.h"
+#include "engine/state/state.h"
+#include "engine/state/user_index.h"
 
 namespace bucketd {
 namespace {

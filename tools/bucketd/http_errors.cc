@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "bucketd/json_writer.h"
+#include "engine/base/json_writer.h"
 
 namespace bucketd::server {
 namespace {

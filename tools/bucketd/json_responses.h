@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "bucketd/engine.h"
-#include "bucketd/json_writer.h"
+#include "engine/base/json_writer.h"
 #include "json_requests.h"
 
 namespace bucketd::server {

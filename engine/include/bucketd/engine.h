@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bucketd/limits.h"
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 
@@ -147,13 +148,6 @@ struct StateInfo {
   TimeMs now = 0;
 };
 
-struct SnapshotInfo {
-  std::string path;
-  uint64_t log_seq = 0;
-  uint64_t bytes = 0;
-  int64_t write_micros = 0;
-};
-
 struct EngineStats {
   uint64_t events_accepted = 0;
   uint64_t events_duplicate = 0;
@@ -260,15 +254,5 @@ class Engine {
 
 // The id of a bucket definition, validating the whole definition (SPEC §3).
 Status ReadBucketId(std::string_view definition_json, std::string* id);
-
-// Limits (TigerBeetle's "put a limit on everything").
-inline constexpr size_t kUserIdBytesMax = 256;
-inline constexpr size_t kBucketIdCharsMax = 128;
-inline constexpr size_t kEventNameBytesMax = 200;
-inline constexpr size_t kCriteriaDepthMax = 16;
-inline constexpr size_t kCriteriaLeavesMax = 64;
-inline constexpr size_t kMembersPageMax = 1000;
-inline constexpr size_t kTransitionsPageMax = 10000;
-inline constexpr size_t kBatchItemsMax = 100000;
 
 }  // namespace bucketd

@@ -44,6 +44,14 @@ std::string_view ToString(MembershipSource source);
 std::string_view ToString(LeaveReason reason);
 std::string_view ToString(TransitionKind kind);
 
+// A snapshot file written (Engine::TakeSnapshot, SnapshotStore).
+struct SnapshotInfo {
+  std::string path;
+  uint64_t log_seq = 0;
+  uint64_t bytes = 0;
+  int64_t write_micros = 0;
+};
+
 // One membership change, as emitted on the output stream (SPEC §7).
 struct Transition {
   uint64_t seq = 0;

@@ -1,0 +1,59 @@
+#include "engine/base/huge_block.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <new>
+#include <utility>
+
+namespace bucketd {
+
+void* MapHugeBlock() {
+  // Mapped directly: an aligned malloc of 2 MiB would reserve twice that.
+  constexpr size_t kSize = kHugeBlockBytes;
+  void* mapped =
+      mmap(nullptr, 2 * kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) throw std::bad_alloc();
+  const uintptr_t start = reinterpret_cast<uintptr_t>(mapped);
+  const uintptr_t aligned = (start + kSize - 1) & ~(kSize - 1);
+  if (aligned > start) munmap(mapped, aligned - start);
+  if (aligned + kSize < start + 2 * kSize) {
+    munmap(reinterpret_cast<void*>(aligned + kSize), start + 2 * kSize - (aligned + kSize));
+  }
+  void* block = reinterpret_cast<void*>(aligned);
+  // A hint the kernel may ignore.
+  madvise(block, kSize, MADV_HUGEPAGE);
+  return block;
+}
+
+void UnmapHugeBlock(void* block) { munmap(block, kHugeBlockBytes); }
+
+std::vector<void*> MergeByProgress(const std::vector<std::vector<void*>>& lists) {
+  std::vector<void*> order;
+  std::vector<size_t> next(lists.size(), 0);
+  for (;;) {
+    size_t pick = lists.size();
+    for (size_t l = 0; l < lists.size(); ++l) {
+      if (next[l] == lists[l].size()) continue;
+      // next[l] / size[l] < next[pick] / size[pick], without division.
+      if (pick == lists.size() || next[l] * lists[pick].size() < next[pick] * lists[l].size()) {
+        pick = l;
+      }
+    }
+    if (pick == lists.size()) break;
+    order.push_back(lists[pick][next[pick]++]);
+  }
+  return order;
+}
+
+std::jthread PrefaultInBackground(const std::vector<std::vector<void*>>& lists) {
+  std::vector<void*> order = MergeByProgress(lists);
+  if (order.empty()) return {};
+  return std::jthread([order = std::move(order)] {
+    for (void* block : order) {
+      if (madvise(block, kHugeBlockBytes, MADV_POPULATE_WRITE) != 0) return;
+    }
+  });
+}
+
+}  // namespace bucketd

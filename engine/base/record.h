@@ -1,0 +1,59 @@
+#pragma once
+// The decoded form of one log record. The on-disk layout (log_record.fbs) is known only
+// to log/; everything else sees these plain structs.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+
+namespace bucketd {
+
+enum class RecordKind : uint8_t {
+  kEvent,
+  kContactDelete,
+  kBucketDefine,  // create or replace; `definition_json` is the canonical definition
+  kBucketEnable,
+  kBucketDisable,
+  kBucketDelete,
+  kMemberAdd,
+  kMemberRemove,
+  kClockAdvance,
+  kSweep,
+};
+
+struct Record {
+  uint64_t seq = 0;  // gap-free, starting at 1
+  TimeMs at = 0;     // the engine's processing instant
+  RecordKind kind = RecordKind::kEvent;
+
+  // kEvent, kContactDelete, kMemberAdd, kMemberRemove
+  std::string user_id;
+  // kEvent
+  std::string event_name;
+  TimeMs occurred_at = 0;  // already defaulted and clamped to `at`
+  std::optional<std::string> email;
+  std::vector<PropertyPatch> properties;
+  std::optional<std::string> idempotency_key;
+  // kBucket*, kMember*
+  std::string bucket_id;
+  // kBucketDefine
+  std::string definition_json;
+
+  friend bool operator==(const Record&, const Record&) = default;
+};
+
+// Records in log order, a batch at a time: what replay reads (log/read_ahead.h's
+// ReadAheadReader is one), without knowing the log.
+class RecordBatchReader {
+ public:
+  virtual ~RecordBatchReader() = default;
+  // Replaces `*batch` with the next records, never empty; false at the end or on error.
+  virtual bool NextBatch(std::vector<Record>* batch) = 0;
+  // Ok until NextBatch has returned false; then why it did.
+  virtual Status status() const = 0;
+};
+
+}  // namespace bucketd

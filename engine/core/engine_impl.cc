@@ -1,0 +1,769 @@
+// Engine: the edge between the outside world and the fold. It stamps inputs with the
+// clock, refuses bad ones before they spend a sequence number, folds them, stages the
+// record and its transitions in the log and commits (one fsync per call in sync mode, so
+// a batch shares one).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include "bucketd/engine.h"
+#include "engine/core/clock.h"
+#include "engine/fold/fold.h"
+#include "engine/fold/fold_lookahead.h"
+#include "engine/replay/parallel_replay.h"
+#include "engine/state/digest.h"
+#include "log/log.h"
+#include "log/read_ahead.h"
+#include "snapshot/snapshot_store.h"
+
+namespace bucketd {
+namespace {
+
+// 9999-12-31T23:59:59.999Z.
+constexpr TimeMs kTimeMaxMs = 253402300799999;
+
+int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+Member ToMember(const Slot& slot) {
+  return Member{slot.user->id,    slot.user->email, slot.entered_at,
+                slot.entry_count, slot.source,      slot.dwell_anchor_at};
+}
+
+constexpr uint32_t kReplayThreadsMax = 64;
+
+// Compares the transitions a replay produces with the stream stored in the log, in order
+// (Options::check_log): the fold is a pure function of the log, so they must be equal.
+class StoredStreamCheck {
+ public:
+  explicit StoredStreamCheck(const Log& log) : log_(log) {}
+
+  Status Expect(uint64_t record_seq, const std::vector<Transition>& produced) {
+    for (const Transition& t : produced) {
+      if (next_ == page_.size()) {
+        const uint64_t after = page_.empty() ? t.seq - 1 : page_.back().seq;
+        constexpr size_t kPage = 4096;
+        if (Status s = log_.ReadTransitions(after, kPage, &page_); !s.ok()) return s;
+        next_ = 0;
+      }
+      if (next_ == page_.size() || !(page_[next_] == t)) {
+        return Status::Corruption("record " + std::to_string(record_seq) +
+                                  " replays to transition " + std::to_string(t.seq) + " (" +
+                                  t.IdempotencyKey() +
+                                  "), which differs from the one the log holds");
+      }
+      ++next_;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const Log& log_;
+  std::vector<Transition> page_;
+  size_t next_ = 0;
+};
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(const Options& options)
+      : options_(options),
+        snapshots_(options.data_dir + "/snapshots", std::max<uint32_t>(options.snapshots_kept, 1)) {
+  }
+
+  Status OpenImpl(std::vector<std::string>* warnings) {
+    const auto start = std::chrono::steady_clock::now();
+    if (options_.replay_threads > kReplayThreadsMax) {
+      return Status::InvalidArgument("replay_threads",
+                                     "must be 0-" + std::to_string(kReplayThreadsMax));
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(options_.data_dir, ec);
+    if (ec)
+      return Status::IoError("cannot create data dir " + options_.data_dir + ": " + ec.message());
+    read_only_ = options_.read_only || options_.replay_until_ms.has_value();
+    LogOptions log_options;
+    log_options.path = options_.data_dir + "/log";
+    log_options.sync = options_.durability == Durability::kSync;
+    log_options.read_only = read_only_;
+    if (options_.check_log && (!read_only_ || options_.use_snapshots)) {
+      return Status::InvalidArgument("check_log", "needs read_only and no snapshots");
+    }
+    if (Status s = Log::Open(log_options, &log_); !s.ok()) return s;
+    if (options_.check_log) {
+      LogVerifyReport report;
+      if (Status s = log_->Verify(&report); !s.ok()) return s;
+    }
+    // A definition that needs more event history than the fold retained re-reads it
+    // from the log (definitions change rarely; retaining everything would cost memory
+    // on every event).
+    fold_.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+      auto reader = log_->ReadAheadFrom(1);
+      std::vector<Record> batch;
+      while (reader->NextBatch(&batch)) {
+        const auto end = std::find_if(batch.begin(), batch.end(),
+                                      [&](const Record& r) { return r.seq >= before_seq; });
+        visit(std::span<const Record>(batch.begin(), end));
+        if (end != batch.end()) return Status::Ok();
+      }
+      return reader->status();
+    });
+
+    const TimeMs until = options_.replay_until_ms.value_or(kNever);
+    std::vector<std::string> snapshot_warnings;
+    // A snapshot beyond the log's end is skipped by the load below; writable, it is also
+    // moved away before new records can reach its seq and make it look loadable.
+    if (!read_only_) {
+      if (Status s = snapshots_.SetAsideBeyond(log_->last_seq(), &snapshot_warnings); !s.ok()) {
+        return s;
+      }
+    }
+    if (options_.use_snapshots) {
+      bool loaded = false;
+      bucketd::State snapshot;  // qualified: Engine::State() is a method
+      if (Status s = snapshots_.LoadNewest(log_->last_seq(), until, &snapshot, &loaded,
+                                           &snapshot_warnings);
+          !s.ok()) {
+        return s;
+      }
+      if (loaded) {
+        if (Status s = fold_.Restore(std::move(snapshot)); !s.ok()) return s;
+        last_snapshot_seq_ = fold_.state().applied_seq;
+      }
+    }
+    if (warnings) {
+      warnings->insert(warnings->end(), snapshot_warnings.begin(), snapshot_warnings.end());
+    }
+    if (Status s = ReplayTail(until); !s.ok()) return s;
+    if (!options_.replay_until_ms && fold_.state().transition_seq != log_->last_transition_seq()) {
+      return Status::Corruption("replay produced " + std::to_string(fold_.state().transition_seq) +
+                                " transitions but the log holds " +
+                                std::to_string(log_->last_transition_seq()));
+    }
+    committed_transition_seq_ = fold_.state().transition_seq;
+
+    if (options_.clock == ClockMode::kManual) {
+      TimeMs start_at = fold_.state().now;
+      if (log_->last_seq() == 0) start_at = options_.start_time_ms.value_or(WallClock().Now());
+      clock_ = std::make_unique<ManualClock>(start_at);
+    } else {
+      clock_ = std::make_unique<WallClock>();
+    }
+    stats_.open_micros = MicrosSince(start);
+    last_snapshot_time_ = std::chrono::steady_clock::now();
+    return Status::Ok();
+  }
+
+  // --- inputs ---
+
+  Status Ingest(const EventInput& event, IngestResult* result) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    *result = IngestResult{};
+    scratch_.clear();
+    if (Status s = StageEvent(event, Now(), &result->duplicate, &scratch_); !s.ok()) return s;
+    result->transitions = static_cast<uint32_t>(scratch_.size());
+    if (Status s = Commit(); !s.ok()) return s;
+    result->log_seq = log_->last_seq();
+    return Status::Ok();
+  }
+
+  Status IngestBatch(std::span<const EventInput> events, BatchResult* result) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    *result = BatchResult{};
+    if (events.size() > kBatchItemsMax) {
+      return Status::InvalidArgument("events", "a batch holds at most 100000 items");
+    }
+    const TimeMs now = Now();
+    Fold::Lookahead lookahead(fold_);
+    for (size_t i = 0; i < events.size(); ++i) {
+      lookahead.Advance(i, events.size(),
+                        [&](size_t j) -> std::string_view { return events[j].user_id; });
+      scratch_.clear();
+      bool duplicate = false;
+      Status s =
+          StageEvent(events[i], now, &duplicate, &scratch_, lookahead.user(i, events[i].user_id));
+      if (!s.ok()) {
+        result->rejected.push_back({i, std::move(s)});
+      } else if (duplicate) {
+        ++result->duplicates;
+      } else {
+        ++result->accepted;
+        result->transitions += static_cast<uint32_t>(scratch_.size());
+      }
+    }
+    if (Status s = Commit(); !s.ok()) return s;
+    result->log_seq = log_->last_seq();
+    return Status::Ok();
+  }
+
+  Status DeleteContact(std::string_view user_id) override {
+    Record r = NewRecord(RecordKind::kContactDelete);
+    r.user_id = std::string(user_id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status DefineBucket(std::string_view json, DefineMode mode,
+                      std::optional<std::string_view> path_id, bool* created) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    BucketDefinition def;
+    if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
+    if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
+    if (path_id && *path_id != def.id) {
+      return Status::InvalidArgument("id", "must match the bucket id in the path");
+    }
+    const Bucket* existing = fold_.bucket(def.id);
+    if (existing != nullptr && mode == DefineMode::kCreate) {
+      return Status::AlreadyExists("bucket " + def.id + " already exists");
+    }
+    if (created) *created = existing == nullptr;
+    // Re-applying an identical definition (a restart with --buckets) changes nothing.
+    if (existing != nullptr && existing->canonical_json == ToCanonicalJson(def)) {
+      return Status::Ok();
+    }
+    // A definition may re-read earlier events from the log (Fold::RestoreHistory), which
+    // sees committed records only: make whatever a group staged durable first.
+    if (Status s = CommitNow(); !s.ok()) return s;
+    Record r = NewRecord(RecordKind::kBucketDefine);
+    r.bucket_id = def.id;
+    r.definition_json = ToCanonicalJson(def);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status SetBucketEnabled(std::string_view bucket_id, bool enabled) override {
+    Record r = NewRecord(enabled ? RecordKind::kBucketEnable : RecordKind::kBucketDisable);
+    r.bucket_id = std::string(bucket_id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status DeleteBucket(std::string_view bucket_id) override {
+    Record r = NewRecord(RecordKind::kBucketDelete);
+    r.bucket_id = std::string(bucket_id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status AddMember(std::string_view bucket_id, std::string_view user_id) override {
+    Record r = NewRecord(RecordKind::kMemberAdd);
+    r.bucket_id = std::string(bucket_id);
+    r.user_id = std::string(user_id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status RemoveMember(std::string_view bucket_id, std::string_view user_id) override {
+    Record r = NewRecord(RecordKind::kMemberRemove);
+    r.bucket_id = std::string(bucket_id);
+    r.user_id = std::string(user_id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  void BeginGroup() override { grouping_ = true; }
+
+  Status EndGroup() override {
+    grouping_ = false;
+    return Commit();
+  }
+
+  Status EndGroupPipelined(std::function<void()> on_written) override {
+    grouping_ = false;
+    const auto written_now = [&on_written](Status status) {
+      if (on_written) on_written();
+      return status;
+    };
+    if (Status s = AwaitGroup(); !s.ok()) return written_now(s);
+    if (!log_->has_staged()) return written_now(Status::Ok());
+    // A snapshot must not include a group that is not durable yet: commit in one piece.
+    if (SnapshotDue()) return written_now(CommitNow());
+    // The log runs on_written in every case, also when it fails to start.
+    if (Status s = log_->StartCommit(std::move(on_written)); !s.ok()) return LogWriteFailed(s);
+    in_flight_transition_seq_ = fold_.state().transition_seq;
+    group_in_flight_ = true;
+    return Status::Ok();
+  }
+
+  Status AwaitGroup() override {
+    // Sticky: once a write failed, no later call may report the group (or anything after
+    // it) durable, whoever noticed the failure first.
+    if (memory_ahead_of_log_) return failed_;
+    if (!group_in_flight_) return Status::Ok();
+    group_in_flight_ = false;
+    if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);
+    stats_.transitions_emitted += in_flight_transition_seq_ - committed_transition_seq_;
+    committed_transition_seq_ = in_flight_transition_seq_;
+    return Status::Ok();
+  }
+
+  // --- the clock ---
+
+  TimeMs Now() const override {
+    // The fold's time never moves backwards, even if the wall clock does.
+    return std::max(clock_->Now(), fold_.state().now);
+  }
+
+  Status AdvanceClock(TimeMs now_ms, SweepResult* result) override {
+    if (options_.clock != ClockMode::kManual) {
+      return Status::FailedPrecondition("now", "the clock can be set only in manual-clock mode");
+    }
+    if (now_ms < Now()) {
+      return Status::FailedPrecondition("now", "the clock cannot move backwards");
+    }
+    // Far enough from int64's end that instant + duration (capped at 100 years) cannot
+    // overflow anywhere in the fold.
+    if (now_ms > kTimeMaxMs) {
+      return Status::InvalidArgument("now", "must be before year 10000");
+    }
+    static_cast<ManualClock*>(clock_.get())->Set(now_ms);
+    Record r = NewRecord(RecordKind::kClockAdvance);
+    return SweepRecord(r, result);
+  }
+
+  Status Sweep(SweepResult* result) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    // An idle engine commits nothing, so this (every --sweep-interval in wall mode) is
+    // where a finished background snapshot gets reaped.
+    ReapSnapshot(false);
+    const TimeMs now = Now();
+    if (!fold_.HasDue(now)) {
+      // Nothing due: nothing changes, so nothing is logged.
+      *result = SweepResult{};
+      ++stats_.sweeps;
+      return Status::Ok();
+    }
+    Record r = NewRecord(RecordKind::kSweep);
+    return SweepRecord(r, result);
+  }
+
+  std::optional<TimeMs> NextDueMs() const override { return fold_.NextDue(); }
+
+  // --- queries ---
+
+  std::vector<BucketInfo> ListBuckets() const override {
+    std::vector<const Bucket*> live;
+    for (const auto& b : fold_.state().buckets) {
+      if (b->live()) live.push_back(b.get());
+    }
+    std::sort(live.begin(), live.end(),
+              [](const Bucket* a, const Bucket* b) { return a->def.id < b->def.id; });
+    std::vector<BucketInfo> out;
+    for (const Bucket* b : live) out.push_back(Info(*b));
+    return out;
+  }
+
+  Status GetBucket(std::string_view bucket_id, BucketInfo* out) const override {
+    const Bucket* b = fold_.bucket(bucket_id);
+    if (b == nullptr) return UnknownBucket(bucket_id);
+    *out = Info(*b);
+    return Status::Ok();
+  }
+
+  Status Count(std::string_view bucket_id, uint64_t* count) const override {
+    const Bucket* b = fold_.bucket(bucket_id);
+    if (b == nullptr) return UnknownBucket(bucket_id);
+    *count = b->members.size();
+    return Status::Ok();
+  }
+
+  Status Metrics(std::string_view bucket_id, BucketMetrics* out) const override {
+    const Bucket* b = fold_.bucket(bucket_id);
+    if (b == nullptr) return UnknownBucket(bucket_id);
+    out->size = b->members.size();
+    out->entered = b->entered_total;
+    out->left = b->left_total;
+    out->average_dwell_seconds = b->left_total == 0
+                                     ? 0.0
+                                     : static_cast<double>(b->closed_dwell_ms_total) / 1000.0 /
+                                           static_cast<double>(b->left_total);
+    return Status::Ok();
+  }
+
+  Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                 MembersPage* out) const override {
+    const Bucket* b = fold_.bucket(bucket_id);
+    if (b == nullptr) return UnknownBucket(bucket_id);
+    if (limit == 0 || limit > kMembersPageMax) {
+      return Status::InvalidArgument("limit", "must be 1-1000");
+    }
+    out->members.clear();
+    out->next_cursor.reset();
+    const MemberIndex::Sorted& sorted = b->members.sorted();
+    auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
+    for (; it != sorted.end() && out->members.size() < limit; ++it) {
+      out->members.push_back(ToMember(**it));
+    }
+    if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
+    return Status::Ok();
+  }
+
+  Status GetMember(std::string_view bucket_id, std::string_view user_id,
+                   Member* out) const override {
+    const Bucket* b = fold_.bucket(bucket_id);
+    if (b == nullptr) return UnknownBucket(bucket_id);
+    if (const User* user = fold_.user(user_id)) {
+      for (const auto& slot : user->slots) {
+        if (slot->bucket != b->index || !slot->active) continue;
+        *out = ToMember(*slot);
+        return Status::Ok();
+      }
+    }
+    return Status::NotFound("not a member");
+  }
+
+  Status UserMemberships(std::string_view user_id,
+                         std::vector<MembershipRecord>* out) const override {
+    const User* found = fold_.user(user_id);
+    if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
+    const User& user = *found;
+    const auto& buckets = fold_.state().buckets;
+    out->clear();
+    for (const PastMembership& p : user.past) {
+      if (buckets[p.bucket]->deleted) continue;
+      out->push_back(MembershipRecord{buckets[p.bucket]->def.id, false, p.entry_count, p.source,
+                                      p.entered_at, p.left_at, p.reason, p.dwell_anchor_at});
+    }
+    for (const auto& slot : user.slots) {
+      if (!slot->active || buckets[slot->bucket]->deleted) continue;
+      out->push_back(MembershipRecord{buckets[slot->bucket]->def.id, true, slot->entry_count,
+                                      slot->source, slot->entered_at, std::nullopt, std::nullopt,
+                                      slot->dwell_anchor_at});
+    }
+    return Status::Ok();
+  }
+
+  // --- the output stream ---
+
+  Status ReadTransitions(uint64_t after_seq, size_t limit,
+                         std::vector<Transition>* out) const override {
+    if (limit == 0 || limit > kTransitionsPageMax) {
+      return Status::InvalidArgument("limit", "must be 1-10000");
+    }
+    return log_->ReadTransitions(after_seq, limit, out);
+  }
+
+  uint64_t LastTransitionSeq() const override { return committed_transition_seq_.load(); }
+
+  // --- state, snapshots ---
+
+  StateInfo State() const override {
+    return StateInfo{fold_.state().applied_seq, fold_.state().transition_seq,
+                     ComputeDigest(fold_.state()), Now()};
+  }
+
+  // Synchronous (on demand and for tools); automatic snapshots run in the background.
+  Status TakeSnapshot(SnapshotInfo* info) override {
+    // A snapshot must never be ahead of the durable log (a crash would let a different
+    // log reach its seq): commit what a group has staged first.
+    if (Status s = CommitNow(); !s.ok()) return s;
+    SnapshotInfo local;
+    if (Status s = snapshots_.Write(fold_.state(), &local); !s.ok()) return s;
+    last_snapshot_seq_ = std::max(last_snapshot_seq_, local.log_seq);
+    last_snapshot_time_ = std::chrono::steady_clock::now();
+    stats_.last_snapshot_at_ms = Now();
+    if (info) *info = local;
+    return Status::Ok();
+  }
+
+  Status Health() const override {
+    std::lock_guard lock(health_mu_);
+    return health_;
+  }
+
+  EngineStats Stats() const override {
+    EngineStats s = stats_;
+    s.log_bytes = log_->ApproximateBytes();
+    s.contacts = fold_.state().users.size();
+    s.pool_bytes =
+        fold_.state().slot_pool.reserved_bytes() + fold_.state().user_arena.reserved_bytes();
+    s.sweep_due_items = fold_.sweep_due_popped();
+    return s;
+  }
+
+  Status Close() override {
+    if (closed_) return Status::Ok();
+    closed_ = true;
+    // A running snapshot is cheap to let finish; a killed one would only be wasted work.
+    ReapSnapshot(true);
+    // A failed open has no log to flush.
+    if (read_only_ || log_ == nullptr) return Status::Ok();
+    if (Status s = AwaitGroup(); !s.ok()) return s;
+    return log_->Flush();
+  }
+
+  ~EngineImpl() override { Close(); }
+
+  // For tests and benchmarks of the fold (not part of the public API).
+  const Fold& fold() const { return fold_; }
+
+ private:
+  Status Writable() const {
+    if (read_only_) return Status::FailedPrecondition("", "the engine is open read-only");
+    if (!failed_.ok()) return failed_;
+    return Status::Ok();
+  }
+
+  Record NewRecord(RecordKind kind) const {
+    Record r;
+    r.seq = log_->last_seq() + 1;
+    r.at = Now();
+    r.kind = kind;
+    return r;
+  }
+
+  // `known_user`: the event's user if a Fold::Lookahead found it, else null.
+  Status StageEvent(const EventInput& event, TimeMs now, bool* duplicate,
+                    std::vector<Transition>* transitions, User* known_user = nullptr) {
+    *duplicate = false;
+    if (event.idempotency_key) {
+      if (event.idempotency_key->empty() || event.idempotency_key->size() > 256) {
+        return Status::InvalidArgument("idempotencyKey", "must be 1-256 bytes");
+      }
+      bool seen = false;
+      // Refused before the fold: memory stays the fold of the log, and what this group
+      // staged before still commits.
+      if (Status s = log_->LookupIdempotencyKey(*event.idempotency_key, &seen); !s.ok()) {
+        return LogFailed(s, /*memory_ahead=*/false);
+      }
+      if (seen) {
+        *duplicate = true;
+        ++stats_.events_duplicate;
+        return Status::Ok();
+      }
+    }
+    if (event.occurred_at_ms && *event.occurred_at_ms < 0) {
+      return Rejected(Status::InvalidArgument("occurredAt", "must be at or after 1970-01-01"));
+    }
+    Record& r = record_scratch_;
+    r.seq = log_->last_seq() + 1;
+    r.at = now;
+    r.kind = RecordKind::kEvent;
+    r.user_id = event.user_id;
+    r.event_name = event.event;
+    r.occurred_at = std::min(event.occurred_at_ms.value_or(now), now);
+    r.email = event.email;
+    r.properties = event.contact_properties;
+    r.idempotency_key = event.idempotency_key;
+    // The fold validates (and refuses without changing anything) before it applies.
+    const size_t before = transitions->size();
+    if (Status s = fold_.Apply(r, transitions, known_user); !s.ok()) return Rejected(s);
+    log_->Stage(
+        r, std::span<const Transition>(transitions->data() + before, transitions->size() - before));
+    ++stats_.events_accepted;
+    return Status::Ok();
+  }
+
+  Status Rejected(Status s) {
+    ++stats_.events_rejected;
+    return s;
+  }
+
+  Status ApplyAndCommit(const Record& r, std::vector<Transition>* transitions) {
+    if (Status s = Writable(); !s.ok()) return s;
+    std::vector<Transition> local;
+    if (transitions == nullptr) transitions = &local;
+    if (Status s = fold_.Apply(r, transitions); !s.ok()) return s;
+    log_->Stage(r, *transitions);
+    return Commit();
+  }
+
+  Status SweepRecord(const Record& r, SweepResult* result) {
+    const auto start = std::chrono::steady_clock::now();
+    scratch_.clear();
+    if (Status s = ApplyAndCommit(r, &scratch_); !s.ok()) return s;
+    ++stats_.sweeps;
+    *result = SweepResult{fold_.last_sweep_due(), static_cast<uint32_t>(scratch_.size()),
+                          MicrosSince(start)};
+    return Status::Ok();
+  }
+
+  // Makes staged records durable, unless a group defers that to EndGroup().
+  Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
+
+  Status CommitNow() {
+    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (!log_->has_staged()) return Status::Ok();
+    if (Status s = log_->Commit(); !s.ok()) return LogWriteFailed(s);
+    stats_.transitions_emitted += fold_.state().transition_seq - committed_transition_seq_;
+    committed_transition_seq_ = fold_.state().transition_seq;
+    MaybeSnapshot();
+    return Status::Ok();
+  }
+
+  // Memory is now ahead of the log: refuse every input until a restart replays it.
+  Status LogWriteFailed(const Status& s) { return LogFailed(s, /*memory_ahead=*/true); }
+
+  // A log that failed a write or a read refuses every later input with the same error
+  // (NoSpace for a full disk, else IoError or Corruption), while reads of the state go on
+  // and Health() reports it. After a failed write, memory holds the effects of inputs
+  // that were never acknowledged (their callers got this error) until a restart.
+  Status LogFailed(const Status& s, bool memory_ahead) {
+    memory_ahead_of_log_ = memory_ahead_of_log_ || memory_ahead;
+    if (!failed_.ok()) return failed_;
+    const std::string what = "the log failed, inputs are refused until a restart: " + s.message();
+    switch (s.code()) {
+      case StatusCode::kNoSpace:
+        failed_ = Status::NoSpace(what);
+        break;
+      case StatusCode::kCorruption:
+        failed_ = Status::Corruption(what);
+        break;
+      default:
+        failed_ = Status::IoError(what);
+        break;
+    }
+    std::lock_guard lock(health_mu_);
+    health_ = failed_;
+    return failed_;
+  }
+
+  // Automatic snapshots fork (SnapshotStore::StartBackground), so ingest pauses only for
+  // the fork instead of the whole serialization; at most one runs at a time. The interval
+  // counts from the fork, so a failing disk is retried once per interval, not per commit.
+
+  // True when an automatic snapshot is due and none is running.
+  bool SnapshotDue() {
+    ReapSnapshot(false);
+    if (snapshots_.background_running()) return false;
+    const uint64_t since = fold_.state().applied_seq - last_snapshot_seq_;
+    const bool by_records =
+        options_.snapshot_every_records > 0 && since >= options_.snapshot_every_records;
+    const bool by_time = options_.snapshot_every_ms > 0 && since > 0 &&
+                         std::chrono::steady_clock::now() - last_snapshot_time_ >=
+                             std::chrono::milliseconds(options_.snapshot_every_ms);
+    return by_records || by_time;
+  }
+
+  void MaybeSnapshot() {
+    if (!SnapshotDue()) return;
+    last_snapshot_seq_ = fold_.state().applied_seq;
+    last_snapshot_time_ = std::chrono::steady_clock::now();
+    // A fork that fails (out of memory, process limit) is as a failed write: retried later.
+    snapshots_.StartBackground(fold_.state());
+  }
+
+  // Collects a finished background snapshot (waits for a running one if `block`). A failed
+  // one changes nothing: the log is the source of truth and the next interval retries.
+  void ReapSnapshot(bool block) {
+    Status status;
+    SnapshotInfo info;
+    const bool done = block ? snapshots_.WaitBackground(&status, &info)
+                            : snapshots_.PollBackground(&status, &info);
+    if (done && status.ok()) stats_.last_snapshot_at_ms = Now();
+  }
+
+  // Folds the log after the state's position. Records are read and decoded on a second
+  // thread (ReadAheadReader) and the fold prefetches the state of the users a few records
+  // ahead, so this thread mostly folds instead of waiting on the disk or on memory.
+  Status ReplayTail(TimeMs until) {
+    auto reader = log_->ReadAheadFrom(fold_.state().applied_seq + 1);
+    stats_.replay_threads = ReplayThreads();
+    if (stats_.replay_threads > 1) {
+      return ReplayParallel(reader.get(), {stats_.replay_threads, until}, &fold_,
+                            &stats_.replayed_records);
+    }
+    std::vector<Record> batch;
+    uint64_t replayed = 0;
+    Fold::Lookahead lookahead(fold_);
+    StoredStreamCheck stream(*log_);
+    std::vector<Transition>* produced = options_.check_log ? &scratch_ : nullptr;
+    while (reader->NextBatch(&batch)) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        lookahead.AdvanceOverRecords(i, batch.size(),
+                                     [&](size_t j) -> const Record& { return batch[j]; });
+        const Record& r = batch[i];
+        if (r.at > until) {
+          stats_.replayed_records = replayed;
+          return Status::Ok();
+        }
+        scratch_.clear();
+        if (Status s = fold_.Apply(r, produced, lookahead.user(i, r.user_id)); !s.ok()) {
+          return Status::Corruption("log record " + std::to_string(r.seq) +
+                                    " does not fold: " + s.ToString());
+        }
+        if (produced != nullptr) {
+          if (Status s = stream.Expect(r.seq, *produced); !s.ok()) return s;
+        }
+        ++replayed;
+      }
+    }
+    stats_.replayed_records = replayed;
+    return reader->status();
+  }
+
+  // Shards for replaying the log tail (parallel_replay.h): only a replay from nothing
+  // (no snapshot) can be sharded, and with no setting, only a long one on 3+ cores.
+  uint32_t ReplayThreads() const {
+    // Checking the stored stream compares transitions in the order one fold emits them.
+    if (fold_.state().applied_seq != 0 || options_.check_log) return 1;
+    if (options_.replay_threads != 0) return options_.replay_threads;
+    constexpr uint64_t kParallelReplayRecordsMin = 10'000;
+    constexpr uint32_t kAutoReplayThreadsMax = 8;
+    if (log_->last_seq() < kParallelReplayRecordsMin) return 1;
+    // The log's reader keeps one core busy: a shard on it would slow both down (on 2 cores,
+    // 2 shards replayed slower than 1 when measured).
+    const uint32_t cores = std::max(std::thread::hardware_concurrency(), 1u);
+    return std::clamp(cores - 1, 1u, kAutoReplayThreadsMax);
+  }
+
+  static Status UnknownBucket(std::string_view id) {
+    return Status::NotFound("unknown bucket " + std::string(id));
+  }
+
+  BucketInfo Info(const Bucket& b) const {
+    BucketInfo info;
+    info.id = b.def.id;
+    info.enabled = b.def.enabled;
+    // The canonical definition plus the flags the engine derives from it.
+    std::string json = b.canonical_json;
+    json.pop_back();
+    json += ",\"timeBased\":";
+    json += b.def.criteria && IsTimeBased(*b.def.criteria) ? "true" : "false";
+    json += "}";
+    info.definition_json = std::move(json);
+    info.counts = BucketCounts{b.members.size(), b.entered_total, b.left_total};
+    info.due_queue_depth = b.due_index.size();
+    return info;
+  }
+
+  Options options_;
+  std::unique_ptr<Log> log_;
+  Fold fold_;
+  SnapshotStore snapshots_;
+  std::unique_ptr<Clock> clock_;
+  bool read_only_ = false;
+  bool closed_ = false;
+  bool grouping_ = false;
+  Status failed_;  // owner thread; Health() reads the copy below
+  bool memory_ahead_of_log_ = false;
+  mutable std::mutex health_mu_;
+  Status health_;
+  std::vector<Transition> scratch_;
+  Record record_scratch_;  // reused so ingest keeps its string capacity
+  std::atomic<uint64_t> committed_transition_seq_{0};
+  bool group_in_flight_ = false;  // EndGroupPipelined started a commit not yet awaited
+  uint64_t in_flight_transition_seq_ = 0;
+  uint64_t last_snapshot_seq_ = 0;
+  std::chrono::steady_clock::time_point last_snapshot_time_;
+  mutable EngineStats stats_;
+};
+
+}  // namespace
+
+Status ReadBucketId(std::string_view definition_json, std::string* id) {
+  BucketDefinition def;
+  if (Status s = ParseBucketDefinition(definition_json, &def); !s.ok()) return s;
+  *id = std::move(def.id);
+  return Status::Ok();
+}
+
+Status Engine::Open(const Options& options, std::unique_ptr<Engine>* out,
+                    std::vector<std::string>* warnings) {
+  auto engine = std::make_unique<EngineImpl>(options);
+  if (Status s = engine->OpenImpl(warnings); !s.ok()) return s;
+  *out = std::move(engine);
+  return Status::Ok();
+}
+
+}  // namespace bucketd

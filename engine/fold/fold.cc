@@ -1,0 +1,464 @@
+#include "engine/fold/fold.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstdio>
+#include <cstdlib>
+
+#include <simdjson.h>
+
+#include "bucketd/limits.h"
+#include "engine/fold/emitter.h"
+#include "engine/fold/fold_lookahead.h"
+
+namespace bucketd {
+namespace {
+
+// Most ids are ASCII, which is valid UTF-8: checking that inline skips simdjson's dispatch
+// and SIMD setup, which cost more than the check itself on a short id.
+bool IsAscii(std::string_view s) {
+  unsigned char any = 0;
+  for (const char c : s) any |= static_cast<unsigned char>(c);
+  return any < 0x80;
+}
+
+Status ValidateUserId(std::string_view user_id, std::string_view field = "userId") {
+  if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
+    return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
+  }
+  if (!IsAscii(user_id) && !simdjson::validate_utf8(user_id.data(), user_id.size())) {
+    return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
+  }
+  return Status::Ok();
+}
+
+Status ValidateEventName(std::string_view name, std::string_view field = "event") {
+  if (name.empty() || name.size() > kEventNameBytesMax) {
+    return Status::InvalidArgument(std::string(field), "must be 1-200 bytes");
+  }
+  if (name.starts_with("bucket:")) {
+    return Status::InvalidArgument(std::string(field),
+                                   "names starting with \"bucket:\" are reserved");
+  }
+  return Status::Ok();
+}
+
+// Trimmed and lower-cased (ASCII, as the "C" locale's isspace and tolower do), written over
+// `out`: a contact's events mostly repeat its email, and reusing the string's buffer saves
+// an allocation and a free per such event.
+void NormalizeEmailInto(std::string_view email, std::string* out) {
+  const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  while (!email.empty() && space(email.front())) email.remove_prefix(1);
+  while (!email.empty() && space(email.back())) email.remove_suffix(1);
+  out->assign(email);
+  for (char& c : *out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+}
+
+}  // namespace
+
+Fold::Fold() = default;
+Fold::~Fold() = default;
+
+const CompiledCriteria* Fold::compiled(uint32_t bucket) const {
+  return bucket < compiled_.size() ? compiled_[bucket].get() : nullptr;
+}
+
+Status Fold::Check(const Record& r) const {
+  switch (r.kind) {
+    case RecordKind::kEvent: {
+      User* user = nullptr;
+      return CheckEvent(r, &user);
+    }
+    case RecordKind::kContactDelete: {
+      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+      if (FindUser(r.user_id) == nullptr) return Status::NotFound("unknown contact");
+      return Status::Ok();
+    }
+    case RecordKind::kBucketDefine: {
+      BucketDefinition def;
+      return ParseBucketDefinition(r.definition_json, &def);
+    }
+    case RecordKind::kBucketEnable:
+    case RecordKind::kBucketDisable:
+    case RecordKind::kBucketDelete:
+      if (FindBucket(r.bucket_id) == nullptr) return Status::NotFound("unknown bucket");
+      return Status::Ok();
+    case RecordKind::kMemberAdd:
+    case RecordKind::kMemberRemove: {
+      const Bucket* bucket = FindBucket(r.bucket_id);
+      if (bucket == nullptr) return Status::NotFound("unknown bucket");
+      if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+      if (bucket->def.kind != BucketKind::kManual) {
+        return Status::FailedPrecondition("bucketId",
+                                          "members of a dynamic bucket follow its criteria");
+      }
+      if (!bucket->def.enabled) {
+        return Status::FailedPrecondition("bucketId", "bucket is disabled");
+      }
+      User* user = FindUser(r.user_id);
+      if (user != nullptr && user->deleted) {
+        return Status::FailedPrecondition("userId", "contact was deleted");
+      }
+      if (r.kind == RecordKind::kMemberRemove) {
+        const Slot* slot = user ? FindSlot(user, bucket->index) : nullptr;
+        if (slot == nullptr || !slot->active) return Status::NotFound("not a member");
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kClockAdvance:
+    case RecordKind::kSweep:
+      return Status::Ok();
+  }
+  return Status::InvalidArgument("kind", "unknown record kind");
+}
+
+// `*user` is the user if known already, else looked up here.
+Status Fold::CheckEvent(const Record& r, User** user) const {
+  if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+  if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+  if (*user == nullptr) *user = FindUser(r.user_id);
+  if (*user != nullptr && (*user)->deleted) {
+    return Status::FailedPrecondition("userId", "contact was deleted");
+  }
+  for (const PropertyPatch& p : r.properties) {
+    if (p.key.empty()) {
+      return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
+    }
+  }
+  return Status::Ok();
+}
+
+Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
+  assert(r.seq == state_.applied_seq + 1);
+  assert(known_user == nullptr || known_user == FindUser(r.user_id));
+  // Events are the hot path: checked once, keeping the user lookup for the apply.
+  User* event_user = known_user;
+  Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
+  if (!check.ok()) return check;
+  // Time never moves backwards inside the fold, whatever the record says.
+  const TimeMs at = std::max(r.at, state_.now);
+  state_.now = at;
+  Emitter emit(&state_, out, at);
+  Status status;
+  switch (r.kind) {
+    case RecordKind::kEvent:
+      status = ApplyEvent(r, event_user, &emit);
+      break;
+    case RecordKind::kContactDelete:
+      status = ApplyContactDelete(r);
+      break;
+    case RecordKind::kBucketDefine:
+      status = ApplyDefine(r, &emit);
+      break;
+    case RecordKind::kBucketEnable:
+      status = ApplyEnable(r, true, &emit);
+      break;
+    case RecordKind::kBucketDisable:
+      status = ApplyEnable(r, false, &emit);
+      break;
+    case RecordKind::kBucketDelete:
+      status = ApplyBucketDelete(r);
+      break;
+    case RecordKind::kMemberAdd:
+      status = ApplyMemberAdd(r, &emit);
+      break;
+    case RecordKind::kMemberRemove:
+      status = ApplyMemberRemove(r, &emit);
+      break;
+    case RecordKind::kClockAdvance:
+    case RecordKind::kSweep:
+      last_sweep_due_ = SweepTo(at, &emit);
+      break;
+  }
+  // Check() ran first, so an applier can fail only if re-reading the log failed midway:
+  // memory would no longer be a fold of the log, so stop loudly rather than diverge.
+  if (!status.ok()) {
+    std::fprintf(stderr, "bucketd: fold of record %llu failed: %s\n",
+                 static_cast<unsigned long long>(r.seq), status.ToString().c_str());
+    std::abort();
+  }
+  state_.applied_seq = r.seq;
+  return Status::Ok();  // not `status`: a copy of two strings per record
+}
+
+// --- lookups ---
+
+User* Fold::FindUser(std::string_view id) const { return state_.user_ids.Find(id); }
+
+void Fold::PrefetchUserState(const User* user, int stage) const {
+  const auto line = [](const void* p) { __builtin_prefetch(p); };
+  const auto lines = [&](const void* p, size_t bytes) {
+    for (size_t offset = 0; offset < bytes; offset += 64)
+      line(static_cast<const char*>(p) + offset);
+  };
+  switch (stage) {
+    case 1:
+      lines(user, sizeof(User));
+      break;
+    case 2:
+      line(user->events.data());
+      line(user->slots.data());
+      line(user->properties.data());
+      // Events mostly repeat the contact's email, which is compared and rewritten.
+      if (user->email) line(user->email->data());
+      break;
+    default:
+      for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
+      for (const EventHistory& h : user->events) line(&h);
+      lines(user->properties.data(), user->properties.size() * sizeof(Property));
+      break;
+  }
+}
+
+User* Fold::GetOrCreateUser(std::string_view id) {
+  if (User* user = FindUser(id)) return user;
+  User* user = state_.user_arena.New();
+  user->index = static_cast<uint32_t>(state_.users.size());
+  user->id = std::string(id);
+  state_.users.push_back(user);
+  state_.user_ids.Insert(user);
+  return user;
+}
+
+Slot* Fold::FindSlot(User* user, uint32_t bucket) const {
+  for (Slot* slot : user->slots) {
+    if (slot->bucket == bucket) return slot;
+  }
+  return nullptr;
+}
+
+Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
+  if (Slot* slot = FindSlot(user, bucket)) return slot;
+  Slot* slot = state_.slot_pool.New();
+  slot->user = user;
+  slot->user_index = user->index;
+  slot->bucket = bucket;
+  user->slots.push_back(slot);
+  return slot;
+}
+
+Bucket* Fold::FindBucket(std::string_view id) const {
+  auto it = state_.bucket_ids.find(std::string(id));
+  if (it == state_.bucket_ids.end()) return nullptr;
+  Bucket* bucket = state_.buckets[it->second].get();
+  return bucket->deleted ? nullptr : bucket;
+}
+
+// --- events and contacts ---
+
+void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
+  auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
+                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+  if (it == user->events.end() || it->name_id != name_id) {
+    // Appended, then rotated into place: inserting in the middle of the vector moves
+    // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
+    const size_t at = static_cast<size_t>(it - user->events.begin());
+    EventHistory& added = user->events.emplace_back();
+    added.name_id = name_id;
+    added.first_at = added.last_at = occurred_at;
+    it = user->events.begin() + static_cast<std::ptrdiff_t>(at);
+    std::rotate(it, user->events.end() - 1, user->events.end());
+  }
+  EventHistory& h = *it;
+  ++h.total_count;
+  h.first_at = std::min(h.first_at, occurred_at);
+  h.last_at = std::max(h.last_at, occurred_at);
+  RetainInstant(&h, occurred_at);
+}
+
+void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
+  const uint32_t depth = state_.kept_depth(h->name_id);
+  if (depth == 0) return;
+  auto& newest = h->newest;
+  // More than the depth are kept when it was lowered since: the oldest go first.
+  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
+  // Late events land in place; only the newest `depth` instants are kept.
+  const auto place = std::upper_bound(newest.begin(), newest.end(), occurred_at);
+  if (newest.size() < depth) {
+    newest.insert(place, occurred_at);
+    return;
+  }
+  // Full: the oldest gives way in place. Inserting first would hold depth + 1 for a moment,
+  // which spills a full inline array to the heap for good (a cache miss per event after).
+  if (place == newest.begin()) return;  // older than all it would displace
+  std::move(newest.begin() + 1, place, newest.begin());
+  *(place - 1) = occurred_at;
+}
+
+Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
+  // Only a name now keeping more than it kept needs its instants re-read. Every interned
+  // name is looked at: one no bucket references has no depth entry but keeps the floor.
+  const uint32_t previous_floor = state_.history_floor;
+  std::vector<bool> deeper;
+  const auto find_deeper = [&] {
+    deeper.assign(state_.event_names.size(), false);
+    bool any = false;
+    for (uint32_t id = 0; id < deeper.size(); ++id) {
+      const uint32_t before = id < previous_depth.size() ? previous_depth[id] : 0;
+      deeper[id] = state_.kept_depth(id) > std::max(before, previous_floor);
+      any = any || deeper[id];
+    }
+    return any;
+  };
+  if (!find_deeper() || !history_source_) return Status::Ok();
+  // A state loaded from a version-2 snapshot keeps exactly each depth (floor 0). This pass
+  // reads the log anyway, so every name gets the floor's instants back as well.
+  if (previous_floor < kNewestKeptMin) {
+    state_.history_floor = kNewestKeptMin;
+    find_deeper();
+  }
+  for (auto& user : state_.users) {
+    for (EventHistory& h : user->events) {
+      if (deeper[h.name_id]) h.newest.clear();
+    }
+  }
+  // Re-read every earlier event of those names; deleted contacts stay forgotten. The whole
+  // log is read, so its users are fetched ahead like a replay's (Lookahead).
+  constexpr uint32_t kUnwanted = UINT32_MAX;
+  std::vector<uint32_t> name_ids;  // per record of a run: a deepened name, or kUnwanted
+  return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
+    name_ids.assign(run.size(), kUnwanted);
+    for (size_t i = 0; i < run.size(); ++i) {
+      if (run[i].kind != RecordKind::kEvent) continue;
+      const uint32_t name_id = state_.event_names.Find(run[i].event_name);
+      if (name_id < deeper.size() && deeper[name_id]) name_ids[i] = name_id;
+    }
+    Lookahead lookahead(*this);
+    for (size_t i = 0; i < run.size(); ++i) {
+      lookahead.Advance(i, run.size(), [&](size_t j) -> std::string_view {
+        return name_ids[j] != kUnwanted ? std::string_view(run[j].user_id) : std::string_view();
+      });
+      const uint32_t name_id = name_ids[i];
+      if (name_id == kUnwanted) continue;
+      const Record& r = run[i];
+      User* user = lookahead.user(i, r.user_id);
+      if (user == nullptr) user = FindUser(r.user_id);
+      if (user == nullptr || user->deleted) continue;
+      auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
+                                 [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+      if (it == user->events.end() || it->name_id != name_id) continue;
+      RetainInstant(&*it, std::min(r.occurred_at, r.at));
+    }
+  });
+}
+
+void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {
+  patched_keys_scratch_.clear();
+  for (const PropertyPatch& p : patch) {
+    const uint32_t key_id = state_.property_keys.Intern(p.key);
+    patched_keys_scratch_.push_back(key_id);
+    auto it = std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
+                               [](const Property& q, uint32_t id) { return q.key_id < id; });
+    const bool present = it != user->properties.end() && it->key_id == key_id;
+    if (p.value.type == PropertyValue::Type::kNull) {
+      if (present) user->properties.erase(it);
+    } else if (!present) {
+      user->properties.insert(it, Property{key_id, p.value, at});
+    } else if (!(it->value == p.value)) {
+      it->value = p.value;
+      it->changed_at = at;
+    }
+  }
+}
+
+Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
+  const TimeMs now = state_.now;
+  if (user == nullptr) user = GetOrCreateUser(r.user_id);
+  ApplyUserDue(user, now, emit);
+
+  const bool first_event = !user->has_events;
+  user->has_events = true;
+  if (r.email) {
+    if (!user->email) user->email.emplace();
+    NormalizeEmailInto(*r.email, &*user->email);
+  }
+  PatchProperties(user, r.properties, now);
+  const uint32_t name_id = state_.event_names.Intern(r.event_name);
+  RecordEvent(user, name_id, std::min(r.occurred_at, now));
+
+  // Only buckets that reference the event name or a patched key can change (inverted
+  // indices); a contact's first event evaluates them all (absence predicates).
+  std::vector<uint32_t>& affected = affected_scratch_;
+  affected.clear();
+  if (first_event) {
+    for (auto& bucket : state_.buckets) affected.push_back(bucket->index);
+  } else {
+    if (name_id < state_.buckets_by_event.size()) {
+      affected.assign(state_.buckets_by_event[name_id].begin(),
+                      state_.buckets_by_event[name_id].end());
+    }
+    for (const uint32_t key_id : patched_keys_scratch_) {
+      if (key_id >= state_.buckets_by_property.size()) continue;
+      const std::vector<uint32_t>& by_key = state_.buckets_by_property[key_id];
+      affected.insert(affected.end(), by_key.begin(), by_key.end());
+    }
+    // Each list is in bucket order without repeats; only merging lists needs a sort.
+    if (!patched_keys_scratch_.empty()) {
+      std::sort(affected.begin(), affected.end());
+      affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    }
+  }
+  for (uint32_t index : affected) {
+    Bucket& bucket = *state_.buckets[index];
+    if (!bucket.evaluable() || bucket.def.kind != BucketKind::kDynamic) continue;
+    const auto outlook = compiled_[index]->Assess(*user, now);
+    Slot* slot = FindSlot(user, index);
+    if (slot == nullptr) {
+      const bool may_join_by_clock = bucket.def.reconcile_joins && outlook.next != kNever;
+      if (!outlook.value && !may_join_by_clock) continue;
+      slot = GetOrCreateSlot(user, index);
+    }
+    EvaluateOnIngest(slot, now, outlook, emit);
+  }
+  return Status::Ok();
+}
+
+Status Fold::ApplyContactDelete(const Record& r) {
+  User* user = FindUser(r.user_id);
+  if (user->deleted) return Status::Ok();
+  // Privacy: the contact drops out of every count, list and index at once, silently.
+  for (Slot* slot : user->slots) {
+    Unfile(slot);
+    if (slot->active) {
+      slot->active = false;
+      state_.buckets[slot->bucket]->members.Remove(slot);
+    }
+    // The member index must not point at the slot once it is freed.
+    state_.buckets[slot->bucket]->members.Forget(slot);
+  }
+  for (Slot* slot : user->slots) state_.slot_pool.Delete(slot);
+  user->slots.clear();
+  user->past.clear();
+  user->properties.clear();
+  user->events.clear();
+  user->email.reset();
+  user->deleted = true;
+  return Status::Ok();
+}
+
+// --- manual membership ---
+
+Status Fold::ApplyMemberAdd(const Record& r, Emitter* emit) {
+  Bucket* bucket = FindBucket(r.bucket_id);
+  User* user = GetOrCreateUser(r.user_id);
+  ApplyUserDue(user, state_.now, emit);
+  Slot* slot = GetOrCreateSlot(user, bucket->index);
+  if (!slot->active) Join(slot, state_.now, MembershipSource::kManual, false, emit);
+  Refile(slot, state_.now);
+  return Status::Ok();
+}
+
+Status Fold::ApplyMemberRemove(const Record& r, Emitter* emit) {
+  Bucket* bucket = FindBucket(r.bucket_id);
+  User* user = FindUser(r.user_id);
+  ApplyUserDue(user, state_.now, emit);
+  Slot* slot = FindSlot(user, bucket->index);
+  // A maxDwell leave that fell due just before may already have ended it.
+  if (slot->active) Leave(slot, state_.now, LeaveReason::kManual, false, emit);
+  Refile(slot, state_.now);
+  return Status::Ok();
+}
+
+}  // namespace bucketd

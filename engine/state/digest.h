@@ -1,0 +1,13 @@
+#pragma once
+// The state digest: a hash of the canonical form of State (docs/state-digest.md), equal
+// exactly when two folds of the same log prefix agree.
+#include <string>
+
+#include "engine/state/state.h"
+
+namespace bucketd {
+
+// 32 hex digits of XXH3-128 over the canonical serialization.
+std::string ComputeDigest(const State& state);
+
+}  // namespace bucketd

@@ -1,0 +1,208 @@
+#include "engine/state/due_index.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+namespace bucketd {
+namespace {
+
+// Descending key order: a sorted page pops from its back.
+bool After(const DueIndex::Entry& a, const DueIndex::Entry& b) { return a.key > b.key; }
+bool Erased(const DueIndex::Entry& e) { return e.slot == nullptr; }
+
+// Sorts a page's entries by descending key. An LSD radix sort, 11 bits a pass, on the
+// key's 52 significant bits (the instant's offset in its page, then the user index),
+// skipping passes whose digit all entries share: sorting pages was ~8% of a long replay
+// with std::sort, whose comparisons on random keys mispredict about every other branch.
+// Small pages use std::sort.
+void SortDescending(std::vector<DueIndex::Entry>* entries) {
+  constexpr size_t kRadixMin = 256;
+  const size_t n = entries->size();
+  if (n < kRadixMin) {
+    std::sort(entries->begin(), entries->end(), After);
+    return;
+  }
+  const auto key = [](const DueIndex::Entry& e) {
+    constexpr uint64_t kOffsetMask = (uint64_t{1} << DueIndex::kPageShift) - 1;
+    return (static_cast<uint64_t>(e.key.due_at) & kOffsetMask) << 32 | e.key.user_index;
+  };
+  constexpr int kDigitBits = 11;
+  constexpr size_t kDigits = size_t{1} << kDigitBits;
+  // One per thread, kept between sorts of ordinary pages; released after a huge one.
+  constexpr size_t kScratchKeptMax = size_t{1} << 16;
+  thread_local std::vector<DueIndex::Entry> scratch;
+  scratch.resize(n);
+  std::vector<uint32_t> count(kDigits);
+  DueIndex::Entry* from = entries->data();
+  DueIndex::Entry* to = scratch.data();
+  for (int shift = 0; shift < 32 + DueIndex::kPageShift; shift += kDigitBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (size_t i = 0; i < n; ++i) ++count[(key(from[i]) >> shift) & (kDigits - 1)];
+    if (std::find(count.begin(), count.end(), n) != count.end()) continue;  // one digit
+    uint32_t at = 0;  // the highest digit first: descending
+    for (size_t d = kDigits; d-- > 0;) at += std::exchange(count[d], at);
+    for (size_t i = 0; i < n; ++i) to[count[(key(from[i]) >> shift) & (kDigits - 1)]++] = from[i];
+    std::swap(from, to);
+  }
+  if (from != entries->data()) std::copy(from, from + n, entries->data());
+  if (scratch.capacity() > kScratchKeptMax) std::vector<DueIndex::Entry>().swap(scratch);
+}
+
+// Erased entries are dropped all at once when they outnumber the live ones by this many.
+constexpr size_t kCompactSlack = 1024;
+// Erasing scans an unsorted page up to this size; a bigger one is sorted first.
+constexpr size_t kScanMax = 256;
+
+}  // namespace
+
+void DueIndex::PageTally::Flush() {
+  if (pending_ > 0) counts_[last_page_] += pending_;
+  pending_ = 0;
+}
+
+void DueIndex::PageTally::Merge(PageTally&& other) {
+  Flush();
+  other.Flush();
+  for (const auto& [page, count] : other.counts_) counts_[page] += count;
+  total_ += other.total_;
+  other = PageTally();
+}
+
+void DueIndex::Reserve(PageTally&& tally) {
+  tally.Flush();
+  for (const auto& [page, count] : tally.counts_) {
+    std::vector<Entry>& entries = pages_[page].entries;
+    entries.reserve(entries.size() + count);
+  }
+  tally = PageTally();
+}
+
+size_t DueIndex::capacity() const {
+  size_t room = 0;
+  for (const auto& [number, page] : pages_) room += page.entries.capacity();
+  return room;
+}
+
+void DueIndex::Insert(DueKey key, Slot* slot) {
+  Page& page = pages_[PageOf(key.due_at)];
+  if (page.sorted) {
+    page.late.emplace(key, slot);
+  } else {
+    page.entries.push_back(Entry{key, slot});
+  }
+  ++size_;
+}
+
+void DueIndex::Erase(DueKey key) {
+  auto it = pages_.find(PageOf(key.due_at));
+  if (it == pages_.end()) Broken("a filed slot missing from its time index");
+  Page& page = it->second;
+  if (page.late.erase(key) == 1) {
+    --size_;
+    return;
+  }
+  // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
+  // (filed, erased, filed again), but only one of the repeats is live.
+  Entry* found = nullptr;
+  if (!page.sorted && page.entries.size() > kScanMax) Sort(&page);
+  if (page.sorted) {
+    auto e = std::lower_bound(page.entries.begin(), page.entries.end(), key,
+                              [](const Entry& x, const DueKey& k) { return x.key > k; });
+    for (; e != page.entries.end() && e->key == key; ++e) {
+      if (!Erased(*e)) found = &*e;
+    }
+  } else {
+    auto e = std::find_if(page.entries.begin(), page.entries.end(),
+                          [&](const Entry& x) { return x.key == key && !Erased(x); });
+    if (e != page.entries.end()) found = &*e;
+  }
+  if (found == nullptr) Broken("a filed slot missing from its time index");
+  found->slot = nullptr;
+  --size_;
+  ++erased_;
+  if (erased_ > size_ + kCompactSlack) Compact();
+}
+
+void DueIndex::EraseFront(DueKey key) {
+  Page& page = FrontPage();
+  if (LateFirst(page)) {
+    if (page.late.begin()->first != key) Broken("a slot filed under another instant");
+    page.late.erase(page.late.begin());
+  } else {
+    if (page.entries.back().key != key) Broken("a slot filed under another instant");
+    page.entries.pop_back();
+  }
+  --size_;
+  if (erased_ > size_ + kCompactSlack) Compact();
+}
+
+void DueIndex::clear() {
+  pages_.clear();
+  size_ = 0;
+  erased_ = 0;
+}
+
+std::vector<DueIndex::Entry> DueIndex::Sorted() const {
+  std::vector<Entry> all;
+  all.reserve(size_);
+  for (const auto& [number, page] : pages_) {
+    for (const Entry& e : page.entries) {
+      if (!Erased(e)) all.push_back(e);
+    }
+    for (const auto& [key, slot] : page.late) all.push_back(Entry{key, slot});
+  }
+  std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
+  return all;
+}
+
+DueIndex::Page& DueIndex::FrontPage() const {
+  for (;;) {
+    if (pages_.empty()) Broken("live entries missing from the time index");
+    auto it = pages_.begin();
+    Page& page = it->second;
+    if (!page.sorted) Sort(&page);
+    while (!page.entries.empty() && Erased(page.entries.back())) {
+      page.entries.pop_back();
+      --erased_;
+    }
+    if (!page.entries.empty() || !page.late.empty()) return page;
+    pages_.erase(it);
+  }
+}
+
+void DueIndex::Sort(Page* page) const {
+  erased_ -= std::erase_if(page->entries, Erased);
+  SortDescending(&page->entries);
+  page->sorted = true;
+}
+
+DueIndex::Entry DueIndex::Front() const {
+  const Page& page = FrontPage();
+  if (LateFirst(page)) return Entry{page.late.begin()->first, page.late.begin()->second};
+  return page.entries.back();
+}
+
+void DueIndex::Compact() {
+  for (auto it = pages_.begin(); it != pages_.end();) {
+    Page& page = it->second;
+    std::erase_if(page.entries, Erased);  // keeps a sorted page sorted
+    if (page.entries.empty() && page.late.empty()) {
+      it = pages_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  erased_ = 0;
+}
+
+// The index and the slots' due instants disagree: the state is no longer a fold of the
+// log, and going on could loop or diverge. Stop loudly.
+void DueIndex::Broken(const char* what) {
+  std::fprintf(stderr, "bucketd: time index invariant violated: %s\n", what);
+  std::abort();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,161 @@
+#pragma once
+// A bucket's time index: the slots whose state the clock alone can change, popped in
+// (due instant, user index) order so that a sweep is deterministic.
+//
+// A calendar of pages, not one ordered tree. Filing is on the ingest path and mostly lands
+// far ahead of the clock (now + a window, a dwell, a maxDwell), where order does not matter
+// yet. So a page holds the entries of one span of time (2^kPageShift ms) unsorted, and
+// filing is an append; a page is sorted once, when it becomes the front (the earliest
+// page). Before this, every filing was a descent through an absl B-tree of all the
+// bucket's entries, a cache miss or three per level and the largest single cost of replay
+// when measured.
+//
+// Erasing from a page marks the entry (its slot becomes null) instead of moving anything;
+// marked entries are dropped when their page comes to the front, or all at once when they
+// outnumber the live ones. It finds the entry by a scan of a small page, or by binary
+// search in a big one (sorting it first, once). Entries filed into a page after it was
+// sorted go to a B-tree beside it (`late`): the front page takes filings at the clock
+// (a due instant already past is filed at now), and a page sorted for an erase keeps
+// taking filings until the clock reaches it; neither ever sorts or merges the page again.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <absl/container/btree_map.h>
+#include <absl/container/flat_hash_map.h>
+
+#include "bucketd/types.h"
+#include "engine/state/user.h"
+
+namespace bucketd {
+
+struct DueKey {
+  TimeMs due_at = 0;
+  uint32_t user_index = 0;
+  friend auto operator<=>(const DueKey&, const DueKey&) = default;
+};
+
+class DueIndex {
+ public:
+  struct Entry {
+    DueKey key;
+    Slot* slot = nullptr;  // null: erased
+  };
+
+  // How many entries a bulk load (snapshot load) will file into each page, counted as the
+  // filings are found so that Reserve can size every page once: growing pages by doubling
+  // touched about three times the memory the entries need.
+  class PageTally {
+   public:
+    void Add(TimeMs due_at) {
+      const int64_t page = PageOf(due_at);
+      if (page != last_page_ || pending_ == 0) {
+        Flush();
+        last_page_ = page;
+      }
+      ++pending_;
+      ++total_;
+    }
+    void Merge(PageTally&& other);
+    uint64_t total() const { return total_; }
+
+   private:
+    friend class DueIndex;
+    void Flush();
+
+    absl::flat_hash_map<int64_t, uint64_t> counts_;
+    // Filings come in runs of one page: counted here, flushed when the page changes.
+    int64_t last_page_ = 0;
+    uint64_t pending_ = 0;
+    uint64_t total_ = 0;
+  };
+  // Makes room in each page for the filings `tally` counted.
+  void Reserve(PageTally&& tally);
+
+  // Files `slot` under `key`. REQUIRES (not checked: it would cost a search per filing):
+  // the key is not filed already (one slot per user and bucket, and a slot is filed once).
+  void Insert(DueKey key, Slot* slot);
+  // Removes the entry under `key`, which must be there.
+  void Erase(DueKey key);
+  // Removes the earliest entry, which must be filed under `key` (the popped slot's).
+  // REQUIRES: !empty().
+  void EraseFront(DueKey key);
+
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  // The earliest entry. REQUIRES: !empty(). Logically const, but not safe to call from two
+  // threads at once: it may sort the front page and drop erased entries, which changes no
+  // answer. (The fold is single-threaded; nothing else reads a time index.)
+  DueKey front_key() const { return Front().key; }
+  Slot* front() const { return Front().slot; }
+  void clear();
+
+  // Calls visit(position, slot) for the entries after the front, in pop order, while
+  // position < count (position 1 is the next pop) and they are in the front page: a sweep
+  // warms them ahead. REQUIRES: !empty().
+  template <typename Visit>
+  void VisitUpcoming(size_t count, const Visit& visit) const;
+
+  // Every entry, in pop order (tests and checks; sorts a copy).
+  std::vector<Entry> Sorted() const;
+  // Entries stored, erased ones included: memory, and tests of the compaction bound.
+  size_t stored() const { return size_ + erased_; }
+  // Room for entries across the pages (tests of Reserve's sizing).
+  size_t capacity() const;
+
+  // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
+  // sweep sorts a page only when the clock reaches it.
+  static constexpr int kPageShift = 20;
+
+ private:
+  struct Page {
+    // Unsorted until the page is the front (or big and erased from); then sorted
+    // descending, so a pop is a pop_back and nothing moves.
+    std::vector<Entry> entries;
+    bool sorted = false;
+    absl::btree_map<DueKey, Slot*> late;  // filed after `entries` was sorted; never marked
+  };
+  using Pages = absl::btree_map<int64_t, Page>;
+
+  static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
+  // The front page, sorted, with no erased entry at the back of `entries`.
+  // REQUIRES: !empty().
+  Page& FrontPage() const;
+  void Sort(Page* page) const;
+  // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
+  static bool LateFirst(const Page& page) {
+    return page.entries.empty() ||
+           (!page.late.empty() && page.late.begin()->first < page.entries.back().key);
+  }
+  Entry Front() const;
+  // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
+  void Compact();
+  [[noreturn]] static void Broken(const char* what);
+
+  mutable Pages pages_;
+  size_t size_ = 0;            // live entries
+  mutable size_t erased_ = 0;  // erased entries still stored
+};
+
+template <typename Visit>
+void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
+  const Page& page = FrontPage();
+  // Merges the sorted entries (from the back) with the late ones (from the front).
+  auto sorted = page.entries.rbegin();
+  auto late = page.late.begin();
+  for (size_t position = 0; position < count;) {
+    while (sorted != page.entries.rend() && sorted->slot == nullptr) ++sorted;
+    const bool sorted_left = sorted != page.entries.rend();
+    if (!sorted_left && late == page.late.end()) return;
+    Slot* slot;
+    if (late != page.late.end() && (!sorted_left || late->first < sorted->key)) {
+      slot = (late++)->second;
+    } else {
+      slot = (sorted++)->slot;
+    }
+    if (position != 0) visit(position, slot);
+    ++position;
+  }
+}
+
+}  // namespace bucketd

@@ -1,0 +1,149 @@
+#pragma once
+// A user and its slots (one per bucket the clock can change for it): the plain data the
+// containers of this folder hold pointers to, without the containers (state.h).
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <absl/container/inlined_vector.h>
+
+#include "bucketd/types.h"
+
+namespace bucketd {
+
+inline constexpr TimeMs kNever = INT64_MAX;
+// Past memberships kept per user for queries (the transition stream keeps them all).
+inline constexpr size_t kPastMembershipsPerUserMax = 64;
+
+struct User;
+
+// An optional instant in 8 bytes where std::optional<TimeMs> takes 16; it sits in every
+// slot, so the difference is paid per membership. INT64_MIN (never a real instant) means
+// none. Same surface as the std::optional it replaces, and converts to it.
+class OptionalTime {
+ public:
+  OptionalTime() = default;
+  OptionalTime(std::nullopt_t) {}
+  OptionalTime(TimeMs t) : value_(t) {}
+  OptionalTime(const std::optional<TimeMs>& t) : value_(t ? *t : kNone) {}
+  explicit operator bool() const { return value_ != kNone; }
+  bool has_value() const { return value_ != kNone; }
+  TimeMs operator*() const { return value_; }
+  TimeMs value_or(TimeMs fallback) const { return has_value() ? value_ : fallback; }
+  void reset() { value_ = kNone; }
+  operator std::optional<TimeMs>() const {
+    return has_value() ? std::optional<TimeMs>(value_) : std::nullopt;
+  }
+  friend bool operator==(const OptionalTime&, const OptionalTime&) = default;
+
+ private:
+  static constexpr TimeMs kNone = INT64_MIN;
+  TimeMs value_ = kNone;
+};
+
+// Per (user, event name): what criteria legs need of that user's events of that name.
+struct EventHistory {
+  uint32_t name_id = 0;
+  uint64_t total_count = 0;
+  TimeMs first_at = 0;
+  TimeMs last_at = 0;
+  // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
+  // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
+  // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
+  // not the number of events; criteria read only the newest `depth` (Newest()). Typical
+  // depths (exists, count >= 3) fit inline: no allocation, and no second cache miss
+  // behind the history on every event of the name.
+  static constexpr uint32_t kNewestInline = 4;
+  absl::InlinedVector<TimeMs, kNewestInline> newest;
+};
+
+// Every name keeps at least this many newest instants, whatever its depth: they fit the
+// room EventHistory::newest has inline anyway, and a definition that needs no more (most
+// thresholds, or a bucket deleted and defined again) then finds them kept instead of
+// re-reading the whole log (Fold::RestoreHistory).
+inline constexpr uint32_t kNewestKeptMin = EventHistory::kNewestInline;
+
+// A name's retention depth in a State::history_depth table; ids past its end: 0.
+inline uint32_t DepthOf(const std::vector<uint32_t>& history_depth, uint32_t name_id) {
+  return name_id < history_depth.size() ? history_depth[name_id] : 0;
+}
+
+// What criteria, and the digest, see of a history: its newest `depth` instants. Those
+// kept beyond are only there for a later, deeper definition.
+inline std::span<const TimeMs> Newest(const EventHistory& h, uint32_t depth) {
+  const size_t n = std::min<size_t>(h.newest.size(), depth);
+  return {h.newest.data() + (h.newest.size() - n), n};
+}
+
+struct Property {
+  uint32_t key_id = 0;
+  PropertyValue value;
+  TimeMs changed_at = 0;  // when the key took its current value (backfill anchors)
+};
+
+struct DwellStamp {
+  int64_t label_key = 0;  // DwellReaction packed: duration_ms * 2 + kind
+  uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
+};
+
+struct Slot {
+  // Ordered by size so that no padding sits between fields (80 bytes).
+  User* user = nullptr;
+  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user_index) unless kNever
+  TimeMs entered_at = 0;
+  OptionalTime dwell_anchor_at;
+  OptionalTime last_left_at;
+  // One stamp per dwell reaction fired in the active membership; the first is inline (in
+  // the bytes a std::vector's header takes), so a bucket's one reaction costs no malloc.
+  absl::InlinedVector<DwellStamp, 1> dwell;
+  // A copy of user->index, the time index's tie-break: re-filing needs it without a trip
+  // through `user`.
+  uint32_t user_index = 0;
+  uint32_t bucket = 0;
+  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+
+  bool active : 1 = false;
+  bool member_touched : 1 = false;  // MemberIndex bookkeeping
+  bool member_listed : 1 = false;
+  // Left by maxDwell while the criteria still held: no re-join until they stop holding.
+  bool rejoin_blocked : 1 = false;
+  MembershipSource source = MembershipSource::kEvent;
+
+  TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
+};
+static_assert(sizeof(Slot) <= 80, "a slot per membership: its size is paid ten million times");
+
+struct PastMembership {
+  uint32_t bucket = 0;
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  LeaveReason reason = LeaveReason::kCriteria;
+  TimeMs entered_at = 0;
+  TimeMs left_at = 0;
+  OptionalTime dwell_anchor_at;
+};
+
+// Every field has an initializer: new users are default-initialized (UserArena::New),
+// since zeroing the whole object first cost 7% of replay.
+struct User {
+  uint32_t index = 0;  // dense, in order of first appearance in the log
+  std::string id;
+  std::optional<std::string> email;
+  bool deleted = false;
+  bool has_events = false;  // the first event evaluates every bucket
+  // No slot of this user is due before this instant (a lower bound, tightened when the
+  // user's due items are applied): most ingests skip the walk over the user's slots.
+  TimeMs next_due_floor = kNever;
+  // The arrays every event reads are inline for a typical user (a few names, buckets and
+  // keys): the user is then one block the lookahead fetches at once, with no dependent
+  // miss behind each array header and no malloc per array. Larger users spill to the heap.
+  absl::InlinedVector<Property, 2> properties;  // sorted by key_id
+  absl::InlinedVector<EventHistory, 4> events;  // sorted by name_id
+  absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
+  std::vector<PastMembership> past;
+};
+
+}  // namespace bucketd

@@ -1,6 +1,0 @@
-#pragma once
-
-namespace bucketd {
-struct Slot;
-struct User;
-}  // namespace bucketd
