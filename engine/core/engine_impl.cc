@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "bucketd/engine.h"
+#include "engine/base/input_rules.h"
 #include "engine/core/clock.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
@@ -177,7 +178,8 @@ class EngineImpl final : public Engine {
     if (Status s = Writable(); !s.ok()) return s;
     *result = BatchResult{};
     if (events.size() > kBatchItemsMax) {
-      return Status::InvalidArgument("events", "a batch holds at most 100000 items");
+      return Status::InvalidArgument(
+          "events", "a batch holds at most " + std::to_string(kBatchItemsMax) + " items");
     }
     const TimeMs now = Now();
     Fold::Lookahead lookahead(fold_);
@@ -385,7 +387,7 @@ class EngineImpl final : public Engine {
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (limit == 0 || limit > kMembersPageMax) {
-      return Status::InvalidArgument("limit", "must be 1-1000");
+      return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
     }
     out->members.clear();
     out->next_cursor.reset();
@@ -438,7 +440,7 @@ class EngineImpl final : public Engine {
   Status ReadTransitions(uint64_t after_seq, size_t limit,
                          std::vector<Transition>* out) const override {
     if (limit == 0 || limit > kTransitionsPageMax) {
-      return Status::InvalidArgument("limit", "must be 1-10000");
+      return Status::InvalidArgument("limit", MustBeBetween(1, kTransitionsPageMax));
     }
     return log_->ReadTransitions(after_seq, limit, out);
   }
@@ -517,9 +519,7 @@ class EngineImpl final : public Engine {
                     std::vector<Transition>* transitions, User* known_user = nullptr) {
     *duplicate = false;
     if (event.idempotency_key) {
-      if (event.idempotency_key->empty() || event.idempotency_key->size() > 256) {
-        return Status::InvalidArgument("idempotencyKey", "must be 1-256 bytes");
-      }
+      if (Status s = ValidateIdempotencyKey(*event.idempotency_key); !s.ok()) return s;
       bool seen = false;
       // Refused before the fold: memory stays the fold of the log, and what this group
       // staged before still commits.
@@ -532,8 +532,9 @@ class EngineImpl final : public Engine {
         return Status::Ok();
       }
     }
-    if (event.occurred_at_ms && *event.occurred_at_ms < 0) {
-      return Rejected(Status::InvalidArgument("occurredAt", "must be at or after 1970-01-01"));
+    // The fold checks the rest of what ValidateEvent does (every record, replayed too).
+    if (event.occurred_at_ms) {
+      if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return Rejected(s);
     }
     Record& r = record_scratch_;
     r.seq = log_->last_seq() + 1;
@@ -750,6 +751,18 @@ class EngineImpl final : public Engine {
 };
 
 }  // namespace
+
+Status ValidateEvent(const EventInput& event) {
+  if (event.idempotency_key) {
+    if (Status s = ValidateIdempotencyKey(*event.idempotency_key); !s.ok()) return s;
+  }
+  if (Status s = ValidateUserId(event.user_id); !s.ok()) return s;
+  if (Status s = ValidateEventName(event.event); !s.ok()) return s;
+  if (event.occurred_at_ms) {
+    if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
+  }
+  return ValidateContactProperties(event.contact_properties);
+}
 
 Status ReadBucketId(std::string_view definition_json, std::string* id) {
   BucketDefinition def;

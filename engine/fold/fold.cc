@@ -8,40 +8,12 @@
 #include <simdjson.h>
 
 #include "bucketd/limits.h"
+#include "engine/base/input_rules.h"
 #include "engine/fold/emitter.h"
 #include "engine/fold/fold_lookahead.h"
 
 namespace bucketd {
 namespace {
-
-// Most ids are ASCII, which is valid UTF-8: checking that inline skips simdjson's dispatch
-// and SIMD setup, which cost more than the check itself on a short id.
-bool IsAscii(std::string_view s) {
-  unsigned char any = 0;
-  for (const char c : s) any |= static_cast<unsigned char>(c);
-  return any < 0x80;
-}
-
-Status ValidateUserId(std::string_view user_id, std::string_view field = "userId") {
-  if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
-    return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
-  }
-  if (!IsAscii(user_id) && !simdjson::validate_utf8(user_id.data(), user_id.size())) {
-    return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
-  }
-  return Status::Ok();
-}
-
-Status ValidateEventName(std::string_view name, std::string_view field = "event") {
-  if (name.empty() || name.size() > kEventNameBytesMax) {
-    return Status::InvalidArgument(std::string(field), "must be 1-200 bytes");
-  }
-  if (name.starts_with("bucket:")) {
-    return Status::InvalidArgument(std::string(field),
-                                   "names starting with \"bucket:\" are reserved");
-  }
-  return Status::Ok();
-}
 
 // Trimmed and lower-cased (ASCII, as the "C" locale's isspace and tolower do), written over
 // `out`: a contact's events mostly repeat its email, and reusing the string's buffer saves
@@ -122,12 +94,7 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
-  for (const PropertyPatch& p : r.properties) {
-    if (p.key.empty()) {
-      return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
-    }
-  }
-  return Status::Ok();
+  return ValidateContactProperties(r.properties);
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {

@@ -52,7 +52,10 @@ Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
   } else if (Status status = ParseDurationString(text, wait_ms); !status.ok()) {
     return Status::InvalidArgument("wait", "must be seconds or a duration such as \"500ms\"");
   }
-  if (*wait_ms > kLongPollMsMax) return Status::InvalidArgument("wait", "must be at most 30 s");
+  if (*wait_ms > kLongPollMsMax) {
+    return Status::InvalidArgument(
+        "wait", "must be at most " + std::to_string(kLongPollMsMax / 1000) + " s");
+  }
   return Status::Ok();
 }
 

@@ -252,6 +252,12 @@ class Engine {
   virtual Status Close() = 0;
 };
 
+// Checks an event's fields as Ingest does (SPEC §1-2): idempotencyKey, userId, event name,
+// occurredAt and contact property keys, naming the field. Ingest refuses what this refuses,
+// except that a seen idempotencyKey makes the event a duplicate first; it also refuses
+// what depends on the state (an event for a deleted contact).
+Status ValidateEvent(const EventInput& event);
+
 // The id of a bucket definition, validating the whole definition (SPEC §3).
 Status ReadBucketId(std::string_view definition_json, std::string* id);
 
