@@ -37,7 +37,7 @@ declare -A allowed=(
   [fold]="public base definition state"
   [replay]="public base definition state fold"
   [core]="public api base definition state log snapshot fold replay"
-  [server]="public api base:engine/base/json_writer.h"
+  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h"
   [bucketctl]="public api base:engine/base/record.h log snapshot"
   [loadgen]=""
 )

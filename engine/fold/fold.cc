@@ -1,13 +1,11 @@
 #include "engine/fold/fold.h"
 
 #include <algorithm>
-#include <cassert>
-#include <cstdio>
-#include <cstdlib>
 
 #include <simdjson.h>
 
 #include "bucketd/limits.h"
+#include "engine/base/check.h"
 #include "engine/base/input_rules.h"
 #include "engine/fold/emitter.h"
 #include "engine/fold/fold_lookahead.h"
@@ -98,14 +96,22 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
-  assert(r.seq == state_.applied_seq + 1);
-  assert(known_user == nullptr || known_user == FindUser(r.user_id));
+  BUCKETD_CHECK_MSG(r.seq == state_.applied_seq + 1, "record " + std::to_string(r.seq) + " after " +
+                                                         std::to_string(state_.applied_seq));
+  // Comparing ids, not looking the user up again: that lookup is what a Lookahead saves.
+  BUCKETD_CHECK(known_user == nullptr || known_user->id == r.user_id);
+  // Time never moves backwards inside the fold: the engine stamps records with its now,
+  // which never does either, so an earlier instant is a log that is not the engine's.
+  if (r.at < state_.now) {
+    return Status::Corruption("record " + std::to_string(r.seq) + " is stamped " +
+                              std::to_string(r.at) + ", before the state's now " +
+                              std::to_string(state_.now));
+  }
   // Events are the hot path: checked once, keeping the user lookup for the apply.
   User* event_user = known_user;
   Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
   if (!check.ok()) return check;
-  // Time never moves backwards inside the fold, whatever the record says.
-  const TimeMs at = std::max(r.at, state_.now);
+  const TimeMs at = r.at;
   state_.now = at;
   Emitter emit(&state_, out, at);
   Status status;
@@ -141,11 +147,8 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
   }
   // Check() ran first, so an applier can fail only if re-reading the log failed midway:
   // memory would no longer be a fold of the log, so stop loudly rather than diverge.
-  if (!status.ok()) {
-    std::fprintf(stderr, "bucketd: fold of record %llu failed: %s\n",
-                 static_cast<unsigned long long>(r.seq), status.ToString().c_str());
-    std::abort();
-  }
+  BUCKETD_CHECK_MSG(status.ok(), "fold of record " + std::to_string(r.seq) +
+                                     " failed midway: " + status.ToString());
   state_.applied_seq = r.seq;
   return Status::Ok();  // not `status`: a copy of two strings per record
 }
