@@ -164,6 +164,7 @@ class EngineImpl final : public Engine {
   // --- inputs ---
 
   Status Ingest(const EventInput& event, IngestResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     *result = IngestResult{};
     scratch_.clear();
@@ -175,6 +176,7 @@ class EngineImpl final : public Engine {
   }
 
   Status IngestBatch(std::span<const EventInput> events, BatchResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     *result = BatchResult{};
     if (events.size() > kBatchItemsMax) {
@@ -212,6 +214,7 @@ class EngineImpl final : public Engine {
 
   Status DefineBucket(std::string_view json, DefineMode mode,
                       std::optional<std::string_view> path_id, bool* created) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
     if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
@@ -266,17 +269,19 @@ class EngineImpl final : public Engine {
   void BeginGroup() override { grouping_ = true; }
 
   Status EndGroup() override {
+    if (closed_) return Closed();
     grouping_ = false;
     return Commit();
   }
 
   Status EndGroupPipelined(std::function<void()> on_written) override {
+    if (closed_) return Closed();
     grouping_ = false;
     const auto written_now = [&on_written](Status status) {
       if (on_written) on_written();
       return status;
     };
-    if (Status s = AwaitGroup(); !s.ok()) return written_now(s);
+    if (Status s = FinishGroup(); !s.ok()) return written_now(s);
     if (!log_->has_staged()) return written_now(Status::Ok());
     // A snapshot must not include a group that is not durable yet: commit in one piece.
     if (SnapshotDue()) return written_now(CommitNow());
@@ -288,6 +293,12 @@ class EngineImpl final : public Engine {
   }
 
   Status AwaitGroup() override {
+    if (closed_) return Closed();
+    return FinishGroup();
+  }
+
+  // AwaitGroup's work, for Close() and the commits too.
+  Status FinishGroup() {
     // Sticky: once a write failed, no later call may report the group (or anything after
     // it) durable, whoever noticed the failure first.
     if (memory_ahead_of_log_) return failed_;
@@ -307,6 +318,7 @@ class EngineImpl final : public Engine {
   }
 
   Status AdvanceClock(TimeMs now_ms, SweepResult* result) override {
+    if (closed_) return Closed();
     if (options_.clock != ClockMode::kManual) {
       return Status::FailedPrecondition("now", "the clock can be set only in manual-clock mode");
     }
@@ -324,6 +336,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Sweep(SweepResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     // An idle engine commits nothing, so this (every --sweep-interval in wall mode) is
     // where a finished background snapshot gets reaped.
@@ -356,6 +369,7 @@ class EngineImpl final : public Engine {
   }
 
   Status GetBucket(std::string_view bucket_id, BucketInfo* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *out = Info(*b);
@@ -363,6 +377,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Count(std::string_view bucket_id, uint64_t* count) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *count = b->members.size();
@@ -370,6 +385,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Metrics(std::string_view bucket_id, BucketMetrics* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     out->size = b->members.size();
@@ -384,6 +400,7 @@ class EngineImpl final : public Engine {
 
   Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
                  MembersPage* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (limit == 0 || limit > kMembersPageMax) {
@@ -402,6 +419,7 @@ class EngineImpl final : public Engine {
 
   Status GetMember(std::string_view bucket_id, std::string_view user_id,
                    Member* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (const User* user = fold_.user(user_id)) {
@@ -416,6 +434,7 @@ class EngineImpl final : public Engine {
 
   Status UserMemberships(std::string_view user_id,
                          std::vector<MembershipRecord>* out) const override {
+    if (closed_) return Closed();
     const User* found = fold_.user(user_id);
     if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
     const User& user = *found;
@@ -439,6 +458,7 @@ class EngineImpl final : public Engine {
 
   Status ReadTransitions(uint64_t after_seq, size_t limit,
                          std::vector<Transition>* out) const override {
+    if (closed_) return Closed();
     if (limit == 0 || limit > kTransitionsPageMax) {
       return Status::InvalidArgument("limit", MustBeBetween(1, kTransitionsPageMax));
     }
@@ -456,6 +476,7 @@ class EngineImpl final : public Engine {
 
   // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
+    if (closed_) return Closed();
     // A snapshot must never be ahead of the durable log (a crash would let a different
     // log reach its seq): commit what a group has staged first.
     if (Status s = CommitNow(); !s.ok()) return s;
@@ -469,6 +490,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Health() const override {
+    if (closed_) return Closed();
     std::lock_guard lock(health_mu_);
     return health_;
   }
@@ -490,17 +512,21 @@ class EngineImpl final : public Engine {
     ReapSnapshot(true);
     // A failed open has no log to flush.
     if (read_only_ || log_ == nullptr) return Status::Ok();
-    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (Status s = FinishGroup(); !s.ok()) return s;
     return log_->Flush();
   }
 
-  ~EngineImpl() override { Close(); }
+  // A host that wants the outcome calls Close() first; a second Close() is OK at once.
+  ~EngineImpl() override { (void)Close(); }
 
   // For tests and benchmarks of the fold (not part of the public API).
   const Fold& fold() const { return fold_; }
 
  private:
+  static Status Closed() { return Status::FailedPrecondition("", "the engine is closed"); }
+
   Status Writable() const {
+    if (closed_) return Closed();
     if (read_only_) return Status::FailedPrecondition("", "the engine is open read-only");
     if (!failed_.ok()) return failed_;
     return Status::Ok();
@@ -583,7 +609,7 @@ class EngineImpl final : public Engine {
   Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
 
   Status CommitNow() {
-    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (Status s = FinishGroup(); !s.ok()) return s;
     if (!log_->has_staged()) return Status::Ok();
     if (Status s = log_->Commit(); !s.ok()) return LogWriteFailed(s);
     stats_.transitions_emitted += fold_.state().transition_seq - committed_transition_seq_;
@@ -641,7 +667,7 @@ class EngineImpl final : public Engine {
     last_snapshot_seq_ = fold_.state().applied_seq;
     last_snapshot_time_ = std::chrono::steady_clock::now();
     // A fork that fails (out of memory, process limit) is as a failed write: retried later.
-    snapshots_.StartBackground(fold_.state());
+    (void)snapshots_.StartBackground(fold_.state());
   }
 
   // Collects a finished background snapshot (waits for a running one if `block`). A failed
@@ -734,7 +760,7 @@ class EngineImpl final : public Engine {
   SnapshotStore snapshots_;
   std::unique_ptr<Clock> clock_;
   bool read_only_ = false;
-  bool closed_ = false;
+  std::atomic<bool> closed_ = false;  // read by the thread-safe calls too
   bool grouping_ = false;
   Status failed_;  // owner thread; Health() reads the copy below
   bool memory_ahead_of_log_ = false;

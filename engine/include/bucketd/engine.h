@@ -5,6 +5,11 @@
 // Threading: an Engine is owned by one thread; every method except those marked
 // "thread-safe" must be called from that thread. The server funnels requests to its owner
 // thread; readers get a consistent view because no mutation can interleave with a call.
+//
+// Errors are Status values (never exceptions), except running out of memory: the engine
+// does not catch std::bad_alloc, which then ends the process (or reaches a host that
+// catches it, with the engine unusable: destroy it and open again). Nothing acknowledged
+// is lost either way: the log on disk is the source of truth.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -248,7 +253,10 @@ class Engine {
   // disk: NoSpace; a damaged block: Corruption; else IoError) every input is refused with
   // that status until a restart, and this returns it; reads keep working. Thread-safe.
   virtual Status Health() const = 0;
-  // Flushes the log (async mode) and closes cleanly.
+  // Finishes a group in flight, flushes the log (async mode) and closes cleanly. Every
+  // Status call after it fails with FailedPrecondition ("the engine is closed"), a second
+  // Close() excepted (OK); the value calls (ListBuckets, State, Stats, ...) answer from the
+  // state as it was. The destructor closes an engine not closed yet.
   virtual Status Close() = 0;
 };
 
