@@ -7,7 +7,8 @@ cd "${1:-$(dirname "$0")/..}"
 # The layer a path (of a file, or of an include as written) belongs to.
 layer_of() {
   case "$1" in
-    bucketd/engine.h | engine/include/bucketd/engine.h) echo api ;;
+    bucketd/engine.h | bucketd/sweep_thread.h | engine/include/bucketd/engine.h | \
+      engine/include/bucketd/sweep_thread.h) echo api ;;
     bucketd/* | engine/include/bucketd/*) echo public ;;
     engine/base/*) echo base ;;
     engine/definition/*) echo definition ;;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <string_view>
@@ -305,8 +306,7 @@ class EngineImpl final : public Engine {
     if (!group_in_flight_) return Status::Ok();
     group_in_flight_ = false;
     if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);
-    stats_.transitions_emitted += in_flight_transition_seq_ - committed_transition_seq_;
-    committed_transition_seq_ = in_flight_transition_seq_;
+    PublishTransitions(in_flight_transition_seq_);
     return Status::Ok();
   }
 
@@ -467,6 +467,13 @@ class EngineImpl final : public Engine {
 
   uint64_t LastTransitionSeq() const override { return committed_transition_seq_.load(); }
 
+  bool WaitForTransitions(uint64_t after_seq, std::chrono::milliseconds timeout) const override {
+    std::unique_lock lock(stream_mu_);
+    stream_cv_.wait_for(lock, timeout,
+                        [&] { return committed_transition_seq_.load() > after_seq || closed_; });
+    return committed_transition_seq_.load() > after_seq;
+  }
+
   // --- state, snapshots ---
 
   StateInfo State() const override {
@@ -507,7 +514,11 @@ class EngineImpl final : public Engine {
 
   Status Close() override {
     if (closed_) return Status::Ok();
-    closed_ = true;
+    {
+      std::lock_guard lock(stream_mu_);
+      closed_ = true;
+    }
+    stream_cv_.notify_all();
     // A running snapshot is cheap to let finish; a killed one would only be wasted work.
     ReapSnapshot(true);
     // A failed open has no log to flush.
@@ -605,6 +616,16 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  // The stream is durable up to `seq`: readers may see it, waiters wake.
+  void PublishTransitions(uint64_t seq) {
+    stats_.transitions_emitted += seq - committed_transition_seq_;
+    {
+      std::lock_guard lock(stream_mu_);
+      committed_transition_seq_ = seq;
+    }
+    stream_cv_.notify_all();
+  }
+
   // Makes staged records durable, unless a group defers that to EndGroup().
   Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
 
@@ -612,8 +633,7 @@ class EngineImpl final : public Engine {
     if (Status s = FinishGroup(); !s.ok()) return s;
     if (!log_->has_staged()) return Status::Ok();
     if (Status s = log_->Commit(); !s.ok()) return LogWriteFailed(s);
-    stats_.transitions_emitted += fold_.state().transition_seq - committed_transition_seq_;
-    committed_transition_seq_ = fold_.state().transition_seq;
+    PublishTransitions(fold_.state().transition_seq);
     MaybeSnapshot();
     return Status::Ok();
   }
@@ -666,6 +686,13 @@ class EngineImpl final : public Engine {
     if (!SnapshotDue()) return;
     last_snapshot_seq_ = fold_.state().applied_seq;
     last_snapshot_time_ = std::chrono::steady_clock::now();
+    if (!options_.snapshot_fork) {
+      // On this thread, blocking for the whole serialization; a failure is retried at the
+      // next interval like a failed background one.
+      SnapshotInfo info;
+      if (snapshots_.Write(fold_.state(), &info).ok()) stats_.last_snapshot_at_ms = Now();
+      return;
+    }
     // A fork that fails (out of memory, process limit) is as a failed write: retried later.
     (void)snapshots_.StartBackground(fold_.state());
   }
@@ -769,6 +796,8 @@ class EngineImpl final : public Engine {
   std::vector<Transition> scratch_;
   Record record_scratch_;  // reused so ingest keeps its string capacity
   std::atomic<uint64_t> committed_transition_seq_{0};
+  mutable std::mutex stream_mu_;  // WaitForTransitions sleeps on stream_cv_
+  mutable std::condition_variable stream_cv_;
   bool group_in_flight_ = false;  // EndGroupPipelined started a commit not yet awaited
   uint64_t in_flight_transition_seq_ = 0;
   uint64_t last_snapshot_seq_ = 0;

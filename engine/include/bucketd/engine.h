@@ -10,6 +10,7 @@
 // does not catch std::bad_alloc, which then ends the process (or reaches a host that
 // catches it, with the engine unusable: destroy it and open again). Nothing acknowledged
 // is lost either way: the log on disk is the source of truth.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,13 @@ struct Options {
   uint64_t snapshot_every_records = 1'000'000;
   TimeMs snapshot_every_ms = 10 * 60 * 1000;
   uint32_t snapshots_kept = 3;
+  // Automatic snapshots are written by a fork()ed child (copy-on-write, like Redis's
+  // BGSAVE): the owner thread pauses only for the fork. The child is reaped by the engine
+  // (waitpid on its pid), so a host that reaps every child itself (SIGCHLD handler with
+  // waitpid(-1), or SIGCHLD ignored) must set this false: snapshots are then written on
+  // the calling thread, which blocks for the whole serialization (~1 s per 10M
+  // memberships). On-demand TakeSnapshot() never forks.
+  bool snapshot_fork = true;
 
   // Start-up: false ignores snapshots and replays the whole log.
   bool use_snapshots = true;
@@ -244,6 +252,10 @@ class Engine {
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
   virtual uint64_t LastTransitionSeq() const = 0;
+  // Waits until a transition with seq > after_seq is durable (true), or `timeout` passes
+  // or the engine is closed (false unless one arrived). For hosts that consume the stream
+  // on their own threads. Thread-safe.
+  virtual bool WaitForTransitions(uint64_t after_seq, std::chrono::milliseconds timeout) const = 0;
 
   // --- state, snapshots ---
   virtual StateInfo State() const = 0;
