@@ -16,9 +16,10 @@ constexpr std::chrono::milliseconds kSweepGapMin{1};
 }  // namespace
 
 EngineThread::EngineThread(std::unique_ptr<Engine> engine, Config config, ServerMetrics* metrics)
-    : engine_(std::move(engine)), config_(config), metrics_(metrics) {
-  published_seq_ = engine_->LastTransitionSeq();
-}
+    : engine_(std::move(engine)),
+      config_(config),
+      metrics_(metrics),
+      waiters_(engine_->LastTransitionSeq()) {}
 
 EngineThread::~EngineThread() {
   if (thread_.joinable()) Stop();
@@ -39,13 +40,7 @@ void EngineThread::Stop() {
   CloseStream();
 }
 
-void EngineThread::CloseStream() {
-  {
-    std::lock_guard lock(stream_mu_);
-    stream_closed_ = true;
-  }
-  stream_cv_.notify_all();
-}
+void EngineThread::CloseStream() { waiters_.Close(); }
 
 Engine& EngineThread::StoppedEngine() { return *engine_; }
 
@@ -160,19 +155,6 @@ void EngineThread::BackgroundSweep() {
   }
 }
 
-void EngineThread::PublishTransitions() {
-  uint64_t seq = engine_->LastTransitionSeq();
-  {
-    std::lock_guard lock(stream_mu_);
-    if (seq == published_seq_) return;
-    published_seq_ = seq;
-  }
-  stream_cv_.notify_all();
-}
-
-void EngineThread::WaitForTransitionsAfter(uint64_t after_seq, std::chrono::milliseconds wait) {
-  std::unique_lock lock(stream_mu_);
-  stream_cv_.wait_for(lock, wait, [&] { return published_seq_ > after_seq || stream_closed_; });
-}
+void EngineThread::PublishTransitions() { waiters_.Publish(engine_->LastTransitionSeq()); }
 
 }  // namespace bucketd::server

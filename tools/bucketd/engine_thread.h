@@ -1,6 +1,6 @@
 #pragma once
-// The owner thread (Redis-like): the only thread that touches the Engine. HTTP handler
-// threads hand it work items through a queue and wait for the result; the owner drains
+// The owner thread (Redis-like): the only thread that touches the Engine. HTTP I/O
+// threads hand it work items through a queue and are called back with the result; the owner drains
 // every queued item per round, so reads see a consistent state and no two calls
 // interleave. In wall-clock mode it also sweeps: at the next due instant (sub-second
 // latency) and at least every sweep interval.
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bucketd/engine.h"
+#include "transition_waiters.h"
 
 namespace bucketd::server {
 
@@ -45,30 +46,39 @@ class EngineThread {
   // After Stop(): the engine, for the shutdown snapshot and Close() on the caller's thread.
   Engine& StoppedEngine();
 
-  // Runs fn(engine) on the owner thread and returns its result. Blocks the caller until
-  // the round's group commit made whatever fn changed durable.
+  // Runs fn(engine) on the owner thread, then done(result) there too, once the round's
+  // group commit made whatever fn changed durable. `done` must be short: it holds up the
+  // owner thread (post the answer's rendering to another thread). A Status result, or a
+  // result's `status` member, that was OK becomes the write's error when the round's write
+  // failed: the call was not made durable.
+  template <typename Fn, typename Done>
+  void CallAsync(Fn fn, Done done) {
+    using Result = std::invoke_result_t<Fn, Engine&>;
+    Enqueue([fn = std::move(fn), done = std::move(done)](Engine& engine) mutable -> Completion {
+      auto result = std::make_shared<Result>(fn(engine));
+      return [done = std::move(done), result](const Status& round_write) mutable {
+        if (!round_write.ok()) KeepWriteFailure(round_write, *result);
+        done(std::move(*result));
+      };
+    });
+  }
+
+  // CallAsync, waiting for the result on the caller's thread (start-up, tests).
   template <typename Fn>
   std::invoke_result_t<Fn, Engine&> Call(Fn fn) {
     using Result = std::invoke_result_t<Fn, Engine&>;
     auto promise = std::make_shared<std::promise<Result>>();
     std::future<Result> future = promise->get_future();
-    Enqueue([fn = std::move(fn), promise](Engine& engine) mutable -> Completion {
-      auto result = std::make_shared<Result>(fn(engine));
-      return [promise, result](const Status& round_write) {
-        // A call that succeeded in a round whose write then failed was not made durable:
-        // its caller gets the write's error instead.
-        if constexpr (std::is_same_v<Result, Status>) {
-          if (!round_write.ok() && result->ok()) *result = round_write;
-        }
-        promise->set_value(std::move(*result));
-      };
-    });
+    CallAsync(std::move(fn), [promise](Result result) { promise->set_value(std::move(result)); });
     return future.get();
   }
 
-  // Long-poll: waits until a transition with seq > after_seq exists, the wait ends, or the
-  // server stops. Thread-safe (does not go through the owner thread).
-  void WaitForTransitionsAfter(uint64_t after_seq, std::chrono::milliseconds wait);
+  // Long-poll: calls `wake` once (on the waiters' thread; keep it short) when a transition
+  // with seq > after_seq is published, the wait ends, or the stream closes.
+  void WaitForTransitionsAsync(uint64_t after_seq, std::chrono::milliseconds wait,
+                               TransitionWaiters::Wake wake) {
+    waiters_.Wait(after_seq, wait, std::move(wake));
+  }
   // The thread-safe part of the engine: the transition stream.
   const Engine& Stream() const { return *engine_; }
 
@@ -83,6 +93,15 @@ class EngineThread {
     std::vector<Completion> answers;
     bool folded_healthy = true;
   };
+
+  template <typename Result>
+  static void KeepWriteFailure(const Status& round_write, Result& result) {
+    if constexpr (std::is_same_v<Result, Status>) {
+      if (result.ok()) result = round_write;
+    } else if constexpr (requires { result.status.ok(); }) {
+      if (result.status.ok()) result.status = round_write;
+    }
+  }
 
   void Enqueue(WorkItem item);
   void Loop();
@@ -111,10 +130,7 @@ class EngineThread {
   std::chrono::steady_clock::time_point last_sweep_;
   Status commit_failed_;  // owner thread: the first failed group write, logged once
 
-  std::mutex stream_mu_;
-  std::condition_variable stream_cv_;
-  uint64_t published_seq_ = 0;
-  bool stream_closed_ = false;
+  TransitionWaiters waiters_;
 };
 
 }  // namespace bucketd::server

@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <chrono>
+#include <future>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -22,13 +24,14 @@ constexpr size_t kUserSegment = 3;
 Reply OkJson(std::string body) { return JsonReply(kHttpOk, std::move(body)); }
 
 // A query parameter as an unsigned integer in [min, max]; `fallback` when absent.
-Status QueryUint(const httplib::Request& req, const char* name, uint64_t fallback, uint64_t min,
+Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
                  uint64_t max, uint64_t* out) {
-  if (!req.has_param(name)) {
+  std::optional<std::string> param = req.Query(name);
+  if (!param) {
     *out = fallback;
     return Status::Ok();
   }
-  std::string text = req.get_param_value(name);
+  const std::string& text = *param;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *out);
   if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
     return Status::InvalidArgument(name, "must be an unsigned integer");
@@ -41,10 +44,11 @@ Status QueryUint(const httplib::Request& req, const char* name, uint64_t fallbac
 }
 
 // `wait`: whole seconds ("5") or a duration string ("500ms", "10s"), at most 30 s.
-Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
+Status QueryWait(const HttpRequest& req, int64_t* wait_ms) {
   *wait_ms = 0;
-  if (!req.has_param("wait")) return Status::Ok();
-  std::string text = req.get_param_value("wait");
+  std::optional<std::string> param = req.Query("wait");
+  if (!param) return Status::Ok();
+  const std::string& text = *param;
   uint64_t seconds = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
   if (!text.empty() && error == std::errc() && end == text.data() + text.size()) {
@@ -70,32 +74,78 @@ void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
   }
 }
 
-bool IsNdjson(const httplib::Request& req) {
-  return std::string_view(req.get_header_value("Content-Type")).starts_with("application/x-ndjson");
-}
+bool IsNdjson(const HttpRequest& req) { return req.MediaType() == "application/x-ndjson"; }
+
+// What an engine call yields besides its Status; the Status stays first-class so a failed
+// round write replaces an OK one (EngineThread::CallAsync).
+template <typename T>
+struct Outcome {
+  Status status;
+  T value{};
+};
 
 }  // namespace
 
 HttpApi::HttpApi(EngineThread& engine, ServerMetrics& metrics, ApiConfig config)
-    : engine_(engine), metrics_(metrics), config_(std::move(config)) {}
+    : engine_(engine),
+      metrics_(metrics),
+      config_(std::move(config)),
+      router_(metrics, {config_.auth_token, {}}) {
+  AddRoutes();
+}
 
-void HttpApi::Register(httplib::Server& server) {
-  using M = Router::Method;
-  router_ = std::make_unique<Router>(server, metrics_, config_.auth_token);
-  Router* router = router_.get();
-  auto add = [&](M method, std::string_view path_template, const char* route,
-                 Reply (HttpApi::*handler)(const httplib::Request&)) {
-    router->Add(method, path_template, route,
-                [this, handler](const httplib::Request& req) { return (this->*handler)(req); });
+void HttpApi::SetAuthorities(std::vector<std::string> authorities) {
+  router_.SetAuthorities(std::move(authorities));
+}
+
+std::optional<Reply> HttpApi::Screen(const HttpRequest& req) const { return router_.Screen(req); }
+
+void HttpApi::Dispatch(HttpRequestPtr req, Exchange::Poster post,
+                       Exchange::Responder respond) const {
+  router_.Dispatch(std::move(req), std::move(post), std::move(respond));
+}
+
+Reply HttpApi::DispatchAndWait(HttpRequest req) const {
+  auto reply = std::make_shared<std::promise<Reply>>();
+  std::future<Reply> future = reply->get_future();
+  Dispatch(
+      std::make_shared<const HttpRequest>(std::move(req)), [](Exchange::Task task) { task(); },
+      [reply](Reply answer) { reply->set_value(std::move(answer)); });
+  return future.get();
+}
+
+void HttpApi::RecordUnrouted(int http_status) const { router_.RecordUnrouted(http_status); }
+
+template <typename Work, typename Answer>
+void HttpApi::OnEngine(const ExchangePtr& ex, Work work, Answer answer) {
+  engine_.CallAsync(std::move(work), [ex, answer = std::move(answer)](auto result) {
+    ex->Post([ex, answer, result = std::move(result)]() mutable {
+      ex->Respond(answer(std::move(result)));
+    });
+  });
+}
+
+void HttpApi::AddRoutes() {
+  using M = HttpMethod;
+  using B = Router::Body;
+  auto add = [this](M method, std::string_view path_template, const char* route,
+                    void (HttpApi::*handler)(const HttpRequestPtr&, const ExchangePtr&),
+                    B body = B::kJson) {
+    router_.Add(method, path_template, route, body,
+                [this, handler](const HttpRequestPtr& req, const ExchangePtr& ex) {
+                  (this->*handler)(req, ex);
+                });
   };
-  add(M::kPost, "/v1/events", "events", &HttpApi::PostEvents);
+  add(M::kPost, "/v1/events", "events", &HttpApi::PostEvents, B::kJsonOrNdjson);
   add(M::kDelete, "/v1/contacts/{}", "contact", &HttpApi::DeleteContact);
-  router->Add(M::kPost, "/v1/buckets", "buckets", [this](const httplib::Request& req) {
-    return DefineBucket(req, DefineMode::kCreate);
-  });
-  router->Add(M::kPut, "/v1/buckets/{}", "bucket", [this](const httplib::Request& req) {
-    return DefineBucket(req, DefineMode::kCreateOrReplace);
-  });
+  router_.Add(M::kPost, "/v1/buckets", "buckets", B::kJson,
+              [this](const HttpRequestPtr& req, const ExchangePtr& ex) {
+                DefineBucket(req, ex, DefineMode::kCreate);
+              });
+  router_.Add(M::kPut, "/v1/buckets/{}", "bucket", B::kJson,
+              [this](const HttpRequestPtr& req, const ExchangePtr& ex) {
+                DefineBucket(req, ex, DefineMode::kCreateOrReplace);
+              });
   add(M::kGet, "/v1/buckets", "buckets", &HttpApi::ListBuckets);
   add(M::kGet, "/v1/buckets/{}", "bucket", &HttpApi::GetBucket);
   add(M::kPatch, "/v1/buckets/{}", "bucket", &HttpApi::PatchBucket);
@@ -113,254 +163,383 @@ void HttpApi::Register(httplib::Server& server) {
   add(M::kPost, "/v1/snapshots", "snapshots", &HttpApi::TakeSnapshot);
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
-  router->Add(M::kGet, "/healthz", "healthz", [this](const httplib::Request&) {
-    // Thread-safe: a liveness probe never waits behind the owner thread's queue.
-    const Status health = engine_.Stream().Health();
-    if (health.ok()) return OkJson(R"({"status":"ok"})");
-    return JsonReply(kHttpUnavailable, HealthFailedJson(health));
-  });
+  add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
 }
 
-Reply HttpApi::PostEvents(const httplib::Request& req) {
+void HttpApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {
+  // Thread-safe: a liveness probe never waits behind the owner thread's queue.
+  const Status health = engine_.Stream().Health();
+  if (health.ok()) return ex->Respond(OkJson(R"({"status":"ok"})"));
+  ex->Respond(JsonReply(kHttpUnavailable, HealthFailedJson(health)));
+}
+
+void HttpApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
   auto parsed = std::make_shared<ParsedEvents>();
-  if (Status status = ParseEventsBody(req.body, IsNdjson(req), parsed.get()); !status.ok()) {
-    return ErrorReply(FromStatus(status));
+  if (Status status = ParseEventsBody(req->body, IsNdjson(*req), parsed.get()); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
   }
   if (parsed->over_limit) {
-    return ErrorReply(
-        PayloadTooLarge("a batch holds at most " + std::to_string(kBatchItemsMax) + " items"));
+    return ex->Respond(ErrorReply(
+        PayloadTooLarge("a batch holds at most " + std::to_string(kBatchItemsMax) + " items")));
   }
   if (parsed->single) {
-    if (!parsed->rejected.empty()) return ErrorReply(FromStatus(parsed->rejected[0].error));
-    IngestResult result;
-    Status status =
-        engine_.Call([&](Engine& engine) { return engine.Ingest(parsed->events[0], &result); });
-    // A stand-in (ParsedEvents) answers as a duplicate or with the server's own refusal.
-    const Status& refusal = parsed->refusals[0];
-    if (!refusal.ok() && !(status.ok() && result.duplicate)) return ErrorReply(FromStatus(refusal));
-    if (!status.ok()) return ErrorReply(FromStatus(status));
-    return OkJson(IngestResultJson(result));
+    if (!parsed->rejected.empty()) {
+      return ex->Respond(ErrorReply(FromStatus(parsed->rejected[0].error)));
+    }
+    OnEngine(
+        ex,
+        [parsed](Engine& engine) {
+          Outcome<IngestResult> out;
+          out.status = engine.Ingest(parsed->events[0], &out.value);
+          return out;
+        },
+        [parsed](Outcome<IngestResult> out) {
+          // A stand-in (ParsedEvents) answers as a duplicate or with the server's own refusal.
+          const Status& refusal = parsed->refusals[0];
+          if (!refusal.ok() && !(out.status.ok() && out.value.duplicate)) {
+            return ErrorReply(FromStatus(refusal));
+          }
+          if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+          return OkJson(IngestResultJson(out.value));
+        });
+    return;
   }
-  BatchResult result;
-  Status status =
-      engine_.Call([&](Engine& engine) { return engine.IngestBatch(parsed->events, &result); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  RestoreRefusals(*parsed, &result);
-  return OkJson(BatchResultJson(*parsed, result));
+  OnEngine(
+      ex,
+      [parsed](Engine& engine) {
+        Outcome<BatchResult> out;
+        out.status = engine.IngestBatch(parsed->events, &out.value);
+        return out;
+      },
+      [parsed](Outcome<BatchResult> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        RestoreRefusals(*parsed, &out.value);
+        return OkJson(BatchResultJson(*parsed, out.value));
+      });
 }
 
-Reply HttpApi::DeleteContact(const httplib::Request& req) {
-  std::string user_id = PathSegment(req, kUserSegment);
-  Status status = engine_.Call([&](Engine& engine) { return engine.DeleteContact(user_id); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  JsonWriter w;
-  w.BeginObject().Key("userId").String(user_id).Key("deleted").Bool(true).EndObject();
-  return OkJson(w.Take());
+void HttpApi::DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string user_id = PathSegment(*req, kUserSegment);
+  OnEngine(
+      ex, [user_id](Engine& engine) { return engine.DeleteContact(user_id); },
+      [user_id](Status status) {
+        if (!status.ok()) return ErrorReply(FromStatus(status));
+        JsonWriter w;
+        w.BeginObject().Key("userId").String(user_id).Key("deleted").Bool(true).EndObject();
+        return OkJson(w.Take());
+      });
 }
 
-Reply HttpApi::BucketReply(int http_status, const std::string& bucket_id) {
-  BucketInfo info;
-  Status status = engine_.Call([&](Engine& engine) { return engine.GetBucket(bucket_id, &info); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return JsonReply(http_status, BucketJson(info));
+namespace {
+
+// The bucket as the API shows it, read after a change on the owner thread.
+Reply BucketReply(int http_status, const Outcome<BucketInfo>& out) {
+  if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+  return JsonReply(http_status, BucketJson(out.value));
 }
 
-Reply HttpApi::DefineBucket(const httplib::Request& req, DefineMode mode) {
+}  // namespace
+
+void HttpApi::DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, DefineMode mode) {
   std::optional<std::string> path_id;
-  if (mode == DefineMode::kCreateOrReplace) path_id = PathSegment(req, kBucketIdSegment);
+  if (mode == DefineMode::kCreateOrReplace) path_id = PathSegment(*req, kBucketIdSegment);
   // The engine validates the whole definition; the id is only needed to read it back.
-  std::string id = path_id ? *path_id : DefinitionId(req.body);
-  bool created = false;
-  BucketInfo info;
-  Status status = engine_.Call([&](Engine& engine) {
-    std::optional<std::string_view> expected_id;
-    if (path_id) expected_id = *path_id;
-    Status defined = engine.DefineBucket(req.body, mode, expected_id, &created);
-    if (!defined.ok()) return defined;
-    return engine.GetBucket(id, &info);
-  });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return JsonReply(created ? kHttpCreated : kHttpOk, BucketJson(info));
+  std::string id = path_id ? *path_id : DefinitionId(req->body);
+  struct Defined {
+    Status status;
+    bool created = false;
+    BucketInfo info;
+  };
+  OnEngine(
+      ex,
+      [req, path_id, id, mode](Engine& engine) {
+        Defined out;
+        std::optional<std::string_view> expected_id;
+        if (path_id) expected_id = *path_id;
+        out.status = engine.DefineBucket(req->body, mode, expected_id, &out.created);
+        if (out.status.ok()) out.status = engine.GetBucket(id, &out.info);
+        return out;
+      },
+      [](Defined out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return JsonReply(out.created ? kHttpCreated : kHttpOk, BucketJson(out.info));
+      });
 }
 
-Reply HttpApi::ListBuckets(const httplib::Request&) {
-  std::vector<BucketInfo> buckets =
-      engine_.Call([](Engine& engine) { return engine.ListBuckets(); });
-  return OkJson(BucketListJson(buckets));
+void HttpApi::ListBuckets(const HttpRequestPtr&, const ExchangePtr& ex) {
+  OnEngine(
+      ex, [](Engine& engine) { return engine.ListBuckets(); },
+      [](std::vector<BucketInfo> buckets) { return OkJson(BucketListJson(buckets)); });
 }
 
-Reply HttpApi::GetBucket(const httplib::Request& req) {
-  return BucketReply(kHttpOk, PathSegment(req, kBucketIdSegment));
+void HttpApi::GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<BucketInfo> out;
+        out.status = engine.GetBucket(id, &out.value);
+        return out;
+      },
+      [](Outcome<BucketInfo> out) { return BucketReply(kHttpOk, out); });
 }
 
-Reply HttpApi::PatchBucket(const httplib::Request& req) {
+void HttpApi::PatchBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
   bool enabled = true;
-  if (Status status = ParseEnabledPatch(req.body, &enabled); !status.ok()) {
-    return ErrorReply(FromStatus(status));
+  if (Status status = ParseEnabledPatch(req->body, &enabled); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
   }
-  std::string id = PathSegment(req, kBucketIdSegment);
-  Status status =
-      engine_.Call([&](Engine& engine) { return engine.SetBucketEnabled(id, enabled); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return BucketReply(kHttpOk, id);
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex,
+      [id, enabled](Engine& engine) {
+        Outcome<BucketInfo> out;
+        out.status = engine.SetBucketEnabled(id, enabled);
+        if (out.status.ok()) out.status = engine.GetBucket(id, &out.value);
+        return out;
+      },
+      [](Outcome<BucketInfo> out) { return BucketReply(kHttpOk, out); });
 }
 
-Reply HttpApi::DeleteBucket(const httplib::Request& req) {
-  std::string id = PathSegment(req, kBucketIdSegment);
-  Status status = engine_.Call([&](Engine& engine) { return engine.DeleteBucket(id); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  JsonWriter w;
-  w.BeginObject().Key("id").String(id).Key("deleted").Bool(true).EndObject();
-  return OkJson(w.Take());
+void HttpApi::DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex, [id](Engine& engine) { return engine.DeleteBucket(id); },
+      [id](Status status) {
+        if (!status.ok()) return ErrorReply(FromStatus(status));
+        JsonWriter w;
+        w.BeginObject().Key("id").String(id).Key("deleted").Bool(true).EndObject();
+        return OkJson(w.Take());
+      });
 }
 
-Reply HttpApi::CountMembers(const httplib::Request& req) {
-  std::string id = PathSegment(req, kBucketIdSegment);
-  uint64_t count = 0;
-  Status status = engine_.Call([&](Engine& engine) { return engine.Count(id, &count); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  JsonWriter w;
-  w.BeginObject().Key("count").Uint(count).EndObject();
-  return OkJson(w.Take());
+void HttpApi::CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<uint64_t> out;
+        out.status = engine.Count(id, &out.value);
+        return out;
+      },
+      [](Outcome<uint64_t> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        JsonWriter w;
+        w.BeginObject().Key("count").Uint(out.value).EndObject();
+        return OkJson(w.Take());
+      });
 }
 
-Reply HttpApi::BucketMetricsOf(const httplib::Request& req) {
-  std::string id = PathSegment(req, kBucketIdSegment);
-  BucketMetrics metrics;
-  Status status = engine_.Call([&](Engine& engine) { return engine.Metrics(id, &metrics); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return OkJson(BucketMetricsJson(metrics));
+void HttpApi::BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<BucketMetrics> out;
+        out.status = engine.Metrics(id, &out.value);
+        return out;
+      },
+      [](Outcome<BucketMetrics> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(BucketMetricsJson(out.value));
+      });
 }
 
-Reply HttpApi::ListMembers(const httplib::Request& req) {
+void HttpApi::ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex) {
   uint64_t limit = 0;
-  Status status = QueryUint(req, "limit", kMembersPageDefault, 1, kMembersPageMax, &limit);
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  std::string id = PathSegment(req, kBucketIdSegment);
-  std::string cursor = req.get_param_value("cursor");
-  MembersPage page;
-  status = engine_.Call([&](Engine& engine) { return engine.Members(id, cursor, limit, &page); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return OkJson(MembersPageJson(page));
+  Status status = QueryUint(*req, "limit", kMembersPageDefault, 1, kMembersPageMax, &limit);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  std::string cursor = req->Query("cursor").value_or("");
+  OnEngine(
+      ex,
+      [id, cursor, limit](Engine& engine) {
+        Outcome<MembersPage> out;
+        out.status = engine.Members(id, cursor, limit, &out.value);
+        return out;
+      },
+      [](Outcome<MembersPage> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(MembersPageJson(out.value));
+      });
 }
 
-Reply HttpApi::GetMember(const httplib::Request& req) {
-  std::string id = PathSegment(req, kBucketIdSegment);
-  std::string user_id = PathSegment(req, kMemberUserSegment);
-  Member member;
-  Status status =
-      engine_.Call([&](Engine& engine) { return engine.GetMember(id, user_id, &member); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return OkJson(MemberJson(member));
+void HttpApi::GetMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  std::string user_id = PathSegment(*req, kMemberUserSegment);
+  OnEngine(
+      ex,
+      [id, user_id](Engine& engine) {
+        Outcome<Member> out;
+        out.status = engine.GetMember(id, user_id, &out.value);
+        return out;
+      },
+      [](Outcome<Member> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(MemberJson(out.value));
+      });
 }
 
-Reply HttpApi::AddMember(const httplib::Request& req) {
+void HttpApi::AddMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
   std::string user_id;
-  if (Status status = ParseAddMemberRequest(req.body, &user_id); !status.ok()) {
-    return ErrorReply(FromStatus(status));
+  if (Status status = ParseAddMemberRequest(req->body, &user_id); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
   }
-  std::string id = PathSegment(req, kBucketIdSegment);
-  Member member;
-  Status status = engine_.Call([&](Engine& engine) {
-    Status added = engine.AddMember(id, user_id);
-    if (!added.ok()) return added;
-    return engine.GetMember(id, user_id, &member);
-  });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return JsonReply(kHttpCreated, MemberJson(member));
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  OnEngine(
+      ex,
+      [id, user_id](Engine& engine) {
+        Outcome<Member> out;
+        out.status = engine.AddMember(id, user_id);
+        if (out.status.ok()) out.status = engine.GetMember(id, user_id, &out.value);
+        return out;
+      },
+      [](Outcome<Member> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return JsonReply(kHttpCreated, MemberJson(out.value));
+      });
 }
 
-Reply HttpApi::RemoveMember(const httplib::Request& req) {
-  std::string id = PathSegment(req, kBucketIdSegment);
-  std::string user_id = PathSegment(req, kMemberUserSegment);
-  Status status = engine_.Call([&](Engine& engine) { return engine.RemoveMember(id, user_id); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  JsonWriter w;
-  w.BeginObject().Key("bucketId").String(id).Key("userId").String(user_id);
-  w.Key("removed").Bool(true).EndObject();
-  return OkJson(w.Take());
+void HttpApi::RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  std::string user_id = PathSegment(*req, kMemberUserSegment);
+  OnEngine(
+      ex, [id, user_id](Engine& engine) { return engine.RemoveMember(id, user_id); },
+      [id, user_id](Status status) {
+        if (!status.ok()) return ErrorReply(FromStatus(status));
+        JsonWriter w;
+        w.BeginObject().Key("bucketId").String(id).Key("userId").String(user_id);
+        w.Key("removed").Bool(true).EndObject();
+        return OkJson(w.Take());
+      });
 }
 
-Reply HttpApi::UserMemberships(const httplib::Request& req) {
-  std::string user_id = PathSegment(req, kUserSegment);
-  std::vector<MembershipRecord> memberships;
-  Status status =
-      engine_.Call([&](Engine& engine) { return engine.UserMemberships(user_id, &memberships); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return OkJson(MembershipsJson(user_id, memberships));
+void HttpApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string user_id = PathSegment(*req, kUserSegment);
+  OnEngine(
+      ex,
+      [user_id](Engine& engine) {
+        Outcome<std::vector<MembershipRecord>> out;
+        out.status = engine.UserMemberships(user_id, &out.value);
+        return out;
+      },
+      [user_id](Outcome<std::vector<MembershipRecord>> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(MembershipsJson(user_id, out.value));
+      });
 }
 
-Reply HttpApi::ReadTransitions(const httplib::Request& req) {
-  uint64_t after = 0;
-  uint64_t limit = 0;
-  int64_t wait_ms = 0;
-  Status status = QueryUint(req, "after", 0, 0, UINT64_MAX, &after);
-  if (status.ok()) {
-    status = QueryUint(req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &limit);
-  }
-  if (status.ok()) status = QueryWait(req, &wait_ms);
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-
-  // The stream is thread-safe to read: no trip through the owner thread.
-  const Engine& stream = engine_.Stream();
+Reply HttpApi::TransitionsPage(uint64_t after, uint64_t limit) const {
   std::vector<Transition> transitions;
-  if (wait_ms > 0 && stream.LastTransitionSeq() <= after) {
-    engine_.WaitForTransitionsAfter(after, std::chrono::milliseconds(wait_ms));
-  }
-  status = stream.ReadTransitions(after, limit, &transitions);
+  Status status = engine_.Stream().ReadTransitions(after, limit, &transitions);
   if (!status.ok()) return ErrorReply(FromStatus(status));
   uint64_t next = transitions.empty() ? after : transitions.back().seq;
   return OkJson(TransitionsPageJson(transitions, next));
 }
 
-Reply HttpApi::AdvanceClock(const httplib::Request& req) {
+void HttpApi::ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  uint64_t after = 0;
+  uint64_t limit = 0;
+  int64_t wait_ms = 0;
+  Status status = QueryUint(*req, "after", 0, 0, UINT64_MAX, &after);
+  if (status.ok()) {
+    status = QueryUint(*req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &limit);
+  }
+  if (status.ok()) status = QueryWait(*req, &wait_ms);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+
+  // The stream is thread-safe to read: no trip through the owner thread. A long-poll parks
+  // a callback, not a thread; the page is read when it fires.
+  if (wait_ms > 0 && engine_.Stream().LastTransitionSeq() <= after) {
+    engine_.WaitForTransitionsAsync(
+        after, std::chrono::milliseconds(wait_ms), [this, ex, after, limit] {
+          ex->Post([this, ex, after, limit] { ex->Respond(TransitionsPage(after, limit)); });
+        });
+    return;
+  }
+  ex->Respond(TransitionsPage(after, limit));
+}
+
+void HttpApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) {
   if (!config_.manual_clock) {
-    return ErrorReply(
-        FailedPrecondition("now", "the clock is the wall clock; start with --clock manual"));
+    return ex->Respond(ErrorReply(
+        FailedPrecondition("now", "the clock is the wall clock; start with --clock manual")));
   }
   TimeMs now_ms = 0;
-  if (Status status = ParseClockRequest(req.body, &now_ms); !status.ok()) {
-    return ErrorReply(FromStatus(status));
+  if (Status status = ParseClockRequest(req->body, &now_ms); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
   }
-  SweepResult result;
-  Status status =
-      engine_.Call([&](Engine& engine) { return engine.AdvanceClock(now_ms, &result); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  metrics_.RecordSweep(result.micros);
-  return OkJson(SweepJson(result, now_ms));
+  OnEngine(
+      ex,
+      [now_ms](Engine& engine) {
+        Outcome<SweepResult> out;
+        out.status = engine.AdvanceClock(now_ms, &out.value);
+        return out;
+      },
+      [this, now_ms](Outcome<SweepResult> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        metrics_.RecordSweep(out.value.micros);
+        return OkJson(SweepJson(out.value, now_ms));
+      });
 }
 
-Reply HttpApi::Sweep(const httplib::Request&) {
-  SweepResult result;
-  TimeMs now_ms = 0;
-  Status status = engine_.Call([&](Engine& engine) {
-    now_ms = engine.Now();
-    return engine.Sweep(&result);
-  });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  metrics_.RecordSweep(result.micros);
-  return OkJson(SweepJson(result, now_ms));
+void HttpApi::Sweep(const HttpRequestPtr&, const ExchangePtr& ex) {
+  struct Swept {
+    Status status;
+    SweepResult result;
+    TimeMs now_ms = 0;
+  };
+  OnEngine(
+      ex,
+      [](Engine& engine) {
+        Swept out;
+        out.now_ms = engine.Now();
+        out.status = engine.Sweep(&out.result);
+        return out;
+      },
+      [this](Swept out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        metrics_.RecordSweep(out.result.micros);
+        return OkJson(SweepJson(out.result, out.now_ms));
+      });
 }
 
-Reply HttpApi::TakeSnapshot(const httplib::Request&) {
-  SnapshotInfo info;
-  Status status = engine_.Call([&](Engine& engine) { return engine.TakeSnapshot(&info); });
-  if (!status.ok()) return ErrorReply(FromStatus(status));
-  return JsonReply(kHttpCreated, SnapshotJson(info));
+void HttpApi::TakeSnapshot(const HttpRequestPtr&, const ExchangePtr& ex) {
+  OnEngine(
+      ex,
+      [](Engine& engine) {
+        Outcome<SnapshotInfo> out;
+        out.status = engine.TakeSnapshot(&out.value);
+        return out;
+      },
+      [](Outcome<SnapshotInfo> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return JsonReply(kHttpCreated, SnapshotJson(out.value));
+      });
 }
 
-Reply HttpApi::State(const httplib::Request&) {
-  StateInfo state = engine_.Call([](Engine& engine) { return engine.State(); });
-  return OkJson(StateJson(state));
+void HttpApi::State(const HttpRequestPtr&, const ExchangePtr& ex) {
+  OnEngine(
+      ex, [](Engine& engine) { return engine.State(); },
+      [](StateInfo state) { return OkJson(StateJson(state)); });
 }
 
-Reply HttpApi::PrometheusMetrics(const httplib::Request&) {
-  TimeMs now_ms = 0;
-  EngineReport report = engine_.Call([&](Engine& engine) {
-    now_ms = engine.Now();
-    return EngineReport{engine.Stats(), engine.State(), engine.ListBuckets()};
-  });
-  return {kHttpOk, metrics_.Render(report, now_ms), "text/plain; version=0.0.4"};
+void HttpApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex) {
+  struct Report {
+    EngineReport report;
+    TimeMs now_ms = 0;
+  };
+  OnEngine(
+      ex,
+      [](Engine& engine) {
+        Report out;
+        out.now_ms = engine.Now();
+        out.report = EngineReport{engine.Stats(), engine.State(), engine.ListBuckets()};
+        return out;
+      },
+      [this](Report out) -> Reply {
+        return {kHttpOk, metrics_.Render(out.report, out.now_ms), "text/plain; version=0.0.4"};
+      });
 }
 
 }  // namespace bucketd::server

@@ -1,19 +1,21 @@
 #pragma once
-// The /v1 routes of SPEC §9, plus /metrics and /healthz. Handlers parse on the HTTP
-// thread, then hand the engine call to the owner thread and wait for it.
+// The /v1 routes of SPEC §9, plus /metrics and /healthz. Handlers parse on the transport's
+// thread, hand the engine call to the owner thread, and answer when it calls back: no
+// transport thread ever waits for the engine, a group commit, or a long-poll.
 #include <memory>
+#include <optional>
 #include <string>
-
-#include <httplib.h>
+#include <vector>
 
 #include "engine_thread.h"
+#include "http_request.h"
 #include "http_route.h"
 #include "prometheus.h"
 
 namespace bucketd::server {
 
 struct ApiConfig {
-  std::string auth_token;  // empty: /v1 is open
+  std::string auth_token;  // empty: /v1 is open, and Host and Origin are checked
   bool manual_clock = false;
 };
 
@@ -21,38 +23,58 @@ class HttpApi {
  public:
   HttpApi(EngineThread& engine, ServerMetrics& metrics, ApiConfig config);
 
-  // Adds every route to `server`.
-  void Register(httplib::Server& server);
+  // The "host:port" names of this server that a tokenless request's Host and Origin may
+  // use (the listen address, localhost, 127.0.0.1 and [::1] at the bound port).
+  // REQUIRES: not serving yet.
+  void SetAuthorities(std::vector<std::string> authorities);
+
+  // The refusal of a request on its headers alone, before its body is read (Router::Screen).
+  std::optional<Reply> Screen(const HttpRequest& req) const;
+  // Serves one request: `respond` gets its reply exactly once, from any thread; `post` runs
+  // the rest of the work on the transport's executor (see Exchange).
+  void Dispatch(HttpRequestPtr req, Exchange::Poster post, Exchange::Responder respond) const;
+  // Serves one request and waits for its reply on the caller's thread: a harness without a
+  // socket (tests, fuzzing). Needs the EngineThread started.
+  Reply DispatchAndWait(HttpRequest req) const;
+  // A request the transport refused before routing (malformed, too large), for metrics.
+  void RecordUnrouted(int http_status) const;
 
  private:
-  Reply PostEvents(const httplib::Request& req);
-  Reply DeleteContact(const httplib::Request& req);
-  Reply DefineBucket(const httplib::Request& req, DefineMode mode);
-  Reply ListBuckets(const httplib::Request& req);
-  Reply GetBucket(const httplib::Request& req);
-  Reply PatchBucket(const httplib::Request& req);
-  Reply DeleteBucket(const httplib::Request& req);
-  Reply CountMembers(const httplib::Request& req);
-  Reply BucketMetricsOf(const httplib::Request& req);
-  Reply ListMembers(const httplib::Request& req);
-  Reply GetMember(const httplib::Request& req);
-  Reply AddMember(const httplib::Request& req);
-  Reply RemoveMember(const httplib::Request& req);
-  Reply UserMemberships(const httplib::Request& req);
-  Reply ReadTransitions(const httplib::Request& req);
-  Reply AdvanceClock(const httplib::Request& req);
-  Reply Sweep(const httplib::Request& req);
-  Reply TakeSnapshot(const httplib::Request& req);
-  Reply State(const httplib::Request& req);
-  Reply PrometheusMetrics(const httplib::Request& req);
+  void AddRoutes();
 
-  // The bucket as the API shows it, read after a change on the owner thread.
-  Reply BucketReply(int http_status, const std::string& bucket_id);
+  void PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, DefineMode mode);
+  void ListBuckets(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void PatchBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void AddMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void Sweep(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void TakeSnapshot(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void State(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
+
+  // Runs work(engine) on the owner thread; once durable, answer(result) -> Reply runs on the
+  // transport's executor (rendering JSON never holds up the owner thread).
+  template <typename Work, typename Answer>
+  void OnEngine(const ExchangePtr& ex, Work work, Answer answer);
+  // The page of transitions after `after` (the stream is thread-safe to read).
+  Reply TransitionsPage(uint64_t after, uint64_t limit) const;
 
   EngineThread& engine_;
   ServerMetrics& metrics_;
   const ApiConfig config_;
-  std::unique_ptr<Router> router_;
+  Router router_;
 };
 
 }  // namespace bucketd::server

@@ -67,6 +67,24 @@ HttpError PayloadTooLarge(std::string message) {
   return {kHttpPayloadTooLarge, "payload_too_large", std::move(message), ""};
 }
 
+HttpError Forbidden(std::string header, std::string message) {
+  return {kHttpForbidden, "forbidden", std::move(message), std::move(header)};
+}
+
+HttpError LengthRequired() {
+  return {kHttpLengthRequired, "length_required",
+          "a request with a body needs Content-Length or Transfer-Encoding: chunked", ""};
+}
+
+HttpError UnsupportedMediaType(std::string header, std::string message) {
+  return {kHttpUnsupportedMediaType, "unsupported_media_type", std::move(message),
+          std::move(header)};
+}
+
+HttpError HeaderTooLarge(std::string message) {
+  return {kHttpHeaderTooLarge, "header_too_large", std::move(message), ""};
+}
+
 std::string ErrorBody(const HttpError& error) {
   JsonWriter w;
   w.BeginObject().Key("error");

@@ -12,9 +12,13 @@ inline constexpr int kHttpOk = 200;
 inline constexpr int kHttpCreated = 201;
 inline constexpr int kHttpBadRequest = 400;
 inline constexpr int kHttpUnauthorized = 401;
+inline constexpr int kHttpForbidden = 403;
 inline constexpr int kHttpNotFound = 404;
 inline constexpr int kHttpConflict = 409;
+inline constexpr int kHttpLengthRequired = 411;
 inline constexpr int kHttpPayloadTooLarge = 413;
+inline constexpr int kHttpUnsupportedMediaType = 415;
+inline constexpr int kHttpHeaderTooLarge = 431;
 inline constexpr int kHttpUnavailable = 503;
 inline constexpr int kHttpInsufficientStorage = 507;
 
@@ -36,6 +40,13 @@ HttpError Unauthorized();
 HttpError NotFound(std::string message);
 HttpError FailedPrecondition(std::string field, std::string message);
 HttpError PayloadTooLarge(std::string message);
+// The request's `header` names something this server does not serve (tokenless mode's
+// Host and Origin checks): 403 "forbidden", the header as the field.
+HttpError Forbidden(std::string header, std::string message);
+HttpError LengthRequired();
+// 415 "unsupported_media_type", the header (Content-Type, Content-Encoding) as the field.
+HttpError UnsupportedMediaType(std::string header, std::string message);
+HttpError HeaderTooLarge(std::string message);
 
 // The JSON body of an error; `field` is written only when non-empty.
 std::string ErrorBody(const HttpError& error);

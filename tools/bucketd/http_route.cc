@@ -8,44 +8,14 @@
 #include <spdlog/spdlog.h>
 
 #include "bucketd/limits.h"
+#include "engine/base/check.h"
 
 namespace bucketd::server {
 namespace {
 
 constexpr std::string_view kBearerPrefix = "Bearer ";
 constexpr std::string_view kIdSegment = "{}";
-// httplib hands every request of a method to Router::Serve, which routes on the raw target:
-// this pattern matches any decoded path, newlines included.
-constexpr const char* kAnyPath = R"([\s\S]*)";
-
-// The route of the request this handler thread is serving, for the access log hook that
-// runs after it (httplib calls handler and logger on the same thread).
-thread_local std::string current_route;
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string PercentDecode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      int high = HexValue(text[i + 1]);
-      int low = HexValue(text[i + 2]);
-      if (high >= 0 && low >= 0) {
-        out += static_cast<char>(high * 16 + low);
-        i += 2;
-        continue;
-      }
-    }
-    out += text[i];
-  }
-  return out;
-}
+constexpr std::string_view kOriginScheme = "http://";
 
 // `path` split at '/', each segment decoded when `decode` ("/a/b%2Fc" -> "", "a", "b/c").
 std::vector<std::string> Segments(std::string_view path, bool decode) {
@@ -59,9 +29,8 @@ std::vector<std::string> Segments(std::string_view path, bool decode) {
   }
 }
 
-std::vector<std::string> TargetSegments(const httplib::Request& req) {
-  std::string_view target = req.target;
-  return Segments(target.substr(0, target.find('?')), true);
+std::vector<std::string> TargetSegments(const HttpRequest& req) {
+  return Segments(req.Path(), true);
 }
 
 // Compares in time that depends only on the lengths, not on where the bytes differ.
@@ -76,53 +45,97 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-// Errors answered before any handler runs (no route, body too large), as JSON error bodies.
-HttpError DefaultError(int http_status) {
-  switch (http_status) {
-    case kHttpNotFound:
-      return NotFound("no such route");
-    case kHttpPayloadTooLarge:
-      return PayloadTooLarge("the request body is larger than " +
-                             std::to_string(kRequestBodyBytesMax >> 20) + " MiB");
-    default:
-      return {http_status, "invalid_argument", "the request could not be served", ""};
+size_t MethodIndex(HttpMethod method) { return static_cast<size_t>(method); }
+
+std::string_view MethodName(HttpMethod method) {
+  switch (method) {
+    case HttpMethod::kGet:
+      return "GET";
+    case HttpMethod::kPost:
+      return "POST";
+    case HttpMethod::kPut:
+      return "PUT";
+    case HttpMethod::kPatch:
+      return "PATCH";
+    case HttpMethod::kDelete:
+      return "DELETE";
+    case HttpMethod::kOther:
+      break;
   }
+  return "OTHER";
 }
 
 }  // namespace
 
-Reply JsonReply(int http_status, std::string body) {
-  return {http_status, std::move(body), "application/json"};
-}
-
-Reply ErrorReply(const HttpError& error) { return JsonReply(error.http_status, ErrorBody(error)); }
-
-std::string PathSegment(const httplib::Request& req, size_t index) {
+std::string PathSegment(const HttpRequest& req, size_t index) {
   std::vector<std::string> segments = TargetSegments(req);
   return index < segments.size() ? std::move(segments[index]) : "";
 }
 
-Router::Router(httplib::Server& server, ServerMetrics& metrics, std::string auth_token)
-    : server_(server), metrics_(metrics), auth_token_(std::move(auth_token)) {
-  InstallServerHooks();
+Router::Router(ServerMetrics& metrics, AccessConfig access)
+    : metrics_(metrics), access_(std::move(access)) {}
+
+void Router::SetAuthorities(std::vector<std::string> authorities) {
+  access_.authorities = std::move(authorities);
 }
 
-bool Router::Authorized(const httplib::Request& req) const {
-  if (auth_token_.empty()) return true;
-  std::string header = req.get_header_value("Authorization");
-  if (!std::string_view(header).starts_with(kBearerPrefix)) return false;
-  return ConstantTimeEquals(std::string_view(header).substr(kBearerPrefix.size()), auth_token_);
+bool Router::Authorized(const HttpRequest& req) const {
+  if (access_.auth_token.empty()) return true;
+  if (!req.authorization || !req.authorization->starts_with(kBearerPrefix)) return false;
+  return ConstantTimeEquals(std::string_view(*req.authorization).substr(kBearerPrefix.size()),
+                            access_.auth_token);
 }
 
-void Router::Add(Method method, std::string_view path_template, std::string route,
+bool Router::KnownAuthority(std::string_view authority, const HttpRequest& req) const {
+  const std::string lower = AsciiLower(authority);
+  if (!req.local_authority.empty() && lower == AsciiLower(req.local_authority)) return true;
+  return std::find(access_.authorities.begin(), access_.authorities.end(), lower) !=
+         access_.authorities.end();
+}
+
+std::optional<HttpError> Router::CheckAuthority(const HttpRequest& req) const {
+  // With a token, a page cannot authenticate (no CORS is ever granted), so any Host will do:
+  // a proxy or a container's published port may name the server differently.
+  if (!access_.auth_token.empty()) return std::nullopt;
+  if (!req.host) return Forbidden("Host", "tokenless mode needs a Host header naming this server");
+  if (!KnownAuthority(*req.host, req)) {
+    return Forbidden("Host", "Host \"" + *req.host +
+                                 "\" is not this server (tokenless mode refuses other names; "
+                                 "set --auth-token to serve them)");
+  }
+  if (!req.origin) return std::nullopt;
+  std::string_view origin = *req.origin;
+  if (!AsciiLower(origin.substr(0, kOriginScheme.size())).starts_with(kOriginScheme) ||
+      !KnownAuthority(origin.substr(kOriginScheme.size()), req)) {
+    return Forbidden("Origin", "Origin \"" + *req.origin +
+                                   "\" is not this server (tokenless mode refuses pages from "
+                                   "other origins)");
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpError> Router::CheckMediaType(const HttpRequest& req, Body body) const {
+  const std::string type = req.MediaType();
+  if (type == "application/json") return std::nullopt;
+  if (body == Body::kJsonOrNdjson && type == "application/x-ndjson") return std::nullopt;
+  std::string wanted =
+      body == Body::kJsonOrNdjson ? "application/json or application/x-ndjson" : "application/json";
+  return UnsupportedMediaType("Content-Type", "a body must be " + wanted + ", not " +
+                                                  (type.empty() ? "untyped" : "\"" + type + "\""));
+}
+
+void Router::Add(HttpMethod method, std::string_view path_template, std::string route, Body body,
                  Handler handler) {
-  routes_[static_cast<size_t>(method)].push_back({Segments(path_template, false),
-                                                  path_template.starts_with("/v1/"),
-                                                  std::move(route), std::move(handler)});
+  BUCKETD_CHECK(method != HttpMethod::kOther);
+  routes_[MethodIndex(method)].push_back({Segments(path_template, false),
+                                          path_template.starts_with("/v1/"), body, std::move(route),
+                                          std::move(handler)});
 }
 
-const Router::Route* Router::Find(Method method, const std::vector<std::string>& segments) const {
-  for (const Route& route : routes_[static_cast<size_t>(method)]) {
+const Router::Route* Router::Find(HttpMethod method,
+                                  const std::vector<std::string>& segments) const {
+  if (method == HttpMethod::kOther) return nullptr;
+  for (const Route& route : routes_[MethodIndex(method)]) {
     if (route.segments.size() != segments.size()) continue;
     bool match = true;
     for (size_t i = 0; i < segments.size() && match; ++i) {
@@ -134,55 +147,66 @@ const Router::Route* Router::Find(Method method, const std::vector<std::string>&
   return nullptr;
 }
 
-Reply Router::Serve(Method method, const httplib::Request& req) const {
-  const Route* route = Find(method, TargetSegments(req));
-  if (route == nullptr) return ErrorReply(DefaultError(kHttpNotFound));
-  current_route = route->name;
-  if (route->needs_auth && !Authorized(req)) return ErrorReply(Unauthorized());
-  return route->handler(req);
+Router::Admission Router::Admit(const HttpRequest& req) const {
+  Admission admission;
+  if (std::optional<HttpError> refusal = CheckAuthority(req)) {
+    admission.refusal = std::move(refusal);
+    return admission;
+  }
+  // Compressed bodies are refused rather than inflated: an inflate bounded by the body limit
+  // is possible, but no client of this API needs it and a refusal cannot be a zip bomb.
+  if (req.HasBody() && req.content_encoding && !req.content_encoding->empty() &&
+      AsciiLower(TrimSpace(*req.content_encoding)) != "identity") {
+    admission.refusal = UnsupportedMediaType(
+        "Content-Encoding", "a body must not be compressed (Content-Encoding \"" +
+                                *req.content_encoding + "\"); send it as identity");
+    return admission;
+  }
+  admission.route = Find(req.method, TargetSegments(req));
+  if (admission.route == nullptr) {
+    admission.refusal = NotFound("no such route");
+  } else if (admission.route->needs_auth && !Authorized(req)) {
+    admission.refusal = Unauthorized();
+  } else if (req.HasBody()) {
+    admission.refusal = CheckMediaType(req, admission.route->body);
+  }
+  return admission;
 }
 
-void Router::InstallServerHooks() {
-  auto serve = [this](Method method) {
-    return [this, method](const httplib::Request& req, httplib::Response& res) {
-      Reply reply = Serve(method, req);
-      res.status = reply.http_status;
-      res.set_content(std::move(reply.body), reply.content_type.c_str());
-    };
-  };
-  server_.Get(kAnyPath, serve(Method::kGet));
-  server_.Post(kAnyPath, serve(Method::kPost));
-  server_.Put(kAnyPath, serve(Method::kPut));
-  server_.Patch(kAnyPath, serve(Method::kPatch));
-  server_.Delete(kAnyPath, serve(Method::kDelete));
-  server_.set_error_handler(
-      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
-        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-        res.set_content(ErrorBody(DefaultError(res.status)), "application/json");
-        return httplib::Server::HandlerResponse::Handled;
-      }));
-  server_.set_exception_handler(
-      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
-        std::string what = "unknown exception";
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
-        spdlog::error("event=handler_exception method={} path={} error=\"{}\"", req.method,
-                      req.path, what);
-        res.status = kHttpUnavailable;
-        res.set_content(ErrorBody({kHttpUnavailable, "unavailable", "internal error", ""}),
-                        "application/json");
+std::optional<Reply> Router::Screen(const HttpRequest& req) const {
+  Admission admission = Admit(req);
+  if (!admission.refusal) return std::nullopt;
+  const std::string_view route = admission.route ? admission.route->name : "unmatched";
+  metrics_.RecordRequest(std::string(route), admission.refusal->http_status);
+  spdlog::debug("event=request method={} path={} route={} status={} refused=headers",
+                MethodName(req.method), req.Path(), route, admission.refusal->http_status);
+  return ErrorReply(*admission.refusal);
+}
+
+void Router::RecordUnrouted(int http_status) const {
+  metrics_.RecordRequest("unmatched", http_status);
+}
+
+void Router::Dispatch(HttpRequestPtr req, Exchange::Poster post,
+                      Exchange::Responder respond) const {
+  Admission admission = Admit(*req);
+  const std::string route = admission.route ? admission.route->name : "unmatched";
+  auto exchange = std::make_shared<Exchange>(
+      std::move(post), [this, req, route, respond = std::move(respond)](Reply reply) {
+        metrics_.RecordRequest(route, reply.http_status);
+        spdlog::debug("event=request method={} path={} route={} status={} bytes_in={}",
+                      MethodName(req->method), req->Path(), route, reply.http_status,
+                      req->body.size());
+        respond(std::move(reply));
       });
-  server_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    std::string route = current_route.empty() ? "unmatched" : std::move(current_route);
-    current_route.clear();
-    metrics_.RecordRequest(route, res.status);
-    spdlog::debug("event=request method={} path={} route={} status={} bytes_in={}", req.method,
-                  req.path, route, res.status, req.body.size());
-  });
+  if (admission.refusal) return exchange->Respond(ErrorReply(*admission.refusal));
+  try {
+    admission.route->handler(req, exchange);
+  } catch (const std::exception& e) {
+    exchange->Fail(e.what());
+  } catch (...) {
+    exchange->Fail("unknown exception");
+  }
 }
 
 }  // namespace bucketd::server

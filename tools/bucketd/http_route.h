@@ -1,50 +1,70 @@
 #pragma once
-// The plumbing every route shares: replies, routing on the segments of the raw target (so
-// an id holding an encoded '/' survives, and a bare '/' cannot split an id), bearer-token
-// checks and per-route request metrics.
+// The plumbing every route shares: routing on the segments of the raw target (so an id
+// holding an encoded '/' survives, and a bare '/' cannot split an id), the checks made on
+// a request's headers before its body is read (tokenless Host and Origin, bearer token,
+// media type and content coding) and per-route request metrics. Transport-neutral: the
+// HTTP server and a harness without a socket drive it the same way.
 #include <array>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <httplib.h>
-
 #include "http_errors.h"
+#include "http_request.h"
 #include "prometheus.h"
 
 namespace bucketd::server {
 
-struct Reply {
-  int http_status = kHttpOk;
-  std::string body;
-  std::string content_type = "application/json";
-};
-
-Reply JsonReply(int http_status, std::string body);
-Reply ErrorReply(const HttpError& error);
-
 // The percent-decoded segment `index` of the request's raw target, split at '/' (segment 0
 // is the empty one before the leading '/': "/v1/users/a%2Fb" -> 3: "a/b").
-std::string PathSegment(const httplib::Request& req, size_t index);
+std::string PathSegment(const HttpRequest& req, size_t index);
 
-// Routes match the raw target segment by segment, never httplib's decoded path: there a
-// '/' sent encoded inside an id is indistinguishable from a separator, so a route whose id
-// could span segments acted on the id's prefix (DELETE /v1/contacts/alice/x deleted alice).
+// Who may call. With a bearer token every /v1 route needs it, and the token is the
+// protection: a browser page cannot send it. Without one, a page the user visits could
+// still reach a loopback server (DNS rebinding, cross-site form posts), so every route
+// then checks that Host names this server and that an Origin, when sent, is this server.
+struct AccessConfig {
+  std::string auth_token;  // empty: tokenless
+  // Lower-case "host:port" authorities that name this server (tokenless mode); the
+  // request's own local_authority is accepted too.
+  std::vector<std::string> authorities;
+};
+
+// Routes match the raw target segment by segment, never a decoded path: there a '/' sent
+// encoded inside an id is indistinguishable from a separator, so a route whose id could
+// span segments acted on the id's prefix (DELETE /v1/contacts/alice/x deleted alice).
 class Router {
  public:
-  using Handler = std::function<Reply(const httplib::Request&)>;
-  enum class Method { kGet, kPost, kPut, kPatch, kDelete };
+  // Answers through the Exchange, exactly once, at once or later.
+  using Handler = std::function<void(const HttpRequestPtr&, const ExchangePtr&)>;
+  // The media types a route takes in a body: JSON, or also NDJSON (POST /v1/events). A
+  // body of any other type, or none, is refused on every route, so that a browser's
+  // form post or text/plain "simple request" never reaches a handler.
+  enum class Body { kJson, kJsonOrNdjson };
 
-  // An empty `auth_token` leaves /v1 open.
-  Router(httplib::Server& server, ServerMetrics& metrics, std::string auth_token);
+  Router(ServerMetrics& metrics, AccessConfig access);
 
   // Registers `handler` for `path_template`, segments separated by '/': "{}" matches one
   // non-empty segment (an id, read by the handler with PathSegment), any other segment
   // matches itself. A target with another number of segments does not match. Routes under
   // /v1 require the bearer token. `route` names the route in metrics and logs.
-  // REQUIRES: the server is not listening yet.
-  void Add(Method method, std::string_view path_template, std::string route, Handler handler);
+  // REQUIRES: not serving yet.
+  void Add(HttpMethod method, std::string_view path_template, std::string route, Body body,
+           Handler handler);
+  // REQUIRES: not serving yet.
+  void SetAuthorities(std::vector<std::string> authorities);
+
+  // The refusal of a request on its headers alone (body not read yet), recorded in metrics;
+  // nullopt when its body may be read and the request dispatched.
+  std::optional<Reply> Screen(const HttpRequest& req) const;
+  // Screens `req`, then runs its route's handler; `respond` gets the one reply (from any
+  // thread), `post` runs follow-up work on the caller's executor. Records the reply in
+  // metrics and the debug log.
+  void Dispatch(HttpRequestPtr req, Exchange::Poster post, Exchange::Responder respond) const;
+  // A request the transport refused before it could be routed (malformed, too large).
+  void RecordUnrouted(int http_status) const;
 
  private:
   static constexpr size_t kMethodCount = 5;
@@ -52,19 +72,25 @@ class Router {
   struct Route {
     std::vector<std::string> segments;  // kIdSegment for an id
     bool needs_auth = false;
+    Body body = Body::kJson;
     std::string name;
     Handler handler;
   };
+  struct Admission {
+    const Route* route = nullptr;
+    std::optional<HttpError> refusal;
+  };
 
   // The first route of `method` whose template matches the target's decoded `segments`.
-  const Route* Find(Method method, const std::vector<std::string>& segments) const;
-  Reply Serve(Method method, const httplib::Request& req) const;
-  bool Authorized(const httplib::Request& req) const;
-  void InstallServerHooks();
+  const Route* Find(HttpMethod method, const std::vector<std::string>& segments) const;
+  Admission Admit(const HttpRequest& req) const;
+  std::optional<HttpError> CheckAuthority(const HttpRequest& req) const;
+  std::optional<HttpError> CheckMediaType(const HttpRequest& req, Body body) const;
+  bool Authorized(const HttpRequest& req) const;
+  bool KnownAuthority(std::string_view authority, const HttpRequest& req) const;
 
-  httplib::Server& server_;
   ServerMetrics& metrics_;
-  const std::string auth_token_;
+  AccessConfig access_;
   std::array<std::vector<Route>, kMethodCount> routes_;
 };
 

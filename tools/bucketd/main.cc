@@ -1,10 +1,12 @@
 // bucketd: the sidecar server. Flags, start-up, signals and shutdown; the routes live in
-// http_api, the owner thread in engine_thread.
+// http_api, the transport in http_server, the owner thread in engine_thread.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <set>
@@ -12,7 +14,6 @@
 #include <thread>
 #include <vector>
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -21,16 +22,16 @@
 #include "bucketd/time_format.h"
 #include "engine_thread.h"
 #include "http_api.h"
+#include "http_server.h"
 #include "json_requests.h"
 #include "prometheus.h"
 
 namespace bucketd::server {
 namespace {
 
-// Long polls hold a handler thread for up to 30 s, so the pool is larger than the cores.
-constexpr size_t kHttpThreadsDefault = 32;
-constexpr size_t kKeepAliveRequestsMax = 1'000'000;
-constexpr time_t kKeepAliveIdleSeconds = 30;
+// I/O threads only parse, route and render: engine work runs on the owner thread and
+// long-polls park as callbacks, so two threads keep two cores busy.
+constexpr size_t kHttpThreadsDefault = 2;
 
 struct Flags {
   std::string listen = "127.0.0.1:7411";
@@ -47,6 +48,10 @@ struct Flags {
   bool snapshot_on_exit = false;
   std::string log_level = "info";
   size_t http_threads = kHttpThreadsDefault;
+  size_t max_connections = HttpServerConfig().connections_max;
+  std::string idle_timeout = "60s";
+  std::string header_timeout = "10s";
+  std::string body_timeout = "30s";
   uint32_t replay_threads = Options().replay_threads;
 };
 
@@ -97,9 +102,27 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->envname("BUCKETD_REPLAY_THREADS")
       ->check(CLI::Range(0, 64))
       ->capture_default_str();
-  app.add_option("--http-threads", f.http_threads, "HTTP handler threads")
+  app.add_option("--http-threads", f.http_threads,
+                 "HTTP I/O threads (connections are asynchronous: not one thread each)")
       ->envname("BUCKETD_HTTP_THREADS")
-      ->check(CLI::Range(size_t{2}, size_t{1024}))
+      ->check(CLI::Range(size_t{1}, size_t{64}))
+      ->capture_default_str();
+  app.add_option("--max-connections", f.max_connections,
+                 "open connections at most; later ones are accepted and closed at once")
+      ->envname("BUCKETD_MAX_CONNECTIONS")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--idle-timeout", f.idle_timeout,
+                 "close a connection that sends no request for this long")
+      ->envname("BUCKETD_IDLE_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--header-timeout", f.header_timeout,
+                 "close a connection whose request headers take longer than this")
+      ->envname("BUCKETD_HEADER_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--body-timeout", f.body_timeout,
+                 "close a connection whose request body (or response) takes longer than this")
+      ->envname("BUCKETD_BODY_TIMEOUT")
       ->capture_default_str();
 }
 
@@ -111,6 +134,27 @@ Status ParseOptionalDuration(const std::string& text, std::string_view field, Ti
   Status status = ParseDurationString(text, out);
   if (!status.ok()) return Status::InvalidArgument(std::string(field), status.message());
   return Status::Ok();
+}
+
+Status ParseTimeout(const std::string& text, std::string_view flag,
+                    std::chrono::milliseconds* out) {
+  TimeMs ms = 0;
+  if (Status status = ParseDurationString(text, &ms); !status.ok() || ms <= 0) {
+    return Status::InvalidArgument(std::string(flag),
+                                   "must be a positive duration such as \"10s\"");
+  }
+  *out = std::chrono::milliseconds(ms);
+  return Status::Ok();
+}
+
+Status ToServerConfig(const Flags& f, HttpServerConfig* config) {
+  config->io_threads = f.http_threads;
+  config->connections_max = f.max_connections;
+  Status status = ParseTimeout(f.idle_timeout, "--idle-timeout", &config->idle_timeout);
+  if (status.ok())
+    status = ParseTimeout(f.header_timeout, "--header-timeout", &config->header_timeout);
+  if (status.ok()) status = ParseTimeout(f.body_timeout, "--body-timeout", &config->body_timeout);
+  return status;
 }
 
 Status ToOptions(const Flags& f, Options* options, TimeMs* sweep_interval_ms) {
@@ -180,39 +224,66 @@ Status ApplyBucketFiles(const std::string& path, bool prune, EngineThread& engin
   });
 }
 
-// Waits for SIGTERM / SIGINT (blocked in every thread) and stops the HTTP server; the
-// server finishes its in-flight requests before listen() returns.
+// Waits for SIGTERM / SIGINT (blocked in every thread), wakes the long-polls and stops the
+// HTTP server, which finishes its in-flight requests before Run() returns.
 class ShutdownWatcher {
  public:
-  ShutdownWatcher(httplib::Server& server, EngineThread& engine)
+  ShutdownWatcher(HttpServer& server, EngineThread& engine)
       : thread_([this, &server, &engine] { Watch(server, engine); }) {}
   ~ShutdownWatcher() {
-    listen_done_ = true;
+    serving_done_ = true;
     pthread_kill(thread_.native_handle(), SIGTERM);
     thread_.join();
   }
 
  private:
-  void Watch(httplib::Server& server, EngineThread& engine) {
+  void Watch(HttpServer& server, EngineThread& engine) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     int signal = 0;
     sigwait(&signals, &signal);
-    if (listen_done_) return;
+    if (serving_done_) return;
     spdlog::info("event=shutdown signal={}", signal);
     engine.CloseStream();
-    // A signal can arrive between bind and listen; stop() only acts on a running server.
-    while (!listen_done_ && !server.is_running()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    server.stop();
+    server.Shutdown();
   }
 
-  std::atomic<bool> listen_done_{false};
+  std::atomic<bool> serving_done_{false};
   std::thread thread_;
 };
+
+// Every connection holds a descriptor: the soft limit (often 1024) would cap connections
+// long before --max-connections, so it goes up to the hard limit.
+void RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("event=rlimit_nofile_unchanged soft={}", before);
+    return;
+  }
+  spdlog::debug("event=rlimit_nofile soft={} raised_to={}", before, limit.rlim_cur);
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1" ||
+         host.starts_with("127.");
+}
+
+// The names a tokenless request's Host (and Origin) may give this server.
+std::vector<std::string> Authorities(const std::string& host, uint16_t port) {
+  const std::string suffix = ":" + std::to_string(port);
+  std::vector<std::string> out = {"localhost" + suffix, "127.0.0.1" + suffix, "[::1]" + suffix};
+  std::string listen = AsciiLower(host);
+  if (listen.find(':') != std::string::npos && !listen.starts_with("[")) {
+    listen = "[" + listen + "]";
+  }
+  if (!listen.empty()) out.push_back(listen + suffix);
+  return out;
+}
 
 void BlockShutdownSignals() {
   sigset_t signals;
@@ -236,6 +307,12 @@ int Serve(const Flags& flags) {
     spdlog::critical("event=bad_flags error=\"--listen must be host:port\"");
     return EXIT_FAILURE;
   }
+  HttpServerConfig server_config;
+  if (Status status = ToServerConfig(flags, &server_config); !status.ok()) {
+    spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
+    return EXIT_FAILURE;
+  }
+  RaiseDescriptorLimit();
 
   std::unique_ptr<Engine> engine;
   std::vector<std::string> warnings;
@@ -265,30 +342,28 @@ int Serve(const Flags& flags) {
     spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
     exit_code = EXIT_FAILURE;
   } else {
-    httplib::Server server;
-    server.new_task_queue = [n = flags.http_threads] { return new httplib::ThreadPool(n); };
-    server.set_payload_max_length(kRequestBodyBytesMax);
-    server.set_keep_alive_max_count(kKeepAliveRequestsMax);
-    server.set_keep_alive_timeout(kKeepAliveIdleSeconds);
-    // Responses go out in more than one write (headers, body): with Nagle's algorithm on, a
-    // keep-alive client's delayed ACK held each response ~40 ms (p50 52 ms when measured).
-    server.set_tcp_nodelay(true);
     HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock});
-    api.Register(server);
-
-    ShutdownWatcher watcher(server, engine_thread);
-    if (port == 0) {
-      port = server.bind_to_any_port(host);
-    } else if (!server.bind_to_port(host, port)) {
-      port = -1;
-    }
-    if (port < 0) {
-      spdlog::critical("event=listen_failed listen={}", flags.listen);
+    HttpServer server(api, server_config);
+    status = server.Listen(host, static_cast<uint16_t>(port));
+    if (!status.ok()) {
+      spdlog::critical("event=listen_failed listen={} error=\"{}\"", flags.listen,
+                       status.message());
+      // Also on stderr, whatever the log level: the one reason start-up failed.
+      std::fprintf(stderr, "bucketd: %s\n", status.message().c_str());
       exit_code = EXIT_FAILURE;
     } else {
-      spdlog::info("event=listening address={}:{} clock={} durability={} auth={}", host, port,
-                   flags.clock, flags.durability, flags.auth_token.empty() ? "off" : "bearer");
-      server.listen_after_bind();
+      api.SetAuthorities(Authorities(host, server.port()));
+      if (flags.auth_token.empty() && !IsLoopbackHost(host)) {
+        spdlog::warn(
+            "event=tokenless_public_listen address={} note=\"no --auth-token: anyone who can "
+            "reach this address can change state; only Host and Origin are checked\"",
+            flags.listen);
+      }
+      spdlog::info("event=listening address={}:{} clock={} durability={} auth={} io_threads={}",
+                   host, server.port(), flags.clock, flags.durability,
+                   flags.auth_token.empty() ? "off" : "bearer", server_config.io_threads);
+      ShutdownWatcher watcher(server, engine_thread);
+      server.Run();
     }
   }
 

@@ -32,8 +32,10 @@ inline constexpr size_t kBatchItemsMax = 100000;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
 inline constexpr size_t kMembersPageDefault = 100;
 inline constexpr size_t kTransitionsPageDefault = 100;
-// The sidecar's: a request body, and the longest long-poll of GET /v1/transitions.
+// The sidecar's: a request body (whatever its transfer encoding), its request line and
+// headers together, and the longest long-poll of GET /v1/transitions.
 inline constexpr size_t kRequestBodyBytesMax = size_t{16} << 20;
+inline constexpr size_t kRequestHeaderBytesMax = size_t{16} << 10;
 inline constexpr int64_t kLongPollMsMax = 30'000;
 
 // "must be 1-256 bytes": refusal messages name the limit from the constant itself.
