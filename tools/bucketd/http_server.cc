@@ -36,6 +36,9 @@ using beast::error_code;
 // The first read of a request: small, since an idle connection keeps it (Beast grows the
 // buffer for a longer header or a body, and it shrinks back after the request).
 constexpr size_t kFirstReadBytes = 512;
+// A buffer a request grew beyond this is freed after it: a connection that sent one 16 MiB
+// body must not keep it while idle, and one that sends batches keeps its buffer.
+constexpr size_t kKeepBufferBytesMax = size_t{1} << 20;
 // After an answer that closes the connection, what the client still sends is read and
 // dropped for a while before the close: closing with unread bytes sends a reset, and the
 // client could lose the answer (a 413 while it is still sending its body).
@@ -329,15 +332,16 @@ class Session : public std::enable_shared_from_this<Session> {
     response->keep_alive(!close);
     response->prepare_payload();
     stream_.expires_after(server_.config().body_timeout);
-    http::async_write(stream_, *response,
-                      [self = shared_from_this(), response, close](error_code ec, size_t) {
-                        if (ec) return self->Close();
-                        if (close) return self->Linger();
-                        self->parser_.reset();
-                        // A 16 MiB body must not stay allocated on an idle connection.
-                        if (self->buffer_.size() == 0) self->buffer_.shrink_to_fit();
-                        self->WaitForRequest();
-                      });
+    http::async_write(
+        stream_, *response, [self = shared_from_this(), response, close](error_code ec, size_t) {
+          if (ec) return self->Close();
+          if (close) return self->Linger();
+          self->parser_.reset();
+          if (self->buffer_.size() == 0 && self->buffer_.capacity() > kKeepBufferBytesMax) {
+            self->buffer_.shrink_to_fit();
+          }
+          self->WaitForRequest();
+        });
   }
 
   void Linger() {
