@@ -176,8 +176,8 @@ Router::Admission Router::Admit(const HttpRequest& req) const {
 std::optional<Reply> Router::Screen(const HttpRequest& req) const {
   Admission admission = Admit(req);
   if (!admission.refusal) return std::nullopt;
-  const std::string_view route = admission.route ? admission.route->name : "unmatched";
-  metrics_.RecordRequest(std::string(route), admission.refusal->http_status);
+  const std::string route = admission.route ? admission.route->name : "unmatched";
+  metrics_.RecordRequest(route, admission.refusal->http_status);
   spdlog::debug("event=request method={} path={} route={} status={} refused=headers",
                 MethodName(req.method), req.Path(), route, admission.refusal->http_status);
   return ErrorReply(*admission.refusal);
