@@ -143,7 +143,9 @@ std::optional<HttpError> CheckFraming(const Parser& parser) {
 
 class Session;
 
-class HttpServer::Impl {
+// Shared with every connection: the last owner of a connection may be a completion the
+// owner thread drops after Run() returned, and its unregistering must find this alive.
+class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
   Impl(HttpApi& api, HttpServerConfig config)
       : api_(api),
@@ -192,8 +194,8 @@ class HttpServer::Impl {
 // is pending at a time.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, HttpServer::Impl& server)
-      : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket&& socket, std::shared_ptr<HttpServer::Impl> owner)
+      : owner_(std::move(owner)), server_(*owner_), stream_(std::move(socket)) {
     error_code ec;
     tcp::endpoint local = stream_.socket().local_endpoint(ec);
     if (!ec) local_authority_ = AuthorityOf(local);
@@ -375,8 +377,10 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
-  beast::tcp_stream stream_;
+  // First, so it is destroyed last: the stream unregisters from the owner's io_context.
+  const std::shared_ptr<HttpServer::Impl> owner_;
   HttpServer::Impl& server_;
+  beast::tcp_stream stream_;
   std::string local_authority_;
   beast::flat_buffer buffer_;
   std::optional<Parser> parser_;
@@ -453,7 +457,7 @@ void HttpServer::Impl::OnAccept(const error_code& ec, tcp::socket socket) {
     // Headers and body go out in one write, but a delayed ACK still held small responses
     // ~40 ms under Nagle's algorithm when they did not.
     socket.set_option(tcp::no_delay(true), ignored);
-    std::make_shared<Session>(std::move(socket), *this)->Start();
+    std::make_shared<Session>(std::move(socket), shared_from_this())->Start();
   }
   Accept();
 }
@@ -510,7 +514,7 @@ void HttpServer::Impl::Run() {
 }
 
 HttpServer::HttpServer(HttpApi& api, HttpServerConfig config)
-    : impl_(std::make_unique<Impl>(api, config)) {}
+    : impl_(std::make_shared<Impl>(api, config)) {}
 
 HttpServer::~HttpServer() = default;
 

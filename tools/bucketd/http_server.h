@@ -55,7 +55,7 @@ class HttpServer {
   class Impl;  // http_server.cc: the io_context, the acceptor, the connections
 
  private:
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace bucketd::server
