@@ -616,19 +616,20 @@ void RocksLog::CommitterLoop() {
     rocksdb::WriteOptions write;
     write.sync = options_.sync;
     rocksdb::Status s = db_->Write(write, &in_flight_batch_);
+    // The callback runs before the write is reported finished: until then FinishCommit
+    // cannot return, so the writer cannot go on to destroy what the callback touches (a
+    // server's condition variable at shutdown, which ThreadSanitizer caught being
+    // signalled while destroyed). The writer cannot start another commit meanwhile either:
+    // StartCommit finishes this one first.
+    lock.lock();
+    std::function<void()> on_written = std::move(on_written_);
+    on_written_ = nullptr;
+    lock.unlock();
+    if (on_written) on_written();
     lock.lock();
     write_status_ = s;
     write_requested_ = false;
-    // Taken under the lock: once write_requested_ is false the writer may start the next
-    // commit with its own callback.
-    std::function<void()> on_written = std::move(on_written_);
-    on_written_ = nullptr;
     committer_cv_.notify_all();
-    if (on_written) {
-      lock.unlock();
-      on_written();
-      lock.lock();
-    }
   }
 }
 

@@ -94,8 +94,9 @@ class Log {
   // in flight (StartCommit finishes the previous one first). Until FinishCommit returns
   // OK nothing of the batch is durable or visible to readers; its idempotency keys count
   // as seen from StartCommit on. `on_written` (may be empty) runs exactly once, when the
-  // write has finished well or badly: on the log's thread, or before StartCommit returns
-  // if nothing went in flight (nothing staged, or an error). It must not call the log; it
+  // write has finished well or badly: on the log's thread (and FinishCommit returns only
+  // after it has run), or before StartCommit returns if nothing went in flight (nothing
+  // staged, or an error). It must not call the log; it
   // lets a writer sleep until either new work or the write's end arrives.
   virtual Status StartCommit(std::function<void()> on_written) = 0;
   virtual Status FinishCommit() = 0;
