@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds everything and runs the test suite (the README's test command).
 #   BUCKETD_SANITIZE=1  build and test under AddressSanitizer + UndefinedBehaviorSanitizer
+#                       in build-asan/
+#   BUCKETD_TSAN=1      build and test under ThreadSanitizer in build-tsan/
 #   BUCKETD_SOAK=1      also run the long soak/torture tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +10,16 @@ bash tools/setup.sh
 
 build=build
 flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+if [ "${BUCKETD_SANITIZE:-0}" = 1 ] && [ "${BUCKETD_TSAN:-0}" = 1 ]; then
+  echo "run-tests: BUCKETD_SANITIZE and BUCKETD_TSAN cannot be combined" >&2
+  exit 2
+fi
 if [ "${BUCKETD_SANITIZE:-0}" = 1 ]; then
   build=build-asan
   flags+=(-DBUCKETD_SANITIZE=ON -DBUCKETD_BENCH=OFF)
+elif [ "${BUCKETD_TSAN:-0}" = 1 ]; then
+  build=build-tsan
+  flags+=(-DBUCKETD_TSAN=ON -DBUCKETD_BENCH=OFF)
 fi
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
