@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds everything and runs the test suite (the README's test command).
+# Sets up the machine, builds everything and runs the test suite (the README's test command):
+# the CTest suites, then (plain build only) tools/check-embedding.sh, which installs the build
+# and builds examples/embed with find_package, pkg-config and add_subdirectory.
 #   BUCKETD_SANITIZE=1  build and test under AddressSanitizer + UndefinedBehaviorSanitizer
 #                       in build-asan/
 #   BUCKETD_TSAN=1      build and test under ThreadSanitizer in build-tsan/
 #   BUCKETD_SOAK=1      also run the long soak/torture tests
+# Any failure ends the script with a non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -15,12 +18,16 @@ if [ "${BUCKETD_SANITIZE:-0}" = 1 ] && [ "${BUCKETD_TSAN:-0}" = 1 ]; then
   exit 2
 fi
 if [ "${BUCKETD_SANITIZE:-0}" = 1 ]; then
-  build=build-asan
+  build="build-asan"
   flags+=(-DBUCKETD_SANITIZE=ON -DBUCKETD_BENCH=OFF)
 elif [ "${BUCKETD_TSAN:-0}" = 1 ]; then
-  build=build-tsan
+  build="build-tsan"
   flags+=(-DBUCKETD_TSAN=ON -DBUCKETD_BENCH=OFF)
 fi
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure --timeout 900
+# The packaging is the same under a sanitizer; check it once, on the plain build.
+if [ "$build" = build ]; then
+  tools/check-embedding.sh "$build"
+fi
