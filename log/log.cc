@@ -27,6 +27,7 @@
 #include <rocksdb/write_batch.h>
 #include <xxhash.h>
 
+#include "engine/base/check.h"
 #include "log/chunk.h"
 #include "log/record_codec.h"
 
@@ -84,13 +85,6 @@ Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   if (status.IsCorruption()) return Status::Corruption(std::move(message));
   if (status.IsNoSpace()) return Status::NoSpace(std::move(message));
   return Status::IoError(std::move(message));
-}
-
-// A broken invariant means the caller's state and the log disagree; continuing would write
-// a log that cannot be replayed, so stop here, loudly, in every build type.
-[[noreturn]] void InvariantFailed(const std::string& what) {
-  std::fprintf(stderr, "bucketd log: invariant violated: %s\n", what.c_str());
-  std::abort();
 }
 
 // RocksDB's own diagnostics (flushes, compactions, errors) in <log dir>/LOG. Written with
@@ -491,10 +485,10 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   // Nothing is staged on a read-only log; Commit() reports the misuse as a value.
   if (options_.read_only) return;
   const uint64_t seq = last_seq();
-  if (record.seq != seq + 1) {
-    InvariantFailed("staged record seq " + std::to_string(record.seq) + " does not follow " +
-                    std::to_string(seq));
-  }
+  // The caller's state and the log disagree: writing on would make a log that cannot be
+  // replayed.
+  BUCKETD_CHECK_MSG(record.seq == seq + 1, "staged record seq " + std::to_string(record.seq) +
+                                               " does not follow " + std::to_string(seq));
   const SeqKey key = EncodeSeq(record.seq);
   EncodeRecord(record, &builder_);
   StageElement(kRecords, &record_chunk_, record.seq);
@@ -505,10 +499,9 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
 
   uint64_t transition_seq = last_transition_seq();
   for (const Transition& transition : transitions) {
-    if (transition.seq != transition_seq + 1) {
-      InvariantFailed("staged transition seq " + std::to_string(transition.seq) +
-                      " does not follow " + std::to_string(transition_seq));
-    }
+    BUCKETD_CHECK_MSG(transition.seq == transition_seq + 1,
+                      "staged transition seq " + std::to_string(transition.seq) +
+                          " does not follow " + std::to_string(transition_seq));
     transition_seq = transition.seq;
     EncodeTransition(transition, &builder_);
     StageElement(kTransitions, &transition_chunk_, transition.seq);

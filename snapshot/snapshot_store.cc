@@ -2,7 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -244,7 +247,19 @@ struct ChildResult {
 
 // The child's whole life. Never returns: the parent's stack above us must not unwind in
 // the child (no destructors, no atexit handlers, no stdio flush).
-[[noreturn]] void RunChild(int pipe_fd, const std::string& dir, const State& state) {
+// The child holds copies of every descriptor of the parent: a server's listening socket
+// among them, which would keep the port open (and, with SO_REUSEPORT, take requests) if
+// the parent died first. It closes all but stdio and its pipe, and dies with the parent.
+void DetachFromParent(int pipe_fd, pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) _exit(1);  // the parent died before prctl took effect
+  const unsigned keep = static_cast<unsigned>(pipe_fd);
+  if (keep > 3) ::close_range(3, keep - 1, 0);
+  ::close_range(keep + 1, ~0U, 0);
+}
+
+[[noreturn]] void RunChild(int pipe_fd, pid_t parent, const std::string& dir, const State& state) {
+  DetachFromParent(pipe_fd, parent);
   ChildResult result;
   try {
     SnapshotInfo info;
@@ -307,6 +322,7 @@ Status SnapshotStore::StartBackground(const State& state) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Errno("pipe");
   const int64_t started_us = NowMicros();
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     const Status s = Errno("fork");
@@ -316,7 +332,7 @@ Status SnapshotStore::StartBackground(const State& state) {
   }
   if (pid == 0) {
     ::close(fds[0]);
-    RunChild(fds[1], dir_, state);
+    RunChild(fds[1], parent, dir_, state);
   }
   ::close(fds[1]);
   child_pid_ = pid;

@@ -1,4 +1,5 @@
 // The fold driven directly by log records: the pure function at the heart of the engine.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include "engine/definition/definition.h"
@@ -57,7 +58,9 @@ class Records {
   Record Next(RecordKind kind, TimeMs at) {
     Record r;
     r.seq = fold.state().applied_seq + 1;
-    r.at = kT0 + at;
+    // Stamped as the engine stamps: its now never moves back (an earlier `at` is a late
+    // event's occurredAt).
+    r.at = std::max(kT0 + at, fold.state().now);
     r.kind = kind;
     return r;
   }

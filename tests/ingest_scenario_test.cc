@@ -394,3 +394,85 @@ TEST_CASE("members are paged by userId with a keyset cursor") {
   REQUIRE(seen.size() == 25);
   CHECK(std::is_sorted(seen.begin(), seen.end()));
 }
+
+TEST_CASE("after Close() every Status call fails as closed; a second Close() is OK") {
+  Scenario s;
+  s.Define(R"({"id":"b","criteria":{"type":"event","eventName":"x","check":"exists"}})");
+  s.Event("u", "x");
+  Engine& e = s.engine();
+  RequireOk(e.Close());
+  RequireOk(e.Close());
+  const auto closed = [](const Status& st) {
+    INFO(st.ToString());
+    return st.code() == StatusCode::kFailedPrecondition &&
+           st.message().find("closed") != std::string::npos;
+  };
+  IngestResult r;
+  CHECK(closed(e.Ingest({"v", "x", std::nullopt, std::nullopt, {}, {}}, &r)));
+  BatchResult batch;
+  CHECK(closed(e.IngestBatch({}, &batch)));
+  CHECK(closed(e.DeleteContact("u")));
+  CHECK(closed(
+      e.DefineBucket(R"({"id":"c","kind":"manual"})", DefineMode::kCreate, std::nullopt, nullptr)));
+  CHECK(closed(e.SetBucketEnabled("b", false)));
+  CHECK(closed(e.DeleteBucket("b")));
+  CHECK(closed(e.AddMember("b", "u")));
+  CHECK(closed(e.RemoveMember("b", "u")));
+  CHECK(closed(e.EndGroup()));
+  CHECK(closed(e.EndGroupPipelined(nullptr)));
+  CHECK(closed(e.AwaitGroup()));
+  SweepResult sweep;
+  CHECK(closed(e.AdvanceClock(kT0 + kDay, &sweep)));
+  CHECK(closed(e.Sweep(&sweep)));
+  BucketInfo info;
+  CHECK(closed(e.GetBucket("b", &info)));
+  uint64_t count = 0;
+  CHECK(closed(e.Count("b", &count)));
+  BucketMetrics metrics;
+  CHECK(closed(e.Metrics("b", &metrics)));
+  MembersPage page;
+  CHECK(closed(e.Members("b", "", 10, &page)));
+  Member member;
+  CHECK(closed(e.GetMember("b", "u", &member)));
+  std::vector<MembershipRecord> memberships;
+  CHECK(closed(e.UserMemberships("u", &memberships)));
+  std::vector<Transition> transitions;
+  CHECK(closed(e.ReadTransitions(0, 10, &transitions)));
+  SnapshotInfo snapshot;
+  CHECK(closed(e.TakeSnapshot(&snapshot)));
+  CHECK(closed(e.Health()));
+}
+
+TEST_CASE("ValidateEvent names the field of each rule Ingest applies") {
+  const auto field = [](EventInput in) { return ValidateEvent(in).field(); };
+  const EventInput good{"u", "x", std::nullopt, std::nullopt, {}, {}};
+  RequireOk(ValidateEvent(good));
+  EventInput in = good;
+  in.user_id = "";
+  CHECK(field(in) == "userId");
+  in = good;
+  in.user_id = std::string(kUserIdBytesMax + 1, 'u');
+  CHECK(field(in) == "userId");
+  in = good;
+  in.user_id = "\xff";
+  CHECK(field(in) == "userId");
+  in = good;
+  in.event = std::string(kReservedEventPrefix) + "entered:b";
+  CHECK(field(in) == "event");
+  in = good;
+  in.event = std::string(kEventNameBytesMax + 1, 'e');
+  CHECK(field(in) == "event");
+  in = good;
+  in.occurred_at_ms = -1;
+  CHECK(field(in) == "occurredAt");
+  in = good;
+  in.idempotency_key = std::string(kIdempotencyKeyBytesMax + 1, 'k');
+  CHECK(field(in) == "idempotencyKey");
+  in = good;
+  in.contact_properties = {{"", PropertyValue::Bool(true)}};
+  CHECK(field(in) == "contactProperties");
+  // What ValidateEvent refuses, Ingest refuses with the same field.
+  Scenario s;
+  IngestResult r;
+  CHECK(s.engine().Ingest(in, &r).field() == "contactProperties");
+}

@@ -7,7 +7,8 @@ cd "${1:-$(dirname "$0")/..}"
 # The layer a path (of a file, or of an include as written) belongs to.
 layer_of() {
   case "$1" in
-    bucketd/engine.h | engine/include/bucketd/engine.h) echo api ;;
+    bucketd/engine.h | bucketd/sweep_thread.h | engine/include/bucketd/engine.h | \
+      engine/include/bucketd/sweep_thread.h) echo api ;;
     bucketd/* | engine/include/bucketd/*) echo public ;;
     engine/base/*) echo base ;;
     engine/definition/*) echo definition ;;
@@ -37,7 +38,7 @@ declare -A allowed=(
   [fold]="public base definition state"
   [replay]="public base definition state fold"
   [core]="public api base definition state log snapshot fold replay"
-  [server]="public api base:engine/base/json_writer.h"
+  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h"
   [bucketctl]="public api base:engine/base/record.h log snapshot"
   [loadgen]=""
 )

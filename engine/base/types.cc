@@ -1,5 +1,7 @@
 #include "bucketd/types.h"
 
+#include "bucketd/limits.h"
+
 #include <string>
 
 namespace bucketd {
@@ -43,7 +45,7 @@ std::string_view ToString(TransitionKind kind) {
 }
 
 std::string Transition::Name() const {
-  std::string name = "bucket:";
+  std::string name(kReservedEventPrefix);
   name += ToString(kind);
   name += ':';
   name += bucket_id;
@@ -55,7 +57,7 @@ std::string Transition::Name() const {
 }
 
 std::string Transition::IdempotencyKey() const {
-  std::string key = "bucket:";
+  std::string key(kReservedEventPrefix);
   key += bucket_id;
   key += ':';
   key += user_id;

@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <string_view>
 #include <thread>
 
 #include "bucketd/engine.h"
+#include "engine/base/input_rules.h"
 #include "engine/core/clock.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
@@ -163,6 +165,7 @@ class EngineImpl final : public Engine {
   // --- inputs ---
 
   Status Ingest(const EventInput& event, IngestResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     *result = IngestResult{};
     scratch_.clear();
@@ -174,10 +177,12 @@ class EngineImpl final : public Engine {
   }
 
   Status IngestBatch(std::span<const EventInput> events, BatchResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     *result = BatchResult{};
     if (events.size() > kBatchItemsMax) {
-      return Status::InvalidArgument("events", "a batch holds at most 100000 items");
+      return Status::InvalidArgument(
+          "events", "a batch holds at most " + std::to_string(kBatchItemsMax) + " items");
     }
     const TimeMs now = Now();
     Fold::Lookahead lookahead(fold_);
@@ -210,6 +215,7 @@ class EngineImpl final : public Engine {
 
   Status DefineBucket(std::string_view json, DefineMode mode,
                       std::optional<std::string_view> path_id, bool* created) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
     if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
@@ -264,17 +270,19 @@ class EngineImpl final : public Engine {
   void BeginGroup() override { grouping_ = true; }
 
   Status EndGroup() override {
+    if (closed_) return Closed();
     grouping_ = false;
     return Commit();
   }
 
   Status EndGroupPipelined(std::function<void()> on_written) override {
+    if (closed_) return Closed();
     grouping_ = false;
     const auto written_now = [&on_written](Status status) {
       if (on_written) on_written();
       return status;
     };
-    if (Status s = AwaitGroup(); !s.ok()) return written_now(s);
+    if (Status s = FinishGroup(); !s.ok()) return written_now(s);
     if (!log_->has_staged()) return written_now(Status::Ok());
     // A snapshot must not include a group that is not durable yet: commit in one piece.
     if (SnapshotDue()) return written_now(CommitNow());
@@ -286,14 +294,19 @@ class EngineImpl final : public Engine {
   }
 
   Status AwaitGroup() override {
+    if (closed_) return Closed();
+    return FinishGroup();
+  }
+
+  // AwaitGroup's work, for Close() and the commits too.
+  Status FinishGroup() {
     // Sticky: once a write failed, no later call may report the group (or anything after
     // it) durable, whoever noticed the failure first.
     if (memory_ahead_of_log_) return failed_;
     if (!group_in_flight_) return Status::Ok();
     group_in_flight_ = false;
     if (Status s = log_->FinishCommit(); !s.ok()) return LogWriteFailed(s);
-    stats_.transitions_emitted += in_flight_transition_seq_ - committed_transition_seq_;
-    committed_transition_seq_ = in_flight_transition_seq_;
+    PublishTransitions(in_flight_transition_seq_);
     return Status::Ok();
   }
 
@@ -305,6 +318,7 @@ class EngineImpl final : public Engine {
   }
 
   Status AdvanceClock(TimeMs now_ms, SweepResult* result) override {
+    if (closed_) return Closed();
     if (options_.clock != ClockMode::kManual) {
       return Status::FailedPrecondition("now", "the clock can be set only in manual-clock mode");
     }
@@ -322,6 +336,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Sweep(SweepResult* result) override {
+    if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     // An idle engine commits nothing, so this (every --sweep-interval in wall mode) is
     // where a finished background snapshot gets reaped.
@@ -354,6 +369,7 @@ class EngineImpl final : public Engine {
   }
 
   Status GetBucket(std::string_view bucket_id, BucketInfo* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *out = Info(*b);
@@ -361,6 +377,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Count(std::string_view bucket_id, uint64_t* count) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     *count = b->members.size();
@@ -368,6 +385,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Metrics(std::string_view bucket_id, BucketMetrics* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     out->size = b->members.size();
@@ -382,10 +400,11 @@ class EngineImpl final : public Engine {
 
   Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
                  MembersPage* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (limit == 0 || limit > kMembersPageMax) {
-      return Status::InvalidArgument("limit", "must be 1-1000");
+      return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
     }
     out->members.clear();
     out->next_cursor.reset();
@@ -400,6 +419,7 @@ class EngineImpl final : public Engine {
 
   Status GetMember(std::string_view bucket_id, std::string_view user_id,
                    Member* out) const override {
+    if (closed_) return Closed();
     const Bucket* b = fold_.bucket(bucket_id);
     if (b == nullptr) return UnknownBucket(bucket_id);
     if (const User* user = fold_.user(user_id)) {
@@ -414,6 +434,7 @@ class EngineImpl final : public Engine {
 
   Status UserMemberships(std::string_view user_id,
                          std::vector<MembershipRecord>* out) const override {
+    if (closed_) return Closed();
     const User* found = fold_.user(user_id);
     if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
     const User& user = *found;
@@ -437,13 +458,21 @@ class EngineImpl final : public Engine {
 
   Status ReadTransitions(uint64_t after_seq, size_t limit,
                          std::vector<Transition>* out) const override {
+    if (closed_) return Closed();
     if (limit == 0 || limit > kTransitionsPageMax) {
-      return Status::InvalidArgument("limit", "must be 1-10000");
+      return Status::InvalidArgument("limit", MustBeBetween(1, kTransitionsPageMax));
     }
     return log_->ReadTransitions(after_seq, limit, out);
   }
 
   uint64_t LastTransitionSeq() const override { return committed_transition_seq_.load(); }
+
+  bool WaitForTransitions(uint64_t after_seq, std::chrono::milliseconds timeout) const override {
+    std::unique_lock lock(stream_mu_);
+    stream_cv_.wait_for(lock, timeout,
+                        [&] { return committed_transition_seq_.load() > after_seq || closed_; });
+    return committed_transition_seq_.load() > after_seq;
+  }
 
   // --- state, snapshots ---
 
@@ -454,6 +483,7 @@ class EngineImpl final : public Engine {
 
   // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
+    if (closed_) return Closed();
     // A snapshot must never be ahead of the durable log (a crash would let a different
     // log reach its seq): commit what a group has staged first.
     if (Status s = CommitNow(); !s.ok()) return s;
@@ -467,6 +497,7 @@ class EngineImpl final : public Engine {
   }
 
   Status Health() const override {
+    if (closed_) return Closed();
     std::lock_guard lock(health_mu_);
     return health_;
   }
@@ -483,22 +514,30 @@ class EngineImpl final : public Engine {
 
   Status Close() override {
     if (closed_) return Status::Ok();
-    closed_ = true;
+    {
+      std::lock_guard lock(stream_mu_);
+      closed_ = true;
+    }
+    stream_cv_.notify_all();
     // A running snapshot is cheap to let finish; a killed one would only be wasted work.
     ReapSnapshot(true);
     // A failed open has no log to flush.
     if (read_only_ || log_ == nullptr) return Status::Ok();
-    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (Status s = FinishGroup(); !s.ok()) return s;
     return log_->Flush();
   }
 
-  ~EngineImpl() override { Close(); }
+  // A host that wants the outcome calls Close() first; a second Close() is OK at once.
+  ~EngineImpl() override { (void)Close(); }
 
   // For tests and benchmarks of the fold (not part of the public API).
   const Fold& fold() const { return fold_; }
 
  private:
+  static Status Closed() { return Status::FailedPrecondition("", "the engine is closed"); }
+
   Status Writable() const {
+    if (closed_) return Closed();
     if (read_only_) return Status::FailedPrecondition("", "the engine is open read-only");
     if (!failed_.ok()) return failed_;
     return Status::Ok();
@@ -517,9 +556,7 @@ class EngineImpl final : public Engine {
                     std::vector<Transition>* transitions, User* known_user = nullptr) {
     *duplicate = false;
     if (event.idempotency_key) {
-      if (event.idempotency_key->empty() || event.idempotency_key->size() > 256) {
-        return Status::InvalidArgument("idempotencyKey", "must be 1-256 bytes");
-      }
+      if (Status s = ValidateIdempotencyKey(*event.idempotency_key); !s.ok()) return s;
       bool seen = false;
       // Refused before the fold: memory stays the fold of the log, and what this group
       // staged before still commits.
@@ -532,8 +569,9 @@ class EngineImpl final : public Engine {
         return Status::Ok();
       }
     }
-    if (event.occurred_at_ms && *event.occurred_at_ms < 0) {
-      return Rejected(Status::InvalidArgument("occurredAt", "must be at or after 1970-01-01"));
+    // The fold checks the rest of what ValidateEvent does (every record, replayed too).
+    if (event.occurred_at_ms) {
+      if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return Rejected(s);
     }
     Record& r = record_scratch_;
     r.seq = log_->last_seq() + 1;
@@ -578,15 +616,24 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  // The stream is durable up to `seq`: readers may see it, waiters wake.
+  void PublishTransitions(uint64_t seq) {
+    stats_.transitions_emitted += seq - committed_transition_seq_;
+    {
+      std::lock_guard lock(stream_mu_);
+      committed_transition_seq_ = seq;
+    }
+    stream_cv_.notify_all();
+  }
+
   // Makes staged records durable, unless a group defers that to EndGroup().
   Status Commit() { return grouping_ ? Status::Ok() : CommitNow(); }
 
   Status CommitNow() {
-    if (Status s = AwaitGroup(); !s.ok()) return s;
+    if (Status s = FinishGroup(); !s.ok()) return s;
     if (!log_->has_staged()) return Status::Ok();
     if (Status s = log_->Commit(); !s.ok()) return LogWriteFailed(s);
-    stats_.transitions_emitted += fold_.state().transition_seq - committed_transition_seq_;
-    committed_transition_seq_ = fold_.state().transition_seq;
+    PublishTransitions(fold_.state().transition_seq);
     MaybeSnapshot();
     return Status::Ok();
   }
@@ -639,8 +686,15 @@ class EngineImpl final : public Engine {
     if (!SnapshotDue()) return;
     last_snapshot_seq_ = fold_.state().applied_seq;
     last_snapshot_time_ = std::chrono::steady_clock::now();
+    if (!options_.snapshot_fork) {
+      // On this thread, blocking for the whole serialization; a failure is retried at the
+      // next interval like a failed background one.
+      SnapshotInfo info;
+      if (snapshots_.Write(fold_.state(), &info).ok()) stats_.last_snapshot_at_ms = Now();
+      return;
+    }
     // A fork that fails (out of memory, process limit) is as a failed write: retried later.
-    snapshots_.StartBackground(fold_.state());
+    (void)snapshots_.StartBackground(fold_.state());
   }
 
   // Collects a finished background snapshot (waits for a running one if `block`). A failed
@@ -733,7 +787,7 @@ class EngineImpl final : public Engine {
   SnapshotStore snapshots_;
   std::unique_ptr<Clock> clock_;
   bool read_only_ = false;
-  bool closed_ = false;
+  std::atomic<bool> closed_ = false;  // read by the thread-safe calls too
   bool grouping_ = false;
   Status failed_;  // owner thread; Health() reads the copy below
   bool memory_ahead_of_log_ = false;
@@ -742,6 +796,8 @@ class EngineImpl final : public Engine {
   std::vector<Transition> scratch_;
   Record record_scratch_;  // reused so ingest keeps its string capacity
   std::atomic<uint64_t> committed_transition_seq_{0};
+  mutable std::mutex stream_mu_;  // WaitForTransitions sleeps on stream_cv_
+  mutable std::condition_variable stream_cv_;
   bool group_in_flight_ = false;  // EndGroupPipelined started a commit not yet awaited
   uint64_t in_flight_transition_seq_ = 0;
   uint64_t last_snapshot_seq_ = 0;
@@ -750,6 +806,18 @@ class EngineImpl final : public Engine {
 };
 
 }  // namespace
+
+Status ValidateEvent(const EventInput& event) {
+  if (event.idempotency_key) {
+    if (Status s = ValidateIdempotencyKey(*event.idempotency_key); !s.ok()) return s;
+  }
+  if (Status s = ValidateUserId(event.user_id); !s.ok()) return s;
+  if (Status s = ValidateEventName(event.event); !s.ok()) return s;
+  if (event.occurred_at_ms) {
+    if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
+  }
+  return ValidateContactProperties(event.contact_properties);
+}
 
 Status ReadBucketId(std::string_view definition_json, std::string* id) {
   BucketDefinition def;

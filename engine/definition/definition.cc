@@ -8,6 +8,7 @@
 
 #include "bucketd/limits.h"
 #include "bucketd/time_format.h"
+#include "engine/base/input_rules.h"
 #include "engine/base/json_writer.h"
 
 namespace bucketd {
@@ -19,17 +20,10 @@ using simdjson::dom::element;
 using simdjson::dom::element_type;
 using simdjson::dom::object;
 
-constexpr size_t kNameBytesMax = 200;
-constexpr size_t kPropertyNameBytesMax = 200;
-// Descriptions are for humans; a bound keeps a definition (and every log record that
-// carries it) small.
-constexpr size_t kDescriptionBytesMax = 4096;
-// Each reaction is a due entry per member in the time index; a handful is the real need.
-constexpr size_t kDwellReactionsMax = 32;
-// No duration the engine reasons about is longer than a century, and the bound keeps every
-// `instant + duration` far from int64 overflow.
-constexpr TimeMs kDurationMsMax = 36525LL * 24 * 60 * 60 * 1000;
-constexpr std::string_view kReservedEventPrefix = "bucket:";
+std::string DurationTooLong() {
+  constexpr int64_t kDayMs = 24LL * 60 * 60 * 1000;
+  return "must be at most " + std::to_string(kDurationMsMax / kDayMs) + " days";
+}
 
 template <typename E>
 struct EnumName {
@@ -223,7 +217,7 @@ Status ReadDuration(const element& value, const std::string& path, TimeMs* out_m
       if (!ReadWholeNumber(value, &duration_ms)) {
         return Status::InvalidArgument(path, number != std::trunc(number)
                                                  ? "must be a whole number of milliseconds"
-                                                 : "must be at most 100 years");
+                                                 : DurationTooLong());
       }
       break;
     }
@@ -256,7 +250,7 @@ Status ReadDuration(const element& value, const std::string& path, TimeMs* out_m
         total_ms += number * unit_ms;
       }
       if (total_ms > static_cast<double>(kDurationMsMax)) {
-        return Status::InvalidArgument(path, "must be at most 100 years");
+        return Status::InvalidArgument(path, DurationTooLong());
       }
       duration_ms = std::llround(total_ms);
       break;
@@ -269,7 +263,7 @@ Status ReadDuration(const element& value, const std::string& path, TimeMs* out_m
   }
   if (duration_ms <= 0) return Status::InvalidArgument(path, "must be > 0");
   if (duration_ms > kDurationMsMax) {
-    return Status::InvalidArgument(path, "must be at most 100 years");
+    return Status::InvalidArgument(path, DurationTooLong());
   }
   *out_ms = duration_ms;
   return Status::Ok();
@@ -326,8 +320,9 @@ Status ParsePropertyLeaf(const Fields& fields, const std::string& path, Criteria
   if (property == nullptr) return Status::InvalidArgument(Join(path, "property"), "required");
   Status status = ReadString(*property, Join(path, "property"), &out->property);
   if (!status.ok()) return status;
-  if (out->property.empty() || out->property.size() > kPropertyNameBytesMax) {
-    return Status::InvalidArgument(Join(path, "property"), "must be 1-200 bytes");
+  if (out->property.empty() || out->property.size() > kPropertyKeyBytesMax) {
+    return Status::InvalidArgument(Join(path, "property"),
+                                   MustBeBetween(1, kPropertyKeyBytesMax, "bytes"));
   }
   const element* op = fields.Get("operator");
   if (op == nullptr) return Status::InvalidArgument(Join(path, "operator"), "required");
@@ -371,12 +366,7 @@ Status ParseEventLeaf(const Fields& fields, const std::string& path, Criteria* o
   if (name == nullptr) return Status::InvalidArgument(name_path, "required");
   Status status = ReadString(*name, name_path, &out->event_name);
   if (!status.ok()) return status;
-  if (out->event_name.empty() || out->event_name.size() > kEventNameBytesMax) {
-    return Status::InvalidArgument(name_path, "must be 1-200 bytes");
-  }
-  if (out->event_name.starts_with(kReservedEventPrefix)) {
-    return Status::InvalidArgument(name_path, "names starting with \"bucket:\" are reserved");
-  }
+  if (status = ValidateEventName(out->event_name, name_path); !status.ok()) return status;
   const element* check = fields.Get("check");
   if (check == nullptr) return Status::InvalidArgument(Join(path, "check"), "required");
   status = ReadEnum(*check, Join(path, "check"), kEventChecks, &out->check);
@@ -564,13 +554,16 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
   }
   bool id_ok = !def->id.empty() && def->id.size() <= kBucketIdCharsMax;
   for (const char c : def->id) id_ok = id_ok && IsBucketIdChar(c);
-  if (!id_ok) return Status::InvalidArgument("id", "must be 1-128 characters of [A-Za-z0-9._-]");
+  if (!id_ok) {
+    return Status::InvalidArgument(
+        "id", MustBeBetween(1, kBucketIdCharsMax, "characters of [A-Za-z0-9._-]"));
+  }
 
   if (const element* name = fields.Get("name")) {
     status = ReadString(*name, "name", &def->name);
     if (!status.ok()) return status;
-    if (def->name.empty() || def->name.size() > kNameBytesMax) {
-      return Status::InvalidArgument("name", "must be 1-200 bytes");
+    if (def->name.empty() || def->name.size() > kBucketNameBytesMax) {
+      return Status::InvalidArgument("name", MustBeBetween(1, kBucketNameBytesMax, "bytes"));
     }
   } else {
     def->name = def->id;
@@ -579,7 +572,8 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
     status = ReadString(*description, "description", &def->description);
     if (!status.ok()) return status;
     if (def->description.size() > kDescriptionBytesMax) {
-      return Status::InvalidArgument("description", "must be at most 4096 bytes");
+      return Status::InvalidArgument(
+          "description", "must be at most " + std::to_string(kDescriptionBytesMax) + " bytes");
     }
   }
   if (const element* enabled = fields.Get("enabled")) {

@@ -1,47 +1,17 @@
 #include "engine/fold/fold.h"
 
 #include <algorithm>
-#include <cassert>
-#include <cstdio>
-#include <cstdlib>
 
 #include <simdjson.h>
 
 #include "bucketd/limits.h"
+#include "engine/base/check.h"
+#include "engine/base/input_rules.h"
 #include "engine/fold/emitter.h"
 #include "engine/fold/fold_lookahead.h"
 
 namespace bucketd {
 namespace {
-
-// Most ids are ASCII, which is valid UTF-8: checking that inline skips simdjson's dispatch
-// and SIMD setup, which cost more than the check itself on a short id.
-bool IsAscii(std::string_view s) {
-  unsigned char any = 0;
-  for (const char c : s) any |= static_cast<unsigned char>(c);
-  return any < 0x80;
-}
-
-Status ValidateUserId(std::string_view user_id, std::string_view field = "userId") {
-  if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
-    return Status::InvalidArgument(std::string(field), "must be 1-256 bytes");
-  }
-  if (!IsAscii(user_id) && !simdjson::validate_utf8(user_id.data(), user_id.size())) {
-    return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
-  }
-  return Status::Ok();
-}
-
-Status ValidateEventName(std::string_view name, std::string_view field = "event") {
-  if (name.empty() || name.size() > kEventNameBytesMax) {
-    return Status::InvalidArgument(std::string(field), "must be 1-200 bytes");
-  }
-  if (name.starts_with("bucket:")) {
-    return Status::InvalidArgument(std::string(field),
-                                   "names starting with \"bucket:\" are reserved");
-  }
-  return Status::Ok();
-}
 
 // Trimmed and lower-cased (ASCII, as the "C" locale's isspace and tolower do), written over
 // `out`: a contact's events mostly repeat its email, and reusing the string's buffer saves
@@ -122,23 +92,26 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
-  for (const PropertyPatch& p : r.properties) {
-    if (p.key.empty()) {
-      return Status::InvalidArgument("contactProperties", "property keys must be non-empty");
-    }
-  }
-  return Status::Ok();
+  return ValidateContactProperties(r.properties);
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
-  assert(r.seq == state_.applied_seq + 1);
-  assert(known_user == nullptr || known_user == FindUser(r.user_id));
+  BUCKETD_CHECK_MSG(r.seq == state_.applied_seq + 1, "record " + std::to_string(r.seq) + " after " +
+                                                         std::to_string(state_.applied_seq));
+  // Comparing ids, not looking the user up again: that lookup is what a Lookahead saves.
+  BUCKETD_CHECK(known_user == nullptr || known_user->id == r.user_id);
+  // Time never moves backwards inside the fold: the engine stamps records with its now,
+  // which never does either, so an earlier instant is a log that is not the engine's.
+  if (r.at < state_.now) {
+    return Status::Corruption("record " + std::to_string(r.seq) + " is stamped " +
+                              std::to_string(r.at) + ", before the state's now " +
+                              std::to_string(state_.now));
+  }
   // Events are the hot path: checked once, keeping the user lookup for the apply.
   User* event_user = known_user;
   Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
   if (!check.ok()) return check;
-  // Time never moves backwards inside the fold, whatever the record says.
-  const TimeMs at = std::max(r.at, state_.now);
+  const TimeMs at = r.at;
   state_.now = at;
   Emitter emit(&state_, out, at);
   Status status;
@@ -174,11 +147,8 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
   }
   // Check() ran first, so an applier can fail only if re-reading the log failed midway:
   // memory would no longer be a fold of the log, so stop loudly rather than diverge.
-  if (!status.ok()) {
-    std::fprintf(stderr, "bucketd: fold of record %llu failed: %s\n",
-                 static_cast<unsigned long long>(r.seq), status.ToString().c_str());
-    std::abort();
-  }
+  BUCKETD_CHECK_MSG(status.ok(), "fold of record " + std::to_string(r.seq) +
+                                     " failed midway: " + status.ToString());
   state_.applied_seq = r.seq;
   return Status::Ok();  // not `status`: a copy of two strings per record
 }

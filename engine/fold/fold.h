@@ -3,7 +3,6 @@
 // the OS clock; every instant comes from a record. Apply() either refuses a record
 // (returning an error and changing nothing) or applies it completely, appending the
 // transitions it caused.
-#include <cassert>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "bucketd/status.h"
+#include "engine/base/check.h"
 #include "engine/base/record.h"
 #include "engine/fold/criteria_eval.h"
 #include "engine/state/state.h"
@@ -34,10 +34,11 @@ class Fold {
   void SetHistorySource(HistorySource source) { history_source_ = std::move(source); }
   const HistorySource& history_source() const { return history_source_; }
 
-  // REQUIRES: record.seq == state().applied_seq + 1 and record.at >= state().now.
+  // REQUIRES: record.seq == state().applied_seq + 1 (checked: a broken one stops the
+  // process). A record stamped before state().now is refused (Corruption).
   // `known_user`, if not null, is the user record.user_id names, as a Lookahead found it:
   // it spares an event the id lookup (other records ignore it). A wrong one would fold the
-  // event into another user; debug builds assert it.
+  // event into another user: checked by comparing ids.
   Status Apply(const Record& record, std::vector<Transition>* out, User* known_user = nullptr);
   // Checks what Apply would refuse, without changing anything (the engine calls this
   // before it spends a sequence number).
@@ -46,7 +47,7 @@ class Fold {
   // before `seq` were folded elsewhere, and Apply takes record `seq` next.
   // REQUIRES: seq > state().applied_seq.
   void SkipTo(uint64_t seq) {
-    assert(seq > state_.applied_seq);
+    BUCKETD_CHECK(seq > state_.applied_seq);
     state_.applied_seq = seq - 1;
   }
 

@@ -1,7 +1,7 @@
 // Joins, leaves and dwell fires of one (user, bucket) slot: SPEC §4 and §5.
 #include <algorithm>
-#include <cassert>
 
+#include "engine/base/check.h"
 #include "engine/fold/emitter.h"
 #include "engine/fold/fold.h"
 
@@ -48,7 +48,7 @@ bool Fold::EntryAllowed(const Bucket& bucket, const Slot& slot, TimeMs at) const
 }
 
 void Fold::Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emitter* emit) {
-  assert(!slot->active);
+  BUCKETD_CHECK(!slot->active);
   Bucket& bucket = *state_.buckets[slot->bucket];
   slot->active = true;
   slot->rejoin_blocked = false;
@@ -66,7 +66,7 @@ void Fold::Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emi
 }
 
 void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter* emit) {
-  assert(slot->active);
+  BUCKETD_CHECK(slot->active);
   Bucket& bucket = *state_.buckets[slot->bucket];
   if (!silent) emit->Emit(TransitionKind::kLeft, bucket, *slot, at, reason);
   slot->active = false;

@@ -1,5 +1,7 @@
 #include "engine/state/due_index.h"
 
+#include "engine/base/check.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -98,7 +100,7 @@ void DueIndex::Insert(DueKey key, Slot* slot) {
 
 void DueIndex::Erase(DueKey key) {
   auto it = pages_.find(PageOf(key.due_at));
-  if (it == pages_.end()) Broken("a filed slot missing from its time index");
+  BUCKETD_CHECK_MSG(it != pages_.end(), "a filed slot missing from its time index");
   Page& page = it->second;
   if (page.late.erase(key) == 1) {
     --size_;
@@ -119,7 +121,7 @@ void DueIndex::Erase(DueKey key) {
                           [&](const Entry& x) { return x.key == key && !Erased(x); });
     if (e != page.entries.end()) found = &*e;
   }
-  if (found == nullptr) Broken("a filed slot missing from its time index");
+  BUCKETD_CHECK_MSG(found != nullptr, "a filed slot missing from its time index");
   found->slot = nullptr;
   --size_;
   ++erased_;
@@ -129,10 +131,10 @@ void DueIndex::Erase(DueKey key) {
 void DueIndex::EraseFront(DueKey key) {
   Page& page = FrontPage();
   if (LateFirst(page)) {
-    if (page.late.begin()->first != key) Broken("a slot filed under another instant");
+    BUCKETD_CHECK_MSG(page.late.begin()->first == key, "a slot filed under another instant");
     page.late.erase(page.late.begin());
   } else {
-    if (page.entries.back().key != key) Broken("a slot filed under another instant");
+    BUCKETD_CHECK_MSG(page.entries.back().key == key, "a slot filed under another instant");
     page.entries.pop_back();
   }
   --size_;
@@ -160,7 +162,7 @@ std::vector<DueIndex::Entry> DueIndex::Sorted() const {
 
 DueIndex::Page& DueIndex::FrontPage() const {
   for (;;) {
-    if (pages_.empty()) Broken("live entries missing from the time index");
+    BUCKETD_CHECK_MSG(!pages_.empty(), "live entries missing from the time index");
     auto it = pages_.begin();
     Page& page = it->second;
     if (!page.sorted) Sort(&page);
@@ -196,13 +198,6 @@ void DueIndex::Compact() {
     }
   }
   erased_ = 0;
-}
-
-// The index and the slots' due instants disagree: the state is no longer a fold of the
-// log, and going on could loop or diverge. Stop loudly.
-void DueIndex::Broken(const char* what) {
-  std::fprintf(stderr, "bucketd: time index invariant violated: %s\n", what);
-  std::abort();
 }
 
 }  // namespace bucketd

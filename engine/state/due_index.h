@@ -130,7 +130,6 @@ class DueIndex {
   Entry Front() const;
   // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
   void Compact();
-  [[noreturn]] static void Broken(const char* what);
 
   mutable Pages pages_;
   size_t size_ = 0;            // live entries

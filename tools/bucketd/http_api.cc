@@ -1,12 +1,12 @@
 #include "http_api.h"
 
-#include <cassert>
 #include <charconv>
 #include <chrono>
 #include <utility>
 #include <vector>
 
 #include "bucketd/time_format.h"
+#include "engine/base/check.h"
 #include "json_requests.h"
 #include "json_responses.h"
 
@@ -52,7 +52,10 @@ Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
   } else if (Status status = ParseDurationString(text, wait_ms); !status.ok()) {
     return Status::InvalidArgument("wait", "must be seconds or a duration such as \"500ms\"");
   }
-  if (*wait_ms > kLongPollMsMax) return Status::InvalidArgument("wait", "must be at most 30 s");
+  if (*wait_ms > kLongPollMsMax) {
+    return Status::InvalidArgument(
+        "wait", "must be at most " + std::to_string(kLongPollMsMax / 1000) + " s");
+  }
   return Status::Ok();
 }
 
@@ -61,7 +64,7 @@ Status QueryWait(const httplib::Request& req, int64_t* wait_ms) {
 // server's refusal, which says what is wrong with it.
 void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
   for (BatchItemError& error : result->rejected) {
-    assert(error.index < parsed.refusals.size());
+    BUCKETD_CHECK(error.index < parsed.refusals.size());
     const Status& refusal = parsed.refusals[error.index];
     if (!refusal.ok()) error.error = refusal;
   }

@@ -12,12 +12,6 @@
 
 namespace bucketd::server {
 
-// Limits of the API (docs/api.md).
-inline constexpr size_t kBodyBytesMax = 16u << 20;
-inline constexpr size_t kMembersPageDefault = 100;
-inline constexpr size_t kTransitionsPageDefault = 100;
-inline constexpr int64_t kLongPollMsMax = 30'000;
-
 struct ApiConfig {
   std::string auth_token;  // empty: /v1 is open
   bool manual_clock = false;

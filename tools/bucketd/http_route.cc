@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bucketd/limits.h"
+
 namespace bucketd::server {
 namespace {
 
@@ -80,7 +82,8 @@ HttpError DefaultError(int http_status) {
     case kHttpNotFound:
       return NotFound("no such route");
     case kHttpPayloadTooLarge:
-      return PayloadTooLarge("the request body is larger than 16 MiB");
+      return PayloadTooLarge("the request body is larger than " +
+                             std::to_string(kRequestBodyBytesMax >> 20) + " MiB");
     default:
       return {http_status, "invalid_argument", "the request could not be served", ""};
   }

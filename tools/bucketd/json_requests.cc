@@ -14,8 +14,6 @@ using simdjson::dom::element;
 using simdjson::dom::element_type;
 using simdjson::dom::object;
 
-constexpr std::string_view kReservedEventPrefix = "bucket:";
-
 Status NotJson(std::string_view field, simdjson::error_code error) {
   return Status::InvalidArgument(std::string(field),
                                  std::string("malformed JSON: ") + simdjson::error_message(error));
@@ -93,26 +91,10 @@ Status ParseContactProperties(element value, std::vector<PropertyPatch>* out) {
   }
   for (auto [key, property] : properties) {
     PropertyPatch patch;
-    patch.key = std::string(key);
-    if (patch.key.empty()) {
-      return Status::InvalidArgument("contactProperties", "a property key must not be empty");
-    }
+    patch.key = std::string(key);  // ValidateEvent checks it
     Status status = ParsePropertyValue(property, &patch.value);
     if (!status.ok()) return status;
     out->push_back(std::move(patch));
-  }
-  return Status::Ok();
-}
-
-Status ValidateEvent(const EventInput& event) {
-  if (event.user_id.empty() || event.user_id.size() > kUserIdBytesMax) {
-    return Status::InvalidArgument("userId", "must be 1-256 bytes");
-  }
-  if (event.event.empty() || event.event.size() > kEventNameBytesMax) {
-    return Status::InvalidArgument("event", "must be 1-200 bytes");
-  }
-  if (event.event.starts_with(kReservedEventPrefix)) {
-    return Status::InvalidArgument("event", "names starting with \"bucket:\" are reserved");
   }
   return Status::Ok();
 }
@@ -164,7 +146,7 @@ Status ParseEvent(element value, EventInput* event) {
   }
   if (!seen_user) return Status::InvalidArgument("userId", "is required");
   if (!seen_event) return Status::InvalidArgument("event", "is required");
-  return ValidateEvent(*event);
+  return bucketd::ValidateEvent(*event);
 }
 
 void AddItem(element value, size_t index, ParsedEvents* out) {
@@ -295,9 +277,7 @@ Status ParseAddMemberRequest(std::string_view body, std::string* user_id) {
   });
   if (!status.ok()) return status;
   if (!seen) return Status::InvalidArgument("userId", "is required");
-  if (user_id->empty() || user_id->size() > kUserIdBytesMax) {
-    return Status::InvalidArgument("userId", "must be 1-256 bytes");
-  }
+  // The rest of the user id's rules are the engine's (AddMember checks them).
   return Status::Ok();
 }
 

@@ -1,8 +1,8 @@
 #include "json_responses.h"
 
 #include <algorithm>
-#include <cassert>
 
+#include "engine/base/check.h"
 #include "http_errors.h"
 
 namespace bucketd::server {
@@ -62,7 +62,7 @@ void WriteMembership(JsonWriter& w, const MembershipRecord& m) {
 std::string FlattenedBucket(const BucketInfo& info) {
   std::string_view definition = info.definition_json;
   while (!definition.empty() && definition.back() != '}') definition.remove_suffix(1);
-  assert(!definition.empty() && "definition_json must be a JSON object");
+  BUCKETD_CHECK_MSG(!definition.empty(), "definition_json must be a JSON object");
   definition.remove_suffix(1);
   const size_t last = definition.find_last_not_of(" \t\r\n");
   const bool has_members = last != std::string_view::npos && definition[last] != '{';
@@ -186,7 +186,7 @@ std::string IngestResultJson(const IngestResult& result) {
 std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& result) {
   std::vector<BatchItemError> rejected = parsed.rejected;
   for (const BatchItemError& error : result.rejected) {
-    assert(error.index < parsed.indices.size());
+    BUCKETD_CHECK(error.index < parsed.indices.size());
     rejected.push_back({parsed.indices[error.index], error.error});
   }
   std::sort(rejected.begin(), rejected.end(),

@@ -267,7 +267,7 @@ int Serve(const Flags& flags) {
   } else {
     httplib::Server server;
     server.new_task_queue = [n = flags.http_threads] { return new httplib::ThreadPool(n); };
-    server.set_payload_max_length(kBodyBytesMax);
+    server.set_payload_max_length(kRequestBodyBytesMax);
     server.set_keep_alive_max_count(kKeepAliveRequestsMax);
     server.set_keep_alive_timeout(kKeepAliveIdleSeconds);
     // Responses go out in more than one write (headers, body): with Nagle's algorithm on, a

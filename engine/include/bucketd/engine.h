@@ -5,6 +5,12 @@
 // Threading: an Engine is owned by one thread; every method except those marked
 // "thread-safe" must be called from that thread. The server funnels requests to its owner
 // thread; readers get a consistent view because no mutation can interleave with a call.
+//
+// Errors are Status values (never exceptions), except running out of memory: the engine
+// does not catch std::bad_alloc, which then ends the process (or reaches a host that
+// catches it, with the engine unusable: destroy it and open again). Nothing acknowledged
+// is lost either way: the log on disk is the source of truth.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,6 +47,13 @@ struct Options {
   uint64_t snapshot_every_records = 1'000'000;
   TimeMs snapshot_every_ms = 10 * 60 * 1000;
   uint32_t snapshots_kept = 3;
+  // Automatic snapshots are written by a fork()ed child (copy-on-write, like Redis's
+  // BGSAVE): the owner thread pauses only for the fork. The child is reaped by the engine
+  // (waitpid on its pid), so a host that reaps every child itself (SIGCHLD handler with
+  // waitpid(-1), or SIGCHLD ignored) must set this false: snapshots are then written on
+  // the calling thread, which blocks for the whole serialization (~1 s per 10M
+  // memberships). On-demand TakeSnapshot() never forks.
+  bool snapshot_fork = true;
 
   // Start-up: false ignores snapshots and replays the whole log.
   bool use_snapshots = true;
@@ -144,7 +157,7 @@ struct MembershipRecord {
 struct StateInfo {
   uint64_t log_seq = 0;
   uint64_t transition_seq = 0;
-  std::string digest;  // hex of the canonical state hash (docs/state-digest.md)
+  std::string digest;  // hex of the canonical state hash (docs/design.md, "The state digest")
   TimeMs now = 0;
 };
 
@@ -239,6 +252,10 @@ class Engine {
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
   virtual uint64_t LastTransitionSeq() const = 0;
+  // Waits until a transition with seq > after_seq is durable (true), or `timeout` passes
+  // or the engine is closed (false unless one arrived). For hosts that consume the stream
+  // on their own threads. Thread-safe.
+  virtual bool WaitForTransitions(uint64_t after_seq, std::chrono::milliseconds timeout) const = 0;
 
   // --- state, snapshots ---
   virtual StateInfo State() const = 0;
@@ -248,9 +265,18 @@ class Engine {
   // disk: NoSpace; a damaged block: Corruption; else IoError) every input is refused with
   // that status until a restart, and this returns it; reads keep working. Thread-safe.
   virtual Status Health() const = 0;
-  // Flushes the log (async mode) and closes cleanly.
+  // Finishes a group in flight, flushes the log (async mode) and closes cleanly. Every
+  // Status call after it fails with FailedPrecondition ("the engine is closed"), a second
+  // Close() excepted (OK); the value calls (ListBuckets, State, Stats, ...) answer from the
+  // state as it was. The destructor closes an engine not closed yet.
   virtual Status Close() = 0;
 };
+
+// Checks an event's fields as Ingest does (SPEC §1-2): idempotencyKey, userId, event name,
+// occurredAt and contact property keys, naming the field. Ingest refuses what this refuses,
+// except that a seen idempotencyKey makes the event a duplicate first; it also refuses
+// what depends on the state (an event for a deleted contact).
+Status ValidateEvent(const EventInput& event);
 
 // The id of a bucket definition, validating the whole definition (SPEC §3).
 Status ReadBucketId(std::string_view definition_json, std::string* id);

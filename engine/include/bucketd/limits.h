@@ -1,16 +1,49 @@
 #pragma once
 // Every limit of the engine, in one place (TigerBeetle's "put a limit on everything").
 #include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
 
 namespace bucketd {
 
+// Names starting with this are the engine's own (transition names, SPEC §7); inputs may
+// not use it for event names (SPEC §1).
+inline constexpr std::string_view kReservedEventPrefix = "bucket:";
+
 inline constexpr size_t kUserIdBytesMax = 256;
 inline constexpr size_t kBucketIdCharsMax = 128;
+inline constexpr size_t kBucketNameBytesMax = 200;
+// Descriptions are for humans; a bound keeps a definition (and every log record that
+// carries it) small.
+inline constexpr size_t kDescriptionBytesMax = 4096;
+inline constexpr size_t kPropertyKeyBytesMax = 200;  // a property a criteria leg names
+// Each reaction is a due entry per member in the time index; a handful is the real need.
+inline constexpr size_t kDwellReactionsMax = 32;
+// No duration the engine reasons about is longer than a century (36525 days), and the
+// bound keeps every `instant + duration` far from int64 overflow.
+inline constexpr int64_t kDurationMsMax = 36525LL * 24 * 60 * 60 * 1000;
 inline constexpr size_t kEventNameBytesMax = 200;
 inline constexpr size_t kCriteriaDepthMax = 16;
 inline constexpr size_t kCriteriaLeavesMax = 64;
 inline constexpr size_t kMembersPageMax = 1000;
 inline constexpr size_t kTransitionsPageMax = 10000;
 inline constexpr size_t kBatchItemsMax = 100000;
+inline constexpr size_t kIdempotencyKeyBytesMax = 256;
+inline constexpr size_t kMembersPageDefault = 100;
+inline constexpr size_t kTransitionsPageDefault = 100;
+// The sidecar's: a request body, and the longest long-poll of GET /v1/transitions.
+inline constexpr size_t kRequestBodyBytesMax = size_t{16} << 20;
+inline constexpr int64_t kLongPollMsMax = 30'000;
+
+// "must be 1-256 bytes": refusal messages name the limit from the constant itself.
+inline std::string MustBeBetween(size_t min, size_t max, std::string_view unit = "") {
+  std::string text = "must be " + std::to_string(min) + "-" + std::to_string(max);
+  if (!unit.empty()) {
+    text += ' ';
+    text += unit;
+  }
+  return text;
+}
 
 }  // namespace bucketd

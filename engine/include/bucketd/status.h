@@ -17,7 +17,7 @@ enum class StatusCode {
   kNoSpace,             // the disk holding the log or a snapshot is full
 };
 
-class Status {
+class [[nodiscard]] Status {
  public:
   Status() = default;
   static Status Ok() { return Status(); }

@@ -1,0 +1,68 @@
+#include "engine/base/input_rules.h"
+
+#include <string>
+
+#include <simdjson.h>
+
+#include "bucketd/limits.h"
+
+namespace bucketd {
+namespace {
+
+// Most ids are ASCII, which is valid UTF-8: checking that inline skips simdjson's dispatch
+// and SIMD setup, which cost more than the check itself on a short id.
+bool IsAscii(std::string_view text) {
+  unsigned char any = 0;
+  for (const char c : text) any |= static_cast<unsigned char>(c);
+  return any < 0x80;
+}
+
+}  // namespace
+
+Status ValidateUserId(std::string_view user_id, std::string_view field) {
+  if (user_id.empty() || user_id.size() > kUserIdBytesMax) {
+    return Status::InvalidArgument(std::string(field), MustBeBetween(1, kUserIdBytesMax, "bytes"));
+  }
+  if (!IsAscii(user_id) && !simdjson::validate_utf8(user_id.data(), user_id.size())) {
+    return Status::InvalidArgument(std::string(field), "must be valid UTF-8");
+  }
+  return Status::Ok();
+}
+
+Status ValidateEventName(std::string_view name, std::string_view field) {
+  if (name.empty() || name.size() > kEventNameBytesMax) {
+    return Status::InvalidArgument(std::string(field),
+                                   MustBeBetween(1, kEventNameBytesMax, "bytes"));
+  }
+  if (name.starts_with(kReservedEventPrefix)) {
+    return Status::InvalidArgument(
+        std::string(field),
+        "names starting with \"" + std::string(kReservedEventPrefix) + "\" are reserved");
+  }
+  return Status::Ok();
+}
+
+Status ValidateOccurredAt(TimeMs occurred_at, std::string_view field) {
+  if (occurred_at < 0)
+    return Status::InvalidArgument(std::string(field), "must be at or after 1970-01-01");
+  return Status::Ok();
+}
+
+Status ValidateContactProperties(std::span<const PropertyPatch> patch, std::string_view field) {
+  for (const PropertyPatch& p : patch) {
+    if (p.key.empty()) {
+      return Status::InvalidArgument(std::string(field), "a property key must not be empty");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateIdempotencyKey(std::string_view key, std::string_view field) {
+  if (key.empty() || key.size() > kIdempotencyKeyBytesMax) {
+    return Status::InvalidArgument(std::string(field),
+                                   MustBeBetween(1, kIdempotencyKeyBytesMax, "bytes"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace bucketd

@@ -1,0 +1,25 @@
+#pragma once
+// The rules every input's ids and names follow (SPEC §1), in one place: the fold applies
+// them to every record, the public ValidateEvent to an event before it is logged, and the
+// definition parser to the event names a criteria leg names.
+#include <span>
+#include <string_view>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+
+namespace bucketd {
+
+// 1-kUserIdBytesMax bytes of UTF-8.
+Status ValidateUserId(std::string_view user_id, std::string_view field = "userId");
+// 1-kEventNameBytesMax bytes, not starting with kReservedEventPrefix.
+Status ValidateEventName(std::string_view name, std::string_view field = "event");
+// At or after the Unix epoch.
+Status ValidateOccurredAt(TimeMs occurred_at, std::string_view field = "occurredAt");
+// Every key non-empty.
+Status ValidateContactProperties(std::span<const PropertyPatch> patch,
+                                 std::string_view field = "contactProperties");
+// 1-kIdempotencyKeyBytesMax bytes.
+Status ValidateIdempotencyKey(std::string_view key, std::string_view field = "idempotencyKey");
+
+}  // namespace bucketd
