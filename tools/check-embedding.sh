@@ -49,6 +49,15 @@ find_package_step() {
     fail "find_package(bucketd) did not use $prefix: $(grep bucketd_DIR "$tmp/find/CMakeCache.txt")"
   run find-build cmake --build "$tmp/find" -j "$jobs"
   run find-run "$tmp/find/embed_example"
+  # Every public header is installed, and each compiles alone from the prefix (it includes
+  # nothing that stayed behind in the source tree).
+  local header name
+  for header in "$root"/engine/include/bucketd/*.h; do
+    name=$(basename "$header")
+    [ -f "$prefix/include/bucketd/$name" ] || fail "public header bucketd/$name is not installed"
+    echo "#include <bucketd/$name>" >"$tmp/header.cc"
+    run "header-$name" c++ -std=c++20 -fsyntax-only -I"$prefix/include" "$tmp/header.cc"
+  done
 }
 
 pkg_config_step() {
