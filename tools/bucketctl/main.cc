@@ -1,5 +1,5 @@
 // bucketctl: offline tools on a data dir (SPEC §9): replay, snapshot, verify, inspect,
-// salvage and a seeded workload generator. `inspect` and `salvage` read the log and the
+// salvage, erase and a seeded workload generator. `inspect` and `salvage` read the log and the
 // snapshot directory directly; everything else goes through the public Engine API.
 #include <array>
 #include <chrono>
@@ -235,6 +235,21 @@ int Salvage(const std::string& dir, bool truncate) {
   return engine->Close().ok() ? 0 : 2;
 }
 
+// Erasure (SPEC §11) with the server stopped: the same call the server's
+// DELETE /v1/contacts/{userId}?erase=true makes.
+int Erase(const std::string& dir, const std::string& user_id) {
+  std::unique_ptr<Engine> engine;
+  if (Status s = OpenEngine(OfflineOptions(dir), &engine); !s.ok()) return Fail("open " + dir, s);
+  ErasureResult erased;
+  if (Status s = engine->EraseContact(user_id, &erased); !s.ok()) return Fail("erase", s);
+  std::printf("erased as %s: %llu records, %llu transitions, %llu idempotency keys (%.3f s)\n",
+              erased.pseudonym.c_str(), static_cast<unsigned long long>(erased.records),
+              static_cast<unsigned long long>(erased.transitions),
+              static_cast<unsigned long long>(erased.idempotency_keys),
+              static_cast<double>(erased.micros) / 1e6);
+  return engine->Close().ok() ? 0 : 2;
+}
+
 int Workload(const std::string& dir, const workload::Options& w, bool sync, TimeMs start_time_ms) {
   Options options = OfflineOptions(dir);
   options.clock = w.manual_clock ? ClockMode::kManual : ClockMode::kWall;
@@ -298,6 +313,12 @@ int main(int argc, char** argv) {
   salvage->add_flag("--truncate", truncate,
                     "keep the records before the damage and drop the rest (irreversible)");
 
+  auto* erase = app.add_subcommand(
+      "erase", "privacy erasure of one contact: no byte of its id or email left in the data dir");
+  erase->add_option("--data", dir, "data dir")->required();
+  std::string erase_user;
+  erase->add_option("--user", erase_user, "the contact's userId")->required();
+
   auto* gen = app.add_subcommand("workload", "ingest a seeded synthetic workload");
   gen->add_option("--data", dir, "data dir")->required();
   workload::Options w;
@@ -322,6 +343,7 @@ int main(int argc, char** argv) {
   if (*verify) return Verify(dir);
   if (*inspect) return Inspect(dir);
   if (*salvage) return Salvage(dir, truncate);
+  if (*erase) return Erase(dir, erase_user);
   w.manual_clock = manual_clock;
   w.churn = !no_churn;
   if (w.batch == 0) w.batch = 1;
