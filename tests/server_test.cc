@@ -649,6 +649,50 @@ TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
   CHECK(server.Stop() == 0);
 }
 
+TEST_CASE(
+    "server: DELETE /v1/contacts/{id}?erase=true leaves no byte of the id or email in "
+    "the data dir",
+    "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(Post(c, "/v1/events",
+                 R"({"userId":"erin-q","event":"used","email":"erin@example.org",)"
+                 R"("idempotencyKey":"erin-q-)" +
+                     std::to_string(i) + R"("})")
+                ->status == 200);
+  }
+  REQUIRE(Post(c, "/v1/snapshots", "")->status == 201);
+  RequireError(c.Delete("/v1/contacts/erin-q?erase=yes"), 400, "invalid_argument", "erase");
+
+  auto res = c.Delete("/v1/contacts/erin-q?erase=true");
+  REQUIRE(res);
+  INFO(res->body);
+  REQUIRE(res->status == 200);
+  Json erased(res->body);
+  CHECK(Str(erased["pseudonym"]).starts_with("erased-"));
+  CHECK(Int(erased["records"]) == 4);  // three events and the delete
+  CHECK(Int(erased["idempotencyKeys"]) == 3);
+  CHECK(res->body.find("erin-q") == std::string::npos);
+  // Her `entered` in the stream now names the pseudonym.
+  const std::string stream = c.Get("/v1/transitions?after=0")->body;
+  CHECK(stream.find("erin-q") == std::string::npos);
+  CHECK(stream.find("erin@example.org") == std::string::npos);
+  CHECK(stream.find(Str(erased["pseudonym"])) != std::string::npos);
+  RequireError(c.Delete("/v1/contacts/erin-q?erase=true"), 404, "not_found");
+  CHECK(server.Stop() == 0);
+  for (const auto& entry : fs::recursive_directory_iterator(dir.path)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(entry.path());
+    CHECK(bytes.find("erin-q") == std::string::npos);
+    CHECK(bytes.find("erin@example.org") == std::string::npos);
+  }
+}
+
 TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and reads go on",
           "[server]") {
   TempDir dir;

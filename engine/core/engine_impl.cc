@@ -217,15 +217,16 @@ class EngineImpl final : public Engine {
 
   Status EraseContact(std::string_view user_id, ErasureResult* result) override {
     if (Status s = Writable(); !s.ok()) return s;
-    if (grouping_) return Status::FailedPrecondition("", "an erasure cannot run in a group");
     const auto start = std::chrono::steady_clock::now();
     const User* user = fold_.user(user_id);
     if (user == nullptr) return Status::NotFound("unknown contact");
     if (!user->deleted) {
       if (Status s = DeleteContact(user_id); !s.ok()) return s;
-    } else if (Status s = CommitNow(); !s.ok()) {
-      return s;
     }
+    // The log is rewritten with nothing staged: within a group, the group's inputs so far
+    // (and the delete) are made durable now, sooner than EndGroup would, which its
+    // contract allows.
+    if (Status s = CommitNow(); !s.ok()) return s;
     // A forked snapshot still writing the state from before would bring the id back.
     ReapSnapshot(true);
     std::set<std::string> read_keys;

@@ -220,6 +220,43 @@ void HttpApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
 
 void HttpApi::DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex) {
   std::string user_id = PathSegment(*req, kUserSegment);
+  const std::optional<std::string> erase = req->Query("erase");
+  if (erase && *erase != "true" && *erase != "false") {
+    return ex->Respond(
+        ErrorReply(FromStatus(Status::InvalidArgument("erase", "must be true or false"))));
+  }
+  if (erase == "true") {
+    // SPEC §11: the delete, then the identity removed from the data dir. Slow (a full
+    // compaction of the log on the owner thread), and rare.
+    OnEngine(
+        ex,
+        [user_id](Engine& engine) {
+          Outcome<ErasureResult> out;
+          out.status = engine.EraseContact(user_id, &out.value);
+          return out;
+        },
+        [](Outcome<ErasureResult> out) {
+          if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+          const ErasureResult& e = out.value;
+          JsonWriter w;
+          w.BeginObject()
+              .Key("deleted")
+              .Bool(true)
+              .Key("erased")
+              .Bool(true)
+              .Key("pseudonym")
+              .String(e.pseudonym)
+              .Key("records")
+              .Uint(e.records)
+              .Key("transitions")
+              .Uint(e.transitions)
+              .Key("idempotencyKeys")
+              .Uint(e.idempotency_keys)
+              .EndObject();
+          return OkJson(w.Take());
+        });
+    return;
+  }
   OnEngine(
       ex, [user_id](Engine& engine) { return engine.DeleteContact(user_id); },
       [user_id](Status status) {

@@ -215,7 +215,8 @@ class Engine {
   // Every snapshot is replaced by one taken after the erasure, and the log is compacted,
   // so no file keeps a byte of the id or email. Blocks for a full compaction of the log.
   // Nothing remembers an erased id: NotFound for it, as for an id never seen, and a later
-  // event with that id starts a new contact. Not within a group (FailedPrecondition).
+  // event with that id starts a new contact. Within a group, the group's inputs so far are
+  // committed first.
   virtual Status EraseContact(std::string_view user_id, ErasureResult* result) = 0;
 
   // `json` is a bucket definition (SPEC §3). `path_id`, when given (PUT /v1/buckets/{id}),
