@@ -121,6 +121,10 @@ TEST_CASE("a direct producer's event takes JetStream's stored instant and is cla
   CHECK(DecodeRecord(R"({"kind":"nope"})", 0, &r).field() == "kind");
   CHECK(DecodeRecord(R"({"kind":"bucketEnable"})", 0, &r).field() == "bucketId");
   CHECK(DecodeRecord("not json", 0, &r).code() == StatusCode::kInvalidArgument);
+  // Stateless event rules refuse the record for every reader alike.
+  CHECK(DecodeRecord(R"({"userId":"ada","event":"bucket:x"})", 0, &r).field() == "event");
+  CHECK(DecodeRecord(R"({"userId":"ada","event":"x","contactProperties":{"":1}})", 0, &r).code() ==
+        StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("a partition stream publishes with JetStream's ack, fences, and reads back in order") {

@@ -120,9 +120,9 @@ Status PartitionStream::EnsureStream() {
   config.Replicas = options_.replicas;
   config.MaxMsgSize = kRecordBytesMax;
   config.Duplicates = options_.duplicate_window_ms * 1'000'000;  // nanoseconds
-  // The log of record: no limits, nothing removed (docs/cluster.md, "Retention").
+  // The log of record: no limits, nothing aged out (docs/cluster.md, "Retention"). Deletes
+  // stay allowed: an erasure will have to remove a contact's messages.
   config.Retention = js_LimitsPolicy;
-  config.DenyDelete = true;
   config.AllowDirect = true;
   js_error = jsErrCode(0);
   s = js_AddStream(&info, nats_->js, &config, nullptr, &js_error);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "bucketd/time_format.h"
+#include "engine/base/input_rules.h"
 #include "engine/base/json_writer.h"
 
 namespace bucketd::cluster {
@@ -225,6 +226,19 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out) {
   }
   if (r.kind == RecordKind::kEvent) {
     if (r.event_name.empty()) return Status::InvalidArgument("event", "is required");
+    // What does not depend on the state is refused here, for every reader alike: such an
+    // event then never reaches the fold, nor a history re-read, which could not tell that the
+    // live fold refused it. (The state-dependent refusal, a deleted contact, the history pass
+    // skips by itself.)
+    if (has_occurred_at) {
+      if (Status s = ValidateOccurredAt(r.occurred_at); !s.ok()) return s;
+    }
+    if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
+    if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+    if (Status s = ValidateContactProperties(r.properties); !s.ok()) return s;
+    if (r.idempotency_key) {
+      if (Status s = ValidateIdempotencyKey(*r.idempotency_key); !s.ok()) return s;
+    }
     r.occurred_at = has_occurred_at ? std::min(r.occurred_at, r.at) : r.at;
   }
   *out = std::move(r);

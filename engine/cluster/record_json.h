@@ -17,8 +17,9 @@ std::string EncodeRecord(const Record& record);
 // Fills every field of `*out` but seq. `stored_at_ms` is the instant JetStream stored the
 // message at: the record's instant when the body has no "at" (a direct producer's event). An
 // event's occurredAt defaults to the instant and is clamped to it, as Engine::Ingest does.
-// InvalidArgument (naming the field) for a body that is not a record; what the fold refuses
-// (an invalid event name, a deleted contact) is left to the fold.
+// InvalidArgument (naming the field) for a body that is not a record, or an event that
+// breaks a rule of SPEC §1-2 that does not depend on the state (input_rules.h); what depends on
+// the state (a deleted contact, an unknown bucket) is left to the fold.
 Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out);
 
 }  // namespace bucketd::cluster
