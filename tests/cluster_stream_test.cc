@@ -20,9 +20,9 @@
 #include "tests/test_support.h"
 
 #include "engine/cluster/partition.h"
+#include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/cluster/record_json.h"
-#include "engine/fold/fold.h"
 #include "log/log.h"
 
 namespace bucketd::cluster {
@@ -183,38 +183,6 @@ TEST_CASE("a partition stream publishes with JetStream's ack, fences, and reads 
         StatusCode::kFailedPrecondition);
 }
 
-// Folds one partition's stream as its owner would: each record at its stream sequence (the
-// gaps are other partitions' records), the definition's history re-read from the same stream.
-struct PartitionFold {
-  Fold fold;
-  std::vector<Transition> transitions;
-  uint64_t refused = 0;
-
-  PartitionFold(PartitionStream* stream, uint32_t partition) {
-    fold.SetHistorySource(
-        [stream, partition](uint64_t before_seq, const Fold::RecordsVisitor& visit) -> Status {
-          for (uint64_t from = 1; from < before_seq;) {
-            ReadResult read;
-            if (Status s = stream->Read(partition, from, kReadRecordsMax, &read); !s.ok()) return s;
-            auto end = std::find_if(read.records.begin(), read.records.end(),
-                                    [&](const Record& r) { return r.seq >= before_seq; });
-            visit(std::span<const Record>(read.records.data(), end - read.records.begin()));
-            if (end != read.records.end() || read.next_seq == from) break;
-            from = read.next_seq;
-          }
-          return Status::Ok();
-        });
-  }
-
-  void Apply(Record r) {
-    if (r.seq > fold.state().applied_seq + 1) fold.SkipTo(r.seq);
-    // A direct producer's instant (JetStream's stored time) may step back when the stream's
-    // leader moves to a server whose clock is behind: the fold's time never does.
-    r.at = std::max(r.at, fold.state().now);
-    if (!fold.Apply(r, &transitions).ok()) ++refused;
-  }
-};
-
 TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engine") {
   constexpr uint32_t kPartitions = 4;
   const Reference ref = RunReference(11, 2500);
@@ -246,21 +214,16 @@ TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engi
   std::map<std::string, uint64_t> counts;
   for (uint32_t p = 0; p < kPartitions; ++p) {
     PartitionFold pf(stream.get(), p);
-    for (uint64_t from = 1;;) {
-      ReadResult read;
-      RequireOk(stream->Read(p, from, kReadRecordsMax, &read));
-      CHECK(read.undecodable.empty());
-      for (Record& r : read.records) pf.Apply(std::move(r));
-      if (read.next_seq == from) break;
-      from = read.next_seq;
-    }
+    std::vector<Transition> transitions;
+    RequireOk(pf.CatchUp(&transitions));
+    CHECK(pf.undecodable() == 0);
     // Every record was accepted by the single engine, so by its partition too.
-    CHECK(pf.refused == 0);
-    for (const Transition& t : pf.transitions) {
+    CHECK(pf.refused() == 0);
+    for (const Transition& t : transitions) {
       CHECK(PartitionOf(t.user_id, kPartitions) == p);
       CHECK(cluster.emplace(t.IdempotencyKey(), t).second);  // no key emitted twice
     }
-    for (const auto& b : pf.fold.state().buckets) {
+    for (const auto& b : pf.fold().state().buckets) {
       if (b->live()) counts[b->def.id] += b->members.size();
     }
   }
