@@ -52,6 +52,12 @@ Reference RunReference(uint64_t seed, uint64_t events) {
     workload::Generator gen(testing::Churny(seed, events, 200));
     RequireOk(gen.Setup(engine.get()));
     RequireOk(gen.Run(engine.get()));
+    // A count deeper than any history kept so far: the fold re-reads the log (the partition's
+    // stream, in cluster mode) for the instants it did not retain.
+    RequireOk(engine->DefineBucket(
+        R"({"id":"heavy","name":"Heavy","criteria":{"type":"event","eventName":"feature.used",)"
+        R"("check":"count","operator":"gte","value":12,"within":"30d"}})",
+        DefineMode::kCreate, {}, nullptr));
     for (uint64_t after = 0;;) {
       std::vector<Transition> page;
       RequireOk(engine->ReadTransitions(after, kTransitionsPageMax, &page));
