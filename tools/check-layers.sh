@@ -16,6 +16,7 @@ layer_of() {
     engine/fold/*) echo fold ;;
     engine/replay/*) echo replay ;;
     engine/core/*) echo core ;;
+    engine/cluster/*) echo cluster ;;
     log/*) echo log ;;
     snapshot/*) echo snapshot ;;
     tools/bucketd/*) echo server ;;
@@ -26,7 +27,7 @@ layer_of() {
 }
 
 # What each layer may include (besides itself). Order, bottom to top:
-# public < base < definition < state < {log, snapshot, fold} < replay < core < tools.
+# public < base < definition < state < {log, snapshot, fold} < replay < core < cluster < tools.
 declare -A allowed=(
   [public]="public"
   [api]="public"
@@ -38,7 +39,8 @@ declare -A allowed=(
   [fold]="public base definition state"
   [replay]="public base definition state fold"
   [core]="public api base definition state log snapshot fold replay"
-  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h"
+  [cluster]="public api base definition state log snapshot fold replay core"
+  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h cluster"
   [bucketctl]="public api base:engine/base/record.h log snapshot"
   [loadgen]=""
 )

@@ -8,6 +8,7 @@ packages=(
   librocksdb-dev libflatbuffers-dev flatbuffers-compiler
   libboost-dev libbenchmark-dev catch2
   libabsl-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libxxhash-dev
+  nats-server libnats-dev
   curl
 )
 

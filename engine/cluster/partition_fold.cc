@@ -1,0 +1,58 @@
+#include "engine/cluster/partition_fold.h"
+
+#include <algorithm>
+#include <span>
+#include <utility>
+
+#include "engine/base/check.h"
+
+namespace bucketd::cluster {
+
+PartitionFold::PartitionFold(PartitionStream* stream, uint32_t partition)
+    : stream_(stream), partition_(partition) {
+  BUCKETD_CHECK(partition < stream->partitions());
+  fold_.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+    return ReadHistory(before_seq, visit);
+  });
+}
+
+Status PartitionFold::CatchUp(std::vector<Transition>* out) {
+  for (;;) {
+    ReadResult read;
+    if (Status s = stream_->Read(partition_, next_seq_, kReadRecordsMax, &read); !s.ok()) {
+      return s;
+    }
+    undecodable_ += read.undecodable.size();
+    for (Record& r : read.records) Apply(std::move(r), out);
+    if (read.next_seq == next_seq_) return Status::Ok();  // caught up
+    next_seq_ = read.next_seq;
+  }
+}
+
+void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
+  if (r.seq > fold_.state().applied_seq + 1) fold_.SkipTo(r.seq);
+  // A direct producer's instant (JetStream's stored time) may step back when the stream's
+  // leader moves to a server whose clock is behind, and nodes' clocks differ: the fold's
+  // time never goes back, and this clamp depends only on the stream, so replays agree.
+  r.at = std::max(r.at, fold_.state().now);
+  if (!fold_.Apply(r, out).ok()) ++refused_;
+}
+
+// The fold's history re-read: the partition's records before `before_seq`, in runs of one
+// read each. A read error fails the definition's fold loudly (Fold::Apply checks it): memory
+// would otherwise no longer be the fold of the stream.
+Status PartitionFold::ReadHistory(uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+  for (uint64_t from = 1; from < before_seq;) {
+    ReadResult read;
+    if (Status s = stream_->Read(partition_, from, kReadRecordsMax, &read); !s.ok()) return s;
+    const auto end = std::find_if(read.records.begin(), read.records.end(),
+                                  [&](const Record& r) { return r.seq >= before_seq; });
+    visit(std::span<const Record>(read.records.data(),
+                                  static_cast<size_t>(end - read.records.begin())));
+    if (end != read.records.end() || read.next_seq == from) break;
+    from = read.next_seq;
+  }
+  return Status::Ok();
+}
+
+}  // namespace bucketd::cluster

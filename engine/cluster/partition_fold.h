@@ -1,0 +1,51 @@
+#pragma once
+// One partition's state, folded from its stream as the partition's owner does
+// (docs/cluster.md, "The record on the stream"): each record at its stream sequence (the gaps
+// are other partitions' records), at max(its instant, the partition's now), and a definition
+// that needs history it did not retain re-reads it from the same stream. The same stream
+// gives the same state and the same transitions, whoever folds it.
+//
+// Threading: one thread, like the Fold it owns.
+#include <cstdint>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "engine/cluster/partition_stream.h"
+#include "engine/fold/fold.h"
+
+namespace bucketd::cluster {
+
+class PartitionFold {
+ public:
+  // REQUIRES: `stream` outlives this; partition < stream->partitions().
+  PartitionFold(PartitionStream* stream, uint32_t partition);
+  PartitionFold(const PartitionFold&) = delete;
+  PartitionFold& operator=(const PartitionFold&) = delete;
+
+  // Folds every record from the position on, up to the partition's last record when the call
+  // began, appending the transitions they caused to `*out`. IoError if the stream cannot be
+  // read (what was folded before the error stays folded; call again to resume).
+  Status CatchUp(std::vector<Transition>* out);
+
+  const Fold& fold() const { return fold_; }
+  uint32_t partition() const { return partition_; }
+  // The stream sequence the next record is read from.
+  uint64_t next_seq() const { return next_seq_; }
+  // Records the fold refused (changing nothing), and messages that were not records.
+  uint64_t refused() const { return refused_; }
+  uint64_t undecodable() const { return undecodable_; }
+
+ private:
+  void Apply(Record record, std::vector<Transition>* out);
+  Status ReadHistory(uint64_t before_seq, const Fold::RecordsVisitor& visit);
+
+  PartitionStream* stream_;
+  uint32_t partition_;
+  Fold fold_;
+  uint64_t next_seq_ = 1;
+  uint64_t refused_ = 0;
+  uint64_t undecodable_ = 0;
+};
+
+}  // namespace bucketd::cluster

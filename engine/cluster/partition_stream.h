@@ -1,0 +1,100 @@
+#pragma once
+// The log of record in cluster mode: one JetStream stream per cluster, one subject per
+// partition (docs/cluster.md). PartitionStream ensures the stream exists, publishes a record to
+// a partition and returns once JetStream acknowledged it (stored on a majority of the stream's
+// replicas), and reads a partition's records back in order. The only code that knows the
+// stream's name, subjects and configuration; the record body is record_json.h's.
+//
+// Threading: one thread at a time per PartitionStream (the NATS connection itself is
+// thread-safe; the reader state here is not).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "engine/base/record.h"
+
+namespace bucketd::cluster {
+
+// A record read from a partition is at most this many bytes (a JSON event with the largest
+// properties patch the sidecar takes fits well within it); the stream refuses a larger one.
+inline constexpr int32_t kRecordBytesMax = 1 << 20;
+// Records one Read returns at most.
+inline constexpr size_t kReadRecordsMax = 10'000;
+
+struct StreamOptions {
+  std::string url = "nats://127.0.0.1:4222";  // one or more, comma-separated
+  // Names the stream and the subjects: [A-Za-z0-9_-], 1..64 characters.
+  std::string cluster = "default";
+  // Fixed at cluster creation; Open refuses a stream created with another count.
+  uint32_t partitions = 64;
+  // Replicas of the stream when Open creates it: 3 in production (a majority survives one
+  // server's loss), 1 in tests.
+  int replicas = 3;
+  // JetStream's duplicate window for Nats-Msg-Id (a producer's retry of the same record).
+  TimeMs duplicate_window_ms = 2 * 60 * 1000;
+  // How long a publish waits for JetStream's ack, and a read for the next message.
+  TimeMs timeout_ms = 5000;
+};
+
+struct PublishOptions {
+  // Nats-Msg-Id: a retry with the same id within the duplicate window is stored once.
+  std::string msg_id;
+  // Nats-Expected-Last-Subject-Sequence: JetStream stores the record only if the partition's
+  // last record is this stream sequence (the fence a partition's owner puts on its sweeps).
+  // 0: no fence.
+  uint64_t expected_last_subject_seq = 0;
+};
+
+struct ReadResult {
+  // In stream order; each record's seq is its stream sequence (gaps are other partitions').
+  std::vector<Record> records;
+  // Stream sequences of messages that are not records (record_json.h refused them): every
+  // reader skips the same ones, so the partition's fold stays a function of its stream.
+  std::vector<uint64_t> undecodable;
+  // Where the next Read starts: one past the last message looked at.
+  uint64_t next_seq = 0;
+};
+
+class PartitionStream {
+ public:
+  // Connects and ensures the stream exists (creates it, or checks an existing one has this
+  // partition count). IoError when NATS or JetStream cannot be reached.
+  static Status Open(const StreamOptions& options, std::unique_ptr<PartitionStream>* out);
+  ~PartitionStream();
+  PartitionStream(const PartitionStream&) = delete;
+  PartitionStream& operator=(const PartitionStream&) = delete;
+
+  const std::string& stream_name() const { return stream_name_; }
+  uint32_t partitions() const { return options_.partitions; }
+  std::string Subject(uint32_t partition) const;
+
+  // Publishes `record` (its seq is ignored) to `partition`'s subject; OK once JetStream
+  // acknowledged it, with the stream sequence it got in `*stream_seq`. A fence that does not
+  // hold: FailedPrecondition, nothing stored. IoError when JetStream did not acknowledge
+  // (the record may or may not be stored: retry with the same msg_id).
+  // REQUIRES: partition < partitions().
+  Status Publish(uint32_t partition, const Record& record, const PublishOptions& publish,
+                 uint64_t* stream_seq);
+
+  // The partition's records with stream sequence >= from_seq, at most `max_records`, up to
+  // the partition's last record when the call began (never waits for new ones).
+  // REQUIRES: partition < partitions(), from_seq >= 1, max_records <= kReadRecordsMax.
+  Status Read(uint32_t partition, uint64_t from_seq, size_t max_records, ReadResult* out);
+
+  // The stream sequence of the partition's last record, 0 if it has none.
+  Status LastSeq(uint32_t partition, uint64_t* seq);
+
+ private:
+  struct Nats;
+  PartitionStream(const StreamOptions& options, std::unique_ptr<Nats> nats);
+  Status EnsureStream();
+
+  StreamOptions options_;
+  std::string stream_name_;
+  std::unique_ptr<Nats> nats_;
+};
+
+}  // namespace bucketd::cluster

@@ -1,0 +1,25 @@
+#pragma once
+// The body of one message on a partition subject: a Record as JSON (docs/cluster.md, "The
+// record on the stream"). JSON because producers in any language publish it directly; an
+// event is exactly what `POST /v1/events` takes for one event, so a direct producer needs
+// nothing more. The record's seq is not in the body: it is the message's stream sequence.
+#include <string>
+#include <string_view>
+
+#include "bucketd/status.h"
+#include "engine/base/record.h"
+
+namespace bucketd::cluster {
+
+// Every field of `record` but seq, with "at" (the processing instant).
+std::string EncodeRecord(const Record& record);
+
+// Fills every field of `*out` but seq. `stored_at_ms` is the instant JetStream stored the
+// message at: the record's instant when the body has no "at" (a direct producer's event). An
+// event's occurredAt defaults to the instant and is clamped to it, as Engine::Ingest does.
+// InvalidArgument (naming the field) for a body that is not a record, or an event that
+// breaks a rule of SPEC §1-2 that does not depend on the state (input_rules.h); what depends on
+// the state (a deleted contact, an unknown bucket) is left to the fold.
+Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out);
+
+}  // namespace bucketd::cluster
