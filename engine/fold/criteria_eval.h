@@ -35,7 +35,8 @@ class CompiledCriteria {
   Outlook Assess(const User& user, TimeMs t) const;
 
   // When the criteria (holding at `now`) began to hold without a break, as far as the
-  // retained history proves it; nullopt when it cannot be derived (docs/backfill.md).
+  // retained history proves it; nullopt when it cannot be derived (docs/design.md, "Backfill and
+  // dwell anchors").
   std::optional<TimeMs> HeldSince(const User& user, TimeMs now) const;
 
   // Per event name id: the retention depth its windowed legs need (see EventHistory).

@@ -1,6 +1,6 @@
 #pragma once
-// The state digest: a hash of the canonical form of State (docs/state-digest.md), equal
-// exactly when two folds of the same log prefix agree.
+// The state digest: a hash of the canonical form of State (docs/design.md, "The state digest"),
+// equal exactly when two folds of the same log prefix agree.
 #include <string>
 
 #include "engine/state/state.h"

@@ -157,7 +157,7 @@ struct MembershipRecord {
 struct StateInfo {
   uint64_t log_seq = 0;
   uint64_t transition_seq = 0;
-  std::string digest;  // hex of the canonical state hash (docs/state-digest.md)
+  std::string digest;  // hex of the canonical state hash (docs/design.md, "The state digest")
   TimeMs now = 0;
 };
 
