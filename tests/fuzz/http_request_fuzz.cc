@@ -55,8 +55,8 @@ void DefineBucket(std::string_view body, std::optional<std::string_view> path_id
   // The engine refuses a body id that differs from the path's; otherwise the server reads
   // back the bucket it defined.
   if (path_id && def.id != *path_id) return;
-  BUCKETD_CHECK_MSG(id == def.id, "the server would read back bucket '" + id + "' after defining '" +
-                                      def.id + "'");
+  BUCKETD_CHECK_MSG(id == def.id, "the server would read back bucket '" + id +
+                                      "' after defining '" + def.id + "'");
 }
 
 void FuzzOne(Route route, std::string_view body) {
@@ -101,7 +101,8 @@ void FuzzOne(Route route, std::string_view body) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const auto route = static_cast<bucketd::Route>(data[0] % static_cast<uint8_t>(bucketd::Route::kCount));
+  const auto route =
+      static_cast<bucketd::Route>(data[0] % static_cast<uint8_t>(bucketd::Route::kCount));
   bucketd::FuzzOne(route, std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
   return 0;
 }

@@ -170,16 +170,16 @@ void WriteLogSeeds(const Log& log, const fs::path& dir) {
 void WriteSnapshotSeeds(const Log& log, const fs::path& dir) {
   flatbuffers::DetachedBuffer payload;
   BUCKETD_CHECK(EncodeSnapshot(log.fold().state(), &payload).ok());
-  Write(dir / "state", std::string_view(reinterpret_cast<const char*>(payload.data()),
-                                        payload.size()));
+  Write(dir / "state",
+        std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
   // Marked every two users: decoded in pieces.
   BUCKETD_CHECK(EncodeSnapshot(log.fold().state(), &payload, 2).ok());
-  Write(dir / "state-marked", std::string_view(reinterpret_cast<const char*>(payload.data()),
-                                               payload.size()));
+  Write(dir / "state-marked",
+        std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
   const Fold empty;
   BUCKETD_CHECK(EncodeSnapshot(empty.state(), &payload).ok());
-  Write(dir / "state-empty", std::string_view(reinterpret_cast<const char*>(payload.data()),
-                                              payload.size()));
+  Write(dir / "state-empty",
+        std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
 }
 
 // Event bodies as clients send them: one object, an array, NDJSON, with and without the
@@ -190,12 +190,11 @@ const std::map<std::string, std::string> kEventBodies = {
      R"("email":"alice@example.com","idempotencyKey":"k-1",)"
      R"("contactProperties":{"plan":"trial","trialEndsInDays":3,"beta":true,"tags":["a","b"],)"
      R"("address":{"city":"Lyon"},"old":null}})"},
-    {"batch.json",
-     R"([{"userId":"bob","event":"feature.used","occurredAt":1793491200000},)"
-     R"({"userId":"carol","event":"signup","email":null},)"
-     R"({"userId":"","event":"x","idempotencyKey":"k-2"},)"
-     R"({"event":"no-user"},"not an object",)"
-     R"({"userId":"dave","event":"bucket:entered:x"}])"},
+    {"batch.json", R"([{"userId":"bob","event":"feature.used","occurredAt":1793491200000},)"
+                   R"({"userId":"carol","event":"signup","email":null},)"
+                   R"({"userId":"","event":"x","idempotencyKey":"k-2"},)"
+                   R"({"event":"no-user"},"not an object",)"
+                   R"({"userId":"dave","event":"bucket:entered:x"}])"},
     {"events.ndjson",
      "{\"userId\":\"alice\",\"event\":\"app.opened\"}\n"
      "\n"
@@ -231,9 +230,11 @@ void WriteJsonSeeds(const std::vector<std::string>& definitions,
     BUCKETD_CHECK(ParseBucketDefinition(definitions[i], &def).ok());
     Write(corpus / "definition" / ("canonical-" + names[i]), ToCanonicalJson(def));
   }
-  const std::string manual = R"({"name":"VIP","kind":"manual","enabled":false,"maxDwell":{"days":30}})";
+  const std::string manual =
+      R"({"name":"VIP","kind":"manual","enabled":false,"maxDwell":{"days":30}})";
   Write(corpus / "definition" / "manual.json", manual);
-  Write(corpus / "http_request" / "put-bucket-manual.json", std::string(1, kRoutePutBucket) + manual);
+  Write(corpus / "http_request" / "put-bucket-manual.json",
+        std::string(1, kRoutePutBucket) + manual);
   Write(corpus / "definition" / "every-options.json",
         R"({"id":"all_options-1","name":"All","description":"d","enabled":true,"kind":"dynamic",)"
         R"("criteria":{"type":"composite","operator":"or","conditions":[)"
