@@ -220,6 +220,14 @@ constexpr char kRoutePatchBucket = 4;
 constexpr char kRouteAddMember = 5;
 constexpr char kRouteClock = 6;
 
+// A hand-written definition seed: one the parser accepts, so that mutations start from it.
+void WriteDefinition(const fs::path& path, const std::string& json) {
+  BucketDefinition def;
+  const Status status = ParseBucketDefinition(json, &def, "from-the-path");
+  BUCKETD_CHECK_MSG(status.ok(), path.string() + ": " + status.ToString());
+  Write(path, json);
+}
+
 void WriteJsonSeeds(const std::vector<std::string>& definitions,
                     const std::vector<std::string>& names, const fs::path& corpus) {
   for (size_t i = 0; i < definitions.size(); ++i) {
@@ -232,20 +240,34 @@ void WriteJsonSeeds(const std::vector<std::string>& definitions,
   }
   const std::string manual =
       R"({"name":"VIP","kind":"manual","enabled":false,"maxDwell":{"days":30}})";
-  Write(corpus / "definition" / "manual.json", manual);
+  WriteDefinition(corpus / "definition" / "manual.json", manual);
   Write(corpus / "http_request" / "put-bucket-manual.json",
         std::string(1, kRoutePutBucket) + manual);
-  Write(corpus / "definition" / "every-options.json",
-        R"({"id":"all_options-1","name":"All","description":"d","enabled":true,"kind":"dynamic",)"
-        R"("criteria":{"type":"composite","operator":"or","conditions":[)"
-        R"({"type":"property","property":"score","operator":"gt","value":1.5e3},)"
-        R"({"type":"property","property":"email","operator":"contains","value":"@acme"},)"
-        R"({"type":"property","property":"tags","operator":"eq","value":["a",{"b":null}]},)"
-        R"({"type":"event","eventName":"paid","check":"count","operator":"eq","value":3,)"
-        R"("within":{"hours":1.5,"minutes":30}}]},)"
-        R"("entryLimit":"once_per_period","entryPeriod":86400000,"minDwell":"1h",)"
-        R"("maxDwell":"2d12h","dwell":[{"after":"1d"},{"every":{"days":7}}],)"
-        R"("reconcileJoins":false,"timeBased":true,"reconcileEvery":"5m","fastExpiry":false})");
+  WriteDefinition(corpus / "definition" / "operators.json",
+                  R"({"id":"ops","name":"Operators","kind":"dynamic","entryLimit":"once",)"
+                  R"("criteria":{"type":"composite","operator":"and","conditions":[)"
+                  R"({"type":"property","property":"a","operator":"neq","value":"x"},)"
+                  R"({"type":"property","property":"b","operator":"lte","value":10},)"
+                  R"({"type":"property","property":"c","operator":"gte","value":-1},)"
+                  R"({"type":"property","property":"d","operator":"lt","value":0.5},)"
+                  R"({"type":"property","property":"e","operator":"exists"},)"
+                  R"({"type":"composite","operator":"or","conditions":[)"
+                  R"({"type":"property","property":"f","operator":"not_exists"},)"
+                  R"({"type":"event","eventName":"g","check":"not_exists",)"
+                  R"("within":{"seconds":90,"milliseconds":5}}]}]},)"
+                  R"("minDwell":{"minutes":1},"dwell":[{"every":"12h"}]})");
+  WriteDefinition(
+      corpus / "definition" / "every-options.json",
+      R"({"id":"all_options-1","name":"All","description":"d","enabled":true,"kind":"dynamic",)"
+      R"("criteria":{"type":"composite","operator":"or","conditions":[)"
+      R"({"type":"property","property":"score","operator":"gt","value":1.5e3},)"
+      R"({"type":"property","property":"email","operator":"contains","value":"@acme"},)"
+      R"({"type":"property","property":"tags","operator":"eq","value":["a",{"b":null}]},)"
+      R"({"type":"event","eventName":"paid","check":"count","operator":"eq","value":3,)"
+      R"("within":{"hours":1.5,"minutes":30}}]},)"
+      R"("entryLimit":"once_per_period","entryPeriod":86400000,"minDwell":"1h",)"
+      R"("maxDwell":"2d12h","dwell":[{"after":"1d"},{"every":{"days":7}}],)"
+      R"("reconcileJoins":false,"timeBased":true,"reconcileEvery":"5m","fastExpiry":false})");
 
   for (const auto& [name, body] : kEventBodies) {
     Write(corpus / "events" / name, body);
