@@ -276,10 +276,12 @@ TEST_CASE("user stream marks left misaligned by a damaged offset are refused, no
   REQUIRE(root->user_stream_marks()->size() >= 2);
   // Point the field 4 bytes on: the length is then read from the first mark's first_user
   // (50) and the marks from 4 bytes past an 8-aligned address, all inside the buffer.
+  // snap::State derives from flatbuffers::Table privately; the table is at the same address.
+  auto* table = reinterpret_cast<flatbuffers::Table*>(root);
   const flatbuffers::voffset_t field =
-      root->GetOptionalFieldOffset(snap::State::VT_USER_STREAM_MARKS);
+      table->GetOptionalFieldOffset(snap::State::VT_USER_STREAM_MARKS);
   REQUIRE(field != 0);
-  uint8_t* at = reinterpret_cast<uint8_t*>(root) + field;
+  uint8_t* at = reinterpret_cast<uint8_t*>(table) + field;
   flatbuffers::WriteScalar(at, flatbuffers::ReadScalar<flatbuffers::uoffset_t>(at) + 4);
   REQUIRE(reinterpret_cast<uintptr_t>(root->user_stream_marks()->Data()) % 8 == 4);
   Fold loaded;

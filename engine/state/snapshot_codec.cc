@@ -511,8 +511,10 @@ Status PlanPieces(const snap::State& root, size_t threads, std::vector<DecodedPi
   if (const auto* stored = root.user_stream_marks()) {
     // The Verifier (flatbuffers 2.0) checks a vector of structs for the alignment of its
     // length only; a damaged offset can leave the 8-byte marks misaligned, and reading them
-    // then is undefined. The writer aligns them (the payload is 8-aligned where it is read).
-    if (reinterpret_cast<uintptr_t>(stored->Data()) % alignof(snap::UserStreamMark) != 0) {
+    // then is undefined. The writer aligns a non-empty vector (the payload is 8-aligned
+    // where it is read); an empty one it does not pad, and nothing of it is read.
+    if (stored->size() > 0 &&
+        reinterpret_cast<uintptr_t>(stored->Data()) % alignof(snap::UserStreamMark) != 0) {
       return Damaged("user stream marks misaligned");
     }
     for (const snap::UserStreamMark* mark : *stored) {
