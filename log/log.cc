@@ -39,6 +39,8 @@ constexpr char kRecordsFamily[] = "records";
 constexpr char kTransitionsFamily[] = "transitions";
 constexpr char kIdempotencyFamily[] = "idempotency";
 constexpr char kMetaFamily[] = "meta";
+// meta: how many erasures the log has been through (ASCII decimal); written by Erase.
+constexpr char kErasuresKey[] = "erasures";
 constexpr char kFormatVersionKey[] = "format_version";
 constexpr char kFormatVersion[] = "2";          // chunked values; written by new logs
 constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still read and appended
@@ -149,6 +151,12 @@ rocksdb::DBOptions MakeDbOptions(const LogOptions& options) {
   db.wal_recovery_mode = options.salvage ? rocksdb::WALRecoveryMode::kPointInTimeRecovery
                                          : rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db.max_background_jobs = 2;
+  // Every change to the set of table files (a flush, a compaction) starts a new MANIFEST
+  // holding only the current files, and the old one is deleted. The MANIFEST records each
+  // table file's smallest and largest key, and an idempotency key may hold a contact's id:
+  // an erasure must not leave it behind in a MANIFEST that only grows (see Erase). A
+  // MANIFEST lists a few hundred files, so writing a fresh one per flush costs little.
+  db.max_manifest_file_size = 1;
   return db;
 }
 
@@ -340,6 +348,7 @@ class RocksLog final : public Log {
                          std::vector<Transition>* out) const override;
 
   Status Verify(LogVerifyReport* report) const override;
+  Status Erase(const LogErasure& erasure, LogErasureReport* report) override;
   uint64_t ApproximateBytes() const override;
   Status Flush() override;
 
@@ -371,6 +380,12 @@ class RocksLog final : public Log {
     StageChunk(kRecords, &record_chunk_);
     StageChunk(kTransitions, &transition_chunk_);
   }
+  // Stages into `batch` every chunk of `which` holding an element `rewrite` changes: it gets
+  // an element's bytes and sets *changed with the new bytes in *out. A rewritten chunk keeps
+  // its key and element count, so every seq stays where it was.
+  using ElementRewrite =
+      std::function<Status(std::string_view element, std::string* out, bool* changed)>;
+  Status RewriteChunks(Family which, const ElementRewrite& rewrite, rocksdb::WriteBatch* batch);
   // The seq of the last element in `which` (0 if it is empty) and, if `element` is not
   // null, a copy of that element's bytes.
   Status LastSeq(Family which, uint64_t* seq, std::string* element) const;
@@ -698,6 +713,148 @@ Status RocksLog::Verify(LogVerifyReport* report) const {
                               " idempotency keys of logged records are missing");
   }
   return Status::Ok();
+}
+
+Status RocksLog::RewriteChunks(Family which, const ElementRewrite& rewrite,
+                               rocksdb::WriteBatch* batch) {
+  rocksdb::ReadOptions read;
+  read.fill_cache = false;  // one pass over everything: keep the cache for live reads
+  std::unique_ptr<rocksdb::Iterator> chunks(db_->NewIterator(read, family(which)));
+  std::vector<std::string_view> elements;
+  std::vector<std::string> rewritten;
+  std::vector<bool> was_changed;
+  for (chunks->SeekToFirst(); chunks->Valid(); chunks->Next()) {
+    uint64_t first_seq = 0;
+    if (!DecodeSeq(chunks->key(), &first_seq)) return Status::Corruption("log key is not a seq");
+    ChunkReader reader(AsView(chunks->value()), framed_);
+    elements.clear();
+    rewritten.clear();
+    was_changed.clear();
+    bool any_changed = false;
+    std::string_view element;
+    bool broken = false;
+    while (reader.Next(&element, &broken)) {
+      std::string out;
+      bool changed = false;
+      if (Status s = rewrite(element, &out, &changed); !s.ok()) return s;
+      elements.push_back(element);
+      rewritten.push_back(std::move(out));
+      was_changed.push_back(changed);
+      any_changed |= changed;
+    }
+    if (broken) {
+      return Status::Corruption("the chunk at seq " + std::to_string(first_seq) + " is damaged");
+    }
+    if (!any_changed) continue;
+    // Kept whole even if a longer pseudonym takes it past kChunkBytesMax: readers locate
+    // elements by key and position, never by size.
+    ChunkBuilder chunk(framed_);
+    for (size_t i = 0; i < elements.size(); ++i) {
+      (void)chunk.Add(first_seq + i, was_changed[i] ? rewritten[i] : elements[i]);
+    }
+    const std::string_view value = chunk.value();
+    if (Status s = FromRocks(
+            batch->Put(family(which), chunks->key(), rocksdb::Slice(value.data(), value.size())),
+            "staging an erasure");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return FromRocks(chunks->status(), "reading the log for an erasure");
+}
+
+Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
+  *report = LogErasureReport{};
+  if (options_.read_only) return Status::FailedPrecondition("", "the log is open read-only");
+  if (Status s = FinishCommit(); !s.ok()) return s;
+  BUCKETD_CHECK_MSG(!has_staged(), "an erasure needs every staged input committed first");
+  if (!error_.ok()) return error_;
+
+  rocksdb::WriteBatch batch;
+  flatbuffers::FlatBufferBuilder builder;
+  std::vector<std::string> keys;
+  const auto bytes = [&builder] {
+    return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                       builder.GetSize());
+  };
+  Status s = RewriteChunks(
+      kRecords,
+      [&](std::string_view element, std::string* out, bool* changed) {
+        Record r;
+        if (Status d = DecodeRecord(element, &r); !d.ok()) return d;
+        *changed = r.user_id == erasure.user_id;
+        if (!*changed) return Status::Ok();
+        r.user_id = erasure.pseudonym;
+        r.email.reset();
+        if (r.idempotency_key) keys.push_back(*std::exchange(r.idempotency_key, std::nullopt));
+        std::erase_if(r.properties,
+                      [&](const PropertyPatch& p) { return !erasure.keep_property(p.key); });
+        EncodeRecord(r, &builder);
+        *out = bytes();
+        ++report->records;
+        return Status::Ok();
+      },
+      &batch);
+  if (!s.ok()) return s;
+  s = RewriteChunks(
+      kTransitions,
+      [&](std::string_view element, std::string* out, bool* changed) {
+        Transition t;
+        if (Status d = DecodeTransition(element, &t); !d.ok()) return d;
+        *changed = t.user_id == erasure.user_id;
+        if (!*changed) return Status::Ok();
+        t.user_id = erasure.pseudonym;
+        t.email.reset();
+        EncodeTransition(t, &builder);
+        *out = bytes();
+        ++report->transitions;
+        return Status::Ok();
+      },
+      &batch);
+  if (!s.ok()) return s;
+  for (const std::string& key : keys) {
+    if (s = FromRocks(batch.Delete(family(kIdempotency), key), "staging an erasure"); !s.ok()) {
+      return s;
+    }
+  }
+  report->idempotency_keys = keys.size();
+
+  rocksdb::WriteOptions write;
+  write.sync = true;  // acknowledged erasures stay erased, whatever the durability mode
+  if (s = FromRocks(db_->Write(write, &batch), "writing an erasure"); !s.ok()) {
+    error_ = s;  // as for any failed write: the engine stops taking inputs
+    return s;
+  }
+  // The old bytes are still in table files (and the write-ahead files of their first write
+  // and of the contact delete). Writing the memtables out makes those write-ahead files
+  // obsolete, so RocksDB deletes them; a forced compaction to the last level rewrites every
+  // table file without the overwritten values and the keys' deletion markers.
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  if (s = FromRocks(db_->Flush(flush, families_), "flushing an erasure"); !s.ok()) return s;
+  rocksdb::CompactRangeOptions compact;
+  compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (rocksdb::ColumnFamilyHandle* handle : families_) {
+    if (s = FromRocks(db_->CompactRange(compact, handle, nullptr, nullptr),
+                      "compacting after an erasure");
+        !s.ok()) {
+      return s;
+    }
+  }
+  // A MANIFEST started by the compactions above began with the file list from before them
+  // (old table files' boundary keys included); one more change to the files (flushing a
+  // count of erasures) starts one that lists only the compacted files.
+  std::string count = "0";
+  if (rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), family(kMeta), kErasuresKey, &count);
+      !got.ok() && !got.IsNotFound()) {
+    return FromRocks(got, "reading the erasure count");
+  }
+  count = std::to_string(std::stoull(count) + 1);
+  if (s = FromRocks(db_->Put(write, family(kMeta), kErasuresKey, count), "counting an erasure");
+      !s.ok()) {
+    return s;
+  }
+  return FromRocks(db_->Flush(flush, family(kMeta)), "flushing after an erasure");
 }
 
 uint64_t RocksLog::ApproximateBytes() const {

@@ -43,6 +43,24 @@ struct LogVerifyReport {
   uint64_t idempotency_keys = 0;
 };
 
+// Erasure (SPEC §11): who is erased, what the log calls them afterwards, and which of
+// their property patches stay.
+struct LogErasure {
+  std::string user_id;
+  std::string pseudonym;
+  // Property keys some definition reads: those values stay in the user's patches, so that a
+  // replay of the rewritten log reproduces the transitions it produced before; every other
+  // key of the user's patches is dropped.
+  std::function<bool(std::string_view key)> keep_property;
+};
+
+// What an erasure rewrote.
+struct LogErasureReport {
+  uint64_t records = 0;
+  uint64_t transitions = 0;
+  uint64_t idempotency_keys = 0;
+};
+
 class RecordReader {
  public:
   virtual ~RecordReader() = default;
@@ -98,6 +116,15 @@ class Log {
   // idempotency key (mapping to a record that exists and carries it). For `bucketctl
   // verify`; it reads the whole log.
   virtual Status Verify(LogVerifyReport* report) const = 0;
+
+  // Erasure: rewrites, in one synced write, every record naming `erasure.user_id` to name
+  // the pseudonym instead, without email, idempotency key or the properties no definition
+  // reads; every transition naming them to name the pseudonym, without email; and deletes
+  // their idempotency keys. Then writes the memtables out and compacts every family to its
+  // last level, so that no file of the log keeps the old bytes (the write-ahead files holding
+  // them are deleted once flushed). Takes as long as a full compaction. REQUIRES: nothing
+  // staged or in flight (the engine commits first).
+  virtual Status Erase(const LogErasure& erasure, LogErasureReport* report) = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.

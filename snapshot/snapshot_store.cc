@@ -15,11 +15,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string_view>
 
 #include <xxhash.h>
 
+#include "engine/base/check.h"
 #include "engine/state/snapshot_codec.h"
 
 namespace bucketd {
@@ -428,6 +430,21 @@ Status SnapshotStore::SetAsideBeyond(uint64_t last_seq, std::vector<std::string>
   }
   if (!moved) return Status::Ok();
   if (Status s = SyncDir(aside); !s.ok()) return s;
+  return SyncDir(dir_);
+}
+
+Status SnapshotStore::RemoveAllBut(uint64_t kept_seq) const {
+  BUCKETD_CHECK_MSG(!background_running(), "a background snapshot holds the state before");
+  for (const SnapshotFile& file : List()) {
+    if (file.log_seq != kept_seq && ::unlink(file.path.c_str()) != 0 && errno != ENOENT) {
+      return Errno("removing " + file.path);
+    }
+  }
+  const std::string aside = dir_ + "/" + kSetAsideDir;
+  std::error_code error;
+  std::filesystem::remove_all(aside, error);
+  if (error) return Status::IoError("removing " + aside + ": " + error.message());
+  Prune();  // temp files a killed writer left
   return SyncDir(dir_);
 }
 

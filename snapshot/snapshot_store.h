@@ -65,6 +65,11 @@ class SnapshotStore {
   // pruning would keep it over good ones. Moved, not deleted, so an operator can look.
   Status SetAsideBeyond(uint64_t last_seq, std::vector<std::string>* warnings) const;
 
+  // Erasure (SPEC §11): deletes every snapshot but the one at `kept_seq` (taken after the
+  // erasure) and everything set aside, since each may hold the erased contact's id. No
+  // background snapshot may be running (it would hold the state from before).
+  Status RemoveAllBut(uint64_t kept_seq) const;
+
   // Newest first. Only complete files (never temp files).
   std::vector<SnapshotFile> List() const;
   const std::string& dir() const { return dir_; }

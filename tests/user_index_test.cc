@@ -68,6 +68,34 @@ TEST_CASE("ids with one hash are told apart by Find, not by FindByHash") {
   CHECK(std::any_of(users.begin(), users.end(), [&](const auto& u) { return u.get() == found; }));
 }
 
+TEST_CASE("removing a user keeps every other one findable, in runs that wrap around the table") {
+  // 16 entries (the smallest table); homes 13..15 and 0 make one probe run that wraps past
+  // the end, and equal hashes make entries share a home.
+  const std::vector<uint64_t> hashes = {13, 14, 13, 15, 14, 0, 13, 1, 15};
+  for (size_t removed = 0; removed < hashes.size(); ++removed) {
+    UserIndex index;
+    std::vector<std::unique_ptr<User>> users;
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      users.push_back(MakeUser("u" + std::to_string(i), static_cast<uint32_t>(i)));
+      REQUIRE(index.Insert(users.back().get(), hashes[i]));
+    }
+    INFO("removed u" << removed);
+    REQUIRE(index.Remove(users[removed]->id, hashes[removed]));
+    CHECK(index.size() == hashes.size() - 1);
+    CHECK(index.Find(users[removed]->id, hashes[removed]) == nullptr);
+    CHECK_FALSE(index.Remove(users[removed]->id, hashes[removed]));
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      if (i != removed) CHECK(index.Find(users[i]->id, hashes[i]) == users[i].get());
+    }
+    // Filed again under a new id (erasure's rename), it is found by that id only.
+    users[removed]->id = "renamed";
+    REQUIRE(index.Insert(users[removed].get(), 14));
+    CHECK(index.Find("renamed", 14) == users[removed].get());
+  }
+  UserIndex empty;
+  CHECK_FALSE(empty.Remove("nobody"));
+}
+
 TEST_CASE("reserving keeps the users filed and makes room without growing later") {
   UserIndex index;
   std::vector<std::unique_ptr<User>> users;

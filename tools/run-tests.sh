@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds everything and runs the test suite (the README's test command).
 #   BUCKETD_SANITIZE=1      build and test under AddressSanitizer + UndefinedBehaviorSanitizer
-#   BUCKETD_SOAK=1          also run the long soak/torture tests
+#   BUCKETD_SOAK=1          the torture test runs 1,000 kill-9 rounds instead of 20 (~15 min)
 #   BUCKETD_FUZZ_SECONDS=N  after CTest, run each libFuzzer target for N seconds (default 10;
 #                           0 skips them), built with clang in build-fuzz/ (tools/run-fuzz.sh)
 set -euo pipefail

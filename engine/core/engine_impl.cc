@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <random>
+#include <set>
 #include <string_view>
 #include <thread>
 
@@ -211,6 +213,46 @@ class EngineImpl final : public Engine {
     Record r = NewRecord(RecordKind::kContactDelete);
     r.user_id = std::string(user_id);
     return ApplyAndCommit(r, nullptr);
+  }
+
+  Status EraseContact(std::string_view user_id, ErasureResult* result) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    if (grouping_) return Status::FailedPrecondition("", "an erasure cannot run in a group");
+    const auto start = std::chrono::steady_clock::now();
+    const User* user = fold_.user(user_id);
+    if (user == nullptr) return Status::NotFound("unknown contact");
+    if (!user->deleted) {
+      if (Status s = DeleteContact(user_id); !s.ok()) return s;
+    } else if (Status s = CommitNow(); !s.ok()) {
+      return s;
+    }
+    // A forked snapshot still writing the state from before would bring the id back.
+    ReapSnapshot(true);
+    std::set<std::string> read_keys;
+    if (Status s = PropertyKeysEverRead(&read_keys); !s.ok()) return LogFailed(s, false);
+    ErasureResult local;
+    local.pseudonym = NewPseudonym();
+    LogErasure erasure{std::string(user_id), local.pseudonym,
+                       [&](std::string_view key) { return read_keys.contains(std::string(key)); }};
+    LogErasureReport report;
+    // From a failure on, the log may name the pseudonym while memory names the id: refuse
+    // inputs until a restart folds the log again.
+    if (Status s = log_->Erase(erasure, &report); !s.ok()) return LogWriteFailed(s);
+    BUCKETD_CHECK(fold_.RenameDeletedUser(user_id, local.pseudonym).ok());
+    // Every snapshot holds the id (a deleted contact keeps its id in the state): one taken
+    // now replaces them all.
+    SnapshotInfo snapshot;
+    if (Status s = snapshots_.Write(fold_.state(), &snapshot); !s.ok()) return s;
+    if (Status s = snapshots_.RemoveAllBut(snapshot.log_seq); !s.ok()) return s;
+    last_snapshot_seq_ = snapshot.log_seq;
+    last_snapshot_time_ = std::chrono::steady_clock::now();
+    local.records = report.records;
+    local.transitions = report.transitions;
+    local.idempotency_keys = report.idempotency_keys;
+    local.micros = MicrosSince(start);
+    ++stats_.contacts_erased;
+    if (result) *result = std::move(local);
+    return Status::Ok();
   }
 
   Status DefineBucket(std::string_view json, DefineMode mode,
@@ -505,7 +547,7 @@ class EngineImpl final : public Engine {
   EngineStats Stats() const override {
     EngineStats s = stats_;
     s.log_bytes = log_->ApproximateBytes();
-    s.contacts = fold_.state().users.size();
+    s.contacts = fold_.live_contacts();
     s.pool_bytes =
         fold_.state().slot_pool.reserved_bytes() + fold_.state().user_arena.reserved_bytes();
     s.sweep_due_items = fold_.sweep_due_popped();
@@ -590,6 +632,36 @@ class EngineImpl final : public Engine {
         r, std::span<const Transition>(transitions->data() + before, transitions->size() - before));
     ++stats_.events_accepted;
     return Status::Ok();
+  }
+
+  // The contact property keys any definition in the log has read: an erasure keeps those
+  // values of the erased contact's patches, so that a replay reproduces the same stream.
+  Status PropertyKeysEverRead(std::set<std::string>* keys) const {
+    std::unique_ptr<RecordReader> records = log_->ReadFrom(1);
+    for (Record r; records->Next(&r);) {
+      if (r.kind != RecordKind::kBucketDefine) continue;
+      BucketDefinition def;
+      if (Status s = ParseBucketDefinition(r.definition_json, &def); !s.ok()) {
+        return Status::Corruption("definition at seq " + std::to_string(r.seq) + ": " +
+                                  s.message());
+      }
+      if (def.criteria) CollectPropertyKeys(*def.criteria, keys);
+    }
+    return records->status();
+  }
+
+  // "erased-" and 128 random bits in hex; never a contact's id already.
+  std::string NewPseudonym() const {
+    std::random_device random;
+    for (;;) {
+      std::string pseudonym = "erased-";
+      for (int i = 0; i < 4; ++i) {
+        char word[9];
+        std::snprintf(word, sizeof word, "%08x", static_cast<unsigned>(random()));
+        pseudonym += word;
+      }
+      if (fold_.user(pseudonym) == nullptr) return pseudonym;
+    }
   }
 
   Status Rejected(Status s) {

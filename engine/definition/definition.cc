@@ -772,6 +772,19 @@ bool IsTimeBased(const Criteria& criteria) {
   return false;
 }
 
+void CollectPropertyKeys(const Criteria& criteria, std::set<std::string>* keys) {
+  switch (criteria.type) {
+    case CriteriaType::kProperty:
+      keys->insert(criteria.property);
+      return;
+    case CriteriaType::kEvent:
+      return;
+    case CriteriaType::kComposite:
+      for (const Criteria& child : criteria.conditions) CollectPropertyKeys(child, keys);
+      return;
+  }
+}
+
 Status CheckNewBucketId(std::string_view id) {
   // Clients and proxies collapse these path segments: /v1/buckets/{id} could not reach them.
   if (id == "." || id == "..") return Status::InvalidArgument("id", "must not be \".\" or \"..\"");

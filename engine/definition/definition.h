@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,5 +91,9 @@ std::string CriteriaFingerprint(const BucketDefinition& def);
 
 // True when the criteria contain a windowed event leg (the clock can change them).
 bool IsTimeBased(const Criteria& criteria);
+
+// Adds every contact property key the criteria read to `keys` (erasure keeps exactly these
+// of an erased contact's patches, so that a replay reproduces the same transitions).
+void CollectPropertyKeys(const Criteria& criteria, std::set<std::string>* keys);
 
 }  // namespace bucketd

@@ -405,6 +405,23 @@ Status Fold::ApplyContactDelete(const Record& r) {
   user->events.clear();
   user->email.reset();
   user->deleted = true;
+  ++deleted_contacts_;
+  return Status::Ok();
+}
+
+Status Fold::RenameDeletedUser(std::string_view user_id, const std::string& pseudonym) {
+  User* user = FindUser(user_id);
+  if (user == nullptr || !user->deleted) {
+    return Status::FailedPrecondition("userId", "only a deleted contact is renamed");
+  }
+  if (FindUser(pseudonym) != nullptr) {
+    return Status::FailedPrecondition("userId", "a contact is already called " + pseudonym);
+  }
+  // A deleted contact holds nothing but its id (ApplyContactDelete cleared the rest), and
+  // its index, which stays: the digest hashes users in index order.
+  BUCKETD_CHECK(state_.user_ids.Remove(user_id));
+  user->id = pseudonym;
+  BUCKETD_CHECK(state_.user_ids.Insert(user));
   return Status::Ok();
 }
 

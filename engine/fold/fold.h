@@ -62,6 +62,8 @@ class Fold {
   std::optional<TimeMs> NextDue() const;
 
   const State& state() const { return state_; }
+  // Contacts not deleted (the state keeps a deleted contact's id, so users.size() counts it).
+  uint64_t live_contacts() const { return state_.users.size() - deleted_contacts_; }
   // Query lookups: a live (not deleted) bucket; a contact, deleted ones included.
   const Bucket* bucket(std::string_view id) const { return FindBucket(id); }
   const User* user(std::string_view id) const { return FindUser(id); }
@@ -72,6 +74,10 @@ class Fold {
   Status Restore(State&& state);
   // Gives the state away (a replay shard to the merge) and leaves the fold fresh.
   State Release();
+  // Erasure (SPEC §11): a deleted contact is known by `pseudonym` from now on, as the
+  // rewritten log names it, so that the state stays the fold of the log. FailedPrecondition
+  // unless `user_id` is a deleted contact and no contact is called `pseudonym`.
+  Status RenameDeletedUser(std::string_view user_id, const std::string& pseudonym);
 
   // Due items popped by sweeps, for tests and metrics: a sweep over a bucket with nothing
   // due must pop (touch) none.
@@ -148,6 +154,7 @@ class Fold {
   std::vector<uint32_t> patched_keys_scratch_;  // PatchProperties' key ids, for ApplyEvent
   HistorySource history_source_;
   uint64_t sweep_due_popped_ = 0;
+  uint64_t deleted_contacts_ = 0;  // state_.users that are deleted, for live_contacts()
   uint64_t last_sweep_due_ = 0;
 };
 

@@ -13,6 +13,8 @@ bool Fold::fresh() const {
 Status Fold::Restore(State&& state) {
   if (!fresh()) return Status::FailedPrecondition("", "a state restores only into a fresh fold");
   state_ = std::move(state);
+  deleted_contacts_ = 0;
+  for (const User* user : state_.users) deleted_contacts_ += user->deleted ? 1 : 0;
   RebuildInvertedIndices();
   return Status::Ok();
 }
@@ -20,6 +22,7 @@ Status Fold::Restore(State&& state) {
 State Fold::Release() {
   State out = std::move(state_);
   state_ = State();
+  deleted_contacts_ = 0;
   RebuildInvertedIndices();  // compiled criteria point into the state that left
   return out;
 }

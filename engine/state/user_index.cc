@@ -58,6 +58,30 @@ bool UserIndex::Insert(User* user, uint64_t hash) {
   return true;
 }
 
+bool UserIndex::Remove(std::string_view id, uint64_t hash) {
+  if (entries_.empty()) return false;
+  size_t hole = Home(hash);
+  for (;; hole = (hole + 1) & mask_) {
+    const Entry& e = entries_[hole];
+    if (e.user == nullptr) return false;
+    if (e.hash == hash && e.user->id == id) break;
+  }
+  // Backward-shift deletion (no tombstones, so probes stay as short as before): each later
+  // entry of the run moves up into the hole unless its home lies cyclically in (hole, j],
+  // where moving it would put it before its home and out of its probe's reach.
+  for (size_t j = (hole + 1) & mask_; entries_[j].user != nullptr; j = (j + 1) & mask_) {
+    const size_t home = Home(entries_[j].hash);
+    const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (!stays) {
+      entries_[hole] = entries_[j];
+      hole = j;
+    }
+  }
+  entries_[hole] = Entry{};
+  --size_;
+  return true;
+}
+
 void UserIndex::Reserve(size_t users) {
   size_t capacity = kMinCapacity;
   while (users * kLoadDenominator > capacity * kLoadNumerator) capacity *= 2;

@@ -42,6 +42,10 @@ class UserIndex {
   // collide, which Find(id, hash) must then tell apart.
   bool Insert(User* user, uint64_t hash);
   void Reserve(size_t users);
+  // Unfiles the user with this id (erasure renames a user: Remove, change the id, Insert).
+  // False if no user has it.
+  bool Remove(std::string_view id) { return Remove(id, Hash(id)); }
+  bool Remove(std::string_view id, uint64_t hash);
 
   size_t size() const { return size_; }
   size_t bytes() const { return entries_.capacity() * sizeof(Entry); }

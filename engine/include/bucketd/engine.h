@@ -106,6 +106,18 @@ struct SweepResult {
   int64_t micros = 0;  // wall time the sweep took (measurement only)
 };
 
+// What an erasure (Engine::EraseContact) did.
+struct ErasureResult {
+  // What the log and the transition stream call the contact from now on: "erased-" and 32
+  // random hex digits, drawn at the erasure (not derived from the id, so nothing confirms
+  // a guess).
+  std::string pseudonym;
+  uint64_t records = 0;           // log records rewritten
+  uint64_t transitions = 0;       // transitions rewritten
+  uint64_t idempotency_keys = 0;  // keys forgotten
+  int64_t micros = 0;             // wall time, compaction included (measurement only)
+};
+
 struct BucketCounts {
   uint64_t active = 0;
   uint64_t entered = 0;  // memberships ever opened (including silent ones)
@@ -169,7 +181,8 @@ struct EngineStats {
   uint64_t sweeps = 0;
   uint64_t sweep_due_items = 0;
   uint64_t log_bytes = 0;
-  uint64_t contacts = 0;
+  uint64_t contacts = 0;  // known and not deleted
+  uint64_t contacts_erased = 0;  // since the engine opened
   // Memory mapped for the state's slots and users (huge-page blocks that malloc
   // statistics do not see).
   uint64_t pool_bytes = 0;
@@ -194,6 +207,16 @@ class Engine {
   // Each item is applied or refused on its own; in sync mode one fsync covers the batch.
   virtual Status IngestBatch(std::span<const EventInput> events, BatchResult* result) = 0;
   virtual Status DeleteContact(std::string_view user_id) = 0;
+  // Privacy erasure (SPEC §11): DeleteContact (unless done before), then removes the
+  // contact's identity from the data dir. Every log record and transition naming them
+  // names a pseudonym instead (the state too, so a full replay still gives the live
+  // digest), without their email, idempotency keys or the property values no definition
+  // ever read; event names and instants stay (the history the stream was built from).
+  // Every snapshot is replaced by one taken after the erasure, and the log is compacted,
+  // so no file keeps a byte of the id or email. Blocks for a full compaction of the log.
+  // Nothing remembers an erased id: NotFound for it, as for an id never seen, and a later
+  // event with that id starts a new contact. Not within a group (FailedPrecondition).
+  virtual Status EraseContact(std::string_view user_id, ErasureResult* result) = 0;
 
   // `json` is a bucket definition (SPEC §3). `path_id`, when given (PUT /v1/buckets/{id}),
   // must equal the body's id or fills it in. `created` reports create vs replace.
