@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds everything and runs the test suite (the README's test command):
 # the CTest suites, then (plain build only) tools/check-embedding.sh, which installs the build
-# and builds examples/embed with find_package, pkg-config and add_subdirectory.
-#   BUCKETD_SANITIZE=1  build and test under AddressSanitizer + UndefinedBehaviorSanitizer
-#                       in build-asan/
-#   BUCKETD_TSAN=1      build and test under ThreadSanitizer in build-tsan/
-#   BUCKETD_SOAK=1      the torture test runs 1,000 kill-9 rounds instead of 20 (~15 min)
+# and builds examples/embed with find_package, pkg-config and add_subdirectory, and each
+# libFuzzer target for a short time (tools/run-fuzz.sh, a clang build in build-fuzz/).
+#   BUCKETD_SANITIZE=1      build and test under AddressSanitizer + UndefinedBehaviorSanitizer
+#                           in build-asan/
+#   BUCKETD_TSAN=1          build and test under ThreadSanitizer in build-tsan/
+#   BUCKETD_SOAK=1          the torture test runs 1,000 kill-9 rounds instead of 20 (~15 min)
+#   BUCKETD_FUZZ_SECONDS=N  run each libFuzzer target for N seconds (default 10; 0 skips them)
 # Any failure ends the script with a non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,12 @@ fi
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure --timeout 900
-# The packaging is the same under a sanitizer; check it once, on the plain build.
+# The packaging and the parsers' fuzzing are the same under a sanitizer (the fuzz build has
+# ASan + UBSan of its own): run them once, with the plain build.
 if [ "$build" = build ]; then
   tools/check-embedding.sh "$build"
+  fuzz_seconds=${BUCKETD_FUZZ_SECONDS:-10}
+  if [ "$fuzz_seconds" != 0 ]; then
+    tools/run-fuzz.sh "$fuzz_seconds"
+  fi
 fi

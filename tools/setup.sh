@@ -10,6 +10,9 @@ packages=(
   libabsl-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libxxhash-dev
   nats-server libnats-dev
   curl
+  # tools/run-fuzz.sh: clang, and libFuzzer with the sanitizer runtimes (compiler-rt), which
+  # clang-14 only recommends
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "engine/state/snapshot_codec.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <string_view>
@@ -508,6 +509,14 @@ Status PlanPieces(const snap::State& root, size_t threads, std::vector<DecodedPi
   if (user_count > stream_bytes) return Damaged("user count exceeds the stream");
   std::vector<const snap::UserStreamMark*> marks;
   if (const auto* stored = root.user_stream_marks()) {
+    // The Verifier (flatbuffers 2.0) checks a vector of structs for the alignment of its
+    // length only; a damaged offset can leave the 8-byte marks misaligned, and reading them
+    // then is undefined. The writer aligns a non-empty vector (the payload is 8-aligned
+    // where it is read); an empty one it does not pad, and nothing of it is read.
+    if (stored->size() > 0 &&
+        reinterpret_cast<uintptr_t>(stored->Data()) % alignof(snap::UserStreamMark) != 0) {
+      return Damaged("user stream marks misaligned");
+    }
     for (const snap::UserStreamMark* mark : *stored) {
       const bool after_previous =
           marks.empty() || (mark->first_user() > marks.back()->first_user() &&
