@@ -164,6 +164,49 @@ TEST_CASE("a payload whose user holds two slots of one bucket is refused") {
   CHECK(loaded.state().users.empty());  // nothing of the payload was kept
 }
 
+TEST_CASE(
+    "a payload with a membership entered after the state's now, a past membership that "
+    "ends before it starts, or a negative dwell total is refused") {
+  TempDir dir;
+  RunWorkload(dir.path(), 5, 600);
+  Fold fold;
+  ReplayLog(dir.path(), &fold);
+  // The snapshot fuzzer's finding: such a state reached signed overflow in Fold::Leave.
+  const auto refused = [](const State& state, const std::string& why) {
+    flatbuffers::DetachedBuffer bad;
+    REQUIRE(EncodeSnapshot(state, &bad).ok());
+    Fold loaded;
+    const Status s = DecodeInto(bad.data(), bad.size(), &loaded);
+    CHECK(s.code() == StatusCode::kCorruption);
+    CHECK_THAT(s.message(), Catch::Contains(why));
+  };
+  {
+    State state = CopyState(fold.state());
+    Slot* slot = nullptr;
+    for (auto& u : state.users) {
+      if (!u->slots.empty()) slot = u->slots[0];
+    }
+    REQUIRE(slot != nullptr);
+    slot->entered_at = state.now + 1;
+    refused(state, "entered after the state's now");
+  }
+  {
+    State state = CopyState(fold.state());
+    PastMembership* past = nullptr;
+    for (auto& u : state.users) {
+      if (!u->past.empty()) past = &u->past[0];
+    }
+    REQUIRE(past != nullptr);
+    past->entered_at = past->left_at + 1;
+    refused(state, "past membership out of range");
+  }
+  {
+    State state = CopyState(fold.state());
+    state.buckets[0]->closed_dwell_ms_total = -1;
+    refused(state, "negative closed dwell total");
+  }
+}
+
 // Applies the same later inputs to both folds: an event for every user, days on (so that
 // each user's due items are applied at ingest, behind User::next_due_floor), then a sweep.
 void ContinueBoth(Fold* a, Fold* b) {

@@ -1,5 +1,6 @@
 // Joins, leaves and dwell fires of one (user, bucket) slot: SPEC §4 and §5.
 #include <algorithm>
+#include <cstdint>
 
 #include "engine/base/check.h"
 #include "engine/fold/emitter.h"
@@ -73,7 +74,13 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   slot->last_left_at = at;
   bucket.members.Remove(slot);
   ++bucket.left_total;
-  bucket.closed_dwell_ms_total += at - slot->entered_at;
+  // Saturating: the total only feeds the average dwell metric, and a state decoded from a
+  // damaged snapshot (the snapshot fuzzer found one) must not reach signed overflow.
+  int64_t dwell = 0;
+  if (__builtin_sub_overflow(at, slot->entered_at, &dwell)) dwell = INT64_MAX;
+  if (__builtin_add_overflow(bucket.closed_dwell_ms_total, dwell, &bucket.closed_dwell_ms_total)) {
+    bucket.closed_dwell_ms_total = INT64_MAX;
+  }
   // The full history is the transition stream; memory keeps the newest few per user.
   std::vector<PastMembership>& past = slot->user->past;
   if (past.size() == kPastMembershipsPerUserMax) past.erase(past.begin());

@@ -337,6 +337,8 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     last_user = index;
     if ((slot_flags & kSlotFiled) && s.due_at == kNever)
       return Damaged(where() + ": bad due instant");
+    // A membership opens at or before the state's now (the fold never runs ahead of it).
+    if (s.entered_at > st.now) return Damaged(where() + ": slot entered after the state's now");
     s.source = static_cast<MembershipSource>(source);
     if (s.due_at != kNever) {
       (*tally)[s.bucket].filed.Add(s.due_at);
@@ -359,7 +361,8 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     if (past_flags & kPastHasAnchor) p.dwell_anchor_at = r->Time();
     if (p.bucket >= st.buckets.size() ||
         source > static_cast<uint8_t>(MembershipSource::kBackfill) ||
-        reason > static_cast<uint8_t>(LeaveReason::kManual)) {
+        reason > static_cast<uint8_t>(LeaveReason::kManual) || p.entered_at > p.left_at ||
+        p.left_at > st.now) {
       return Damaged(where() + ": past membership out of range");
     }
     p.source = static_cast<MembershipSource>(source);
@@ -384,6 +387,9 @@ Status DecodeBuckets(const snap::State& root, State* st) {
     bucket->entered_total = b->entered_total();
     bucket->left_total = b->left_total();
     bucket->closed_dwell_ms_total = b->closed_dwell_ms_total();
+    if (bucket->closed_dwell_ms_total < 0) {
+      return Damaged("bucket " + bucket->def.id + ": negative closed dwell total");
+    }
     if (!st->bucket_ids.emplace(bucket->def.id, bucket->index).second) {
       return Damaged("bucket id " + bucket->def.id + " appears twice");
     }
