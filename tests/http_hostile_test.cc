@@ -340,6 +340,66 @@ TEST_CASE("hostile: a chunked body over the limit is refused with 413 before it 
   CHECK(ok.status == 200);
 }
 
+TEST_CASE("hostile: a Content-Length body has one deadline; split and pipelined bodies are served",
+          "[server][hostile]") {
+  TempDir dir;
+  Server server(dir.path, {"--body-timeout", "1s"});
+  // One byte every 100 ms of a body: each read makes progress, so only a deadline on the
+  // whole body ends it (the server reads such a body without the parser, read by read).
+  {
+    int fd = Connect(server.port());
+    SendAll(fd, "POST /v1/events HTTP/1.1\r\nHost: " + server.authority() +
+                    "\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n");
+    const auto start = Clock::now();
+    bool dropped = false;
+    for (int i = 0; i < 200 && !dropped; ++i) {
+      if (send(fd, " ", 1, MSG_NOSIGNAL) != 1) dropped = true;
+      pollfd p{fd, POLLIN, 0};
+      if (!dropped && poll(&p, 1, 100) > 0) {
+        char buf[256];
+        dropped = recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0;
+      }
+    }
+    CHECK(dropped);
+    CHECK(Clock::now() - start < 8s);
+    close(fd);
+  }
+  // A body of several reads, sent in pieces, then a second request in the same bytes as
+  // the end of the first body: both are answered, in order.
+  std::string batch = "[";
+  for (int i = 0; i < 3000; ++i) {
+    batch += std::string(i == 0 ? "" : ",") + R"({"userId":"split-)" + std::to_string(i) +
+             R"(","event":"e"})";
+  }
+  batch += "]";
+  const std::string first =
+      "POST /v1/events HTTP/1.1\r\nHost: " + server.authority() +
+      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(batch.size()) +
+      "\r\n\r\n" + batch;
+  const std::string second =
+      PostEvents(server,
+                 "Content-Type: application/json\r\nContent-Length: " +
+                     std::to_string(std::string_view(kEvent).size()) + "\r\n",
+                 kEvent);
+  const std::string bytes = first + second;
+  int fd = Connect(server.port());
+  const size_t piece = 7000;
+  for (size_t at = 0; at < bytes.size(); at += piece) {
+    SendAll(fd, std::string_view(bytes).substr(at, piece));
+    std::this_thread::sleep_for(2ms);
+  }
+  const std::string answers = ReadToEnd(fd);
+  close(fd);
+  RawResponse res = Parse(answers);
+  INFO(answers.substr(0, 2000));
+  CHECK(res.status == 200);
+  CHECK(res.body.find(R"("accepted":3000)") != std::string::npos);
+  const size_t second_at = answers.find("HTTP/1.1 ", 1);
+  REQUIRE(second_at != std::string::npos);
+  CHECK(Parse(answers.substr(second_at)).status == 200);
+  CHECK(Healthy(server));
+}
+
 TEST_CASE("hostile: framing and encodings the server cannot trust are refused",
           "[server][hostile]") {
   TempDir dir;

@@ -118,10 +118,15 @@ void HttpApi::RecordUnrouted(int http_status) const { router_.RecordUnrouted(htt
 
 template <typename Work, typename Answer>
 void HttpApi::OnEngine(const ExchangePtr& ex, Work work, Answer answer) {
-  engine_.CallAsync(std::move(work), [ex, answer = std::move(answer)](auto result) {
-    ex->Post([ex, answer, result = std::move(result)]() mutable {
-      ex->Respond(answer(std::move(result)));
-    });
+  // Everything the request holds (its body, the parsed batch, the exchange) is moved into
+  // the posted task, so it is freed on an I/O thread: freeing a 1,000-item batch cost the
+  // owner thread, the one that folds every request, ~4% of its time per event.
+  engine_.CallAsync(std::move(work), [ex, answer = std::move(answer)](auto result) mutable {
+    Exchange& exchange = *ex;
+    exchange.Post(
+        [ex = std::move(ex), answer = std::move(answer), result = std::move(result)]() mutable {
+          ex->Respond(answer(std::move(result)));
+        });
   });
 }
 
