@@ -6,6 +6,18 @@
 #include <new>
 #include <utility>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUCKETD_LEAK_CHECKED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define BUCKETD_LEAK_CHECKED 1
+#endif
+#if defined(BUCKETD_LEAK_CHECKED)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace bucketd {
 
 void* MapHugeBlock() {
@@ -23,10 +35,21 @@ void* MapHugeBlock() {
   void* block = reinterpret_cast<void*>(aligned);
   // A hint the kernel may ignore.
   madvise(block, kSize, MADV_HUGEPAGE);
+#if defined(BUCKETD_LEAK_CHECKED)
+  // Users and slots in the block point at heap memory (histories, properties): without this
+  // LeakSanitizer, which scans only the heap, stacks and globals, would take what a live
+  // engine holds for leaks (a leak check while an engine is open: libFuzzer's per-input one).
+  __lsan_register_root_region(block, kSize);
+#endif
   return block;
 }
 
-void UnmapHugeBlock(void* block) { munmap(block, kHugeBlockBytes); }
+void UnmapHugeBlock(void* block) {
+#if defined(BUCKETD_LEAK_CHECKED)
+  __lsan_unregister_root_region(block, kHugeBlockBytes);
+#endif
+  munmap(block, kHugeBlockBytes);
+}
 
 std::vector<void*> MergeByProgress(const std::vector<std::vector<void*>>& lists) {
   std::vector<void*> order;

@@ -1,108 +1,161 @@
-// Fuzzes the HTTP request path from the request body on: the first input byte picks a route,
-// the rest is its body, parsed as that route's handler parses it (tools/bucketd/http_api.cc
-// with json_requests.h, and the engine's definition parser for the bucket routes).
+// Fuzzes the HTTP request path from the raw bytes on: the input is one request as a client
+// sends it. It goes through what the server does with it (tools/bucketd): Beast's parser with
+// the server's header and body limits, the framing the server refuses beyond the parser
+// (http_framing.h), the request the API sees, the API's screening on the headers alone
+// (method, route, auth, Host and Origin, content type), then the route's handler on a real
+// engine (HttpApi::DispatchAndWait, through the owner thread as in the server).
 //
-// The request itself (request line, headers, chunked and compressed transfer) is parsed by
-// the HTTP layer, which is being rewritten on Boost.Beast (issue 21, "An HTTP layer that
-// survives hostile clients"). Once it lands, this target takes the whole input as a raw
-// request: feed it to a beast::http::request_parser<http::string_body> with the server's body
-// limit, and dispatch what it accepts by method and target through the server's router to the
-// parsers below, in place of the route byte. Until then the route byte stands in for routing.
-//
-// Beyond "no crash, no undefined behaviour, no leak", it checks what the handlers rely on:
-// a bucket body's id as the server reads it back (DefinitionId) is the id the engine defines,
-// and a parser that refuses names the field it refuses.
+// Beyond "no crash, no undefined behaviour, no leak", it checks what a client relies on:
+// every refusal is a 4xx with a JSON error body naming its code; every answer is one the
+// routes give (no 500, no 503 while the engine is healthy); a JSON answer is valid JSON.
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
-#include <optional>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
-#include "bucketd/types.h"
-#include "engine/base/check.h"
-#include "engine/definition/definition.h"
-#include "json_requests.h"
+#include <simdjson.h>
+#include <boost/asio/buffer.hpp>
 
-namespace bucketd {
+#include "bucketd/engine.h"
+#include "bucketd/limits.h"
+#include "engine/base/check.h"
+#include "engine_thread.h"
+#include "http_api.h"
+#include "http_framing.h"
+#include "prometheus.h"
+
+namespace bucketd::server {
 namespace {
 
-enum class Route : uint8_t {
-  kPostEvents,        // POST /v1/events, application/json
-  kPostEventsNdjson,  // POST /v1/events, application/x-ndjson
-  kPostBucket,        // POST /v1/buckets
-  kPutBucket,         // PUT /v1/buckets/{id}
-  kPatchBucket,       // PATCH /v1/buckets/{id}
-  kAddMember,         // POST /v1/buckets/{id}/members
-  kClock,             // POST /v1/clock
-  kCount,
+// The authority the seeds' Host names (tokenless mode checks Host against it).
+constexpr std::string_view kAuthority = "127.0.0.1:7411";
+// A fresh engine every so many inputs: the state the accepted events build would otherwise
+// grow with the run.
+constexpr uint64_t kInputsPerEngine = 20000;
+
+// A manual-clock engine on a temp dir, its owner thread and the API, as bucketd runs them.
+class Harness {
+ public:
+  Harness() {
+    // Under $TMPDIR, which tools/run-fuzz.sh points at a dir it removes: the last harness is
+    // never destroyed (see below).
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "bucketd-http-fuzz-XXXXXX").string();
+    BUCKETD_CHECK(mkdtemp(pattern.data()) != nullptr);
+    dir_ = pattern;
+    Options options;
+    options.data_dir = dir_;
+    options.clock = ClockMode::kManual;
+    options.start_time_ms = 1793491200000;  // 2026-11-01
+    options.durability = Durability::kAsync;
+    options.snapshot_every_records = 0;
+    options.snapshot_every_ms = 0;
+    std::unique_ptr<Engine> engine;
+    BUCKETD_CHECK_MSG(Engine::Open(options, &engine).ok(), "opening the fuzz engine");
+    engine_thread_ = std::make_unique<EngineThread>(
+        std::move(engine), EngineThread::Config{.background_sweeps = false}, &metrics_);
+    engine_thread_->Start();
+    api_ = std::make_unique<HttpApi>(*engine_thread_, metrics_,
+                                     ApiConfig{.auth_token = "", .manual_clock = true});
+  }
+  ~Harness() {
+    api_.reset();
+    engine_thread_->Stop();
+    (void)engine_thread_->StoppedEngine().Close();
+    engine_thread_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  HttpApi& api() { return *api_; }
+
+ private:
+  std::string dir_;
+  ServerMetrics metrics_;
+  std::unique_ptr<EngineThread> engine_thread_;
+  std::unique_ptr<HttpApi> api_;
 };
 
-constexpr std::string_view kPathId = "from-the-path";
-
-void CheckRefusal(const Status& status) {
-  BUCKETD_CHECK_MSG(status.ok() || !status.field().empty() || !status.message().empty(),
-                    "a refusal says nothing");
+bool IsJson(std::string_view text) {
+  static simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  return parser.parse(text.data(), text.size()).get(root) == simdjson::SUCCESS;
 }
 
-// What HttpApi::DefineBucket does before the engine call, and the engine's parse.
-void DefineBucket(std::string_view body, std::optional<std::string_view> path_id) {
-  const std::string id = path_id ? std::string(*path_id) : server::DefinitionId(body);
-  BucketDefinition def;
-  const Status status = ParseBucketDefinition(body, &def, path_id);
-  CheckRefusal(status);
-  if (!status.ok()) return;
-  if (!CheckNewBucketId(def.id).ok()) return;
-  // The engine refuses a body id that differs from the path's; otherwise the server reads
-  // back the bucket it defined.
-  if (path_id && def.id != *path_id) return;
-  BUCKETD_CHECK_MSG(id == def.id, "the server would read back bucket '" + id +
-                                      "' after defining '" + def.id + "'");
+void CheckRefusal(const HttpError& error) {
+  BUCKETD_CHECK_MSG(error.http_status >= 400 && error.http_status < 500,
+                    "a framing refusal is a 4xx: " + std::to_string(error.http_status));
 }
 
-void FuzzOne(Route route, std::string_view body) {
-  switch (route) {
-    case Route::kPostEvents:
-    case Route::kPostEventsNdjson: {
-      server::ParsedEvents parsed;
-      const Status status =
-          server::ParseEventsBody(body, route == Route::kPostEventsNdjson, &parsed);
-      CheckRefusal(status);
-      for (const BatchItemError& item : parsed.rejected) CheckRefusal(item.error);
-      break;
+void CheckReply(const Reply& reply) {
+  BUCKETD_CHECK_MSG(reply.http_status >= 200 && reply.http_status < 500,
+                    "an answer of the routes on a healthy engine: " +
+                        std::to_string(reply.http_status) + " " + reply.body);
+  if (reply.content_type == "application/json") {
+    BUCKETD_CHECK_MSG(IsJson(reply.body), "a JSON answer that is not JSON: " + reply.body);
+    if (reply.http_status >= 400) {
+      BUCKETD_CHECK_MSG(reply.body.find("\"code\"") != std::string::npos,
+                        "an error without its code: " + reply.body);
     }
-    case Route::kPostBucket:
-      DefineBucket(body, std::nullopt);
-      break;
-    case Route::kPutBucket:
-      DefineBucket(body, kPathId);
-      break;
-    case Route::kPatchBucket: {
-      bool enabled = false;
-      CheckRefusal(server::ParseEnabledPatch(body, &enabled));
-      break;
-    }
-    case Route::kAddMember: {
-      std::string user_id;
-      CheckRefusal(server::ParseAddMemberRequest(body, &user_id));
-      break;
-    }
-    case Route::kClock: {
-      TimeMs now_ms = 0;
-      CheckRefusal(server::ParseClockRequest(body, &now_ms));
-      break;
-    }
-    case Route::kCount:
-      break;
   }
 }
 
 }  // namespace
-}  // namespace bucketd
+}  // namespace bucketd::server
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size == 0) return 0;
-  const auto route =
-      static_cast<bucketd::Route>(data[0] % static_cast<uint8_t>(bucketd::Route::kCount));
-  bucketd::FuzzOne(route, std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
+  using namespace bucketd;
+  using namespace bucketd::server;
+  // Never destroyed at exit: RocksDB's own statics (its default Env's thread pools) may be
+  // gone by then, and closing the engine after them crashes.
+  static Harness* harness = nullptr;
+  static uint64_t inputs = 0;
+  if (inputs++ % kInputsPerEngine == 0) {
+    delete harness;
+    harness = new Harness();
+  }
+
+  RequestParser parser;
+  parser.header_limit(kRequestHeaderBytesMax);
+  parser.body_limit(kRequestBodyBytesMax);
+  parser.eager(true);
+  boost::beast::error_code ec;
+  size_t used = 0;
+  // The whole input at once, as if it had all arrived: the parser takes what it can.
+  while (used < size && !parser.is_done()) {
+    const size_t taken = parser.put(boost::asio::buffer(data + used, size - used), ec);
+    if (ec == boost::beast::http::error::need_more) ec = {};
+    if (ec || taken == 0) break;
+    used += taken;
+  }
+  if (!parser.is_done() && used == size && !ec) {
+    // The input ended: a body without its end is what a client that went away leaves.
+    parser.put_eof(ec);
+  }
+  if (ec) {
+    if (ec != boost::beast::http::error::partial_message &&
+        ec != boost::beast::http::error::need_more) {
+      CheckRefusal(ParseError(ec));
+    }
+    return 0;
+  }
+  if (!parser.is_header_done()) return 0;
+  if (std::optional<HttpError> error = CheckFraming(parser)) {
+    CheckRefusal(*error);
+    return 0;
+  }
+  std::shared_ptr<HttpRequest> request = RequestFromHeader(parser, std::string(kAuthority));
+  if (std::optional<Reply> refusal = harness->api().Screen(*request)) {
+    BUCKETD_CHECK(refusal->http_status >= 400 && refusal->http_status < 500);
+    CheckReply(*refusal);
+    return 0;
+  }
+  if (!parser.is_done()) return 0;
+  request->body = std::move(parser.get().body());
+  CheckReply(harness->api().DispatchAndWait(std::move(*request)));
   return 0;
 }

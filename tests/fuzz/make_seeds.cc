@@ -211,14 +211,32 @@ const std::map<std::string, std::string> kRouteBodies = {
     {"clock-rfc3339", R"({"now":"2026-11-01T12:30:00.250+02:00"})"},
 };
 
-// Route bytes of http_request_fuzz.cc's Route.
-constexpr char kRoutePostEvents = 0;
-constexpr char kRoutePostEventsNdjson = 1;
-constexpr char kRoutePostBucket = 2;
-constexpr char kRoutePutBucket = 3;
-constexpr char kRoutePatchBucket = 4;
-constexpr char kRouteAddMember = 5;
-constexpr char kRouteClock = 6;
+// A request as a client sends it (http_request_fuzz.cc takes raw requests), naming the
+// authority the fuzz target's server checks Host against.
+std::string Raw(const std::string& method, const std::string& target,
+                const std::string& content_type = "", const std::string& body = "") {
+  std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:7411\r\n";
+  if (!content_type.empty()) request += "Content-Type: " + content_type + "\r\n";
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  return request + "\r\n" + body;
+}
+
+// The same body sent chunked, in two chunks.
+std::string RawChunked(const std::string& method, const std::string& target,
+                       const std::string& content_type, const std::string& body) {
+  const size_t half = body.size() / 2;
+  const auto chunk = [](std::string_view part) {
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx", part.size());
+    return std::string(size) + "\r\n" + std::string(part) + "\r\n";
+  };
+  return method + " " + target +
+         " HTTP/1.1\r\nHost: 127.0.0.1:7411\r\nContent-Type: " + content_type +
+         "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(std::string_view(body).substr(0, half)) +
+         chunk(std::string_view(body).substr(half)) + "0\r\n\r\n";
+}
 
 // A hand-written definition seed: one the parser accepts, so that mutations start from it.
 void WriteDefinition(const fs::path& path, const std::string& json) {
@@ -233,7 +251,7 @@ void WriteJsonSeeds(const std::vector<std::string>& definitions,
   for (size_t i = 0; i < definitions.size(); ++i) {
     Write(corpus / "definition" / names[i], definitions[i]);
     Write(corpus / "http_request" / ("post-bucket-" + names[i]),
-          std::string(1, kRoutePostBucket) + definitions[i]);
+          Raw("POST", "/v1/buckets", "application/json", definitions[i]));
     BucketDefinition def;
     BUCKETD_CHECK(ParseBucketDefinition(definitions[i], &def).ok());
     Write(corpus / "definition" / ("canonical-" + names[i]), ToCanonicalJson(def));
@@ -242,7 +260,7 @@ void WriteJsonSeeds(const std::vector<std::string>& definitions,
       R"({"name":"VIP","kind":"manual","enabled":false,"maxDwell":{"days":30}})";
   WriteDefinition(corpus / "definition" / "manual.json", manual);
   Write(corpus / "http_request" / "put-bucket-manual.json",
-        std::string(1, kRoutePutBucket) + manual);
+        Raw("PUT", "/v1/buckets/vip", "application/json", manual));
   WriteDefinition(corpus / "definition" / "operators.json",
                   R"({"id":"ops","name":"Operators","kind":"dynamic","entryLimit":"once",)"
                   R"("criteria":{"type":"composite","operator":"and","conditions":[)"
@@ -272,16 +290,44 @@ void WriteJsonSeeds(const std::vector<std::string>& definitions,
   for (const auto& [name, body] : kEventBodies) {
     Write(corpus / "events" / name, body);
     const bool ndjson = name.ends_with(".ndjson");
-    Write(corpus / "http_request" / ("post-events-" + name),
-          std::string(1, ndjson ? kRoutePostEventsNdjson : kRoutePostEvents) + body);
+    const std::string type = ndjson ? "application/x-ndjson" : "application/json";
+    Write(corpus / "http_request" / ("post-events-" + name), Raw("POST", "/v1/events", type, body));
+    Write(corpus / "http_request" / ("post-events-chunked-" + name),
+          RawChunked("POST", "/v1/events", type, body));
   }
-  const std::map<std::string, char> route_of = {{"patch-enable", kRoutePatchBucket},
-                                                {"add-member", kRouteAddMember},
-                                                {"clock-ms", kRouteClock},
-                                                {"clock-rfc3339", kRouteClock}};
+  const std::map<std::string, std::pair<std::string, std::string>> route_of = {
+      {"patch-enable", {"PATCH", "/v1/buckets/power-users"}},
+      {"add-member", {"POST", "/v1/buckets/vip/members"}},
+      {"clock-ms", {"POST", "/v1/clock"}},
+      {"clock-rfc3339", {"POST", "/v1/clock"}}};
   for (const auto& [name, body] : kRouteBodies) {
-    Write(corpus / "http_request" / (name + ".json"), std::string(1, route_of.at(name)) + body);
+    const auto& [method, target] = route_of.at(name);
+    Write(corpus / "http_request" / (name + ".json"),
+          Raw(method, target, "application/json", body));
   }
+  // Reads, deletes and the erasure, and framings the server refuses.
+  const std::map<std::string, std::string> requests = {
+      {"get-transitions", Raw("GET", "/v1/transitions?after=0&limit=5")},
+      {"get-members", Raw("GET", "/v1/buckets/power-users/members?limit=2&cursor=u1")},
+      {"get-memberships", Raw("GET", "/v1/users/alice/memberships")},
+      {"get-state", Raw("GET", "/v1/state")},
+      {"get-metrics", Raw("GET", "/metrics")},
+      {"healthz", Raw("GET", "/healthz")},
+      {"delete-contact", Raw("DELETE", "/v1/contacts/alice")},
+      {"erase-contact", Raw("DELETE", "/v1/contacts/bob?erase=true")},
+      {"delete-member", Raw("DELETE", "/v1/buckets/vip/members/a%2Fb")},
+      {"post-sweep", Raw("POST", "/v1/sweep")},
+      {"te-and-cl",
+       "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:7411\r\nContent-Type: "
+       "application/json\r\nContent-Length: 2\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n"},
+      {"no-length", "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:7411\r\n\r\n"},
+      {"foreign-origin",
+       "POST /v1/clock HTTP/1.1\r\nHost: 127.0.0.1:7411\r\nOrigin: "
+       "http://evil.example\r\nContent-Type: application/json\r\n"
+       "Content-Length: 9\r\n\r\n{\"now\":1}"},
+  };
+  for (const auto& [name, request] : requests) Write(corpus / "http_request" / name, request);
 }
 
 int Main(int argc, char** argv) {

@@ -24,6 +24,7 @@
 #include <boost/beast/http.hpp>
 
 #include "bucketd/limits.h"
+#include "http_framing.h"
 
 namespace bucketd::server {
 namespace {
@@ -54,29 +55,6 @@ constexpr size_t kBodyReadBytes = 65536;
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 constexpr uint64_t kRefusalLogEvery = 1000;
 
-HttpMethod MethodOf(http::verb verb) {
-  switch (verb) {
-    case http::verb::get:
-      return HttpMethod::kGet;
-    case http::verb::post:
-      return HttpMethod::kPost;
-    case http::verb::put:
-      return HttpMethod::kPut;
-    case http::verb::patch:
-      return HttpMethod::kPatch;
-    case http::verb::delete_:
-      return HttpMethod::kDelete;
-    default:
-      return HttpMethod::kOther;
-  }
-}
-
-std::optional<std::string> HeaderOf(const http::request_header<>& header, http::field field) {
-  auto it = header.find(field);
-  if (it == header.end()) return std::nullopt;
-  return std::string(it->value());
-}
-
 // The authority a client that typed this socket's address would send in Host.
 std::string AuthorityOf(const tcp::endpoint& endpoint) {
   net::ip::address address = endpoint.address();
@@ -92,56 +70,6 @@ bool IsParseError(const error_code& ec) {
   // end_of_stream and partial_message: the client went away, there is no one to answer.
   return ec.category() == kHttpError.category() && ec != http::error::end_of_stream &&
          ec != http::error::partial_message;
-}
-
-HttpError BodyTooLarge() {
-  return PayloadTooLarge("the request body is larger than " +
-                         std::to_string(kRequestBodyBytesMax >> 20) + " MiB");
-}
-
-HttpError ParseError(const error_code& ec) {
-  if (ec == http::error::header_limit) {
-    return HeaderTooLarge("the request line and headers are larger than " +
-                          std::to_string(kRequestHeaderBytesMax >> 10) + " KiB");
-  }
-  if (ec == http::error::body_limit) return BodyTooLarge();
-  // Beast refuses Content-Length with Transfer-Encoding under either name, depending on
-  // which came first.
-  if (ec == http::error::bad_content_length) {
-    return BadRequest("Content-Length",
-                      "Content-Length is malformed, conflicting, or sent with Transfer-Encoding");
-  }
-  if (ec == http::error::bad_transfer_encoding) {
-    return BadRequest("Transfer-Encoding",
-                      "Transfer-Encoding is repeated or sent with Content-Length");
-  }
-  return BadRequest("", "malformed HTTP request: " + ec.message());
-}
-
-using Parser = http::request_parser<http::string_body>;
-
-// What Beast's parser lets through but this server refuses before reading a body.
-std::optional<HttpError> CheckFraming(const Parser& parser) {
-  const http::request_header<>& header = parser.get();
-  // Beast merges repeated equal Content-Lengths (RFC 9110 allows it); a proxy in front may
-  // have read another copy, so any repeat is refused like a conflict.
-  const size_t lengths = header.count(http::field::content_length);
-  if (lengths > 1 ||
-      (lengths == 1 && header[http::field::content_length].find(',') != beast::string_view::npos)) {
-    return BadRequest("Content-Length", "Content-Length is repeated");
-  }
-  // Beast reads a body only when chunked is the last coding and treats any other as no
-  // body at all: the body would then be read as the next request (request smuggling).
-  if (auto te = HeaderOf(header, http::field::transfer_encoding);
-      te && AsciiLower(TrimSpace(*te)) != "chunked") {
-    return BadRequest("Transfer-Encoding", "Transfer-Encoding must be chunked, and only chunked");
-  }
-  if (header.count(http::field::host) > 1) return BadRequest("Host", "Host is repeated");
-  const HttpMethod method = MethodOf(header.method());
-  const bool body_method =
-      method == HttpMethod::kPost || method == HttpMethod::kPut || method == HttpMethod::kPatch;
-  if (body_method && !parser.content_length() && !parser.chunked()) return LengthRequired();
-  return std::nullopt;
 }
 
 }  // namespace
@@ -252,16 +180,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const http::request_header<>& header = parser_->get();
     version_ = header.version();
     keep_alive_ = parser_->keep_alive();
-    request_ = std::make_shared<HttpRequest>();
-    request_->method = MethodOf(header.method());
-    request_->target = std::string(header.target());
-    request_->host = HeaderOf(header, http::field::host);
-    request_->origin = HeaderOf(header, http::field::origin);
-    request_->authorization = HeaderOf(header, http::field::authorization);
-    request_->content_type = HeaderOf(header, http::field::content_type);
-    request_->content_encoding = HeaderOf(header, http::field::content_encoding);
-    request_->local_authority = local_authority_;
-    request_->body_declared = parser_->chunked() || parser_->content_length().value_or(0) > 0;
+    request_ = RequestFromHeader(*parser_, local_authority_);
     if (std::optional<Reply> refusal = server_.api().Screen(*request_)) {
       // The body, if any, stays unread: the connection cannot carry another request.
       return Write(std::move(*refusal), request_->body_declared || !keep_alive_);
@@ -424,7 +343,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   std::string local_authority_;
   beast::flat_buffer buffer_;
-  std::optional<Parser> parser_;
+  std::optional<RequestParser> parser_;
   std::shared_ptr<HttpRequest> request_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
