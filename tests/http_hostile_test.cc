@@ -22,32 +22,17 @@
 #include <simdjson.h>
 #include <catch2/catch.hpp>
 
+#include "tests/sidecar_test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-std::string ServerBinary() {
-  if (const char* bin = std::getenv("BUCKETD_BIN")) return bin;
-#ifdef BUCKETD_BIN_DEFAULT
-  return BUCKETD_BIN_DEFAULT;
-#else
-  return "";
-#endif
-}
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using bucketd::testing::SidecarArgs;
+using bucketd::testing::SpawnProcess;
+using Server = bucketd::testing::Sidecar;
 
 struct TempDir {
   fs::path path;
@@ -56,85 +41,6 @@ struct TempDir {
     path = mkdtemp(templ.data());
   }
   ~TempDir() { fs::remove_all(path); }
-};
-
-// Forks and execs bucketd; stderr goes to `stderr_fd` when given.
-pid_t Spawn(std::vector<std::string> args, int stderr_fd = -1) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (stderr_fd >= 0) dup2(stderr_fd, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-std::vector<std::string> ServerArgs(int port, const fs::path& data,
-                                    const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {ServerBinary(),
-                                   "--listen",
-                                   "127.0.0.1:" + std::to_string(port),
-                                   "--data",
-                                   data.string(),
-                                   "--log-level",
-                                   "warn",
-                                   "--clock",
-                                   "manual",
-                                   "--start-time",
-                                   "2026-01-01T00:00:00Z"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
-
-class Server {
- public:
-  explicit Server(const fs::path& data, std::vector<std::string> extra = {}) {
-    REQUIRE_FALSE(ServerBinary().empty());
-    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
-      port_ = FreePort();
-      pid_ = Spawn(ServerArgs(port_, data, extra));
-      if (!WaitHealthy()) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-      }
-    }
-    REQUIRE(pid_ > 0);
-  }
-  ~Server() {
-    if (pid_ > 0) Stop();
-  }
-  int Stop() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  int port() const { return port_; }
-  std::string authority() const { return "127.0.0.1:" + std::to_string(port_); }
-  httplib::Client Client() const {
-    httplib::Client client("127.0.0.1", port_);
-    client.set_read_timeout(40, 0);
-    return client;
-  }
-
- private:
-  bool WaitHealthy() {
-    for (int i = 0; i < 200; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return false;
-      httplib::Client client("127.0.0.1", port_);
-      if (auto res = client.Get("/healthz"); res && res->status == 200) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-
-  pid_t pid_ = -1;
-  int port_ = 0;
 };
 
 // A connected loopback socket; the test closes it. Reads time out after 10 s.
@@ -507,7 +413,7 @@ TEST_CASE("hostile: a second bucketd on a busy port exits non-zero naming the ad
   Server server(dir.path / "first");
   int pipe_fds[2];
   REQUIRE(pipe(pipe_fds) == 0);
-  pid_t pid = Spawn(ServerArgs(server.port(), dir.path / "second", {}), pipe_fds[1]);
+  pid_t pid = SpawnProcess(SidecarArgs(server.port(), dir.path / "second", {}), pipe_fds[1]);
   close(pipe_fds[1]);
   std::string err = ReadToEnd(pipe_fds[0]);
   close(pipe_fds[0]);

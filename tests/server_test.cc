@@ -21,36 +21,16 @@
 #include <simdjson.h>
 #include <catch2/catch.hpp>
 
+#include "tests/sidecar_test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-constexpr const char* kStart = "2026-01-01T00:00:00Z";
+constexpr const char* kStart = bucketd::testing::kSidecarStart;
 constexpr int64_t kDayMs = 24 * 3600 * 1000;
 constexpr int64_t kStartMs = 1767225600000;  // kStart
-
-std::string ServerBinary() {
-  if (const char* bin = std::getenv("BUCKETD_BIN")) return bin;
-#ifdef BUCKETD_BIN_DEFAULT
-  return BUCKETD_BIN_DEFAULT;
-#else
-  return "";
-#endif
-}
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 struct TempDir {
   fs::path path;
@@ -61,74 +41,7 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-// One `bucketd` child process.
-class Server {
- public:
-  Server(const fs::path& data_dir, std::vector<std::string> extra = {}) {
-    const std::string bin = ServerBinary();
-    REQUIRE_FALSE(bin.empty());  // BUCKETD_BIN must name the server binary
-    REQUIRE(fs::exists(bin));
-    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
-      port_ = FreePort();
-      std::vector<std::string> args = {
-          bin,      "--listen",        "127.0.0.1:" + std::to_string(port_),
-          "--data", data_dir.string(), "--log-level",
-          "warn"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      if (std::find(extra.begin(), extra.end(), "--clock") == extra.end()) {
-        args.insert(args.end(), {"--clock", "manual", "--start-time", kStart});
-      }
-      pid_t pid = fork();
-      if (pid == 0) {
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        execv(argv[0], argv.data());
-        _exit(127);
-      }
-      pid_ = pid;
-      if (!WaitHealthy()) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-      }
-    }
-    REQUIRE(pid_ > 0);
-  }
-  ~Server() {
-    if (pid_ > 0) Stop();
-  }
-
-  // SIGTERM; returns the exit status (0 on a clean shutdown).
-  int Stop() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
-  httplib::Client Client() const {
-    httplib::Client client("127.0.0.1", port_);
-    client.set_read_timeout(40, 0);
-    return client;
-  }
-
- private:
-  bool WaitHealthy() {
-    for (int i = 0; i < 200; ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) return false;
-      httplib::Client client("127.0.0.1", port_);
-      if (auto res = client.Get("/healthz"); res && res->status == 200) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
+using Server = bucketd::testing::Sidecar;
 
 // A parsed response body; keeps the parser alive with the document.
 struct Json {

@@ -26,96 +26,20 @@
 #include <simdjson.h>
 #include <catch2/catch.hpp>
 
+#include "tests/sidecar_test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // A bucketd child on a free loopback port: manual clock, sync durability, frequent
 // automatic snapshots (forked while clients write).
-class Sidecar {
+class Sidecar : public bucketd::testing::Sidecar {
  public:
-  explicit Sidecar(const fs::path& data) {
-    const char* bin = std::getenv("BUCKETD_BIN");
-    REQUIRE(bin != nullptr);
-    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
-      port_ = FreePort();
-      std::vector<std::string> args = {bin,
-                                       "--listen",
-                                       "127.0.0.1:" + std::to_string(port_),
-                                       "--data",
-                                       data.string(),
-                                       "--clock",
-                                       "manual",
-                                       "--start-time",
-                                       "2026-01-01T00:00:00Z",
-                                       "--durability",
-                                       "sync",
-                                       "--snapshot-every-records",
-                                       "300",
-                                       "--log-level",
-                                       "error"};
-      const pid_t pid = fork();
-      REQUIRE(pid >= 0);
-      if (pid == 0) {
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        execv(argv[0], argv.data());
-        _exit(127);
-      }
-      pid_ = pid;
-      if (!WaitReady()) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-      }
-    }
-    REQUIRE(pid_ > 0);
-  }
-  ~Sidecar() {
-    if (pid_ > 0) Kill(SIGKILL);
-  }
-  // Returns the exit status (128 + signal when killed).
-  int Kill(int signal) {
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  int port() const { return port_; }
-  httplib::Client Client() const {
-    httplib::Client client("127.0.0.1", port_);
-    client.set_connection_timeout(5, 0);
-    client.set_read_timeout(30, 0);
-    return client;
-  }
-
- private:
-  bool WaitReady() {
-    for (int i = 0; i < 400; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return false;
-      httplib::Client client("127.0.0.1", port_);
-      if (auto res = client.Get("/healthz"); res && res->status == 200) return true;
-      std::this_thread::sleep_for(25ms);
-    }
-    return false;
-  }
-  pid_t pid_ = -1;
-  int port_ = 0;
+  explicit Sidecar(const fs::path& data)
+      : bucketd::testing::Sidecar(data, {"--durability", "sync", "--snapshot-every-records", "300",
+                                         "--log-level", "error"}) {}
 };
 
 std::string EventJson(uint64_t n, std::mt19937_64& rng) {
@@ -281,7 +205,7 @@ TEST_CASE(
       clients.emplace_back(Churn, server.port(), &stop, rng(), &clock_ms);
       next_key += 3'000'000'000;
       std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 400));
-      CHECK(server.Kill(SIGKILL) == 128 + SIGKILL);
+      CHECK(server.Stop(SIGKILL) == 128 + SIGKILL);
       stop = true;
       for (std::thread& t : clients) t.join();
     }
@@ -310,7 +234,7 @@ TEST_CASE(
     }
     acknowledged_total += acked.events.size();
     const std::string live = Digest(client);
-    REQUIRE(server.Kill(SIGTERM) == 0);
+    REQUIRE(server.Stop(SIGTERM) == 0);
     CHECK(VerifyOffline(data) == live);
     size_t snapshots = 0;
     if (fs::exists(data / "snapshots")) {

@@ -194,4 +194,25 @@ JsonWriter& JsonWriter::Raw(std::string_view json) {
 
 JsonWriter& JsonWriter::Time(int64_t time_ms) { return String(FormatRfc3339(time_ms)); }
 
+void WritePropertyValue(const PropertyValue& value, JsonWriter* writer) {
+  switch (value.type) {
+    case PropertyValue::Type::kNull:
+      writer->Null();
+      break;
+    case PropertyValue::Type::kBool:
+      writer->Bool(value.boolean);
+      break;
+    case PropertyValue::Type::kNumber:
+      writer->Double(value.number);
+      break;
+    case PropertyValue::Type::kString:
+      writer->String(value.text);
+      break;
+    case PropertyValue::Type::kArray:
+    case PropertyValue::Type::kObject:
+      writer->Raw(value.text);
+      break;
+  }
+}
+
 }  // namespace bucketd

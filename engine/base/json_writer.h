@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "bucketd/types.h"
+
 namespace bucketd {
 
 class JsonWriter {
@@ -36,5 +38,8 @@ class JsonWriter {
   std::string out_;
   bool need_comma_ = false;
 };
+
+// A property value as JSON: its own type, arrays and objects as the minified text they keep.
+void WritePropertyValue(const PropertyValue& value, JsonWriter* writer);
 
 }  // namespace bucketd

@@ -56,27 +56,6 @@ bool HasBucket(RecordKind kind) {
          kind != RecordKind::kClockAdvance && kind != RecordKind::kSweep;
 }
 
-void WriteValue(const PropertyValue& v, JsonWriter* w) {
-  switch (v.type) {
-    case PropertyValue::Type::kNull:
-      w->Null();
-      break;
-    case PropertyValue::Type::kBool:
-      w->Bool(v.boolean);
-      break;
-    case PropertyValue::Type::kNumber:
-      w->Double(v.number);
-      break;
-    case PropertyValue::Type::kString:
-      w->String(v.text);
-      break;
-    case PropertyValue::Type::kArray:
-    case PropertyValue::Type::kObject:
-      w->Raw(v.text);
-      break;
-  }
-}
-
 PropertyValue ReadValue(element value) {
   switch (value.type()) {
     case element_type::NULL_VALUE:
@@ -188,7 +167,7 @@ std::string EncodeRecord(const Record& r) {
     if (r.idempotency_key) w.Key("idempotencyKey").String(*r.idempotency_key);
     if (!r.properties.empty()) {
       w.Key("contactProperties").BeginObject();
-      for (const PropertyPatch& p : r.properties) WriteValue(p.value, &w.Key(p.key));
+      for (const PropertyPatch& p : r.properties) WritePropertyValue(p.value, &w.Key(p.key));
       w.EndObject();
     }
   }

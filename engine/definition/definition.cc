@@ -644,27 +644,6 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
   return ReadOptionalDuration(fields, "reconcileEvery", "", &ignored_duration_ms);
 }
 
-void WriteValue(const PropertyValue& value, JsonWriter* writer) {
-  switch (value.type) {
-    case PropertyValue::Type::kNull:
-      writer->Null();
-      break;
-    case PropertyValue::Type::kBool:
-      writer->Bool(value.boolean);
-      break;
-    case PropertyValue::Type::kNumber:
-      writer->Double(value.number);
-      break;
-    case PropertyValue::Type::kString:
-      writer->String(value.text);
-      break;
-    case PropertyValue::Type::kArray:
-    case PropertyValue::Type::kObject:
-      writer->Raw(value.text);
-      break;
-  }
-}
-
 void WriteCriteria(const Criteria& criteria, JsonWriter* writer) {
   writer->BeginObject();
   writer->Key("type").String(NameOf(kCriteriaTypes, criteria.type));
@@ -675,7 +654,7 @@ void WriteCriteria(const Criteria& criteria, JsonWriter* writer) {
       if (criteria.property_op != PropertyOp::kExists &&
           criteria.property_op != PropertyOp::kNotExists) {
         writer->Key("value");
-        WriteValue(criteria.value, writer);
+        WritePropertyValue(criteria.value, writer);
       }
       break;
     case CriteriaType::kEvent:
