@@ -243,7 +243,23 @@ TEST_CASE("server: bad requests are refused and change nothing", "[server]") {
                "invalid_argument", "occurredAt");
   RequireError(Post(c, "/v1/buckets", R"({"id":"x","criteria":{"type":"nope"}})"), 400,
                "invalid_argument");
-  RequireError(Post(c, "/v1/buckets", "not json"), 400, "invalid_argument");
+  RequireError(Post(c, "/v1/buckets", "not json"), 400, "invalid_argument", "body");
+  RequireError(c.Put("/v1/buckets/x", R"({"id":"x",)", "application/json"), 400, "invalid_argument",
+               "body");
+  // A repeated key has no single meaning: refused in events as in definitions.
+  RequireError(Post(c, "/v1/events", R"({"userId":"u1","userId":"u2","event":"used"})"), 400,
+               "invalid_argument", "userId");
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"used","contactProperties":{"a":1,"a":2}})"),
+      400, "invalid_argument", "contactProperties.a");
+  {
+    auto res = Post(c, "/v1/events", R"([{"userId":"u1","event":"used","event":"open"}])");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    Json batch(res->body);
+    CHECK(Int(batch["accepted"]) == 0);
+    CHECK(Str(batch["rejected"].at(0)["error"]["field"]) == "event");
+  }
   RequireError(c.Get("/v1/buckets/nope"), 404, "not_found");
   RequireError(c.Get("/v1/buckets/nope/members"), 404, "not_found");
   RequireError(c.Get("/v1/buckets/power/members?limit=1001"), 400, "invalid_argument", "limit");

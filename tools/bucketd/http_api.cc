@@ -303,6 +303,11 @@ void HttpApi::DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, Def
         return out;
       },
       [](Defined out) {
+        // A refusal of the document as a whole (malformed JSON, not an object) names the
+        // body, as the events route does.
+        if (out.status.code() == StatusCode::kInvalidArgument && out.status.field().empty()) {
+          out.status = Status::InvalidArgument("body", out.status.message());
+        }
         if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
         return JsonReply(out.created ? kHttpCreated : kHttpOk, BucketJson(out.info));
       });

@@ -1,5 +1,7 @@
 #include "json_requests.h"
 
+#include <algorithm>
+
 #include <string>
 #include <utility>
 
@@ -90,6 +92,11 @@ Status ParseContactProperties(element value, std::vector<PropertyPatch>* out) {
     return Status::InvalidArgument("contactProperties", "must be an object");
   }
   for (auto [key, property] : properties) {
+    for (const PropertyPatch& earlier : *out) {
+      if (earlier.key == key) {
+        return Status::InvalidArgument("contactProperties." + std::string(key), "appears twice");
+      }
+    }
     PropertyPatch patch;
     patch.key = std::string(key);  // ValidateEvent checks it
     Status status = ParsePropertyValue(property, &patch.value);
@@ -140,7 +147,14 @@ Status ParseEvent(element value, EventInput* event) {
   if (!status.ok()) return status;
   bool seen_user = false;
   bool seen_event = false;
+  // A repeated key has no single meaning (definitions refuse them too). An event has at
+  // most six known keys, so a scan of the ones seen is all it takes.
+  std::vector<std::string_view> seen_keys;
   for (auto [key, field_value] : fields) {
+    if (std::find(seen_keys.begin(), seen_keys.end(), key) != seen_keys.end()) {
+      return Status::InvalidArgument(std::string(key), "appears twice");
+    }
+    seen_keys.push_back(key);
     status = ParseEventField(key, field_value, event, &seen_user, &seen_event);
     if (!status.ok()) return status;
   }
