@@ -1,5 +1,7 @@
 #include "http_framing.h"
 
+#include <algorithm>
+
 #include "bucketd/limits.h"
 
 namespace bucketd::server {
@@ -75,7 +77,9 @@ std::optional<HttpError> CheckFraming(const RequestParser& parser) {
   const HttpMethod method = MethodOf(header.method());
   const bool body_method =
       method == HttpMethod::kPost || method == HttpMethod::kPut || method == HttpMethod::kPatch;
-  if (body_method && !parser.content_length() && !parser.chunked()) return LengthRequired();
+  // `lengths` rather than parser.content_length(): a parsed header holds a valid one exactly
+  // when it has the field, and GCC's -Wmaybe-uninitialized misreads the boost::optional copy.
+  if (body_method && lengths == 0 && !parser.chunked()) return LengthRequired();
   return std::nullopt;
 }
 
@@ -91,7 +95,11 @@ std::shared_ptr<HttpRequest> RequestFromHeader(const RequestParser& parser,
   request->content_type = HeaderOf(header, http::field::content_type);
   request->content_encoding = HeaderOf(header, http::field::content_encoding);
   request->local_authority = std::move(local_authority);
-  request->body_declared = parser.chunked() || parser.content_length().value_or(0) > 0;
+  // From the header field rather than parser.content_length() (see CheckFraming): a parsed
+  // Content-Length is digits, and it declares a body unless every digit is 0.
+  const beast::string_view length = header[http::field::content_length];
+  request->body_declared = parser.chunked() || std::any_of(length.begin(), length.end(),
+                                                           [](char c) { return c != '0'; });
   return request;
 }
 
