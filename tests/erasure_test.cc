@@ -156,7 +156,7 @@ TEST_CASE(
   auto reopened = OpenOrFail(ManualOptions(dir));
   CHECK(reopened->State().digest == live.digest);
   CHECK(reopened->Stats().replayed_records == 0);  // from the snapshot taken at the erasure
-  CHECK(reopened->Stats().contacts == 1);  // the contacts gauge counts no deleted contact
+  CHECK(reopened->Stats().contacts == 1);          // the contacts gauge counts no deleted contact
 
   // A later event with her id starts a new contact.
   IngestResult back;

@@ -181,7 +181,7 @@ struct EngineStats {
   uint64_t sweeps = 0;
   uint64_t sweep_due_items = 0;
   uint64_t log_bytes = 0;
-  uint64_t contacts = 0;  // known and not deleted
+  uint64_t contacts = 0;         // known and not deleted
   uint64_t contacts_erased = 0;  // since the engine opened
   // Memory mapped for the state's slots and users (huge-page blocks that malloc
   // statistics do not see).
