@@ -16,6 +16,7 @@
 #include "log/log.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
+#include "tools/build_info.h"
 
 namespace bucketd {
 namespace {
@@ -282,6 +283,9 @@ int main(int argc, char** argv) {
   using namespace bucketd;
   CLI::App app{"bucketctl: offline tools on a bucketd data dir"};
   app.require_subcommand(1);
+  // The server's version string: both binaries come from one build and share its data format.
+  app.set_version_flag("--version", std::string("bucketd ") + bucketd::build_info::kVersion + " (" +
+                                        bucketd::build_info::kCommit + ")");
   std::string dir = "./bucketd-data";
 
   auto* replay = app.add_subcommand("replay", "rebuild the state from the log, print counts");

@@ -25,6 +25,7 @@
 #include "http_server.h"
 #include "json_requests.h"
 #include "prometheus.h"
+#include "tools/build_info.h"
 
 namespace bucketd::server {
 namespace {
@@ -396,6 +397,8 @@ int main(int argc, char** argv) {
   CLI::App app{"bucketd: real-time bucket membership, served over HTTP/JSON"};
   bucketd::server::Flags flags;
   bucketd::server::AddFlags(app, flags);
+  app.set_version_flag("--version", std::string("bucketd ") + bucketd::build_info::kVersion + " (" +
+                                        bucketd::build_info::kCommit + ")");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   return bucketd::server::Serve(flags);
