@@ -78,3 +78,30 @@ TEST_CASE("/metrics: bucketd_build_info names the version and commit --version p
   INFO(res->body);
   CHECK(res->body.find("# TYPE bucketd_build_info gauge\n" + gauge) != std::string::npos);
 }
+
+TEST_CASE("bucketctl: BUCKETD_DATA stands for --data; help shows the defaults", "[operations]") {
+  TempDir dir;
+  {
+    bucketd::testing::Sidecar server(dir.path);
+    httplib::Client c = server.Client();
+    auto res = c.Put("/v1/buckets/vip", R"({"name":"VIP","kind":"manual"})", "application/json");
+    REQUIRE(res);
+    REQUIRE(res->status == 201);
+    REQUIRE(server.Stop() == 0);
+  }
+  // The variable alone: the log the server wrote is the one inspected.
+  const Run inspect =
+      Shell("env BUCKETD_DATA='" + dir.path.string() + "' " + BucketctlBinary() + " inspect");
+  INFO(inspect.out);
+  CHECK(inspect.exit_code == 0);
+  CHECK(inspect.out.find("log             seq 1 ..") != std::string::npos);
+  // Neither the flag nor the variable: refused, not run on the current directory.
+  CHECK(Shell("env -u BUCKETD_DATA " + BucketctlBinary() + " inspect 2>/dev/null").exit_code != 0);
+
+  const Run replay_help = Shell(BucketctlBinary() + " replay --help");
+  CHECK(replay_help.out.find("BUCKETD_DATA") != std::string::npos);
+  CHECK(std::regex_search(replay_help.out, std::regex(R"(--threads\s.*=0\s)")));
+  const Run workload_help = Shell(BucketctlBinary() + " workload --help");
+  CHECK(std::regex_search(workload_help.out, std::regex(R"(--batch\s.*=1000\s)")));
+  CHECK(std::regex_search(workload_help.out, std::regex(R"(--start-time\s.*=1767225600000\s)")));
+}
