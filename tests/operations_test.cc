@@ -1,14 +1,19 @@
 // The operator's view of the real binaries (issue 19): what `--version` prints, what /metrics
 // says about the build, how the server takes signals and probes, and the shape of its logs.
+#include <signal.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include <httplib.h>
+#include <simdjson.h>
 #include <catch2/catch.hpp>
 
 #include "tests/sidecar_test_support.h"
@@ -104,4 +109,78 @@ TEST_CASE("bucketctl: BUCKETD_DATA stands for --data; help shows the defaults", 
   const Run workload_help = Shell(BucketctlBinary() + " workload --help");
   CHECK(std::regex_search(workload_help.out, std::regex(R"(--batch\s.*=1000\s)")));
   CHECK(std::regex_search(workload_help.out, std::regex(R"(--start-time\s.*=1767225600000\s)")));
+}
+
+namespace {
+
+void WriteFile(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+// The bucket's name as GET /v1/buckets/{id} answers it ("" when not 200).
+std::string BucketName(httplib::Client& c, const std::string& id) {
+  auto res = c.Get(("/v1/buckets/" + id).c_str());
+  if (!res || res->status != 200) return "";
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(res->body).get(root) != 0) return "";
+  std::string_view name;
+  if (root["name"].get_string().get(name) != 0) return "";
+  return std::string(name);
+}
+
+// SIGHUP is handled on the server's own thread, after kill() returns: poll for its effect.
+bool EventuallyNamed(httplib::Client& c, const std::string& id, const std::string& name) {
+  using namespace std::chrono_literals;
+  for (int i = 0; i < 200; ++i) {
+    if (BucketName(c, id) == name) return true;
+    std::this_thread::sleep_for(25ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("SIGHUP re-applies --buckets; a bad file is logged and the server keeps serving",
+          "[operations]") {
+  TempDir dir;
+  const fs::path defs = dir.path / "buckets";
+  fs::create_directories(defs);
+  WriteFile(defs / "vip.json", R"({"id":"vip","name":"VIP","kind":"manual"})");
+  bucketd::testing::Sidecar server(dir.path / "data", {"--buckets", defs.string()});
+  httplib::Client c = server.Client();
+  REQUIRE(BucketName(c, "vip") == "VIP");
+
+  WriteFile(defs / "vip.json", R"({"id":"vip","name":"VIP renamed","kind":"manual"})");
+  WriteFile(defs / "new.json", R"({"id":"new","name":"New","kind":"manual"})");
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  CHECK(EventuallyNamed(c, "vip", "VIP renamed"));
+  CHECK(EventuallyNamed(c, "new", "New"));
+
+  // A file that does not parse: nothing is applied, not even the files before it, and the
+  // server stays up; the next SIGHUP with the file fixed applies everything.
+  WriteFile(defs / "new.json", R"({"id":"new","name":"New again","kind":"manual"})");
+  WriteFile(defs / "vip.json", R"({"id":"vip","name":"Broken",)");
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(BucketName(c, "vip") == "VIP renamed");
+  CHECK(BucketName(c, "new") == "New");
+  WriteFile(defs / "vip.json", R"({"id":"vip","name":"VIP fixed","kind":"manual"})");
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  CHECK(EventuallyNamed(c, "vip", "VIP fixed"));
+  CHECK(BucketName(c, "new") == "New again");
+  CHECK(server.Stop() == 0);  // SIGTERM still stops it cleanly after the reloads
+}
+
+TEST_CASE("SIGHUP without --buckets changes nothing and the server stays up", "[operations]") {
+  TempDir dir;
+  bucketd::testing::Sidecar server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto res = c.Get("/healthz");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(server.Stop() == 0);
 }

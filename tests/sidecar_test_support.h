@@ -109,6 +109,7 @@ class Sidecar {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string authority() const { return "127.0.0.1:" + std::to_string(port_); }
   httplib::Client Client() const {
     httplib::Client client("127.0.0.1", port_);
