@@ -1,7 +1,11 @@
 // The operator's view of the real binaries (issue 19): what `--version` prints, what /metrics
 // says about the build, how the server takes signals and probes, and the shape of its logs.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -183,4 +187,59 @@ TEST_CASE("SIGHUP without --buckets changes nothing and the server stays up", "[
   REQUIRE(res);
   CHECK(res->status == 200);
   CHECK(server.Stop() == 0);
+}
+
+namespace {
+
+// A loopback TCP connection to `port`, for requests sent in pieces.
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+void SendAll(int fd, const std::string& text) {
+  REQUIRE(send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size()));
+}
+
+std::string ReadToEnd(int fd) {
+  std::string out;
+  char buffer[4096];
+  for (ssize_t n; (n = recv(fd, buffer, sizeof buffer, 0)) > 0;) out.append(buffer, n);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("/readyz: 200 ready while serving, 503 shutting_down once SIGTERM arrives",
+          "[operations]") {
+  TempDir dir;
+  bucketd::testing::Sidecar server(dir.path);
+  httplib::Client c = server.Client();
+  auto res = c.Get("/readyz");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->body == R"({"status":"ready"})");
+
+  // A request whose headers arrived before the signal is still served during the drain (its
+  // body is still on its way): it sees the server stopping.
+  const int fd = Connect(server.port());
+  SendAll(
+      fd,
+      "GET /readyz HTTP/1.1\r\nHost: " + server.authority() +
+          "\r\nContent-Type: application/json\r\nContent-Length: 1\r\nConnection: close\r\n\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE(kill(server.pid(), SIGTERM) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  SendAll(fd, "0");
+  const std::string reply = ReadToEnd(fd);
+  close(fd);
+  INFO(reply);
+  CHECK(reply.starts_with("HTTP/1.1 503"));
+  CHECK(reply.ends_with(R"({"status":"shutting_down"})"));
+  CHECK(server.Stop(0) == 0);
 }

@@ -685,6 +685,11 @@ TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and rea
   Json body(health->body);
   CHECK(Str(body["status"]) == "failed");
   CHECK(Str(body["error"]["code"]) == "no_space");
+  // Not ready either: a load balancer sends nothing more to a server that refuses inputs.
+  auto ready = c.Get("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 503);
+  CHECK(Str(Json(ready->body)["status"]) == "failed");
   auto count = c.Get("/v1/buckets/power/count");
   REQUIRE(count);
   CHECK(count->status == 200);

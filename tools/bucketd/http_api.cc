@@ -184,6 +184,7 @@ void HttpApi::AddRoutes() {
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
+  add(M::kGet, "/readyz", "readyz", &HttpApi::Readyz);
 }
 
 void HttpApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {
@@ -191,6 +192,18 @@ void HttpApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {
   const Status health = engine_.Stream().Health();
   if (health.ok()) return ex->Respond(OkJson(R"({"status":"ok"})"));
   ex->Respond(JsonReply(kHttpUnavailable, HealthFailedJson(health)));
+}
+
+// Readiness is liveness plus "not stopping": the port opens only once the log has replayed,
+// so an answer at all means replay is done. Separate from /healthz so that an orchestrator
+// stops routing to a stopping server without also restarting it.
+void HttpApi::Readyz(const HttpRequestPtr&, const ExchangePtr& ex) {
+  const Status health = engine_.Stream().Health();
+  if (!health.ok()) return ex->Respond(JsonReply(kHttpUnavailable, HealthFailedJson(health)));
+  if (shutting_down_) {
+    return ex->Respond(JsonReply(kHttpUnavailable, R"({"status":"shutting_down"})"));
+  }
+  ex->Respond(OkJson(R"({"status":"ready"})"));
 }
 
 void HttpApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {

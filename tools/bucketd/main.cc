@@ -242,8 +242,10 @@ sigset_t WatchedSignals() {
 // and goes on waiting: a reload never stops the server, whatever it finds.
 class SignalWatcher {
  public:
-  SignalWatcher(HttpServer& server, EngineThread& engine, std::function<void()> reload)
-      : reload_(std::move(reload)), thread_([this, &server, &engine] { Watch(server, engine); }) {}
+  SignalWatcher(HttpApi& api, HttpServer& server, EngineThread& engine,
+                std::function<void()> reload)
+      : reload_(std::move(reload)),
+        thread_([this, &api, &server, &engine] { Watch(api, server, engine); }) {}
   ~SignalWatcher() {
     serving_done_ = true;
     pthread_kill(thread_.native_handle(), SIGTERM);
@@ -251,7 +253,7 @@ class SignalWatcher {
   }
 
  private:
-  void Watch(HttpServer& server, EngineThread& engine) {
+  void Watch(HttpApi& api, HttpServer& server, EngineThread& engine) {
     const sigset_t signals = WatchedSignals();
     int signal = 0;
     for (;;) {
@@ -261,6 +263,7 @@ class SignalWatcher {
       reload_();
     }
     spdlog::info("event=shutdown signal={}", signal);
+    api.BeginShutdown();
     engine.CloseStream();
     server.Shutdown();
   }
@@ -391,7 +394,7 @@ int Serve(const Flags& flags) {
       spdlog::info("event=listening address={}:{} clock={} durability={} auth={} io_threads={}",
                    host, server.port(), flags.clock, flags.durability,
                    flags.auth_token.empty() ? "off" : "bearer", server_config.io_threads);
-      SignalWatcher watcher(server, engine_thread,
+      SignalWatcher watcher(api, server, engine_thread,
                             [&flags, &engine_thread] { ReloadBucketFiles(flags, engine_thread); });
       server.Run();
     }
