@@ -1,6 +1,7 @@
 // The operator's view of the real binaries (issue 19): what `--version` prints, what /metrics
 // says about the build, how the server takes signals and probes, and the shape of its logs.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -8,13 +9,16 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <httplib.h>
 #include <simdjson.h>
@@ -242,4 +246,102 @@ TEST_CASE("/readyz: 200 ready while serving, 503 shutting_down once SIGTERM arri
   CHECK(reply.starts_with("HTTP/1.1 503"));
   CHECK(reply.ends_with(R"({"status":"shutting_down"})"));
   CHECK(server.Stop(0) == 0);
+}
+
+namespace {
+
+// The child's stderr, one entry a line.
+std::vector<std::string> Lines(const fs::path& file) {
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Whether `ts` (2026-01-01T00:00:00.000Z) is within a minute of now, read as UTC: a local
+// time in a zone away from UTC would be hours off.
+bool IsUtcNow(const std::string& ts) {
+  std::tm tm{};
+  if (strptime(ts.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) == nullptr) return false;
+  return std::abs(std::difftime(timegm(&tm), std::time(nullptr))) < 60;
+}
+
+// Runs a server with `extra` flags at log level info in a zone five and a half hours from
+// UTC, its stderr in `log`; reload: write a broken definitions file and SIGHUP, so that a
+// line carries an error with quotes in it.
+void RunLogging(const TempDir& dir, const fs::path& log, std::vector<std::string> extra) {
+  const fs::path defs = dir.path / "buckets";
+  fs::create_directories(defs);
+  WriteFile(defs / "vip.json", R"({"id":"vip","name":"VIP","kind":"manual"})");
+  extra.insert(extra.end(), {"--log-level", "info", "--buckets", defs.string()});
+  const char* tz = std::getenv("TZ");
+  const std::string saved_tz = tz ? tz : "";
+  setenv("TZ", "Asia/Kolkata", 1);
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  {
+    bucketd::testing::Sidecar server(dir.path / "data", extra, fd);
+    WriteFile(defs / "vip.json", R"({"id":"vip","name":"Broken",)");
+    REQUIRE(kill(server.pid(), SIGHUP) == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(server.Stop() == 0);
+  }
+  close(fd);
+  if (tz) {
+    setenv("TZ", saved_tz.c_str(), 1);
+  } else {
+    unsetenv("TZ");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("logs: UTC RFC 3339 with milliseconds and Z, then level=, on stderr", "[operations]") {
+  TempDir dir;
+  const fs::path log = dir.path / "stderr.log";
+  RunLogging(dir, log, {});
+  const std::vector<std::string> lines = Lines(log);
+  REQUIRE(lines.size() >= 4);  // opened, bucket_loaded, listening, reload..., shutdown, stopped
+  const std::regex line(
+      R"((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) level=(info|warning|error) event=\S+.*)");
+  bool reload_failed = false;
+  for (const std::string& text : lines) {
+    INFO(text);
+    std::smatch match;
+    REQUIRE(std::regex_match(text, match, line));
+    CHECK(IsUtcNow(match[1].str()));
+    reload_failed |= text.find("level=error event=reload_failed") != std::string::npos;
+  }
+  CHECK(reload_failed);
+}
+
+TEST_CASE("logs: --log-format json writes one object a line: ts, level, msg", "[operations]") {
+  TempDir dir;
+  const fs::path log = dir.path / "stderr.log";
+  RunLogging(dir, log, {"--log-format", "json"});
+  const std::vector<std::string> lines = Lines(log);
+  REQUIRE(lines.size() >= 4);
+  bool reload_failed = false;
+  for (const std::string& text : lines) {
+    INFO(text);
+    simdjson::dom::parser parser;
+    simdjson::dom::object object;
+    REQUIRE(parser.parse(text).get(object) == 0);
+    CHECK(object.size() == 3);
+    std::string_view ts, level, msg;
+    REQUIRE(object["ts"].get_string().get(ts) == 0);
+    REQUIRE(object["level"].get_string().get(level) == 0);
+    REQUIRE(object["msg"].get_string().get(msg) == 0);
+    CHECK(
+        std::regex_match(std::string(ts), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
+    CHECK(IsUtcNow(std::string(ts)));
+    CHECK(msg.starts_with("event="));
+    // The failed reload's message holds quotes (error="..."): escaped, the line still parses.
+    if (msg.starts_with("event=reload_failed")) {
+      reload_failed = true;
+      CHECK(level == "error");
+      CHECK(msg.find("error=\"") != std::string_view::npos);
+    }
+  }
+  CHECK(reload_failed);
 }

@@ -25,6 +25,7 @@
 #include "http_api.h"
 #include "http_server.h"
 #include "json_requests.h"
+#include "log_format.h"
 #include "prometheus.h"
 #include "tools/build_info.h"
 
@@ -49,6 +50,7 @@ struct Flags {
   std::string snapshot_every = "10m";
   bool snapshot_on_exit = false;
   std::string log_level = "info";
+  std::string log_format = "text";
   size_t http_threads = kHttpThreadsDefault;
   size_t max_connections = HttpServerConfig().connections_max;
   std::string idle_timeout = "60s";
@@ -98,6 +100,11 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, off")
       ->envname("BUCKETD_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--log-format", f.log_format,
+                 "text (time level=... key=value) or json (one object a line: ts, level, msg)")
+      ->envname("BUCKETD_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   app.add_option("--replay-threads", f.replay_threads,
                  "threads for a start without a snapshot (0: one per core but one, on long logs)")
@@ -432,6 +439,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("bucketd ") + bucketd::build_info::kVersion + " (" +
                                         bucketd::build_info::kCommit + ")");
   CLI11_PARSE(app, argc, argv);
+  bucketd::server::SetUpLogging(flags.log_format == "json" ? bucketd::server::LogFormat::kJson
+                                                           : bucketd::server::LogFormat::kText);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   return bucketd::server::Serve(flags);
 }
