@@ -366,6 +366,29 @@ TEST_CASE("server: a long poll returns as soon as a transition arrives", "[serve
   CHECK(server.Stop() == 0);
 }
 
+TEST_CASE("server: wait=0s, 0ms and 0m0s answer at once like wait=0; malformed zeros are refused",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  // Nothing to return: a wait that were taken as nonzero would hold the request open.
+  for (const char* wait : {"0", "0s", "0ms", "00s", "0m0s"}) {
+    INFO(wait);
+    const auto started = std::chrono::steady_clock::now();
+    auto res = c.Get((std::string("/v1/transitions?after=0&wait=") + wait).c_str());
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    CHECK(std::chrono::steady_clock::now() - started < 400ms);
+    CHECK(Json(res->body)["transitions"].get_array().value().size() == 0);
+  }
+  for (const char* wait : {"0x", "s", "0.0s", "-0s"}) {
+    INFO(wait);
+    RequireError(c.Get((std::string("/v1/transitions?wait=") + wait).c_str()), 400,
+                 "invalid_argument", "wait");
+  }
+  CHECK(server.Stop() == 0);
+}
+
 TEST_CASE("server: example buckets load at start-up; wall clock refuses /v1/clock", "[server]") {
   TempDir dir;
 #ifdef BUCKETD_EXAMPLES_DIR
@@ -662,6 +685,11 @@ TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and rea
   Json body(health->body);
   CHECK(Str(body["status"]) == "failed");
   CHECK(Str(body["error"]["code"]) == "no_space");
+  // Not ready either: a load balancer sends nothing more to a server that refuses inputs.
+  auto ready = c.Get("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 503);
+  CHECK(Str(Json(ready->body)["status"]) == "failed");
   auto count = c.Get("/v1/buckets/power/count");
   REQUIRE(count);
   CHECK(count->status == 200);

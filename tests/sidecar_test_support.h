@@ -80,12 +80,14 @@ inline std::vector<std::string> SidecarArgs(int port, const std::filesystem::pat
 
 class Sidecar {
  public:
-  explicit Sidecar(const std::filesystem::path& data, std::vector<std::string> extra = {}) {
+  // `stderr_fd`: where the child's log lines go (default: this process's stderr).
+  explicit Sidecar(const std::filesystem::path& data, std::vector<std::string> extra = {},
+                   int stderr_fd = -1) {
     REQUIRE_FALSE(SidecarBinary().empty());  // BUCKETD_BIN must name the server binary
     REQUIRE(std::filesystem::exists(SidecarBinary()));
     for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
       port_ = FreePort();
-      pid_ = SpawnProcess(SidecarArgs(port_, data, extra));
+      pid_ = SpawnProcess(SidecarArgs(port_, data, extra), stderr_fd);
       if (!WaitHealthy()) {
         kill(pid_, SIGKILL);
         waitpid(pid_, nullptr, 0);
@@ -109,6 +111,7 @@ class Sidecar {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string authority() const { return "127.0.0.1:" + std::to_string(port_); }
   httplib::Client Client() const {
     httplib::Client client("127.0.0.1", port_);

@@ -19,6 +19,7 @@ layer_of() {
     engine/cluster/*) echo cluster ;;
     log/*) echo log ;;
     snapshot/*) echo snapshot ;;
+    tools/build_info.h) echo build_info ;;  # generated at configure time: version, commit
     tools/bucketd/*) echo server ;;
     tools/bucketctl/*) echo bucketctl ;;
     tools/loadgen/*) echo loadgen ;;
@@ -40,8 +41,9 @@ declare -A allowed=(
   [replay]="public base definition state fold"
   [core]="public api base definition state log snapshot fold replay"
   [cluster]="public api base definition state log snapshot fold replay core"
-  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h cluster"
-  [bucketctl]="public api base:engine/base/record.h log snapshot"
+  [build_info]=""
+  [server]="public api base:engine/base/json_writer.h base:engine/base/check.h cluster build_info"
+  [bucketctl]="public api base:engine/base/record.h log snapshot build_info"
   [loadgen]=""
 )
 

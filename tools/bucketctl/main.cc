@@ -16,6 +16,7 @@
 #include "log/log.h"
 #include "snapshot/snapshot_store.h"
 #include "tools/bucketctl/workload.h"
+#include "tools/build_info.h"
 
 namespace bucketd {
 namespace {
@@ -282,12 +283,22 @@ int main(int argc, char** argv) {
   using namespace bucketd;
   CLI::App app{"bucketctl: offline tools on a bucketd data dir"};
   app.require_subcommand(1);
-  std::string dir = "./bucketd-data";
+  // The server's version string: both binaries come from one build and share its data format.
+  app.set_version_flag("--version", std::string("bucketd ") + bucketd::build_info::kVersion + " (" +
+                                        bucketd::build_info::kCommit + ")");
+  std::string dir;
+  // The server's variable, so a shell set up for `bucketd` points bucketctl at the same dir.
+  // Still required (from the flag or the variable): salvage --truncate and erase rewrite the
+  // data dir, and a default path would let them act on whatever the current directory holds.
+  const auto add_data = [&dir](CLI::App* command) {
+    command->add_option("--data", dir, "data dir")->envname("BUCKETD_DATA")->required();
+  };
 
   auto* replay = app.add_subcommand("replay", "rebuild the state from the log, print counts");
-  replay->add_option("--data", dir, "data dir")->required();
+  add_data(replay);
   std::optional<std::string> until;
-  replay->add_option("--until", until, "state as of this instant (ms or RFC 3339)");
+  replay->add_option("--until", until,
+                     "state as of this instant (ms or RFC 3339; default: the end of the log)");
   bool from_scratch = false;
   replay->add_flag("--from-scratch", from_scratch, "ignore snapshots, replay the whole log");
   uint32_t threads = 0;
@@ -298,29 +309,29 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 64));
 
   auto* snapshot = app.add_subcommand("snapshot", "take a snapshot now");
-  snapshot->add_option("--data", dir, "data dir")->required();
+  add_data(snapshot);
 
   auto* verify = app.add_subcommand("verify", "newest snapshot + log tail vs a full replay");
-  verify->add_option("--data", dir, "data dir")->required();
+  add_data(verify);
 
   auto* inspect = app.add_subcommand("inspect", "log range, record kinds, snapshots");
-  inspect->add_option("--data", dir, "data dir")->required();
+  add_data(inspect);
 
   auto* salvage = app.add_subcommand(
       "salvage", "a log damaged before its end: show what is readable; --truncate keeps it");
-  salvage->add_option("--data", dir, "data dir")->required();
+  add_data(salvage);
   bool truncate = false;
   salvage->add_flag("--truncate", truncate,
                     "keep the records before the damage and drop the rest (irreversible)");
 
   auto* erase = app.add_subcommand(
       "erase", "privacy erasure of one contact: no byte of its id or email left in the data dir");
-  erase->add_option("--data", dir, "data dir")->required();
+  add_data(erase);
   std::string erase_user;
   erase->add_option("--user", erase_user, "the contact's userId")->required();
 
   auto* gen = app.add_subcommand("workload", "ingest a seeded synthetic workload");
-  gen->add_option("--data", dir, "data dir")->required();
+  add_data(gen);
   workload::Options w;
   w.batch = 1000;
   bool sync = false;

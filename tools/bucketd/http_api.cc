@@ -1,5 +1,6 @@
 #include "http_api.h"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <future>
@@ -43,7 +44,19 @@ Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, ui
   return Status::Ok();
 }
 
-// `wait`: whole seconds ("5") or a duration string ("500ms", "10s"), at most 30 s.
+// A duration string whose every number is zero ("0s", "0ms", "0m0s"). ParseDurationString
+// refuses those because a zero window or interval is a mistake in a definition, but for `wait`
+// zero means "answer now", and a client that formats its durations writes "0s" for it.
+bool IsZeroDuration(std::string_view text) {
+  if (text.empty() || text.find_first_of("123456789") != std::string_view::npos) return false;
+  // The same text with each zero read as one has the shape of a valid duration iff this does.
+  std::string shape(text);
+  std::replace(shape.begin(), shape.end(), '0', '1');
+  TimeMs ignored = 0;
+  return ParseDurationString(shape, &ignored).ok();
+}
+
+// `wait`: whole seconds ("5") or a duration string ("500ms", "10s", "0s"), at most 30 s.
 Status QueryWait(const HttpRequest& req, int64_t* wait_ms) {
   *wait_ms = 0;
   std::optional<std::string> param = req.Query("wait");
@@ -53,6 +66,8 @@ Status QueryWait(const HttpRequest& req, int64_t* wait_ms) {
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
   if (!text.empty() && error == std::errc() && end == text.data() + text.size()) {
     *wait_ms = seconds > kLongPollMsMax / 1000 ? kLongPollMsMax + 1 : seconds * 1000;
+  } else if (IsZeroDuration(text)) {
+    *wait_ms = 0;
   } else if (Status status = ParseDurationString(text, wait_ms); !status.ok()) {
     return Status::InvalidArgument("wait", "must be seconds or a duration such as \"500ms\"");
   }
@@ -169,6 +184,7 @@ void HttpApi::AddRoutes() {
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
+  add(M::kGet, "/readyz", "readyz", &HttpApi::Readyz);
 }
 
 void HttpApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {
@@ -176,6 +192,18 @@ void HttpApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {
   const Status health = engine_.Stream().Health();
   if (health.ok()) return ex->Respond(OkJson(R"({"status":"ok"})"));
   ex->Respond(JsonReply(kHttpUnavailable, HealthFailedJson(health)));
+}
+
+// Readiness is liveness plus "not stopping": the port opens only once the log has replayed,
+// so an answer at all means replay is done. Separate from /healthz so that an orchestrator
+// stops routing to a stopping server without also restarting it.
+void HttpApi::Readyz(const HttpRequestPtr&, const ExchangePtr& ex) {
+  const Status health = engine_.Stream().Health();
+  if (!health.ok()) return ex->Respond(JsonReply(kHttpUnavailable, HealthFailedJson(health)));
+  if (shutting_down_) {
+    return ex->Respond(JsonReply(kHttpUnavailable, R"({"status":"shutting_down"})"));
+  }
+  ex->Respond(OkJson(R"({"status":"ready"})"));
 }
 
 void HttpApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {

@@ -1,7 +1,8 @@
 #pragma once
-// The /v1 routes of SPEC §9, plus /metrics and /healthz. Handlers parse on the transport's
+// The /v1 routes of SPEC §9, plus /metrics, /healthz and /readyz. Handlers parse on the transport's
 // thread, hand the engine call to the owner thread, and answer when it calls back: no
 // transport thread ever waits for the engine, a group commit, or a long-poll.
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,9 @@ class HttpApi {
   Reply DispatchAndWait(HttpRequest req) const;
   // A request the transport refused before routing (malformed, too large), for metrics.
   void RecordUnrouted(int http_status) const;
+  // From now on /readyz answers 503: a load balancer stops sending new work while the
+  // in-flight requests finish. Thread-safe; called once a stop signal arrives.
+  void BeginShutdown() { shutting_down_ = true; }
 
  private:
   void AddRoutes();
@@ -63,6 +67,7 @@ class HttpApi {
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
 
   // Runs work(engine) on the owner thread; once durable, answer(result) -> Reply runs on the
   // transport's executor (rendering JSON never holds up the owner thread).
@@ -75,6 +80,7 @@ class HttpApi {
   ServerMetrics& metrics_;
   const ApiConfig config_;
   Router router_;
+  std::atomic<bool> shutting_down_{false};
 };
 
 }  // namespace bucketd::server

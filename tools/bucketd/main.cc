@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -24,7 +25,9 @@
 #include "http_api.h"
 #include "http_server.h"
 #include "json_requests.h"
+#include "log_format.h"
 #include "prometheus.h"
+#include "tools/build_info.h"
 
 namespace bucketd::server {
 namespace {
@@ -47,6 +50,7 @@ struct Flags {
   std::string snapshot_every = "10m";
   bool snapshot_on_exit = false;
   std::string log_level = "info";
+  std::string log_format = "text";
   size_t http_threads = kHttpThreadsDefault;
   size_t max_connections = HttpServerConfig().connections_max;
   std::string idle_timeout = "60s";
@@ -96,6 +100,11 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, off")
       ->envname("BUCKETD_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--log-format", f.log_format,
+                 "text (time level=... key=value) or json (one object a line: ts, level, msg)")
+      ->envname("BUCKETD_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   app.add_option("--replay-threads", f.replay_threads,
                  "threads for a start without a snapshot (0: one per core but one, on long logs)")
@@ -224,35 +233,68 @@ Status ApplyBucketFiles(const std::string& path, bool prune, EngineThread& engin
   });
 }
 
-// Waits for SIGTERM / SIGINT (blocked in every thread), wakes the long-polls and stops the
-// HTTP server, which finishes its in-flight requests before Run() returns.
-class ShutdownWatcher {
+// The signals the watcher takes with sigwait; blocked in every thread from the start of main,
+// before any thread exists, so none of them ever runs a default action (SIGHUP's is to exit).
+sigset_t WatchedSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  return signals;
+}
+
+// Waits for signals on its own thread. SIGTERM / SIGINT wake the long-polls and stop the HTTP
+// server, which finishes its in-flight requests before Run() returns. SIGHUP calls `reload`
+// and goes on waiting: a reload never stops the server, whatever it finds.
+class SignalWatcher {
  public:
-  ShutdownWatcher(HttpServer& server, EngineThread& engine)
-      : thread_([this, &server, &engine] { Watch(server, engine); }) {}
-  ~ShutdownWatcher() {
+  SignalWatcher(HttpApi& api, HttpServer& server, EngineThread& engine,
+                std::function<void()> reload)
+      : reload_(std::move(reload)),
+        thread_([this, &api, &server, &engine] { Watch(api, server, engine); }) {}
+  ~SignalWatcher() {
     serving_done_ = true;
     pthread_kill(thread_.native_handle(), SIGTERM);
     thread_.join();
   }
 
  private:
-  void Watch(HttpServer& server, EngineThread& engine) {
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
+  void Watch(HttpApi& api, HttpServer& server, EngineThread& engine) {
+    const sigset_t signals = WatchedSignals();
     int signal = 0;
-    sigwait(&signals, &signal);
-    if (serving_done_) return;
+    for (;;) {
+      sigwait(&signals, &signal);
+      if (serving_done_) return;
+      if (signal != SIGHUP) break;
+      reload_();
+    }
     spdlog::info("event=shutdown signal={}", signal);
+    api.BeginShutdown();
     engine.CloseStream();
     server.Shutdown();
   }
 
+  const std::function<void()> reload_;
   std::atomic<bool> serving_done_{false};
   std::thread thread_;
 };
+
+// SIGHUP: the --buckets files again, through the same diff as at start (unchanged definitions
+// change nothing). An error is logged and the server keeps what it has: the files are applied
+// in order, so the ones before the failing file stay applied (the log names it).
+void ReloadBucketFiles(const Flags& flags, EngineThread& engine) {
+  if (flags.buckets.empty()) {
+    spdlog::info("event=reload note=\"no --buckets: nothing to reload\"");
+    return;
+  }
+  spdlog::info("event=reload buckets={}", flags.buckets);
+  if (Status status = ApplyBucketFiles(flags.buckets, flags.prune_buckets, engine); !status.ok()) {
+    spdlog::error("event=reload_failed buckets={} error=\"{}\"", flags.buckets, status.ToString());
+    return;
+  }
+  spdlog::info("event=reloaded buckets={}", flags.buckets);
+}
 
 // Every connection holds a descriptor: the soft limit (often 1024) would cap connections
 // long before --max-connections, so it goes up to the hard limit.
@@ -285,11 +327,8 @@ std::vector<std::string> Authorities(const std::string& host, uint16_t port) {
   return out;
 }
 
-void BlockShutdownSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
+void BlockWatchedSignals() {
+  const sigset_t signals = WatchedSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -362,7 +401,8 @@ int Serve(const Flags& flags) {
       spdlog::info("event=listening address={}:{} clock={} durability={} auth={} io_threads={}",
                    host, server.port(), flags.clock, flags.durability,
                    flags.auth_token.empty() ? "off" : "bearer", server_config.io_threads);
-      ShutdownWatcher watcher(server, engine_thread);
+      SignalWatcher watcher(api, server, engine_thread,
+                            [&flags, &engine_thread] { ReloadBucketFiles(flags, engine_thread); });
       server.Run();
     }
   }
@@ -392,11 +432,15 @@ int Serve(const Flags& flags) {
 }  // namespace bucketd::server
 
 int main(int argc, char** argv) {
-  bucketd::server::BlockShutdownSignals();
+  bucketd::server::BlockWatchedSignals();
   CLI::App app{"bucketd: real-time bucket membership, served over HTTP/JSON"};
   bucketd::server::Flags flags;
   bucketd::server::AddFlags(app, flags);
+  app.set_version_flag("--version", std::string("bucketd ") + bucketd::build_info::kVersion + " (" +
+                                        bucketd::build_info::kCommit + ")");
   CLI11_PARSE(app, argc, argv);
+  bucketd::server::SetUpLogging(flags.log_format == "json" ? bucketd::server::LogFormat::kJson
+                                                           : bucketd::server::LogFormat::kText);
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
   return bucketd::server::Serve(flags);
 }

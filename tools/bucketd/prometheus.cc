@@ -3,6 +3,8 @@
 #include <spdlog/fmt/fmt.h>
 #include <algorithm>
 
+#include "tools/build_info.h"
+
 namespace bucketd::server {
 namespace {
 
@@ -45,6 +47,12 @@ void ServerMetrics::RecordSweep(int64_t micros) {
 std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) const {
   std::string out;
   const EngineStats& stats = report.stats;
+
+  // The info-metric convention: a constant 1 whose labels say what is running, so a query can
+  // join on it and a dashboard can show a rollout.
+  Header(out, "bucketd_build_info", "gauge", "The running build: version and commit.");
+  out += fmt::format("bucketd_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                     EscapeLabel(build_info::kVersion), EscapeLabel(build_info::kCommit));
 
   Header(out, "bucketd_events_total", "counter", "Events ingested since start, by outcome.");
   out += fmt::format("bucketd_events_total{{outcome=\"accepted\"}} {}\n", stats.events_accepted);
