@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 
 #include "log/log.h"
+#include "tests/command_test_support.h"
 #include "tests/log_test_support.h"
 #include "tests/test_support.h"
 
@@ -105,24 +106,13 @@ std::string TableFileOf(const std::string& log_path, const std::string& family) 
   return found;
 }
 
-struct Run {
-  int exit_code = -1;
-  std::string output;
-};
+using Run = testing::CommandRun;
 
 // Runs bucketctl with `args`, capturing stdout and stderr.
 Run Bucketctl(const std::string& args) {
   const char* bin = std::getenv("BUCKETCTL_BIN");
   REQUIRE(bin != nullptr);
-  const std::string command = std::string(bin) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  Run run;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) run.output.append(buffer, n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  return testing::RunCommand(std::string(bin) + " " + args + " 2>&1");
 }
 
 std::string Digest(const std::string& dir, bool use_snapshots) {

@@ -24,6 +24,7 @@
 #include <simdjson.h>
 #include <catch2/catch.hpp>
 
+#include "tests/command_test_support.h"
 #include "tests/sidecar_test_support.h"
 
 namespace {
@@ -39,22 +40,8 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-struct Run {
-  int exit_code = -1;
-  std::string out;  // stdout only: a version string goes there, diagnostics do not
-};
-
-// Runs `command` through the shell and captures its stdout.
-Run Shell(const std::string& command) {
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  Run run;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) run.out.append(buffer, n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+using Run = bucketd::testing::CommandRun;
+using bucketd::testing::RunCommand;
 
 std::string BucketctlBinary() {
   const char* bin = std::getenv("BUCKETCTL_BIN");
@@ -66,20 +53,20 @@ std::string BucketctlBinary() {
 
 TEST_CASE("--version: bucketd and bucketctl print the same version and commit, exit 0",
           "[operations]") {
-  const Run server = Shell(bucketd::testing::SidecarBinary() + " --version");
+  const Run server = RunCommand(bucketd::testing::SidecarBinary() + " --version");
   CHECK(server.exit_code == 0);
-  INFO(server.out);
-  CHECK(std::regex_match(server.out, std::regex(R"(bucketd \d+\.\d+\.\d+ \([^()\s]+\)\n)")));
-  const Run ctl = Shell(BucketctlBinary() + " --version");
+  INFO(server.output);
+  CHECK(std::regex_match(server.output, std::regex(R"(bucketd \d+\.\d+\.\d+ \([^()\s]+\)\n)")));
+  const Run ctl = RunCommand(BucketctlBinary() + " --version");
   CHECK(ctl.exit_code == 0);
-  CHECK(ctl.out == server.out);
+  CHECK(ctl.output == server.output);
 }
 
 TEST_CASE("/metrics: bucketd_build_info names the version and commit --version prints",
           "[operations]") {
-  const Run version = Shell(bucketd::testing::SidecarBinary() + " --version");
+  const Run version = RunCommand(bucketd::testing::SidecarBinary() + " --version");
   std::smatch printed;
-  REQUIRE(std::regex_match(version.out, printed, std::regex(R"(bucketd (\S+) \((\S+)\)\n)")));
+  REQUIRE(std::regex_match(version.output, printed, std::regex(R"(bucketd (\S+) \((\S+)\)\n)")));
   TempDir dir;
   bucketd::testing::Sidecar server(dir.path);
   httplib::Client c = server.Client();
@@ -104,19 +91,20 @@ TEST_CASE("bucketctl: BUCKETD_DATA stands for --data; help shows the defaults", 
   }
   // The variable alone: the log the server wrote is the one inspected.
   const Run inspect =
-      Shell("env BUCKETD_DATA='" + dir.path.string() + "' " + BucketctlBinary() + " inspect");
-  INFO(inspect.out);
+      RunCommand("env BUCKETD_DATA='" + dir.path.string() + "' " + BucketctlBinary() + " inspect");
+  INFO(inspect.output);
   CHECK(inspect.exit_code == 0);
-  CHECK(inspect.out.find("log             seq 1 ..") != std::string::npos);
+  CHECK(inspect.output.find("log             seq 1 ..") != std::string::npos);
   // Neither the flag nor the variable: refused, not run on the current directory.
-  CHECK(Shell("env -u BUCKETD_DATA " + BucketctlBinary() + " inspect 2>/dev/null").exit_code != 0);
+  CHECK(RunCommand("env -u BUCKETD_DATA " + BucketctlBinary() + " inspect 2>/dev/null").exit_code !=
+        0);
 
-  const Run replay_help = Shell(BucketctlBinary() + " replay --help");
-  CHECK(replay_help.out.find("BUCKETD_DATA") != std::string::npos);
-  CHECK(std::regex_search(replay_help.out, std::regex(R"(--threads\s.*=0\s)")));
-  const Run workload_help = Shell(BucketctlBinary() + " workload --help");
-  CHECK(std::regex_search(workload_help.out, std::regex(R"(--batch\s.*=1000\s)")));
-  CHECK(std::regex_search(workload_help.out, std::regex(R"(--start-time\s.*=1767225600000\s)")));
+  const Run replay_help = RunCommand(BucketctlBinary() + " replay --help");
+  CHECK(replay_help.output.find("BUCKETD_DATA") != std::string::npos);
+  CHECK(std::regex_search(replay_help.output, std::regex(R"(--threads\s.*=0\s)")));
+  const Run workload_help = RunCommand(BucketctlBinary() + " workload --help");
+  CHECK(std::regex_search(workload_help.output, std::regex(R"(--batch\s.*=1000\s)")));
+  CHECK(std::regex_search(workload_help.output, std::regex(R"(--start-time\s.*=1767225600000\s)")));
 }
 
 namespace {

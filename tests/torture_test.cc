@@ -26,6 +26,7 @@
 #include <simdjson.h>
 #include <catch2/catch.hpp>
 
+#include "tests/command_test_support.h"
 #include "tests/sidecar_test_support.h"
 
 namespace {
@@ -158,16 +159,11 @@ std::string Digest(httplib::Client& client) {
 std::string VerifyOffline(const fs::path& data) {
   const char* bin = std::getenv("BUCKETCTL_BIN");
   REQUIRE(bin != nullptr);
-  const std::string command = std::string(bin) + " verify --data " + data.string() + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
-  const int status = pclose(pipe);
+  const bucketd::testing::CommandRun verify =
+      bucketd::testing::RunCommand(std::string(bin) + " verify --data " + data.string() + " 2>&1");
+  const std::string& output = verify.output;
   INFO(output);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(verify.exit_code == 0);
   const size_t at = output.find("full replay");
   REQUIRE(at != std::string::npos);
   const size_t start = output.find_first_not_of(' ', at + 11);

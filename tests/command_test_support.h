@@ -1,0 +1,30 @@
+#pragma once
+// Runs a program the way an operator would, for the suites that check bucketctl's and
+// bucketd's command lines (fault_test, operations_test, torture_test).
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+namespace bucketd::testing {
+
+struct CommandRun {
+  int exit_code = -1;  // -1 when a signal ended it
+  std::string output;  // stdout; add " 2>&1" to the command for stderr too
+};
+
+// Runs `command` through the shell and captures its stdout.
+inline CommandRun RunCommand(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  CommandRun run;
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof buffer, pipe)) > 0;) run.output.append(buffer, n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+}  // namespace bucketd::testing
