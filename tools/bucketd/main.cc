@@ -281,8 +281,9 @@ class SignalWatcher {
 };
 
 // SIGHUP: the --buckets files again, through the same diff as at start (unchanged definitions
-// change nothing). An error is logged and the server keeps what it has: the files are applied
-// in order, so the ones before the failing file stay applied (the log names it).
+// change nothing). An error is logged and the server keeps what it has: a file that is not
+// JSON or names no id stops the reload before anything is applied; a definition the engine
+// refuses stops it at that file, the files before it staying applied (the log names it).
 void ReloadBucketFiles(const Flags& flags, EngineThread& engine) {
   if (flags.buckets.empty()) {
     spdlog::info("event=reload note=\"no --buckets: nothing to reload\"");
