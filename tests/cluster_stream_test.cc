@@ -5,7 +5,6 @@
 // clock moves fanned out to all), folded partition by partition from the stream, give exactly
 // the transitions of one single-process engine fed the same inputs.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -15,7 +14,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "tests/churny_workload.h"
+#include "tests/cluster_test_support.h"
 #include "tests/nats_test_support.h"
 #include "tests/test_support.h"
 
@@ -23,72 +22,17 @@
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/cluster/record_json.h"
-#include "log/log.h"
 
 namespace bucketd::cluster {
 namespace {
 
-using testing::ManualOptions;
+using testing::kStartMs;
 using testing::NatsCluster;
-using testing::OpenOrFail;
+using testing::PublishRouted;
+using testing::Reference;
 using testing::RequireOk;
-using testing::TempDir;
-
-constexpr TimeMs kStartMs = 1'767'225'600'000;
-
-// A single-process engine's log after a seeded churny workload: the inputs, each stamped with
-// its processing instant, exactly as a routing node would stamp them.
-struct Reference {
-  std::vector<Record> records;
-  std::vector<Transition> transitions;
-  std::map<std::string, uint64_t> counts;  // active members per live bucket
-};
-
-Reference RunReference(uint64_t seed, uint64_t events) {
-  TempDir dir;
-  Reference ref;
-  {
-    auto engine = OpenOrFail(ManualOptions(dir.path(), kStartMs));
-    workload::Generator gen(testing::Churny(seed, events, 200));
-    RequireOk(gen.Setup(engine.get()));
-    RequireOk(gen.Run(engine.get()));
-    // A count deeper than any history kept so far: the fold re-reads the log (the partition's
-    // stream, in cluster mode) for the instants it did not retain.
-    RequireOk(engine->DefineBucket(
-        R"({"id":"heavy","name":"Heavy","criteria":{"type":"event","eventName":"feature.used",)"
-        R"("check":"count","operator":"gte","value":12,"within":"30d"}})",
-        DefineMode::kCreate, {}, nullptr));
-    for (uint64_t after = 0;;) {
-      std::vector<Transition> page;
-      RequireOk(engine->ReadTransitions(after, kTransitionsPageMax, &page));
-      if (page.empty()) break;
-      after = page.back().seq;
-      ref.transitions.insert(ref.transitions.end(), page.begin(), page.end());
-    }
-    for (const BucketInfo& b : engine->ListBuckets()) ref.counts[b.id] = b.counts.active;
-    RequireOk(engine->Close());
-  }
-  std::unique_ptr<Log> log;
-  RequireOk(Log::Open(LogOptions{dir.log(), false, true}, &log));
-  auto reader = log->ReadFrom(1);
-  for (Record r; reader->Next(&r);) ref.records.push_back(r);
-  RequireOk(reader->status());
-  return ref;
-}
-
-bool NamesUser(RecordKind kind) {
-  return kind == RecordKind::kEvent || kind == RecordKind::kContactDelete ||
-         kind == RecordKind::kMemberAdd || kind == RecordKind::kMemberRemove;
-}
-
-StreamOptions TestStream(const NatsCluster& nats, uint32_t partitions) {
-  StreamOptions o;
-  o.url = nats.url();
-  o.cluster = "test";
-  o.partitions = partitions;
-  o.replicas = 1;
-  return o;
-}
+using testing::RunReference;
+using testing::TestStream;
 
 TEST_CASE("the record encoding round-trips every record a churny workload logs") {
   const Reference ref = RunReference(11, 2500);
@@ -196,25 +140,8 @@ TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engi
   std::unique_ptr<PartitionStream> stream;
   RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &stream));
 
-  // Route every input as a bucketd node would: a user's to the user's partition, the rest
-  // (definitions, enable/disable/delete, clock moves) to every partition, each stamped with
-  // the instant the single engine gave it.
   std::vector<double> publish_us;
-  auto publish = [&](uint32_t partition, const Record& r) {
-    const auto start = std::chrono::steady_clock::now();
-    uint64_t seq = 0;
-    RequireOk(stream->Publish(partition, r, {}, &seq));
-    publish_us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-            .count());
-  };
-  for (const Record& r : ref.records) {
-    if (NamesUser(r.kind)) {
-      publish(PartitionOf(r.user_id, kPartitions), r);
-    } else {
-      for (uint32_t p = 0; p < kPartitions; ++p) publish(p, r);
-    }
-  }
+  PublishRouted(stream.get(), ref.records, &publish_us);
 
   std::map<std::string, Transition> cluster;
   std::map<std::string, uint64_t> counts;

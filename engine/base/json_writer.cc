@@ -215,4 +215,32 @@ void WritePropertyValue(const PropertyValue& value, JsonWriter* writer) {
   }
 }
 
+void WriteTransition(const Transition& t, JsonWriter* writer) {
+  JsonWriter& w = *writer;
+  w.BeginObject();
+  w.Key("seq").Uint(t.seq);
+  w.Key("name").String(t.Name());
+  w.Key("kind").String(ToString(t.kind));
+  w.Key("bucketId").String(t.bucket_id);
+  w.Key("bucketName").String(t.bucket_name);
+  w.Key("userId").String(t.user_id);
+  w.Key("email");
+  if (t.email) {
+    w.String(*t.email);
+  } else {
+    w.Null();
+  }
+  w.Key("entryCount").Uint(t.entry_count);
+  w.Key("source").String(ToString(t.source));
+  if (t.kind == TransitionKind::kLeft) w.Key("reason").String(ToString(t.reason));
+  if (t.kind == TransitionKind::kDwell) {
+    w.Key("dwellLabel").String(t.dwell_label);
+    w.Key("dwellCount").Uint(t.dwell_count);
+  }
+  w.Key("at").Time(t.at);
+  w.Key("detectedAt").Time(t.detected_at);
+  w.Key("idempotencyKey").String(t.IdempotencyKey());
+  w.EndObject();
+}
+
 }  // namespace bucketd

@@ -42,4 +42,9 @@ class JsonWriter {
 // A property value as JSON: its own type, arrays and objects as the minified text they keep.
 void WritePropertyValue(const PropertyValue& value, JsonWriter* writer);
 
+// A transition as SPEC §7 has it, for the HTTP stream and cluster mode's output stream alike.
+// `source` is written for every kind (the membership's source), `reason` only for left,
+// `dwellLabel` / `dwellCount` only for dwell; a missing email is null.
+void WriteTransition(const Transition& t, JsonWriter* writer);
+
 }  // namespace bucketd

@@ -14,7 +14,9 @@
 // (sequential, case variants, UUIDs, emails) spread within ±7% of even over 64 partitions.
 // Changing this function re-partitions every user: it is fixed for a cluster's lifetime.
 #include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace bucketd::cluster {
 
@@ -26,5 +28,13 @@ uint64_t Fnv1a64(std::string_view bytes);
 
 // REQUIRES: 1 <= partitions <= kPartitionsMax.
 uint32_t PartitionOf(std::string_view user_id, uint32_t partitions);
+
+// Which live node should own `partition` (docs/cluster.md, "Ownership: leases"): rendezvous
+// hashing, the node with the highest score, so a node's arrival or departure moves only the
+// partitions it wins or held (about P/N). score = splitmix64's finalizer over FNV-1a 64 of
+// "<partition>/<node id>" (the finalizer because FNV's high bits barely see the last bytes);
+// a tie goes to the smaller id. "" when `live_nodes` is empty.
+uint64_t RendezvousScore(uint32_t partition, std::string_view node_id);
+std::string PreferredOwner(uint32_t partition, const std::vector<std::string>& live_nodes);
 
 }  // namespace bucketd::cluster

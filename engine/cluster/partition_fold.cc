@@ -1,7 +1,9 @@
 #include "engine/cluster/partition_fold.h"
 
 #include <algorithm>
+#include <chrono>
 #include <span>
+#include <thread>
 #include <utility>
 
 #include "engine/base/check.h"
@@ -17,15 +19,17 @@ PartitionFold::PartitionFold(PartitionStream* stream, uint32_t partition)
 }
 
 Status PartitionFold::CatchUp(std::vector<Transition>* out) {
+  if (tail_ == nullptr || tail_->next_seq() != next_seq_) {
+    tail_ = stream_->Tail(partition_, next_seq_);
+  }
   for (;;) {
     ReadResult read;
-    if (Status s = stream_->Read(partition_, next_seq_, kReadRecordsMax, &read); !s.ok()) {
-      return s;
-    }
+    const Status s = stream_->Read(partition_, tail_.get(), kReadRecordsMax, &read);
     undecodable_ += read.undecodable.size();
     for (Record& r : read.records) Apply(std::move(r), out);
-    if (read.next_seq == next_seq_) return Status::Ok();  // caught up
-    next_seq_ = read.next_seq;
+    const bool caught_up = read.next_seq == next_seq_;
+    next_seq_ = read.next_seq;  // what was read before an error stays folded
+    if (!s.ok() || caught_up) return s;
   }
 }
 
@@ -39,12 +43,21 @@ void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
 }
 
 // The fold's history re-read: the partition's records before `before_seq`, in runs of one
-// read each. A read error fails the definition's fold loudly (Fold::Apply checks it): memory
-// would otherwise no longer be the fold of the stream.
+// read each. The fold is midway through a definition when it asks, and a failure there stops
+// the process (Fold::Apply checks it: memory would no longer be the fold of the stream). A
+// NATS fault is routine in a cluster, so a run that fails is read again, with backoff, for up
+// to kHistoryPatience before that happens.
 Status PartitionFold::ReadHistory(uint64_t before_seq, const Fold::RecordsVisitor& visit) {
+  const auto give_up = std::chrono::steady_clock::now() + kHistoryPatience;
+  std::chrono::milliseconds backoff(50);
   for (uint64_t from = 1; from < before_seq;) {
     ReadResult read;
-    if (Status s = stream_->Read(partition_, from, kReadRecordsMax, &read); !s.ok()) return s;
+    if (Status s = stream_->Read(partition_, from, kReadRecordsMax, &read); !s.ok()) {
+      if (std::chrono::steady_clock::now() + backoff > give_up) return s;
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+      continue;  // the same run again; nothing of the failed read was visited
+    }
     const auto end = std::find_if(read.records.begin(), read.records.end(),
                                   [&](const Record& r) { return r.seq >= before_seq; });
     visit(std::span<const Record>(read.records.data(),

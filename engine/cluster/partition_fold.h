@@ -6,7 +6,9 @@
 // gives the same state and the same transitions, whoever folds it.
 //
 // Threading: one thread, like the Fold it owns.
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "bucketd/status.h"
@@ -18,6 +20,10 @@ namespace bucketd::cluster {
 
 class PartitionFold {
  public:
+  // How long a history re-read keeps retrying a failing read before the fold gives up (and
+  // the process stops: see ReadHistory).
+  static constexpr std::chrono::seconds kHistoryPatience{120};
+
   // REQUIRES: `stream` outlives this; partition < stream->partitions().
   PartitionFold(PartitionStream* stream, uint32_t partition);
   PartitionFold(const PartitionFold&) = delete;
@@ -42,6 +48,8 @@ class PartitionFold {
 
   PartitionStream* stream_;
   uint32_t partition_;
+  // Kept open between catch-ups (created at the first, re-created after a read error).
+  std::unique_ptr<SubjectTail> tail_;
   Fold fold_;
   uint64_t next_seq_ = 1;
   uint64_t refused_ = 0;

@@ -1,7 +1,5 @@
 #include "engine/cluster/partition_stream.h"
 
-#include <nats/nats.h>
-
 #include <chrono>
 #include <utility>
 
@@ -12,25 +10,6 @@
 namespace bucketd::cluster {
 namespace {
 
-Status NatsFailed(std::string_view what, natsStatus s, jsErrCode js_error = jsErrCode(0)) {
-  std::string message = std::string(what) + ": " + natsStatus_GetText(s);
-  if (js_error != 0) message += " (JetStream error " + std::to_string(js_error) + ")";
-  if (const char* detail = nats_GetLastError(nullptr); detail != nullptr && *detail != '\0') {
-    message += ": " + std::string(detail);
-  }
-  return Status::IoError(message);
-}
-
-bool ValidClusterName(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 // The stream records its partition count in its description (JetStream 2.9 streams have no
 // metadata map), so that a node started with another count is refused instead of routing
 // users to partitions no one else uses.
@@ -40,44 +19,27 @@ std::string Description(uint32_t partitions) {
 
 }  // namespace
 
-struct PartitionStream::Nats {
-  natsConnection* connection = nullptr;
-  jsCtx* js = nullptr;
-  ~Nats() {
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(connection);
-  }
-};
-
-PartitionStream::PartitionStream(const StreamOptions& options, std::unique_ptr<Nats> nats)
+PartitionStream::PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats)
     : options_(options), stream_name_("BUCKETD_IN_" + options.cluster), nats_(std::move(nats)) {}
 
 PartitionStream::~PartitionStream() = default;
 
 Status PartitionStream::Open(const StreamOptions& options, std::unique_ptr<PartitionStream>* out) {
-  if (!ValidClusterName(options.cluster)) {
+  std::shared_ptr<NatsConnection> nats;
+  if (Status s = NatsConnection::Connect(options.url, options.timeout_ms, &nats); !s.ok()) {
+    return s;
+  }
+  return Open(std::move(nats), options, out);
+}
+
+Status PartitionStream::Open(std::shared_ptr<NatsConnection> nats, const StreamOptions& options,
+                             std::unique_ptr<PartitionStream>* out) {
+  if (!ValidNameToken(options.cluster)) {
     return Status::InvalidArgument("cluster", "must be 1-64 characters of [A-Za-z0-9_-]");
   }
   if (options.partitions < 1 || options.partitions > kPartitionsMax) {
     return Status::InvalidArgument("partitions", "must be 1.." + std::to_string(kPartitionsMax));
   }
-  auto nats = std::make_unique<Nats>();
-  natsOptions* nats_options = nullptr;
-  if (natsOptions_Create(&nats_options) != NATS_OK) return Status::IoError("natsOptions_Create");
-  natsOptions_SetURL(nats_options, options.url.c_str());
-  natsOptions_SetTimeout(nats_options, options.timeout_ms);
-  // Keep reconnecting: a NATS server's restart or the loss of one of three is routine, and a
-  // publish that cannot reach JetStream fails by its own timeout.
-  natsOptions_SetMaxReconnect(nats_options, -1);
-  natsOptions_SetReconnectWait(nats_options, 100);
-  natsStatus s = natsConnection_Connect(&nats->connection, nats_options);
-  natsOptions_Destroy(nats_options);
-  if (s != NATS_OK) return NatsFailed("connect to " + options.url, s);
-  jsOptions js_options;
-  jsOptions_Init(&js_options);
-  js_options.Wait = options.timeout_ms;
-  s = natsConnection_JetStream(&nats->js, nats->connection, &js_options);
-  if (s != NATS_OK) return NatsFailed("JetStream context", s);
   std::unique_ptr<PartitionStream> stream(new PartitionStream(options, std::move(nats)));
   if (Status st = stream->EnsureStream(); !st.ok()) return st;
   *out = std::move(stream);
@@ -91,7 +53,7 @@ std::string PartitionStream::Subject(uint32_t partition) const {
 Status PartitionStream::EnsureStream() {
   jsStreamInfo* info = nullptr;
   jsErrCode js_error = jsErrCode(0);
-  natsStatus s = js_GetStreamInfo(&info, nats_->js, stream_name_.c_str(), nullptr, &js_error);
+  natsStatus s = js_GetStreamInfo(&info, nats_->js(), stream_name_.c_str(), nullptr, &js_error);
   if (s == NATS_OK) {
     const char* found = info->Config->Description;
     const bool same = found != nullptr && Description(options_.partitions) == found;
@@ -125,7 +87,7 @@ Status PartitionStream::EnsureStream() {
   config.Retention = js_LimitsPolicy;
   config.AllowDirect = true;
   js_error = jsErrCode(0);
-  s = js_AddStream(&info, nats_->js, &config, nullptr, &js_error);
+  s = js_AddStream(&info, nats_->js(), &config, nullptr, &js_error);
   if (s == NATS_OK) {
     jsStreamInfo_Destroy(info);
     return Status::Ok();
@@ -142,12 +104,12 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
   const std::string body = EncodeRecord(record);
   jsPubOptions options;
   jsPubOptions_Init(&options);
-  options.MaxWait = options_.timeout_ms;
+  options.MaxWait = nats_->timeout_ms();
   if (!publish.msg_id.empty()) options.MsgId = publish.msg_id.c_str();
   options.ExpectLastSubjectSeq = publish.expected_last_subject_seq;
   jsPubAck* ack = nullptr;
   jsErrCode js_error = jsErrCode(0);
-  const natsStatus s = js_Publish(&ack, nats_->js, subject.c_str(), body.data(),
+  const natsStatus s = js_Publish(&ack, nats_->js(), subject.c_str(), body.data(),
                                   static_cast<int>(body.size()), &options, &js_error);
   if (s != NATS_OK) {
     if (js_error == JSStreamWrongLastSequenceErr) {
@@ -168,7 +130,7 @@ Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
   natsMsg* msg = nullptr;
   jsErrCode js_error = jsErrCode(0);
   const natsStatus s =
-      js_GetLastMsg(&msg, nats_->js, stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
+      js_GetLastMsg(&msg, nats_->js(), stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
   if (s == NATS_NOT_FOUND) {
     *seq = 0;
     return Status::Ok();
@@ -179,65 +141,39 @@ Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
   return Status::Ok();
 }
 
-Status PartitionStream::Read(uint32_t partition, uint64_t from_seq, size_t max_records,
-                             ReadResult* out) {
+std::unique_ptr<SubjectTail> PartitionStream::Tail(uint32_t partition, uint64_t from_seq) const {
   BUCKETD_CHECK(partition < options_.partitions);
   BUCKETD_CHECK(from_seq >= 1);
+  return std::make_unique<SubjectTail>(nats_, stream_name_, Subject(partition), from_seq);
+}
+
+Status PartitionStream::Read(uint32_t partition, uint64_t from_seq, size_t max_records,
+                             ReadResult* out) {
+  return Read(partition, Tail(partition, from_seq).get(), max_records, out);
+}
+
+Status PartitionStream::Read(uint32_t partition, SubjectTail* tail, size_t max_records,
+                             ReadResult* out) {
+  BUCKETD_CHECK(partition < options_.partitions);
+  BUCKETD_CHECK(tail->subject() == Subject(partition));
   BUCKETD_CHECK(max_records <= kReadRecordsMax);
   out->records.clear();
   out->undecodable.clear();
-  out->next_seq = from_seq;
+  out->next_seq = tail->next_seq();
   uint64_t last = 0;
   if (Status st = LastSeq(partition, &last); !st.ok()) return st;
-  if (last < from_seq || max_records == 0) return Status::Ok();
-
-  // An ordered consumer: ephemeral, flow-controlled, no acks, delivered in stream order and
-  // recreated by the client from the last sequence seen if a message goes missing.
-  const std::string subject = Subject(partition);
-  jsSubOptions sub_options;
-  jsSubOptions_Init(&sub_options);
-  sub_options.Stream = stream_name_.c_str();
-  sub_options.Ordered = true;
-  sub_options.Config.DeliverPolicy = js_DeliverByStartSequence;
-  sub_options.Config.OptStartSeq = from_seq;
-  natsSubscription* sub = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  natsStatus s =
-      js_SubscribeSync(&sub, nats_->js, subject.c_str(), nullptr, &sub_options, &js_error);
-  if (s != NATS_OK) return NatsFailed("read " + subject, s, js_error);
-  Status result;
-  while (out->records.size() + out->undecodable.size() < max_records && out->next_seq <= last) {
-    natsMsg* msg = nullptr;
-    s = natsSubscription_NextMsg(&msg, sub, options_.timeout_ms);
-    if (s != NATS_OK) {
-      result = NatsFailed("read " + subject, s);
-      break;
-    }
-    jsMsgMetaData* meta = nullptr;
-    s = natsMsg_GetMetaData(&meta, msg);
-    if (s != NATS_OK) {
-      natsMsg_Destroy(msg);
-      result = NatsFailed("metadata of a message of " + subject, s);
-      break;
-    }
-    const uint64_t seq = meta->Sequence.Stream;
-    const TimeMs stored_at_ms = meta->Timestamp / 1'000'000;
-    jsMsgMetaData_Destroy(meta);
+  Status s = tail->Read(last, max_records, [&](const StoredMessage& m) {
     Record record;
-    const Status decoded = DecodeRecord(
-        std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)), stored_at_ms, &record);
-    natsMsg_Destroy(msg);
+    const Status decoded = DecodeRecord(m.data, m.stored_at_ms, &record);
     if (decoded.ok()) {
-      record.seq = seq;
+      record.seq = m.stream_seq;
       out->records.push_back(std::move(record));
     } else {
-      out->undecodable.push_back(seq);
+      out->undecodable.push_back(m.stream_seq);
     }
-    out->next_seq = seq + 1;
-  }
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
-  return result;
+  });
+  out->next_seq = tail->next_seq();
+  return s;
 }
 
 }  // namespace bucketd::cluster

@@ -15,6 +15,7 @@
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 #include "engine/base/record.h"
+#include "engine/cluster/nats_connection.h"
 
 namespace bucketd::cluster {
 
@@ -63,6 +64,10 @@ class PartitionStream {
   // Connects and ensures the stream exists (creates it, or checks an existing one has this
   // partition count). IoError when NATS or JetStream cannot be reached.
   static Status Open(const StreamOptions& options, std::unique_ptr<PartitionStream>* out);
+  // The same on a connection shared with the node's other JetStream users (`options.url` and
+  // `options.timeout_ms` are the connection's then).
+  static Status Open(std::shared_ptr<NatsConnection> nats, const StreamOptions& options,
+                     std::unique_ptr<PartitionStream>* out);
   ~PartitionStream();
   PartitionStream(const PartitionStream&) = delete;
   PartitionStream& operator=(const PartitionStream&) = delete;
@@ -83,18 +88,21 @@ class PartitionStream {
   // the partition's last record when the call began (never waits for new ones).
   // REQUIRES: partition < partitions(), from_seq >= 1, max_records <= kReadRecordsMax.
   Status Read(uint32_t partition, uint64_t from_seq, size_t max_records, ReadResult* out);
+  // The same through a reader kept open on the partition (its owner's), from tail->next_seq().
+  // REQUIRES: `tail` is Tail(partition, ...)'s.
+  Status Read(uint32_t partition, SubjectTail* tail, size_t max_records, ReadResult* out);
+  std::unique_ptr<SubjectTail> Tail(uint32_t partition, uint64_t from_seq) const;
 
   // The stream sequence of the partition's last record, 0 if it has none.
   Status LastSeq(uint32_t partition, uint64_t* seq);
 
  private:
-  struct Nats;
-  PartitionStream(const StreamOptions& options, std::unique_ptr<Nats> nats);
+  PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats);
   Status EnsureStream();
 
   StreamOptions options_;
   std::string stream_name_;
-  std::unique_ptr<Nats> nats_;
+  std::shared_ptr<NatsConnection> nats_;
 };
 
 }  // namespace bucketd::cluster

@@ -84,33 +84,10 @@ std::string FlattenedBucket(const BucketInfo& info) {
 
 }  // namespace
 
-void WriteTransition(JsonWriter& w, const Transition& t) {
-  w.BeginObject();
-  w.Key("seq").Uint(t.seq);
-  w.Key("name").String(t.Name());
-  w.Key("kind").String(ToString(t.kind));
-  w.Key("bucketId").String(t.bucket_id);
-  w.Key("bucketName").String(t.bucket_name);
-  w.Key("userId").String(t.user_id);
-  w.Key("email");
-  OptionalString(w, t.email);
-  w.Key("entryCount").Uint(t.entry_count);
-  w.Key("source").String(ToString(t.source));
-  if (t.kind == TransitionKind::kLeft) w.Key("reason").String(ToString(t.reason));
-  if (t.kind == TransitionKind::kDwell) {
-    w.Key("dwellLabel").String(t.dwell_label);
-    w.Key("dwellCount").Uint(t.dwell_count);
-  }
-  w.Key("at").Time(t.at);
-  w.Key("detectedAt").Time(t.detected_at);
-  w.Key("idempotencyKey").String(t.IdempotencyKey());
-  w.EndObject();
-}
-
 std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next) {
   JsonWriter w;
   w.BeginObject().Key("transitions").BeginArray();
-  for (const Transition& t : transitions) WriteTransition(w, t);
+  for (const Transition& t : transitions) WriteTransition(t, &w);
   w.EndArray().Key("next").Uint(next).EndObject();
   return w.Take();
 }

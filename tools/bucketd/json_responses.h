@@ -11,9 +11,6 @@
 
 namespace bucketd::server {
 
-// SPEC §7. `source` is written for every kind (the membership's source), `reason` only for
-// left, `dwellLabel` / `dwellCount` only for dwell; a missing email is null.
-void WriteTransition(JsonWriter& w, const Transition& t);
 std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next);
 
 // The definition object flattened with "counts": {"active","entered","left"} added.

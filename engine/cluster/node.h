@@ -1,0 +1,121 @@
+#pragma once
+// A bucketd node in cluster mode (docs/cluster.md): it announces itself, holds leases on the
+// partitions rendezvous hashing gives it among the live nodes, folds each one it holds from
+// the partition's input stream, and publishes the transitions to the output stream, each
+// exactly once: JetStream drops a re-emission by its message id (the idempotencyKey) and a
+// new owner starts publishing after the Bucketd-Transition-Seq of the partition's last
+// output. In wall-clock mode the owner also appends a `sweep` record when something in a
+// partition falls due, fenced on the last record it folded, so a stale owner cannot append.
+//
+// Tick() does one round of all of it; the caller owns the loop (and so the thread and the
+// cadence). A node that stops ticking without Leave() is, to the others, a node that died:
+// its leases expire after lease_ttl_ms and the survivors take its partitions over.
+//
+// Threading: one thread at a time.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "engine/cluster/leases.h"
+#include "engine/cluster/output_stream.h"
+#include "engine/cluster/partition_fold.h"
+#include "engine/cluster/partition_stream.h"
+#include "engine/core/clock.h"
+
+namespace bucketd::cluster {
+
+struct NodeOptions {
+  // The input stream; its url, cluster, partitions, replicas and timeout are the node's.
+  StreamOptions stream;
+  // Unique among the cluster's nodes: [A-Za-z0-9_-], 1..64 characters.
+  std::string node_id;
+  TimeMs lease_ttl_ms = 10'000;
+  // Announce and renew leases this often; well under the TTL (a third leaves two misses).
+  TimeMs renew_every_ms = 3'000;
+  TimeMs output_duplicate_window_ms = 10 * 60 * 1000;
+  // Leases, announcements and sweeps read it, never a fold. Tests give a ManualClock.
+  std::shared_ptr<const Clock> clock = std::make_shared<WallClock>();
+  // Wall-clock mode: an owner appends a `sweep` record stamped `now` when something in its
+  // partition is due at `now`. Off when the cluster's time moves only by clockAdvance records
+  // (the manual clock), as the single engine does not sweep on its own then.
+  bool publish_sweeps = true;
+};
+
+struct NodeStats {
+  uint64_t transitions_published = 0;
+  // Transitions a takeover folded again and did not publish: the previous owner had.
+  uint64_t transitions_suppressed = 0;
+  uint64_t sweeps_published = 0;
+  // Sweeps the input stream refused because the partition had moved on (new inputs, or
+  // another owner): the next round folds those first.
+  uint64_t sweeps_fenced = 0;
+  uint64_t leases_taken = 0;
+  uint64_t leases_released = 0;
+  uint64_t leases_lost = 0;
+};
+
+class ClusterNode {
+ public:
+  static Status Open(const NodeOptions& options, std::unique_ptr<ClusterNode>* out);
+  ~ClusterNode();
+  ClusterNode(const ClusterNode&) = delete;
+  ClusterNode& operator=(const ClusterNode&) = delete;
+
+  // One round: announce, renew leases or drop the lost ones, hand over partitions another
+  // live node should own, take the free ones this node should own, fold what is new in each
+  // owned partition and publish its transitions, sweep. Announcements and renewals due are
+  // also made between partitions, so a round slowed by a NATS fault does not let the leases
+  // lapse. Returns the first error met; the round still did what it could, and the next one
+  // retries the rest.
+  Status Tick();
+  // Publishes what is pending, releases every lease and withdraws the node: the others take
+  // its partitions at their next round instead of after the TTL.
+  Status Leave();
+
+  const std::string& node_id() const { return options_.node_id; }
+  std::vector<uint32_t> owned() const;
+  // The partition's fold while this node owns it, else nullptr.
+  const PartitionFold* partition(uint32_t p) const;
+  const NodeStats& stats() const { return stats_; }
+  // Transitions folded and not yet acknowledged by the output stream, over owned partitions.
+  size_t pending() const;
+  PartitionStream* input() { return input_.get(); }
+  OutputStream* output() { return output_.get(); }
+  LeaseTable* leases() { return leases_.get(); }
+
+ private:
+  struct Owned {
+    uint64_t lease_revision = 0;
+    TimeMs renewed_at = 0;
+    std::unique_ptr<PartitionFold> fold;
+    // Folded, not yet acknowledged by the output stream; published in order.
+    std::deque<Transition> pending;
+    // The last transition seq the output stream holds for the partition.
+    uint64_t published_through = 0;
+  };
+
+  ClusterNode(const NodeOptions& options, std::shared_ptr<NatsConnection> nats);
+  Status TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now);
+  // Announces the node and renews the leases whose renewal is due; drops the lost ones.
+  void KeepAlive(Status* first_error);
+  Status Advance(uint32_t p, Owned* owned, TimeMs now);
+  Status FoldNew(Owned* owned);
+  Status PublishPending(uint32_t p, Owned* owned);
+
+  NodeOptions options_;
+  std::shared_ptr<NatsConnection> nats_;
+  std::unique_ptr<PartitionStream> input_;
+  std::unique_ptr<OutputStream> output_;
+  std::unique_ptr<LeaseTable> leases_;
+  std::map<uint32_t, Owned> owned_;
+  TimeMs announced_at_ = 0;
+  bool announced_ = false;
+  NodeStats stats_;
+};
+
+}  // namespace bucketd::cluster

@@ -1,0 +1,69 @@
+#pragma once
+// The cluster's transitions (docs/cluster.md, "The output stream"): one JetStream stream,
+// BUCKETD_OUT_<cluster>, one subject per partition, each message one transition as SPEC §7
+// has it. Its `seq` is the partition's transition number (gap-free per partition, the same
+// for whoever folds the partition); the message id (Nats-Msg-Id) is the transition's
+// idempotencyKey, so JetStream stores a re-emission within the duplicate window once, and the
+// header Bucketd-Transition-Seq repeats `seq`, so a new owner knows where the old one
+// stopped, past any window.
+//
+// Threading: one thread at a time.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bucketd/status.h"
+#include "bucketd/types.h"
+#include "engine/cluster/nats_connection.h"
+
+namespace bucketd::cluster {
+
+inline constexpr const char* kTransitionSeqHeader = "Bucketd-Transition-Seq";
+
+struct OutputOptions {
+  std::string cluster = "default";
+  uint32_t partitions = 64;
+  int replicas = 3;
+  // Must exceed a failover (lease TTL + the new owner's catch-up) for the message ids to
+  // catch every re-emission; Bucketd-Transition-Seq catches the rest.
+  TimeMs duplicate_window_ms = 10 * 60 * 1000;
+};
+
+// A message of the output stream, as a consumer reads it.
+struct OutputMessage {
+  uint64_t stream_seq = 0;      // the consumer's cursor
+  uint64_t transition_seq = 0;  // Bucketd-Transition-Seq
+  std::string msg_id;           // Nats-Msg-Id: the transition's idempotencyKey
+  std::string json;             // SPEC §7
+};
+
+class OutputStream {
+ public:
+  // Ensures the stream exists (creates it with these options if not).
+  static Status Open(std::shared_ptr<NatsConnection> nats, const OutputOptions& options,
+                     std::unique_ptr<OutputStream>* out);
+
+  const std::string& stream_name() const { return stream_name_; }
+  std::string Subject(uint32_t partition) const;
+
+  // Publishes `t` (folded in `partition`) and returns once JetStream acknowledged it (or
+  // recognised it as a duplicate). IoError: not known to be stored; publish it again.
+  Status Publish(uint32_t partition, const Transition& t);
+  // The Bucketd-Transition-Seq of the partition's last message, 0 when it has none.
+  Status LastTransitionSeq(uint32_t partition, uint64_t* seq);
+  // The partition's messages from stream sequence `from_seq` on, at most `max_messages`, up
+  // to its last message when the call began.
+  Status Read(uint32_t partition, uint64_t from_seq, size_t max_messages,
+              std::vector<OutputMessage>* out);
+
+ private:
+  OutputStream(std::shared_ptr<NatsConnection> nats, const OutputOptions& options);
+  Status EnsureStream();
+
+  std::shared_ptr<NatsConnection> nats_;
+  OutputOptions options_;
+  std::string stream_name_;
+};
+
+}  // namespace bucketd::cluster

@@ -1,0 +1,380 @@
+// Cluster nodes (docs/cluster.md, "Ownership: leases", "The output stream"): nodes share the
+// partitions by rendezvous hashing over the live ones, hand partitions over when a node
+// joins, take a dead node's partitions when its leases expire, and publish every transition
+// of the single engine's run exactly once, in each partition's order; an owner in wall-clock
+// mode appends the sweeps that make clock-driven transitions happen.
+//
+// A node "dies" here by being destroyed without Leave(): it stops renewing, exactly what the
+// rest of the cluster sees of a killed process. (Killing a real bucketd process in cluster
+// mode comes with the server's cluster flags.)
+#include <chrono>
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "tests/cluster_test_support.h"
+#include "tests/nats_test_support.h"
+#include "tests/test_support.h"
+
+#include "engine/base/json_writer.h"
+#include "engine/cluster/node.h"
+#include "engine/cluster/partition.h"
+#include "engine/cluster/record_json.h"
+
+namespace bucketd::cluster {
+namespace {
+
+using testing::NatsCluster;
+using testing::PublishRouted;
+using testing::Reference;
+using testing::RequireOk;
+using testing::RunReference;
+using testing::TestStream;
+
+constexpr uint32_t kPartitions = 8;
+constexpr TimeMs kLeaseTtlMs = 1500;
+
+// The output stream's duplicate window in the takeover scenario: far shorter than a takeover,
+// so that only Bucketd-Transition-Seq keeps a new owner from publishing again what the old one
+// published (the message ids' window is checked on its own below).
+constexpr TimeMs kShortDuplicateWindowMs = 100;
+
+NodeOptions TestNode(const NatsCluster& nats, const std::string& id, bool sweeps) {
+  NodeOptions o;
+  o.stream = TestStream(nats, kPartitions);
+  o.node_id = id;
+  o.lease_ttl_ms = kLeaseTtlMs;
+  o.renew_every_ms = 300;
+  o.publish_sweeps = sweeps;
+  // Sweeping nodes are the second test's: its output stream keeps the default window.
+  if (!sweeps) o.output_duplicate_window_ms = kShortDuplicateWindowMs;
+  return o;
+}
+
+std::unique_ptr<ClusterNode> OpenNode(const NatsCluster& nats, const std::string& id,
+                                      std::shared_ptr<ManualClock> clock = nullptr) {
+  NodeOptions o = TestNode(nats, id, /*sweeps=*/clock != nullptr);
+  if (clock != nullptr) o.clock = clock;
+  std::unique_ptr<ClusterNode> node;
+  RequireOk(ClusterNode::Open(o, &node));
+  return node;
+}
+
+// Every partition owned by exactly the node rendezvous hashing prefers among `nodes`, each
+// owner's fold at the partition's last record, nothing left to publish.
+bool Settled(const std::vector<ClusterNode*>& nodes, PartitionStream* input) {
+  std::vector<std::string> ids;
+  for (ClusterNode* n : nodes) ids.push_back(n->node_id());
+  std::sort(ids.begin(), ids.end());
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    const std::string preferred = PreferredOwner(p, ids);
+    uint64_t last = 0;
+    if (!input->LastSeq(p, &last).ok()) return false;  // JetStream electing a leader: later
+    for (ClusterNode* n : nodes) {
+      const PartitionFold* fold = n->partition(p);
+      if ((fold != nullptr) != (n->node_id() == preferred)) return false;
+      if (fold != nullptr && fold->next_seq() != last + 1) return false;
+    }
+  }
+  for (ClusterNode* n : nodes) {
+    if (n->pending() != 0) return false;
+  }
+  return true;
+}
+
+enum class Faults { kNone, kExpected };
+
+// Ticks the nodes (with the wall clock) until they settle; returns how long it took. A round
+// must not fail unless NATS faults are expected.
+std::chrono::milliseconds TickUntilSettled(const std::vector<ClusterNode*>& nodes,
+                                           PartitionStream* input, Faults faults = Faults::kNone) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::seconds(60);
+  std::map<std::string, std::string> last_error;
+  for (;;) {
+    for (ClusterNode* n : nodes) {
+      Status s = n->Tick();
+      INFO(n->node_id() << ": " << s.ToString());
+      if (faults == Faults::kNone) CHECK(s.ok());
+      if (!s.ok()) last_error[n->node_id()] = s.ToString();
+    }
+    if (Settled(nodes, input)) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      for (ClusterNode* n : nodes) {
+        std::string owned;
+        for (uint32_t p : n->owned()) {
+          owned += " " + std::to_string(p) + "@" + std::to_string(n->partition(p)->next_seq());
+        }
+        UNSCOPED_INFO(n->node_id() << " owns" << owned << ", pending " << n->pending()
+                                   << ", last error: " << last_error[n->node_id()]);
+      }
+      for (uint32_t p = 0; p < kPartitions; ++p) {
+        uint64_t last = 0;
+        UNSCOPED_INFO("partition " << p << " last " << last << " "
+                                   << input->LastSeq(p, &last).ToString() << " " << last);
+      }
+      FAIL("the nodes did not settle in 60 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start);
+}
+
+// The transition's JSON without its "seq" (a partition's number on the output stream, the
+// single engine's global number in the reference).
+std::string WithoutSeq(const std::string& json) {
+  static const std::regex seq(R"(^\{"seq":[0-9]+,)");
+  return std::regex_replace(json, seq, "{");
+}
+
+std::string JsonOf(const Transition& t) {
+  JsonWriter w;
+  WriteTransition(t, &w);
+  return w.Take();
+}
+
+// Every message of the output stream, checked per partition: message id = idempotencyKey,
+// Bucketd-Transition-Seq gap-free from 1 in stream order, each transition in its user's
+// partition. Returns the transitions (without seq) by idempotencyKey; a key twice fails.
+std::map<std::string, std::string> ReadOutput(OutputStream* output) {
+  std::map<std::string, std::string> by_key;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    uint64_t expected_seq = 1;
+    for (uint64_t from = 1;;) {
+      std::vector<OutputMessage> page;
+      RequireOk(output->Read(p, from, 1000, &page));
+      if (page.empty()) break;
+      for (const OutputMessage& m : page) {
+        INFO("partition " << p << ": " << m.json);
+        CHECK(m.transition_seq == expected_seq++);
+        CHECK(m.json.find("\"seq\":" + std::to_string(m.transition_seq) + ",") == 1);
+        CHECK(m.json.find("\"idempotencyKey\":\"" + m.msg_id + "\"") != std::string::npos);
+        CHECK(by_key.emplace(m.msg_id, WithoutSeq(m.json)).second);
+      }
+      from = page.back().stream_seq + 1;
+    }
+  }
+  return by_key;
+}
+
+TEST_CASE(
+    "nodes share partitions, hand over on a join, take over after a death, and publish "
+    "each transition once") {
+  const Reference ref = RunReference(11, 2500);
+  REQUIRE(ref.transitions.size() > 500);
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> input;
+  RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
+  const std::span<const Record> records(ref.records);
+  const size_t third = records.size() / 3;
+
+  // The partitions these two ids split: both get some (checked, so the handover is real).
+  const std::vector<std::string> both = {"node-a", "node-b"};
+  std::set<uint32_t> b_share;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    if (PreferredOwner(p, both) == "node-b") b_share.insert(p);
+  }
+  REQUIRE(!b_share.empty());
+  REQUIRE(b_share.size() < kPartitions);
+
+  // One node alone takes every partition.
+  auto a = OpenNode(nats, "node-a");
+  PublishRouted(input.get(), records.subspan(0, third));
+  TickUntilSettled({a.get()}, input.get());
+  CHECK(a->owned().size() == kPartitions);
+  CHECK(a->stats().leases_taken == kPartitions);
+  const uint64_t a_published = a->stats().transitions_published;
+  CHECK(a_published > 0);
+
+  // A second node joins: node-a hands node-b its share, which goes on from where node-a
+  // stopped publishing.
+  auto b = OpenNode(nats, "node-b");
+  PublishRouted(input.get(), records.subspan(third, third));
+  TickUntilSettled({a.get(), b.get()}, input.get());
+  CHECK(a->stats().leases_released == b_share.size());
+  CHECK(b->stats().leases_taken == b_share.size());
+  CHECK(b->stats().transitions_suppressed > 0);
+  const std::vector<uint32_t> b_owned = b->owned();
+  CHECK(std::set<uint32_t>(b_owned.begin(), b_owned.end()) == b_share);
+
+  // node-a dies: no Leave, no more renewals. node-b takes its partitions once their leases
+  // expire, folds them from their streams and publishes only what node-a had not.
+  const uint64_t b_taken_before = b->stats().leases_taken;
+  a.reset();
+  PublishRouted(input.get(), records.subspan(2 * third));
+  const auto failover = TickUntilSettled({b.get()}, input.get());
+  CHECK(b->owned().size() == kPartitions);
+  CHECK(b->stats().leases_taken - b_taken_before == kPartitions - b_share.size());
+  CHECK(failover.count() >= kLeaseTtlMs / 2);  // not before the dead node's leases expired
+  std::printf("takeover of %zu partitions after a node's death: %lld ms (lease TTL %lld ms)\n",
+              kPartitions - b_share.size(), static_cast<long long>(failover.count()),
+              static_cast<long long>(kLeaseTtlMs));
+
+  // The output stream: the single engine's transitions, each exactly once.
+  const std::map<std::string, std::string> out = ReadOutput(b->output());
+  CHECK(out.size() == ref.transitions.size());
+  for (const Transition& t : ref.transitions) {
+    INFO(t.IdempotencyKey());
+    const auto it = out.find(t.IdempotencyKey());
+    REQUIRE(it != out.end());
+    CHECK(it->second == WithoutSeq(JsonOf(t)));
+  }
+  std::map<std::string, uint64_t> counts;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    for (const auto& bucket : b->partition(p)->fold().state().buckets) {
+      if (bucket->live()) counts[bucket->def.id] += bucket->members.size();
+    }
+  }
+  CHECK(counts == ref.counts);
+
+  // A node that leaves hands everything over at once.
+  RequireOk(b->Leave());
+  CHECK(b->owned().empty());
+  std::string holder = "?";
+  RequireOk(b->leases()->Holder(0, &holder));
+  CHECK(holder.empty());
+  std::vector<std::string> live;
+  RequireOk(b->leases()->LiveNodes(&live));
+  CHECK(live.empty());
+}
+
+TEST_CASE(
+    "nodes on a 3-server JetStream (R3) lose nothing and repeat nothing when a NATS "
+    "server is killed and restarted") {
+  const Reference ref = RunReference(23, 1500);
+  NatsCluster nats(3);
+  StreamOptions stream = TestStream(nats, kPartitions);
+  stream.replicas = 3;
+  std::unique_ptr<PartitionStream> input;
+  RequireOk(PartitionStream::Open(stream, &input));
+  const std::span<const Record> records(ref.records);
+  const size_t third = records.size() / 3;
+  auto open = [&](const std::string& id) {
+    NodeOptions o = TestNode(nats, id, false);
+    o.stream = stream;
+    // A request to a JetStream electing a leader waits up to its 5 s timeout: leases long
+    // enough that one such wait does not lose them (losing them is safe, only slower).
+    o.lease_ttl_ms = 8000;
+    o.renew_every_ms = 1000;
+    std::unique_ptr<ClusterNode> node;
+    RequireOk(ClusterNode::Open(o, &node));
+    return node;
+  };
+  auto a = open("node-a");
+  auto b = open("node-b");
+  PublishRouted(input.get(), records.subspan(0, third));
+  TickUntilSettled({a.get(), b.get()}, input.get());
+
+  // Each server in turn: killed while inputs arrive and the nodes fold and publish, then
+  // restarted. The streams and the lease bucket have a majority throughout.
+  for (int server = 0; server < 2; ++server) {
+    nats.Kill(server);
+    const size_t from = third + static_cast<size_t>(server) * (third / 2);
+    const size_t count = server == 0 ? third / 2 : records.size() - from;
+    PublishRouted(input.get(), records.subspan(from, count));
+    TickUntilSettled({a.get(), b.get()}, input.get(), Faults::kExpected);
+    nats.Restart(server);
+  }
+  TickUntilSettled({a.get(), b.get()}, input.get(), Faults::kExpected);
+
+  const std::map<std::string, std::string> out = ReadOutput(a->output());
+  CHECK(out.size() == ref.transitions.size());
+  for (const Transition& t : ref.transitions) {
+    INFO(t.IdempotencyKey());
+    const auto it = out.find(t.IdempotencyKey());
+    REQUIRE(it != out.end());
+    CHECK(it->second == WithoutSeq(JsonOf(t)));
+  }
+  std::printf("NATS server kills: leases lost %llu, taken %llu; suppressed %llu\n",
+              static_cast<unsigned long long>(a->stats().leases_lost + b->stats().leases_lost),
+              static_cast<unsigned long long>(a->stats().leases_taken + b->stats().leases_taken),
+              static_cast<unsigned long long>(a->stats().transitions_suppressed +
+                                              b->stats().transitions_suppressed));
+}
+
+TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven leaves") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> input;
+  RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
+  constexpr TimeMs kT0 = testing::kStartMs;
+  constexpr TimeMs kHour = 3'600'000;
+  Record define;
+  RequireOk(DecodeRecord(
+      R"({"kind":"bucketDefine","at":1767225600000,"bucketId":"active","definition":{"id":)"
+      R"("active","name":"Active","criteria":{"type":"event","eventName":"app.opened",)"
+      R"("check":"count","operator":"gte","value":1,"within":"1h"}}})",
+      0, &define));
+  Record opened;
+  RequireOk(
+      DecodeRecord(R"({"userId":"ada","event":"app.opened","at":1767225660000})", 0, &opened));
+  define.seq = 1;  // the message ids PublishRouted gives are by the reference's seqs
+  opened.seq = 2;
+  PublishRouted(input.get(), std::vector<Record>{define, opened});
+  const uint32_t p = PartitionOf("ada", kPartitions);
+
+  auto clock = std::make_shared<ManualClock>(kT0 + kHour / 2);
+  auto node = OpenNode(nats, "node-a", clock);
+  // Half an hour in: ada is a member, nothing is due, nothing is appended.
+  RequireOk(node->Tick());
+  REQUIRE(node->owned().size() == kPartitions);
+  uint64_t last = 0;
+  RequireOk(input->LastSeq(p, &last));
+  clock->Set(kT0 + kHour / 2 + 1000);
+  RequireOk(node->Tick());
+  uint64_t still = 0;
+  RequireOk(input->LastSeq(p, &still));
+  CHECK(still == last);
+  CHECK(node->stats().sweeps_published == 0);
+
+  // Two hours in, the window has let ada go: the owner appends one sweep stamped now, and the
+  // leave happens at the instant the window closed, detected at the sweep's instant.
+  clock->Set(kT0 + 2 * kHour);
+  RequireOk(node->Tick());
+  CHECK(node->stats().sweeps_published == 1);
+  ReadResult read;
+  RequireOk(input->Read(p, last + 1, kReadRecordsMax, &read));
+  REQUIRE(read.records.size() == 1);
+  CHECK(read.records[0].kind == RecordKind::kSweep);
+  CHECK(read.records[0].at == kT0 + 2 * kHour);
+
+  std::vector<OutputMessage> out;
+  RequireOk(node->output()->Read(p, 1, 100, &out));
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].msg_id == "bucket:active:ada:entered:1");
+  CHECK(out[1].msg_id == "bucket:active:ada:left:1");
+  CHECK(out[1].json.find(R"("at":"2026-01-01T01:01:00.000Z")") != std::string::npos);
+  CHECK(out[1].json.find(R"("detectedAt":"2026-01-01T02:00:00.000Z")") != std::string::npos);
+  // A re-emission within the duplicate window (a stale owner's, say) is stored once.
+  Transition left;
+  left.seq = 2;
+  left.kind = TransitionKind::kLeft;
+  left.bucket_id = "active";
+  left.bucket_name = "Active";
+  left.user_id = "ada";
+  left.entry_count = 1;
+  RequireOk(node->output()->Publish(p, left));
+  RequireOk(node->output()->Read(p, 1, 100, &out));
+  CHECK(out.size() == 2);
+  // Nothing is due any more: later rounds append nothing.
+  clock->Set(kT0 + 3 * kHour);
+  RequireOk(node->Tick());
+  CHECK(node->stats().sweeps_published == 1);
+
+  // A stale owner's sweep is fenced: the partition moved on past what it folded.
+  Record sweep;
+  sweep.kind = RecordKind::kSweep;
+  sweep.at = kT0 + 4 * kHour;
+  uint64_t seq = 0;
+  CHECK(input->Publish(p, sweep, PublishOptions{"", last}, &seq).code() ==
+        StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace bucketd::cluster
