@@ -8,6 +8,8 @@
 
 namespace bucketd::cluster {
 
+TimeMs WallClockNow() { return WallClock().Now(); }
+
 ClusterNode::ClusterNode(const NodeOptions& options, std::shared_ptr<NatsConnection> nats)
     : options_(options), nats_(std::move(nats)) {}
 
@@ -114,6 +116,7 @@ Status ClusterNode::Tick() {
     if (!std::binary_search(live.begin(), live.end(), self)) {
       live.insert(std::lower_bound(live.begin(), live.end(), self), self);
     }
+    live_nodes_ = live;
     for (uint32_t p = 0; p < options_.stream.partitions; ++p) {
       const bool preferred = PreferredOwner(p, live) == self;
       const auto it = owned_.find(p);

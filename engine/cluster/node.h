@@ -29,6 +29,10 @@
 
 namespace bucketd::cluster {
 
+// Now on the OS clock (engine/core/clock.h's WallClock), ms since the epoch: what a routing
+// node stamps the inputs it accepts with.
+TimeMs WallClockNow();
+
 struct NodeOptions {
   // The input stream; its url, cluster, partitions, replicas and timeout are the node's.
   StreamOptions stream;
@@ -79,6 +83,8 @@ class ClusterNode {
 
   const std::string& node_id() const { return options_.node_id; }
   std::vector<uint32_t> owned() const;
+  // The live nodes as the last round saw them (this one included).
+  const std::vector<std::string>& live_nodes() const { return live_nodes_; }
   // The partition's fold while this node owns it, else nullptr.
   const PartitionFold* partition(uint32_t p) const;
   const NodeStats& stats() const { return stats_; }
@@ -113,6 +119,7 @@ class ClusterNode {
   std::unique_ptr<OutputStream> output_;
   std::unique_ptr<LeaseTable> leases_;
   std::map<uint32_t, Owned> owned_;
+  std::vector<std::string> live_nodes_;
   TimeMs announced_at_ = 0;
   bool announced_ = false;
   NodeStats stats_;

@@ -98,7 +98,8 @@ Status PartitionStream::EnsureStream() {
 }
 
 Status PartitionStream::Publish(uint32_t partition, const Record& record,
-                                const PublishOptions& publish, uint64_t* stream_seq) {
+                                const PublishOptions& publish, uint64_t* stream_seq,
+                                bool* duplicate) {
   BUCKETD_CHECK(partition < options_.partitions);
   const std::string subject = Subject(partition);
   const std::string body = EncodeRecord(record);
@@ -120,6 +121,7 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
     return NatsFailed("publish to " + subject, s, js_error);
   }
   *stream_seq = ack->Sequence;
+  if (duplicate != nullptr) *duplicate = ack->Duplicate;
   jsPubAck_Destroy(ack);
   return Status::Ok();
 }

@@ -79,10 +79,11 @@ class PartitionStream {
   // Publishes `record` (its seq is ignored) to `partition`'s subject; OK once JetStream
   // acknowledged it, with the stream sequence it got in `*stream_seq`. A fence that does not
   // hold: FailedPrecondition, nothing stored. IoError when JetStream did not acknowledge
-  // (the record may or may not be stored: retry with the same msg_id).
+  // (the record may or may not be stored: retry with the same msg_id). `*duplicate`, if
+  // given: JetStream had stored a record with this msg_id within the window (this one was not).
   // REQUIRES: partition < partitions().
   Status Publish(uint32_t partition, const Record& record, const PublishOptions& publish,
-                 uint64_t* stream_seq);
+                 uint64_t* stream_seq, bool* duplicate = nullptr);
 
   // The partition's records with stream sequence >= from_seq, at most `max_records`, up to
   // the partition's last record when the call began (never waits for new ones).

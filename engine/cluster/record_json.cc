@@ -2,12 +2,14 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
 #include "bucketd/time_format.h"
 #include "engine/base/input_rules.h"
 #include "engine/base/json_writer.h"
+#include "engine/definition/definition.h"
 
 namespace bucketd::cluster {
 namespace {
@@ -221,6 +223,35 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out) {
     r.occurred_at = has_occurred_at ? std::min(r.occurred_at, r.at) : r.at;
   }
   *out = std::move(r);
+  return Status::Ok();
+}
+
+Record EventRecord(const EventInput& event, TimeMs at) {
+  Record r;
+  r.at = at;
+  r.kind = RecordKind::kEvent;
+  r.user_id = event.user_id;
+  r.event_name = event.event;
+  r.occurred_at = std::min(event.occurred_at_ms.value_or(at), at);
+  r.email = event.email;
+  r.properties = event.contact_properties;
+  r.idempotency_key = event.idempotency_key;
+  return r;
+}
+
+Status DefinitionRecord(std::string_view json, std::optional<std::string_view> path_id, TimeMs at,
+                        Record* out) {
+  BucketDefinition def;
+  if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
+  if (path_id && def.id != *path_id) {
+    return Status::InvalidArgument("id", "must match the id in the path");
+  }
+  if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
+  *out = Record();
+  out->at = at;
+  out->kind = RecordKind::kBucketDefine;
+  out->bucket_id = def.id;
+  out->definition_json = ToCanonicalJson(def);
   return Status::Ok();
 }
 

@@ -3,9 +3,11 @@
 // record on the stream"). JSON because producers in any language publish it directly; an
 // event is exactly what `POST /v1/events` takes for one event, so a direct producer needs
 // nothing more. The record's seq is not in the body: it is the message's stream sequence.
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "bucketd/engine.h"
 #include "bucketd/status.h"
 #include "engine/base/record.h"
 
@@ -21,5 +23,16 @@ std::string EncodeRecord(const Record& record);
 // breaks a rule of SPEC §1-2 that does not depend on the state (input_rules.h); what depends on
 // the state (a deleted contact, an unknown bucket) is left to the fold.
 Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out);
+
+// The record a routing node publishes for an event it accepted at instant `at`: occurredAt
+// defaults to `at` and is clamped to it, as Engine::Ingest does.
+// REQUIRES: ValidateEvent(event) is OK.
+Record EventRecord(const EventInput& event, TimeMs at);
+
+// The record a routing node fans out for a bucket definition (POST /v1/buckets, PUT
+// /v1/buckets/{id} with `path_id`): parsed with every refusal of SPEC §3 (errors name the
+// field), the id checked as a new one, the definition in canonical JSON as the log stores it.
+Status DefinitionRecord(std::string_view json, std::optional<std::string_view> path_id, TimeMs at,
+                        Record* out);
 
 }  // namespace bucketd::cluster

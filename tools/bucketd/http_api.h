@@ -11,6 +11,7 @@
 #include "engine_thread.h"
 #include "http_request.h"
 #include "http_route.h"
+#include "http_service.h"
 #include "prometheus.h"
 
 namespace bucketd::server {
@@ -20,7 +21,7 @@ struct ApiConfig {
   bool manual_clock = false;
 };
 
-class HttpApi {
+class HttpApi final : public HttpService {
  public:
   HttpApi(EngineThread& engine, ServerMetrics& metrics, ApiConfig config);
 
@@ -30,15 +31,16 @@ class HttpApi {
   void SetAuthorities(std::vector<std::string> authorities);
 
   // The refusal of a request on its headers alone, before its body is read (Router::Screen).
-  std::optional<Reply> Screen(const HttpRequest& req) const;
+  std::optional<Reply> Screen(const HttpRequest& req) const override;
   // Serves one request: `respond` gets its reply exactly once, from any thread; `post` runs
   // the rest of the work on the transport's executor (see Exchange).
-  void Dispatch(HttpRequestPtr req, Exchange::Poster post, Exchange::Responder respond) const;
+  void Dispatch(HttpRequestPtr req, Exchange::Poster post,
+                Exchange::Responder respond) const override;
   // Serves one request and waits for its reply on the caller's thread: a harness without a
   // socket (tests, fuzzing). Needs the EngineThread started.
   Reply DispatchAndWait(HttpRequest req) const;
   // A request the transport refused before routing (malformed, too large), for metrics.
-  void RecordUnrouted(int http_status) const;
+  void RecordUnrouted(int http_status) const override;
   // From now on /readyz answers 503: a load balancer stops sending new work while the
   // in-flight requests finish. Thread-safe; called once a stop signal arrives.
   void BeginShutdown() { shutting_down_ = true; }

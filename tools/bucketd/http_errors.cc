@@ -55,6 +55,10 @@ HttpError Unauthorized() {
   return {kHttpUnauthorized, "unauthorized", "missing or wrong bearer token", ""};
 }
 
+HttpError NotImplemented(std::string message) {
+  return {kHttpNotImplemented, "not_implemented", std::move(message), ""};
+}
+
 HttpError NotFound(std::string message) {
   return {kHttpNotFound, "not_found", std::move(message), ""};
 }

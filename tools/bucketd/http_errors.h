@@ -10,6 +10,7 @@ namespace bucketd::server {
 
 inline constexpr int kHttpOk = 200;
 inline constexpr int kHttpCreated = 201;
+inline constexpr int kHttpAccepted = 202;
 inline constexpr int kHttpBadRequest = 400;
 inline constexpr int kHttpUnauthorized = 401;
 inline constexpr int kHttpForbidden = 403;
@@ -19,6 +20,7 @@ inline constexpr int kHttpLengthRequired = 411;
 inline constexpr int kHttpPayloadTooLarge = 413;
 inline constexpr int kHttpUnsupportedMediaType = 415;
 inline constexpr int kHttpHeaderTooLarge = 431;
+inline constexpr int kHttpNotImplemented = 501;
 inline constexpr int kHttpUnavailable = 503;
 inline constexpr int kHttpInsufficientStorage = 507;
 
@@ -47,6 +49,8 @@ HttpError LengthRequired();
 // 415 "unsupported_media_type", the header (Content-Type, Content-Encoding) as the field.
 HttpError UnsupportedMediaType(std::string header, std::string message);
 HttpError HeaderTooLarge(std::string message);
+// 501 "not_implemented": a route this server (a cluster node) does not serve yet.
+HttpError NotImplemented(std::string message);
 
 // The JSON body of an error; `field` is written only when non-empty.
 std::string ErrorBody(const HttpError& error);

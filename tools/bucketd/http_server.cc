@@ -80,7 +80,7 @@ class Session;
 // owner thread drops after Run() returned, and its unregistering must find this alive.
 class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
-  Impl(HttpApi& api, HttpServerConfig config)
+  Impl(HttpService& api, HttpServerConfig config)
       : api_(api),
         config_(config),
         work_(net::make_work_guard(ioc_)),
@@ -92,7 +92,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   void Run();
   void Shutdown();
 
-  HttpApi& api() { return api_; }
+  HttpService& api() { return api_; }
   const HttpServerConfig& config() const { return config_; }
   bool ShuttingDown() const { return shutting_down_.load(std::memory_order_acquire); }
   void Register(Session* session);
@@ -105,7 +105,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   // Lets Run return once shutting down and the last connection has ended. REQUIRES: mu_.
   void FinishIfDrained();
 
-  HttpApi& api_;
+  HttpService& api_;
   const HttpServerConfig config_;
   std::atomic<bool> shutting_down_{false};
   uint64_t refused_connections_ = 0;  // acceptor strand only
@@ -475,7 +475,7 @@ void HttpServer::Impl::Run() {
   for (std::thread& thread : threads) thread.join();
 }
 
-HttpServer::HttpServer(HttpApi& api, HttpServerConfig config)
+HttpServer::HttpServer(HttpService& api, HttpServerConfig config)
     : impl_(std::make_shared<Impl>(api, config)) {}
 
 HttpServer::~HttpServer() = default;

@@ -2,12 +2,12 @@
 // The HTTP/1.1 transport: Boost.Beast's parser on an Asio io_context run by a few threads.
 // Every socket is a small state machine driven by completions, so an idle keep-alive
 // connection, a slow client or a parked long-poll costs memory and a descriptor, never a
-// thread; requests go to HttpApi as transport-neutral HttpRequests.
+// thread; requests go to an HttpService (HttpApi, ClusterApi) as transport-neutral HttpRequests.
 //
 // Limits enforced here, before a byte of body is buffered: the header size (431), the body
 // size whatever its transfer encoding (413), ambiguous framing (Transfer-Encoding with
 // Content-Length, repeated Content-Length: 400), a body without a length (411); the
-// routes' header checks (HttpApi::Screen) also run before the body is read. Timeouts drop
+// routes' header checks (HttpService::Screen) also run before the body is read. Timeouts drop
 // slow clients: the wait for a request, the header once it started, the body, the write.
 #include <chrono>
 #include <cstddef>
@@ -16,7 +16,7 @@
 #include <string>
 
 #include "bucketd/status.h"
-#include "http_api.h"
+#include "http_service.h"
 
 namespace bucketd::server {
 
@@ -33,7 +33,7 @@ struct HttpServerConfig {
 
 class HttpServer {
  public:
-  HttpServer(HttpApi& api, HttpServerConfig config);
+  HttpServer(HttpService& api, HttpServerConfig config);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -3,8 +3,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,9 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#ifdef BUCKETD_WITH_CLUSTER
+#include "cluster_api.h"
+#endif
 #include "bucket_files.h"
 #include "bucketd/engine.h"
 #include "bucketd/time_format.h"
@@ -57,6 +62,13 @@ struct Flags {
   std::string header_timeout = "10s";
   std::string body_timeout = "30s";
   uint32_t replay_threads = Options().replay_threads;
+  // Cluster mode (docs/cluster.md) when cluster_url is set.
+  std::string cluster_url;
+  std::string cluster_name = "default";
+  uint32_t partitions = 64;
+  std::string node_id;
+  int cluster_replicas = 3;
+  std::string lease_ttl = "10s";
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -132,6 +144,30 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--body-timeout", f.body_timeout,
                  "close a connection whose request body (or response) takes longer than this")
       ->envname("BUCKETD_BODY_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--cluster-url", f.cluster_url,
+                 "cluster mode: NATS URLs, comma-separated (docs/cluster.md)")
+      ->envname("BUCKETD_CLUSTER_URL");
+  app.add_option("--cluster-name", f.cluster_name,
+                 "cluster mode: names the streams and the lease bucket ([A-Za-z0-9_-])")
+      ->envname("BUCKETD_CLUSTER_NAME")
+      ->capture_default_str();
+  app.add_option("--partitions", f.partitions,
+                 "cluster mode: partition count, fixed when the cluster is created")
+      ->envname("BUCKETD_PARTITIONS")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--node-id", f.node_id,
+                 "cluster mode: this node's unique id (default: <hostname>-<port>)")
+      ->envname("BUCKETD_NODE_ID");
+  app.add_option("--cluster-replicas", f.cluster_replicas,
+                 "cluster mode: replicas of the streams and leases this node creates")
+      ->envname("BUCKETD_CLUSTER_REPLICAS")
+      ->check(CLI::Range(1, 5))
+      ->capture_default_str();
+  app.add_option("--lease-ttl", f.lease_ttl,
+                 "cluster mode: a dead node's partitions move after this long")
+      ->envname("BUCKETD_LEASE_TTL")
       ->capture_default_str();
 }
 
@@ -334,7 +370,134 @@ void BlockWatchedSignals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+#ifdef BUCKETD_WITH_CLUSTER
+// Waits for SIGTERM / SIGINT (SIGHUP: nothing to reload in cluster mode yet), then stops the
+// server; the node leaves the cluster after Run() returns.
+class ClusterSignalWatcher {
+ public:
+  ClusterSignalWatcher(ClusterApi& api, HttpServer& server)
+      : thread_([this, &api, &server] { Watch(api, server); }) {}
+  ~ClusterSignalWatcher() {
+    serving_done_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  void Watch(ClusterApi& api, HttpServer& server) {
+    const sigset_t signals = WatchedSignals();
+    int signal = 0;
+    do {
+      sigwait(&signals, &signal);
+      if (serving_done_) return;
+    } while (signal == SIGHUP);
+    spdlog::info("event=shutdown signal={}", signal);
+    api.BeginShutdown();
+    server.Shutdown();
+  }
+
+  std::atomic<bool> serving_done_{false};
+  std::thread thread_;
+};
+
+std::string DefaultNodeId(int port) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::string id;
+  for (const char* c = host; *c != '\0' && id.size() < 48; ++c) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(*c)) || *c == '-' || *c == '_';
+    id += ok ? *c : '_';
+  }
+  if (id.empty()) id = "node";
+  return id + "-" + std::to_string(port != 0 ? port : static_cast<int>(getpid()));
+}
+
+// bucketd as a cluster node: no local engine; inputs go to the partition streams, the node
+// folds the partitions it leases and publishes their transitions (docs/cluster.md).
+int ServeCluster(const Flags& flags) {
+  std::string host;
+  int port = 0;
+  if (!SplitHostPort(flags.listen, &host, &port)) {
+    spdlog::critical("event=bad_flags error=\"--listen must be host:port\"");
+    return EXIT_FAILURE;
+  }
+  HttpServerConfig server_config;
+  TimeMs lease_ttl_ms = 0;
+  Status status = ToServerConfig(flags, &server_config);
+  if (status.ok() && flags.clock != "wall") {
+    status =
+        Status::InvalidArgument("--clock", "cluster mode runs on the wall clock (manual: not yet)");
+  }
+  if (status.ok()) {
+    status = ParseDurationString(flags.lease_ttl, &lease_ttl_ms);
+    if (!status.ok() || lease_ttl_ms < 1000) {
+      status = Status::InvalidArgument("--lease-ttl", "must be a duration of at least 1s");
+    }
+  }
+  if (!status.ok()) {
+    spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
+    return EXIT_FAILURE;
+  }
+  RaiseDescriptorLimit();
+
+  cluster::NodeOptions node_options;
+  node_options.stream.url = flags.cluster_url;
+  node_options.stream.cluster = flags.cluster_name;
+  node_options.stream.partitions = flags.partitions;
+  node_options.stream.replicas = flags.cluster_replicas;
+  node_options.node_id = flags.node_id.empty() ? DefaultNodeId(port) : flags.node_id;
+  node_options.lease_ttl_ms = lease_ttl_ms;
+  node_options.renew_every_ms = lease_ttl_ms / 3;
+  std::unique_ptr<cluster::ClusterNode> node;
+  status = cluster::ClusterNode::Open(node_options, &node);
+  std::unique_ptr<cluster::PartitionStream> router_stream;
+  if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &router_stream);
+  if (!status.ok()) {
+    spdlog::critical("event=cluster_open_failed url={} error=\"{}\"", flags.cluster_url,
+                     status.ToString());
+    std::fprintf(stderr, "bucketd: %s\n", status.ToString().c_str());
+    return EXIT_FAILURE;
+  }
+  ServerMetrics metrics;
+  NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
+  InputRouter router(std::move(router_stream));
+  ClusterApi api(runner, router, metrics, {flags.auth_token, node_options.node_id});
+  HttpServer server(api, server_config);
+  status = server.Listen(host, static_cast<uint16_t>(port));
+  if (!status.ok()) {
+    spdlog::critical("event=listen_failed listen={} error=\"{}\"", flags.listen, status.message());
+    std::fprintf(stderr, "bucketd: %s\n", status.message().c_str());
+    return EXIT_FAILURE;
+  }
+  api.SetAuthorities(Authorities(host, server.port()));
+  if (flags.auth_token.empty() && !IsLoopbackHost(host)) {
+    spdlog::warn("event=tokenless_public_listen address={}", flags.listen);
+  }
+  runner.Start();
+  spdlog::info(
+      "event=listening address={}:{} mode=cluster cluster={} node={} partitions={} "
+      "lease_ttl_ms={} auth={}",
+      host, server.port(), flags.cluster_name, node_options.node_id, flags.partitions, lease_ttl_ms,
+      flags.auth_token.empty() ? "off" : "bearer");
+  {
+    ClusterSignalWatcher watcher(api, server);
+    server.Run();
+  }
+  runner.Stop();  // hands the partitions over at once
+  spdlog::info("event=stopped");
+  return EXIT_SUCCESS;
+}
+#endif
+
 int Serve(const Flags& flags) {
+#ifdef BUCKETD_WITH_CLUSTER
+  if (!flags.cluster_url.empty()) return ServeCluster(flags);
+#else
+  if (!flags.cluster_url.empty()) {
+    std::fprintf(stderr, "bucketd: built without cluster mode (BUCKETD_BUILD_CLUSTER=OFF)\n");
+    return EXIT_FAILURE;
+  }
+#endif
   Options options;
   TimeMs sweep_interval_ms = 0;
   std::string host;

@@ -1,0 +1,182 @@
+// bucketd processes in cluster mode (docs/cluster.md): events and definitions POSTed to any
+// node are routed by partition and acknowledged after JetStream's ack; the nodes share the
+// partitions, and when one is SIGKILLed the other takes its partitions over after the lease
+// TTL: every acknowledged event's transition reaches the output stream exactly once.
+#include <signal.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <catch2/catch.hpp>
+
+#include "tests/cluster_test_support.h"
+#include "tests/nats_test_support.h"
+#include "tests/sidecar_test_support.h"
+#include "tests/test_support.h"
+
+#include "engine/cluster/nats_connection.h"
+#include "engine/cluster/output_stream.h"
+
+namespace bucketd::testing {
+namespace {
+
+constexpr uint32_t kPartitions = 8;
+
+std::vector<std::string> NodeArgs(const NatsCluster& nats, const std::string& id) {
+  return {"--clock",      "wall", "--cluster-url", nats.url(), "--cluster-name",     "srv",
+          "--partitions", "8",    "--node-id",     id,         "--cluster-replicas", "1",
+          "--lease-ttl",  "2s"};
+}
+
+// Every message of the output stream by message id (a key twice fails the test).
+std::map<std::string, std::string> OutputByKey(cluster::OutputStream* output) {
+  std::map<std::string, std::string> out;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    for (uint64_t from = 1;;) {
+      std::vector<cluster::OutputMessage> page;
+      RequireOk(output->Read(p, from, 1000, &page));
+      if (page.empty()) break;
+      for (const cluster::OutputMessage& m : page) {
+        INFO(m.json);
+        CHECK(out.emplace(m.msg_id, m.json).second);
+      }
+      from = page.back().stream_seq + 1;
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> WaitForOutput(cluster::OutputStream* output, size_t count) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    std::map<std::string, std::string> out = OutputByKey(output);
+    if (out.size() >= count || std::chrono::steady_clock::now() > deadline) return out;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+// POSTs one event per user in [from, to), alternating single objects and batches of 10.
+void PostUsers(const Sidecar& node, int from, int to) {
+  httplib::Client client = node.Client();
+  for (int i = from; i < to;) {
+    std::string body;
+    const int n = (i % 20 == 0) ? 10 : 1;
+    if (n == 1) {
+      body = R"({"userId":"u)" + std::to_string(i) +
+             R"(","event":"app.opened","idempotencyKey":"k)" + std::to_string(i) + R"("})";
+    } else {
+      body = "[";
+      for (int j = i; j < std::min(i + n, to); ++j) {
+        body += std::string(j > i ? "," : "") + R"({"userId":"u)" + std::to_string(j) +
+                R"(","event":"app.opened","idempotencyKey":"k)" + std::to_string(j) + R"("})";
+      }
+      body += "]";
+    }
+    auto res = client.Post("/v1/events", body, "application/json");
+    REQUIRE(res);
+    INFO(res->body);
+    REQUIRE(res->status == 200);
+    CHECK(res->body.find(R"("rejected":[])") != std::string::npos);
+    i = std::min(i + n, to);
+  }
+}
+
+TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed node") {
+  NatsCluster nats(1);
+  TempDir dir_a, dir_b;
+  auto a = std::make_unique<Sidecar>(dir_a.path(), NodeArgs(nats, "node-a"));
+  auto b = std::make_unique<Sidecar>(dir_b.path(), NodeArgs(nats, "node-b"));
+  std::shared_ptr<cluster::NatsConnection> connection;
+  RequireOk(cluster::NatsConnection::Connect(nats.url(), 5000, &connection));
+  std::unique_ptr<cluster::OutputStream> output;
+  cluster::OutputOptions output_options;
+  output_options.cluster = "srv";
+  output_options.partitions = kPartitions;
+  output_options.replicas = 1;
+  RequireOk(cluster::OutputStream::Open(connection, output_options, &output));
+
+  httplib::Client client_a = a->Client();
+  // Refusals name the field and publish nothing.
+  auto bad = client_a.Post("/v1/events", R"({"userId":"","event":"x"})", "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(bad->body.find(R"("field":"userId")") != std::string::npos);
+  bad = client_a.Put("/v1/buckets/active", R"({"id":"active","criteria":{"type":"nope"}})",
+                     "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(bad->body.find(R"("field":"criteria.type")") != std::string::npos);
+  // Queries over the cluster's state are not served yet, and say so.
+  auto not_yet = client_a.Get("/v1/buckets/active/count");
+  REQUIRE(not_yet);
+  CHECK(not_yet->status == 501);
+
+  auto defined = client_a.Put(
+      "/v1/buckets/active",
+      R"({"id":"active","criteria":{"type":"event","eventName":"app.opened","check":"exists",)"
+      R"("within":"30d"}})",
+      "application/json");
+  REQUIRE(defined);
+  INFO(defined->body);
+  CHECK(defined->status == 202);
+
+  // Both nodes alive: inputs to either one.
+  PostUsers(*a, 0, 60);
+  PostUsers(*b, 60, 120);
+  CHECK(WaitForOutput(output.get(), 120).size() == 120);
+  // The partitions are split between the two nodes (rendezvous over node-a and node-b).
+  auto cluster_a = client_a.Get("/v1/cluster");
+  REQUIRE(cluster_a);
+  CHECK(cluster_a->body.find(R"("liveNodes":["node-a","node-b"])") != std::string::npos);
+
+  // node-a dies mid-stream: inputs keep going to node-b, which takes node-a's partitions over
+  // once their leases expire and publishes what node-a had not.
+  CHECK(a->Stop(SIGKILL) == 128 + SIGKILL);
+  PostUsers(*b, 120, 200);
+  // A retry of acknowledged events within the duplicate window is stored once.
+  httplib::Client client_b = b->Client();
+  auto retry =
+      client_b.Post("/v1/events", R"({"userId":"u7","event":"app.opened","idempotencyKey":"k7"})",
+                    "application/json");
+  REQUIRE(retry);
+  CHECK(retry->body.find(R"("duplicates":1)") != std::string::npos);
+  std::map<std::string, std::string> out = WaitForOutput(output.get(), 200);
+  CHECK(out.size() == 200);
+  // node-b now holds every partition.
+  auto cluster_b = client_b.Get("/v1/cluster");
+  REQUIRE(cluster_b);
+  INFO(cluster_b->body);
+  CHECK(cluster_b->body.find(R"("liveNodes":["node-b"])") != std::string::npos);
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    CHECK(cluster_b->body.find(R"({"partition":)" + std::to_string(p) + ",") != std::string::npos);
+  }
+
+  // node-a comes back (same id): the partitions rendezvous gives it move back, handed over.
+  a = std::make_unique<Sidecar>(dir_a.path(), NodeArgs(nats, "node-a"));
+  PostUsers(*a, 200, 260);
+  out = WaitForOutput(output.get(), 260);
+  CHECK(out.size() == 260);
+  for (int i = 0; i < 260; ++i) {
+    INFO(i);
+    CHECK(out.count("bucket:active:u" + std::to_string(i) + ":entered:1") == 1);
+  }
+  // node-b handed node-a its share back.
+  cluster_b = client_b.Get("/v1/cluster");
+  REQUIRE(cluster_b);
+  CHECK(cluster_b->body.find(R"("liveNodes":["node-a","node-b"])") != std::string::npos);
+  CHECK(cluster_b->body.find(R"("leasesReleased":0)") == std::string::npos);
+  auto metrics = client_b.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("bucketd_cluster_leases_taken_total ") != std::string::npos);
+  CHECK(b->Stop(SIGTERM) == 0);
+  CHECK(a->Stop(SIGTERM) == 0);
+}
+
+}  // namespace
+}  // namespace bucketd::testing
