@@ -4,6 +4,7 @@
 // TTL: every acknowledged event's transition reaches the output stream exactly once.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -112,8 +113,8 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(bad);
   CHECK(bad->status == 400);
   CHECK(bad->body.find(R"("field":"criteria.type")") != std::string::npos);
-  // Queries over the cluster's state are not served yet, and say so.
-  auto not_yet = client_a.Get("/v1/buckets/active/count");
+  // What a cluster node does not serve yet says so.
+  auto not_yet = client_a.Get("/v1/transitions");
   REQUIRE(not_yet);
   CHECK(not_yet->status == 501);
 
@@ -166,6 +167,62 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
     INFO(i);
     CHECK(out.count("bucket:active:u" + std::to_string(i) + ":entered:1") == 1);
   }
+  // Queries answer for the whole cluster from either node, by scatter-gather.
+  for (const Sidecar* node : {a.get(), b.get()}) {
+    httplib::Client client = node->Client();
+    auto count = client.Get("/v1/buckets/active/count");
+    REQUIRE(count);
+    CHECK(count->status == 200);
+    CHECK(count->body == R"({"count":260})");
+  }
+  // Members pages stay keyset-ordered by userId across partitions.
+  std::vector<std::string> expected;
+  for (int i = 0; i < 260; ++i) expected.push_back("u" + std::to_string(i));
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> paged;
+  std::string cursor;
+  for (int page = 0; page < 10; ++page) {
+    auto res = client_b.Get("/v1/buckets/active/members?limit=100" +
+                            (cursor.empty() ? std::string() : "&cursor=" + cursor));
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    for (size_t at = res->body.find(R"("userId":")"); at != std::string::npos;
+         at = res->body.find(R"("userId":")", at + 1)) {
+      const size_t begin = at + 10;
+      paged.push_back(res->body.substr(begin, res->body.find('"', begin) - begin));
+    }
+    const size_t c = res->body.find(R"("cursor":")");
+    if (c == std::string::npos) {
+      CHECK(res->body.find(R"("cursor":null)") != std::string::npos);
+      break;
+    }
+    cursor = res->body.substr(c + 10, res->body.find('"', c + 10) - (c + 10));
+  }
+  CHECK(paged == expected);
+  auto memberships = client_b.Get("/v1/users/u42/memberships");
+  REQUIRE(memberships);
+  CHECK(memberships->status == 200);
+  CHECK(memberships->body.find(R"("bucketId":"active","active":true)") != std::string::npos);
+  auto member = client_b.Get("/v1/buckets/active/members/u42");
+  REQUIRE(member);
+  CHECK(member->status == 200);
+  auto stranger = client_b.Get("/v1/buckets/active/members/nobody");
+  REQUIRE(stranger);
+  CHECK(stranger->status == 404);
+  auto unknown = client_b.Get("/v1/buckets/nope/count");
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  auto metrics_of = client_b.Get("/v1/buckets/active/metrics");
+  REQUIRE(metrics_of);
+  CHECK(metrics_of->body.find(R"("size":260)") != std::string::npos);
+  auto state = client_b.Get("/v1/state");
+  REQUIRE(state);
+  CHECK(state->status == 200);
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    CHECK(state->body.find(R"({"partition":)" + std::to_string(p) + R"(,"state":{)") !=
+          std::string::npos);
+  }
+
   // node-b handed node-a its share back.
   cluster_b = client_b.Get("/v1/cluster");
   REQUIRE(cluster_b);

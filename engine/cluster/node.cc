@@ -13,7 +13,74 @@ TimeMs WallClockNow() { return WallClock().Now(); }
 ClusterNode::ClusterNode(const NodeOptions& options, std::shared_ptr<NatsConnection> nats)
     : options_(options), nats_(std::move(nats)) {}
 
-ClusterNode::~ClusterNode() = default;
+ClusterNode::~ClusterNode() {
+  for (auto it = owned_.begin(); it != owned_.end();) {
+    const auto next = std::next(it);
+    Drop(it);
+    it = next;
+  }
+  for (auto& [p, msg] : inbox_.queue) natsMsg_Destroy(msg);
+}
+
+void ClusterNode::Drop(std::map<uint32_t, Owned>::iterator it) {
+  if (natsSubscription* sub = it->second.queries; sub != nullptr) {
+    // Drained, not just unsubscribed: the wait ends once no callback of it can still run.
+    if (natsSubscription_Drain(sub) == NATS_OK) {
+      natsSubscription_WaitForDrainCompletion(sub, nats_->timeout_ms());
+    }
+    natsSubscription_Destroy(sub);
+  }
+  owned_.erase(it);
+}
+
+void ClusterNode::SetQueryHandler(QueryHandler handler, std::function<void()> arrived) {
+  BUCKETD_CHECK(owned_.empty());
+  query_handler_ = std::move(handler);
+  inbox_.arrived = std::move(arrived);
+}
+
+void ClusterNode::OnQuery(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  const auto* c = static_cast<const QueryClosure*>(closure);
+  {
+    std::lock_guard<std::mutex> lock(c->inbox->mu);
+    c->inbox->queue.emplace_back(c->partition, msg);
+  }
+  if (c->inbox->arrived) c->inbox->arrived();
+}
+
+Status ClusterNode::SubscribeQueries(uint32_t p, Owned* owned) {
+  if (!query_handler_) return Status::Ok();
+  QueryClosure& closure = query_closures_.emplace_back(QueryClosure{&inbox_, p});
+  const std::string subject = input_->QuerySubject(p);
+  const natsStatus s = natsConnection_Subscribe(&owned->queries, nats_->connection(),
+                                                subject.c_str(), &ClusterNode::OnQuery, &closure);
+  if (s != NATS_OK) {
+    owned->queries = nullptr;
+    return NatsFailed("subscribe " + subject, s);
+  }
+  return Status::Ok();
+}
+
+void ClusterNode::ServeQueries() {
+  std::deque<std::pair<uint32_t, natsMsg*>> queries;
+  {
+    std::lock_guard<std::mutex> lock(inbox_.mu);
+    queries.swap(inbox_.queue);
+  }
+  for (auto& [p, msg] : queries) {
+    const auto it = owned_.find(p);
+    const char* reply = natsMsg_GetReply(msg);
+    if (it != owned_.end() && reply != nullptr && query_handler_) {
+      const std::string answer =
+          query_handler_(p, FoldReader(it->second.fold->fold()), options_.clock->Now(),
+                         std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+      natsConnection_Publish(nats_->connection(), reply, answer.data(),
+                             static_cast<int>(answer.size()));
+      ++stats_.queries_answered;
+    }
+    natsMsg_Destroy(msg);
+  }
+}
 
 Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode>* out) {
   if (!ValidNameToken(options.node_id)) {
@@ -93,7 +160,9 @@ void ClusterNode::KeepAlive(Status* first_error) {
     }
     if (lost) {
       ++stats_.leases_lost;
-      it = owned_.erase(it);
+      const auto next = std::next(it);
+      Drop(it);
+      it = next;
     } else {
       ++it;
     }
@@ -134,7 +203,7 @@ Status ClusterNode::Tick() {
         Status s = leases_->Release(p, self, o.lease_revision);
         if (s.ok()) ++stats_.leases_released;
         if (s.ok() || s.code() == StatusCode::kFailedPrecondition) {
-          owned_.erase(it);
+          Drop(it);
         } else {
           note(std::move(s));
         }
@@ -152,9 +221,11 @@ Status ClusterNode::Tick() {
 
   for (const uint32_t p : owned()) {
     KeepAlive(&first_error);
+    ServeQueries();
     const auto it = owned_.find(p);
     if (it != owned_.end()) note(Advance(p, &it->second, options_.clock->Now()));
   }
+  ServeQueries();
   return first_error;
 }
 
@@ -172,7 +243,9 @@ Status ClusterNode::TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now) {
   o.fold = std::make_unique<PartitionFold>(input_.get(), p);
   o.published_through = published_through;
   ++stats_.leases_taken;
-  return Status::Ok();
+  // Without its query subscription the partition is still folded and published; the queries
+  // it misses fail by their deadline, and the next takeover subscribes again.
+  return SubscribeQueries(p, &o);
 }
 
 Status ClusterNode::FoldNew(Owned* o) {
@@ -229,7 +302,9 @@ Status ClusterNode::Leave() {
     if (s.ok()) s = leases_->Release(it->first, options_.node_id, it->second.lease_revision);
     if (s.ok()) ++stats_.leases_released;
     if (!s.ok() && first_error.ok()) first_error = s;
-    it = owned_.erase(it);
+    const auto next = std::next(it);
+    Drop(it);
+    it = next;
   }
   if (Status s = leases_->Withdraw(options_.node_id); !s.ok() && first_error.ok()) {
     first_error = s;

@@ -14,8 +14,10 @@
 // Threading: one thread at a time.
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,7 @@
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/core/clock.h"
+#include "engine/core/fold_reader.h"
 
 namespace bucketd::cluster {
 
@@ -50,6 +53,11 @@ struct NodeOptions {
   bool publish_sweeps = true;
 };
 
+// Answers one query on a partition this node owns (docs/cluster.md, "Queries"), on the
+// node's thread: `request` as the asking node sent it, the reply body returned.
+using QueryHandler = std::function<std::string(uint32_t partition, const FoldReader& reader,
+                                               TimeMs now, std::string_view request)>;
+
 struct NodeStats {
   uint64_t transitions_published = 0;
   // Transitions a takeover folded again and did not publish: the previous owner had.
@@ -61,6 +69,7 @@ struct NodeStats {
   uint64_t leases_taken = 0;
   uint64_t leases_released = 0;
   uint64_t leases_lost = 0;
+  uint64_t queries_answered = 0;
 };
 
 class ClusterNode {
@@ -77,6 +86,13 @@ class ClusterNode {
   // lapse. Returns the first error met; the round still did what it could, and the next one
   // retries the rest.
   Status Tick();
+  // Serves queries on the owned partitions' subjects (PartitionStream::QuerySubject) with
+  // `handler`; `arrived` is called (on a NATS thread) when one arrives, so the caller can run
+  // ServeQueries soon. REQUIRES: before the first Tick.
+  void SetQueryHandler(QueryHandler handler, std::function<void()> arrived);
+  // Answers the queries that arrived since the last call (Tick calls it too). A query on a
+  // partition no longer owned is dropped: its new owner answers it.
+  void ServeQueries();
   // Publishes what is pending, releases every lease and withdraws the node: the others take
   // its partitions at their next round instead of after the TTL.
   Status Leave();
@@ -96,6 +112,8 @@ class ClusterNode {
 
  private:
   struct Owned {
+    // The subscription to the partition's query subject, while a handler is set.
+    natsSubscription* queries = nullptr;
     uint64_t lease_revision = 0;
     TimeMs renewed_at = 0;
     std::unique_ptr<PartitionFold> fold;
@@ -105,7 +123,17 @@ class ClusterNode {
     uint64_t published_through = 0;
   };
 
+  // Queries received on a NATS thread, waiting for the node's thread.
+  struct QueryInbox {
+    std::mutex mu;
+    std::deque<std::pair<uint32_t, natsMsg*>> queue;
+    std::function<void()> arrived;
+  };
+  static void OnQuery(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+  Status SubscribeQueries(uint32_t p, Owned* owned);
+
   ClusterNode(const NodeOptions& options, std::shared_ptr<NatsConnection> nats);
+  void Drop(std::map<uint32_t, Owned>::iterator it);
   Status TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now);
   // Announces the node and renews the leases whose renewal is due; drops the lost ones.
   void KeepAlive(Status* first_error);
@@ -120,6 +148,17 @@ class ClusterNode {
   std::unique_ptr<LeaseTable> leases_;
   std::map<uint32_t, Owned> owned_;
   std::vector<std::string> live_nodes_;
+  QueryHandler query_handler_;
+  // Shared with the subscriptions' callbacks; each subscription's closure is {inbox, p}.
+  QueryInbox inbox_;
+  // A subscription's closure: where its messages go and for which partition. Never freed
+  // while the node lives (a deque does not move them); a subscription is drained before its
+  // partition is dropped, so no callback runs after.
+  struct QueryClosure {
+    QueryInbox* inbox;
+    uint32_t partition;
+  };
+  std::deque<QueryClosure> query_closures_;
   TimeMs announced_at_ = 0;
   bool announced_ = false;
   NodeStats stats_;

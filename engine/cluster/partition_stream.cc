@@ -50,6 +50,14 @@ std::string PartitionStream::Subject(uint32_t partition) const {
   return "bucketd." + options_.cluster + ".in." + std::to_string(partition);
 }
 
+std::string QuerySubjectOf(std::string_view cluster, uint32_t partition) {
+  return "bucketd." + std::string(cluster) + ".q." + std::to_string(partition);
+}
+
+std::string PartitionStream::QuerySubject(uint32_t partition) const {
+  return QuerySubjectOf(options_.cluster, partition);
+}
+
 Status PartitionStream::EnsureStream() {
   jsStreamInfo* info = nullptr;
   jsErrCode js_error = jsErrCode(0);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bucketd/status.h"
@@ -59,6 +60,10 @@ struct ReadResult {
   uint64_t next_seq = 0;
 };
 
+// Where the owner of `partition` of cluster `cluster` answers queries (core NATS
+// request/reply, not a stream; docs/cluster.md, "Queries").
+std::string QuerySubjectOf(std::string_view cluster, uint32_t partition);
+
 class PartitionStream {
  public:
   // Connects and ensures the stream exists (creates it, or checks an existing one has this
@@ -75,6 +80,8 @@ class PartitionStream {
   const std::string& stream_name() const { return stream_name_; }
   uint32_t partitions() const { return options_.partitions; }
   std::string Subject(uint32_t partition) const;
+  // Where the partition's owner answers queries (core NATS request/reply, not a stream).
+  std::string QuerySubject(uint32_t partition) const;
 
   // Publishes `record` (its seq is ignored) to `partition`'s subject; OK once JetStream
   // acknowledged it, with the stream sequence it got in `*stream_seq`. A fence that does not

@@ -16,6 +16,7 @@
 #include "bucketd/engine.h"
 #include "engine/base/input_rules.h"
 #include "engine/core/clock.h"
+#include "engine/core/fold_reader.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
 #include "engine/replay/parallel_replay.h"
@@ -34,11 +35,6 @@ int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                start)
       .count();
-}
-
-Member ToMember(const Slot& slot) {
-  return Member{slot.user->id,    slot.user->email, slot.entered_at,
-                slot.entry_count, slot.source,      slot.dwell_anchor_at};
 }
 
 constexpr uint32_t kReplayThreadsMax = 64;
@@ -399,102 +395,39 @@ class EngineImpl final : public Engine {
 
   // --- queries ---
 
-  std::vector<BucketInfo> ListBuckets() const override {
-    std::vector<const Bucket*> live;
-    for (const auto& b : fold_.state().buckets) {
-      if (b->live()) live.push_back(b.get());
-    }
-    std::sort(live.begin(), live.end(),
-              [](const Bucket* a, const Bucket* b) { return a->def.id < b->def.id; });
-    std::vector<BucketInfo> out;
-    for (const Bucket* b : live) out.push_back(Info(*b));
-    return out;
-  }
+  std::vector<BucketInfo> ListBuckets() const override { return FoldReader(fold_).ListBuckets(); }
 
   Status GetBucket(std::string_view bucket_id, BucketInfo* out) const override {
     if (closed_) return Closed();
-    const Bucket* b = fold_.bucket(bucket_id);
-    if (b == nullptr) return UnknownBucket(bucket_id);
-    *out = Info(*b);
-    return Status::Ok();
+    return FoldReader(fold_).GetBucket(bucket_id, out);
   }
 
   Status Count(std::string_view bucket_id, uint64_t* count) const override {
     if (closed_) return Closed();
-    const Bucket* b = fold_.bucket(bucket_id);
-    if (b == nullptr) return UnknownBucket(bucket_id);
-    *count = b->members.size();
-    return Status::Ok();
+    return FoldReader(fold_).Count(bucket_id, count);
   }
 
   Status Metrics(std::string_view bucket_id, BucketMetrics* out) const override {
     if (closed_) return Closed();
-    const Bucket* b = fold_.bucket(bucket_id);
-    if (b == nullptr) return UnknownBucket(bucket_id);
-    out->size = b->members.size();
-    out->entered = b->entered_total;
-    out->left = b->left_total;
-    out->average_dwell_seconds = b->left_total == 0
-                                     ? 0.0
-                                     : static_cast<double>(b->closed_dwell_ms_total) / 1000.0 /
-                                           static_cast<double>(b->left_total);
-    return Status::Ok();
+    return FoldReader(fold_).Metrics(bucket_id, out);
   }
 
   Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
                  MembersPage* out) const override {
     if (closed_) return Closed();
-    const Bucket* b = fold_.bucket(bucket_id);
-    if (b == nullptr) return UnknownBucket(bucket_id);
-    if (limit == 0 || limit > kMembersPageMax) {
-      return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
-    }
-    out->members.clear();
-    out->next_cursor.reset();
-    const MemberIndex::Sorted& sorted = b->members.sorted();
-    auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
-    for (; it != sorted.end() && out->members.size() < limit; ++it) {
-      out->members.push_back(ToMember(**it));
-    }
-    if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
-    return Status::Ok();
+    return FoldReader(fold_).Members(bucket_id, cursor, limit, out);
   }
 
   Status GetMember(std::string_view bucket_id, std::string_view user_id,
                    Member* out) const override {
     if (closed_) return Closed();
-    const Bucket* b = fold_.bucket(bucket_id);
-    if (b == nullptr) return UnknownBucket(bucket_id);
-    if (const User* user = fold_.user(user_id)) {
-      for (const auto& slot : user->slots) {
-        if (slot->bucket != b->index || !slot->active) continue;
-        *out = ToMember(*slot);
-        return Status::Ok();
-      }
-    }
-    return Status::NotFound("not a member");
+    return FoldReader(fold_).GetMember(bucket_id, user_id, out);
   }
 
   Status UserMemberships(std::string_view user_id,
                          std::vector<MembershipRecord>* out) const override {
     if (closed_) return Closed();
-    const User* found = fold_.user(user_id);
-    if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
-    const User& user = *found;
-    const auto& buckets = fold_.state().buckets;
-    out->clear();
-    for (const PastMembership& p : user.past) {
-      if (buckets[p.bucket]->deleted) continue;
-      out->push_back(MembershipRecord{buckets[p.bucket]->def.id, false, p.entry_count, p.source,
-                                      p.entered_at, p.left_at, p.reason, p.dwell_anchor_at});
-    }
-    for (const auto& slot : user.slots) {
-      if (!slot->active || buckets[slot->bucket]->deleted) continue;
-      out->push_back(MembershipRecord{buckets[slot->bucket]->def.id, true, slot->entry_count,
-                                      slot->source, slot->entered_at, std::nullopt, std::nullopt,
-                                      slot->dwell_anchor_at});
-    }
-    return Status::Ok();
+    return FoldReader(fold_).UserMemberships(user_id, out);
   }
 
   // --- the output stream ---
@@ -519,10 +452,7 @@ class EngineImpl final : public Engine {
 
   // --- state, snapshots ---
 
-  StateInfo State() const override {
-    return StateInfo{fold_.state().applied_seq, fold_.state().transition_seq,
-                     ComputeDigest(fold_.state()), Now()};
-  }
+  StateInfo State() const override { return FoldReader(fold_).State(Now()); }
 
   // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
@@ -832,26 +762,6 @@ class EngineImpl final : public Engine {
     // 2 shards replayed slower than 1 when measured).
     const uint32_t cores = std::max(std::thread::hardware_concurrency(), 1u);
     return std::clamp(cores - 1, 1u, kAutoReplayThreadsMax);
-  }
-
-  static Status UnknownBucket(std::string_view id) {
-    return Status::NotFound("unknown bucket " + std::string(id));
-  }
-
-  BucketInfo Info(const Bucket& b) const {
-    BucketInfo info;
-    info.id = b.def.id;
-    info.enabled = b.def.enabled;
-    // The canonical definition plus the flags the engine derives from it.
-    std::string json = b.canonical_json;
-    json.pop_back();
-    json += ",\"timeBased\":";
-    json += b.def.criteria && IsTimeBased(*b.def.criteria) ? "true" : "false";
-    json += "}";
-    info.definition_json = std::move(json);
-    info.counts = BucketCounts{b.members.size(), b.entered_total, b.left_total};
-    info.due_queue_depth = b.due_index.size();
-    return info;
   }
 
   Options options_;

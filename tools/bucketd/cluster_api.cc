@@ -1,5 +1,6 @@
 #include "cluster_api.h"
 
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -12,11 +13,14 @@
 #include "engine/cluster/record_json.h"
 #include "http_errors.h"
 #include "json_requests.h"
+#include "json_responses.h"
 
 namespace bucketd::server {
 namespace {
 
-constexpr size_t kBucketSegment = 3;
+constexpr size_t kBucketSegment = 3;      // /v1/buckets/{id}
+constexpr size_t kUserSegment = 3;        // /v1/users/{id}
+constexpr size_t kMemberUserSegment = 5;  // /v1/buckets/{id}/members/{userId}
 
 // A publish JetStream did not acknowledge is tried again with the same message id (stored
 // once) this many times before the request fails.
@@ -44,7 +48,136 @@ Reply PublishFailed(const Status& status, size_t stored, size_t total) {
   return ErrorReply(error);
 }
 
+// A query to the partitions' owners: {"op", "bucketId", "userId", "cursor", "limit"}.
+std::string QueryJson(std::string_view op, std::string_view bucket_id = "",
+                      std::string_view user_id = "", std::string_view cursor = "",
+                      uint64_t limit = 0) {
+  JsonWriter w;
+  w.BeginObject().Key("op").String(op).Key("bucketId").String(bucket_id);
+  w.Key("userId").String(user_id).Key("cursor").String(cursor).Key("limit").Uint(limit);
+  w.EndObject();
+  return w.Take();
+}
+
+std::string Envelope(int http_status, std::string_view body) {
+  JsonWriter w;
+  w.BeginObject().Key("status").Int(http_status).Key("body").Raw(body).EndObject();
+  return w.Take();
+}
+
+bool ReadEnvelope(std::string_view reply, int* status, std::string* body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(reply.data(), reply.size()).get(doc) != simdjson::SUCCESS) return false;
+  int64_t code = 0;
+  simdjson::dom::element inner;
+  if (doc["status"].get_int64().get(code) != simdjson::SUCCESS ||
+      doc["body"].get(inner) != simdjson::SUCCESS) {
+    return false;
+  }
+  *status = static_cast<int>(code);
+  *body = simdjson::minify(inner);
+  return true;
+}
+
+// A number field of an owner's answer (bodies this server's own code wrote): 0 if absent.
+uint64_t JsonUint(std::string_view json, const char* key) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  uint64_t value = 0;
+  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS ||
+      doc[key].get_uint64().get(value) != simdjson::SUCCESS) {
+    return 0;
+  }
+  return value;
+}
+
+double JsonDouble(std::string_view json, const char* key) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  double value = 0;  // get_double() reads an integer too
+  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS ||
+      doc[key].get_double().get(value) != simdjson::SUCCESS) {
+    return 0;
+  }
+  return value;
+}
+
+// Appends a members page's members (userId, the member's JSON); true if the page says more
+// follow.
+bool ReadMembersPage(std::string_view json,
+                     std::vector<std::pair<std::string, std::string>>* members) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS) return false;
+  simdjson::dom::array list;
+  if (doc["members"].get_array().get(list) == simdjson::SUCCESS) {
+    for (simdjson::dom::element m : list) {
+      std::string_view user;
+      if (m["userId"].get_string().get(user) != simdjson::SUCCESS) continue;
+      members->emplace_back(std::string(user), simdjson::minify(m));
+    }
+  }
+  return doc["cursor"].is_string();
+}
+
+Reply PassThrough(const std::map<uint32_t, std::string>& bodies) {
+  return JsonReply(kHttpOk, bodies.begin()->second);
+}
+
 }  // namespace
+
+std::string AnswerPartitionQuery(uint32_t, const FoldReader& reader, TimeMs now,
+                                 std::string_view request) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view op, bucket_id, user_id, cursor;
+  uint64_t limit = 0;
+  if (parser.parse(request.data(), request.size()).get(doc) != simdjson::SUCCESS ||
+      doc["op"].get_string().get(op) != simdjson::SUCCESS) {
+    return Envelope(kHttpBadRequest, ErrorBody(BadRequest("op", "not a query")));
+  }
+  // The asking node writes every field (QueryJson); a missing one reads as empty.
+  if (doc["bucketId"].get_string().get(bucket_id) != simdjson::SUCCESS) bucket_id = {};
+  if (doc["userId"].get_string().get(user_id) != simdjson::SUCCESS) user_id = {};
+  if (doc["cursor"].get_string().get(cursor) != simdjson::SUCCESS) cursor = {};
+  if (doc["limit"].get_uint64().get(limit) != simdjson::SUCCESS) limit = 0;
+  auto answer = [](const Status& s, const std::function<std::string()>& body) {
+    if (!s.ok()) return Envelope(FromStatus(s).http_status, ErrorBody(FromStatus(s)));
+    return Envelope(kHttpOk, body());
+  };
+  if (op == "count") {
+    uint64_t count = 0;
+    const Status s = reader.Count(bucket_id, &count);
+    return answer(s, [&] {
+      JsonWriter w;
+      w.BeginObject().Key("count").Uint(count).EndObject();
+      return w.Take();
+    });
+  }
+  if (op == "metrics") {
+    BucketMetrics metrics;
+    const Status s = reader.Metrics(bucket_id, &metrics);
+    return answer(s, [&] { return BucketMetricsJson(metrics); });
+  }
+  if (op == "members") {
+    MembersPage page;
+    const Status s = reader.Members(bucket_id, cursor, limit, &page);
+    return answer(s, [&] { return MembersPageJson(page); });
+  }
+  if (op == "member") {
+    Member member;
+    const Status s = reader.GetMember(bucket_id, user_id, &member);
+    return answer(s, [&] { return MemberJson(member); });
+  }
+  if (op == "memberships") {
+    std::vector<MembershipRecord> memberships;
+    const Status s = reader.UserMemberships(user_id, &memberships);
+    return answer(s, [&] { return MembershipsJson(user_id, memberships); });
+  }
+  if (op == "state") return Envelope(kHttpOk, StateJson(reader.State(now)));
+  return Envelope(kHttpBadRequest, ErrorBody(BadRequest("op", "unknown query")));
+}
 
 // --- NodeRunner ---
 
@@ -52,6 +185,13 @@ NodeRunner::NodeRunner(std::unique_ptr<cluster::ClusterNode> node, std::chrono::
     : node_(std::move(node)), every_(every) {
   status_.node_id = node_->node_id();
   status_.last_round = Status::IoError("no round yet");
+  node_->SetQueryHandler(&AnswerPartitionQuery, [this] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queries_arrived_ = true;
+    }
+    wake_.notify_all();
+  });
 }
 
 NodeRunner::~NodeRunner() { Stop(); }
@@ -78,8 +218,17 @@ void NodeRunner::Run() {
     const Status round = node_->Tick();
     if (!round.ok()) spdlog::warn("event=cluster_round_failed error=\"{}\"", round.ToString());
     Publish(round);
-    std::unique_lock<std::mutex> lock(mu_);
-    if (wake_.wait_for(lock, every_, [this] { return stopping_; })) return;
+    // Between rounds, queries are answered as they arrive.
+    const auto next_round = std::chrono::steady_clock::now() + every_;
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait_until(lock, next_round, [this] { return stopping_ || queries_arrived_; });
+      if (stopping_) return;
+      if (!queries_arrived_) break;  // time for the next round
+      queries_arrived_ = false;
+      lock.unlock();
+      node_->ServeQueries();
+    }
   }
 }
 
@@ -108,48 +257,13 @@ NodeStatus NodeRunner::status() const {
   return status_;
 }
 
-// --- InputRouter ---
-
-InputRouter::InputRouter(std::unique_ptr<cluster::PartitionStream> stream)
-    : stream_(std::move(stream)), partitions_(stream_->partitions()), thread_([this] { Run(); }) {}
-
-InputRouter::~InputRouter() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  thread_.join();
-}
-
-void InputRouter::Submit(Job job) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(std::move(job));
-  }
-  wake_.notify_one();
-}
-
-void InputRouter::Run() {
-  for (;;) {
-    Job job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping, and every job submitted has run
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
-    }
-    job(*stream_);
-  }
-}
-
 // --- ClusterApi ---
 
-ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, ServerMetrics& metrics,
-                       ClusterApiConfig config)
+ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
+                       ServerMetrics& metrics, ClusterApiConfig config)
     : node_(node),
       router_(router),
+      queries_(queries),
       metrics_(metrics),
       config_(std::move(config)),
       routes_(metrics, AccessConfig{config_.auth_token, {}}) {
@@ -194,6 +308,12 @@ void ClusterApi::AddRoutes() {
   add(M::kPatch, "/v1/buckets/{}", "bucket", &ClusterApi::PatchBucket);
   add(M::kDelete, "/v1/buckets/{}", "bucket", &ClusterApi::DeleteBucket);
   add(M::kGet, "/v1/cluster", "cluster", &ClusterApi::ClusterState);
+  add(M::kGet, "/v1/buckets/{}/count", "bucket_count", &ClusterApi::CountMembers);
+  add(M::kGet, "/v1/buckets/{}/metrics", "bucket_metrics", &ClusterApi::BucketMetricsOf);
+  add(M::kGet, "/v1/buckets/{}/members", "members", &ClusterApi::ListMembers);
+  add(M::kGet, "/v1/buckets/{}/members/{}", "member", &ClusterApi::GetMember);
+  add(M::kGet, "/v1/users/{}/memberships", "memberships", &ClusterApi::UserMemberships);
+  add(M::kGet, "/v1/state", "state", &ClusterApi::State);
   add(M::kGet, "/metrics", "metrics", &ClusterApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &ClusterApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
@@ -202,18 +322,12 @@ void ClusterApi::AddRoutes() {
            {M::kDelete, "/v1/contacts/{}", "contact"},
            {M::kGet, "/v1/buckets", "buckets"},
            {M::kGet, "/v1/buckets/{}", "bucket"},
-           {M::kGet, "/v1/buckets/{}/count", "bucket_count"},
-           {M::kGet, "/v1/buckets/{}/metrics", "bucket_metrics"},
-           {M::kGet, "/v1/buckets/{}/members", "members"},
            {M::kPost, "/v1/buckets/{}/members", "members"},
-           {M::kGet, "/v1/buckets/{}/members/{}", "member"},
            {M::kDelete, "/v1/buckets/{}/members/{}", "member"},
-           {M::kGet, "/v1/users/{}/memberships", "memberships"},
            {M::kGet, "/v1/transitions", "transitions"},
            {M::kPost, "/v1/clock", "clock"},
            {M::kPost, "/v1/sweep", "sweep"},
-           {M::kPost, "/v1/snapshots", "snapshots"},
-           {M::kGet, "/v1/state", "state"}}) {
+           {M::kPost, "/v1/snapshots", "snapshots"}}) {
     add(method, path, route, &ClusterApi::NotYet);
   }
 }
@@ -222,6 +336,121 @@ void ClusterApi::NotYet(const HttpRequestPtr&, const ExchangePtr& ex) {
   ex->Respond(ErrorReply(NotImplemented(
       "not served by a cluster node yet (docs/cluster.md): transitions are on the output "
       "stream BUCKETD_OUT_<cluster>, the node's partitions at GET /v1/cluster")));
+}
+
+std::vector<uint32_t> ClusterApi::AllPartitions() const {
+  std::vector<uint32_t> all(config_.partitions);
+  for (uint32_t p = 0; p < config_.partitions; ++p) all[p] = p;
+  return all;
+}
+
+void ClusterApi::Ask(const ExchangePtr& ex, std::string request, std::vector<uint32_t> partitions,
+                     Merge merge) {
+  queries_.Submit([ex, request = std::move(request), partitions = std::move(partitions),
+                   merge = std::move(merge),
+                   timeout = config_.query_timeout_ms](cluster::QueryClient& client) {
+    std::map<uint32_t, std::string> replies;
+    if (Status s = client.Ask(partitions, request, timeout, &replies); !s.ok()) {
+      return ex->Respond(ErrorReply(FromStatus(s)));
+    }
+    std::map<uint32_t, std::string> bodies;
+    for (const auto& [p, reply] : replies) {
+      int status = 0;
+      std::string body;
+      if (!ReadEnvelope(reply, &status, &body)) {
+        return ex->Fail("an undecodable answer from the owner of partition " + std::to_string(p));
+      }
+      if (status != kHttpOk) return ex->Respond(JsonReply(status, std::move(body)));
+      bodies.emplace(p, std::move(body));
+    }
+    ex->Post([ex, merge, bodies = std::move(bodies)] { ex->Respond(merge(bodies)); });
+  });
+}
+
+void ClusterApi::CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  Ask(ex, QueryJson("count", PathSegment(*req, kBucketSegment)), AllPartitions(),
+      [](const std::map<uint32_t, std::string>& bodies) {
+        uint64_t count = 0;
+        for (const auto& [p, body] : bodies) count += JsonUint(body, "count");
+        JsonWriter w;
+        w.BeginObject().Key("count").Uint(count).EndObject();
+        return JsonReply(kHttpOk, w.Take());
+      });
+}
+
+void ClusterApi::BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  Ask(ex, QueryJson("metrics", PathSegment(*req, kBucketSegment)), AllPartitions(),
+      [](const std::map<uint32_t, std::string>& bodies) {
+        BucketMetrics sum;
+        double dwell_seconds = 0;  // over every closed membership
+        for (const auto& [p, body] : bodies) {
+          sum.size += JsonUint(body, "size");
+          sum.entered += JsonUint(body, "entered");
+          const uint64_t left = JsonUint(body, "left");
+          sum.left += left;
+          dwell_seconds += JsonDouble(body, "averageDwellSeconds") * static_cast<double>(left);
+        }
+        sum.average_dwell_seconds =
+            sum.left == 0 ? 0.0 : dwell_seconds / static_cast<double>(sum.left);
+        return JsonReply(kHttpOk, BucketMetricsJson(sum));
+      });
+}
+
+void ClusterApi::ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  uint64_t limit = 0;
+  Status status = QueryUint(*req, "limit", kMembersPageDefault, 1, kMembersPageMax, &limit);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  const std::string cursor = req->Query("cursor").value_or("");
+  // Each partition's page after the same cursor, merged by userId and cut at `limit`: the
+  // pages stay keyset-ordered by userId across partitions.
+  Ask(ex, QueryJson("members", PathSegment(*req, kBucketSegment), "", cursor, limit),
+      AllPartitions(), [limit](const std::map<uint32_t, std::string>& bodies) {
+        std::vector<std::pair<std::string, std::string>> members;  // userId, member JSON
+        bool more = false;
+        for (const auto& [p, body] : bodies) more |= ReadMembersPage(body, &members);
+        std::sort(members.begin(), members.end());
+        if (members.size() > limit) {
+          members.resize(limit);
+          more = true;
+        }
+        JsonWriter w;
+        w.BeginObject().Key("members").BeginArray();
+        for (const auto& [user, json] : members) w.Raw(json);
+        w.EndArray().Key("cursor");
+        if (more && !members.empty()) {
+          w.String(members.back().first);
+        } else {
+          w.Null();
+        }
+        w.EndObject();
+        return JsonReply(kHttpOk, w.Take());
+      });
+}
+
+void ClusterApi::GetMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::string user_id = PathSegment(*req, kMemberUserSegment);
+  Ask(ex, QueryJson("member", PathSegment(*req, kBucketSegment), user_id),
+      {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+void ClusterApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::string user_id = PathSegment(*req, kUserSegment);
+  Ask(ex, QueryJson("memberships", "", user_id),
+      {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+void ClusterApi::State(const HttpRequestPtr&, const ExchangePtr& ex) {
+  // Each partition's state: its stream position, transition count and digest (a replay of
+  // the partition's stream reproduces the digest).
+  Ask(ex, QueryJson("state"), AllPartitions(), [](const std::map<uint32_t, std::string>& bodies) {
+    JsonWriter w;
+    w.BeginObject().Key("partitions").BeginArray();
+    for (const auto& [p, body] : bodies) {
+      w.BeginObject().Key("partition").Uint(p).Key("state").Raw(body).EndObject();
+    }
+    w.EndArray().EndObject();
+    return JsonReply(kHttpOk, w.Take());
+  });
 }
 
 void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
@@ -303,7 +532,7 @@ void ClusterApi::DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, 
   }
   JsonWriter w;
   w.BeginObject().Key("bucketId").String(r.bucket_id).Key("definition").Raw(r.definition_json);
-  w.Key("partitions").Uint(router_.partitions()).EndObject();
+  w.Key("partitions").Uint(config_.partitions).EndObject();
   FanOut(std::move(r), ex, w.Take());
 }
 
@@ -317,7 +546,7 @@ void ClusterApi::PatchBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
   r.bucket_id = PathSegment(*req, kBucketSegment);
   JsonWriter w;
   w.BeginObject().Key("bucketId").String(r.bucket_id).Key("enabled").Bool(enabled);
-  w.Key("partitions").Uint(router_.partitions()).EndObject();
+  w.Key("partitions").Uint(config_.partitions).EndObject();
   FanOut(std::move(r), ex, w.Take());
 }
 
@@ -327,7 +556,7 @@ void ClusterApi::DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex) 
   r.bucket_id = PathSegment(*req, kBucketSegment);
   JsonWriter w;
   w.BeginObject().Key("bucketId").String(r.bucket_id).Key("deleted").Bool(true);
-  w.Key("partitions").Uint(router_.partitions()).EndObject();
+  w.Key("partitions").Uint(config_.partitions).EndObject();
   FanOut(std::move(r), ex, w.Take());
 }
 

@@ -3,12 +3,13 @@
 // (NodeRunner), the inputs routed by partition onto the input stream and acknowledged after
 // JetStream's ack (InputRouter), and the routes a cluster node serves (ClusterApi): events,
 // bucket definitions fanned out to every partition, the node's view of the cluster, health,
-// readiness and metrics. Queries over the cluster's state (counts, members, memberships,
-// metrics, state) are not served yet: they answer 501 naming what to use meanwhile.
+// readiness and metrics, and the queries over the cluster's state by scatter-gather (each
+// partition's owner answers for its partition, this node merges).
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,6 +20,8 @@
 #include "bucketd/status.h"
 #include "engine/cluster/node.h"
 #include "engine/cluster/partition_stream.h"
+#include "engine/cluster/query_client.h"
+#include "engine/core/fold_reader.h"
 #include "http_request.h"
 #include "http_route.h"
 #include "http_service.h"
@@ -52,6 +55,7 @@ struct NodeStatus {
 // cluster (releasing the leases: the others take the partitions at once).
 class NodeRunner {
  public:
+  // Answers queries on the owned partitions with AnswerPartitionQuery, between rounds.
   NodeRunner(std::unique_ptr<cluster::ClusterNode> node, std::chrono::milliseconds every);
   ~NodeRunner();
   NodeRunner(const NodeRunner&) = delete;
@@ -70,28 +74,56 @@ class NodeRunner {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool queries_arrived_ = false;
   NodeStatus status_;
   std::thread thread_;
 };
 
-// Publishes inputs on one thread of its own, in submission order (a PartitionStream is for
-// one thread at a time; each publish waits for JetStream's ack).
-class InputRouter {
+// Runs jobs on one thread of its own, in submission order, each with the resource it owns
+// (a PartitionStream or a QueryClient is for one thread at a time, and its calls wait on
+// JetStream or on the partitions' owners: never on a transport thread).
+template <typename Resource>
+class SerialWorker {
  public:
-  explicit InputRouter(std::unique_ptr<cluster::PartitionStream> stream);
-  ~InputRouter();
-  InputRouter(const InputRouter&) = delete;
-  InputRouter& operator=(const InputRouter&) = delete;
+  using Job = std::function<void(Resource&)>;
 
-  using Job = std::function<void(cluster::PartitionStream&)>;
-  void Submit(Job job);
-  uint32_t partitions() const { return partitions_; }
+  explicit SerialWorker(std::unique_ptr<Resource> resource)
+      : resource_(std::move(resource)), thread_([this] { Run(); }) {}
+  ~SerialWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  SerialWorker(const SerialWorker&) = delete;
+  SerialWorker& operator=(const SerialWorker&) = delete;
+
+  void Submit(Job job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    wake_.notify_one();
+  }
 
  private:
-  void Run();
+  void Run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // stopping, and every job submitted has run
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job(*resource_);
+    }
+  }
 
-  std::unique_ptr<cluster::PartitionStream> stream_;
-  const uint32_t partitions_;
+  std::unique_ptr<Resource> resource_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Job> jobs_;
@@ -99,15 +131,29 @@ class InputRouter {
   std::thread thread_;
 };
 
+// Publishes inputs routed by partition, each after the previous one's ack.
+using InputRouter = SerialWorker<cluster::PartitionStream>;
+// Asks the partitions' owners and gathers their answers.
+using QueryRouter = SerialWorker<cluster::QueryClient>;
+
+// A partition owner's answer to a query (the request as the asking node sent it): the
+// single engine's JSON for the same route, in an envelope with its HTTP status,
+// {"status":200,"body":{...}}. Runs on the node's thread.
+std::string AnswerPartitionQuery(uint32_t partition, const FoldReader& reader, TimeMs now,
+                                 std::string_view request);
+
 struct ClusterApiConfig {
   std::string auth_token;  // empty: /v1 is open, and Host and Origin are checked
   std::string node_id;     // names this node in the message ids of its fan-outs
+  uint32_t partitions = 0;
+  // How long a query waits for the partitions' owners.
+  TimeMs query_timeout_ms = 5000;
 };
 
 class ClusterApi final : public HttpService {
  public:
-  ClusterApi(const NodeRunner& node, InputRouter& router, ServerMetrics& metrics,
-             ClusterApiConfig config);
+  ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
+             ServerMetrics& metrics, ClusterApiConfig config);
 
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
@@ -129,12 +175,27 @@ class ClusterApi final : public HttpService {
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void NotYet(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void State(const HttpRequestPtr& req, const ExchangePtr& ex);
+
+  // The owners' answers of a query: to every partition, or to one user's. `merge` turns the
+  // replies' bodies (all with HTTP status 200) into the response; any other status from an
+  // owner is the response as it is, and an owner that does not answer makes it a 503.
+  using Merge = std::function<Reply(const std::map<uint32_t, std::string>& bodies)>;
+  void Ask(const ExchangePtr& ex, std::string request, std::vector<uint32_t> partitions,
+           Merge merge);
+  std::vector<uint32_t> AllPartitions() const;
 
   // Publishes `record` (stamped now) to every partition, then answers `answer`.
   void FanOut(Record record, const ExchangePtr& ex, std::string answer);
 
   const NodeRunner& node_;
   InputRouter& router_;
+  QueryRouter& queries_;
   ServerMetrics& metrics_;
   const ClusterApiConfig config_;
   Router routes_;

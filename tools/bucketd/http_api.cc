@@ -24,26 +24,6 @@ constexpr size_t kUserSegment = 3;
 
 Reply OkJson(std::string body) { return JsonReply(kHttpOk, std::move(body)); }
 
-// A query parameter as an unsigned integer in [min, max]; `fallback` when absent.
-Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
-                 uint64_t max, uint64_t* out) {
-  std::optional<std::string> param = req.Query(name);
-  if (!param) {
-    *out = fallback;
-    return Status::Ok();
-  }
-  const std::string& text = *param;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *out);
-  if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
-    return Status::InvalidArgument(name, "must be an unsigned integer");
-  }
-  if (*out < min || *out > max) {
-    return Status::InvalidArgument(
-        name, "must be between " + std::to_string(min) + " and " + std::to_string(max));
-  }
-  return Status::Ok();
-}
-
 // A duration string whose every number is zero ("0s", "0ms", "0m0s"). ParseDurationString
 // refuses those because a zero window or interval is a mistake in a definition, but for `wait`
 // zero means "answer now", and a client that formats its durations writes "0s" for it.

@@ -1,6 +1,7 @@
 #include "http_route.h"
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -66,6 +67,25 @@ std::string_view MethodName(HttpMethod method) {
 }
 
 }  // namespace
+
+Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
+                 uint64_t max, uint64_t* out) {
+  std::optional<std::string> param = req.Query(name);
+  if (!param) {
+    *out = fallback;
+    return Status::Ok();
+  }
+  const std::string& text = *param;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
+    return Status::InvalidArgument(name, "must be an unsigned integer");
+  }
+  if (*out < min || *out > max) {
+    return Status::InvalidArgument(
+        name, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+  }
+  return Status::Ok();
+}
 
 std::string PathSegment(const HttpRequest& req, size_t index) {
   std::vector<std::string> segments = TargetSegments(req);

@@ -21,6 +21,11 @@ namespace bucketd::server {
 // is the empty one before the leading '/': "/v1/users/a%2Fb" -> 3: "a/b").
 std::string PathSegment(const HttpRequest& req, size_t index);
 
+// A query parameter as an unsigned integer in [min, max]; `fallback` when absent. Errors name
+// the parameter.
+Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
+                 uint64_t max, uint64_t* out);
+
 // Who may call. With a bearer token every /v1 route needs it, and the token is the
 // protection: a browser page cannot send it. Without one, a page the user visits could
 // still reach a loopback server (DNS rebinding, cross-site form posts), so every route

@@ -452,6 +452,8 @@ int ServeCluster(const Flags& flags) {
   status = cluster::ClusterNode::Open(node_options, &node);
   std::unique_ptr<cluster::PartitionStream> router_stream;
   if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &router_stream);
+  std::unique_ptr<cluster::QueryClient> query_client;
+  if (status.ok()) status = cluster::QueryClient::Open(node_options.stream, &query_client);
   if (!status.ok()) {
     spdlog::critical("event=cluster_open_failed url={} error=\"{}\"", flags.cluster_url,
                      status.ToString());
@@ -461,7 +463,9 @@ int ServeCluster(const Flags& flags) {
   ServerMetrics metrics;
   NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
   InputRouter router(std::move(router_stream));
-  ClusterApi api(runner, router, metrics, {flags.auth_token, node_options.node_id});
+  QueryRouter queries(std::move(query_client));
+  ClusterApi api(runner, router, queries, metrics,
+                 {flags.auth_token, node_options.node_id, flags.partitions});
   HttpServer server(api, server_config);
   status = server.Listen(host, static_cast<uint16_t>(port));
   if (!status.ok()) {

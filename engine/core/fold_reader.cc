@@ -1,0 +1,135 @@
+#include "engine/core/fold_reader.h"
+
+#include <algorithm>
+#include <string>
+
+#include "bucketd/limits.h"
+#include "engine/state/digest.h"
+
+namespace bucketd {
+namespace {
+
+Member ToMember(const Slot& slot) {
+  return Member{slot.user->id,    slot.user->email, slot.entered_at,
+                slot.entry_count, slot.source,      slot.dwell_anchor_at};
+}
+
+}  // namespace
+
+Status FoldReader::UnknownBucket(std::string_view id) {
+  return Status::NotFound("unknown bucket " + std::string(id));
+}
+
+BucketInfo FoldReader::Info(const Bucket& b) const {
+  BucketInfo info;
+  info.id = b.def.id;
+  info.enabled = b.def.enabled;
+  // The canonical definition plus the flags the engine derives from it.
+  std::string json = b.canonical_json;
+  json.pop_back();
+  json += ",\"timeBased\":";
+  json += b.def.criteria && IsTimeBased(*b.def.criteria) ? "true" : "false";
+  json += "}";
+  info.definition_json = std::move(json);
+  info.counts = BucketCounts{b.members.size(), b.entered_total, b.left_total};
+  info.due_queue_depth = b.due_index.size();
+  return info;
+}
+
+std::vector<BucketInfo> FoldReader::ListBuckets() const {
+  std::vector<const Bucket*> live;
+  for (const auto& b : fold_.state().buckets) {
+    if (b->live()) live.push_back(b.get());
+  }
+  std::sort(live.begin(), live.end(),
+            [](const Bucket* a, const Bucket* b) { return a->def.id < b->def.id; });
+  std::vector<BucketInfo> out;
+  for (const Bucket* b : live) out.push_back(Info(*b));
+  return out;
+}
+
+Status FoldReader::GetBucket(std::string_view bucket_id, BucketInfo* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  *out = Info(*b);
+  return Status::Ok();
+}
+
+Status FoldReader::Count(std::string_view bucket_id, uint64_t* count) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  *count = b->members.size();
+  return Status::Ok();
+}
+
+Status FoldReader::Metrics(std::string_view bucket_id, BucketMetrics* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  out->size = b->members.size();
+  out->entered = b->entered_total;
+  out->left = b->left_total;
+  out->average_dwell_seconds = b->left_total == 0 ? 0.0
+                                                  : static_cast<double>(b->closed_dwell_ms_total) /
+                                                        1000.0 / static_cast<double>(b->left_total);
+  return Status::Ok();
+}
+
+Status FoldReader::Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                           MembersPage* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  if (limit == 0 || limit > kMembersPageMax) {
+    return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
+  }
+  out->members.clear();
+  out->next_cursor.reset();
+  const MemberIndex::Sorted& sorted = b->members.sorted();
+  auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
+  for (; it != sorted.end() && out->members.size() < limit; ++it) {
+    out->members.push_back(ToMember(**it));
+  }
+  if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
+  return Status::Ok();
+}
+
+Status FoldReader::GetMember(std::string_view bucket_id, std::string_view user_id,
+                             Member* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  if (const User* user = fold_.user(user_id)) {
+    for (const auto& slot : user->slots) {
+      if (slot->bucket != b->index || !slot->active) continue;
+      *out = ToMember(*slot);
+      return Status::Ok();
+    }
+  }
+  return Status::NotFound("not a member");
+}
+
+Status FoldReader::UserMemberships(std::string_view user_id,
+                                   std::vector<MembershipRecord>* out) const {
+  const User* found = fold_.user(user_id);
+  if (found == nullptr || found->deleted) return Status::NotFound("unknown contact");
+  const User& user = *found;
+  const auto& buckets = fold_.state().buckets;
+  out->clear();
+  for (const PastMembership& p : user.past) {
+    if (buckets[p.bucket]->deleted) continue;
+    out->push_back(MembershipRecord{buckets[p.bucket]->def.id, false, p.entry_count, p.source,
+                                    p.entered_at, p.left_at, p.reason, p.dwell_anchor_at});
+  }
+  for (const auto& slot : user.slots) {
+    if (!slot->active || buckets[slot->bucket]->deleted) continue;
+    out->push_back(MembershipRecord{buckets[slot->bucket]->def.id, true, slot->entry_count,
+                                    slot->source, slot->entered_at, std::nullopt, std::nullopt,
+                                    slot->dwell_anchor_at});
+  }
+  return Status::Ok();
+}
+
+StateInfo FoldReader::State(TimeMs now) const {
+  return StateInfo{fold_.state().applied_seq, fold_.state().transition_seq,
+                   ComputeDigest(fold_.state()), now};
+}
+
+}  // namespace bucketd

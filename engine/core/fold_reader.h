@@ -1,0 +1,41 @@
+#pragma once
+// The queries of the public API (engine.h) answered from a fold's state: one home for what a
+// count, a members page, a user's memberships or a bucket's metrics mean, used by the
+// single engine and by a cluster node for each partition it owns.
+//
+// Threading: the fold's thread (a read of the time indices may sort their earliest page).
+#include <cstddef>
+#include <string_view>
+#include <vector>
+
+#include "bucketd/engine.h"
+#include "engine/fold/fold.h"
+
+namespace bucketd {
+
+class FoldReader {
+ public:
+  explicit FoldReader(const Fold& fold) : fold_(fold) {}
+
+  // Live buckets, by id.
+  std::vector<BucketInfo> ListBuckets() const;
+  Status GetBucket(std::string_view bucket_id, BucketInfo* out) const;
+  Status Count(std::string_view bucket_id, uint64_t* count) const;
+  Status Metrics(std::string_view bucket_id, BucketMetrics* out) const;
+  // Active members by userId after `cursor` (empty: from the first), at most `limit`.
+  Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                 MembersPage* out) const;
+  Status GetMember(std::string_view bucket_id, std::string_view user_id, Member* out) const;
+  Status UserMemberships(std::string_view user_id, std::vector<MembershipRecord>* out) const;
+  // log_seq: the last record folded; `now`: the caller's.
+  StateInfo State(TimeMs now) const;
+
+  static Status UnknownBucket(std::string_view id);
+
+ private:
+  BucketInfo Info(const Bucket& b) const;
+
+  const Fold& fold_;
+};
+
+}  // namespace bucketd
