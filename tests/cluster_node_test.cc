@@ -26,6 +26,8 @@
 #include "engine/cluster/node.h"
 #include "engine/cluster/partition.h"
 #include "engine/cluster/record_json.h"
+#include "engine/cluster/snapshot_stream.h"
+#include "engine/state/digest.h"
 
 namespace bucketd::cluster {
 namespace {
@@ -58,8 +60,10 @@ NodeOptions TestNode(const NatsCluster& nats, const std::string& id, bool sweeps
 }
 
 std::unique_ptr<ClusterNode> OpenNode(const NatsCluster& nats, const std::string& id,
-                                      std::shared_ptr<ManualClock> clock = nullptr) {
+                                      std::shared_ptr<ManualClock> clock = nullptr,
+                                      uint64_t snapshot_every_records = 0) {
   NodeOptions o = TestNode(nats, id, /*sweeps=*/clock != nullptr);
+  o.snapshot_every_records = snapshot_every_records;
   if (clock != nullptr) o.clock = clock;
   std::unique_ptr<ClusterNode> node;
   RequireOk(ClusterNode::Open(o, &node));
@@ -185,7 +189,12 @@ TEST_CASE(
   REQUIRE(b_share.size() < kPartitions);
 
   // One node alone takes every partition.
-  auto a = OpenNode(nats, "node-a");
+  // Without snapshots, a new owner folds each partition from the start and publishes only
+  // past what the old owner did (Bucketd-Transition-Seq); with snapshots every few hundred
+  // positions (and at each handover), it starts from the newest.
+  const uint64_t snapshot_every = GENERATE(0, 300);
+  INFO("snapshot_every_records " << snapshot_every);
+  auto a = OpenNode(nats, "node-a", nullptr, snapshot_every);
   PublishRouted(input.get(), records.subspan(0, third));
   TickUntilSettled({a.get()}, input.get());
   CHECK(a->owned().size() == kPartitions);
@@ -195,24 +204,42 @@ TEST_CASE(
 
   // A second node joins: node-a hands node-b its share, which goes on from where node-a
   // stopped publishing.
-  auto b = OpenNode(nats, "node-b");
+  auto b = OpenNode(nats, "node-b", nullptr, snapshot_every);
   PublishRouted(input.get(), records.subspan(third, third));
   TickUntilSettled({a.get(), b.get()}, input.get());
   CHECK(a->stats().leases_released == b_share.size());
   CHECK(b->stats().leases_taken == b_share.size());
-  CHECK(b->stats().transitions_suppressed > 0);
+  if (snapshot_every == 0) {
+    CHECK(b->stats().transitions_suppressed > 0);
+  } else {
+    // node-a stored a snapshot of each at the handover: node-b started from them.
+    CHECK(b->stats().snapshots_restored == b_share.size());
+    CHECK(b->stats().snapshots_refused == 0);
+  }
   const std::vector<uint32_t> b_owned = b->owned();
   CHECK(std::set<uint32_t>(b_owned.begin(), b_owned.end()) == b_share);
 
   // node-a dies: no Leave, no more renewals. node-b takes its partitions once their leases
   // expire, folds them from their streams and publishes only what node-a had not.
   const uint64_t b_taken_before = b->stats().leases_taken;
+  const uint64_t b_restored_before = b->stats().snapshots_restored;
+  const uint64_t b_suppressed_before = b->stats().transitions_suppressed;
+  CHECK((a->stats().snapshots_published > 0) == (snapshot_every > 0));
   a.reset();
   PublishRouted(input.get(), records.subspan(2 * third));
   const auto failover = TickUntilSettled({b.get()}, input.get());
   CHECK(b->owned().size() == kPartitions);
   CHECK(b->stats().leases_taken - b_taken_before == kPartitions - b_share.size());
   CHECK(failover.count() >= kLeaseTtlMs / 2);  // not before the dead node's leases expired
+  if (snapshot_every == 0) {
+    CHECK(b->stats().transitions_suppressed > b_suppressed_before);
+  } else {
+    // From node-a's periodic snapshots where it had stored one (a partition whose position
+    // had not moved 300 past the handover is folded from the start), then the tails.
+    CHECK(b->stats().snapshots_restored > b_restored_before);
+    INFO(b->last_snapshot_refusal());
+    CHECK(b->stats().snapshots_refused == 0);
+  }
   std::printf("takeover of %zu partitions after a node's death: %lld ms (lease TTL %lld ms)\n",
               kPartitions - b_share.size(), static_cast<long long>(failover.count()),
               static_cast<long long>(kLeaseTtlMs));
@@ -233,6 +260,16 @@ TEST_CASE(
     }
   }
   CHECK(counts == ref.counts);
+  // Started from snapshots or not, each partition's state is the fold of its stream: a fresh
+  // fold of the whole stream reaches the same digest.
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    PartitionFold fresh(input.get(), p);
+    std::vector<Transition> ignored;
+    RequireOk(fresh.CatchUp(&ignored));
+    INFO("partition " << p);
+    CHECK(ComputeDigest(fresh.fold().state()) == ComputeDigest(b->partition(p)->fold().state()));
+    CHECK(fresh.next_seq() == b->partition(p)->next_seq());
+  }
 
   // A node that leaves hands everything over at once.
   RequireOk(b->Leave());
@@ -374,6 +411,66 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   uint64_t seq = 0;
   CHECK(input->Publish(p, sweep, PublishOptions{"", last}, &seq).code() ==
         StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("partition snapshots in JetStream: the newest read back, two kept, damage refused") {
+  NatsCluster nats(1);
+  std::shared_ptr<NatsConnection> connection;
+  RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+  std::unique_ptr<SnapshotStream> snapshots;
+  SnapshotOptions options;
+  options.cluster = "test";
+  options.replicas = 1;
+  RequireOk(SnapshotStream::Open(connection, options, &snapshots));
+  // Payloads of one and of three chunks, over rounds on three partitions.
+  auto payload_of = [](int round, uint32_t p) {
+    const size_t size = p == 1 ? 2 * kSnapshotChunkBytes + 1000 + round : 100 + round;
+    std::string payload(size, static_cast<char>('a' + round));
+    payload[size / 2] = static_cast<char>('0' + p);
+    return payload;
+  };
+  for (int round = 1; round <= 4; ++round) {
+    for (uint32_t p = 0; p < 3; ++p) {
+      SnapshotManifest m;
+      m.id = std::to_string(round) + "-test-" + std::to_string(p);
+      m.input_seq = static_cast<uint64_t>(round) * 10;
+      m.transition_seq = static_cast<uint64_t>(round);
+      const std::string payload = payload_of(round, p);
+      RequireOk(snapshots->Publish(p, payload, &m));
+      CHECK(m.chunks == (p == 1 ? 3u : 1u));
+      SnapshotManifest back;
+      std::string read;
+      bool found = false;
+      RequireOk(snapshots->Latest(p, &back, &read, &found));
+      INFO("round " << round << ", partition " << p);
+      REQUIRE(found);
+      CHECK(read == payload);
+      CHECK(back.id == m.id);
+      CHECK(back.input_seq == m.input_seq);
+      CHECK(back.transition_seq == m.transition_seq);
+    }
+  }
+  // Only the last two snapshots' chunks and manifests are kept per partition.
+  jsStreamInfo* info = nullptr;
+  REQUIRE(js_GetStreamInfo(&info, connection->js(), snapshots->stream_name().c_str(), nullptr,
+                           nullptr) == NATS_OK);
+  CHECK(info->State.Msgs == 3 * 2 /*manifests*/ + 2 * (1 + 3 + 1) /*chunks*/);
+  jsStreamInfo_Destroy(info);
+  bool found = true;
+  SnapshotManifest none;
+  std::string nothing;
+  RequireOk(snapshots->Latest(7, &none, &nothing, &found));
+  CHECK_FALSE(found);
+
+  // A manifest whose chunks do not match (damage, or a purge raced) is refused loudly.
+  const std::string damaged =
+      R"({"id":"4-test-0","inputSeq":40,"transitionSeq":4,"chunks":1,"bytes":104,)"
+      R"("xxh64":12345,"firstSeq":1})";
+  REQUIRE(js_Publish(nullptr, connection->js(), "bucketd.test.snap.0.manifest", damaged.data(),
+                     static_cast<int>(damaged.size()), nullptr, nullptr) == NATS_OK);
+  SnapshotManifest m;
+  std::string read;
+  CHECK(snapshots->Latest(0, &m, &read, &found).code() == StatusCode::kCorruption);
 }
 
 }  // namespace

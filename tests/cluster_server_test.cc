@@ -30,9 +30,22 @@ namespace {
 constexpr uint32_t kPartitions = 8;
 
 std::vector<std::string> NodeArgs(const NatsCluster& nats, const std::string& id) {
-  return {"--clock",      "wall", "--cluster-url", nats.url(), "--cluster-name",     "srv",
-          "--partitions", "8",    "--node-id",     id,         "--cluster-replicas", "1",
-          "--lease-ttl",  "2s"};
+  return {"--clock",
+          "wall",
+          "--cluster-url",
+          nats.url(),
+          "--cluster-name",
+          "srv",
+          "--partitions",
+          "8",
+          "--node-id",
+          id,
+          "--cluster-replicas",
+          "1",
+          "--lease-ttl",
+          "2s",
+          "--snapshot-every-records",
+          "50"};
 }
 
 // Every message of the output stream by message id (a key twice fails the test).
@@ -228,6 +241,13 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(cluster_b);
   CHECK(cluster_b->body.find(R"("liveNodes":["node-a","node-b"])") != std::string::npos);
   CHECK(cluster_b->body.find(R"("leasesReleased":0)") == std::string::npos);
+  // node-b handed over with snapshots, and node-a restarted from them.
+  CHECK(cluster_b->body.find(R"("snapshotsPublished":0)") == std::string::npos);
+  auto cluster_a2 = a->Client().Get("/v1/cluster");
+  REQUIRE(cluster_a2);
+  INFO(cluster_a2->body);
+  CHECK(cluster_a2->body.find(R"("snapshotsRestored":0)") == std::string::npos);
+  CHECK(cluster_a2->body.find(R"("snapshotsRefused":0)") != std::string::npos);
   auto metrics = client_b.Get("/metrics");
   REQUIRE(metrics);
   CHECK(metrics->body.find("bucketd_cluster_leases_taken_total ") != std::string::npos);

@@ -107,6 +107,10 @@ Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode
   leases.ttl_ms = options.lease_ttl_ms;
   leases.replicas = options.stream.replicas;
   if (Status s = LeaseTable::Open(nats, leases, &node->leases_); !s.ok()) return s;
+  SnapshotOptions snapshots;
+  snapshots.cluster = options.stream.cluster;
+  snapshots.replicas = options.stream.replicas;
+  if (Status s = SnapshotStream::Open(nats, snapshots, &node->snapshots_); !s.ok()) return s;
   *out = std::move(node);
   return Status::Ok();
 }
@@ -200,6 +204,11 @@ Status ClusterNode::Tick() {
           note(std::move(s));
           continue;
         }
+        // The next owner starts from where this one is, not from an older snapshot.
+        if (Status s = Snapshot(p, &o, /*handover=*/true); !s.ok()) {
+          note(std::move(s));
+          continue;
+        }
         Status s = leases_->Release(p, self, o.lease_revision);
         if (s.ok()) ++stats_.leases_released;
         if (s.ok() || s.code() == StatusCode::kFailedPrecondition) {
@@ -243,9 +252,56 @@ Status ClusterNode::TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now) {
   o.fold = std::make_unique<PartitionFold>(input_.get(), p);
   o.published_through = published_through;
   ++stats_.leases_taken;
+  StartFromSnapshot(p, &o);
   // Without its query subscription the partition is still folded and published; the queries
   // it misses fail by their deadline, and the next takeover subscribes again.
   return SubscribeQueries(p, &o);
+}
+
+void ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
+  SnapshotManifest manifest;
+  std::string payload;
+  bool found = false;
+  const Status s = snapshots_->Latest(p, &manifest, &payload, &found);
+  if (s.ok() && !found) return;
+  // A snapshot whose transitions the output stream does not all hold would skip publishing
+  // the missing ones: only a snapshot at or before the output's end is used.
+  Status usable = s;
+  if (usable.ok() && manifest.transition_seq > o->published_through) {
+    usable = Status::FailedPrecondition("", "snapshot ahead of the output stream");
+  }
+  if (usable.ok()) usable = o->fold->RestoreSnapshot(payload, manifest.input_seq);
+  if (!usable.ok()) {
+    // Folded from the start instead: slower, never wrong. A failed restore may have left the
+    // fold half-built, so it starts over.
+    ++stats_.snapshots_refused;
+    last_snapshot_refusal_ = "partition " + std::to_string(p) + ": " + usable.ToString();
+    o->fold = std::make_unique<PartitionFold>(input_.get(), p);
+    return;
+  }
+  o->snapshot_at = manifest.input_seq;
+  ++stats_.snapshots_restored;
+}
+
+Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
+  const uint64_t position = o->fold->next_seq() - 1;
+  if (options_.snapshot_every_records == 0 || !o->pending.empty() || position <= o->snapshot_at) {
+    return Status::Ok();
+  }
+  if (!handover && position - o->snapshot_at < options_.snapshot_every_records) {
+    return Status::Ok();
+  }
+  std::string payload;
+  if (Status s = o->fold->EncodeSnapshot(&payload); !s.ok()) return s;
+  SnapshotManifest manifest;
+  manifest.id =
+      std::to_string(position) + "-" + options_.node_id + "-" + std::to_string(++snapshots_made_);
+  manifest.input_seq = position;
+  manifest.transition_seq = o->fold->fold().state().transition_seq;
+  if (Status s = snapshots_->Publish(p, payload, &manifest); !s.ok()) return s;
+  o->snapshot_at = position;
+  ++stats_.snapshots_published;
+  return Status::Ok();
 }
 
 Status ClusterNode::FoldNew(Owned* o) {
@@ -276,6 +332,7 @@ Status ClusterNode::PublishPending(uint32_t p, Owned* o) {
 Status ClusterNode::Advance(uint32_t p, Owned* o, TimeMs now) {
   if (Status s = FoldNew(o); !s.ok()) return s;
   if (Status s = PublishPending(p, o); !s.ok()) return s;
+  if (Status s = Snapshot(p, o, /*handover=*/false); !s.ok()) return s;
   const uint64_t folded_through = o->fold->next_seq() - 1;
   if (!options_.publish_sweeps || folded_through == 0 || !o->fold->fold().HasDue(now)) {
     return Status::Ok();
@@ -299,6 +356,7 @@ Status ClusterNode::Leave() {
   Status first_error;
   for (auto it = owned_.begin(); it != owned_.end();) {
     Status s = PublishPending(it->first, &it->second);
+    if (s.ok()) s = Snapshot(it->first, &it->second, /*handover=*/true);
     if (s.ok()) s = leases_->Release(it->first, options_.node_id, it->second.lease_revision);
     if (s.ok()) ++stats_.leases_released;
     if (!s.ok() && first_error.ok()) first_error = s;

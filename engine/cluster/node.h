@@ -27,6 +27,7 @@
 #include "engine/cluster/output_stream.h"
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
+#include "engine/cluster/snapshot_stream.h"
 #include "engine/core/clock.h"
 #include "engine/core/fold_reader.h"
 
@@ -51,6 +52,10 @@ struct NodeOptions {
   // partition is due at `now`. Off when the cluster's time moves only by clockAdvance records
   // (the manual clock), as the single engine does not sweep on its own then.
   bool publish_sweeps = true;
+  // An owner stores a partition's snapshot in JetStream after this many input-stream
+  // positions past its last one (and before handing the partition over); a new owner starts
+  // from the newest. 0: never (a new owner folds the partition from the start).
+  uint64_t snapshot_every_records = 100'000;
 };
 
 // Answers one query on a partition this node owns (docs/cluster.md, "Queries"), on the
@@ -70,6 +75,11 @@ struct NodeStats {
   uint64_t leases_released = 0;
   uint64_t leases_lost = 0;
   uint64_t queries_answered = 0;
+  uint64_t snapshots_published = 0;
+  // Takeovers that started from a snapshot, and those that found one unusable (damaged,
+  // or ahead of the output stream) and folded from the start instead.
+  uint64_t snapshots_restored = 0;
+  uint64_t snapshots_refused = 0;
 };
 
 class ClusterNode {
@@ -104,6 +114,8 @@ class ClusterNode {
   // The partition's fold while this node owns it, else nullptr.
   const PartitionFold* partition(uint32_t p) const;
   const NodeStats& stats() const { return stats_; }
+  // Why the last unusable snapshot was refused ("" if none was).
+  const std::string& last_snapshot_refusal() const { return last_snapshot_refusal_; }
   // Transitions folded and not yet acknowledged by the output stream, over owned partitions.
   size_t pending() const;
   PartitionStream* input() { return input_.get(); }
@@ -121,6 +133,8 @@ class ClusterNode {
     std::deque<Transition> pending;
     // The last transition seq the output stream holds for the partition.
     uint64_t published_through = 0;
+    // The input-stream position of the partition's newest snapshot in JetStream.
+    uint64_t snapshot_at = 0;
   };
 
   // Queries received on a NATS thread, waiting for the node's thread.
@@ -140,12 +154,19 @@ class ClusterNode {
   Status Advance(uint32_t p, Owned* owned, TimeMs now);
   Status FoldNew(Owned* owned);
   Status PublishPending(uint32_t p, Owned* owned);
+  // Stores a snapshot when `due` (or always, for a handover) and nothing is pending.
+  Status Snapshot(uint32_t p, Owned* owned, bool handover);
+  // Starts a new owner's fold from the partition's newest snapshot when it is usable.
+  void StartFromSnapshot(uint32_t p, Owned* owned);
 
   NodeOptions options_;
   std::shared_ptr<NatsConnection> nats_;
   std::unique_ptr<PartitionStream> input_;
   std::unique_ptr<OutputStream> output_;
   std::unique_ptr<LeaseTable> leases_;
+  std::unique_ptr<SnapshotStream> snapshots_;
+  uint64_t snapshots_made_ = 0;  // numbers this node's snapshot ids
+  std::string last_snapshot_refusal_;
   std::map<uint32_t, Owned> owned_;
   std::vector<std::string> live_nodes_;
   QueryHandler query_handler_;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "engine/base/check.h"
+#include "engine/state/snapshot_codec.h"
 
 namespace bucketd::cluster {
 
@@ -16,6 +17,33 @@ PartitionFold::PartitionFold(PartitionStream* stream, uint32_t partition)
   fold_.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
     return ReadHistory(before_seq, visit);
   });
+}
+
+Status PartitionFold::EncodeSnapshot(std::string* payload) const {
+  flatbuffers::DetachedBuffer buffer;
+  if (Status s = bucketd::EncodeSnapshot(fold_.state(), &buffer); !s.ok()) return s;
+  payload->assign(reinterpret_cast<const char*>(buffer.data()), buffer.size());
+  return Status::Ok();
+}
+
+Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_seq) {
+  if (next_seq_ != 1) return Status::FailedPrecondition("", "the partition was folded already");
+  State state;
+  if (Status s = DecodeSnapshot(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(),
+                                &state, 1);
+      !s.ok()) {
+    return s;
+  }
+  // The state's last record is at or before the position (the records after it up to the
+  // position were other partitions' or not records).
+  if (state.applied_seq > input_seq) {
+    return Status::Corruption("snapshot state at record " + std::to_string(state.applied_seq) +
+                              " is past its position " + std::to_string(input_seq));
+  }
+  if (Status s = fold_.Restore(std::move(state)); !s.ok()) return s;
+  next_seq_ = input_seq + 1;
+  tail_.reset();
+  return Status::Ok();
 }
 
 Status PartitionFold::CatchUp(std::vector<Transition>* out) {

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "bucketd/status.h"
@@ -33,6 +35,12 @@ class PartitionFold {
   // began, appending the transitions they caused to `*out`. IoError if the stream cannot be
   // read (what was folded before the error stays folded; call again to resume).
   Status CatchUp(std::vector<Transition>* out);
+
+  // The state as a snapshot payload (the state layer's encoding), at position next_seq() - 1.
+  Status EncodeSnapshot(std::string* payload) const;
+  // Takes the state of a snapshot payload taken at input-stream position `input_seq`; the
+  // next catch-up reads from input_seq + 1. FailedPrecondition unless nothing was folded yet.
+  Status RestoreSnapshot(std::string_view payload, uint64_t input_seq);
 
   const Fold& fold() const { return fold_; }
   uint32_t partition() const { return partition_; }

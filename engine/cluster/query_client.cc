@@ -34,26 +34,41 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
   natsStatus s = natsConnection_SubscribeSync(&sub, nats_->connection(), (prefix + "*").c_str());
   if (s != NATS_OK) return NatsFailed("subscribe " + prefix + "*", s);
   natsSubscription_SetPendingLimits(sub, -1, -1);
-  Status result;
-  for (const uint32_t p : partitions) {
-    BUCKETD_CHECK(p < options_.partitions);
-    const std::string subject = QuerySubjectOf(options_.cluster, p);
-    s = natsConnection_PublishRequest(nats_->connection(), subject.c_str(),
-                                      (prefix + std::to_string(p)).c_str(), request.data(),
-                                      static_cast<int>(request.size()));
-    if (s != NATS_OK) {
-      result = NatsFailed("query " + subject, s);
-      break;
+  // Asks the partitions not answered yet. During a handover a partition may have no owner
+  // subscribed for a moment (the server answers "no responders"): those are asked again
+  // every kResendEvery until the deadline.
+  constexpr auto kResendEvery = std::chrono::milliseconds(100);
+  auto ask_missing = [&]() -> Status {
+    for (const uint32_t p : partitions) {
+      if (replies->count(p) != 0) continue;
+      BUCKETD_CHECK(p < options_.partitions);
+      const std::string subject = QuerySubjectOf(options_.cluster, p);
+      const natsStatus ps = natsConnection_PublishRequest(
+          nats_->connection(), subject.c_str(), (prefix + std::to_string(p)).c_str(),
+          request.data(), static_cast<int>(request.size()));
+      if (ps != NATS_OK) return NatsFailed("query " + subject, ps);
     }
-  }
+    return Status::Ok();
+  };
+  Status result = ask_missing();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto next_resend = std::chrono::steady_clock::now() + kResendEvery;
   while (result.ok() && replies->size() < partitions.size()) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    if (now >= next_resend) {
+      result = ask_missing();
+      next_resend = now + kResendEvery;
+      continue;
+    }
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::min(deadline, next_resend) - now);
     natsMsg* msg = nullptr;
-    s = natsSubscription_NextMsg(&msg, sub, left.count());
-    if (s == NATS_TIMEOUT) break;
+    s = natsSubscription_NextMsg(&msg, sub, std::max<int64_t>(1, wait.count()));
+    if (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS) {
+      natsMsg_Destroy(msg);
+      continue;
+    }
     if (s != NATS_OK) {
       result = NatsFailed("query replies", s);
       break;
@@ -63,7 +78,9 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
     const uint32_t p = static_cast<uint32_t>(std::strtoul(std::string(tail).c_str(), nullptr, 10));
     // The first answer per partition counts (an old and a new owner may both answer during a
     // handover; both folded the same stream).
-    replies->emplace(p, std::string(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    if (natsMsg_GetDataLength(msg) > 0) {
+      replies->emplace(p, std::string(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    }
     natsMsg_Destroy(msg);
   }
   natsSubscription_Unsubscribe(sub);

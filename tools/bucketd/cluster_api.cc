@@ -244,6 +244,7 @@ void NodeRunner::Publish(const Status& round) {
                        fold->fold().state().transition_seq});
   }
   s.stats = node_->stats();
+  s.last_snapshot_refusal = node_->last_snapshot_refusal();
   s.pending = node_->pending();
   std::lock_guard<std::mutex> lock(mu_);
   s.rounds = status_.rounds + 1;
@@ -586,7 +587,13 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
   w.Key("leasesTaken").Uint(s.stats.leases_taken);
   w.Key("leasesReleased").Uint(s.stats.leases_released);
   w.Key("leasesLost").Uint(s.stats.leases_lost);
-  w.EndObject().EndObject();
+  w.Key("queriesAnswered").Uint(s.stats.queries_answered);
+  w.Key("snapshotsPublished").Uint(s.stats.snapshots_published);
+  w.Key("snapshotsRestored").Uint(s.stats.snapshots_restored);
+  w.Key("snapshotsRefused").Uint(s.stats.snapshots_refused);
+  w.EndObject();
+  w.Key("lastSnapshotRefusal").String(s.last_snapshot_refusal);
+  w.EndObject();
   ex->Respond(JsonReply(kHttpOk, w.Take()));
 }
 
@@ -619,6 +626,15 @@ void ClusterApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex)
          s.stats.leases_released);
   metric("bucketd_cluster_leases_lost_total", "counter", "Partition leases lost (expired).",
          s.stats.leases_lost);
+  metric("bucketd_cluster_queries_answered_total", "counter",
+         "Queries this node answered for the partitions it owns.", s.stats.queries_answered);
+  metric("bucketd_cluster_snapshots_published_total", "counter",
+         "Partition snapshots stored in JetStream.", s.stats.snapshots_published);
+  metric("bucketd_cluster_snapshots_restored_total", "counter",
+         "Takeovers that started from a snapshot.", s.stats.snapshots_restored);
+  metric("bucketd_cluster_snapshots_refused_total", "counter",
+         "Takeovers that found the newest snapshot unusable and folded from the start.",
+         s.stats.snapshots_refused);
   ex->Respond(Reply{kHttpOk, std::move(out), "text/plain; version=0.0.4; charset=utf-8"});
 }
 

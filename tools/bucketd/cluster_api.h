@@ -44,6 +44,7 @@ struct NodeStatus {
   };
   std::vector<Partition> owned;
   cluster::NodeStats stats;
+  std::string last_snapshot_refusal;
   size_t pending = 0;
   uint64_t rounds = 0;
   // The last round's first error; OK when it had none.

@@ -448,6 +448,9 @@ int ServeCluster(const Flags& flags) {
   node_options.node_id = flags.node_id.empty() ? DefaultNodeId(port) : flags.node_id;
   node_options.lease_ttl_ms = lease_ttl_ms;
   node_options.renew_every_ms = lease_ttl_ms / 3;
+  // Positions of the input stream rather than records of a local log: the same meaning, a
+  // new owner's catch-up bounded by it.
+  node_options.snapshot_every_records = flags.snapshot_every_records;
   std::unique_ptr<cluster::ClusterNode> node;
   status = cluster::ClusterNode::Open(node_options, &node);
   std::unique_ptr<cluster::PartitionStream> router_stream;
