@@ -168,6 +168,19 @@ std::map<std::string, std::string> ReadOutput(OutputStream* output) {
   return by_key;
 }
 
+// The output stream holds exactly the single engine's transitions, each once, equal but for
+// their seq.
+void CheckOutputIsReference(OutputStream* output, const Reference& ref) {
+  const std::map<std::string, std::string> out = ReadOutput(output);
+  CHECK(out.size() == ref.transitions.size());
+  for (const Transition& t : ref.transitions) {
+    INFO(t.IdempotencyKey());
+    const auto it = out.find(t.IdempotencyKey());
+    REQUIRE(it != out.end());
+    CHECK(it->second == WithoutSeq(JsonOf(t)));
+  }
+}
+
 TEST_CASE(
     "nodes share partitions, hand over on a join, take over after a death, and publish "
     "each transition once") {
@@ -245,14 +258,7 @@ TEST_CASE(
               static_cast<long long>(kLeaseTtlMs));
 
   // The output stream: the single engine's transitions, each exactly once.
-  const std::map<std::string, std::string> out = ReadOutput(b->output());
-  CHECK(out.size() == ref.transitions.size());
-  for (const Transition& t : ref.transitions) {
-    INFO(t.IdempotencyKey());
-    const auto it = out.find(t.IdempotencyKey());
-    REQUIRE(it != out.end());
-    CHECK(it->second == WithoutSeq(JsonOf(t)));
-  }
+  CheckOutputIsReference(b->output(), ref);
   std::map<std::string, uint64_t> counts;
   for (uint32_t p = 0; p < kPartitions; ++p) {
     for (const auto& bucket : b->partition(p)->fold().state().buckets) {
@@ -321,14 +327,7 @@ TEST_CASE(
   }
   TickUntilSettled({a.get(), b.get()}, input.get(), Faults::kExpected);
 
-  const std::map<std::string, std::string> out = ReadOutput(a->output());
-  CHECK(out.size() == ref.transitions.size());
-  for (const Transition& t : ref.transitions) {
-    INFO(t.IdempotencyKey());
-    const auto it = out.find(t.IdempotencyKey());
-    REQUIRE(it != out.end());
-    CHECK(it->second == WithoutSeq(JsonOf(t)));
-  }
+  CheckOutputIsReference(a->output(), ref);
   std::printf("NATS server kills: leases lost %llu, taken %llu; suppressed %llu\n",
               static_cast<unsigned long long>(a->stats().leases_lost + b->stats().leases_lost),
               static_cast<unsigned long long>(a->stats().leases_taken + b->stats().leases_taken),

@@ -26,6 +26,51 @@ bool ValidNameToken(std::string_view name) {
   return true;
 }
 
+Status EnsureStream(const NatsConnection& nats, jsStreamConfig config,
+                    std::optional<std::string>* existing_description) {
+  const std::string name = config.Name;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode js_error = jsErrCode(0);
+    natsStatus s = js_GetStreamInfo(&info, nats.js(), name.c_str(), nullptr, &js_error);
+    if (s == NATS_OK) {
+      if (existing_description != nullptr) {
+        const char* found = info->Config->Description;
+        *existing_description = std::string(found != nullptr ? found : "");
+      }
+      jsStreamInfo_Destroy(info);
+      return Status::Ok();
+    }
+    if (s != NATS_NOT_FOUND && js_error != JSStreamNotFoundErr) {
+      return NatsFailed("stream info " + name, s, js_error);
+    }
+    config.Storage = js_FileStorage;
+    config.Retention = js_LimitsPolicy;
+    config.AllowDirect = true;
+    js_error = jsErrCode(0);
+    s = js_AddStream(&info, nats.js(), &config, nullptr, &js_error);
+    jsStreamInfo_Destroy(info);
+    if (s == NATS_OK) return Status::Ok();
+    // Another node created it meanwhile: look at what it created.
+    if (js_error != JSStreamNameExistErr) return NatsFailed("create stream " + name, s, js_error);
+  }
+  return Status::IoError("stream " + name + ": created and not found");
+}
+
+Status LastMessage(const NatsConnection& nats, const std::string& stream,
+                   const std::string& subject, natsMsg** out) {
+  *out = nullptr;
+  jsErrCode js_error = jsErrCode(0);
+  const natsStatus s =
+      js_GetLastMsg(out, nats.js(), stream.c_str(), subject.c_str(), nullptr, &js_error);
+  if (s == NATS_NOT_FOUND) {
+    *out = nullptr;
+    return Status::Ok();
+  }
+  if (s != NATS_OK) return NatsFailed("last message of " + subject, s, js_error);
+  return Status::Ok();
+}
+
 Status NatsConnection::Connect(const std::string& url, TimeMs timeout_ms,
                                std::shared_ptr<NatsConnection>* out) {
   std::shared_ptr<NatsConnection> nats(new NatsConnection(timeout_ms));
@@ -145,13 +190,18 @@ Status SubjectTail::DirectRead(uint64_t through_seq, size_t max_messages,
       natsMsg_Destroy(msg);
       return Status::Ok();
     }
-    m.data = std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
-    m.msg = msg;
-    visit(m);
-    natsMsg_Destroy(msg);
-    next_seq_ = m.stream_seq + 1;
+    Visit(msg, &m, visit);
   }
   return Status::Ok();
+}
+
+void SubjectTail::Visit(natsMsg* msg, StoredMessage* m,
+                        const std::function<void(const StoredMessage&)>& visit) {
+  m->data = std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+  m->msg = msg;
+  visit(*m);
+  natsMsg_Destroy(msg);
+  next_seq_ = m->stream_seq + 1;
 }
 
 Status SubjectTail::Drain(uint64_t through_seq, size_t max_messages, size_t* visited,
@@ -173,11 +223,7 @@ Status SubjectTail::Drain(uint64_t through_seq, size_t max_messages, size_t* vis
     m.stream_seq = meta->Sequence.Stream;
     m.stored_at_ms = meta->Timestamp / 1'000'000;
     jsMsgMetaData_Destroy(meta);
-    m.data = std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
-    m.msg = msg;
-    visit(m);
-    natsMsg_Destroy(msg);
-    next_seq_ = m.stream_seq + 1;
+    Visit(msg, &m, visit);
   }
   return Status::Ok();
 }

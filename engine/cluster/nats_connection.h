@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -88,6 +89,9 @@ class SubjectTail {
   Status DirectRead(uint64_t through_seq, size_t max_messages,
                     const std::function<void(const StoredMessage&)>& visit);
   void Drop();
+  // Hands `msg` (its seq and time in `*m`) to `visit`, destroys it and moves past it.
+  void Visit(natsMsg* msg, StoredMessage* m,
+             const std::function<void(const StoredMessage&)>& visit);
 
   std::shared_ptr<NatsConnection> nats_;
   std::string stream_;
@@ -96,6 +100,17 @@ class SubjectTail {
   natsSubscription* sub_ = nullptr;
   std::chrono::steady_clock::time_point direct_until_{};
 };
+
+// Creates the stream `config` describes (file storage, limits retention, direct gets allowed
+// are set here) unless a stream of its name exists; then `*existing_description` (if given)
+// receives that stream's description. Two nodes creating it at once are both fine.
+Status EnsureStream(const NatsConnection& nats, jsStreamConfig config,
+                    std::optional<std::string>* existing_description = nullptr);
+
+// The last message of `subject` in `stream`: nullptr in `*out` when it has none. The caller
+// destroys it.
+Status LastMessage(const NatsConnection& nats, const std::string& stream,
+                   const std::string& subject, natsMsg** out);
 
 // Cluster names and node ids become parts of stream, subject and key names, where '.', '*',
 // '>' and spaces have meanings: [A-Za-z0-9_-], 1..64 characters.

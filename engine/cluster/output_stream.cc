@@ -47,16 +47,6 @@ std::string OutputStream::Subject(uint32_t partition) const {
 }
 
 Status OutputStream::EnsureStream() {
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  natsStatus s = js_GetStreamInfo(&info, nats_->js(), stream_name_.c_str(), nullptr, &js_error);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(info);
-    return Status::Ok();
-  }
-  if (s != NATS_NOT_FOUND && js_error != JSStreamNotFoundErr) {
-    return NatsFailed("stream info " + stream_name_, s, js_error);
-  }
   const std::string subjects = "bucketd." + options_.cluster + ".out.*";
   const char* subject_list[] = {subjects.c_str()};
   jsStreamConfig config;
@@ -65,18 +55,9 @@ Status OutputStream::EnsureStream() {
   config.Description = "bucketd transitions";
   config.Subjects = subject_list;
   config.SubjectsLen = 1;
-  config.Storage = js_FileStorage;
   config.Replicas = options_.replicas;
   config.Duplicates = options_.duplicate_window_ms * 1'000'000;  // nanoseconds
-  config.Retention = js_LimitsPolicy;
-  config.AllowDirect = true;
-  js_error = jsErrCode(0);
-  s = js_AddStream(&info, nats_->js(), &config, nullptr, &js_error);
-  if (s == NATS_OK || js_error == JSStreamNameExistErr) {
-    jsStreamInfo_Destroy(info);
-    return Status::Ok();
-  }
-  return NatsFailed("create stream " + stream_name_, s, js_error);
+  return bucketd::cluster::EnsureStream(*nats_, config);
 }
 
 Status OutputStream::Publish(uint32_t partition, const Transition& t) {
@@ -106,15 +87,9 @@ Status OutputStream::Publish(uint32_t partition, const Transition& t) {
 
 Status OutputStream::LastTransitionSeq(uint32_t partition, uint64_t* seq) {
   BUCKETD_CHECK(partition < options_.partitions);
-  *seq = 0;
-  const std::string subject = Subject(partition);
   natsMsg* msg = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  const natsStatus s =
-      js_GetLastMsg(&msg, nats_->js(), stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
-  if (s == NATS_NOT_FOUND) return Status::Ok();
-  if (s != NATS_OK) return NatsFailed("last message of " + subject, s, js_error);
-  *seq = TransitionSeqOf(msg);
+  if (Status s = LastMessage(*nats_, stream_name_, Subject(partition), &msg); !s.ok()) return s;
+  *seq = msg != nullptr ? TransitionSeqOf(msg) : 0;
   natsMsg_Destroy(msg);
   return Status::Ok();
 }
@@ -125,11 +100,9 @@ Status OutputStream::Read(uint32_t partition, uint64_t from_seq, size_t max_mess
   out->clear();
   const std::string subject = Subject(partition);
   natsMsg* last = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  const natsStatus s =
-      js_GetLastMsg(&last, nats_->js(), stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
-  if (s == NATS_NOT_FOUND) return Status::Ok();
-  if (s != NATS_OK) return NatsFailed("last message of " + subject, s, js_error);
+  if (Status s = LastMessage(*nats_, stream_name_, subject, &last); !s.ok() || last == nullptr) {
+    return s;
+  }
   const uint64_t through = natsMsg_GetSequence(last);
   natsMsg_Destroy(last);
   SubjectTail tail(nats_, stream_name_, subject, from_seq);

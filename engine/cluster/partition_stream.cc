@@ -59,24 +59,6 @@ std::string PartitionStream::QuerySubject(uint32_t partition) const {
 }
 
 Status PartitionStream::EnsureStream() {
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  natsStatus s = js_GetStreamInfo(&info, nats_->js(), stream_name_.c_str(), nullptr, &js_error);
-  if (s == NATS_OK) {
-    const char* found = info->Config->Description;
-    const bool same = found != nullptr && Description(options_.partitions) == found;
-    const std::string found_text = found != nullptr ? found : "";
-    jsStreamInfo_Destroy(info);
-    if (!same) {
-      return Status::FailedPrecondition(
-          "partitions", "stream " + stream_name_ + " exists with another partition count (\"" +
-                            found_text + "\"); the count is fixed at cluster creation");
-    }
-    return Status::Ok();
-  }
-  if (s != NATS_NOT_FOUND && js_error != JSStreamNotFoundErr) {
-    return NatsFailed("stream info " + stream_name_, s, js_error);
-  }
   const std::string subjects = "bucketd." + options_.cluster + ".in.*";
   const char* subject_list[] = {subjects.c_str()};
   const std::string description = Description(options_.partitions);
@@ -86,23 +68,19 @@ Status PartitionStream::EnsureStream() {
   config.Description = description.c_str();
   config.Subjects = subject_list;
   config.SubjectsLen = 1;
-  config.Storage = js_FileStorage;
   config.Replicas = options_.replicas;
   config.MaxMsgSize = kRecordBytesMax;
   config.Duplicates = options_.duplicate_window_ms * 1'000'000;  // nanoseconds
   // The log of record: no limits, nothing aged out (docs/cluster.md, "Retention"). Deletes
   // stay allowed: an erasure will have to remove a contact's messages.
-  config.Retention = js_LimitsPolicy;
-  config.AllowDirect = true;
-  js_error = jsErrCode(0);
-  s = js_AddStream(&info, nats_->js(), &config, nullptr, &js_error);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(info);
-    return Status::Ok();
+  std::optional<std::string> existing;
+  if (Status s = bucketd::cluster::EnsureStream(*nats_, config, &existing); !s.ok()) return s;
+  if (existing && *existing != description) {
+    return Status::FailedPrecondition(
+        "partitions", "stream " + stream_name_ + " exists with another partition count (\"" +
+                          *existing + "\"); the count is fixed at cluster creation");
   }
-  // Another node created it meanwhile: check what it created.
-  if (js_error == JSStreamNameExistErr) return EnsureStream();
-  return NatsFailed("create stream " + stream_name_, s, js_error);
+  return Status::Ok();
 }
 
 Status PartitionStream::Publish(uint32_t partition, const Record& record,
@@ -136,17 +114,9 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
 
 Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
   BUCKETD_CHECK(partition < options_.partitions);
-  const std::string subject = Subject(partition);
   natsMsg* msg = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  const natsStatus s =
-      js_GetLastMsg(&msg, nats_->js(), stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
-  if (s == NATS_NOT_FOUND) {
-    *seq = 0;
-    return Status::Ok();
-  }
-  if (s != NATS_OK) return NatsFailed("last record of " + subject, s, js_error);
-  *seq = natsMsg_GetSequence(msg);
+  if (Status s = LastMessage(*nats_, stream_name_, Subject(partition), &msg); !s.ok()) return s;
+  *seq = msg != nullptr ? natsMsg_GetSequence(msg) : 0;
   natsMsg_Destroy(msg);
   return Status::Ok();
 }

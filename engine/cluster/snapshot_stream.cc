@@ -76,16 +76,6 @@ std::string SnapshotStream::ManifestSubject(uint32_t partition) const {
 }
 
 Status SnapshotStream::EnsureStream() {
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  natsStatus s = js_GetStreamInfo(&info, nats_->js(), stream_name_.c_str(), nullptr, &js_error);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(info);
-    return Status::Ok();
-  }
-  if (s != NATS_NOT_FOUND && js_error != JSStreamNotFoundErr) {
-    return NatsFailed("stream info " + stream_name_, s, js_error);
-  }
   const std::string subjects = "bucketd." + options_.cluster + ".snap.>";
   const char* subject_list[] = {subjects.c_str()};
   jsStreamConfig config;
@@ -94,28 +84,17 @@ Status SnapshotStream::EnsureStream() {
   config.Description = "bucketd partition snapshots";
   config.Subjects = subject_list;
   config.SubjectsLen = 1;
-  config.Storage = js_FileStorage;
   config.Replicas = options_.replicas;
-  config.Retention = js_LimitsPolicy;
-  config.AllowDirect = true;
-  js_error = jsErrCode(0);
-  s = js_AddStream(&info, nats_->js(), &config, nullptr, &js_error);
-  if (s == NATS_OK || js_error == JSStreamNameExistErr) {
-    jsStreamInfo_Destroy(info);
-    return Status::Ok();
-  }
-  return NatsFailed("create stream " + stream_name_, s, js_error);
+  return bucketd::cluster::EnsureStream(*nats_, config);
 }
 
 Status SnapshotStream::LastManifest(uint32_t partition, SnapshotManifest* manifest, bool* found) {
   *found = false;
-  const std::string subject = ManifestSubject(partition);
   natsMsg* msg = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  const natsStatus s =
-      js_GetLastMsg(&msg, nats_->js(), stream_name_.c_str(), subject.c_str(), nullptr, &js_error);
-  if (s == NATS_NOT_FOUND) return Status::Ok();
-  if (s != NATS_OK) return NatsFailed("last manifest of " + subject, s, js_error);
+  if (Status s = LastMessage(*nats_, stream_name_, ManifestSubject(partition), &msg);
+      !s.ok() || msg == nullptr) {
+    return s;
+  }
   const Status parsed =
       ParseManifest(std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)), manifest);
   natsMsg_Destroy(msg);
