@@ -203,9 +203,9 @@ TEST_CASE(
 
   // One node alone takes every partition.
   // Without snapshots, a new owner folds each partition from the start and publishes only
-  // past what the old owner did (Bucketd-Transition-Seq); with snapshots every few hundred
-  // positions (and at each handover), it starts from the newest.
-  const uint64_t snapshot_every = GENERATE(0, 300);
+  // past what the old owner did (Bucketd-Transition-Seq); with snapshots every 50 of a
+  // partition's records (and at each handover), it starts from the newest.
+  const uint64_t snapshot_every = GENERATE(0, 50);
   INFO("snapshot_every_records " << snapshot_every);
   auto a = OpenNode(nats, "node-a", nullptr, snapshot_every);
   PublishRouted(input.get(), records.subspan(0, third));
@@ -248,7 +248,7 @@ TEST_CASE(
     CHECK(b->stats().transitions_suppressed > b_suppressed_before);
   } else {
     // From node-a's periodic snapshots where it had stored one (a partition whose position
-    // had not moved 300 past the handover is folded from the start), then the tails.
+    // had not folded 50 more records since the handover is folded from the start), then the tails.
     CHECK(b->stats().snapshots_restored > b_restored_before);
     INFO(b->last_snapshot_refusal());
     CHECK(b->stats().snapshots_refused == 0);
@@ -387,7 +387,8 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   CHECK(out[1].msg_id == "bucket:active:ada:left:1");
   CHECK(out[1].json.find(R"("at":"2026-01-01T01:01:00.000Z")") != std::string::npos);
   CHECK(out[1].json.find(R"("detectedAt":"2026-01-01T02:00:00.000Z")") != std::string::npos);
-  // A re-emission within the duplicate window (a stale owner's, say) is stored once.
+  // A re-emission within the duplicate window (a stale owner's, say) is stored once, even
+  // where the fence alone would let it through.
   Transition left;
   left.seq = 2;
   left.kind = TransitionKind::kLeft;
@@ -395,7 +396,14 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   left.bucket_name = "Active";
   left.user_id = "ada";
   left.entry_count = 1;
-  RequireOk(node->output()->Publish(p, left));
+  uint64_t stored_at = 0;
+  RequireOk(node->output()->Publish(p, left, out[1].stream_seq, &stored_at));
+  CHECK(stored_at == out[1].stream_seq);  // the first one's
+  // And a publisher that has not seen the partition's last output cannot append at all.
+  left.seq = 3;
+  left.entry_count = 2;
+  CHECK(node->output()->Publish(p, left, out[0].stream_seq, &stored_at).code() ==
+        StatusCode::kFailedPrecondition);
   RequireOk(node->output()->Read(p, 1, 100, &out));
   CHECK(out.size() == 2);
   // Nothing is due any more: later rounds append nothing.

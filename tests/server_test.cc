@@ -28,9 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-constexpr const char* kStart = bucketd::testing::kSidecarStart;
 constexpr int64_t kDayMs = 24 * 3600 * 1000;
-constexpr int64_t kStartMs = 1767225600000;  // kStart
+constexpr int64_t kStartMs = 1767225600000;  // kSidecarStart
 
 struct TempDir {
   fs::path path;

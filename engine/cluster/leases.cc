@@ -42,6 +42,22 @@ Status LeaseTable::Open(std::shared_ptr<NatsConnection> nats, const LeaseOptions
     if (s != NATS_OK) s = js_KeyValue(&kv, nats->js(), bucket.c_str());
   }
   if (s != NATS_OK) return NatsFailed("lease bucket " + bucket, s);
+  // Every node must judge expiry by the bucket's TTL: one renewing less often than the
+  // bucket expires would lose its leases, one waiting longer would take over late.
+  kvStatus* status = nullptr;
+  s = kvStore_Status(&status, kv);
+  if (s != NATS_OK) {
+    kvStore_Destroy(kv);
+    return NatsFailed("lease bucket " + bucket, s);
+  }
+  const int64_t ttl_ns = kvStatus_TTL(status);
+  kvStatus_Destroy(status);
+  if (ttl_ns != options.ttl_ms * 1'000'000) {
+    kvStore_Destroy(kv);
+    return Status::FailedPrecondition("leaseTtl", "bucket " + bucket + " has a TTL of " +
+                                                      std::to_string(ttl_ns / 1'000'000) +
+                                                      " ms; every node of the cluster must use it");
+  }
   out->reset(new LeaseTable(std::move(nats), bucket, kv));
   return Status::Ok();
 }
@@ -97,7 +113,13 @@ Status LeaseTable::Acquire(uint32_t partition, const std::string& node_id, uint6
   if (s == NATS_OK) return Status::Ok();
   // The client reports "the key exists" as a failed write; tell it from a failed request.
   std::string holder;
-  if (Status h = Holder(partition, &holder); !h.ok()) return h;
+  uint64_t held_at = 0;
+  if (Status h = HolderAt(partition, &holder, &held_at); !h.ok()) return h;
+  if (holder == node_id) {
+    // An earlier create of this node's timed out but was stored: the lease is this node's.
+    *revision = held_at;
+    return Status::Ok();
+  }
   if (!holder.empty()) {
     return Status::FailedPrecondition(
         "", "partition " + std::to_string(partition) + " is leased to node " + holder);
@@ -113,12 +135,17 @@ Status LeaseTable::Renew(uint32_t partition, const std::string& node_id, uint64_
     *revision = written;
     return Status::Ok();
   }
-  kvEntry* entry = nullptr;
-  const natsStatus g = kvStore_Get(&entry, kv_, key.c_str());
-  if (g != NATS_OK && g != NATS_NOT_FOUND) return NatsFailed("renew " + key, s);
-  const bool moved = g == NATS_NOT_FOUND || kvEntry_Revision(entry) != *revision;
-  kvEntry_Destroy(entry);
-  if (moved) {
+  std::string holder;
+  uint64_t held_at = 0;
+  if (Status h = HolderAt(partition, &holder, &held_at); !h.ok())
+    return NatsFailed("renew " + key, s);
+  if (holder == node_id && held_at != *revision) {
+    // An earlier renewal of this node's timed out but was stored: adopt its revision, and
+    // renew again next time.
+    *revision = held_at;
+    return Status::Ok();
+  }
+  if (holder != node_id || held_at != *revision) {
     return Status::FailedPrecondition(
         "", "lease on partition " + std::to_string(partition) + " expired or was taken");
   }
@@ -135,13 +162,20 @@ Status LeaseTable::Release(uint32_t partition, const std::string& node_id, uint6
 }
 
 Status LeaseTable::Holder(uint32_t partition, std::string* node_id) {
+  uint64_t revision = 0;
+  return HolderAt(partition, node_id, &revision);
+}
+
+Status LeaseTable::HolderAt(uint32_t partition, std::string* node_id, uint64_t* revision) {
   node_id->clear();
+  *revision = 0;
   const std::string key = LeaseKey(partition);
   kvEntry* entry = nullptr;
   const natsStatus s = kvStore_Get(&entry, kv_, key.c_str());
   if (s == NATS_NOT_FOUND) return Status::Ok();
   if (s != NATS_OK) return NatsFailed("lease " + key, s);
   *node_id = std::string(static_cast<const char*>(kvEntry_Value(entry)), kvEntry_ValueLen(entry));
+  *revision = kvEntry_Revision(entry);
   kvEntry_Destroy(entry);
   return Status::Ok();
 }

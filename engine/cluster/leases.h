@@ -28,7 +28,8 @@ struct LeaseOptions {
 
 class LeaseTable {
  public:
-  // Binds to the bucket, creating it if it does not exist yet.
+  // Binds to the bucket, creating it if it does not exist yet. FailedPrecondition (field
+  // leaseTtl) when it exists with another TTL.
   static Status Open(std::shared_ptr<NatsConnection> nats, const LeaseOptions& options,
                      std::unique_ptr<LeaseTable>* out);
   ~LeaseTable();
@@ -54,6 +55,8 @@ class LeaseTable {
   Status Release(uint32_t partition, const std::string& node_id, uint64_t revision);
   // The node holding the partition's lease, "" when none does.
   Status Holder(uint32_t partition, std::string* node_id);
+  // The same with the revision of the lease's last write (0 when none holds it).
+  Status HolderAt(uint32_t partition, std::string* node_id, uint64_t* revision);
 
  private:
   LeaseTable(std::shared_ptr<NatsConnection> nats, std::string bucket, kvStore* kv);

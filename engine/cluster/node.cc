@@ -24,9 +24,10 @@ ClusterNode::~ClusterNode() {
 
 void ClusterNode::Drop(std::map<uint32_t, Owned>::iterator it) {
   if (natsSubscription* sub = it->second.queries; sub != nullptr) {
-    // Drained, not just unsubscribed: the wait ends once no callback of it can still run.
+    // Drained, not just unsubscribed: the wait ends once no callback of it can still run
+    // (bounded: a NATS outage must not stall the round for long).
     if (natsSubscription_Drain(sub) == NATS_OK) {
-      natsSubscription_WaitForDrainCompletion(sub, nats_->timeout_ms());
+      natsSubscription_WaitForDrainCompletion(sub, std::min<int64_t>(nats_->timeout_ms(), 500));
     }
     natsSubscription_Destroy(sub);
   }
@@ -50,7 +51,7 @@ void ClusterNode::OnQuery(natsConnection*, natsSubscription*, natsMsg* msg, void
 
 Status ClusterNode::SubscribeQueries(uint32_t p, Owned* owned) {
   if (!query_handler_) return Status::Ok();
-  QueryClosure& closure = query_closures_.emplace_back(QueryClosure{&inbox_, p});
+  QueryClosure& closure = query_closures_.at(p);
   const std::string subject = input_->QuerySubject(p);
   const natsStatus s = natsConnection_Subscribe(&owned->queries, nats_->connection(),
                                                 subject.c_str(), &ClusterNode::OnQuery, &closure);
@@ -95,6 +96,9 @@ Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode
     return s;
   }
   std::unique_ptr<ClusterNode> node(new ClusterNode(options, nats));
+  for (uint32_t p = 0; p < options.stream.partitions; ++p) {
+    node->query_closures_.push_back(QueryClosure{&node->inbox_, p});
+  }
   if (Status s = PartitionStream::Open(nats, options.stream, &node->input_); !s.ok()) return s;
   OutputOptions output;
   output.cluster = options.stream.cluster;
@@ -132,7 +136,7 @@ size_t ClusterNode::pending() const {
   return n;
 }
 
-void ClusterNode::KeepAlive(Status* first_error) {
+void ClusterNode::KeepAlive(Status* first_error, bool may_drop) {
   auto note = [first_error](Status s) {
     if (!s.ok() && first_error->ok()) *first_error = std::move(s);
   };
@@ -149,21 +153,20 @@ void ClusterNode::KeepAlive(Status* first_error) {
   for (auto it = owned_.begin(); it != owned_.end();) {
     Owned& o = it->second;
     now = options_.clock->Now();
-    bool lost = false;
-    if (now - o.renewed_at >= options_.renew_every_ms) {
+    if (!o.lost && now - o.renewed_at >= options_.renew_every_ms) {
       Status s = leases_->Renew(it->first, self, &o.lease_revision);
       if (s.ok()) {
         o.renewed_at = now;
       } else if (s.code() == StatusCode::kFailedPrecondition) {
-        lost = true;
+        o.lost = true;
       } else {
         // NATS could not say; past the TTL the lease is gone whatever NATS would say.
-        lost = now - o.renewed_at >= options_.lease_ttl_ms;
+        o.lost = now - o.renewed_at >= options_.lease_ttl_ms;
         note(std::move(s));
       }
+      if (o.lost) ++stats_.leases_lost;
     }
-    if (lost) {
-      ++stats_.leases_lost;
+    if (o.lost && may_drop) {
       const auto next = std::next(it);
       Drop(it);
       it = next;
@@ -179,7 +182,7 @@ Status ClusterNode::Tick() {
     if (!s.ok() && first_error.ok()) first_error = std::move(s);
   };
   const std::string& self = options_.node_id;
-  KeepAlive(&first_error);
+  KeepAlive(&first_error, /*may_drop=*/true);
 
   std::vector<std::string> live;
   if (Status s = leases_->LiveNodes(&live); !s.ok()) {
@@ -196,7 +199,7 @@ Status ClusterNode::Tick() {
       if (it != owned_.end() && !preferred) {
         // A handover: what was folded goes out first, so the next owner starts after it.
         Owned& o = it->second;
-        if (Status s = FoldNew(&o); !s.ok()) {
+        if (Status s = FoldNew(&o, nullptr); !s.ok()) {
           note(std::move(s));
           continue;
         }
@@ -229,7 +232,7 @@ Status ClusterNode::Tick() {
   }
 
   for (const uint32_t p : owned()) {
-    KeepAlive(&first_error);
+    KeepAlive(&first_error, /*may_drop=*/true);
     ServeQueries();
     const auto it = owned_.find(p);
     if (it != owned_.end()) note(Advance(p, &it->second, options_.clock->Now()));
@@ -240,30 +243,37 @@ Status ClusterNode::Tick() {
 
 Status ClusterNode::TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now) {
   uint64_t published_through = 0;
-  if (Status s = output_->LastTransitionSeq(p, &published_through); !s.ok()) {
-    // Unknown where the previous owner stopped: publishing from the start could repeat past
-    // the duplicate window. Give the lease back and try again next round.
+  uint64_t output_seq = 0;
+  if (Status s = output_->Last(p, &published_through, &output_seq); !s.ok()) {
+    // Unknown where the previous owner stopped. Give the lease back and try next round.
     (void)leases_->Release(p, options_.node_id, lease_revision);
     return s;
   }
-  Owned& o = owned_[p];
+  Owned o;
   o.lease_revision = lease_revision;
   o.renewed_at = now;
   o.fold = std::make_unique<PartitionFold>(input_.get(), p);
   o.published_through = published_through;
+  o.output_seq = output_seq;
+  if (Status s = StartFromSnapshot(p, &o); !s.ok()) {
+    (void)leases_->Release(p, options_.node_id, lease_revision);
+    return s;
+  }
+  owned_.emplace(p, std::move(o));
   ++stats_.leases_taken;
-  StartFromSnapshot(p, &o);
-  // Without its query subscription the partition is still folded and published; the queries
-  // it misses fail by their deadline, and the next takeover subscribes again.
-  return SubscribeQueries(p, &o);
+  // Queries on the partition are answered once its fold has caught up (Advance).
+  return Status::Ok();
 }
 
-void ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
+Status ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
   SnapshotManifest manifest;
   std::string payload;
   bool found = false;
   const Status s = snapshots_->Latest(p, &manifest, &payload, &found);
-  if (s.ok() && !found) return;
+  // NATS could not say: the takeover waits for the next round rather than fold from the
+  // start (a partition's whole stream) because of a passing fault.
+  if (s.code() == StatusCode::kIoError) return s;
+  if (s.ok() && !found) return Status::Ok();
   // A snapshot whose transitions the output stream does not all hold would skip publishing
   // the missing ones: only a snapshot at or before the output's end is used.
   Status usable = s;
@@ -277,10 +287,11 @@ void ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
     ++stats_.snapshots_refused;
     last_snapshot_refusal_ = "partition " + std::to_string(p) + ": " + usable.ToString();
     o->fold = std::make_unique<PartitionFold>(input_.get(), p);
-    return;
+    return Status::Ok();
   }
   o->snapshot_at = manifest.input_seq;
   ++stats_.snapshots_restored;
+  return Status::Ok();
 }
 
 Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
@@ -288,7 +299,10 @@ Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
   if (options_.snapshot_every_records == 0 || !o->pending.empty() || position <= o->snapshot_at) {
     return Status::Ok();
   }
-  if (!handover && position - o->snapshot_at < options_.snapshot_every_records) {
+  // Counted in the partition's own messages (not stream positions, which all partitions
+  // share): the cost of a new owner's catch-up is what it bounds.
+  if (!handover &&
+      o->fold->records_read() - o->records_at_snapshot < options_.snapshot_every_records) {
     return Status::Ok();
   }
   std::string payload;
@@ -300,13 +314,14 @@ Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
   manifest.transition_seq = o->fold->fold().state().transition_seq;
   if (Status s = snapshots_->Publish(p, payload, &manifest); !s.ok()) return s;
   o->snapshot_at = position;
+  o->records_at_snapshot = o->fold->records_read();
   ++stats_.snapshots_published;
   return Status::Ok();
 }
 
-Status ClusterNode::FoldNew(Owned* o) {
+Status ClusterNode::FoldNew(Owned* o, bool* caught_up) {
   std::vector<Transition> folded;
-  Status s = o->fold->CatchUp(&folded);  // what it folded before an error stays folded
+  Status s = o->fold->CatchUp(&folded, caught_up);  // what it folded before an error stays
   for (Transition& t : folded) {
     if (t.seq <= o->published_through) {
       ++stats_.transitions_suppressed;
@@ -318,10 +333,35 @@ Status ClusterNode::FoldNew(Owned* o) {
 }
 
 Status ClusterNode::PublishPending(uint32_t p, Owned* o) {
-  while (!o->pending.empty()) {
+  // Leases are renewed while a long backlog goes out (a definition that enters a million
+  // users); a lease lost meanwhile stops the publishing.
+  constexpr uint64_t kRenewEveryPublishes = 256;
+  for (uint64_t published = 0; !o->pending.empty(); ++published) {
+    if (published % kRenewEveryPublishes == kRenewEveryPublishes - 1) {
+      Status ignored;  // reported by the round's own KeepAlive
+      KeepAlive(&ignored, /*may_drop=*/false);
+    }
+    if (o->lost) return Status::FailedPrecondition("", "lease lost");
     const Transition& t = o->pending.front();
-    if (Status s = output_->Publish(p, t); !s.ok()) return s;
+    uint64_t stream_seq = 0;
+    const Status s = output_->Publish(p, t, o->output_seq, &stream_seq);
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      // Someone appended since this node last looked: a stale owner still publishing the
+      // same transitions, or this node's own publish whose ack was lost. Go on from the
+      // output's end; what it holds already is not published again.
+      uint64_t transition_seq = 0;
+      if (Status l = output_->Last(p, &transition_seq, &o->output_seq); !l.ok()) return l;
+      o->published_through = std::max(o->published_through, transition_seq);
+      while (!o->pending.empty() && o->pending.front().seq <= o->published_through) {
+        o->pending.pop_front();
+        ++stats_.transitions_suppressed;
+      }
+      ++stats_.output_resyncs;
+      continue;
+    }
+    if (!s.ok()) return s;
     BUCKETD_CHECK(t.seq > o->published_through);
+    o->output_seq = stream_seq;
     o->published_through = t.seq;
     ++stats_.transitions_published;
     o->pending.pop_front();
@@ -330,11 +370,20 @@ Status ClusterNode::PublishPending(uint32_t p, Owned* o) {
 }
 
 Status ClusterNode::Advance(uint32_t p, Owned* o, TimeMs now) {
-  if (Status s = FoldNew(o); !s.ok()) return s;
+  bool caught_up = false;
+  if (Status s = FoldNew(o, &caught_up); !s.ok()) return s;
+  if (caught_up && !o->serving) {
+    // From now on its answers are the fold of the stream as it was moments ago, not of a
+    // state still replaying: until then queries on it go unanswered (and fail at their
+    // deadline), never wrong.
+    if (Status s = SubscribeQueries(p, o); !s.ok()) return s;
+    o->serving = true;
+  }
   if (Status s = PublishPending(p, o); !s.ok()) return s;
   if (Status s = Snapshot(p, o, /*handover=*/false); !s.ok()) return s;
   const uint64_t folded_through = o->fold->next_seq() - 1;
-  if (!options_.publish_sweeps || folded_through == 0 || !o->fold->fold().HasDue(now)) {
+  if (!options_.publish_sweeps || !caught_up || folded_through == 0 ||
+      !o->fold->fold().HasDue(now)) {
     return Status::Ok();
   }
   Record sweep;
@@ -348,7 +397,7 @@ Status ClusterNode::Advance(uint32_t p, Owned* o, TimeMs now) {
   }
   if (!s.ok()) return s;
   ++stats_.sweeps_published;
-  if (Status f = FoldNew(o); !f.ok()) return f;
+  if (Status f = FoldNew(o, nullptr); !f.ok()) return f;
   return PublishPending(p, o);
 }
 

@@ -80,6 +80,8 @@ struct NodeStats {
   // or ahead of the output stream) and folded from the start instead.
   uint64_t snapshots_restored = 0;
   uint64_t snapshots_refused = 0;
+  // Publishes of outputs refused by the fence because someone had appended meanwhile.
+  uint64_t output_resyncs = 0;
 };
 
 class ClusterNode {
@@ -133,8 +135,16 @@ class ClusterNode {
     std::deque<Transition> pending;
     // The last transition seq the output stream holds for the partition.
     uint64_t published_through = 0;
-    // The input-stream position of the partition's newest snapshot in JetStream.
+    // The output stream sequence of the partition's last output (0: none): the fence.
+    uint64_t output_seq = 0;
+    // The input-stream position of the partition's newest snapshot in JetStream, and the
+    // fold's records_read() then.
     uint64_t snapshot_at = 0;
+    uint64_t records_at_snapshot = 0;
+    // The lease was found lost in the middle of something; dropped at the next safe point.
+    bool lost = false;
+    // Answering queries (subscribed once the fold first caught up).
+    bool serving = false;
   };
 
   // Queries received on a NATS thread, waiting for the node's thread.
@@ -149,15 +159,17 @@ class ClusterNode {
   ClusterNode(const NodeOptions& options, std::shared_ptr<NatsConnection> nats);
   void Drop(std::map<uint32_t, Owned>::iterator it);
   Status TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now);
-  // Announces the node and renews the leases whose renewal is due; drops the lost ones.
-  void KeepAlive(Status* first_error);
+  // Announces the node and renews the leases whose renewal is due; drops the lost ones, or
+  // (not `may_drop`: in the middle of work on a partition) marks them lost.
+  void KeepAlive(Status* first_error, bool may_drop);
   Status Advance(uint32_t p, Owned* owned, TimeMs now);
-  Status FoldNew(Owned* owned);
+  Status FoldNew(Owned* owned, bool* caught_up);
   Status PublishPending(uint32_t p, Owned* owned);
   // Stores a snapshot when `due` (or always, for a handover) and nothing is pending.
   Status Snapshot(uint32_t p, Owned* owned, bool handover);
-  // Starts a new owner's fold from the partition's newest snapshot when it is usable.
-  void StartFromSnapshot(uint32_t p, Owned* owned);
+  // Starts a new owner's fold from the partition's newest snapshot when it is usable;
+  // IoError when it could not be read (the takeover waits for the next round).
+  Status StartFromSnapshot(uint32_t p, Owned* owned);
 
   NodeOptions options_;
   std::shared_ptr<NatsConnection> nats_;
@@ -172,14 +184,14 @@ class ClusterNode {
   QueryHandler query_handler_;
   // Shared with the subscriptions' callbacks; each subscription's closure is {inbox, p}.
   QueryInbox inbox_;
-  // A subscription's closure: where its messages go and for which partition. Never freed
-  // while the node lives (a deque does not move them); a subscription is drained before its
-  // partition is dropped, so no callback runs after.
+  // A subscription's closure: where its messages go and for which partition, one per
+  // partition, made at Open (their addresses never change). A subscription is drained
+  // before its partition is dropped, so no callback runs after.
   struct QueryClosure {
     QueryInbox* inbox;
     uint32_t partition;
   };
-  std::deque<QueryClosure> query_closures_;
+  std::vector<QueryClosure> query_closures_;
   TimeMs announced_at_ = 0;
   bool announced_ = false;
   NodeStats stats_;

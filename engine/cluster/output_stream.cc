@@ -60,7 +60,8 @@ Status OutputStream::EnsureStream() {
   return bucketd::cluster::EnsureStream(*nats_, config);
 }
 
-Status OutputStream::Publish(uint32_t partition, const Transition& t) {
+Status OutputStream::Publish(uint32_t partition, const Transition& t, uint64_t expected_last_seq,
+                             uint64_t* stream_seq) {
   BUCKETD_CHECK(partition < options_.partitions);
   const std::string subject = Subject(partition);
   JsonWriter w;
@@ -77,19 +78,30 @@ Status OutputStream::Publish(uint32_t partition, const Transition& t) {
   options.MaxWait = nats_->timeout_ms();
   const std::string msg_id = t.IdempotencyKey();
   options.MsgId = msg_id.c_str();
+  if (expected_last_seq == 0) {
+    options.ExpectNoMessage = true;
+  } else {
+    options.ExpectLastSubjectSeq = expected_last_seq;
+  }
   jsPubAck* ack = nullptr;
   jsErrCode js_error = jsErrCode(0);
   if (s == NATS_OK) s = js_PublishMsg(&ack, nats_->js(), msg, &options, &js_error);
   natsMsg_Destroy(msg);
+  if (s == NATS_OK) *stream_seq = ack->Sequence;
   jsPubAck_Destroy(ack);
-  return s == NATS_OK ? Status::Ok() : NatsFailed("publish to " + subject, s, js_error);
+  if (s == NATS_OK) return Status::Ok();
+  if (js_error == JSStreamWrongLastSequenceErr) {
+    return Status::FailedPrecondition("", subject + " has another last message than expected");
+  }
+  return NatsFailed("publish to " + subject, s, js_error);
 }
 
-Status OutputStream::LastTransitionSeq(uint32_t partition, uint64_t* seq) {
+Status OutputStream::Last(uint32_t partition, uint64_t* transition_seq, uint64_t* stream_seq) {
   BUCKETD_CHECK(partition < options_.partitions);
   natsMsg* msg = nullptr;
   if (Status s = LastMessage(*nats_, stream_name_, Subject(partition), &msg); !s.ok()) return s;
-  *seq = msg != nullptr ? TransitionSeqOf(msg) : 0;
+  *transition_seq = msg != nullptr ? TransitionSeqOf(msg) : 0;
+  *stream_seq = msg != nullptr ? natsMsg_GetSequence(msg) : 0;
   natsMsg_Destroy(msg);
   return Status::Ok();
 }

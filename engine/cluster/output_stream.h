@@ -5,7 +5,8 @@
 // for whoever folds the partition); the message id (Nats-Msg-Id) is the transition's
 // idempotencyKey, so JetStream stores a re-emission within the duplicate window once, and the
 // header Bucketd-Transition-Seq repeats `seq`, so a new owner knows where the old one
-// stopped, past any window.
+// stopped, past any window; and each publish is fenced on the partition's last message, so
+// two owners (a stale one and its successor) cannot both append the same transition.
 //
 // Threading: one thread at a time.
 #include <cstdint>
@@ -47,11 +48,17 @@ class OutputStream {
   const std::string& stream_name() const { return stream_name_; }
   std::string Subject(uint32_t partition) const;
 
-  // Publishes `t` (folded in `partition`) and returns once JetStream acknowledged it (or
-  // recognised it as a duplicate). IoError: not known to be stored; publish it again.
-  Status Publish(uint32_t partition, const Transition& t);
-  // The Bucketd-Transition-Seq of the partition's last message, 0 when it has none.
-  Status LastTransitionSeq(uint32_t partition, uint64_t* seq);
+  // Publishes `t` (folded in `partition`) if the partition's last message is still stream
+  // sequence `expected_last_seq` (0: the partition has none), and returns once JetStream
+  // acknowledged it, with its stream sequence in `*stream_seq`. The fence makes an output
+  // appended at most once whoever publishes it: FailedPrecondition when another publisher
+  // appended meanwhile (read Last again). IoError: not known to be stored; publish it again
+  // (the message id makes a retry within the duplicate window harmless).
+  Status Publish(uint32_t partition, const Transition& t, uint64_t expected_last_seq,
+                 uint64_t* stream_seq);
+  // The partition's last message: its Bucketd-Transition-Seq and stream sequence, both 0
+  // when it has none.
+  Status Last(uint32_t partition, uint64_t* transition_seq, uint64_t* stream_seq);
   // The partition's messages from stream sequence `from_seq` on, at most `max_messages`, up
   // to its last message when the call began.
   Status Read(uint32_t partition, uint64_t from_seq, size_t max_messages,

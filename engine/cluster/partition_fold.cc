@@ -46,19 +46,31 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_s
   return Status::Ok();
 }
 
-Status PartitionFold::CatchUp(std::vector<Transition>* out) {
+Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
+  if (caught_up != nullptr) *caught_up = false;
   if (tail_ == nullptr || tail_->next_seq() != next_seq_) {
     tail_ = stream_->Tail(partition_, next_seq_);
   }
-  for (;;) {
+  // Up to the partition's last record when the call began, and at most kCatchUpRecordsMax
+  // records: under steady ingest the end moves on, and the caller has leases to renew and
+  // other partitions to fold between calls.
+  uint64_t through = 0;
+  if (Status s = stream_->LastSeq(partition_, &through); !s.ok()) return s;
+  for (size_t folded = 0; next_seq_ <= through && folded < kCatchUpRecordsMax;) {
     ReadResult read;
-    const Status s = stream_->Read(partition_, tail_.get(), kReadRecordsMax, &read);
+    const Status s = stream_->Read(partition_, tail_.get(), through,
+                                   std::min(kReadRecordsMax, kCatchUpRecordsMax - folded), &read);
     undecodable_ += read.undecodable.size();
+    records_read_ += read.records.size() + read.undecodable.size();
+    folded += read.records.size() + read.undecodable.size();
     for (Record& r : read.records) Apply(std::move(r), out);
-    const bool caught_up = read.next_seq == next_seq_;
+    const bool stuck = read.next_seq == next_seq_;
     next_seq_ = read.next_seq;  // what was read before an error stays folded
-    if (!s.ok() || caught_up) return s;
+    if (!s.ok()) return s;
+    if (stuck) break;  // the subject's last message is not a record: nothing more to read
   }
+  if (caught_up != nullptr) *caught_up = next_seq_ > through;
+  return Status::Ok();
 }
 
 void PartitionFold::Apply(Record r, std::vector<Transition>* out) {

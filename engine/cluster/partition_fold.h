@@ -31,10 +31,13 @@ class PartitionFold {
   PartitionFold(const PartitionFold&) = delete;
   PartitionFold& operator=(const PartitionFold&) = delete;
 
-  // Folds every record from the position on, up to the partition's last record when the call
-  // began, appending the transitions they caused to `*out`. IoError if the stream cannot be
-  // read (what was folded before the error stays folded; call again to resume).
-  Status CatchUp(std::vector<Transition>* out);
+  // Folds the records from the position on, up to the partition's last record when the call
+  // began and at most kCatchUpRecordsMax of them, appending the transitions they caused to
+  // `*out`; `*caught_up` (if given): the position reached that last record. IoError if the
+  // stream cannot be read (what was folded before the error stays folded; call again to
+  // resume).
+  Status CatchUp(std::vector<Transition>* out, bool* caught_up = nullptr);
+  static constexpr size_t kCatchUpRecordsMax = 50'000;
 
   // The state as a snapshot payload (the state layer's encoding), at position next_seq() - 1.
   Status EncodeSnapshot(std::string* payload) const;
@@ -48,6 +51,9 @@ class PartitionFold {
   uint64_t next_seq() const { return next_seq_; }
   // Records the fold refused (changing nothing), and messages that were not records.
   uint64_t refused() const { return refused_; }
+  // Messages of the partition read since this fold began (records and not), for snapshot
+  // cadence.
+  uint64_t records_read() const { return records_read_; }
   uint64_t undecodable() const { return undecodable_; }
 
  private:
@@ -62,6 +68,7 @@ class PartitionFold {
   uint64_t next_seq_ = 1;
   uint64_t refused_ = 0;
   uint64_t undecodable_ = 0;
+  uint64_t records_read_ = 0;
 };
 
 }  // namespace bucketd::cluster

@@ -129,20 +129,25 @@ std::unique_ptr<SubjectTail> PartitionStream::Tail(uint32_t partition, uint64_t 
 
 Status PartitionStream::Read(uint32_t partition, uint64_t from_seq, size_t max_records,
                              ReadResult* out) {
-  return Read(partition, Tail(partition, from_seq).get(), max_records, out);
+  uint64_t last = 0;
+  if (Status s = LastSeq(partition, &last); !s.ok()) {
+    out->records.clear();
+    out->undecodable.clear();
+    out->next_seq = from_seq;
+    return s;
+  }
+  return Read(partition, Tail(partition, from_seq).get(), last, max_records, out);
 }
 
-Status PartitionStream::Read(uint32_t partition, SubjectTail* tail, size_t max_records,
-                             ReadResult* out) {
+Status PartitionStream::Read(uint32_t partition, SubjectTail* tail, uint64_t through_seq,
+                             size_t max_records, ReadResult* out) {
   BUCKETD_CHECK(partition < options_.partitions);
   BUCKETD_CHECK(tail->subject() == Subject(partition));
   BUCKETD_CHECK(max_records <= kReadRecordsMax);
   out->records.clear();
   out->undecodable.clear();
   out->next_seq = tail->next_seq();
-  uint64_t last = 0;
-  if (Status st = LastSeq(partition, &last); !st.ok()) return st;
-  Status s = tail->Read(last, max_records, [&](const StoredMessage& m) {
+  Status s = tail->Read(through_seq, max_records, [&](const StoredMessage& m) {
     Record record;
     const Status decoded = DecodeRecord(m.data, m.stored_at_ms, &record);
     if (decoded.ok()) {

@@ -96,9 +96,11 @@ class PartitionStream {
   // the partition's last record when the call began (never waits for new ones).
   // REQUIRES: partition < partitions(), from_seq >= 1, max_records <= kReadRecordsMax.
   Status Read(uint32_t partition, uint64_t from_seq, size_t max_records, ReadResult* out);
-  // The same through a reader kept open on the partition (its owner's), from tail->next_seq().
-  // REQUIRES: `tail` is Tail(partition, ...)'s.
-  Status Read(uint32_t partition, SubjectTail* tail, size_t max_records, ReadResult* out);
+  // The same through a reader kept open on the partition (its owner's), from tail->next_seq()
+  // through stream sequence `through_seq` (the partition's last record when the caller
+  // looked). REQUIRES: `tail` is Tail(partition, ...)'s.
+  Status Read(uint32_t partition, SubjectTail* tail, uint64_t through_seq, size_t max_records,
+              ReadResult* out);
   std::unique_ptr<SubjectTail> Tail(uint32_t partition, uint64_t from_seq) const;
 
   // The stream sequence of the partition's last record, 0 if it has none.

@@ -36,8 +36,9 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
   natsSubscription_SetPendingLimits(sub, -1, -1);
   // Asks the partitions not answered yet. During a handover a partition may have no owner
   // subscribed for a moment (the server answers "no responders"): those are asked again
-  // every kResendEvery until the deadline.
-  constexpr auto kResendEvery = std::chrono::milliseconds(100);
+  // every kResendEvery until the deadline (a busy owner answers each copy it gets, so not
+  // often).
+  constexpr auto kResendEvery = std::chrono::milliseconds(500);
   auto ask_missing = [&]() -> Status {
     for (const uint32_t p : partitions) {
       if (replies->count(p) != 0) continue;

@@ -194,7 +194,12 @@ NodeRunner::NodeRunner(std::unique_ptr<cluster::ClusterNode> node, std::chrono::
   });
 }
 
-NodeRunner::~NodeRunner() { Stop(); }
+NodeRunner::~NodeRunner() {
+  Stop();
+  // Before mu_ and wake_ go: a query arriving until the node's subscriptions are drained
+  // calls back into them.
+  node_.reset();
+}
 
 void NodeRunner::Start() {
   thread_ = std::thread([this] { Run(); });
@@ -265,7 +270,6 @@ ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter&
     : node_(node),
       router_(router),
       queries_(queries),
-      metrics_(metrics),
       config_(std::move(config)),
       routes_(metrics, AccessConfig{config_.auth_token, {}}) {
   AddRoutes();

@@ -132,10 +132,31 @@ class SerialWorker {
   std::thread thread_;
 };
 
-// Publishes inputs routed by partition, each after the previous one's ack.
+// A few SerialWorkers taking jobs in turn: jobs that wait on others (queries wait up to their
+// deadline for a partition's owner) do not all queue behind one.
+template <typename Resource>
+class WorkerPool {
+ public:
+  explicit WorkerPool(std::vector<std::unique_ptr<Resource>> resources) {
+    for (auto& r : resources) {
+      workers_.push_back(std::make_unique<SerialWorker<Resource>>(std::move(r)));
+    }
+  }
+  void Submit(typename SerialWorker<Resource>::Job job) {
+    workers_[next_++ % workers_.size()]->Submit(std::move(job));
+  }
+
+ private:
+  std::vector<std::unique_ptr<SerialWorker<Resource>>> workers_;
+  std::atomic<size_t> next_{0};
+};
+
+// Publishes inputs routed by partition, each after the previous one's ack (in order: a
+// user's events reach the stream in the order they were accepted).
 using InputRouter = SerialWorker<cluster::PartitionStream>;
-// Asks the partitions' owners and gathers their answers.
-using QueryRouter = SerialWorker<cluster::QueryClient>;
+// Asks the partitions' owners and gathers their answers, a few queries at a time.
+using QueryRouter = WorkerPool<cluster::QueryClient>;
+inline constexpr size_t kQueryWorkers = 4;
 
 // A partition owner's answer to a query (the request as the asking node sent it): the
 // single engine's JSON for the same route, in an envelope with its HTTP status,
@@ -197,11 +218,10 @@ class ClusterApi final : public HttpService {
   const NodeRunner& node_;
   InputRouter& router_;
   QueryRouter& queries_;
-  ServerMetrics& metrics_;
   const ClusterApiConfig config_;
   Router routes_;
   std::atomic<bool> shutting_down_{false};
-  // Numbers this node's fan-outs: their message ids are "<node>-<n>-<partition>", so a
+  // Numbers this node's fan-outs: their message ids are "<node>-<at>-<n>-<partition>", so a
   // retried publish of one copy is stored once.
   mutable std::atomic<uint64_t> fan_outs_{0};
 };

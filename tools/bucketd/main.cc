@@ -448,15 +448,16 @@ int ServeCluster(const Flags& flags) {
   node_options.node_id = flags.node_id.empty() ? DefaultNodeId(port) : flags.node_id;
   node_options.lease_ttl_ms = lease_ttl_ms;
   node_options.renew_every_ms = lease_ttl_ms / 3;
-  // Positions of the input stream rather than records of a local log: the same meaning, a
-  // new owner's catch-up bounded by it.
+  // Counted in each partition's own messages: a new owner's catch-up is bounded by it.
   node_options.snapshot_every_records = flags.snapshot_every_records;
   std::unique_ptr<cluster::ClusterNode> node;
   status = cluster::ClusterNode::Open(node_options, &node);
   std::unique_ptr<cluster::PartitionStream> router_stream;
   if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &router_stream);
-  std::unique_ptr<cluster::QueryClient> query_client;
-  if (status.ok()) status = cluster::QueryClient::Open(node_options.stream, &query_client);
+  std::vector<std::unique_ptr<cluster::QueryClient>> query_clients(kQueryWorkers);
+  for (auto& client : query_clients) {
+    if (status.ok()) status = cluster::QueryClient::Open(node_options.stream, &client);
+  }
   if (!status.ok()) {
     spdlog::critical("event=cluster_open_failed url={} error=\"{}\"", flags.cluster_url,
                      status.ToString());
@@ -466,7 +467,7 @@ int ServeCluster(const Flags& flags) {
   ServerMetrics metrics;
   NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
   InputRouter router(std::move(router_stream));
-  QueryRouter queries(std::move(query_client));
+  QueryRouter queries(std::move(query_clients));
   ClusterApi api(runner, router, queries, metrics,
                  {flags.auth_token, node_options.node_id, flags.partitions});
   HttpServer server(api, server_config);
