@@ -23,6 +23,7 @@
 #include "tests/test_support.h"
 
 #include "engine/base/json_writer.h"
+#include "engine/cluster/leases.h"
 #include "engine/cluster/node.h"
 #include "engine/cluster/partition.h"
 #include "engine/cluster/record_json.h"
@@ -374,6 +375,7 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   clock->Set(kT0 + 2 * kHour);
   RequireOk(node->Tick());
   CHECK(node->stats().sweeps_published == 1);
+  CHECK(node->stats().output_resyncs == 0);
   ReadResult read;
   RequireOk(input->Read(p, last + 1, kReadRecordsMax, &read));
   REQUIRE(read.records.size() == 1);
@@ -418,6 +420,116 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   uint64_t seq = 0;
   CHECK(input->Publish(p, sweep, PublishOptions{"", last}, &seq).code() ==
         StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("an owner refused by the output fence goes on after what the output holds") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> input;
+  RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
+  constexpr TimeMs kT0 = testing::kStartMs;
+  constexpr TimeMs kHour = 3'600'000;
+  Record define;
+  RequireOk(DecodeRecord(
+      R"({"kind":"bucketDefine","at":1767225600000,"bucketId":"active","definition":{"id":)"
+      R"("active","name":"Active","criteria":{"type":"event","eventName":"app.opened",)"
+      R"("check":"count","operator":"gte","value":1,"within":"1h"}}})",
+      0, &define));
+  Record opened;
+  RequireOk(
+      DecodeRecord(R"({"userId":"ada","event":"app.opened","at":1767225660000})", 0, &opened));
+  define.seq = 1;
+  opened.seq = 2;
+  PublishRouted(input.get(), std::vector<Record>{define, opened});
+  const uint32_t p = PartitionOf("ada", kPartitions);
+
+  // A sweeping node whose output stream forgets message ids after 100 ms: only the fence can
+  // stop a second append of the same transition.
+  auto clock = std::make_shared<ManualClock>(kT0 + kHour / 2);
+  NodeOptions o = TestNode(nats, "node-a", /*sweeps=*/true);
+  o.clock = clock;
+  o.output_duplicate_window_ms = kShortDuplicateWindowMs;
+  std::unique_ptr<ClusterNode> node;
+  RequireOk(ClusterNode::Open(o, &node));
+  RequireOk(node->Tick());
+  std::vector<OutputMessage> out;
+  RequireOk(node->output()->Read(p, 1, 100, &out));
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].msg_id == "bucket:active:ada:entered:1");
+
+  // A stale owner of the partition publishes ada's leave first, then the window passes.
+  Transition stale;
+  stale.seq = 2;
+  stale.kind = TransitionKind::kLeft;
+  stale.bucket_id = "active";
+  stale.bucket_name = "Active";
+  stale.user_id = "ada";
+  stale.entry_count = 1;
+  uint64_t stored_at = 0;
+  RequireOk(node->output()->Publish(p, stale, out[0].stream_seq, &stored_at));
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * kShortDuplicateWindowMs));
+  const uint64_t published_before = node->stats().transitions_published;
+  clock->Set(kT0 + 2 * kHour);
+  RequireOk(node->Tick());
+  CHECK(node->stats().sweeps_published == 1);
+  CHECK(node->stats().output_resyncs == 1);
+  CHECK(node->stats().transitions_published == published_before);
+  RequireOk(node->output()->Read(p, 1, 100, &out));
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].msg_id == "bucket:active:ada:left:1");
+  CHECK(out[1].stream_seq == stored_at);
+}
+
+TEST_CASE("leases: one holder, a lost reply adopted, the bucket's TTL the same for all") {
+  NatsCluster nats(1);
+  std::shared_ptr<NatsConnection> connection;
+  RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+  LeaseOptions options;
+  options.cluster = "test";
+  options.ttl_ms = 5000;
+  options.replicas = 1;
+  std::unique_ptr<LeaseTable> leases;
+  RequireOk(LeaseTable::Open(connection, options, &leases));
+
+  uint64_t a_rev = 0, b_rev = 0;
+  RequireOk(leases->Acquire(3, "node-a", &a_rev));
+  CHECK(leases->Acquire(3, "node-b", &b_rev).code() == StatusCode::kFailedPrecondition);
+  // node-a's create was stored but it never heard: asking again gives it its lease back.
+  uint64_t again = 0;
+  RequireOk(leases->Acquire(3, "node-a", &again));
+  CHECK(again == a_rev);
+  // A renewal stored whose reply was lost: the next one, made with the old revision, adopts
+  // the stored one instead of taking the lease for lost.
+  uint64_t renewed = a_rev;
+  RequireOk(leases->Renew(3, "node-a", &renewed));
+  CHECK(renewed > a_rev);
+  uint64_t stale = a_rev;
+  RequireOk(leases->Renew(3, "node-a", &stale));
+  CHECK(stale == renewed);
+  // Another node cannot renew it (it never holds a revision of it); a release gives it up.
+  uint64_t other = b_rev;
+  CHECK(leases->Renew(3, "node-b", &other).code() == StatusCode::kFailedPrecondition);
+  RequireOk(leases->Release(3, "node-a", renewed));
+  std::string holder = "?";
+  RequireOk(leases->Holder(3, &holder));
+  CHECK(holder.empty());
+  RequireOk(leases->Acquire(3, "node-b", &b_rev));
+
+  // Live nodes: announced ones, until withdrawn.
+  RequireOk(leases->Announce("node-a"));
+  RequireOk(leases->Announce("node-b"));
+  std::vector<std::string> live;
+  RequireOk(leases->LiveNodes(&live));
+  CHECK(live == std::vector<std::string>{"node-a", "node-b"});
+  RequireOk(leases->Withdraw("node-a"));
+  RequireOk(leases->LiveNodes(&live));
+  CHECK(live == std::vector<std::string>{"node-b"});
+
+  // A node configured with another TTL is refused, naming the field.
+  std::unique_ptr<LeaseTable> mismatched;
+  options.ttl_ms = 7000;
+  const Status s = LeaseTable::Open(connection, options, &mismatched);
+  CHECK(s.code() == StatusCode::kFailedPrecondition);
+  CHECK(s.field() == "leaseTtl");
 }
 
 TEST_CASE("partition snapshots in JetStream: the newest read back, two kept, damage refused") {
