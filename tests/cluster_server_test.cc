@@ -236,6 +236,44 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
           std::string::npos);
   }
 
+  // Manual membership and contact deletes are routed to the user's partition; their effect is
+  // visible once the owner folded them.
+  auto poll = [&](const std::string& path, const std::string& want) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
+      auto res = client_b.Get(path);
+      if (res && res->body == want) return true;
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
+  auto vip = client_b.Put("/v1/buckets/vip", R"({"id":"vip","kind":"manual"})", "application/json");
+  REQUIRE(vip);
+  CHECK(vip->status == 202);
+  CHECK(poll("/v1/buckets/vip/count", R"({"count":0})"));
+  auto added = client_b.Post("/v1/buckets/vip/members", R"({"userId":"u5"})", "application/json");
+  REQUIRE(added);
+  CHECK(added->status == 202);
+  CHECK(poll("/v1/buckets/vip/count", R"({"count":1})"));
+  auto removed = client_b.Delete("/v1/buckets/vip/members/u5");
+  REQUIRE(removed);
+  CHECK(removed->status == 202);
+  CHECK(poll("/v1/buckets/vip/count", R"({"count":0})"));
+  auto bad_member =
+      client_b.Post("/v1/buckets/vip/members", R"({"userId":""})", "application/json");
+  REQUIRE(bad_member);
+  CHECK(bad_member->status == 400);
+  auto erase = client_b.Delete("/v1/contacts/u6?erase=true");
+  REQUIRE(erase);
+  CHECK(erase->status == 501);
+  auto deleted = client_b.Delete("/v1/contacts/u6");
+  REQUIRE(deleted);
+  CHECK(deleted->status == 202);
+  CHECK(poll("/v1/buckets/active/count", R"({"count":259})"));
+  auto gone = client_b.Get("/v1/users/u6/memberships");
+  REQUIRE(gone);
+  CHECK(gone->status == 404);
+
   // node-b handed node-a its share back.
   cluster_b = client_b.Get("/v1/cluster");
   REQUIRE(cluster_b);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "bucketd/time_format.h"
+#include "engine/base/check.h"
 #include "engine/base/input_rules.h"
 #include "engine/base/json_writer.h"
 #include "engine/definition/definition.h"
@@ -237,6 +238,22 @@ Record EventRecord(const EventInput& event, TimeMs at) {
   r.properties = event.contact_properties;
   r.idempotency_key = event.idempotency_key;
   return r;
+}
+
+Status UserRecord(RecordKind kind, std::string_view user_id, std::string_view bucket_id, TimeMs at,
+                  Record* out) {
+  BUCKETD_CHECK(kind == RecordKind::kContactDelete || kind == RecordKind::kMemberAdd ||
+                kind == RecordKind::kMemberRemove);
+  if (Status s = ValidateUserId(user_id); !s.ok()) return s;
+  if (kind != RecordKind::kContactDelete && bucket_id.empty()) {
+    return Status::InvalidArgument("bucketId", "is required");
+  }
+  *out = Record();
+  out->at = at;
+  out->kind = kind;
+  out->user_id = std::string(user_id);
+  if (kind != RecordKind::kContactDelete) out->bucket_id = std::string(bucket_id);
+  return Status::Ok();
 }
 
 Status DefinitionRecord(std::string_view json, std::optional<std::string_view> path_id, TimeMs at,

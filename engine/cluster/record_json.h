@@ -29,6 +29,12 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out);
 // REQUIRES: ValidateEvent(event) is OK.
 Record EventRecord(const EventInput& event, TimeMs at);
 
+// The record a routing node publishes to `user_id`'s partition for a contact delete or a
+// manual member add / remove (kContactDelete, kMemberAdd, kMemberRemove; `bucket_id` for the
+// latter two). InvalidArgument naming the field for an id breaking SPEC §1.
+Status UserRecord(RecordKind kind, std::string_view user_id, std::string_view bucket_id, TimeMs at,
+                  Record* out);
+
 // The record a routing node fans out for a bucket definition (POST /v1/buckets, PUT
 // /v1/buckets/{id} with `path_id`): parsed with every refusal of SPEC §3 (errors name the
 // field), the id checked as a new one, the definition in canonical JSON as the log stores it.

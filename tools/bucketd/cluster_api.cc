@@ -319,16 +319,16 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &ClusterApi::GetMember);
   add(M::kGet, "/v1/users/{}/memberships", "memberships", &ClusterApi::UserMemberships);
   add(M::kGet, "/v1/state", "state", &ClusterApi::State);
+  add(M::kDelete, "/v1/contacts/{}", "contact", &ClusterApi::DeleteContact);
+  add(M::kPost, "/v1/buckets/{}/members", "members", &ClusterApi::AddMember);
+  add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &ClusterApi::RemoveMember);
   add(M::kGet, "/metrics", "metrics", &ClusterApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &ClusterApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
   // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
-           {M::kDelete, "/v1/contacts/{}", "contact"},
            {M::kGet, "/v1/buckets", "buckets"},
            {M::kGet, "/v1/buckets/{}", "bucket"},
-           {M::kPost, "/v1/buckets/{}/members", "members"},
-           {M::kDelete, "/v1/buckets/{}/members/{}", "member"},
            {M::kGet, "/v1/transitions", "transitions"},
            {M::kPost, "/v1/clock", "clock"},
            {M::kPost, "/v1/sweep", "sweep"},
@@ -526,6 +526,72 @@ void ClusterApi::FanOut(Record record, const ExchangePtr& ex, std::string answer
     }
     ex->Respond(JsonReply(kHttpAccepted, answer));
   });
+}
+
+void ClusterApi::RouteToUser(Record record, const ExchangePtr& ex, std::string answer) {
+  router_.Submit([record = std::move(record), answer = std::move(answer),
+                  ex](cluster::PartitionStream& stream) {
+    const uint32_t p = cluster::PartitionOf(record.user_id, stream.partitions());
+    if (Status s = PublishWithRetry(stream, p, record, {}, nullptr); !s.ok()) {
+      return ex->Respond(PublishFailed(s, 0, 1));
+    }
+    ex->Respond(JsonReply(kHttpAccepted, answer));
+  });
+}
+
+// The partition's owner applies it as the single engine does (a delete of an unknown contact,
+// an add to an unknown bucket: refused by the fold, changing nothing); the answer here is that
+// the input is in the partition's stream.
+void ClusterApi::DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::optional<std::string> erase = req->Query("erase");
+  if (erase && *erase != "true" && *erase != "false") {
+    return ex->Respond(
+        ErrorReply(FromStatus(Status::InvalidArgument("erase", "must be true or false"))));
+  }
+  if (erase == "true") {
+    return ex->Respond(ErrorReply(NotImplemented(
+        "erasure is not served by a cluster node yet: JetStream keeps the contact's messages "
+        "(docs/cluster.md, \"Open problems\")")));
+  }
+  const std::string user_id = PathSegment(*req, kUserSegment);
+  Record r;
+  if (Status s = cluster::UserRecord(RecordKind::kContactDelete, user_id, "", Now(), &r); !s.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(s)));
+  }
+  JsonWriter w;
+  w.BeginObject().Key("userId").String(user_id).Key("deleted").Bool(true).EndObject();
+  RouteToUser(std::move(r), ex, w.Take());
+}
+
+void ClusterApi::AddMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string user_id;
+  if (Status s = ParseAddMemberRequest(req->body, &user_id); !s.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(s)));
+  }
+  const std::string bucket_id = PathSegment(*req, kBucketSegment);
+  Record r;
+  if (Status s = cluster::UserRecord(RecordKind::kMemberAdd, user_id, bucket_id, Now(), &r);
+      !s.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(s)));
+  }
+  JsonWriter w;
+  w.BeginObject().Key("bucketId").String(bucket_id).Key("userId").String(user_id);
+  w.Key("added").Bool(true).EndObject();
+  RouteToUser(std::move(r), ex, w.Take());
+}
+
+void ClusterApi::RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::string bucket_id = PathSegment(*req, kBucketSegment);
+  const std::string user_id = PathSegment(*req, kMemberUserSegment);
+  Record r;
+  if (Status s = cluster::UserRecord(RecordKind::kMemberRemove, user_id, bucket_id, Now(), &r);
+      !s.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(s)));
+  }
+  JsonWriter w;
+  w.BeginObject().Key("bucketId").String(bucket_id).Key("userId").String(user_id);
+  w.Key("removed").Bool(true).EndObject();
+  RouteToUser(std::move(r), ex, w.Take());
 }
 
 void ClusterApi::DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, bool id_from_path) {

@@ -193,6 +193,11 @@ class ClusterApi final : public HttpService {
   void PatchBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ClusterState(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void AddMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex);
+  // Publishes a record naming a user to the user's partition, then answers 202 `answer`.
+  void RouteToUser(Record record, const ExchangePtr& ex, std::string answer);
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
