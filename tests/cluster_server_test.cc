@@ -228,6 +228,18 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   auto metrics_of = client_b.Get("/v1/buckets/active/metrics");
   REQUIRE(metrics_of);
   CHECK(metrics_of->body.find(R"("size":260)") != std::string::npos);
+  auto bucket = client_b.Get("/v1/buckets/active");
+  REQUIRE(bucket);
+  INFO(bucket->body);
+  CHECK(bucket->status == 200);
+  CHECK(bucket->body.find(R"("counts":{"active":260,"entered":260,"left":0})") !=
+        std::string::npos);
+  CHECK(bucket->body.find(R"("eventName":"app.opened")") != std::string::npos);
+  auto buckets = a->Client().Get("/v1/buckets");
+  REQUIRE(buckets);
+  CHECK(buckets->status == 200);
+  CHECK(buckets->body.find(R"("counts":{"active":260,"entered":260,"left":0})") !=
+        std::string::npos);
   auto state = client_b.Get("/v1/state");
   REQUIRE(state);
   CHECK(state->status == 200);

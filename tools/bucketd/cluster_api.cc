@@ -121,6 +121,40 @@ bool ReadMembersPage(std::string_view json,
   return doc["cursor"].is_string();
 }
 
+// One bucket as every partition's owner described it (the same definition, each with its
+// partition's counts): the first description with the counts summed.
+std::string SumBucketCounts(const std::vector<std::string>& descriptions) {
+  uint64_t active = 0, entered = 0, left = 0;
+  simdjson::dom::parser parser;
+  for (const std::string& json : descriptions) {
+    simdjson::dom::element doc;
+    if (parser.parse(json).get(doc) != simdjson::SUCCESS) continue;
+    uint64_t n = 0;
+    if (doc["counts"]["active"].get_uint64().get(n) == simdjson::SUCCESS) active += n;
+    if (doc["counts"]["entered"].get_uint64().get(n) == simdjson::SUCCESS) entered += n;
+    if (doc["counts"]["left"].get_uint64().get(n) == simdjson::SUCCESS) left += n;
+  }
+  simdjson::dom::element first;
+  simdjson::dom::object fields;
+  if (parser.parse(descriptions.front()).get(first) != simdjson::SUCCESS ||
+      first.get_object().get(fields) != simdjson::SUCCESS) {
+    return descriptions.front();
+  }
+  JsonWriter w;
+  w.BeginObject();
+  for (const auto field : fields) {
+    w.Key(field.key);
+    if (field.key == "counts") {
+      w.BeginObject().Key("active").Uint(active).Key("entered").Uint(entered);
+      w.Key("left").Uint(left).EndObject();
+    } else {
+      w.Raw(simdjson::minify(field.value));
+    }
+  }
+  w.EndObject();
+  return w.Take();
+}
+
 Reply PassThrough(const std::map<uint32_t, std::string>& bodies) {
   return JsonReply(kHttpOk, bodies.begin()->second);
 }
@@ -176,6 +210,12 @@ std::string AnswerPartitionQuery(uint32_t, const FoldReader& reader, TimeMs now,
     return answer(s, [&] { return MembershipsJson(user_id, memberships); });
   }
   if (op == "state") return Envelope(kHttpOk, StateJson(reader.State(now)));
+  if (op == "buckets") return Envelope(kHttpOk, BucketListJson(reader.ListBuckets()));
+  if (op == "bucket") {
+    BucketInfo info;
+    const Status s = reader.GetBucket(bucket_id, &info);
+    return answer(s, [&] { return BucketJson(info); });
+  }
   return Envelope(kHttpBadRequest, ErrorBody(BadRequest("op", "unknown query")));
 }
 
@@ -319,6 +359,8 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &ClusterApi::GetMember);
   add(M::kGet, "/v1/users/{}/memberships", "memberships", &ClusterApi::UserMemberships);
   add(M::kGet, "/v1/state", "state", &ClusterApi::State);
+  add(M::kGet, "/v1/buckets", "buckets", &ClusterApi::ListBuckets);
+  add(M::kGet, "/v1/buckets/{}", "bucket", &ClusterApi::GetBucket);
   add(M::kDelete, "/v1/contacts/{}", "contact", &ClusterApi::DeleteContact);
   add(M::kPost, "/v1/buckets/{}/members", "members", &ClusterApi::AddMember);
   add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &ClusterApi::RemoveMember);
@@ -327,8 +369,6 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
   // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
-           {M::kGet, "/v1/buckets", "buckets"},
-           {M::kGet, "/v1/buckets/{}", "bucket"},
            {M::kGet, "/v1/transitions", "transitions"},
            {M::kPost, "/v1/clock", "clock"},
            {M::kPost, "/v1/sweep", "sweep"},
@@ -442,6 +482,42 @@ void ClusterApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& e
   const std::string user_id = PathSegment(*req, kUserSegment);
   Ask(ex, QueryJson("memberships", "", user_id),
       {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+void ClusterApi::ListBuckets(const HttpRequestPtr&, const ExchangePtr& ex) {
+  Ask(ex, QueryJson("buckets"), AllPartitions(), [](const std::map<uint32_t, std::string>& bodies) {
+    // By id: each partition's description of it (a definition being fanned out may be in
+    // some partitions only for a moment).
+    std::map<std::string, std::vector<std::string>> buckets;
+    simdjson::dom::parser parser;
+    for (const auto& [p, body] : bodies) {
+      simdjson::dom::element doc;
+      simdjson::dom::array list;
+      if (parser.parse(body).get(doc) != simdjson::SUCCESS ||
+          doc["buckets"].get_array().get(list) != simdjson::SUCCESS) {
+        continue;
+      }
+      for (simdjson::dom::element b : list) {
+        std::string_view id;
+        if (b["id"].get_string().get(id) != simdjson::SUCCESS) continue;
+        buckets[std::string(id)].push_back(simdjson::minify(b));
+      }
+    }
+    JsonWriter w;
+    w.BeginObject().Key("buckets").BeginArray();
+    for (const auto& [id, descriptions] : buckets) w.Raw(SumBucketCounts(descriptions));
+    w.EndArray().EndObject();
+    return JsonReply(kHttpOk, w.Take());
+  });
+}
+
+void ClusterApi::GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  Ask(ex, QueryJson("bucket", PathSegment(*req, kBucketSegment)), AllPartitions(),
+      [](const std::map<uint32_t, std::string>& bodies) {
+        std::vector<std::string> descriptions;
+        for (const auto& [p, body] : bodies) descriptions.push_back(body);
+        return JsonReply(kHttpOk, SumBucketCounts(descriptions));
+      });
 }
 
 void ClusterApi::State(const HttpRequestPtr&, const ExchangePtr& ex) {

@@ -208,6 +208,8 @@ class ClusterApi final : public HttpService {
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ListBuckets(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
 
   // The owners' answers of a query: to every partition, or to one user's. `merge` turns the
   // replies' bodies (all with HTTP status 200) into the response; any other status from an
