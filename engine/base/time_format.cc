@@ -95,7 +95,7 @@ Status BadTime(std::string_view text, std::string_view why) {
 
 Status ParseRfc3339(std::string_view text, TimeMs* out) {
   size_t pos = 0;
-  int64_t year, month, day, hour, minute, second;
+  int64_t year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   if (!ReadFixedDigits(text, &pos, 4, &year) || !Expect(text, &pos, '-') ||
       !ReadFixedDigits(text, &pos, 2, &month) || !Expect(text, &pos, '-') ||
       !ReadFixedDigits(text, &pos, 2, &day)) {

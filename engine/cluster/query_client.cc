@@ -28,8 +28,13 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
   // partitions come back on one subscription, each naming its partition.
   char* inbox = nullptr;
   if (natsInbox_Create(&inbox) != NATS_OK) return Status::IoError("natsInbox_Create");
-  const std::string prefix = std::string(inbox) + "." + std::to_string(++asked_) + ".";
+  std::string prefix(inbox);
   natsInbox_Destroy(inbox);
+  prefix += '.';
+  prefix += std::to_string(++asked_);
+  prefix += '.';
+  std::string wildcard = prefix;
+  wildcard += '*';
   natsSubscription* sub = nullptr;
   natsStatus s = natsConnection_SubscribeSync(&sub, nats_->connection(), (prefix + "*").c_str());
   if (s != NATS_OK) return NatsFailed("subscribe " + prefix + "*", s);
@@ -44,9 +49,11 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
       if (replies->count(p) != 0) continue;
       BUCKETD_CHECK(p < options_.partitions);
       const std::string subject = QuerySubjectOf(options_.cluster, p);
-      const natsStatus ps = natsConnection_PublishRequest(
-          nats_->connection(), subject.c_str(), (prefix + std::to_string(p)).c_str(),
-          request.data(), static_cast<int>(request.size()));
+      std::string reply = prefix;
+      reply += std::to_string(p);
+      const natsStatus ps =
+          natsConnection_PublishRequest(nats_->connection(), subject.c_str(), reply.c_str(),
+                                        request.data(), static_cast<int>(request.size()));
       if (ps != NATS_OK) return NatsFailed("query " + subject, ps);
     }
     return Status::Ok();
@@ -90,7 +97,9 @@ Status QueryClient::Ask(const std::vector<uint32_t>& partitions, const std::stri
   if (replies->size() < partitions.size()) {
     std::string missing;
     for (const uint32_t p : partitions) {
-      if (replies->count(p) == 0) missing += (missing.empty() ? "" : ",") + std::to_string(p);
+      if (replies->count(p) != 0) continue;
+      if (!missing.empty()) missing += ',';
+      missing += std::to_string(p);
     }
     return Status::IoError("no answer within " + std::to_string(timeout_ms) +
                            " ms from the owners of partitions " + missing);

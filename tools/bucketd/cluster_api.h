@@ -151,9 +151,12 @@ class WorkerPool {
   std::atomic<size_t> next_{0};
 };
 
-// Publishes inputs routed by partition, each after the previous one's ack (in order: a
-// user's events reach the stream in the order they were accepted).
-using InputRouter = SerialWorker<cluster::PartitionStream>;
+// Publishes inputs routed by partition, a few requests at a time (each its own NATS
+// connection); within a request each input after the previous one's ack, so a request's
+// events for a user reach the stream in its order. Two requests in flight at once have no
+// order between them, as with the single engine.
+using InputRouter = WorkerPool<cluster::PartitionStream>;
+inline constexpr size_t kInputWorkers = 4;
 // Asks the partitions' owners and gathers their answers, a few queries at a time.
 using QueryRouter = WorkerPool<cluster::QueryClient>;
 inline constexpr size_t kQueryWorkers = 4;

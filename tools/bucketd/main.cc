@@ -452,8 +452,10 @@ int ServeCluster(const Flags& flags) {
   node_options.snapshot_every_records = flags.snapshot_every_records;
   std::unique_ptr<cluster::ClusterNode> node;
   status = cluster::ClusterNode::Open(node_options, &node);
-  std::unique_ptr<cluster::PartitionStream> router_stream;
-  if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &router_stream);
+  std::vector<std::unique_ptr<cluster::PartitionStream>> router_streams(kInputWorkers);
+  for (auto& stream : router_streams) {
+    if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &stream);
+  }
   std::vector<std::unique_ptr<cluster::QueryClient>> query_clients(kQueryWorkers);
   for (auto& client : query_clients) {
     if (status.ok()) status = cluster::QueryClient::Open(node_options.stream, &client);
@@ -466,7 +468,7 @@ int ServeCluster(const Flags& flags) {
   }
   ServerMetrics metrics;
   NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
-  InputRouter router(std::move(router_stream));
+  InputRouter router(std::move(router_streams));
   QueryRouter queries(std::move(query_clients));
   ClusterApi api(runner, router, queries, metrics,
                  {flags.auth_token, node_options.node_id, flags.partitions});
