@@ -9,6 +9,7 @@
 #include "bucketd/time_format.h"
 #include "engine/base/check.h"
 #include "engine/base/input_rules.h"
+#include "engine/base/json_values.h"
 #include "engine/base/json_writer.h"
 #include "engine/definition/definition.h"
 
@@ -57,26 +58,6 @@ bool HasUser(RecordKind kind) {
 bool HasBucket(RecordKind kind) {
   return kind != RecordKind::kEvent && kind != RecordKind::kContactDelete &&
          kind != RecordKind::kClockAdvance && kind != RecordKind::kSweep;
-}
-
-PropertyValue ReadValue(element value) {
-  switch (value.type()) {
-    case element_type::NULL_VALUE:
-      return PropertyValue::Null();
-    case element_type::BOOL:
-      return PropertyValue::Bool(value.get_bool().value_unsafe());
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE:
-      return PropertyValue::Number(value.get_double().value_unsafe());
-    case element_type::STRING:
-      return PropertyValue::String(std::string(value.get_string().value_unsafe()));
-    case element_type::ARRAY:
-      return PropertyValue{PropertyValue::Type::kArray, false, 0, simdjson::minify(value)};
-    case element_type::OBJECT:
-      return PropertyValue{PropertyValue::Type::kObject, false, 0, simdjson::minify(value)};
-  }
-  return PropertyValue::Null();
 }
 
 Status ReadString(element value, std::string_view field, std::string* out) {
@@ -142,7 +123,7 @@ Status ReadField(std::string_view key, element value, Record* r, bool* has_at,
       return Status::InvalidArgument("contactProperties", "must be an object");
     }
     for (auto [name, property] : properties) {
-      r->properties.push_back(PropertyPatch{std::string(name), ReadValue(property)});
+      r->properties.push_back(PropertyPatch{std::string(name), ToPropertyValue(property)});
     }
     return Status::Ok();
   }

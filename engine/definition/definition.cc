@@ -9,6 +9,7 @@
 #include "bucketd/limits.h"
 #include "bucketd/time_format.h"
 #include "engine/base/input_rules.h"
+#include "engine/base/json_values.h"
 #include "engine/base/json_writer.h"
 
 namespace bucketd {
@@ -278,34 +279,6 @@ Status ReadOptionalDuration(const Fields& fields, std::string_view key, std::str
   if (!status.ok()) return status;
   *out_ms = duration_ms;
   return Status::Ok();
-}
-
-PropertyValue ToPropertyValue(const element& value) {
-  PropertyValue out;
-  switch (value.type()) {
-    case element_type::NULL_VALUE:
-      return PropertyValue::Null();
-    case element_type::BOOL:
-      return PropertyValue::Bool(value.get_bool().value_unsafe());
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE: {
-      double number = 0;
-      ReadNumber(value, &number);
-      return PropertyValue::Number(number);
-    }
-    case element_type::STRING:
-      return PropertyValue::String(std::string(value.get_string().value_unsafe()));
-    case element_type::ARRAY:
-      out.type = PropertyValue::Type::kArray;
-      out.text = simdjson::minify(value);
-      return out;
-    case element_type::OBJECT:
-      out.type = PropertyValue::Type::kObject;
-      out.text = simdjson::minify(value);
-      return out;
-  }
-  return out;
 }
 
 struct CriteriaBudget {

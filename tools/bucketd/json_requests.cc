@@ -1,13 +1,13 @@
 #include "json_requests.h"
 
 #include <algorithm>
-
 #include <string>
 #include <utility>
 
 #include <simdjson.h>
 
 #include "bucketd/time_format.h"
+#include "engine/base/json_values.h"
 
 namespace bucketd::server {
 namespace {
@@ -60,32 +60,6 @@ Status ParseTime(element value, std::string_view field, TimeMs* out) {
   }
 }
 
-Status ParsePropertyValue(element value, PropertyValue* out) {
-  switch (value.type()) {
-    case element_type::NULL_VALUE:
-      *out = PropertyValue::Null();
-      break;
-    case element_type::BOOL:
-      *out = PropertyValue::Bool(value.get_bool().value_unsafe());
-      break;
-    case element_type::INT64:
-    case element_type::UINT64:
-    case element_type::DOUBLE:
-      *out = PropertyValue::Number(value.get_double().value_unsafe());
-      break;
-    case element_type::STRING:
-      *out = PropertyValue::String(std::string(value.get_string().value_unsafe()));
-      break;
-    case element_type::ARRAY:
-      *out = PropertyValue{PropertyValue::Type::kArray, false, 0, simdjson::minify(value)};
-      break;
-    case element_type::OBJECT:
-      *out = PropertyValue{PropertyValue::Type::kObject, false, 0, simdjson::minify(value)};
-      break;
-  }
-  return Status::Ok();
-}
-
 Status ParseContactProperties(element value, std::vector<PropertyPatch>* out) {
   object properties;
   if (value.get(properties) != simdjson::SUCCESS) {
@@ -99,8 +73,7 @@ Status ParseContactProperties(element value, std::vector<PropertyPatch>* out) {
     }
     PropertyPatch patch;
     patch.key = std::string(key);  // ValidateEvent checks it
-    Status status = ParsePropertyValue(property, &patch.value);
-    if (!status.ok()) return status;
+    patch.value = ToPropertyValue(property);
     out->push_back(std::move(patch));
   }
   return Status::Ok();
