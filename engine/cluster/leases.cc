@@ -124,7 +124,10 @@ Status LeaseTable::Acquire(uint32_t partition, const std::string& node_id, uint6
     return Status::FailedPrecondition(
         "", "partition " + std::to_string(partition) + " is leased to node " + holder);
   }
-  return NatsFailed("acquire " + key, s);
+  // No holder now, yet the create failed: the lease was released or expired between the two
+  // requests (a handover in progress). Not an error: the next round takes it.
+  return Status::FailedPrecondition(
+      "", "partition " + std::to_string(partition) + " was held a moment ago; free now");
 }
 
 Status LeaseTable::Renew(uint32_t partition, const std::string& node_id, uint64_t* revision) {
