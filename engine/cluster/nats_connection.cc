@@ -209,7 +209,7 @@ Status SubjectTail::Drain(uint64_t through_seq, size_t max_messages, size_t* vis
   // A consumer delivers within milliseconds a message known to be stored; this long without
   // one is a stall.
   const int64_t stall_ms = std::min<int64_t>(nats_->timeout_ms(), 1000);
-  for (; *visited < max_messages && next_seq_ <= through_seq; ++*visited) {
+  while (*visited < max_messages && next_seq_ <= through_seq) {
     natsMsg* msg = nullptr;
     natsStatus s = natsSubscription_NextMsg(&msg, sub_, stall_ms);
     if (s != NATS_OK) return NatsFailed("read " + subject_, s);
@@ -223,7 +223,14 @@ Status SubjectTail::Drain(uint64_t through_seq, size_t max_messages, size_t* vis
     m.stream_seq = meta->Sequence.Stream;
     m.stored_at_ms = meta->Timestamp / 1'000'000;
     jsMsgMetaData_Destroy(meta);
+    if (m.stream_seq < next_seq_) {
+      // Delivered again (seen under NATS server kills, as the client re-creates an ordered
+      // consumer): a reader takes each message once, in stream order.
+      natsMsg_Destroy(msg);
+      continue;
+    }
     Visit(msg, &m, visit);
+    ++*visited;
   }
   return Status::Ok();
 }
