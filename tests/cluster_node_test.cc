@@ -336,12 +336,9 @@ TEST_CASE(
                                               b->stats().transitions_suppressed));
 }
 
-TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven leaves") {
-  NatsCluster nats(1);
-  std::unique_ptr<PartitionStream> input;
-  RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
-  constexpr TimeMs kT0 = testing::kStartMs;
-  constexpr TimeMs kHour = 3'600'000;
+// The two-record stream of the wall-clock tests: bucket "active" (app.opened at least once
+// within 1h), defined at kStartMs, and ada opening the app a minute later.
+void PublishAdaActive(PartitionStream* input) {
   Record define;
   RequireOk(DecodeRecord(
       R"({"kind":"bucketDefine","at":1767225600000,"bucketId":"active","definition":{"id":)"
@@ -353,7 +350,28 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
       DecodeRecord(R"({"userId":"ada","event":"app.opened","at":1767225660000})", 0, &opened));
   define.seq = 1;  // the message ids PublishRouted gives are by the reference's seqs
   opened.seq = 2;
-  PublishRouted(input.get(), std::vector<Record>{define, opened});
+  PublishRouted(input, std::vector<Record>{define, opened});
+}
+
+// ada's leave of "active" as an owner publishes it (what a stale owner would append).
+Transition AdaLeft(uint64_t seq, uint32_t entry_count) {
+  Transition t;
+  t.seq = seq;
+  t.kind = TransitionKind::kLeft;
+  t.bucket_id = "active";
+  t.bucket_name = "Active";
+  t.user_id = "ada";
+  t.entry_count = entry_count;
+  return t;
+}
+
+TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven leaves") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> input;
+  RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
+  constexpr TimeMs kT0 = testing::kStartMs;
+  constexpr TimeMs kHour = 3'600'000;
+  PublishAdaActive(input.get());
   const uint32_t p = PartitionOf("ada", kPartitions);
 
   auto clock = std::make_shared<ManualClock>(kT0 + kHour / 2);
@@ -391,13 +409,7 @@ TEST_CASE("an owner in wall-clock mode appends the sweeps that make clock-driven
   CHECK(out[1].json.find(R"("detectedAt":"2026-01-01T02:00:00.000Z")") != std::string::npos);
   // A re-emission within the duplicate window (a stale owner's, say) is stored once, even
   // where the fence alone would let it through.
-  Transition left;
-  left.seq = 2;
-  left.kind = TransitionKind::kLeft;
-  left.bucket_id = "active";
-  left.bucket_name = "Active";
-  left.user_id = "ada";
-  left.entry_count = 1;
+  Transition left = AdaLeft(/*seq=*/2, /*entry_count=*/1);
   uint64_t stored_at = 0;
   RequireOk(node->output()->Publish(p, left, out[1].stream_seq, &stored_at));
   CHECK(stored_at == out[1].stream_seq);  // the first one's
@@ -428,18 +440,7 @@ TEST_CASE("an owner refused by the output fence goes on after what the output ho
   RequireOk(PartitionStream::Open(TestStream(nats, kPartitions), &input));
   constexpr TimeMs kT0 = testing::kStartMs;
   constexpr TimeMs kHour = 3'600'000;
-  Record define;
-  RequireOk(DecodeRecord(
-      R"({"kind":"bucketDefine","at":1767225600000,"bucketId":"active","definition":{"id":)"
-      R"("active","name":"Active","criteria":{"type":"event","eventName":"app.opened",)"
-      R"("check":"count","operator":"gte","value":1,"within":"1h"}}})",
-      0, &define));
-  Record opened;
-  RequireOk(
-      DecodeRecord(R"({"userId":"ada","event":"app.opened","at":1767225660000})", 0, &opened));
-  define.seq = 1;
-  opened.seq = 2;
-  PublishRouted(input.get(), std::vector<Record>{define, opened});
+  PublishAdaActive(input.get());
   const uint32_t p = PartitionOf("ada", kPartitions);
 
   // A sweeping node whose output stream forgets message ids after 100 ms: only the fence can
@@ -457,13 +458,7 @@ TEST_CASE("an owner refused by the output fence goes on after what the output ho
   CHECK(out[0].msg_id == "bucket:active:ada:entered:1");
 
   // A stale owner of the partition publishes ada's leave first, then the window passes.
-  Transition stale;
-  stale.seq = 2;
-  stale.kind = TransitionKind::kLeft;
-  stale.bucket_id = "active";
-  stale.bucket_name = "Active";
-  stale.user_id = "ada";
-  stale.entry_count = 1;
+  Transition stale = AdaLeft(/*seq=*/2, /*entry_count=*/1);
   uint64_t stored_at = 0;
   RequireOk(node->output()->Publish(p, stale, out[0].stream_seq, &stored_at));
   std::this_thread::sleep_for(std::chrono::milliseconds(3 * kShortDuplicateWindowMs));

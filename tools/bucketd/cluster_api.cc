@@ -80,27 +80,19 @@ bool ReadEnvelope(std::string_view reply, int* status, std::string* body) {
   return true;
 }
 
-// A number field of an owner's answer (bodies this server's own code wrote): 0 if absent.
-uint64_t JsonUint(std::string_view json, const char* key) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  uint64_t value = 0;
-  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS ||
-      doc[key].get_uint64().get(value) != simdjson::SUCCESS) {
-    return 0;
-  }
+// A number field of an owner's answer (a body this server's own code wrote): 0 if absent.
+template <typename T>
+T NumberField(const simdjson::dom::element& doc, const char* key) {
+  T value{};
+  if (doc[key].get(value) != simdjson::SUCCESS) return T{};
   return value;
 }
 
-double JsonDouble(std::string_view json, const char* key) {
+uint64_t JsonUint(std::string_view json, const char* key) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  double value = 0;  // get_double() reads an integer too
-  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS ||
-      doc[key].get_double().get(value) != simdjson::SUCCESS) {
-    return 0;
-  }
-  return value;
+  if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS) return 0;
+  return NumberField<uint64_t>(doc, key);
 }
 
 // Appends a members page's members (userId, the member's JSON); true if the page says more
@@ -428,12 +420,17 @@ void ClusterApi::BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& e
       [](const std::map<uint32_t, std::string>& bodies) {
         BucketMetrics sum;
         double dwell_seconds = 0;  // over every closed membership
+        simdjson::dom::parser parser;
         for (const auto& [p, body] : bodies) {
-          sum.size += JsonUint(body, "size");
-          sum.entered += JsonUint(body, "entered");
-          const uint64_t left = JsonUint(body, "left");
+          simdjson::dom::element doc;
+          if (parser.parse(body).get(doc) != simdjson::SUCCESS) continue;
+          sum.size += NumberField<uint64_t>(doc, "size");
+          sum.entered += NumberField<uint64_t>(doc, "entered");
+          const uint64_t left = NumberField<uint64_t>(doc, "left");
           sum.left += left;
-          dwell_seconds += JsonDouble(body, "averageDwellSeconds") * static_cast<double>(left);
+          // get_double() reads an integer too.
+          dwell_seconds +=
+              NumberField<double>(doc, "averageDwellSeconds") * static_cast<double>(left);
         }
         sum.average_dwell_seconds =
             sum.left == 0 ? 0.0 : dwell_seconds / static_cast<double>(sum.left);
