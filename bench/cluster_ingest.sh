@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Cluster mode end to end (docs/cluster.md): a one-server JetStream (R1) on free loopback
-# ports, two bucketd nodes on P partitions, the example buckets defined through node 1, then
-# NDJSON batches of 1,000 events from N keep-alive connections to node 1 (each event
-# acknowledged after JetStream's ack). Prints the ingest rate, then how long the two nodes
-# take to fold every partition and publish its transitions to the output stream after the
-# load stops (the "drain"), with the transitions published.
-#   bench/cluster_ingest.sh [seconds] [connections] [partitions]
+# ports, K bucketd nodes on P partitions, the example buckets defined through node 1, then
+# NDJSON batches of 1,000 events from N keep-alive connections spread over the nodes (each
+# request acknowledged after JetStream acknowledged its events). Prints each node's load
+# generator and the total ingest rate, then how long the nodes take to fold every partition
+# and publish its transitions to the output stream after the load stops (the "drain"), with
+# the transitions published.
+#   bench/cluster_ingest.sh [seconds] [connections] [partitions] [nodes]
+# BUCKETD_BIN=path runs another bucketd binary (to alternate two builds).
 set -euo pipefail
 
 seconds="${1:-10}"
 connections="${2:-8}"
 partitions="${3:-16}"
+nodes="${4:-2}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-bench}"
 
@@ -42,10 +45,11 @@ done
 sleep 0.5
 
 ports=()
-for node in 1 2; do
+bin="${BUCKETD_BIN:-$build/tools/bucketd/bucketd}"
+for node in $(seq "$nodes"); do
   port="$(free_port)"
   ports+=("$port")
-  "$build/tools/bucketd/bucketd" --listen "127.0.0.1:$port" --data "$work/data$node" \
+  "$bin" --listen "127.0.0.1:$port" --data "$work/data$node" \
     --cluster-url "nats://127.0.0.1:$nats_port" --cluster-name bench --partitions "$partitions" \
     --node-id "node-$node" --cluster-replicas 1 --log-level warn &
   pids+=($!)
@@ -62,26 +66,60 @@ for file in "$root"/examples/buckets/*.json; do
     --data-binary "@$file" >/dev/null
 done
 
-echo "partitions=$partitions nodes=2 nats=R1"
-"$build/tools/loadgen/bucketd_loadgen" --port "${ports[0]}" --connections "$connections" \
-  --batch 1000 --seconds "$seconds" || true
+echo "partitions=$partitions nodes=$nodes nats=R1"
+# Each node's share of the connections, from one load generator per node, all at once.
+loads=()
+for i in "${!ports[@]}"; do
+  share=$(( (connections + nodes - 1 - i) / nodes ))
+  [ "$share" -gt 0 ] || continue
+  "$build/tools/loadgen/bucketd_loadgen" --port "${ports[i]}" --connections "$share" \
+    --batch 1000 --seconds "$seconds" >"$work/load$i.txt" || true &
+  loads+=($!)
+done
+for pid in "${loads[@]}"; do wait "$pid" || true; done
+cat "$work"/load*.txt
+python3 - "$work"/load*.txt <<'PY'
+import re, sys
+rates = [float(m.group(1)) for f in sys.argv[1:] for m in [re.search(r"events_per_s=(\d+)", open(f).read())] if m]
+print(f"total_events_per_s={sum(rates):.0f}")
+PY
 
-# The drain: until both nodes have nothing pending and their published count stops moving.
-published() {
-  local total=0 pending=0
+# The drain: until every node has finished a round begun after the load stopped (a node's
+# status is its last round's), every partition is owned and folded through its last message
+# as its owner last looked, nothing is pending publication, and the published count stopped
+# moving.
+status() {
+  curl -sf "http://127.0.0.1:$1/v1/cluster" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+behind = sum(max(0, o["streamLastSeq"] - o["nextSeq"] + 1) for o in d["owned"])
+print(d["rounds"], d["stats"]["transitionsPublished"], d["pending"], behind, len(d["owned"]))'
+}
+declare -A rounds_at_end
+for port in "${ports[@]}"; do
+  read -r r _ < <(status "$port")
+  rounds_at_end[$port]=$r
+done
+progress() {
+  local total=0 pending=0 behind=0 owned=0 fresh=1
   for port in "${ports[@]}"; do
-    read -r p q < <(curl -sf "http://127.0.0.1:$port/v1/cluster" | python3 -c \
-      'import json,sys; d=json.load(sys.stdin); print(d["stats"]["transitionsPublished"], d["pending"])')
+    read -r r p q b o < <(status "$port")
+    [ "$r" -ge $((rounds_at_end[$port] + 2)) ] || fresh=0
     total=$((total + p))
     pending=$((pending + q))
+    behind=$((behind + b))
+    owned=$((owned + o))
   done
-  echo "$total $pending"
+  echo "$fresh $total $pending $behind $owned"
 }
 start=$(date +%s.%N)
 last=-1
 while :; do
-  read -r total pending < <(published)
-  if [ "$pending" = 0 ] && [ "$total" = "$last" ]; then break; fi
+  read -r fresh total pending behind owned < <(progress)
+  if [ "$fresh" = 1 ] && [ "$owned" = "$partitions" ] && [ "$behind" = 0 ] &&
+    [ "$pending" = 0 ] && [ "$total" = "$last" ]; then
+    break
+  fi
   last="$total"
   sleep 0.5
 done

@@ -133,6 +133,77 @@ TEST_CASE("a partition stream publishes with JetStream's ack, fences, and reads 
         StatusCode::kFailedPrecondition);
 }
 
+TEST_CASE("a batch is published without waiting per record, in order, each msg id once") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> stream;
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &stream));
+  // 3,000 records over 4 partitions, more than the client keeps in flight at once (4,096 is
+  // its bound; 3,000 here plus a second batch checks a batch after a batch).
+  std::vector<Record> records(3000);
+  std::vector<BatchPublish> batch(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    Record& r = records[i];
+    r.kind = RecordKind::kEvent;
+    r.user_id = "u" + std::to_string(i % 7);
+    r.event_name = "e" + std::to_string(i);
+    r.at = kStartMs + static_cast<TimeMs>(i);
+    r.occurred_at = r.at;
+    batch[i] = {static_cast<uint32_t>(i % 4), &r, "b-" + std::to_string(i)};
+  }
+  std::vector<BatchAck> acks;
+  RequireOk(stream->PublishBatch(batch, 3, &acks));
+  REQUIRE(acks.size() == records.size());
+  std::vector<uint64_t> seqs;
+  for (const BatchAck& ack : acks) {
+    CHECK(ack.status.ok());
+    CHECK_FALSE(ack.duplicate);
+    seqs.push_back(ack.stream_seq);
+  }
+  // Sent in order on one connection: stored in the batch's order.
+  std::vector<uint64_t> expected(records.size());
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = i + 1;
+  CHECK(seqs == expected);
+  ReadResult read;
+  RequireOk(stream->Read(1, 1, kReadRecordsMax, &read));
+  REQUIRE(read.records.size() == 750);
+  for (size_t k = 0; k < read.records.size(); ++k) {
+    CHECK(read.records[k].event_name == "e" + std::to_string(4 * k + 1));
+  }
+
+  // The same batch again (a retried request): every record is a duplicate, nothing stored.
+  RequireOk(stream->PublishBatch(batch, 3, &acks));
+  for (size_t i = 0; i < acks.size(); ++i) {
+    CHECK(acks[i].duplicate);
+    CHECK(acks[i].stream_seq == i + 1);
+  }
+  uint64_t last = 0;
+  RequireOk(stream->LastSeq(3, &last));
+  CHECK(last == 3000);
+}
+
+TEST_CASE("a batch JetStream cannot take fails with what it stored") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> stream;
+  StreamOptions options = TestStream(nats, 2);
+  options.timeout_ms = 500;
+  RequireOk(PartitionStream::Open(options, &stream));
+  Record r;
+  r.kind = RecordKind::kEvent;
+  r.user_id = "ada";
+  r.event_name = "x";
+  r.at = r.occurred_at = kStartMs;
+  std::vector<BatchPublish> batch = {{0, &r, "a"}, {1, &r, "b"}};
+  std::vector<BatchAck> acks;
+  RequireOk(stream->PublishBatch(batch, 1, &acks));
+  nats.Kill(0);
+  batch = {{0, &r, "c"}, {1, &r, "d"}};
+  const Status s = stream->PublishBatch(batch, 2, &acks);
+  CHECK(s.code() == StatusCode::kIoError);
+  REQUIRE(acks.size() == 2);
+  CHECK_FALSE(acks[0].status.ok());
+  CHECK_FALSE(acks[1].status.ok());
+}
+
 TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engine") {
   constexpr uint32_t kPartitions = 4;
   const Reference ref = RunReference(11, 2500);

@@ -56,6 +56,7 @@ Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
   // other partitions to fold between calls.
   uint64_t through = 0;
   if (Status s = stream_->LastSeq(partition_, &through); !s.ok()) return s;
+  stream_last_seq_ = through;
   for (size_t folded = 0; next_seq_ <= through && folded < kCatchUpRecordsMax;) {
     ReadResult read;
     const Status s = stream_->Read(partition_, tail_.get(), through,

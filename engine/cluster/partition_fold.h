@@ -55,6 +55,9 @@ class PartitionFold {
   // cadence.
   uint64_t records_read() const { return records_read_; }
   uint64_t undecodable() const { return undecodable_; }
+  // The partition's last stream sequence when the last CatchUp looked (0 before one): the
+  // fold is behind by the partition's messages in (next_seq() - 1, this].
+  uint64_t stream_last_seq() const { return stream_last_seq_; }
 
  private:
   void Apply(Record record, std::vector<Transition>* out);
@@ -65,6 +68,7 @@ class PartitionFold {
   // Kept open between catch-ups (created at the first, re-created after a read error).
   std::unique_ptr<SubjectTail> tail_;
   Fold fold_;
+  uint64_t stream_last_seq_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t refused_ = 0;
   uint64_t undecodable_ = 0;

@@ -22,7 +22,9 @@ std::string Description(uint32_t partitions) {
 PartitionStream::PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats)
     : options_(options), stream_name_("BUCKETD_IN_" + options.cluster), nats_(std::move(nats)) {}
 
-PartitionStream::~PartitionStream() = default;
+PartitionStream::~PartitionStream() {
+  if (async_js_ != nullptr) jsCtx_Destroy(async_js_);
+}
 
 Status PartitionStream::Open(const StreamOptions& options, std::unique_ptr<PartitionStream>* out) {
   std::shared_ptr<NatsConnection> nats;
@@ -109,6 +111,136 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
   *stream_seq = ack->Sequence;
   if (duplicate != nullptr) *duplicate = ack->Duplicate;
   jsPubAck_Destroy(ack);
+  return Status::Ok();
+}
+
+Status PartitionStream::AsyncContext(jsCtx** js) {
+  if (async_js_ == nullptr) {
+    jsOptions options;
+    jsOptions_Init(&options);
+    options.Wait = nats_->timeout_ms();
+    options.PublishAsync.AckHandler = &PartitionStream::OnAsyncAck;
+    options.PublishAsync.AckHandlerClosure = this;
+    // A batch larger than this waits (StallWait) for acks before sending more: bounds the
+    // client's buffered messages, not the batch.
+    options.PublishAsync.MaxPending = 4096;
+    options.PublishAsync.StallWait = nats_->timeout_ms();
+    const natsStatus s = natsConnection_JetStream(&async_js_, nats_->connection(), &options);
+    if (s != NATS_OK) return NatsFailed("JetStream context", s);
+  }
+  *js = async_js_;
+  return Status::Ok();
+}
+
+void PartitionStream::OnAsyncAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error,
+                                 void* closure) {
+  auto* self = static_cast<PartitionStream*>(closure);
+  {
+    std::lock_guard<std::mutex> lock(self->async_mu_);
+    const auto it = self->in_flight_.find(msg);
+    if (it != self->in_flight_.end()) {
+      BatchAck& out = (*self->round_acks_)[it->second];
+      if (ack != nullptr) {
+        out.status = Status::Ok();
+        out.stream_seq = ack->Sequence;
+        out.duplicate = ack->Duplicate;
+      } else if (error != nullptr) {
+        const std::string what = std::string("publish to ") + natsMsg_GetSubject(msg);
+        out.status = NatsFailed(what, error->Err, error->ErrCode);
+      }
+      self->in_flight_.erase(it);
+    }
+  }
+  natsMsg_Destroy(msg);
+}
+
+void PartitionStream::PublishRound(jsCtx* js, std::span<const BatchPublish> items,
+                                   const std::vector<size_t>& round, std::vector<BatchAck>* acks) {
+  {
+    std::lock_guard<std::mutex> lock(async_mu_);
+    round_acks_ = acks;
+  }
+  for (const size_t i : round) {
+    const BatchPublish& item = items[i];
+    BUCKETD_CHECK(item.partition < options_.partitions);
+    const std::string subject = Subject(item.partition);
+    const std::string body = EncodeRecord(*item.record);
+    natsMsg* msg = nullptr;
+    natsStatus s =
+        natsMsg_Create(&msg, subject.c_str(), nullptr, body.data(), static_cast<int>(body.size()));
+    if (s != NATS_OK) {
+      (*acks)[i].status = NatsFailed("publish to " + subject, s);
+      continue;
+    }
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MaxWait = nats_->timeout_ms();  // the library fails the message after this long
+    if (!item.msg_id.empty()) options.MsgId = item.msg_id.c_str();
+    {
+      // Registered before it is sent: its ack can arrive before the call returns.
+      std::lock_guard<std::mutex> lock(async_mu_);
+      in_flight_[msg] = i;
+    }
+    natsMsg* sent = msg;
+    s = js_PublishMsgAsync(js, &sent, &options);
+    if (s != NATS_OK) {
+      // Not taken by the library (`sent` is still ours): it was never sent.
+      std::lock_guard<std::mutex> lock(async_mu_);
+      in_flight_.erase(msg);
+      (*acks)[i].status = NatsFailed("publish to " + subject, s);
+      natsMsg_Destroy(sent);
+    }
+  }
+  jsPubOptions wait;
+  jsPubOptions_Init(&wait);
+  wait.MaxWait = 2 * nats_->timeout_ms();
+  if (js_PublishAsyncComplete(js, &wait) != NATS_OK) {
+    // Messages the library still holds (no ack, no timeout yet) come back to us: failed
+    // this round; a later ack for one of them is dropped by the library.
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
+      std::lock_guard<std::mutex> lock(async_mu_);
+      for (int k = 0; k < pending.Count; ++k) {
+        const auto it = in_flight_.find(pending.Msgs[k]);
+        if (it != in_flight_.end()) {
+          (*acks)[it->second].status = Status::IoError("publish: no ack from JetStream");
+          in_flight_.erase(it);
+        }
+      }
+      natsMsgList_Destroy(&pending);
+    }
+  }
+  std::lock_guard<std::mutex> lock(async_mu_);
+  // Whatever is left was neither acknowledged nor handed back: failed this round.
+  for (const auto& [msg, i] : in_flight_) {
+    (*acks)[i].status = Status::IoError("publish: no ack from JetStream");
+  }
+  in_flight_.clear();
+  round_acks_ = nullptr;
+}
+
+Status PartitionStream::PublishBatch(std::span<const BatchPublish> items, int attempts,
+                                     std::vector<BatchAck>* acks) {
+  acks->assign(items.size(), BatchAck{});
+  jsCtx* js = nullptr;
+  if (Status s = AsyncContext(&js); !s.ok()) {
+    for (BatchAck& ack : *acks) ack.status = s;
+    return s;
+  }
+  std::vector<size_t> round(items.size());
+  for (size_t i = 0; i < items.size(); ++i) round[i] = i;
+  for (int attempt = 0; attempt < attempts && !round.empty(); ++attempt) {
+    for (const size_t i : round) (*acks)[i] = BatchAck{};
+    PublishRound(js, items, round, acks);
+    std::vector<size_t> again;
+    for (const size_t i : round) {
+      if ((*acks)[i].status.code() == StatusCode::kIoError) again.push_back(i);
+    }
+    round = std::move(again);
+  }
+  for (const BatchAck& ack : *acks) {
+    if (!ack.status.ok()) return ack.status;
+  }
   return Status::Ok();
 }
 

@@ -9,8 +9,11 @@
 // thread-safe; the reader state here is not).
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "bucketd/status.h"
@@ -48,6 +51,20 @@ struct PublishOptions {
   // last record is this stream sequence (the fence a partition's owner puts on its sweeps).
   // 0: no fence.
   uint64_t expected_last_subject_seq = 0;
+};
+
+// One record of a PublishBatch and what became of it.
+struct BatchPublish {
+  uint32_t partition = 0;
+  const Record* record = nullptr;
+  std::string msg_id;  // Nats-Msg-Id; empty: none (a retry may then store it twice)
+};
+struct BatchAck {
+  // OK once JetStream acknowledged it; IoError when it did not after every attempt (it may
+  // or may not be stored); another code when JetStream refused it.
+  Status status = Status::IoError("not published");
+  uint64_t stream_seq = 0;
+  bool duplicate = false;  // JetStream had stored this msg_id within the window
 };
 
 struct ReadResult {
@@ -92,6 +109,17 @@ class PartitionStream {
   Status Publish(uint32_t partition, const Record& record, const PublishOptions& publish,
                  uint64_t* stream_seq, bool* duplicate = nullptr);
 
+  // Publishes every item without waiting for each ack in turn (JetStream's asynchronous
+  // publish: a batch costs about one round trip, not one per record), then waits for the
+  // acks; an item JetStream did not acknowledge is sent again with its msg_id, up to
+  // `attempts` rounds. `(*acks)[i]` is items[i]'s outcome. JetStream stores the records of a
+  // round in the order they were sent, so a partition's records keep the batch's order
+  // unless one of them needed another round (it then follows those stored in the first).
+  // OK when every item was acknowledged; else the first failure (the acks say which).
+  // REQUIRES: every partition < partitions(), no fences (events and fan-outs only).
+  Status PublishBatch(std::span<const BatchPublish> items, int attempts,
+                      std::vector<BatchAck>* acks);
+
   // The partition's records with stream sequence >= from_seq, at most `max_records`, up to
   // the partition's last record when the call began (never waits for new ones).
   // REQUIRES: partition < partitions(), from_seq >= 1, max_records <= kReadRecordsMax.
@@ -109,10 +137,22 @@ class PartitionStream {
  private:
   PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats);
   Status EnsureStream();
+  // The asynchronous-publish context, created on first use (its ack handler is this stream's).
+  Status AsyncContext(jsCtx** js);
+  // One round of PublishBatch: sends items[i] for each i in `round`, waits for their acks.
+  void PublishRound(jsCtx* js, std::span<const BatchPublish> items,
+                    const std::vector<size_t>& round, std::vector<BatchAck>* acks);
+  static void OnAsyncAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure);
 
   StreamOptions options_;
   std::string stream_name_;
   std::shared_ptr<NatsConnection> nats_;
+  jsCtx* async_js_ = nullptr;
+  // The round in flight: which item each sent message is, and where its outcome goes. The
+  // ack handler runs on the client's thread, hence the mutex.
+  std::mutex async_mu_;
+  std::unordered_map<natsMsg*, size_t> in_flight_;
+  std::vector<BatchAck>* round_acks_ = nullptr;
 };
 
 }  // namespace bucketd::cluster

@@ -44,8 +44,14 @@ Status PublishWithRetry(cluster::PartitionStream& stream, uint32_t partition, co
 Reply PublishFailed(const Status& status, size_t stored, size_t total) {
   HttpError error = FromStatus(status);
   error.message = "stored " + std::to_string(stored) + " of " + std::to_string(total) +
-                  " inputs before: " + status.ToString();
+                  " inputs; " + status.ToString();
   return ErrorReply(error);
+}
+
+Reply PublishFailed(const Status& status, const std::vector<cluster::BatchAck>& acks) {
+  const auto stored = std::count_if(acks.begin(), acks.end(),
+                                    [](const cluster::BatchAck& a) { return a.status.ok(); });
+  return PublishFailed(status, static_cast<size_t>(stored), acks.size());
 }
 
 // A query to the partitions' owners: {"op", "bucketId", "userId", "cursor", "limit"}.
@@ -277,7 +283,8 @@ void NodeRunner::Publish(const Status& round) {
   s.live_nodes = node_->live_nodes();
   for (const uint32_t p : node_->owned()) {
     const cluster::PartitionFold* fold = node_->partition(p);
-    s.owned.push_back({p, fold->next_seq(), fold->refused(), fold->undecodable(),
+    s.owned.push_back({p, fold->next_seq(), fold->stream_last_seq(), fold->refused(),
+                       fold->undecodable(),
                        fold->fold().state().transition_seq});
   }
   s.stats = node_->stats();
@@ -560,19 +567,26 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
   if (parsed->single && !rejected->empty()) {
     return ex->Respond(ErrorReply(FromStatus(rejected->front().error)));
   }
-  router_.Submit([records, rejected, ex](cluster::PartitionStream& stream) {
-    uint64_t accepted = 0;
-    uint64_t duplicates = 0;
+  // Every event gets a message id, so that a publish retried after a lost ack is stored once:
+  // the event's own key, or one naming this node, this request and the event's place in it.
+  const std::string id_prefix =
+      config_.node_id + "-" + std::to_string(at) + "-" + std::to_string(++publish_requests_) + "-";
+  router_.Submit([records, rejected, id_prefix, ex](cluster::PartitionStream& stream) {
+    std::vector<cluster::BatchPublish> batch(records->size());
     for (size_t i = 0; i < records->size(); ++i) {
       const Record& r = (*records)[i];
-      cluster::PublishOptions options;
-      if (r.idempotency_key) options.msg_id = "e:" + *r.idempotency_key;
-      bool duplicate = false;
-      const Status s = PublishWithRetry(
-          stream, cluster::PartitionOf(r.user_id, stream.partitions()), r, options, &duplicate);
-      if (!s.ok()) return ex->Respond(PublishFailed(s, i, records->size()));
-      ++(duplicate ? duplicates : accepted);
+      batch[i].partition = cluster::PartitionOf(r.user_id, stream.partitions());
+      batch[i].record = &r;
+      batch[i].msg_id =
+          r.idempotency_key ? "e:" + *r.idempotency_key : id_prefix + std::to_string(i);
     }
+    std::vector<cluster::BatchAck> acks;
+    if (Status s = stream.PublishBatch(batch, kPublishAttempts, &acks); !s.ok()) {
+      return ex->Respond(PublishFailed(s, acks));
+    }
+    uint64_t accepted = 0;
+    uint64_t duplicates = 0;
+    for (const cluster::BatchAck& ack : acks) ++(ack.duplicate ? duplicates : accepted);
     JsonWriter w;
     w.BeginObject().Key("accepted").Uint(accepted).Key("duplicates").Uint(duplicates);
     w.Key("rejected").BeginArray();
@@ -587,15 +601,17 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
 
 void ClusterApi::FanOut(Record record, const ExchangePtr& ex, std::string answer) {
   record.at = Now();
-  const std::string id_prefix =
-      config_.node_id + "-" + std::to_string(record.at) + "-" + std::to_string(++fan_outs_) + "-";
+  const std::string id_prefix = config_.node_id + "-" + std::to_string(record.at) + "-" +
+                                std::to_string(++publish_requests_) + "-";
   router_.Submit([record = std::move(record), id_prefix, answer = std::move(answer),
                   ex](cluster::PartitionStream& stream) {
+    std::vector<cluster::BatchPublish> batch(stream.partitions());
     for (uint32_t p = 0; p < stream.partitions(); ++p) {
-      const cluster::PublishOptions options{id_prefix + std::to_string(p), 0};
-      if (Status s = PublishWithRetry(stream, p, record, options, nullptr); !s.ok()) {
-        return ex->Respond(PublishFailed(s, p, stream.partitions()));
-      }
+      batch[p] = {p, &record, id_prefix + std::to_string(p)};
+    }
+    std::vector<cluster::BatchAck> acks;
+    if (Status s = stream.PublishBatch(batch, kPublishAttempts, &acks); !s.ok()) {
+      return ex->Respond(PublishFailed(s, acks));
     }
     ex->Respond(JsonReply(kHttpAccepted, answer));
   });
@@ -716,6 +732,7 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
   w.Key("owned").BeginArray();
   for (const NodeStatus::Partition& p : s.owned) {
     w.BeginObject().Key("partition").Uint(p.partition).Key("nextSeq").Uint(p.next_seq);
+    w.Key("streamLastSeq").Uint(p.stream_last_seq);
     w.Key("transitions").Uint(p.transitions).Key("refused").Uint(p.refused);
     w.Key("undecodable").Uint(p.undecodable).EndObject();
   }

@@ -38,6 +38,7 @@ struct NodeStatus {
   struct Partition {
     uint32_t partition = 0;
     uint64_t next_seq = 0;
+    uint64_t stream_last_seq = 0;  // the partition's last message when the owner last looked
     uint64_t refused = 0;
     uint64_t undecodable = 0;
     uint64_t transitions = 0;  // the partition's transition count (its last seq)
@@ -231,9 +232,10 @@ class ClusterApi final : public HttpService {
   const ClusterApiConfig config_;
   Router routes_;
   std::atomic<bool> shutting_down_{false};
-  // Numbers this node's fan-outs: their message ids are "<node>-<at>-<n>-<partition>", so a
-  // retried publish of one copy is stored once.
-  mutable std::atomic<uint64_t> fan_outs_{0};
+  // Numbers this node's publishing requests: the message ids of a fan-out's copies are
+  // "<node>-<at>-<n>-<partition>", those of a request's events without an idempotency key
+  // "<node>-<at>-<n>-<index>", so a publish retried after a lost ack is stored once.
+  mutable std::atomic<uint64_t> publish_requests_{0};
 };
 
 }  // namespace bucketd::server
