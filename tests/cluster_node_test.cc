@@ -54,7 +54,7 @@ NodeOptions TestNode(const NatsCluster& nats, const std::string& id, bool sweeps
   o.node_id = id;
   o.lease_ttl_ms = kLeaseTtlMs;
   o.renew_every_ms = 300;
-  o.publish_sweeps = sweeps;
+  o.manual_clock = !sweeps;
   // Sweeping nodes are the second test's: its output stream keeps the default window.
   if (!sweeps) o.output_duplicate_window_ms = kShortDuplicateWindowMs;
   return o;

@@ -65,4 +65,11 @@ Status ValidateIdempotencyKey(std::string_view key, std::string_view field) {
   return Status::Ok();
 }
 
+Status ValidateClockInstant(TimeMs now_ms, std::string_view field) {
+  constexpr TimeMs kTimeMaxMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
+  if (now_ms > kTimeMaxMs)
+    return Status::InvalidArgument(std::string(field), "must be before year 10000");
+  return Status::Ok();
+}
+
 }  // namespace bucketd

@@ -72,8 +72,10 @@ void ClusterNode::ServeQueries() {
     const auto it = owned_.find(p);
     const char* reply = natsMsg_GetReply(msg);
     if (it != owned_.end() && reply != nullptr && query_handler_) {
+      const Fold& fold = it->second.fold->fold();
+      const TimeMs now = options_.manual_clock ? fold.state().now : options_.clock->Now();
       const std::string answer =
-          query_handler_(p, FoldReader(it->second.fold->fold()), options_.clock->Now(),
+          query_handler_(p, FoldReader(fold), now,
                          std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
       natsConnection_Publish(nats_->connection(), reply, answer.data(),
                              static_cast<int>(answer.size()));
@@ -382,8 +384,7 @@ Status ClusterNode::Advance(uint32_t p, Owned* o, TimeMs now) {
   if (Status s = PublishPending(p, o); !s.ok()) return s;
   if (Status s = Snapshot(p, o, /*handover=*/false); !s.ok()) return s;
   const uint64_t folded_through = o->fold->next_seq() - 1;
-  if (!options_.publish_sweeps || !caught_up || folded_through == 0 ||
-      !o->fold->fold().HasDue(now)) {
+  if (options_.manual_clock || !caught_up || folded_through == 0 || !o->fold->fold().HasDue(now)) {
     return Status::Ok();
   }
   Record sweep;

@@ -48,10 +48,11 @@ struct NodeOptions {
   TimeMs output_duplicate_window_ms = 10 * 60 * 1000;
   // Leases, announcements and sweeps read it, never a fold. Tests give a ManualClock.
   std::shared_ptr<const Clock> clock = std::make_shared<WallClock>();
-  // Wall-clock mode: an owner appends a `sweep` record stamped `now` when something in its
-  // partition is due at `now`. Off when the cluster's time moves only by clockAdvance records
-  // (the manual clock), as the single engine does not sweep on its own then.
-  bool publish_sweeps = true;
+  // The cluster's time moves only by clockAdvance records (docs/cluster.md, "Manual clock"),
+  // as the single engine's does with --clock manual: owners publish no sweeps, and queries
+  // answer at the partition's time. Otherwise (wall clock) an owner appends a `sweep` record
+  // stamped `now` when something in its partition is due at `now`, and queries answer at now.
+  bool manual_clock = false;
   // An owner stores a partition's snapshot in JetStream after this many input-stream
   // positions past its last one (and before handing the partition over); a new owner starts
   // from the newest. 0: never (a new owner folds the partition from the start).

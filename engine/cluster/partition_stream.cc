@@ -1,6 +1,7 @@
 #include "engine/cluster/partition_stream.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <utility>
 
 #include "engine/base/check.h"
@@ -250,6 +251,53 @@ Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
   if (Status s = LastMessage(*nats_, stream_name_, Subject(partition), &msg); !s.ok()) return s;
   *seq = msg != nullptr ? natsMsg_GetSequence(msg) : 0;
   natsMsg_Destroy(msg);
+  return Status::Ok();
+}
+
+namespace {
+std::string ClockSubject(const std::string& cluster) { return "bucketd." + cluster + ".in.clock"; }
+}  // namespace
+
+Status PartitionStream::ReadClock(TimeMs* now, uint64_t* seq) {
+  natsMsg* msg = nullptr;
+  if (Status s = LastMessage(*nats_, stream_name_, ClockSubject(options_.cluster), &msg); !s.ok()) {
+    return s;
+  }
+  *now = 0;
+  *seq = 0;
+  if (msg == nullptr) return Status::Ok();
+  const std::string text(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  *seq = natsMsg_GetSequence(msg);
+  natsMsg_Destroy(msg);
+  char* end = nullptr;
+  const long long parsed = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || parsed < 0) {
+    return Status::Corruption("the cluster clock's message is not an instant: \"" + text + "\"");
+  }
+  *now = parsed;
+  return Status::Ok();
+}
+
+Status PartitionStream::SetClock(TimeMs now, uint64_t expected_seq) {
+  const std::string subject = ClockSubject(options_.cluster);
+  const std::string body = std::to_string(now);
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.MaxWait = nats_->timeout_ms();
+  // JetStream reads 0 as "no expectation": the first set is unfenced, and two nodes setting
+  // the start instant at once both store it (the clock is the last one).
+  options.ExpectLastSubjectSeq = expected_seq;
+  jsPubAck* ack = nullptr;
+  jsErrCode js_error = jsErrCode(0);
+  const natsStatus s = js_Publish(&ack, nats_->js(), subject.c_str(), body.data(),
+                                  static_cast<int>(body.size()), &options, &js_error);
+  if (s != NATS_OK) {
+    if (js_error == JSStreamWrongLastSequenceErr) {
+      return Status::FailedPrecondition("now", "another node moved the clock at the same time");
+    }
+    return NatsFailed("publish to " + subject, s, js_error);
+  }
+  jsPubAck_Destroy(ack);
   return Status::Ok();
 }
 

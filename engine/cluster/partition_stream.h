@@ -134,6 +134,14 @@ class PartitionStream {
   // The stream sequence of the partition's last record, 0 if it has none.
   Status LastSeq(uint32_t partition, uint64_t* seq);
 
+  // The cluster's manual clock (docs/cluster.md, "Manual clock"): the last instant set, kept
+  // on the input stream's subject `bucketd.<cluster>.in.clock` (no partition reads it), with
+  // that message's stream sequence; 0 and 0 when it was never set.
+  Status ReadClock(TimeMs* now, uint64_t* seq);
+  // Sets it to `now` if its last message is still `expected_seq` (0: if it was never set);
+  // FailedPrecondition when another node set it in between.
+  Status SetClock(TimeMs now, uint64_t expected_seq);
+
  private:
   PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats);
   Status EnsureStream();

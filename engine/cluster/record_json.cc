@@ -221,6 +221,14 @@ Record EventRecord(const EventInput& event, TimeMs at) {
   return r;
 }
 
+Status ClockRecord(TimeMs now, Record* out) {
+  if (Status s = ValidateClockInstant(now); !s.ok()) return s;
+  *out = Record();
+  out->kind = RecordKind::kClockAdvance;
+  out->at = now;
+  return Status::Ok();
+}
+
 Status UserRecord(RecordKind kind, std::string_view user_id, std::string_view bucket_id, TimeMs at,
                   Record* out) {
   BUCKETD_CHECK(kind == RecordKind::kContactDelete || kind == RecordKind::kMemberAdd ||

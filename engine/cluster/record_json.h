@@ -35,6 +35,10 @@ Record EventRecord(const EventInput& event, TimeMs at);
 Status UserRecord(RecordKind kind, std::string_view user_id, std::string_view bucket_id, TimeMs at,
                   Record* out);
 
+// The record a routing node fans out to move the cluster's manual clock to `now` (POST
+// /v1/clock). InvalidArgument naming `now` when it is out of range, as Engine::AdvanceClock.
+Status ClockRecord(TimeMs now, Record* out);
+
 // The record a routing node fans out for a bucket definition (POST /v1/buckets, PUT
 // /v1/buckets/{id} with `path_id`): parsed with every refusal of SPEC §3 (errors name the
 // field), the id checked as a new one, the definition in canonical JSON as the log stores it.

@@ -28,9 +28,6 @@
 namespace bucketd {
 namespace {
 
-// 9999-12-31T23:59:59.999Z.
-constexpr TimeMs kTimeMaxMs = 253402300799999;
-
 int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                start)
@@ -364,11 +361,7 @@ class EngineImpl final : public Engine {
     if (now_ms < Now()) {
       return Status::FailedPrecondition("now", "the clock cannot move backwards");
     }
-    // Far enough from int64's end that instant + duration (capped at 100 years) cannot
-    // overflow anywhere in the fold.
-    if (now_ms > kTimeMaxMs) {
-      return Status::InvalidArgument("now", "must be before year 10000");
-    }
+    if (Status s = ValidateClockInstant(now_ms); !s.ok()) return s;
     static_cast<ManualClock*>(clock_.get())->Set(now_ms);
     Record r = NewRecord(RecordKind::kClockAdvance);
     return SweepRecord(r, result);

@@ -284,8 +284,7 @@ void NodeRunner::Publish(const Status& round) {
   for (const uint32_t p : node_->owned()) {
     const cluster::PartitionFold* fold = node_->partition(p);
     s.owned.push_back({p, fold->next_seq(), fold->stream_last_seq(), fold->refused(),
-                       fold->undecodable(),
-                       fold->fold().state().transition_seq});
+                       fold->undecodable(), fold->fold().state().transition_seq});
   }
   s.stats = node_->stats();
   s.last_snapshot_refusal = node_->last_snapshot_refusal();
@@ -363,13 +362,13 @@ void ClusterApi::AddRoutes() {
   add(M::kDelete, "/v1/contacts/{}", "contact", &ClusterApi::DeleteContact);
   add(M::kPost, "/v1/buckets/{}/members", "members", &ClusterApi::AddMember);
   add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &ClusterApi::RemoveMember);
+  add(M::kPost, "/v1/clock", "clock", &ClusterApi::AdvanceClock);
   add(M::kGet, "/metrics", "metrics", &ClusterApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &ClusterApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
   // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
            {M::kGet, "/v1/transitions", "transitions"},
-           {M::kPost, "/v1/clock", "clock"},
            {M::kPost, "/v1/sweep", "sweep"},
            {M::kPost, "/v1/snapshots", "snapshots"}}) {
     add(method, path, route, &ClusterApi::NotYet);
@@ -551,8 +550,7 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
   // Stateless refusals here (SPEC §1-2); what depends on the state (a deleted contact, a key
   // seen beyond JetStream's duplicate window) is the partition owner's fold's to refuse.
   auto rejected = std::make_shared<std::vector<BatchItemError>>(parsed->rejected);
-  auto records = std::make_shared<std::vector<Record>>();
-  const TimeMs at = Now();
+  auto valid = std::make_shared<std::vector<size_t>>();  // indices into parsed->events
   for (size_t i = 0; i < parsed->events.size(); ++i) {
     Status refusal = parsed->refusals[i];
     if (refusal.ok()) refusal = ValidateEvent(parsed->events[i]);
@@ -560,7 +558,7 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
       rejected->push_back({parsed->indices[i], refusal});
       continue;
     }
-    records->push_back(cluster::EventRecord(parsed->events[i], at));
+    valid->push_back(i);
   }
   std::sort(rejected->begin(), rejected->end(),
             [](const BatchItemError& a, const BatchItemError& b) { return a.index < b.index; });
@@ -569,12 +567,16 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
   }
   // Every event gets a message id, so that a publish retried after a lost ack is stored once:
   // the event's own key, or one naming this node, this request and the event's place in it.
-  const std::string id_prefix =
-      config_.node_id + "-" + std::to_string(at) + "-" + std::to_string(++publish_requests_) + "-";
-  router_.Submit([records, rejected, id_prefix, ex](cluster::PartitionStream& stream) {
-    std::vector<cluster::BatchPublish> batch(records->size());
-    for (size_t i = 0; i < records->size(); ++i) {
-      const Record& r = (*records)[i];
+  const std::string id_prefix = MessageIdPrefix();
+  router_.Submit([this, parsed, valid, rejected, id_prefix, ex](cluster::PartitionStream& stream) {
+    TimeMs at = 0;
+    if (Status s = Stamp(stream, &at); !s.ok()) return ex->Respond(PublishFailed(s, 0, 1));
+    std::vector<Record> records;
+    records.reserve(valid->size());
+    for (const size_t i : *valid) records.push_back(cluster::EventRecord(parsed->events[i], at));
+    std::vector<cluster::BatchPublish> batch(records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      const Record& r = records[i];
       batch[i].partition = cluster::PartitionOf(r.user_id, stream.partitions());
       batch[i].record = &r;
       batch[i].msg_id =
@@ -600,30 +602,88 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
 }
 
 void ClusterApi::FanOut(Record record, const ExchangePtr& ex, std::string answer) {
-  record.at = Now();
-  const std::string id_prefix = config_.node_id + "-" + std::to_string(record.at) + "-" +
-                                std::to_string(++publish_requests_) + "-";
-  router_.Submit([record = std::move(record), id_prefix, answer = std::move(answer),
+  router_.Submit([this, record = std::move(record), id_prefix = MessageIdPrefix(),
+                  answer = std::move(answer), ex](cluster::PartitionStream& stream) mutable {
+    if (Status s = Stamp(stream, &record.at); !s.ok()) {
+      return ex->Respond(PublishFailed(s, 0, stream.partitions()));
+    }
+    PublishToEvery(stream, record, id_prefix, ex, std::move(answer));
+  });
+}
+
+void ClusterApi::PublishToEvery(cluster::PartitionStream& stream, const Record& record,
+                                const std::string& id_prefix, const ExchangePtr& ex,
+                                std::string answer) {
+  std::vector<cluster::BatchPublish> batch(stream.partitions());
+  for (uint32_t p = 0; p < stream.partitions(); ++p) {
+    batch[p] = {p, &record, id_prefix + std::to_string(p)};
+  }
+  std::vector<cluster::BatchAck> acks;
+  if (Status s = stream.PublishBatch(batch, kPublishAttempts, &acks); !s.ok()) {
+    return ex->Respond(PublishFailed(s, acks));
+  }
+  ex->Respond(JsonReply(kHttpAccepted, answer));
+}
+
+std::string ClusterApi::MessageIdPrefix() const {
+  // The wall clock, whatever the cluster's clock: a node restarted under the same id (its
+  // counter back at 0) must not reuse an id within the duplicate window, and a manual clock
+  // may stand still across the restart.
+  return config_.node_id + "-" + std::to_string(cluster::WallClockNow()) + "-" +
+         std::to_string(++publish_requests_) + "-";
+}
+
+Status ClusterApi::Stamp(cluster::PartitionStream& stream, TimeMs* at) const {
+  if (!config_.manual_clock) {
+    *at = cluster::WallClockNow();
+    return Status::Ok();
+  }
+  uint64_t seq = 0;
+  return stream.ReadClock(at, &seq);
+}
+
+void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  if (!config_.manual_clock) {
+    return ex->Respond(ErrorReply(
+        FailedPrecondition("now", "the clock is the wall clock; start with --clock manual")));
+  }
+  TimeMs now_ms = 0;
+  if (Status status = ParseClockRequest(req->body, &now_ms); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
+  }
+  Record record;
+  if (Status status = cluster::ClockRecord(now_ms, &record); !status.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(status)));
+  }
+  router_.Submit([this, now_ms, record = std::move(record), id_prefix = MessageIdPrefix(),
                   ex](cluster::PartitionStream& stream) {
-    std::vector<cluster::BatchPublish> batch(stream.partitions());
-    for (uint32_t p = 0; p < stream.partitions(); ++p) {
-      batch[p] = {p, &record, id_prefix + std::to_string(p)};
+    // The clock's subject first, fenced on the instant read: a move backwards, or one racing
+    // another node's, is refused before any partition sees it. Then every partition's copy.
+    TimeMs current = 0;
+    uint64_t seq = 0;
+    Status s = stream.ReadClock(&current, &seq);
+    if (s.ok() && now_ms < current) {
+      s = Status::FailedPrecondition("now", "the clock cannot move backwards");
     }
-    std::vector<cluster::BatchAck> acks;
-    if (Status s = stream.PublishBatch(batch, kPublishAttempts, &acks); !s.ok()) {
-      return ex->Respond(PublishFailed(s, acks));
+    if (s.ok()) s = stream.SetClock(now_ms, seq);
+    if (!s.ok()) {
+      return ex->Respond(s.code() == StatusCode::kIoError ? PublishFailed(s, 0, 1)
+                                                          : ErrorReply(FromStatus(s)));
     }
-    ex->Respond(JsonReply(kHttpAccepted, answer));
+    JsonWriter w;
+    w.BeginObject().Key("now").Time(now_ms).Key("partitions").Uint(stream.partitions());
+    w.EndObject();
+    PublishToEvery(stream, record, id_prefix, ex, w.Take());
   });
 }
 
 void ClusterApi::RouteToUser(Record record, const ExchangePtr& ex, std::string answer) {
-  router_.Submit([record = std::move(record), answer = std::move(answer),
-                  ex](cluster::PartitionStream& stream) {
+  router_.Submit([this, record = std::move(record), answer = std::move(answer),
+                  ex](cluster::PartitionStream& stream) mutable {
     const uint32_t p = cluster::PartitionOf(record.user_id, stream.partitions());
-    if (Status s = PublishWithRetry(stream, p, record, {}, nullptr); !s.ok()) {
-      return ex->Respond(PublishFailed(s, 0, 1));
-    }
+    Status s = Stamp(stream, &record.at);
+    if (s.ok()) s = PublishWithRetry(stream, p, record, {}, nullptr);
+    if (!s.ok()) return ex->Respond(PublishFailed(s, 0, 1));
     ex->Respond(JsonReply(kHttpAccepted, answer));
   });
 }
@@ -644,7 +704,7 @@ void ClusterApi::DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex)
   }
   const std::string user_id = PathSegment(*req, kUserSegment);
   Record r;
-  if (Status s = cluster::UserRecord(RecordKind::kContactDelete, user_id, "", Now(), &r); !s.ok()) {
+  if (Status s = cluster::UserRecord(RecordKind::kContactDelete, user_id, "", 0, &r); !s.ok()) {
     return ex->Respond(ErrorReply(FromStatus(s)));
   }
   JsonWriter w;
@@ -659,8 +719,7 @@ void ClusterApi::AddMember(const HttpRequestPtr& req, const ExchangePtr& ex) {
   }
   const std::string bucket_id = PathSegment(*req, kBucketSegment);
   Record r;
-  if (Status s = cluster::UserRecord(RecordKind::kMemberAdd, user_id, bucket_id, Now(), &r);
-      !s.ok()) {
+  if (Status s = cluster::UserRecord(RecordKind::kMemberAdd, user_id, bucket_id, 0, &r); !s.ok()) {
     return ex->Respond(ErrorReply(FromStatus(s)));
   }
   JsonWriter w;
@@ -673,7 +732,7 @@ void ClusterApi::RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex) 
   const std::string bucket_id = PathSegment(*req, kBucketSegment);
   const std::string user_id = PathSegment(*req, kMemberUserSegment);
   Record r;
-  if (Status s = cluster::UserRecord(RecordKind::kMemberRemove, user_id, bucket_id, Now(), &r);
+  if (Status s = cluster::UserRecord(RecordKind::kMemberRemove, user_id, bucket_id, 0, &r);
       !s.ok()) {
     return ex->Respond(ErrorReply(FromStatus(s)));
   }

@@ -174,6 +174,9 @@ struct ClusterApiConfig {
   uint32_t partitions = 0;
   // How long a query waits for the partitions' owners.
   TimeMs query_timeout_ms = 5000;
+  // --clock manual: inputs are stamped with the cluster's manual clock (kept on the input
+  // stream, moved by POST /v1/clock on any node) instead of this node's wall clock.
+  bool manual_clock = false;
 };
 
 class ClusterApi final : public HttpService {
@@ -225,6 +228,14 @@ class ClusterApi final : public HttpService {
 
   // Publishes `record` (stamped now) to every partition, then answers `answer`.
   void FanOut(Record record, const ExchangePtr& ex, std::string answer);
+  // On a router thread: `record` to every partition, then 202 `answer` (or the failure).
+  void PublishToEvery(cluster::PartitionStream& stream, const Record& record,
+                      const std::string& id_prefix, const ExchangePtr& ex, std::string answer);
+  // The message ids of one publishing request start with this (see publish_requests_).
+  std::string MessageIdPrefix() const;
+  // An input's instant: the wall clock, or the cluster's manual clock. On a router thread.
+  Status Stamp(cluster::PartitionStream& stream, TimeMs* at) const;
+  void AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex);
 
   const NodeRunner& node_;
   InputRouter& router_;
@@ -233,8 +244,8 @@ class ClusterApi final : public HttpService {
   Router routes_;
   std::atomic<bool> shutting_down_{false};
   // Numbers this node's publishing requests: the message ids of a fan-out's copies are
-  // "<node>-<at>-<n>-<partition>", those of a request's events without an idempotency key
-  // "<node>-<at>-<n>-<index>", so a publish retried after a lost ack is stored once.
+  // "<node>-<wall ms>-<n>-<partition>", those of a request's events without an idempotency
+  // key "<node>-<wall ms>-<n>-<index>", so a publish retried after a lost ack is stored once.
   mutable std::atomic<uint64_t> publish_requests_{0};
 };
 

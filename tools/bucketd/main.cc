@@ -82,8 +82,9 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->envname("BUCKETD_CLOCK")
       ->check(CLI::IsMember({"wall", "manual"}))
       ->capture_default_str();
-  app.add_option("--start-time", f.start_time,
-                 "manual clock on a new data dir: the first instant (ms or RFC 3339)")
+  app.add_option(
+         "--start-time", f.start_time,
+         "manual clock on a new data dir or a new cluster: the first instant (ms or RFC 3339)")
       ->envname("BUCKETD_START_TIME");
   app.add_option("--sweep-interval", f.sweep_interval, "longest gap between background sweeps")
       ->envname("BUCKETD_SWEEP_INTERVAL")
@@ -424,9 +425,11 @@ int ServeCluster(const Flags& flags) {
   HttpServerConfig server_config;
   TimeMs lease_ttl_ms = 0;
   Status status = ToServerConfig(flags, &server_config);
-  if (status.ok() && flags.clock != "wall") {
-    status =
-        Status::InvalidArgument("--clock", "cluster mode runs on the wall clock (manual: not yet)");
+  const bool manual_clock = flags.clock == "manual";
+  TimeMs start_ms = cluster::WallClockNow();
+  if (status.ok() && !flags.start_time.empty()) {
+    status = ParseTimeText(flags.start_time, &start_ms);
+    if (!status.ok()) status = Status::InvalidArgument("--start-time", status.message());
   }
   if (status.ok()) {
     status = ParseDurationString(flags.lease_ttl, &lease_ttl_ms);
@@ -450,11 +453,20 @@ int ServeCluster(const Flags& flags) {
   node_options.renew_every_ms = lease_ttl_ms / 3;
   // Counted in each partition's own messages: a new owner's catch-up is bounded by it.
   node_options.snapshot_every_records = flags.snapshot_every_records;
+  node_options.manual_clock = manual_clock;
   std::unique_ptr<cluster::ClusterNode> node;
   status = cluster::ClusterNode::Open(node_options, &node);
   std::vector<std::unique_ptr<cluster::PartitionStream>> router_streams(kInputWorkers);
   for (auto& stream : router_streams) {
     if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &stream);
+  }
+  if (status.ok() && manual_clock) {
+    // A new cluster's manual clock starts at --start-time (or now); a running one keeps its
+    // own, as a single node's data dir does.
+    TimeMs now = 0;
+    uint64_t clock_seq = 0;
+    status = router_streams[0]->ReadClock(&now, &clock_seq);
+    if (status.ok() && clock_seq == 0) status = router_streams[0]->SetClock(start_ms, 0);
   }
   std::vector<std::unique_ptr<cluster::QueryClient>> query_clients(kQueryWorkers);
   for (auto& client : query_clients) {
@@ -471,7 +483,10 @@ int ServeCluster(const Flags& flags) {
   InputRouter router(std::move(router_streams));
   QueryRouter queries(std::move(query_clients));
   ClusterApi api(runner, router, queries, metrics,
-                 {flags.auth_token, node_options.node_id, flags.partitions});
+                 {.auth_token = flags.auth_token,
+                  .node_id = node_options.node_id,
+                  .partitions = flags.partitions,
+                  .manual_clock = manual_clock});
   HttpServer server(api, server_config);
   status = server.Listen(host, static_cast<uint16_t>(port));
   if (!status.ok()) {
@@ -486,9 +501,9 @@ int ServeCluster(const Flags& flags) {
   runner.Start();
   spdlog::info(
       "event=listening address={}:{} mode=cluster cluster={} node={} partitions={} "
-      "lease_ttl_ms={} auth={}",
+      "lease_ttl_ms={} clock={} auth={}",
       host, server.port(), flags.cluster_name, node_options.node_id, flags.partitions, lease_ttl_ms,
-      flags.auth_token.empty() ? "off" : "bearer");
+      flags.clock, flags.auth_token.empty() ? "off" : "bearer");
   {
     ClusterSignalWatcher watcher(api, server);
     server.Run();
