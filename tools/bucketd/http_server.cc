@@ -88,7 +88,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
         accept_retry_(acceptor_.get_executor()) {}
 
   Status Listen(const std::string& host, uint16_t port);
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  uint16_t port() const { return port_; }
   void Run();
   void Shutdown();
 
@@ -109,6 +109,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   const HttpServerConfig config_;
   std::atomic<bool> shutting_down_{false};
   uint64_t refused_connections_ = 0;  // acceptor strand only
+  // Kept from Listen: the acceptor forgets it once Shutdown closed it.
+  uint16_t port_ = 0;
 
   // Declared before the io_context: connections still queued in it when it is destroyed
   // unregister themselves here.
@@ -388,6 +390,7 @@ Status HttpServer::Impl::Listen(const std::string& host, uint16_t port) {
   if (acceptor_.set_option(net::socket_base::reuse_address(true), ec); ec) return failed("option");
   if (acceptor_.bind(endpoint, ec); ec) return failed("bind");
   if (acceptor_.listen(net::socket_base::max_listen_connections, ec); ec) return failed("listen");
+  port_ = acceptor_.local_endpoint().port();
   Accept();
   return Status::Ok();
 }
