@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -756,4 +757,52 @@ TEST_CASE("a stop signal during the replay: no serving, exit 0 once the replay i
   CHECK(opened);
   CHECK_FALSE(ready);
   CHECK(stopped);
+}
+
+TEST_CASE("sd_notify: a failed log withholds the WATCHDOG=1 pings", "[operations][systemd]") {
+  TempDir dir;
+  const fs::path small = dir.path / "small";
+  fs::create_directories(small);
+  // A full disk is the log failure a test can cause for real (as server_test's full-disk case).
+  REQUIRE(::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=24m") == 0);  // the suite runs as root
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  NotifySocket notify(dir.path / "notify");
+  setenv("NOTIFY_SOCKET", (dir.path / "notify").c_str(), 1);
+  setenv("WATCHDOG_USEC", "200000", 1);  // a ping every 100 ms
+  bucketd::testing::Sidecar server(small / "data");
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  REQUIRE(notify.Await("WATCHDOG=1") == "WATCHDOG=1");
+
+  httplib::Client c = server.Client();
+  const std::string padding(4000, 'p');
+  int status = 200;
+  for (int round = 0; status == 200 && round < 10000; ++round) {
+    std::string body = "[";
+    for (int i = 0; i < 50; ++i) {
+      if (i > 0) body += ",";
+      body += R"({"userId":"u)" + std::to_string(round * 50 + i) +
+              R"(","event":"used","contactProperties":{"pad":")" + padding + R"("}})";
+    }
+    auto res = c.Post("/v1/events", body + "]", "application/json");
+    REQUIRE(res);
+    status = res->status;
+  }
+  REQUIRE(status == 507);
+  REQUIRE(c.Get("/healthz")->status == 503);
+  // A ping whose probe began before the failure may still arrive: let those pass, then ten
+  // periods without one.
+  while (!notify.Next(std::chrono::milliseconds(300)).empty()) {
+  }
+  std::vector<std::string> later;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+       std::chrono::steady_clock::now() < until;) {
+    if (std::string m = notify.Next(std::chrono::milliseconds(100)); !m.empty()) later.push_back(m);
+  }
+  for (const std::string& message : later)
+    CHECK_FALSE(NotifySocket::HasLine(message, "WATCHDOG=1"));
+  // No exit code check: closing the engine after a failed log fails too (exit 1).
 }
