@@ -331,12 +331,16 @@ class SignalWatcher {
     thread_.join();
   }
 
-  // False (and nothing armed) when a stop signal came first: the server is stopping already.
-  bool Arm(std::function<void()> stop, std::function<void()> reload) {
+  // Arms `stop` and `reload`, then runs `armed` before any signal is handled (the switch to
+  // the engine's routes and READY=1 come before any STOPPING=1). False, and nothing run, when
+  // a stop signal came first: the server is stopping already.
+  bool Arm(std::function<void()> stop, std::function<void()> reload,
+           const std::function<void()>& armed) {
     std::lock_guard lock(mu_);
     if (stop_requested_) return false;
     stop_ = std::move(stop);
     reload_ = std::move(reload);
+    armed();
     return true;
   }
 
@@ -587,7 +591,8 @@ int ServeCluster(const Flags& flags) {
               NotifyReloading();
               spdlog::info("event=reload note=\"cluster mode: nothing to reload\"");
               NotifyReady("serving");
-            })) {
+            },
+            [] {})) {
       // Ready as /readyz is: once the first round has run.
       while (runner.status().rounds == 0 && !stopping) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -703,12 +708,14 @@ int Serve(const Flags& flags) {
           NotifyReloading();
           ReloadBucketFiles(flags, engine_thread);
           NotifyReady("serving");
+        },
+        [&] {
+          service.SwitchTo(api);
+          spdlog::info("event=ready address={}:{}", host, server.port());
+          NotifyReady("serving");
         });
     // Not armed: a stop signal came during the replay and the server is stopping already.
     if (armed) {
-      service.SwitchTo(api);
-      spdlog::info("event=ready address={}:{}", host, server.port());
-      NotifyReady("serving");
       SystemdWatchdog watchdog([&engine_thread](std::chrono::microseconds deadline) {
         return EngineResponsive(engine_thread, deadline);
       });
@@ -717,7 +724,7 @@ int Serve(const Flags& flags) {
     // Before the routes go: until the server has stopped, a request may reach them.
     serving.Finish();
   }
-  serving.Finish();
+  serving.Finish();  // after a failed --buckets: the starting service was still serving
 
   engine_thread.Stop();
   Engine& owned = engine_thread.StoppedEngine();
