@@ -56,7 +56,7 @@ for node in $(seq "$nodes"); do
 done
 for port in "${ports[@]}"; do
   for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
 done

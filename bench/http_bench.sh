@@ -34,7 +34,7 @@ start_server() {  # build data-dir port
     --data "$2" --buckets "$root/examples/buckets" --log-level error &
   pid=$!
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return 0
+    curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return 0
     sleep 0.1
   done
   echo "server did not start" >&2

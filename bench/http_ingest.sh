@@ -22,7 +22,7 @@ for durability in async sync; do
     --durability "$durability" --buckets "$root/examples/buckets" --log-level warn &
   pid=$!
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
   printf 'durability=%s ' "$durability"

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -17,6 +19,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/cluster_test_support.h"
+#include "tests/command_test_support.h"
 #include "tests/nats_test_support.h"
 #include "tests/sidecar_test_support.h"
 #include "tests/test_support.h"
@@ -303,6 +306,41 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   CHECK(metrics->body.find("bucketd_cluster_leases_taken_total ") != std::string::npos);
   CHECK(b->Stop(SIGTERM) == 0);
   CHECK(a->Stop(SIGTERM) == 0);
+}
+
+TEST_CASE("a bucketd node: --auth-token-file guards /v1, and promtool accepts its /metrics") {
+  NatsCluster nats(1);
+  TempDir dir;
+  const std::filesystem::path token = std::filesystem::path(dir.path()) / "token";
+  std::ofstream(token) << "node-token\n";
+  std::filesystem::permissions(token, std::filesystem::perms::owner_read);
+  std::vector<std::string> args = NodeArgs(nats, "node-t");
+  args.insert(args.end(), {"--auth-token-file", token.string()});
+  Sidecar node((std::filesystem::path(dir.path()) / "data").string(), args);
+  httplib::Client client = node.Client();
+  const std::string event = R"({"userId":"u1","event":"app.opened"})";
+  auto refused = client.Post("/v1/events", event, "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status == 401);
+  client.set_bearer_token_auth("node-token");
+  auto accepted = client.Post("/v1/events", event, "application/json");
+  REQUIRE(accepted);
+  CHECK(accepted->status == 200);
+
+  auto metrics = client.Get("/metrics");
+  REQUIRE(metrics);
+  REQUIRE(metrics->status == 200);
+  INFO(metrics->body);
+  const CommandRun promtool = PromtoolCheckMetrics(metrics->body);
+  INFO(promtool.output);
+  CHECK(promtool.exit_code == 0);
+  CHECK(promtool.output.empty());
+  // The server-side families of a single engine's /metrics, on a node too.
+  CHECK(metrics->body.find("bucketd_http_request_duration_seconds_count{route=\"events\","
+                           "status=\"200\"} 1\n") != std::string::npos);
+  CHECK(metrics->body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
+  CHECK(metrics->body.find("\nbucketd_build_info{") != std::string::npos);
+  CHECK(node.Stop(SIGTERM) == 0);
 }
 
 }  // namespace

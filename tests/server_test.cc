@@ -213,7 +213,7 @@ TEST_CASE("server: buckets, events, members and transitions end to end", "[serve
   CHECK(res->body.find("bucketd_events_total{outcome=\"accepted\"} 50") != std::string::npos);
   CHECK(res->body.find("bucketd_http_requests_total{route=\"events\",status=\"200\"}") !=
         std::string::npos);
-  CHECK(res->body.find("bucketd_sweep_duration_micros_bucket") != std::string::npos);
+  CHECK(res->body.find("bucketd_sweep_duration_seconds_bucket") != std::string::npos);
   // One 2 MiB block of users and one of slots.
   CHECK(res->body.find("bucketd_state_pool_bytes 4194304\n") != std::string::npos);
   res = c.Delete("/v1/contacts/user-101");

@@ -1,7 +1,7 @@
 #pragma once
 // The real `bucketd` binary as a child process, for the suites that drive it over HTTP
 // (server_test, http_hostile_test, torture_test): a free loopback port, start-up until
-// /healthz answers, and a stop by signal that reports how the process ended.
+// /readyz answers 200, and a stop by signal that reports how the process ended.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -88,7 +88,7 @@ class Sidecar {
     for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
       port_ = FreePort();
       pid_ = SpawnProcess(SidecarArgs(port_, data, extra), stderr_fd);
-      if (!WaitHealthy()) {
+      if (!WaitReady()) {
         kill(pid_, SIGKILL);
         waitpid(pid_, nullptr, 0);
         pid_ = -1;
@@ -121,12 +121,13 @@ class Sidecar {
   }
 
  private:
-  bool WaitHealthy() {
+  // /readyz, not /healthz: the port answers while the log replays, and /healthz is 200 then.
+  bool WaitReady() {
     using namespace std::chrono_literals;
     for (int i = 0; i < 400; ++i) {
       if (waitpid(pid_, nullptr, WNOHANG) == pid_) return false;
       httplib::Client client("127.0.0.1", port_);
-      if (auto res = client.Get("/healthz"); res && res->status == 200) return true;
+      if (auto res = client.Get("/readyz"); res && res->status == 200) return true;
       std::this_thread::sleep_for(25ms);
     }
     return false;

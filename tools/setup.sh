@@ -9,6 +9,10 @@ packages=(
   libboost-dev libbenchmark-dev catch2
   libabsl-dev libsimdjson-dev libcpp-httplib-dev libcli11-dev libspdlog-dev libxxhash-dev
   nats-server libnats-dev
+  # bucketd's sd_notify (Type=notify units, watchdog)
+  libsystemd-dev
+  # promtool, which tests/operations_test.cc runs on a real /metrics
+  prometheus
   curl
   # tools/run-fuzz.sh: clang, and libFuzzer with the sanitizer runtimes (compiler-rt), which
   # clang-14 only recommends

@@ -132,6 +132,14 @@ class EngineImpl final : public Engine {
       if (loaded) {
         if (Status s = fold_.Restore(std::move(snapshot)); !s.ok()) return s;
         last_snapshot_seq_ = fold_.state().applied_seq;
+        // The snapshot's age survives a restart. Dated by the instant the file records (its
+        // state's `now`, checksummed in the header), not by its mtime: the age is measured
+        // on the engine's clock, which may be a manual clock that mtime knows nothing of,
+        // and a data dir restored from a backup keeps its recorded instants where a copy
+        // resets mtimes. The cost: `now` is the last record folded, so a snapshot taken
+        // after an idle spell looks older by that spell (the direction a staleness alert
+        // can live with).
+        stats_.last_snapshot_at_ms = fold_.state().now;
       }
     }
     if (warnings) {

@@ -308,6 +308,7 @@ ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter&
     : node_(node),
       router_(router),
       queries_(queries),
+      metrics_(metrics),
       config_(std::move(config)),
       routes_(metrics, AccessConfig{config_.auth_token, {}}) {
   AddRoutes();
@@ -326,7 +327,9 @@ void ClusterApi::Dispatch(HttpRequestPtr req, Exchange::Poster post,
   routes_.Dispatch(std::move(req), std::move(post), std::move(respond));
 }
 
-void ClusterApi::RecordUnrouted(int http_status) const { routes_.RecordUnrouted(http_status); }
+void ClusterApi::RecordServed(std::string_view route, int http_status, double seconds) const {
+  routes_.RecordServed(route, http_status, seconds);
+}
 
 void ClusterApi::AddRoutes() {
   using M = HttpMethod;
@@ -854,7 +857,8 @@ void ClusterApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex)
   metric("bucketd_cluster_snapshots_refused_total", "counter",
          "Takeovers that found the newest snapshot unusable and folded from the start.",
          s.stats.snapshots_refused);
-  ex->Respond(Reply{kHttpOk, std::move(out), "text/plain; version=0.0.4; charset=utf-8"});
+  out += metrics_.RenderServer();
+  ex->Respond(Reply{kHttpOk, std::move(out), std::string(kPrometheusContentType)});
 }
 
 void ClusterApi::Healthz(const HttpRequestPtr&, const ExchangePtr& ex) {

@@ -189,7 +189,7 @@ class ClusterApi final : public HttpService {
   std::optional<Reply> Screen(const HttpRequest& req) const override;
   void Dispatch(HttpRequestPtr req, Exchange::Poster post,
                 Exchange::Responder respond) const override;
-  void RecordUnrouted(int http_status) const override;
+  void RecordServed(std::string_view route, int http_status, double seconds) const override;
   // From now on /readyz answers 503. Thread-safe.
   void BeginShutdown() { shutting_down_ = true; }
 
@@ -240,6 +240,7 @@ class ClusterApi final : public HttpService {
   const NodeRunner& node_;
   InputRouter& router_;
   QueryRouter& queries_;
+  const ServerMetrics& metrics_;
   const ClusterApiConfig config_;
   Router routes_;
   std::atomic<bool> shutting_down_{false};

@@ -109,7 +109,9 @@ Reply HttpApi::DispatchAndWait(HttpRequest req) const {
   return future.get();
 }
 
-void HttpApi::RecordUnrouted(int http_status) const { router_.RecordUnrouted(http_status); }
+void HttpApi::RecordServed(std::string_view route, int http_status, double seconds) const {
+  router_.RecordServed(route, http_status, seconds);
+}
 
 template <typename Work, typename Answer>
 void HttpApi::OnEngine(const ExchangePtr& ex, Work work, Answer answer) {
@@ -593,7 +595,8 @@ void HttpApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex) {
         return out;
       },
       [this](Report out) -> Reply {
-        return {kHttpOk, metrics_.Render(out.report, out.now_ms), "text/plain; version=0.0.4"};
+        return {kHttpOk, metrics_.Render(out.report, out.now_ms),
+                std::string(kPrometheusContentType)};
       });
 }
 

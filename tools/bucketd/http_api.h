@@ -39,8 +39,7 @@ class HttpApi final : public HttpService {
   // Serves one request and waits for its reply on the caller's thread: a harness without a
   // socket (tests, fuzzing). Needs the EngineThread started.
   Reply DispatchAndWait(HttpRequest req) const;
-  // A request the transport refused before routing (malformed, too large), for metrics.
-  void RecordUnrouted(int http_status) const override;
+  void RecordServed(std::string_view route, int http_status, double seconds) const override;
   // From now on /readyz answers 503: a load balancer stops sending new work while the
   // in-flight requests finish. Thread-safe; called once a stop signal arrives.
   void BeginShutdown() { shutting_down_ = true; }

@@ -49,6 +49,9 @@ struct Reply {
   int http_status = kHttpOk;
   std::string body;
   std::string content_type = "application/json";
+  // The route that answered, as metrics and logs name it (the Router sets it); the transport
+  // records the reply under it once written (HttpService::RecordServed).
+  std::string route = "unmatched";
 };
 
 Reply JsonReply(int http_status, std::string body);

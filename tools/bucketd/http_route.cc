@@ -196,15 +196,15 @@ Router::Admission Router::Admit(const HttpRequest& req) const {
 std::optional<Reply> Router::Screen(const HttpRequest& req) const {
   Admission admission = Admit(req);
   if (!admission.refusal) return std::nullopt;
-  const std::string route = admission.route ? admission.route->name : "unmatched";
-  metrics_.RecordRequest(route, admission.refusal->http_status);
+  Reply reply = ErrorReply(*admission.refusal);
+  if (admission.route) reply.route = admission.route->name;
   spdlog::debug("event=request method={} path={} route={} status={} refused=headers",
-                MethodName(req.method), req.Path(), route, admission.refusal->http_status);
-  return ErrorReply(*admission.refusal);
+                MethodName(req.method), req.Path(), reply.route, reply.http_status);
+  return reply;
 }
 
-void Router::RecordUnrouted(int http_status) const {
-  metrics_.RecordRequest("unmatched", http_status);
+void Router::RecordServed(std::string_view route, int http_status, double seconds) const {
+  metrics_.RecordRequest(route, http_status, seconds);
 }
 
 void Router::Dispatch(HttpRequestPtr req, Exchange::Poster post,
@@ -212,8 +212,8 @@ void Router::Dispatch(HttpRequestPtr req, Exchange::Poster post,
   Admission admission = Admit(*req);
   const std::string route = admission.route ? admission.route->name : "unmatched";
   auto exchange = std::make_shared<Exchange>(
-      std::move(post), [this, req, route, respond = std::move(respond)](Reply reply) {
-        metrics_.RecordRequest(route, reply.http_status);
+      std::move(post), [req, route, respond = std::move(respond)](Reply reply) {
+        reply.route = route;
         spdlog::debug("event=request method={} path={} route={} status={} bytes_in={}",
                       MethodName(req->method), req->Path(), route, reply.http_status,
                       req->body.size());

@@ -61,15 +61,15 @@ class Router {
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
 
-  // The refusal of a request on its headers alone (body not read yet), recorded in metrics;
+  // The refusal of a request on its headers alone (body not read yet), logged at debug;
   // nullopt when its body may be read and the request dispatched.
   std::optional<Reply> Screen(const HttpRequest& req) const;
   // Screens `req`, then runs its route's handler; `respond` gets the one reply (from any
-  // thread), `post` runs follow-up work on the caller's executor. Records the reply in
-  // metrics and the debug log.
+  // thread), `post` runs follow-up work on the caller's executor. Logs the reply at debug.
+  // Each reply names its route (Reply::route) for RecordServed.
   void Dispatch(HttpRequestPtr req, Exchange::Poster post, Exchange::Responder respond) const;
-  // A request the transport refused before it could be routed (malformed, too large).
-  void RecordUnrouted(int http_status) const;
+  // Counts and times a reply the transport wrote, under its route and status.
+  void RecordServed(std::string_view route, int http_status, double seconds) const;
 
  private:
   static constexpr size_t kMethodCount = 5;

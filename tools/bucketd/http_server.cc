@@ -88,7 +88,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
         accept_retry_(acceptor_.get_executor()) {}
 
   Status Listen(const std::string& host, uint16_t port);
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  uint16_t port() const { return port_; }
   void Run();
   void Shutdown();
 
@@ -109,6 +109,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   const HttpServerConfig config_;
   std::atomic<bool> shutting_down_{false};
   uint64_t refused_connections_ = 0;  // acceptor strand only
+  // Kept from Listen: the acceptor forgets it once Shutdown closed it.
+  uint16_t port_ = 0;
 
   // Declared before the io_context: connections still queued in it when it is destroyed
   // unregister themselves here.
@@ -181,6 +183,8 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = header.version();
     keep_alive_ = parser_->keep_alive();
     request_ = RequestFromHeader(*parser_, local_authority_);
+    // A refusal on the headers is timed from here; a served request from its body's end.
+    parsed_at_ = std::chrono::steady_clock::now();
     if (std::optional<Reply> refusal = server_.api().Screen(*request_)) {
       // The body, if any, stays unread: the connection cannot carry another request.
       return Write(std::move(*refusal), request_->body_declared || !keep_alive_);
@@ -250,6 +254,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Serve() {
     phase_ = Phase::kServing;
+    parsed_at_ = std::chrono::steady_clock::now();
     // A long-poll holds the connection for up to kLongPollMsMax: no deadline while the API
     // has the request.
     stream_.expires_never();
@@ -279,7 +284,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // A request refused before it could be routed: answered, then the connection closes
   // (its framing cannot be trusted, or its body was not read).
   void Refuse(const HttpError& error) {
-    server_.api().RecordUnrouted(error.http_status);
+    parsed_at_ = std::chrono::steady_clock::now();
     request_.reset();
     Write(ErrorReply(error), true);
   }
@@ -295,7 +300,13 @@ class Session : public std::enable_shared_from_this<Session> {
     response->prepare_payload();
     stream_.expires_after(server_.config().body_timeout);
     http::async_write(
-        stream_, *response, [self = shared_from_this(), response, close](error_code ec, size_t) {
+        stream_, *response,
+        [self = shared_from_this(), response, close, route = std::move(reply.route)](error_code ec,
+                                                                                     size_t) {
+          // A failed write is recorded too: the request was answered, the client left.
+          const std::chrono::duration<double> took =
+              std::chrono::steady_clock::now() - self->parsed_at_;
+          self->server_.api().RecordServed(route, response->result_int(), took.count());
           if (ec) return self->Close();
           if (close) return self->Linger();
           self->parser_.reset();
@@ -349,6 +360,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool sized_body_ = false;      // the body is read into request_ directly (ReadSizedBody)
   uint64_t body_remaining_ = 0;  // its bytes still to read
+  // When the request being answered was parsed: its latency runs from here to the reply written.
+  std::chrono::steady_clock::time_point parsed_at_;
   Phase phase_ = Phase::kIdle;
   bool closed_ = false;
   size_t lingered_bytes_ = 0;
@@ -377,6 +390,7 @@ Status HttpServer::Impl::Listen(const std::string& host, uint16_t port) {
   if (acceptor_.set_option(net::socket_base::reuse_address(true), ec); ec) return failed("option");
   if (acceptor_.bind(endpoint, ec); ec) return failed("bind");
   if (acceptor_.listen(net::socket_base::max_listen_connections, ec); ec) return failed("listen");
+  port_ = acceptor_.local_endpoint().port();
   Accept();
   return Status::Ok();
 }

@@ -42,7 +42,7 @@ class HttpServer {
   // listens with the system's largest backlog. SO_REUSEADDR only: a port another process
   // listens on is an error ("address already in use"), never a shared port.
   Status Listen(const std::string& host, uint16_t port);
-  // The bound port. REQUIRES: Listen succeeded.
+  // The bound port, also after Shutdown. REQUIRES: Listen succeeded.
   uint16_t port() const;
   // Serves on config.io_threads threads (this one among them) until Shutdown() has run and
   // the last connection has ended. REQUIRES: Listen succeeded.

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,7 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -23,6 +26,7 @@
 #ifdef BUCKETD_WITH_CLUSTER
 #include "cluster_api.h"
 #endif
+#include "auth_token_file.h"
 #include "bucket_files.h"
 #include "bucketd/engine.h"
 #include "bucketd/time_format.h"
@@ -32,6 +36,9 @@
 #include "json_requests.h"
 #include "log_format.h"
 #include "prometheus.h"
+#include "service_switch.h"
+#include "starting_service.h"
+#include "systemd_notify.h"
 #include "tools/build_info.h"
 
 namespace bucketd::server {
@@ -49,6 +56,7 @@ struct Flags {
   std::string sweep_interval = "1s";
   std::string durability = "sync";
   std::string auth_token;
+  std::string auth_token_file;
   std::string buckets;
   bool prune_buckets = false;
   uint64_t snapshot_every_records = Options().snapshot_every_records;
@@ -95,6 +103,9 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_option("--auth-token", f.auth_token, "bearer token every /v1 call must carry")
       ->envname("BUCKETD_TOKEN");
+  app.add_option("--auth-token-file", f.auth_token_file,
+                 "read the bearer token from this file (one line; not with --auth-token)")
+      ->envname("BUCKETD_TOKEN_FILE");
   app.add_option("--buckets", f.buckets, "definitions to apply at start: a JSON file or a dir")
       ->envname("BUCKETD_BUCKETS");
   app.add_flag("--prune-buckets", f.prune_buckets,
@@ -224,6 +235,31 @@ Status ToOptions(const Flags& f, Options* options, TimeMs* sweep_interval_ms) {
   return Status::Ok();
 }
 
+// The bearer token: --auth-token, or the content of --auth-token-file (never both: which one
+// wins would be a guess, and a forgotten variable in an environment file would silently
+// replace the token an operator just rotated).
+Status ResolveAuthToken(const Flags& f, std::string* token) {
+  if (f.auth_token_file.empty()) {
+    *token = f.auth_token;
+    return Status::Ok();
+  }
+  if (!f.auth_token.empty()) {
+    return Status::InvalidArgument("--auth-token-file",
+                                   "give --auth-token (BUCKETD_TOKEN) or --auth-token-file "
+                                   "(BUCKETD_TOKEN_FILE), not both");
+  }
+  AuthTokenFile file;
+  if (Status status = ReadAuthTokenFile(f.auth_token_file, &file); !status.ok()) return status;
+  if (file.readable_by_others) {
+    spdlog::warn(
+        "event=auth_token_file_readable path={} note=\"the token file is readable by its group "
+        "or others: chmod 600 it\"",
+        f.auth_token_file);
+  }
+  *token = std::move(file.token);
+  return Status::Ok();
+}
+
 bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
   size_t colon = listen.rfind(':');
   if (colon == std::string::npos) return false;
@@ -281,41 +317,106 @@ sigset_t WatchedSignals() {
   return signals;
 }
 
-// Waits for signals on its own thread. SIGTERM / SIGINT wake the long-polls and stop the HTTP
-// server, which finishes its in-flight requests before Run() returns. SIGHUP calls `reload`
-// and goes on waiting: a reload never stops the server, whatever it finds.
+// Waits for signals on its own thread from start-up on. Until Arm (while the log replays), a
+// stop signal stops the HTTP server and the start-up is abandoned once the engine has opened;
+// SIGHUP is ignored, since the definitions are applied once replay is done anyway. Once armed,
+// SIGTERM / SIGINT run `stop` (which wakes the long-polls and stops the server: it finishes its
+// in-flight requests before Run() returns) and SIGHUP runs `reload` and goes on waiting: a
+// reload never stops the server, whatever it finds. A stop runs once: the watcher then returns.
 class SignalWatcher {
  public:
-  SignalWatcher(HttpApi& api, HttpServer& server, EngineThread& engine,
-                std::function<void()> reload)
-      : reload_(std::move(reload)),
-        thread_([this, &api, &server, &engine] { Watch(api, server, engine); }) {}
+  explicit SignalWatcher(HttpServer& server) : server_(server), thread_([this] { Watch(); }) {}
   ~SignalWatcher() {
     serving_done_ = true;
     pthread_kill(thread_.native_handle(), SIGTERM);
     thread_.join();
   }
 
+  // Arms `stop` and `reload`, then runs `armed` before any signal is handled (the switch to
+  // the engine's routes and READY=1 come before any STOPPING=1). False, and nothing run, when
+  // a stop signal came first: the server is stopping already.
+  bool Arm(std::function<void()> stop, std::function<void()> reload,
+           const std::function<void()>& armed) {
+    std::lock_guard lock(mu_);
+    if (stop_requested_) return false;
+    stop_ = std::move(stop);
+    reload_ = std::move(reload);
+    armed();
+    return true;
+  }
+
  private:
-  void Watch(HttpApi& api, HttpServer& server, EngineThread& engine) {
+  void Watch() {
     const sigset_t signals = WatchedSignals();
     int signal = 0;
     for (;;) {
       sigwait(&signals, &signal);
       if (serving_done_) return;
+      std::lock_guard lock(mu_);
       if (signal != SIGHUP) break;
-      reload_();
+      if (reload_) {
+        reload_();
+      } else {
+        spdlog::info(
+            "event=reload note=\"still starting: the definitions are applied once the "
+            "log has replayed\"");
+      }
     }
     spdlog::info("event=shutdown signal={}", signal);
-    api.BeginShutdown();
-    engine.CloseStream();
-    server.Shutdown();
+    NotifyStopping();
+    std::lock_guard lock(mu_);
+    stop_requested_ = true;
+    if (stop_) {
+      stop_();
+    } else {
+      server_.Shutdown();
+    }
   }
 
-  const std::function<void()> reload_;
+  HttpServer& server_;
+  std::mutex mu_;  // held while a callback runs: Arm cannot race a signal
+  std::function<void()> stop_;
+  std::function<void()> reload_;
+  bool stop_requested_ = false;
   std::atomic<bool> serving_done_{false};
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+// The HTTP server on its own threads from start-up on, so that the port answers while the
+// log replays (StartingService) and the start-up can go on on the main thread.
+class ServingThread {
+ public:
+  explicit ServingThread(HttpServer& server)
+      : server_(server), thread_([&server] { server.Run(); }) {}
+  ~ServingThread() { Finish(); }
+  ServingThread(const ServingThread&) = delete;
+  ServingThread& operator=(const ServingThread&) = delete;
+
+  // Until a stop signal has stopped the server and its last connection has ended.
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Stops the server (a no-op after a stop signal did) and joins it.
+  void Finish() {
+    server_.Shutdown();
+    Join();
+  }
+
+ private:
+  HttpServer& server_;
   std::thread thread_;
 };
+
+// Whether the owner thread answers a no-op within `deadline` and the log has not failed: what
+// the systemd watchdog pings on. A stuck owner thread or a failed log withholds the ping, so
+// systemd restarts the process (and the restart replays the log).
+bool EngineResponsive(EngineThread& engine, std::chrono::microseconds deadline) {
+  if (!engine.Stream().Health().ok()) return false;
+  auto answered = std::make_shared<std::promise<void>>();
+  std::future<void> done = answered->get_future();
+  engine.CallAsync([](Engine&) { return 0; }, [answered](int) { answered->set_value(); });
+  return done.wait_for(deadline) == std::future_status::ready;
+}
 
 // SIGHUP: the --buckets files again, through the same diff as at start (unchanged definitions
 // change nothing). An error is logged and the server keeps what it has: a file that is not
@@ -372,34 +473,17 @@ void BlockWatchedSignals() {
 }
 
 #ifdef BUCKETD_WITH_CLUSTER
-// Waits for SIGTERM / SIGINT (SIGHUP: nothing to reload in cluster mode yet), then stops the
-// server; the node leaves the cluster after Run() returns.
-class ClusterSignalWatcher {
- public:
-  ClusterSignalWatcher(ClusterApi& api, HttpServer& server)
-      : thread_([this, &api, &server] { Watch(api, server); }) {}
-  ~ClusterSignalWatcher() {
-    serving_done_ = true;
-    pthread_kill(thread_.native_handle(), SIGTERM);
-    thread_.join();
+// A node is responsive while its runner completes rounds (a round that meets a NATS error
+// still completes, and /healthz reports it): the watchdog catches a stuck runner thread.
+bool NodeResponsive(const NodeRunner& runner, std::chrono::microseconds deadline) {
+  const uint64_t before = runner.status().rounds;
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (runner.status().rounds == before) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-
- private:
-  void Watch(ClusterApi& api, HttpServer& server) {
-    const sigset_t signals = WatchedSignals();
-    int signal = 0;
-    do {
-      sigwait(&signals, &signal);
-      if (serving_done_) return;
-    } while (signal == SIGHUP);
-    spdlog::info("event=shutdown signal={}", signal);
-    api.BeginShutdown();
-    server.Shutdown();
-  }
-
-  std::atomic<bool> serving_done_{false};
-  std::thread thread_;
-};
+  return true;
+}
 
 std::string DefaultNodeId(int port) {
   char host[256] = {};
@@ -437,6 +521,8 @@ int ServeCluster(const Flags& flags) {
       status = Status::InvalidArgument("--lease-ttl", "must be a duration of at least 1s");
     }
   }
+  std::string auth_token;
+  if (status.ok()) status = ResolveAuthToken(flags, &auth_token);
   if (!status.ok()) {
     spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
     return EXIT_FAILURE;
@@ -483,7 +569,7 @@ int ServeCluster(const Flags& flags) {
   InputRouter router(std::move(router_streams));
   QueryRouter queries(std::move(query_clients));
   ClusterApi api(runner, router, queries, metrics,
-                 {.auth_token = flags.auth_token,
+                 {.auth_token = auth_token,
                   .node_id = node_options.node_id,
                   .partitions = flags.partitions,
                   .manual_clock = manual_clock});
@@ -495,7 +581,7 @@ int ServeCluster(const Flags& flags) {
     return EXIT_FAILURE;
   }
   api.SetAuthorities(Authorities(host, server.port()));
-  if (flags.auth_token.empty() && !IsLoopbackHost(host)) {
+  if (auth_token.empty() && !IsLoopbackHost(host)) {
     spdlog::warn("event=tokenless_public_listen address={}", flags.listen);
   }
   runner.Start();
@@ -503,10 +589,35 @@ int ServeCluster(const Flags& flags) {
       "event=listening address={}:{} mode=cluster cluster={} node={} partitions={} "
       "lease_ttl_ms={} clock={} auth={}",
       host, server.port(), flags.cluster_name, node_options.node_id, flags.partitions, lease_ttl_ms,
-      flags.clock, flags.auth_token.empty() ? "off" : "bearer");
+      flags.clock, auth_token.empty() ? "off" : "bearer");
   {
-    ClusterSignalWatcher watcher(api, server);
-    server.Run();
+    ServingThread serving(server);
+    SignalWatcher watcher(server);
+    std::atomic<bool> stopping{false};
+    // SIGHUP: nothing to reload in cluster mode yet. The node leaves the cluster after the
+    // server has stopped.
+    if (watcher.Arm(
+            [&] {
+              stopping = true;
+              api.BeginShutdown();
+              server.Shutdown();
+            },
+            [] {
+              NotifyReloading();
+              spdlog::info("event=reload note=\"cluster mode: nothing to reload\"");
+              NotifyReady("serving");
+            },
+            [] {})) {
+      // Ready as /readyz is: once the first round has run.
+      while (runner.status().rounds == 0 && !stopping) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (!stopping) NotifyReady("serving as cluster node " + node_options.node_id);
+      SystemdWatchdog watchdog([&runner](std::chrono::microseconds deadline) {
+        return NodeResponsive(runner, deadline);
+      });
+      serving.Join();
+    }
   }
   runner.Stop();  // hands the partitions over at once
   spdlog::info("event=stopped");
@@ -536,15 +647,46 @@ int Serve(const Flags& flags) {
     return EXIT_FAILURE;
   }
   HttpServerConfig server_config;
-  if (Status status = ToServerConfig(flags, &server_config); !status.ok()) {
+  std::string auth_token;
+  Status status = ToServerConfig(flags, &server_config);
+  if (status.ok()) status = ResolveAuthToken(flags, &auth_token);
+  if (!status.ok()) {
     spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
     return EXIT_FAILURE;
   }
   RaiseDescriptorLimit();
 
+  // The port is bound before the log replays: a busy port fails the start-up at once, not
+  // after a long replay, and probes are answered (StartingService) while it runs.
+  ServerMetrics metrics;
+  StartingService starting(metrics);
+  ServiceSwitch service(starting);
+  HttpServer server(service, server_config);
+  status = server.Listen(host, static_cast<uint16_t>(port));
+  if (!status.ok()) {
+    spdlog::critical("event=listen_failed listen={} error=\"{}\"", flags.listen, status.message());
+    // Also on stderr, whatever the log level: the one reason start-up failed.
+    std::fprintf(stderr, "bucketd: %s\n", status.message().c_str());
+    return EXIT_FAILURE;
+  }
+  if (auth_token.empty() && !IsLoopbackHost(host)) {
+    spdlog::warn(
+        "event=tokenless_public_listen address={} note=\"no --auth-token: anyone who can "
+        "reach this address can change state; only Host and Origin are checked\"",
+        flags.listen);
+  }
+  spdlog::info(
+      "event=listening address={}:{} status=starting clock={} durability={} auth={} "
+      "io_threads={}",
+      host, server.port(), flags.clock, flags.durability, auth_token.empty() ? "off" : "bearer",
+      server_config.io_threads);
+  ServingThread serving(server);
+  SignalWatcher watcher(server);
+  NotifyStatus("opening the data dir and replaying the log");
+
   std::unique_ptr<Engine> engine;
   std::vector<std::string> warnings;
-  Status status = Engine::Open(options, &engine, &warnings);
+  status = Engine::Open(options, &engine, &warnings);
   for (const std::string& warning : warnings) spdlog::warn("event=open_warning {}", warning);
   if (!status.ok()) {
     spdlog::critical("event=open_failed data={} error=\"{}\"", options.data_dir, status.ToString());
@@ -555,7 +697,6 @@ int Serve(const Flags& flags) {
                options.data_dir, stats.replayed_records, stats.replay_threads, stats.open_micros,
                FormatRfc3339(engine->Now()));
 
-  ServerMetrics metrics;
   const bool manual_clock = options.clock == ClockMode::kManual;
   EngineThread engine_thread(std::move(engine),
                              {.background_sweeps = !manual_clock,
@@ -570,31 +711,35 @@ int Serve(const Flags& flags) {
     spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
     exit_code = EXIT_FAILURE;
   } else {
-    HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock});
-    HttpServer server(api, server_config);
-    status = server.Listen(host, static_cast<uint16_t>(port));
-    if (!status.ok()) {
-      spdlog::critical("event=listen_failed listen={} error=\"{}\"", flags.listen,
-                       status.message());
-      // Also on stderr, whatever the log level: the one reason start-up failed.
-      std::fprintf(stderr, "bucketd: %s\n", status.message().c_str());
-      exit_code = EXIT_FAILURE;
-    } else {
-      api.SetAuthorities(Authorities(host, server.port()));
-      if (flags.auth_token.empty() && !IsLoopbackHost(host)) {
-        spdlog::warn(
-            "event=tokenless_public_listen address={} note=\"no --auth-token: anyone who can "
-            "reach this address can change state; only Host and Origin are checked\"",
-            flags.listen);
-      }
-      spdlog::info("event=listening address={}:{} clock={} durability={} auth={} io_threads={}",
-                   host, server.port(), flags.clock, flags.durability,
-                   flags.auth_token.empty() ? "off" : "bearer", server_config.io_threads);
-      SignalWatcher watcher(api, server, engine_thread,
-                            [&flags, &engine_thread] { ReloadBucketFiles(flags, engine_thread); });
-      server.Run();
+    HttpApi api(engine_thread, metrics, {auth_token, manual_clock});
+    api.SetAuthorities(Authorities(host, server.port()));
+    const bool armed = watcher.Arm(
+        [&] {
+          api.BeginShutdown();
+          engine_thread.CloseStream();
+          server.Shutdown();
+        },
+        [&flags, &engine_thread] {
+          NotifyReloading();
+          ReloadBucketFiles(flags, engine_thread);
+          NotifyReady("serving");
+        },
+        [&] {
+          service.SwitchTo(api);
+          spdlog::info("event=ready address={}:{}", host, server.port());
+          NotifyReady("serving");
+        });
+    // Not armed: a stop signal came during the replay and the server is stopping already.
+    if (armed) {
+      SystemdWatchdog watchdog([&engine_thread](std::chrono::microseconds deadline) {
+        return EngineResponsive(engine_thread, deadline);
+      });
+      serving.Join();
     }
+    // Before the routes go: until the server has stopped, a request may reach them.
+    serving.Finish();
   }
+  serving.Finish();  // after a failed --buckets: the starting service was still serving
 
   engine_thread.Stop();
   Engine& owned = engine_thread.StoppedEngine();

@@ -3,6 +3,7 @@
 #include <spdlog/fmt/fmt.h>
 #include <algorithm>
 
+#include "process_metrics.h"
 #include "tools/build_info.h"
 
 namespace bucketd::server {
@@ -29,17 +30,46 @@ void Header(std::string& out, std::string_view name, std::string_view type, std:
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
+// One histogram's series: cumulative `_bucket`s (the last +Inf), `_sum` and `_count`, with
+// `labels` ("route=\"x\",status=\"200\"" or empty) on each.
+template <size_t N>
+void HistogramSeries(std::string& out, std::string_view name, std::string_view labels,
+                     const std::array<double, N>& bounds, const std::array<uint64_t, N + 1>& counts,
+                     double sum) {
+  const std::string before_le = labels.empty() ? "" : std::string(labels) + ",";
+  const std::string braces = labels.empty() ? "" : "{" + std::string(labels) + "}";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < N; ++i) {
+    cumulative += counts[i];
+    out += fmt::format("{}_bucket{{{}le=\"{}\"}} {}\n", name, before_le, bounds[i], cumulative);
+  }
+  cumulative += counts[N];
+  out += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n", name, before_le, cumulative);
+  out += fmt::format("{}_sum{} {}\n", name, braces, sum);
+  out += fmt::format("{}_count{} {}\n", name, braces, cumulative);
+}
+
 }  // namespace
 
-void ServerMetrics::RecordRequest(std::string_view route, int http_status) {
+void ServerMetrics::RecordRequest(std::string_view route, int http_status, double seconds) {
+  // lower_bound: a value equal to a bound falls in that bucket (`le`: less or equal).
+  const size_t bucket =
+      std::lower_bound(kRequestBucketsSeconds.begin(), kRequestBucketsSeconds.end(), seconds) -
+      kRequestBucketsSeconds.begin();
   std::lock_guard lock(mu_);
-  ++requests_[{std::string(route), http_status}];
+  RequestHistogram& histogram = requests_[{std::string(route), http_status}];
+  ++histogram.counts[bucket];
+  histogram.seconds_sum += seconds;
+  ++histogram.count;
 }
 
 void ServerMetrics::RecordSweep(int64_t micros) {
-  auto bucket = std::lower_bound(kSweepBucketsMicros.begin(), kSweepBucketsMicros.end(), micros);
+  const double seconds = static_cast<double>(micros) / 1e6;
+  const size_t bucket =
+      std::lower_bound(kSweepBucketsSeconds.begin(), kSweepBucketsSeconds.end(), seconds) -
+      kSweepBucketsSeconds.begin();
   std::lock_guard lock(mu_);
-  ++sweep_counts_[bucket - kSweepBucketsMicros.begin()];
+  ++sweep_counts_[bucket];
   sweep_micros_sum_ += micros;
   ++sweep_count_;
 }
@@ -47,12 +77,6 @@ void ServerMetrics::RecordSweep(int64_t micros) {
 std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) const {
   std::string out;
   const EngineStats& stats = report.stats;
-
-  // The info-metric convention: a constant 1 whose labels say what is running, so a query can
-  // join on it and a dashboard can show a rollout.
-  Header(out, "bucketd_build_info", "gauge", "The running build: version and commit.");
-  out += fmt::format("bucketd_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
-                     EscapeLabel(build_info::kVersion), EscapeLabel(build_info::kCommit));
 
   Header(out, "bucketd_events_total", "counter", "Events ingested since start, by outcome.");
   out += fmt::format("bucketd_events_total{{outcome=\"accepted\"}} {}\n", stats.events_accepted);
@@ -93,23 +117,40 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
                        EscapeLabel(bucket.id), bucket.due_queue_depth);
   }
 
-  std::lock_guard lock(mu_);
-  Header(out, "bucketd_http_requests_total", "counter", "HTTP requests by route and status.");
-  for (const auto& [key, count] : requests_) {
-    out += fmt::format("bucketd_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n",
-                       EscapeLabel(key.first), key.second, count);
+  {
+    std::lock_guard lock(mu_);
+    Header(out, "bucketd_sweep_duration_seconds", "histogram", "Sweep latency.");
+    HistogramSeries(out, "bucketd_sweep_duration_seconds", "", kSweepBucketsSeconds, sweep_counts_,
+                    static_cast<double>(sweep_micros_sum_) / 1e6);
   }
-  Header(out, "bucketd_sweep_duration_micros", "histogram", "Sweep latency in microseconds.");
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < kSweepBucketsMicros.size(); ++i) {
-    cumulative += sweep_counts_[i];
-    out += fmt::format("bucketd_sweep_duration_micros_bucket{{le=\"{}\"}} {}\n",
-                       kSweepBucketsMicros[i], cumulative);
+  out += RenderServer();
+  return out;
+}
+
+std::string ServerMetrics::RenderServer() const {
+  std::string out;
+  // The info-metric convention: a constant 1 whose labels say what is running, so a query can
+  // join on it and a dashboard can show a rollout.
+  Header(out, "bucketd_build_info", "gauge", "The running build: version and commit.");
+  out += fmt::format("bucketd_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                     EscapeLabel(build_info::kVersion), EscapeLabel(build_info::kCommit));
+  {
+    std::lock_guard lock(mu_);
+    Header(out, "bucketd_http_requests_total", "counter", "HTTP requests by route and status.");
+    for (const auto& [key, histogram] : requests_) {
+      out += fmt::format("bucketd_http_requests_total{{route=\"{}\",status=\"{}\"}} {}\n",
+                         EscapeLabel(key.first), key.second, histogram.count);
+    }
+    Header(out, "bucketd_http_request_duration_seconds", "histogram",
+           "HTTP request latency, from the request parsed to the reply written, by route and "
+           "status.");
+    for (const auto& [key, histogram] : requests_) {
+      HistogramSeries(out, "bucketd_http_request_duration_seconds",
+                      fmt::format("route=\"{}\",status=\"{}\"", EscapeLabel(key.first), key.second),
+                      kRequestBucketsSeconds, histogram.counts, histogram.seconds_sum);
+    }
   }
-  cumulative += sweep_counts_.back();
-  out += fmt::format("bucketd_sweep_duration_micros_bucket{{le=\"+Inf\"}} {}\n", cumulative);
-  out += fmt::format("bucketd_sweep_duration_micros_sum {}\n", sweep_micros_sum_);
-  out += fmt::format("bucketd_sweep_duration_micros_count {}\n", sweep_count_);
+  AppendProcessMetrics(&out);
   return out;
 }
 
