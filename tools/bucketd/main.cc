@@ -69,6 +69,7 @@ struct Flags {
   std::string node_id;
   int cluster_replicas = 3;
   std::string lease_ttl = "10s";
+  std::string backup_dir;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -145,6 +146,9 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "close a connection whose request body (or response) takes longer than this")
       ->envname("BUCKETD_BODY_TIMEOUT")
       ->capture_default_str();
+  app.add_option("--backup-dir", f.backup_dir,
+                 "where POST /v1/admin/backup writes (default: off); outside --data")
+      ->envname("BUCKETD_BACKUP_DIR");
   app.add_option("--cluster-url", f.cluster_url,
                  "cluster mode: NATS URLs, comma-separated (docs/cluster.md)")
       ->envname("BUCKETD_CLUSTER_URL");
@@ -555,7 +559,7 @@ int Serve(const Flags& flags) {
     spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
     exit_code = EXIT_FAILURE;
   } else {
-    HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock});
+    HttpApi api(engine_thread, metrics, {flags.auth_token, manual_clock, flags.backup_dir});
     HttpServer server(api, server_config);
     status = server.Listen(host, static_cast<uint16_t>(port));
     if (!status.ok()) {
