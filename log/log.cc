@@ -24,6 +24,7 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 #include <xxhash.h>
 
@@ -51,6 +52,11 @@ enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kF
 constexpr size_t kMiB = size_t{1} << 20;
 // Replay reads the records family front to back; big reads keep it off the syscall path.
 constexpr size_t kReplayReadaheadBytes = 4 * kMiB;
+// A checkpoint copies the write-ahead files up to this total (the WAL is capped at 256 MiB,
+// MakeDbOptions); beyond it the memtables are flushed first and only table files, linked,
+// are taken. Copying a small WAL is quicker than a flush and leaves no small table files
+// behind in the live log; flushing bounds a backup's copy when the WAL is large.
+constexpr uint64_t kCheckpointWalCopyBytesMax = 64 * kMiB;
 
 // Big-endian, so RocksDB's bytewise order is seq order.
 using SeqKey = std::array<char, sizeof(uint64_t)>;
@@ -374,6 +380,7 @@ class RocksLog final : public Log {
 
   Status Verify(LogVerifyReport* report) const override;
   Status Erase(const LogErasure& erasure, LogErasureReport* report) override;
+  Status Checkpoint(const std::string& dir) override;
   uint64_t ApproximateBytes() const override;
   Status Flush() override;
 
@@ -885,6 +892,19 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
     return s;
   }
   return FromRocks(db_->Flush(flush, family(kMeta)), "flushing after an erasure");
+}
+
+Status RocksLog::Checkpoint(const std::string& dir) {
+  if (options_.read_only) return Status::FailedPrecondition("", "the log is open read-only");
+  // A write in flight is not a commit yet: the checkpoint takes what is written, so finish it.
+  if (Status s = FinishCommit(); !s.ok()) return s;
+  rocksdb::Checkpoint* raw = nullptr;
+  if (Status s = FromRocks(rocksdb::Checkpoint::Create(db_.get(), &raw), "checkpoint"); !s.ok()) {
+    return s;
+  }
+  const std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  return FromRocks(checkpoint->CreateCheckpoint(dir, kCheckpointWalCopyBytesMax),
+                   "writing a checkpoint of the log to " + dir);
 }
 
 uint64_t RocksLog::ApproximateBytes() const {

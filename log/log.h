@@ -127,6 +127,14 @@ class Log {
   // staged or in flight (the engine commits first).
   virtual Status Erase(const LogErasure& erasure, LogErasureReport* report) = 0;
 
+  // Writes a RocksDB checkpoint of everything committed to `dir` (which must not exist; its
+  // parent must): a log that opens with this one's last committed record as its last. Table
+  // files are hard-linked when `dir` is on the same filesystem (else copied) and write-ahead
+  // files copied, or the memtables are flushed first when the write-ahead files are large
+  // (kCheckpointWalCopyBytesMax in log.cc). Finishes a started commit first. For backups
+  // of a running engine (Engine::Backup); REQUIRES: a writable log.
+  virtual Status Checkpoint(const std::string& dir) = 0;
+
   virtual uint64_t ApproximateBytes() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.
   virtual Status Flush() = 0;

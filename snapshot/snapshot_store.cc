@@ -413,6 +413,29 @@ std::vector<SnapshotFile> SnapshotStore::List() const {
   return files;
 }
 
+Status SnapshotStore::ExportNewest(const std::string& dir, SnapshotFile* exported,
+                                   bool* found) const {
+  *found = false;
+  if (Status s = EnsureDir(dir); !s.ok()) return s;
+  const std::vector<SnapshotFile> files = List();
+  if (files.empty()) return SyncDir(dir);
+  const SnapshotFile& newest = files.front();
+  const std::string target = dir + "/" + FileName(newest.log_seq);
+  if (::link(newest.path.c_str(), target.c_str()) != 0) {
+    // EXDEV: another filesystem; EPERM: one without hard links. Either way, copy.
+    if (errno != EXDEV && errno != EPERM) return Errno("linking " + newest.path + " to " + target);
+    std::error_code error;
+    std::filesystem::copy_file(newest.path, target, error);
+    if (error) return Status::IoError("copying " + newest.path + ": " + error.message());
+    const ScopedFd fd(::open(target.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0 || ::fsync(fd.get()) != 0) return Errno("fsync " + target);
+  }
+  if (Status s = SyncDir(dir); !s.ok()) return s;
+  *exported = SnapshotFile{target, newest.log_seq, newest.bytes};
+  *found = true;
+  return Status::Ok();
+}
+
 Status SnapshotStore::SetAsideBeyond(uint64_t last_seq, std::vector<std::string>* warnings) const {
   const std::string aside = dir_ + "/" + kSetAsideDir;
   bool moved = false;

@@ -70,6 +70,13 @@ class SnapshotStore {
   // background snapshot may be running (it would hold the state from before).
   Status RemoveAllBut(uint64_t kept_seq) const;
 
+  // Puts the newest snapshot into `dir` (created if missing) under its own name, for a
+  // backup of the data dir: a hard link when `dir` is on the same filesystem, else a copy
+  // (fsynced); then `dir` is fsynced. A link is as good as a copy here because a snapshot
+  // file is never written after its rename, only unlinked. `*exported` is the file put
+  // there (its path in `dir`); `*found` is false, and `dir` empty, when there is none.
+  Status ExportNewest(const std::string& dir, SnapshotFile* exported, bool* found) const;
+
   // Newest first. Only complete files (never temp files).
   std::vector<SnapshotFile> List() const;
   const std::string& dir() const { return dir_; }

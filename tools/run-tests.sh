@@ -33,6 +33,7 @@ ctest --test-dir "$build" --output-on-failure --timeout 900
 # ASan + UBSan of its own): run them once, with the plain build.
 if [ "$build" = build ]; then
   tools/check-embedding.sh "$build"
+  tools/check-package.sh "$build"
   fuzz_seconds=${BUCKETD_FUZZ_SECONDS:-10}
   if [ "$fuzz_seconds" != 0 ]; then
     tools/run-fuzz.sh "$fuzz_seconds"

@@ -17,6 +17,8 @@ packages=(
   # tools/run-fuzz.sh: clang, and libFuzzer with the sanitizer runtimes (compiler-rt), which
   # clang-14 only recommends
   clang libclang-rt-14-dev
+  # tools/check-package.sh: dpkg-shlibdeps (the .deb's Depends) and systemd-analyze (verify)
+  dpkg-dev systemd
 )
 
 missing=()

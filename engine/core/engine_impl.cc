@@ -16,6 +16,7 @@
 #include "bucketd/engine.h"
 #include "engine/base/input_rules.h"
 #include "engine/core/clock.h"
+#include "engine/core/data_dir_backup.h"
 #include "engine/core/fold_reader.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
@@ -467,6 +468,31 @@ class EngineImpl final : public Engine {
     last_snapshot_time_ = std::chrono::steady_clock::now();
     stats_.last_snapshot_at_ms = Now();
     if (info) *info = local;
+    return Status::Ok();
+  }
+
+  Status Backup(const std::string& target_dir, BackupInfo* info) override {
+    if (closed_) return Closed();
+    if (read_only_) return Status::FailedPrecondition("", "the engine is open read-only");
+    // After a failed write memory is ahead of the log: its digest would not describe the
+    // backup, which holds the log.
+    if (!failed_.ok()) return failed_;
+    const auto start = std::chrono::steady_clock::now();
+    if (Status s = CheckBackupTarget(options_.data_dir, target_dir); !s.ok()) return s;
+    // The checkpoint takes what is committed; the state must be the fold of exactly that.
+    if (Status s = CommitNow(); !s.ok()) return s;
+    BackupInfo local;
+    if (Status s = WriteBackup(*log_, snapshots_, target_dir, &local.snapshot_log_seq); !s.ok()) {
+      return s;
+    }
+    const StateInfo state = State();
+    BUCKETD_CHECK(state.log_seq == log_->last_seq());
+    local.path = target_dir;
+    local.log_seq = state.log_seq;
+    local.transition_seq = state.transition_seq;
+    local.digest = state.digest;
+    local.micros = MicrosSince(start);
+    if (info) *info = std::move(local);
     return Status::Ok();
   }
 

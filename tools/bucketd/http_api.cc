@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "bucketd/time_format.h"
 #include "engine/base/check.h"
 #include "json_requests.h"
@@ -163,6 +165,7 @@ void HttpApi::AddRoutes() {
   add(M::kPost, "/v1/clock", "clock", &HttpApi::AdvanceClock);
   add(M::kPost, "/v1/sweep", "sweep", &HttpApi::Sweep);
   add(M::kPost, "/v1/snapshots", "snapshots", &HttpApi::TakeSnapshot);
+  add(M::kPost, "/v1/admin/backup", "backup", &HttpApi::Backup);
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
@@ -572,6 +575,50 @@ void HttpApi::TakeSnapshot(const HttpRequestPtr&, const ExchangePtr& ex) {
       [](Outcome<SnapshotInfo> out) {
         if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
         return JsonReply(kHttpCreated, SnapshotJson(out.value));
+      });
+}
+
+namespace {
+
+// The backup's directory name: the wall-clock instant in ISO 8601's basic form, which sorts
+// by time and holds no ':' (a host separator to scp and rsync).
+std::string BackupName(TimeMs at) {
+  std::string name = "backup-";
+  for (char c : FormatRfc3339(at)) {
+    if (c != '-' && c != ':') name += c;
+  }
+  return name;
+}
+
+}  // namespace
+
+void HttpApi::Backup(const HttpRequestPtr&, const ExchangePtr& ex) {
+  if (config_.backup_dir.empty()) {
+    return ex->Respond(ErrorReply(FailedPrecondition(
+        "--backup-dir", "backups are off: start bucketd with --backup-dir to enable them")));
+  }
+  OnEngine(
+      ex,
+      [dir = config_.backup_dir](Engine& engine) {
+        // Read on the owner thread, so backups taken one after another get ascending names.
+        const TimeMs now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        Outcome<BackupInfo> out;
+        out.status = engine.Backup(dir + "/" + BackupName(now), &out.value);
+        return out;
+      },
+      [](Outcome<BackupInfo> out) {
+        if (!out.status.ok()) {
+          spdlog::error("event=backup_failed error=\"{}\"", out.status.ToString());
+          return ErrorReply(FromStatus(out.status));
+        }
+        spdlog::info(
+            "event=backup path={} log_seq={} snapshot_log_seq={} micros={}", out.value.path,
+            out.value.log_seq,
+            out.value.snapshot_log_seq ? std::to_string(*out.value.snapshot_log_seq) : "none",
+            out.value.micros);
+        return JsonReply(kHttpCreated, BackupJson(out.value));
       });
 }
 

@@ -19,6 +19,9 @@ namespace bucketd::server {
 struct ApiConfig {
   std::string auth_token;  // empty: /v1 is open, and Host and Origin are checked
   bool manual_clock = false;
+  // Where POST /v1/admin/backup writes (one directory per backup, named by the time);
+  // empty: the route is refused. Never a client's path: the client names nothing on disk.
+  std::string backup_dir;
 };
 
 class HttpApi final : public HttpService {
@@ -65,6 +68,7 @@ class HttpApi final : public HttpService {
   void AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Sweep(const HttpRequestPtr& req, const ExchangePtr& ex);
   void TakeSnapshot(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void Backup(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);

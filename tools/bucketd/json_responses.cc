@@ -235,4 +235,25 @@ std::string SnapshotJson(const SnapshotInfo& info) {
   return w.Take();
 }
 
+std::string BackupJson(const BackupInfo& info) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("path")
+      .String(info.path)
+      .Key("logSeq")
+      .Uint(info.log_seq)
+      .Key("transitionSeq")
+      .Uint(info.transition_seq)
+      .Key("digest")
+      .String(info.digest)
+      .Key("snapshotLogSeq");
+  if (info.snapshot_log_seq) {
+    w.Uint(*info.snapshot_log_seq);
+  } else {
+    w.Null();
+  }
+  w.Key("micros").Int(info.micros).EndObject();
+  return w.Take();
+}
+
 }  // namespace bucketd::server

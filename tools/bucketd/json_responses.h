@@ -33,5 +33,6 @@ std::string StateJson(const StateInfo& state);
 // GET /healthz of an engine that refuses inputs: {"status":"failed","error":{code,message}}.
 std::string HealthFailedJson(const Status& health);
 std::string SnapshotJson(const SnapshotInfo& info);
+std::string BackupJson(const BackupInfo& info);
 
 }  // namespace bucketd::server

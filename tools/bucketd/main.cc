@@ -77,6 +77,7 @@ struct Flags {
   std::string node_id;
   int cluster_replicas = 3;
   std::string lease_ttl = "10s";
+  std::string backup_dir;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -157,6 +158,9 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "close a connection whose request body (or response) takes longer than this")
       ->envname("BUCKETD_BODY_TIMEOUT")
       ->capture_default_str();
+  app.add_option("--backup-dir", f.backup_dir,
+                 "where POST /v1/admin/backup writes (default: off); outside --data")
+      ->envname("BUCKETD_BACKUP_DIR");
   app.add_option("--cluster-url", f.cluster_url,
                  "cluster mode: NATS URLs, comma-separated (docs/cluster.md)")
       ->envname("BUCKETD_CLUSTER_URL");
@@ -711,7 +715,7 @@ int Serve(const Flags& flags) {
     spdlog::critical("event=buckets_failed error=\"{}\"", status.ToString());
     exit_code = EXIT_FAILURE;
   } else {
-    HttpApi api(engine_thread, metrics, {auth_token, manual_clock});
+    HttpApi api(engine_thread, metrics, {auth_token, manual_clock, flags.backup_dir});
     api.SetAuthorities(Authorities(host, server.port()));
     const bool armed = watcher.Arm(
         [&] {

@@ -192,6 +192,16 @@ struct EngineStats {
   int64_t open_micros = 0;
 };
 
+// What Engine::Backup wrote.
+struct BackupInfo {
+  std::string path;
+  uint64_t log_seq = 0;  // the backup's last log record: it opens at this position
+  uint64_t transition_seq = 0;
+  std::string digest;                        // the state digest at log_seq, as StateInfo::digest
+  std::optional<uint64_t> snapshot_log_seq;  // the snapshot it holds, if the data dir had one
+  int64_t micros = 0;                        // wall time the call took (measurement only)
+};
+
 enum class DefineMode : uint8_t { kCreate, kCreateOrReplace };
 
 class Engine {
@@ -284,6 +294,19 @@ class Engine {
   // --- state, snapshots ---
   virtual StateInfo State() const = 0;
   virtual Status TakeSnapshot(SnapshotInfo* info) = 0;
+  // Writes a consistent copy of the data dir to `target_dir` while the engine runs: a
+  // RocksDB checkpoint of the log up to its last committed record (table files hard-linked
+  // when on the same filesystem, else copied; write-ahead files copied, or the memtables
+  // flushed first when those exceed 64 MiB) and the newest snapshot (linked, else copied).
+  // The target is a data dir: Open() on it gives the state at `info->log_seq`, whose digest
+  // is `info->digest`, and `bucketctl verify` accepts it. It is built in
+  // `<target_dir>.partial` and renamed when complete, so `target_dir` holds a whole backup
+  // or nothing; missing parents are created. AlreadyExists if `target_dir` exists;
+  // InvalidArgument if it is inside the data dir; FailedPrecondition when read-only. Blocks
+  // for the checkpoint and the digest (a full pass over the state, as State()). Within a
+  // group, the group's inputs so far are committed first. A backup on the same filesystem
+  // shares the files it links: it survives the data dir's deletion, not the disk's loss.
+  virtual Status Backup(const std::string& target_dir, BackupInfo* info) = 0;
   virtual EngineStats Stats() const = 0;
   // OK while the engine accepts inputs. After the log failed a write or a read (a full
   // disk: NoSpace; a damaged block: Corruption; else IoError) every input is refused with
