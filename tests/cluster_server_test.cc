@@ -130,7 +130,7 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   CHECK(bad->status == 400);
   CHECK(bad->body.find(R"("field":"criteria.type")") != std::string::npos);
   // What a cluster node does not serve yet says so.
-  auto not_yet = client_a.Get("/v1/transitions");
+  auto not_yet = client_a.Post("/v1/sweep", "", "application/json");
   REQUIRE(not_yet);
   CHECK(not_yet->status == 501);
 
@@ -147,6 +147,35 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   PostUsers(*a, 0, 60);
   PostUsers(*b, 60, 120);
   CHECK(WaitForOutput(output.get(), 120).size() == 120);
+
+  // GET /v1/transitions on either node pages the cluster's output stream by its sequence.
+  auto page = client_a.Get("/v1/transitions?after=0&limit=1000");
+  REQUIRE(page);
+  REQUIRE(page->status == 200);
+  CHECK(page->body.find(R"({"seq":120,)") != std::string::npos);
+  CHECK(page->body.find(R"({"seq":121,)") == std::string::npos);
+  CHECK(page->body.find(R"("next":120})") != std::string::npos);
+  CHECK(page->body.find(R"("idempotencyKey":"bucket:active:u119:entered:1")") != std::string::npos);
+  auto ahead = client_a.Get("/v1/transitions?after=500");
+  REQUIRE(ahead);
+  CHECK(ahead->status == 409);
+  CHECK(ahead->body.find(R"("field":"after")") != std::string::npos);
+  // A long-poll on the other node wakes for the next transition, wherever it is folded.
+  int polled_status = 0;
+  std::string polled;
+  std::thread long_poll([&] {
+    if (auto res = b->Client().Get("/v1/transitions?after=120&wait=20s")) {
+      polled_status = res->status;
+      polled = res->body;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  PostUsers(*a, 120, 121);
+  long_poll.join();
+  INFO(polled);
+  CHECK(polled_status == 200);
+  CHECK(polled.find(R"({"seq":121,)") != std::string::npos);
+  CHECK(polled.find(R"("userId":"u120")") != std::string::npos);
   // The partitions are split between the two nodes (rendezvous over node-a and node-b).
   auto cluster_a = client_a.Get("/v1/cluster");
   REQUIRE(cluster_a);
@@ -155,7 +184,7 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   // node-a dies mid-stream: inputs keep going to node-b, which takes node-a's partitions over
   // once their leases expire and publishes what node-a had not.
   CHECK(a->Stop(SIGKILL) == 128 + SIGKILL);
-  PostUsers(*b, 120, 200);
+  PostUsers(*b, 121, 200);
   // A retry of acknowledged events within the duplicate window is stored once.
   httplib::Client client_b = b->Client();
   auto retry =

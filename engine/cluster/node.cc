@@ -85,6 +85,15 @@ void ClusterNode::ServeQueries() {
   }
 }
 
+OutputOptions OutputOptionsOf(const NodeOptions& options) {
+  OutputOptions output;
+  output.cluster = options.stream.cluster;
+  output.partitions = options.stream.partitions;
+  output.replicas = options.stream.replicas;
+  output.duplicate_window_ms = options.output_duplicate_window_ms;
+  return output;
+}
+
 Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode>* out) {
   if (!ValidNameToken(options.node_id)) {
     return Status::InvalidArgument("nodeId", "must be 1-64 characters of [A-Za-z0-9_-]");
@@ -102,12 +111,9 @@ Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode
     node->query_closures_.push_back(QueryClosure{&node->inbox_, p});
   }
   if (Status s = PartitionStream::Open(nats, options.stream, &node->input_); !s.ok()) return s;
-  OutputOptions output;
-  output.cluster = options.stream.cluster;
-  output.partitions = options.stream.partitions;
-  output.replicas = options.stream.replicas;
-  output.duplicate_window_ms = options.output_duplicate_window_ms;
-  if (Status s = OutputStream::Open(nats, output, &node->output_); !s.ok()) return s;
+  if (Status s = OutputStream::Open(nats, OutputOptionsOf(options), &node->output_); !s.ok()) {
+    return s;
+  }
   LeaseOptions leases;
   leases.cluster = options.stream.cluster;
   leases.ttl_ms = options.lease_ttl_ms;

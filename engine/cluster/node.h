@@ -59,6 +59,10 @@ struct NodeOptions {
   uint64_t snapshot_every_records = 100'000;
 };
 
+// The output stream's options a node with these options opens it with (a reader of the
+// stream on the same cluster opens it alike).
+OutputOptions OutputOptionsOf(const NodeOptions& options);
+
 // Answers one query on a partition this node owns (docs/cluster.md, "Queries"), on the
 // node's thread: `request` as the asking node sent it, the reply body returned.
 using QueryHandler = std::function<std::string(uint32_t partition, const FoldReader& reader,

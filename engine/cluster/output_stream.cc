@@ -46,8 +46,10 @@ std::string OutputStream::Subject(uint32_t partition) const {
   return "bucketd." + options_.cluster + ".out." + std::to_string(partition);
 }
 
+std::string OutputStream::AllSubjects() const { return "bucketd." + options_.cluster + ".out.*"; }
+
 Status OutputStream::EnsureStream() {
-  const std::string subjects = "bucketd." + options_.cluster + ".out.*";
+  const std::string subjects = AllSubjects();
   const char* subject_list[] = {subjects.c_str()};
   jsStreamConfig config;
   jsStreamConfig_Init(&config);
@@ -106,6 +108,18 @@ Status OutputStream::Last(uint32_t partition, uint64_t* transition_seq, uint64_t
   return Status::Ok();
 }
 
+namespace {
+// A stored message as a consumer reads it.
+void ToOutputMessage(const StoredMessage& m, std::vector<OutputMessage>* out) {
+  OutputMessage& o = out->emplace_back();
+  o.stream_seq = m.stream_seq;
+  o.transition_seq = TransitionSeqOf(m.msg);
+  const char* id = nullptr;
+  if (natsMsgHeader_Get(m.msg, "Nats-Msg-Id", &id) == NATS_OK && id) o.msg_id = id;
+  o.json = std::string(m.data);
+}
+}  // namespace
+
 Status OutputStream::Read(uint32_t partition, uint64_t from_seq, size_t max_messages,
                           std::vector<OutputMessage>* out) {
   BUCKETD_CHECK(partition < options_.partitions);
@@ -118,16 +132,30 @@ Status OutputStream::Read(uint32_t partition, uint64_t from_seq, size_t max_mess
   const uint64_t through = natsMsg_GetSequence(last);
   natsMsg_Destroy(last);
   SubjectTail tail(nats_, stream_name_, subject, from_seq);
-  return tail.Read(through, max_messages, [&](const StoredMessage& m) {
-    OutputMessage& o = out->emplace_back();
-    o.stream_seq = m.stream_seq;
-    o.transition_seq = TransitionSeqOf(m.msg);
-    const char* id = nullptr;
-    if (natsMsgHeader_Get(m.msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
-      o.msg_id = id;
-    }
-    o.json = std::string(m.data);
-  });
+  return tail.Read(through, max_messages, [&](const StoredMessage& m) { ToOutputMessage(m, out); });
+}
+
+Status OutputStream::LastSeq(uint64_t* seq) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode js_error = jsErrCode(0);
+  const natsStatus s =
+      js_GetStreamInfo(&info, nats_->js(), stream_name_.c_str(), nullptr, &js_error);
+  if (s != NATS_OK) return NatsFailed("stream info " + stream_name_, s, js_error);
+  *seq = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  return Status::Ok();
+}
+
+std::unique_ptr<SubjectTail> OutputStream::TailAll(uint64_t from_seq) const {
+  BUCKETD_CHECK(from_seq >= 1);
+  return std::make_unique<SubjectTail>(nats_, stream_name_, AllSubjects(), from_seq);
+}
+
+Status OutputStream::ReadAll(SubjectTail* tail, uint64_t through_seq, size_t max_messages,
+                             std::vector<OutputMessage>* out) {
+  out->clear();
+  return tail->Read(through_seq, max_messages,
+                    [&](const StoredMessage& m) { ToOutputMessage(m, out); });
 }
 
 }  // namespace bucketd::cluster

@@ -47,6 +47,8 @@ class OutputStream {
 
   const std::string& stream_name() const { return stream_name_; }
   std::string Subject(uint32_t partition) const;
+  // Every partition's subject: bucketd.<cluster>.out.*
+  std::string AllSubjects() const;
 
   // Publishes `t` (folded in `partition`) if the partition's last message is still stream
   // sequence `expected_last_seq` (0: the partition has none), and returns once JetStream
@@ -63,6 +65,18 @@ class OutputStream {
   // to its last message when the call began.
   Status Read(uint32_t partition, uint64_t from_seq, size_t max_messages,
               std::vector<OutputMessage>* out);
+
+  // The whole stream, every partition's transitions in the order JetStream stored them: a
+  // total order of the cluster's transitions whose stream sequences are gap-free (nothing is
+  // ever deleted from it), the cursor of GET /v1/transitions on a cluster node.
+  // The stream's last sequence, 0 when it is empty.
+  Status LastSeq(uint64_t* seq);
+  // A reader kept open from stream sequence `from_seq` on (a consumer paging on reuses it).
+  std::unique_ptr<SubjectTail> TailAll(uint64_t from_seq) const;
+  // Through stream sequence `through_seq` (<= LastSeq()), at most `max_messages`, from the
+  // tail's position. REQUIRES: `tail` is TailAll()'s.
+  Status ReadAll(SubjectTail* tail, uint64_t through_seq, size_t max_messages,
+                 std::vector<OutputMessage>* out);
 
  private:
   OutputStream(std::shared_ptr<NatsConnection> nats, const OutputOptions& options);

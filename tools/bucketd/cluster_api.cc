@@ -304,10 +304,12 @@ NodeStatus NodeRunner::status() const {
 // --- ClusterApi ---
 
 ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
-                       ServerMetrics& metrics, ClusterApiConfig config)
+                       TransitionsFeed& transitions, ServerMetrics& metrics,
+                       ClusterApiConfig config)
     : node_(node),
       router_(router),
       queries_(queries),
+      transitions_(transitions),
       metrics_(metrics),
       config_(std::move(config)),
       routes_(metrics, AccessConfig{config_.auth_token, {}}) {
@@ -366,22 +368,35 @@ void ClusterApi::AddRoutes() {
   add(M::kPost, "/v1/buckets/{}/members", "members", &ClusterApi::AddMember);
   add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &ClusterApi::RemoveMember);
   add(M::kPost, "/v1/clock", "clock", &ClusterApi::AdvanceClock);
+  add(M::kGet, "/v1/transitions", "transitions", &ClusterApi::ReadTransitions);
   add(M::kGet, "/metrics", "metrics", &ClusterApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &ClusterApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
   // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
-           {M::kGet, "/v1/transitions", "transitions"},
-           {M::kPost, "/v1/sweep", "sweep"},
-           {M::kPost, "/v1/snapshots", "snapshots"}}) {
+           {M::kPost, "/v1/sweep", "sweep"}, {M::kPost, "/v1/snapshots", "snapshots"}}) {
     add(method, path, route, &ClusterApi::NotYet);
   }
 }
 
 void ClusterApi::NotYet(const HttpRequestPtr&, const ExchangePtr& ex) {
   ex->Respond(ErrorReply(NotImplemented(
-      "not served by a cluster node yet (docs/cluster.md): transitions are on the output "
-      "stream BUCKETD_OUT_<cluster>, the node's partitions at GET /v1/cluster")));
+      "not served by a cluster node yet (docs/cluster.md): the node's partitions are at GET "
+      "/v1/cluster")));
+}
+
+void ClusterApi::ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  uint64_t after = 0;
+  uint64_t limit = 0;
+  int64_t wait_ms = 0;
+  Status status = QueryUint(*req, "after", 0, 0, UINT64_MAX, &after);
+  if (status.ok()) {
+    status = QueryUint(*req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &limit);
+  }
+  if (status.ok()) status = QueryWait(*req, &wait_ms);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  if (shutting_down_) wait_ms = 0;
+  transitions_.Read(after, limit, std::chrono::milliseconds(wait_ms), ex);
 }
 
 std::vector<uint32_t> ClusterApi::AllPartitions() const {

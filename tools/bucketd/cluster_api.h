@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bucketd/status.h"
+#include "cluster_transitions.h"
 #include "engine/cluster/node.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/cluster/query_client.h"
@@ -182,7 +183,7 @@ struct ClusterApiConfig {
 class ClusterApi final : public HttpService {
  public:
   ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
-             ServerMetrics& metrics, ClusterApiConfig config);
+             TransitionsFeed& transitions, ServerMetrics& metrics, ClusterApiConfig config);
 
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
@@ -191,7 +192,10 @@ class ClusterApi final : public HttpService {
                 Exchange::Responder respond) const override;
   void RecordServed(std::string_view route, int http_status, double seconds) const override;
   // From now on /readyz answers 503. Thread-safe.
-  void BeginShutdown() { shutting_down_ = true; }
+  void BeginShutdown() {
+    shutting_down_ = true;
+    transitions_.WakeAll();
+  }
 
  private:
   void AddRoutes();
@@ -209,6 +213,7 @@ class ClusterApi final : public HttpService {
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void NotYet(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
   void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
@@ -240,6 +245,7 @@ class ClusterApi final : public HttpService {
   const NodeRunner& node_;
   InputRouter& router_;
   QueryRouter& queries_;
+  TransitionsFeed& transitions_;
   const ServerMetrics& metrics_;
   const ClusterApiConfig config_;
   Router routes_;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bucketd/limits.h"
+#include "bucketd/time_format.h"
 #include "engine/base/check.h"
 
 namespace bucketd::server {
@@ -66,6 +67,18 @@ std::string_view MethodName(HttpMethod method) {
   return "OTHER";
 }
 
+// A duration string whose every number is zero ("0s", "0ms", "0m0s"). ParseDurationString
+// refuses those because a zero window or interval is a mistake in a definition, but for `wait`
+// zero means "answer now", and a client that formats its durations writes "0s" for it.
+bool IsZeroDuration(std::string_view text) {
+  if (text.empty() || text.find_first_of("123456789") != std::string_view::npos) return false;
+  // The same text with each zero read as one has the shape of a valid duration iff this does.
+  std::string shape(text);
+  std::replace(shape.begin(), shape.end(), '0', '1');
+  TimeMs ignored = 0;
+  return ParseDurationString(shape, &ignored).ok();
+}
+
 }  // namespace
 
 Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
@@ -83,6 +96,28 @@ Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, ui
   if (*out < min || *out > max) {
     return Status::InvalidArgument(
         name, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+  }
+  return Status::Ok();
+}
+
+// `wait`: whole seconds ("5") or a duration string ("500ms", "10s", "0s"), at most 30 s.
+Status QueryWait(const HttpRequest& req, int64_t* wait_ms) {
+  *wait_ms = 0;
+  std::optional<std::string> param = req.Query("wait");
+  if (!param) return Status::Ok();
+  const std::string& text = *param;
+  uint64_t seconds = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (!text.empty() && error == std::errc() && end == text.data() + text.size()) {
+    *wait_ms = seconds > kLongPollMsMax / 1000 ? kLongPollMsMax + 1 : seconds * 1000;
+  } else if (IsZeroDuration(text)) {
+    *wait_ms = 0;
+  } else if (Status status = ParseDurationString(text, wait_ms); !status.ok()) {
+    return Status::InvalidArgument("wait", "must be seconds or a duration such as \"500ms\"");
+  }
+  if (*wait_ms > kLongPollMsMax) {
+    return Status::InvalidArgument(
+        "wait", "must be at most " + std::to_string(kLongPollMsMax / 1000) + " s");
   }
   return Status::Ok();
 }

@@ -25,6 +25,9 @@ std::string PathSegment(const HttpRequest& req, size_t index);
 // the parameter.
 Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
                  uint64_t max, uint64_t* out);
+// `wait` (a long-poll's): whole seconds ("5") or a duration string ("500ms", "10s", "0s" for
+// no wait), at most kLongPollMsMax; 0 when absent. InvalidArgument naming `wait` otherwise.
+Status QueryWait(const HttpRequest& req, int64_t* wait_ms);
 
 // Who may call. With a bearer token every /v1 route needs it, and the token is the
 // protection: a browser page cannot send it. Without one, a page the user visits could

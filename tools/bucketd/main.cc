@@ -558,6 +558,17 @@ int ServeCluster(const Flags& flags) {
     status = router_streams[0]->ReadClock(&now, &clock_seq);
     if (status.ok() && clock_seq == 0) status = router_streams[0]->SetClock(start_ms, 0);
   }
+  // GET /v1/transitions reads the output stream on a connection of its own.
+  std::unique_ptr<cluster::OutputStream> output;
+  if (status.ok()) {
+    std::shared_ptr<cluster::NatsConnection> connection;
+    status = cluster::NatsConnection::Connect(node_options.stream.url,
+                                              node_options.stream.timeout_ms, &connection);
+    if (status.ok()) {
+      status =
+          cluster::OutputStream::Open(connection, cluster::OutputOptionsOf(node_options), &output);
+    }
+  }
   std::vector<std::unique_ptr<cluster::QueryClient>> query_clients(kQueryWorkers);
   for (auto& client : query_clients) {
     if (status.ok()) status = cluster::QueryClient::Open(node_options.stream, &client);
@@ -572,7 +583,8 @@ int ServeCluster(const Flags& flags) {
   NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
   InputRouter router(std::move(router_streams));
   QueryRouter queries(std::move(query_clients));
-  ClusterApi api(runner, router, queries, metrics,
+  TransitionsFeed transitions(std::move(output));
+  ClusterApi api(runner, router, queries, transitions, metrics,
                  {.auth_token = auth_token,
                   .node_id = node_options.node_id,
                   .partitions = flags.partitions,
