@@ -171,6 +171,43 @@ struct StateInfo {
   uint64_t transition_seq = 0;
   std::string digest;  // hex of the canonical state hash (docs/design.md, "The state digest")
   TimeMs now = 0;
+  std::string stream_id;  // Engine::StreamId()
+};
+
+// Which transitions a filtered read returns (GET /v1/transitions?bucket=&kind=).
+struct TransitionFilter {
+  std::string bucket_id;              // empty: every bucket
+  std::vector<TransitionKind> kinds;  // empty: every kind
+
+  bool Matches(const Transition& t) const;
+};
+
+// A filtered page of the stream. `next` is the cursor to read on from (the `after` of the
+// next call): the last seq looked at, matched or not, so a page that matched nothing still
+// moves the reader on and nothing is scanned twice.
+struct TransitionsPage {
+  std::vector<Transition> transitions;
+  uint64_t next = 0;
+  uint64_t last_seq = 0;  // the stream's last durable seq when the page was read
+};
+
+// Past members of a bucket (status=left): users who were members and are not now.
+struct PastMember {
+  std::string user_id;
+  std::optional<std::string> email;
+  TimeMs entered_at = 0;  // of their last membership
+  TimeMs left_at = 0;     // its end
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  // Why it ended: absent when the user's retained past memberships no longer hold it
+  // (kPastMembershipsPerUserMax) or when it ended by the bucket's deletion (an id re-created).
+  std::optional<LeaveReason> reason;
+  std::optional<TimeMs> dwell_anchor_at;
+};
+
+struct PastMembersPage {
+  std::vector<PastMember> members;
+  std::optional<std::string> next_cursor;  // the last userId of this page, if more follow
 };
 
 struct EngineStats {
@@ -272,10 +309,31 @@ class Engine {
   virtual Status UserMemberships(std::string_view user_id,
                                  std::vector<MembershipRecord>* out) const = 0;
 
+  // Keyset page of past members (users who were members and are not now) ordered by
+  // userId, starting after `cursor`. Every user whose membership ended is here, whatever
+  // its age, until they join again or are deleted; a re-created bucket id keeps the past
+  // members of its earlier life (their entryCount continues too).
+  virtual Status PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                             PastMembersPage* out) const = 0;
+
   // --- the output stream (thread-safe) ---
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
+  // The transitions with seq > after_seq that match `filter`, at most `limit` (1 to
+  // kTransitionsPageMax), looking at no more than kTransitionsScanMax transitions and none
+  // beyond LastTransitionSeq(). FailedPrecondition (field "after") when after_seq is beyond
+  // LastTransitionSeq(): the cursor belongs to another stream (StreamId()), e.g. a data dir
+  // that was reset; the message names the last seq. InvalidArgument ("bucket") for a
+  // filter's malformed bucket id; an id never defined matches nothing.
+  virtual Status ReadTransitions(uint64_t after_seq, size_t limit, const TransitionFilter& filter,
+                                 TransitionsPage* out) const = 0;
   virtual uint64_t LastTransitionSeq() const = 0;
+  // The identity of this data dir's stream: a random UUID drawn when the data dir was created
+  // (or at the first writable open of one from before stream ids), kept in the log, so it
+  // survives restarts, snapshots, replays, erasures and a copy of the data dir. A consumer
+  // stores it with its cursor: another id means another stream, whose seqs are unrelated.
+  // Empty only for a data dir from before stream ids opened read-only.
+  virtual const std::string& StreamId() const = 0;
   // Waits until a transition with seq > after_seq is durable (true), or `timeout` passes
   // or the engine is closed (false unless one arrived). For hosts that consume the stream
   // on their own threads. Thread-safe.
