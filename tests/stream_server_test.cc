@@ -208,3 +208,36 @@ TEST_CASE("server: members?status=left pages past members with when they left", 
   CHECK(c.Get("/v1/buckets/nope/members?status=left")->status == 404);
   CHECK(server.Stop() == 0);
 }
+
+TEST_CASE("server: a bucket's history by step, with RFC 3339 or ms bounds; bad bounds are 400",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kVip)->status == 201);
+  REQUIRE(Post(c, "/v1/buckets/vip/members", R"({"userId":"alice"})")->status == 201);
+  REQUIRE(Post(c, "/v1/clock", R"({"now":"2026-01-01T01:00:00Z"})")->status == 200);
+  REQUIRE(Post(c, "/v1/buckets/vip/members", R"({"userId":"bob"})")->status == 201);
+  REQUIRE(Post(c, "/v1/clock", R"({"now":"2026-01-01T02:30:00Z"})")->status == 200);
+  REQUIRE(c.Delete("/v1/buckets/vip/members/alice")->status == 200);
+  // `to` defaults to now (02:30): three steps, the last one half an hour.
+  const std::string expected =
+      R"({"bucketId":"vip","from":"2026-01-01T00:00:00.000Z","to":"2026-01-01T02:30:00.000Z",)"
+      R"("step":3600000,"steps":[)"
+      R"({"start":"2026-01-01T00:00:00.000Z","end":"2026-01-01T01:00:00.000Z","size":2,"entered":1,"left":0},)"
+      R"({"start":"2026-01-01T01:00:00.000Z","end":"2026-01-01T02:00:00.000Z","size":2,"entered":0,"left":0},)"
+      R"({"start":"2026-01-01T02:00:00.000Z","end":"2026-01-01T02:30:00.000Z","size":1,"entered":0,"left":1}]})";
+  CHECK(c.Get("/v1/buckets/vip/history?from=2026-01-01T00:00:00Z&step=1h")->body == expected);
+  CHECK(c.Get("/v1/buckets/vip/history?from=1767225600000&to=1767234600000&step=3600000")->body ==
+        expected);
+
+  RequireError(c.Get("/v1/buckets/vip/history?step=1h"), 400, "from");
+  RequireError(c.Get("/v1/buckets/vip/history?from=yesterday&step=1h"), 400, "from");
+  RequireError(c.Get("/v1/buckets/vip/history?from=1767225600000"), 400, "step");
+  RequireError(c.Get("/v1/buckets/vip/history?from=1767225600000&step=0"), 400, "step");
+  RequireError(c.Get("/v1/buckets/vip/history?from=1767225600000&step=1ms"), 400, "step");
+  RequireError(c.Get("/v1/buckets/vip/history?from=1767225600000&to=2026-01-02T00:00:00Z&step=1h"),
+               400, "to");
+  CHECK(c.Get("/v1/buckets/nope/history?from=1767225600000&step=1h")->status == 404);
+  CHECK(server.Stop() == 0);
+}

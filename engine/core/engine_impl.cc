@@ -15,6 +15,7 @@
 
 #include "bucketd/engine.h"
 #include "engine/base/input_rules.h"
+#include "engine/core/bucket_history.h"
 #include "engine/core/clock.h"
 #include "engine/core/fold_reader.h"
 #include "engine/fold/fold.h"
@@ -50,7 +51,7 @@ class StoredStreamCheck {
         if (Status s = log_.ReadTransitions(after, kPage, &page_); !s.ok()) return s;
         next_ = 0;
       }
-      if (next_ == page_.size() || !(page_[next_] == t)) {
+      if (next_ == page_.size() || !Same(page_[next_], t)) {
         return Status::Corruption("record " + std::to_string(record_seq) +
                                   " replays to transition " + std::to_string(t.seq) + " (" +
                                   t.IdempotencyKey() +
@@ -62,6 +63,14 @@ class StoredStreamCheck {
   }
 
  private:
+  // A transition logged before `enteredAt` was recorded lacks it; the rest must be equal.
+  static bool Same(const Transition& stored, const Transition& produced) {
+    if (stored.entered_at || !produced.entered_at) return stored == produced;
+    Transition without = produced;
+    without.entered_at.reset();
+    return stored == without;
+  }
+
   const Log& log_;
   std::vector<Transition> page_;
   size_t next_ = 0;
@@ -435,6 +444,21 @@ class EngineImpl final : public Engine {
                          std::vector<MembershipRecord>* out) const override {
     if (closed_) return Closed();
     return FoldReader(fold_).UserMemberships(user_id, out);
+  }
+
+  Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const override {
+    if (closed_) return Closed();
+    return FoldReader(fold_).CaptureHistory(bucket_id, Now(), out);
+  }
+
+  Status ReadHistory(const HistoryBase& base, const HistoryQuery& query,
+                     std::vector<HistoryStep>* out) const override {
+    if (closed_) return Closed();
+    if (base.transition_seq > LastTransitionSeq()) {
+      return Status::FailedPrecondition("",
+                                        "the stream is not yet durable up to the history's base");
+    }
+    return ComputeBucketHistory(*log_, base, query, out);
   }
 
   // --- the output stream ---
@@ -844,6 +868,13 @@ Status ValidateEvent(const EventInput& event) {
     if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
   }
   return ValidateContactProperties(event.contact_properties);
+}
+
+Status Engine::BucketHistory(std::string_view bucket_id, const HistoryQuery& query,
+                             std::vector<HistoryStep>* out) const {
+  HistoryBase base;
+  if (Status s = CaptureHistory(bucket_id, &base); !s.ok()) return s;
+  return ReadHistory(base, query, out);
 }
 
 bool TransitionFilter::Matches(const Transition& t) const {

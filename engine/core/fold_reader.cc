@@ -156,6 +156,19 @@ Status FoldReader::UserMemberships(std::string_view user_id,
   return Status::Ok();
 }
 
+Status FoldReader::CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  out->bucket_id = std::string(bucket_id);
+  out->transition_seq = fold_.state().transition_seq;
+  out->now = now;
+  out->active_entered_at.clear();
+  out->active_entered_at.reserve(b->members.size());
+  for (const Slot* slot : b->members.sorted()) out->active_entered_at.push_back(slot->entered_at);
+  std::sort(out->active_entered_at.begin(), out->active_entered_at.end());
+  return Status::Ok();
+}
+
 StateInfo FoldReader::State(TimeMs now) const {
   return StateInfo{fold_.state().applied_seq,
                    fold_.state().transition_seq,

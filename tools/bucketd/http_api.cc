@@ -100,6 +100,37 @@ Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter) {
   return Status::Ok();
 }
 
+// An instant: integer milliseconds since the epoch or RFC 3339. Absent: nullopt.
+Status QueryTime(const HttpRequest& req, const char* name, std::optional<TimeMs>* out) {
+  out->reset();
+  std::optional<std::string> param = req.Query(name);
+  if (!param) return Status::Ok();
+  const std::string& text = *param;
+  TimeMs ms = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (!text.empty() && error == std::errc() && end == text.data() + text.size()) {
+    *out = ms;
+  } else if (ParseRfc3339(text, &ms).ok()) {
+    *out = ms;
+  } else {
+    return Status::InvalidArgument(name, "must be milliseconds since the epoch or RFC 3339");
+  }
+  return Status::Ok();
+}
+
+// A step: integer milliseconds or a duration string ("1h", "1d12h"), > 0.
+Status QueryStep(const HttpRequest& req, TimeMs* out) {
+  std::optional<std::string> param = req.Query("step");
+  if (!param) return Status::InvalidArgument("step", "is required");
+  const std::string& text = *param;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  const bool integer = !text.empty() && error == std::errc() && end == text.data() + text.size();
+  if ((integer && *out > 0) || (!integer && ParseDurationString(text, out).ok())) {
+    return Status::Ok();
+  }
+  return Status::InvalidArgument("step", "must be a duration > 0 such as \"1h\" or milliseconds");
+}
+
 bool IsNdjson(const HttpRequest& req) { return req.MediaType() == "application/x-ndjson"; }
 
 // What an engine call yields besides its Status; the Status stays first-class so a failed
@@ -185,6 +216,7 @@ void HttpApi::AddRoutes() {
   add(M::kDelete, "/v1/buckets/{}", "bucket", &HttpApi::DeleteBucket);
   add(M::kGet, "/v1/buckets/{}/count", "bucket_count", &HttpApi::CountMembers);
   add(M::kGet, "/v1/buckets/{}/metrics", "bucket_metrics", &HttpApi::BucketMetricsOf);
+  add(M::kGet, "/v1/buckets/{}/history", "bucket_history", &HttpApi::BucketHistory);
   add(M::kGet, "/v1/buckets/{}/members", "members", &HttpApi::ListMembers);
   add(M::kPost, "/v1/buckets/{}/members", "members", &HttpApi::AddMember);
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &HttpApi::GetMember);
@@ -430,6 +462,36 @@ void HttpApi::BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex) 
       [](Outcome<BucketMetrics> out) {
         if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
         return OkJson(BucketMetricsJson(out.value));
+      });
+}
+
+void HttpApi::BucketHistory(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::optional<TimeMs> from;
+  std::optional<TimeMs> to;
+  TimeMs step_ms = 0;
+  Status status = QueryTime(*req, "from", &from);
+  if (status.ok() && !from) status = Status::InvalidArgument("from", "is required");
+  if (status.ok()) status = QueryTime(*req, "to", &to);
+  if (status.ok()) status = QueryStep(*req, &step_ms);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  // The owner thread reads the active members; the stream is scanned here, on the I/O
+  // thread, once the round is durable: a long history never holds up ingest.
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<HistoryBase> out;
+        out.status = engine.CaptureHistory(id, &out.value);
+        return out;
+      },
+      [this, from, to, step_ms](Outcome<HistoryBase> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        const HistoryQuery query{*from, to.value_or(out.value.now), step_ms};
+        std::vector<HistoryStep> steps;
+        if (Status s = engine_.Stream().ReadHistory(out.value, query, &steps); !s.ok()) {
+          return ErrorReply(FromStatus(s));
+        }
+        return OkJson(HistoryJson(out.value.bucket_id, query, steps));
       });
 }
 

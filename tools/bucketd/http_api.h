@@ -57,6 +57,7 @@ class HttpApi final : public HttpService {
   void DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void BucketHistory(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void AddMember(const HttpRequestPtr& req, const ExchangePtr& ex);

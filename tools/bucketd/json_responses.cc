@@ -167,6 +167,21 @@ std::string MembershipsJson(std::string_view user_id,
   return w.Take();
 }
 
+std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
+                        const std::vector<HistoryStep>& steps) {
+  JsonWriter w;
+  w.BeginObject().Key("bucketId").String(bucket_id);
+  w.Key("from").Time(query.from_ms).Key("to").Time(query.to_ms).Key("step").Int(query.step_ms);
+  w.Key("steps").BeginArray();
+  for (const HistoryStep& step : steps) {
+    w.BeginObject().Key("start").Time(step.start).Key("end").Time(step.end);
+    w.Key("size").Uint(step.size).Key("entered").Uint(step.entered).Key("left").Uint(step.left);
+    w.EndObject();
+  }
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
 std::string BucketMetricsJson(const BucketMetrics& metrics) {
   JsonWriter w;
   w.BeginObject()

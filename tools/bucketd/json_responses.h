@@ -26,6 +26,10 @@ std::string MembersPageJson(const MembersPage& page);
 std::string PastMembersPageJson(const PastMembersPage& page);
 std::string MembershipsJson(std::string_view user_id,
                             const std::vector<MembershipRecord>& memberships);
+// GET /v1/buckets/{id}/history: {"bucketId","from","to","step"(ms),"steps":[{start,end,size,
+// entered,left}]}.
+std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
+                        const std::vector<HistoryStep>& steps);
 std::string BucketMetricsJson(const BucketMetrics& metrics);
 
 // POST /v1/events. `parsed` maps engine batch indices back to the body's item indices and

@@ -205,6 +205,31 @@ struct PastMember {
   std::optional<TimeMs> dwell_anchor_at;
 };
 
+// A bucket's history (GET /v1/buckets/{id}/history): steps of `step_ms` from `from_ms`, the
+// last one ending at `to_ms` (shorter if the span is not a multiple of the step).
+struct HistoryQuery {
+  TimeMs from_ms = 0;
+  TimeMs to_ms = 0;
+  TimeMs step_ms = 0;
+};
+
+struct HistoryStep {
+  TimeMs start = 0;      // exclusive
+  TimeMs end = 0;        // inclusive
+  uint64_t size = 0;     // members at `end` (after everything at that instant)
+  uint64_t entered = 0;  // memberships opened in (start, end], silent ones included
+  uint64_t left = 0;     // memberships closed in (start, end]
+};
+
+// What a bucket's history needs from the state (the stream cannot tell): when each active
+// member's membership began (a silent join emits nothing), read at one stream position.
+struct HistoryBase {
+  std::string bucket_id;
+  uint64_t transition_seq = 0;            // the stream's end the state matches
+  TimeMs now = 0;                         // history may not reach past it
+  std::vector<TimeMs> active_entered_at;  // sorted
+};
+
 struct PastMembersPage {
   std::vector<PastMember> members;
   std::optional<std::string> next_cursor;  // the last userId of this page, if more follow
@@ -315,6 +340,24 @@ class Engine {
   // members of its earlier life (their entryCount continues too).
   virtual Status PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
                              PastMembersPage* out) const = 0;
+
+  // The exact history of a live bucket: per step its size at the step's end and the
+  // memberships opened and closed within it, from the active members (the state) and the
+  // transition stream after `from_ms` (each `left` carries its membership's enteredAt).
+  // InvalidArgument naming "from", "to" or "step": from_ms >= to_ms, to_ms after Now(), more
+  // than kHistoryStepsMax steps. NotFound for an unknown or deleted bucket. Not counted: a
+  // membership that a contact delete ended (it emits nothing, and the contact drops out of
+  // every count) or that the bucket's deletion ended (a re-created id's history spans its
+  // lives otherwise). Cost: a scan of every transition detected after from_ms.
+  // CaptureHistory (the state's part) and ReadHistory (the stream's, thread-safe) split it,
+  // so a server scans the stream off the owner thread; REQUIRES for ReadHistory: the base's
+  // transitions are durable (LastTransitionSeq() >= base.transition_seq), else
+  // FailedPrecondition.
+  Status BucketHistory(std::string_view bucket_id, const HistoryQuery& query,
+                       std::vector<HistoryStep>* out) const;
+  virtual Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const = 0;
+  virtual Status ReadHistory(const HistoryBase& base, const HistoryQuery& query,
+                             std::vector<HistoryStep>* out) const = 0;
 
   // --- the output stream (thread-safe) ---
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
