@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include <absl/container/flat_hash_map.h>
@@ -43,6 +44,8 @@ constexpr char kMetaFamily[] = "meta";
 // meta: how many erasures the log has been through (ASCII decimal); written by Erase.
 constexpr char kErasuresKey[] = "erasures";
 constexpr char kFormatVersionKey[] = "format_version";
+// meta: the stream's identity (log_format.md, "Stream id"), a random UUID in text form.
+constexpr char kStreamIdKey[] = "stream_id";
 constexpr char kFormatVersion[] = "2";          // chunked values; written by new logs
 constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still read and appended
 
@@ -80,6 +83,27 @@ bool DecodeSeq(rocksdb::Slice bytes, uint64_t* seq) {
 }
 
 uint64_t KeyHash(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
+
+// A version 4 UUID (RFC 9562) from 122 random bits: a consumer compares it as a string, and
+// the UUID form is one every language already parses and stores.
+std::string NewStreamId() {
+  std::random_device random;
+  std::array<uint8_t, 16> bytes;
+  for (size_t i = 0; i < bytes.size(); i += 4) {
+    const uint32_t word = random();
+    for (size_t j = 0; j < 4; ++j) bytes[i + j] = static_cast<uint8_t>(word >> (8 * j));
+  }
+  bytes[6] = static_cast<uint8_t>((bytes[6] & 0x0f) | 0x40);  // version 4
+  bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3f) | 0x80);  // RFC 9562 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) id += '-';
+    id += kHex[bytes[i] >> 4];
+    id += kHex[bytes[i] & 0x0f];
+  }
+  return id;
+}
 
 #if defined(__SANITIZE_THREAD__)
 extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
@@ -366,6 +390,7 @@ class RocksLog final : public Log {
     return last_transition_seq_.load(std::memory_order_acquire);
   }
   std::optional<TimeMs> last_record_at() const override { return last_record_at_; }
+  const std::string& stream_id() const override { return stream_id_; }
 
   void Stage(const Record& record, std::span<const Transition> transitions) override;
   Status LookupIdempotencyKey(std::string_view key, bool* seen) const override;
@@ -377,6 +402,7 @@ class RocksLog final : public Log {
   std::unique_ptr<RecordReader> ReadFrom(uint64_t from_seq) const override;
   Status ReadTransitions(uint64_t after_seq, size_t limit,
                          std::vector<Transition>* out) const override;
+  Status ScanTransitions(uint64_t after_seq, const TransitionVisitor& visit) const override;
 
   Status Verify(LogVerifyReport* report) const override;
   Status Erase(const LogErasure& erasure, LogErasureReport* report) override;
@@ -387,6 +413,7 @@ class RocksLog final : public Log {
  private:
   rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
   Status CheckFormatVersion();
+  Status LoadStreamId();
   rocksdb::Slice BuiltBytes() const {
     return rocksdb::Slice(reinterpret_cast<const char*>(builder_.GetBufferPointer()),
                           builder_.GetSize());
@@ -431,7 +458,8 @@ class RocksLog final : public Log {
   std::atomic<uint64_t> last_transition_seq_{0};
   // Writer thread only, like everything below.
   std::optional<TimeMs> last_record_at_;
-  bool framed_ = true;  // format version 2 (chunks); false for a version 1 log
+  std::string stream_id_;  // set by Recover, then constant
+  bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
   ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
@@ -457,6 +485,7 @@ class RocksLog final : public Log {
 
 Status RocksLog::Recover() {
   if (Status s = CheckFormatVersion(); !s.ok()) return s;
+  if (Status s = LoadStreamId(); !s.ok()) return s;
   record_chunk_ = ChunkBuilder(framed_);
   transition_chunk_ = ChunkBuilder(framed_);
   uint64_t seq = 0;
@@ -502,6 +531,29 @@ Status RocksLog::CheckFormatVersion() {
   write.sync = true;
   return FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersion),
                    "writing log format version");
+}
+
+Status RocksLog::LoadStreamId() {
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kStreamIdKey, &stream_id_);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading the stream id");
+  // A writable salvage drops acknowledged records, and the seqs after the cut will be used
+  // again by different transitions: a consumer must see another stream, not a continuation.
+  const bool rotate = options_.salvage && !options_.read_only;
+  if (s.ok() && !rotate) return Status::Ok();
+  // A log created before stream ids existed gets one at its first writable open; read-only,
+  // it has none (empty) until then.
+  stream_id_.clear();
+  if (options_.read_only) return Status::Ok();
+  std::string id = NewStreamId();
+  rocksdb::WriteOptions write;
+  write.sync = true;  // an id handed to a consumer must never change under it
+  if (Status w =
+          FromRocks(db_->Put(write, family(kMeta), kStreamIdKey, id), "writing the stream id");
+      !w.ok()) {
+    return w;
+  }
+  stream_id_ = std::move(id);
+  return Status::Ok();
 }
 
 Status RocksLog::LastSeq(Family which, uint64_t* seq, std::string* element) const {
@@ -680,20 +732,28 @@ Status RocksLog::ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const {
   out->clear();
   if (limit == 0) return Status::Ok();
+  return ScanTransitions(after_seq, [&](Transition&& t) {
+    out->push_back(std::move(t));
+    return out->size() < limit;
+  });
+}
+
+Status RocksLog::ScanTransitions(uint64_t after_seq, const TransitionVisitor& visit) const {
   SequenceWalker walker(std::unique_ptr<rocksdb::Iterator>(
                             db_->NewIterator(rocksdb::ReadOptions(), family(kTransitions))),
                         after_seq + 1, framed_, "transition");
   const RocksBytesReads rocks_bytes;
   std::string_view element;
   uint64_t seq = 0;
-  while (out->size() < limit && walker.Next(&element, &seq)) {
-    Transition& transition = out->emplace_back();
+  Transition transition;
+  while (walker.Next(&element, &seq)) {
     if (Status s = DecodeTransition(element, &transition); !s.ok()) {
       return Status::Corruption("transition " + std::to_string(seq) + ": " + s.message());
     }
     if (transition.seq != seq) {
       return Status::Corruption("transition " + std::to_string(seq) + " holds another seq");
     }
+    if (!visit(std::move(transition))) return Status::Ok();
   }
   return walker.status();
 }

@@ -77,6 +77,10 @@ class Log {
   virtual uint64_t last_seq() const = 0;             // 0 when empty; includes staged records
   virtual uint64_t last_transition_seq() const = 0;  // includes staged transitions
   virtual std::optional<TimeMs> last_record_at() const = 0;
+  // The stream's identity: a random UUID written when the log is created (or at the first
+  // writable open of a log from before stream ids; a writable salvage draws a new one).
+  // Empty only for such an older log opened read-only. Constant while open; thread-safe.
+  virtual const std::string& stream_id() const = 0;
 
   // Stages a record (its seq must be last_seq() + 1) and the transitions it caused (their
   // seqs must continue last_transition_seq()). Records its idempotency key, if any.
@@ -111,6 +115,10 @@ class Log {
   // Up to `limit` transitions with seq > after_seq. Thread-safe against one writer.
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
+  // Decodes the transitions with seq > after_seq in order and hands each to `visit`, until
+  // it returns false or the end. Thread-safe against one writer.
+  using TransitionVisitor = std::function<bool(Transition&&)>;
+  virtual Status ScanTransitions(uint64_t after_seq, const TransitionVisitor& visit) const = 0;
 
   // Reads everything committed and checks it: every table file's block checksums, the
   // records and transitions (decoded, gap-free, each holding its seq) and every

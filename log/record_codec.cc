@@ -182,6 +182,7 @@ void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuild
   out.add_dwell_count(transition.dwell_count);
   out.add_at(transition.at);
   out.add_detected_at(transition.detected_at);
+  if (transition.entered_at) out.add_entered_at(*transition.entered_at);
   builder->Finish(out.Finish(), kTransitionIdentifier);
 }
 
@@ -245,6 +246,8 @@ Status DecodeTransition(std::string_view bytes, Transition* out) {
   out->dwell_count = transition->dwell_count();
   out->at = transition->at();
   out->detected_at = transition->detected_at();
+  const TimeMs entered_at = transition->entered_at();
+  out->entered_at = entered_at == INT64_MIN ? std::nullopt : std::optional<TimeMs>(entered_at);
   return Status::Ok();
 }
 

@@ -154,7 +154,7 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(page->status == 200);
   CHECK(page->body.find(R"({"seq":120,)") != std::string::npos);
   CHECK(page->body.find(R"({"seq":121,)") == std::string::npos);
-  CHECK(page->body.find(R"("next":120})") != std::string::npos);
+  CHECK(page->body.find(R"("next":120,"lastSeq":120})") != std::string::npos);
   CHECK(page->body.find(R"("idempotencyKey":"bucket:active:u119:entered:1")") != std::string::npos);
   auto ahead = client_a.Get("/v1/transitions?after=500");
   REQUIRE(ahead);

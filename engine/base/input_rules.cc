@@ -29,6 +29,17 @@ Status ValidateUserId(std::string_view user_id, std::string_view field) {
   return Status::Ok();
 }
 
+Status ValidateBucketId(std::string_view id, std::string_view field) {
+  bool ok = !id.empty() && id.size() <= kBucketIdCharsMax;
+  for (const char c : id) {
+    ok = ok && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == '-');
+  }
+  if (ok) return Status::Ok();
+  return Status::InvalidArgument(
+      std::string(field), MustBeBetween(1, kBucketIdCharsMax, "characters of [A-Za-z0-9._-]"));
+}
+
 Status ValidateEventName(std::string_view name, std::string_view field) {
   if (name.empty() || name.size() > kEventNameBytesMax) {
     return Status::InvalidArgument(std::string(field),

@@ -22,6 +22,8 @@ Status ValidateContactProperties(std::span<const PropertyPatch> patch,
 // A manual clock's new instant: before year 10000 (9999-12-31T23:59:59.999Z), far enough
 // from int64's end that instant + duration (capped at 100 years) cannot overflow in the fold.
 Status ValidateClockInstant(TimeMs now_ms, std::string_view field = "now");
+// 1-kBucketIdCharsMax characters of [A-Za-z0-9._-].
+Status ValidateBucketId(std::string_view id, std::string_view field = "id");
 // 1-kIdempotencyKeyBytesMax bytes.
 Status ValidateIdempotencyKey(std::string_view key, std::string_view field = "idempotencyKey");
 

@@ -232,7 +232,10 @@ void WriteTransition(const Transition& t, JsonWriter* writer) {
   }
   w.Key("entryCount").Uint(t.entry_count);
   w.Key("source").String(ToString(t.source));
-  if (t.kind == TransitionKind::kLeft) w.Key("reason").String(ToString(t.reason));
+  if (t.kind == TransitionKind::kLeft) {
+    w.Key("reason").String(ToString(t.reason));
+    if (t.entered_at) w.Key("enteredAt").Time(*t.entered_at);
+  }
   if (t.kind == TransitionKind::kDwell) {
     w.Key("dwellLabel").String(t.dwell_label);
     w.Key("dwellCount").Uint(t.dwell_count);

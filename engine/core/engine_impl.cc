@@ -15,6 +15,7 @@
 
 #include "bucketd/engine.h"
 #include "engine/base/input_rules.h"
+#include "engine/core/bucket_history.h"
 #include "engine/core/clock.h"
 #include "engine/core/data_dir_backup.h"
 #include "engine/core/fold_reader.h"
@@ -51,7 +52,7 @@ class StoredStreamCheck {
         if (Status s = log_.ReadTransitions(after, kPage, &page_); !s.ok()) return s;
         next_ = 0;
       }
-      if (next_ == page_.size() || !(page_[next_] == t)) {
+      if (next_ == page_.size() || !Same(page_[next_], t)) {
         return Status::Corruption("record " + std::to_string(record_seq) +
                                   " replays to transition " + std::to_string(t.seq) + " (" +
                                   t.IdempotencyKey() +
@@ -63,6 +64,14 @@ class StoredStreamCheck {
   }
 
  private:
+  // A transition logged before `enteredAt` was recorded lacks it; the rest must be equal.
+  static bool Same(const Transition& stored, const Transition& produced) {
+    if (stored.entered_at || !produced.entered_at) return stored == produced;
+    Transition without = produced;
+    without.entered_at.reset();
+    return stored == without;
+  }
+
   const Log& log_;
   std::vector<Transition> page_;
   size_t next_ = 0;
@@ -420,6 +429,12 @@ class EngineImpl final : public Engine {
     return FoldReader(fold_).Members(bucket_id, cursor, limit, out);
   }
 
+  Status PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                     PastMembersPage* out) const override {
+    if (closed_) return Closed();
+    return FoldReader(fold_).PastMembers(bucket_id, cursor, limit, out);
+  }
+
   Status GetMember(std::string_view bucket_id, std::string_view user_id,
                    Member* out) const override {
     if (closed_) return Closed();
@@ -430,6 +445,21 @@ class EngineImpl final : public Engine {
                          std::vector<MembershipRecord>* out) const override {
     if (closed_) return Closed();
     return FoldReader(fold_).UserMemberships(user_id, out);
+  }
+
+  Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const override {
+    if (closed_) return Closed();
+    return FoldReader(fold_).CaptureHistory(bucket_id, Now(), out);
+  }
+
+  Status ReadHistory(const HistoryBase& base, const HistoryQuery& query,
+                     std::vector<HistoryStep>* out) const override {
+    if (closed_) return Closed();
+    if (base.transition_seq > LastTransitionSeq()) {
+      return Status::FailedPrecondition("",
+                                        "the stream is not yet durable up to the history's base");
+    }
+    return ComputeBucketHistory(*log_, base, query, out);
   }
 
   // --- the output stream ---
@@ -443,7 +473,40 @@ class EngineImpl final : public Engine {
     return log_->ReadTransitions(after_seq, limit, out);
   }
 
+  Status ReadTransitions(uint64_t after_seq, size_t limit, const TransitionFilter& filter,
+                         TransitionsPage* out) const override {
+    if (closed_) return Closed();
+    if (limit == 0 || limit > kTransitionsPageMax) {
+      return Status::InvalidArgument("limit", MustBeBetween(1, kTransitionsPageMax));
+    }
+    // Any valid id may be asked for, also one not defined (yet, or any more): the stream
+    // holds the transitions of deleted and re-created buckets too.
+    if (!filter.bucket_id.empty()) {
+      if (Status s = ValidateBucketId(filter.bucket_id, "bucket"); !s.ok()) return s;
+    }
+    // Read once: the page stops there, so `next` never passes what a reader may see.
+    const uint64_t last = committed_transition_seq_.load();
+    out->transitions.clear();
+    out->next = after_seq;
+    out->last_seq = last;
+    if (after_seq > last) {
+      return Status::FailedPrecondition(
+          "after", "after " + std::to_string(after_seq) + " is beyond the last seq " +
+                       std::to_string(last) + " of stream " + StreamId() +
+                       ": the cursor belongs to another stream");
+    }
+    size_t scanned = 0;
+    return log_->ScanTransitions(after_seq, [&](Transition&& t) {
+      if (t.seq > last) return false;
+      out->next = t.seq;
+      if (filter.Matches(t)) out->transitions.push_back(std::move(t));
+      return out->transitions.size() < limit && ++scanned < kTransitionsScanMax;
+    });
+  }
+
   uint64_t LastTransitionSeq() const override { return committed_transition_seq_.load(); }
+
+  const std::string& StreamId() const override { return log_->stream_id(); }
 
   bool WaitForTransitions(uint64_t after_seq, std::chrono::milliseconds timeout) const override {
     std::unique_lock lock(stream_mu_);
@@ -454,7 +517,11 @@ class EngineImpl final : public Engine {
 
   // --- state, snapshots ---
 
-  StateInfo State() const override { return FoldReader(fold_).State(Now()); }
+  StateInfo State() const override {
+    StateInfo state = FoldReader(fold_).State(Now());
+    state.stream_id = StreamId();
+    return state;
+  }
 
   // Synchronous (on demand and for tools); automatic snapshots run in the background.
   Status TakeSnapshot(SnapshotInfo* info) override {
@@ -827,6 +894,18 @@ Status ValidateEvent(const EventInput& event) {
     if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
   }
   return ValidateContactProperties(event.contact_properties);
+}
+
+Status Engine::BucketHistory(std::string_view bucket_id, const HistoryQuery& query,
+                             std::vector<HistoryStep>* out) const {
+  HistoryBase base;
+  if (Status s = CaptureHistory(bucket_id, &base); !s.ok()) return s;
+  return ReadHistory(base, query, out);
+}
+
+bool TransitionFilter::Matches(const Transition& t) const {
+  if (!bucket_id.empty() && t.bucket_id != bucket_id) return false;
+  return kinds.empty() || std::find(kinds.begin(), kinds.end(), t.kind) != kinds.end();
 }
 
 Status ReadBucketId(std::string_view definition_json, std::string* id) {

@@ -14,6 +14,17 @@ Member ToMember(const Slot& slot) {
                 slot.entry_count, slot.source,      slot.dwell_anchor_at};
 }
 
+// The slot keeps its last membership's fields after the leave; the reason is only in the
+// user's retained past memberships (the newest kPastMembershipsPerUserMax).
+PastMember ToPastMember(const Slot& slot) {
+  PastMember m{slot.user->id,    slot.user->email, slot.entered_at, slot.last_left_at.value_or(0),
+               slot.entry_count, slot.source,      std::nullopt,    slot.dwell_anchor_at};
+  for (const PastMembership& p : slot.user->past) {
+    if (p.bucket == slot.bucket && p.entry_count == slot.entry_count) m.reason = p.reason;
+  }
+  return m;
+}
+
 }  // namespace
 
 Status FoldReader::UnknownBucket(std::string_view id) {
@@ -92,6 +103,24 @@ Status FoldReader::Members(std::string_view bucket_id, std::string_view cursor, 
   return Status::Ok();
 }
 
+Status FoldReader::PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                               PastMembersPage* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  if (limit == 0 || limit > kMembersPageMax) {
+    return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
+  }
+  out->members.clear();
+  out->next_cursor.reset();
+  const MemberIndex::Sorted& sorted = b->members.past_sorted();
+  auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
+  for (; it != sorted.end() && out->members.size() < limit; ++it) {
+    out->members.push_back(ToPastMember(**it));
+  }
+  if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
+  return Status::Ok();
+}
+
 Status FoldReader::GetMember(std::string_view bucket_id, std::string_view user_id,
                              Member* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
@@ -127,9 +156,25 @@ Status FoldReader::UserMemberships(std::string_view user_id,
   return Status::Ok();
 }
 
+Status FoldReader::CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const {
+  const Bucket* b = fold_.bucket(bucket_id);
+  if (b == nullptr) return UnknownBucket(bucket_id);
+  out->bucket_id = std::string(bucket_id);
+  out->transition_seq = fold_.state().transition_seq;
+  out->now = now;
+  out->active_entered_at.clear();
+  out->active_entered_at.reserve(b->members.size());
+  for (const Slot* slot : b->members.sorted()) out->active_entered_at.push_back(slot->entered_at);
+  std::sort(out->active_entered_at.begin(), out->active_entered_at.end());
+  return Status::Ok();
+}
+
 StateInfo FoldReader::State(TimeMs now) const {
-  return StateInfo{fold_.state().applied_seq, fold_.state().transition_seq,
-                   ComputeDigest(fold_.state()), now};
+  return StateInfo{fold_.state().applied_seq,
+                   fold_.state().transition_seq,
+                   ComputeDigest(fold_.state()),
+                   now,
+                   {}};
 }
 
 }  // namespace bucketd

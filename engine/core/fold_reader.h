@@ -25,8 +25,13 @@ class FoldReader {
   // Active members by userId after `cursor` (empty: from the first), at most `limit`.
   Status Members(std::string_view bucket_id, std::string_view cursor, size_t limit,
                  MembersPage* out) const;
+  // Past members (entryCount > 0, not active) by userId after `cursor`, at most `limit`.
+  Status PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                     PastMembersPage* out) const;
   Status GetMember(std::string_view bucket_id, std::string_view user_id, Member* out) const;
   Status UserMemberships(std::string_view user_id, std::vector<MembershipRecord>* out) const;
+  // The state's part of a bucket's history: the active members' entry instants, sorted.
+  Status CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const;
   // log_seq: the last record folded; `now`: the caller's.
   StateInfo State(TimeMs now) const;
 

@@ -458,11 +458,6 @@ bool AllLeavesNegative(const Criteria& criteria) {
   return false;
 }
 
-bool IsBucketIdChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-';
-}
-
 Status ParseDwell(const element& value, BucketDefinition* def) {
   array items;
   if (value.get_array().get(items) != simdjson::SUCCESS) {
@@ -525,12 +520,7 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
   } else {
     return Status::InvalidArgument("id", "required");
   }
-  bool id_ok = !def->id.empty() && def->id.size() <= kBucketIdCharsMax;
-  for (const char c : def->id) id_ok = id_ok && IsBucketIdChar(c);
-  if (!id_ok) {
-    return Status::InvalidArgument(
-        "id", MustBeBetween(1, kBucketIdCharsMax, "characters of [A-Za-z0-9._-]"));
-  }
+  if (status = ValidateBucketId(def->id); !status.ok()) return status;
 
   if (const element* name = fields.Get("name")) {
     status = ReadString(*name, "name", &def->name);

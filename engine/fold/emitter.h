@@ -32,6 +32,7 @@ struct Fold::Emitter {
     t.dwell_count = dwell_count;
     t.at = at;
     t.detected_at = detected_at;
+    if (kind == TransitionKind::kLeft) t.entered_at = slot.entered_at;
   }
 
   State* state;

@@ -136,8 +136,9 @@ Status Fold::ApplyBucketDelete(const Record& r) {
       slot->rejoin_blocked = false;
     }
   }
-  // Every member left: emptying the index beats settling each removal (a sort of them all).
-  bucket->members.clear();
+  // Every member left: moving them all at once beats settling each removal (a sort of them
+  // all). They are past members, which a re-created id shows (entryCount continues too).
+  bucket->members.EndAll();
   bucket->deleted = true;
   RebuildInvertedIndices();
   return Status::Ok();

@@ -141,7 +141,11 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
       if (slot->due_at != kNever) {
         out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index}, slot);
       }
-      if (slot->active) out.buckets[slot->bucket]->members.Add(slot);
+      if (slot->active) {
+        out.buckets[slot->bucket]->members.Add(slot);
+      } else if (slot->entry_count > 0) {
+        out.buckets[slot->bucket]->members.AddPast(slot);
+      }
     }
     out.users.push_back(user);
   }

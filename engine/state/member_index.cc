@@ -41,21 +41,52 @@ void MemberIndex::Forget(Slot* slot) {
     sorted_.erase(sorted_.find(slot));
     slot->member_listed = false;
   }
+  if (slot->past_listed) {
+    past_.erase(past_.find(slot));
+    slot->past_listed = false;
+  }
 }
 
 void MemberIndex::clear() {
   for (Slot* slot : touched_) slot->member_touched = false;
   for (Slot* slot : sorted_) slot->member_listed = false;
+  for (Slot* slot : past_) slot->past_listed = false;
   touched_.clear();
+  sorted_.clear();
+  past_.clear();
+  count_ = 0;
+}
+
+void MemberIndex::EndAll() {
+  Settle();
+  // Both sets are in userId order, so each insert lands at the end hint's neighbourhood.
+  for (Slot* slot : sorted_) {
+    slot->member_listed = false;
+    if (!slot->past_listed) {
+      past_.insert(slot);
+      slot->past_listed = true;
+    }
+  }
   sorted_.clear();
   count_ = 0;
 }
 
 const MemberIndex::Sorted& MemberIndex::sorted() const {
-  if (touched_.empty()) return sorted_;
-  // Sorted inserts walk the tree left to right, so each one starts near the last.
+  Settle();
+  return sorted_;
+}
+
+const MemberIndex::Sorted& MemberIndex::past_sorted() const {
+  Settle();
+  return past_;
+}
+
+void MemberIndex::Settle() const {
+  if (touched_.empty()) return;
+  // Sorted inserts walk the trees left to right, so each one starts near the last.
   std::sort(touched_.begin(), touched_.end(), MemberOrder());
   auto hint = sorted_.begin();
+  auto past_hint = past_.begin();
   for (Slot* slot : touched_) {
     slot->member_touched = false;
     if (slot->active && !slot->member_listed) {
@@ -67,9 +98,19 @@ const MemberIndex::Sorted& MemberIndex::sorted() const {
     } else {
       hint = sorted_.lower_bound(slot);
     }
+    // A past member held a membership (entryCount > 0) and holds none now.
+    const bool past = !slot->active && slot->entry_count > 0;
+    if (past && !slot->past_listed) {
+      past_hint = std::next(past_.insert(past_hint, slot));
+      slot->past_listed = true;
+    } else if (!past && slot->past_listed) {
+      past_hint = past_.erase(past_.find(slot));
+      slot->past_listed = false;
+    } else {
+      past_hint = past_.lower_bound(slot);
+    }
   }
   touched_.clear();
-  return sorted_;
 }
 
 }  // namespace bucketd

@@ -108,6 +108,7 @@ struct Slot {
   bool active : 1 = false;
   bool member_touched : 1 = false;  // MemberIndex bookkeeping
   bool member_listed : 1 = false;
+  bool past_listed : 1 = false;  // in MemberIndex's past members
   // Left by maxDwell while the criteria still held: no re-join until they stop holding.
   bool rejoin_blocked : 1 = false;
   MembershipSource source = MembershipSource::kEvent;

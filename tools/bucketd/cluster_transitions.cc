@@ -98,7 +98,7 @@ void TransitionsFeed::Answer(const Poll& poll, uint64_t last) {
     w.Raw("{\"seq\":" + std::to_string(m.stream_seq) + m.json.substr(comma));
     next = m.stream_seq;
   }
-  w.EndArray().Key("next").Uint(next).EndObject();
+  w.EndArray().Key("next").Uint(next).Key("lastSeq").Uint(last).EndObject();
   poll.ex->Respond(JsonReply(kHttpOk, w.Take()));
 }
 

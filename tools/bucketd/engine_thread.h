@@ -79,6 +79,8 @@ class EngineThread {
                                TransitionWaiters::Wake wake) {
     waiters_.Wait(after_seq, wait, std::move(wake));
   }
+  // CloseStream() ran: long-polls must answer instead of waiting again.
+  bool StreamClosed() { return waiters_.Closed(); }
   // The thread-safe part of the engine: the transition stream.
   const Engine& Stream() const { return *engine_; }
 

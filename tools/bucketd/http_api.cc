@@ -37,6 +37,68 @@ void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
   }
 }
 
+// `bucket` (one id) and `kind` (repeated, comma-separated, or both) of GET /v1/transitions.
+Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter) {
+  const std::vector<std::string> buckets = req.QueryAll("bucket");
+  if (buckets.size() > 1) return Status::InvalidArgument("bucket", "give at most one bucket");
+  // The engine checks the id (ReadTransitions).
+  if (!buckets.empty()) filter->bucket_id = buckets[0];
+  for (const std::string& param : req.QueryAll("kind")) {
+    std::string_view rest = param;
+    for (;;) {
+      const size_t comma = rest.find(',');
+      const std::string_view name = rest.substr(0, comma);
+      TransitionKind kind;
+      if (name == "entered") {
+        kind = TransitionKind::kEntered;
+      } else if (name == "left") {
+        kind = TransitionKind::kLeft;
+      } else if (name == "dwell") {
+        kind = TransitionKind::kDwell;
+      } else {
+        return Status::InvalidArgument("kind", "must be entered, left or dwell");
+      }
+      if (std::find(filter->kinds.begin(), filter->kinds.end(), kind) == filter->kinds.end()) {
+        filter->kinds.push_back(kind);
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return Status::Ok();
+}
+
+// An instant: integer milliseconds since the epoch or RFC 3339. Absent: nullopt.
+Status QueryTime(const HttpRequest& req, const char* name, std::optional<TimeMs>* out) {
+  out->reset();
+  std::optional<std::string> param = req.Query(name);
+  if (!param) return Status::Ok();
+  const std::string& text = *param;
+  TimeMs ms = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (!text.empty() && error == std::errc() && end == text.data() + text.size()) {
+    *out = ms;
+  } else if (ParseRfc3339(text, &ms).ok()) {
+    *out = ms;
+  } else {
+    return Status::InvalidArgument(name, "must be milliseconds since the epoch or RFC 3339");
+  }
+  return Status::Ok();
+}
+
+// A step: integer milliseconds or a duration string ("1h", "1d12h"), > 0.
+Status QueryStep(const HttpRequest& req, TimeMs* out) {
+  std::optional<std::string> param = req.Query("step");
+  if (!param) return Status::InvalidArgument("step", "is required");
+  const std::string& text = *param;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  const bool integer = !text.empty() && error == std::errc() && end == text.data() + text.size();
+  if ((integer && *out > 0) || (!integer && ParseDurationString(text, out).ok())) {
+    return Status::Ok();
+  }
+  return Status::InvalidArgument("step", "must be a duration > 0 such as \"1h\" or milliseconds");
+}
+
 bool IsNdjson(const HttpRequest& req) { return req.MediaType() == "application/x-ndjson"; }
 
 // What an engine call yields besides its Status; the Status stays first-class so a failed
@@ -122,6 +184,7 @@ void HttpApi::AddRoutes() {
   add(M::kDelete, "/v1/buckets/{}", "bucket", &HttpApi::DeleteBucket);
   add(M::kGet, "/v1/buckets/{}/count", "bucket_count", &HttpApi::CountMembers);
   add(M::kGet, "/v1/buckets/{}/metrics", "bucket_metrics", &HttpApi::BucketMetricsOf);
+  add(M::kGet, "/v1/buckets/{}/history", "bucket_history", &HttpApi::BucketHistory);
   add(M::kGet, "/v1/buckets/{}/members", "members", &HttpApi::ListMembers);
   add(M::kPost, "/v1/buckets/{}/members", "members", &HttpApi::AddMember);
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &HttpApi::GetMember);
@@ -371,12 +434,60 @@ void HttpApi::BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex) 
       });
 }
 
+void HttpApi::BucketHistory(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::optional<TimeMs> from;
+  std::optional<TimeMs> to;
+  TimeMs step_ms = 0;
+  Status status = QueryTime(*req, "from", &from);
+  if (status.ok() && !from) status = Status::InvalidArgument("from", "is required");
+  if (status.ok()) status = QueryTime(*req, "to", &to);
+  if (status.ok()) status = QueryStep(*req, &step_ms);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  // The owner thread reads the active members; the stream is scanned here, on the I/O
+  // thread, once the round is durable: a long history never holds up ingest.
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<HistoryBase> out;
+        out.status = engine.CaptureHistory(id, &out.value);
+        return out;
+      },
+      [this, from, to, step_ms](Outcome<HistoryBase> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        const HistoryQuery query{*from, to.value_or(out.value.now), step_ms};
+        std::vector<HistoryStep> steps;
+        if (Status s = engine_.Stream().ReadHistory(out.value, query, &steps); !s.ok()) {
+          return ErrorReply(FromStatus(s));
+        }
+        return OkJson(HistoryJson(out.value.bucket_id, query, steps));
+      });
+}
+
 void HttpApi::ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex) {
   uint64_t limit = 0;
   Status status = QueryUint(*req, "limit", kMembersPageDefault, 1, kMembersPageMax, &limit);
   if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
   std::string id = PathSegment(*req, kBucketIdSegment);
   std::string cursor = req->Query("cursor").value_or("");
+  const std::string member_status = req->Query("status").value_or("active");
+  if (member_status == "left") {
+    OnEngine(
+        ex,
+        [id, cursor, limit](Engine& engine) {
+          Outcome<PastMembersPage> out;
+          out.status = engine.PastMembers(id, cursor, limit, &out.value);
+          return out;
+        },
+        [](Outcome<PastMembersPage> out) {
+          if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+          return OkJson(PastMembersPageJson(out.value));
+        });
+    return;
+  }
+  if (member_status != "active") {
+    return ex->Respond(ErrorReply(BadRequest("status", "must be active or left")));
+  }
   OnEngine(
       ex,
       [id, cursor, limit](Engine& engine) {
@@ -455,35 +566,49 @@ void HttpApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex) 
       });
 }
 
-Reply HttpApi::TransitionsPage(uint64_t after, uint64_t limit) const {
-  std::vector<Transition> transitions;
-  Status status = engine_.Stream().ReadTransitions(after, limit, &transitions);
+Reply HttpApi::TransitionsReply(const TransitionsPage& page, const Status& status) const {
+  const std::string& stream_id = engine_.Stream().StreamId();
+  if (status.code() == StatusCode::kFailedPrecondition && status.field() == "after") {
+    return JsonReply(kHttpConflict, CursorAheadJson(status, page.last_seq, stream_id));
+  }
   if (!status.ok()) return ErrorReply(FromStatus(status));
-  uint64_t next = transitions.empty() ? after : transitions.back().seq;
-  return OkJson(TransitionsPageJson(transitions, next));
+  return OkJson(TransitionsPageJson(page, stream_id));
 }
 
 void HttpApi::ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex) {
-  uint64_t after = 0;
-  uint64_t limit = 0;
+  TransitionsQuery query;
   int64_t wait_ms = 0;
-  Status status = QueryUint(*req, "after", 0, 0, UINT64_MAX, &after);
+  Status status = QueryUint(*req, "after", 0, 0, UINT64_MAX, &query.after);
   if (status.ok()) {
-    status = QueryUint(*req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &limit);
+    status =
+        QueryUint(*req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &query.limit);
   }
   if (status.ok()) status = QueryWait(*req, &wait_ms);
+  if (status.ok()) status = QueryTransitionFilter(*req, &query.filter);
   if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  PollTransitions(ex, std::move(query),
+                  std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms));
+}
 
-  // The stream is thread-safe to read: no trip through the owner thread. A long-poll parks
-  // a callback, not a thread; the page is read when it fires.
-  if (wait_ms > 0 && engine_.Stream().LastTransitionSeq() <= after) {
-    engine_.WaitForTransitionsAsync(
-        after, std::chrono::milliseconds(wait_ms), [this, ex, after, limit] {
-          ex->Post([this, ex, after, limit] { ex->Respond(TransitionsPage(after, limit)); });
-        });
-    return;
+void HttpApi::PollTransitions(const ExchangePtr& ex, TransitionsQuery query,
+                              std::chrono::steady_clock::time_point deadline) const {
+  // The stream is thread-safe to read: no trip through the owner thread.
+  TransitionsPage page;
+  const Status status =
+      engine_.Stream().ReadTransitions(query.after, query.limit, query.filter, &page);
+  const auto now = std::chrono::steady_clock::now();
+  // Answer with what matched; or, having looked at everything there is and found nothing,
+  // wait for the next seq and look again from the advanced cursor. A long-poll parks a
+  // callback, not a thread, and only a matching transition (or the deadline) answers it.
+  const bool caught_up = status.ok() && page.transitions.empty() && page.next == page.last_seq;
+  if (!caught_up || now >= deadline || engine_.StreamClosed()) {
+    return ex->Respond(TransitionsReply(page, status));
   }
-  ex->Respond(TransitionsPage(after, limit));
+  query.after = page.next;
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+  engine_.WaitForTransitionsAsync(query.after, wait, [this, ex, query, deadline] {
+    ex->Post([this, ex, query, deadline] { PollTransitions(ex, query, deadline); });
+  });
 }
 
 void HttpApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) {

@@ -3,6 +3,7 @@
 // thread, hand the engine call to the owner thread, and answer when it calls back: no
 // transport thread ever waits for the engine, a group commit, or a long-poll.
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,7 @@ class HttpApi final : public HttpService {
   void DeleteBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void BucketHistory(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void AddMember(const HttpRequestPtr& req, const ExchangePtr& ex);
@@ -78,8 +80,18 @@ class HttpApi final : public HttpService {
   // transport's executor (rendering JSON never holds up the owner thread).
   template <typename Work, typename Answer>
   void OnEngine(const ExchangePtr& ex, Work work, Answer answer);
-  // The page of transitions after `after` (the stream is thread-safe to read).
-  Reply TransitionsPage(uint64_t after, uint64_t limit) const;
+  // GET /v1/transitions: a page read, or a long-poll that reads again from its advanced
+  // cursor each time the stream grows, until something matches or the deadline.
+  struct TransitionsQuery {
+    uint64_t after = 0;
+    uint64_t limit = 0;
+    TransitionFilter filter;
+  };
+  void PollTransitions(const ExchangePtr& ex, TransitionsQuery query,
+                       std::chrono::steady_clock::time_point deadline) const;
+  // A page, or the error of its read (409 with the stream's last seq and id for a cursor
+  // beyond the end).
+  Reply TransitionsReply(const TransitionsPage& page, const Status& status) const;
 
   EngineThread& engine_;
   ServerMetrics& metrics_;

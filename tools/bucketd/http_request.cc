@@ -63,8 +63,15 @@ std::string_view HttpRequest::Path() const {
 }
 
 std::optional<std::string> HttpRequest::Query(std::string_view name) const {
+  std::vector<std::string> values = QueryAll(name);
+  if (values.empty()) return std::nullopt;
+  return std::move(values.front());
+}
+
+std::vector<std::string> HttpRequest::QueryAll(std::string_view name) const {
+  std::vector<std::string> values;
   const size_t question = target.find('?');
-  if (question == std::string::npos) return std::nullopt;
+  if (question == std::string::npos) return values;
   std::string_view query = std::string_view(target).substr(question + 1);
   while (!query.empty()) {
     const size_t amp = query.find('&');
@@ -73,10 +80,11 @@ std::optional<std::string> HttpRequest::Query(std::string_view name) const {
     const size_t equals = pair.find('=');
     std::string_view key = pair.substr(0, equals);
     if (PercentDecode(key, true) != name) continue;
-    if (equals == std::string_view::npos) return std::string();
-    return PercentDecode(pair.substr(equals + 1), true);
+    values.push_back(equals == std::string_view::npos
+                         ? std::string()
+                         : PercentDecode(pair.substr(equals + 1), true));
   }
-  return std::nullopt;
+  return values;
 }
 
 Reply JsonReply(int http_status, std::string body) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "http_errors.h"
 
@@ -37,6 +38,8 @@ struct HttpRequest {
   // The first value of the query parameter `name`, percent-decoded with '+' as a space;
   // nullopt when the query does not name it.
   std::optional<std::string> Query(std::string_view name) const;
+  // Every value of the query parameter `name`, in order (a parameter that may repeat).
+  std::vector<std::string> QueryAll(std::string_view name) const;
   // Content-Type's media type, lower-case, without parameters ("Application/JSON;
   // charset=utf-8" -> "application/json"); empty when absent.
   std::string MediaType() const;

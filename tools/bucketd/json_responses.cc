@@ -84,11 +84,23 @@ std::string FlattenedBucket(const BucketInfo& info) {
 
 }  // namespace
 
-std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next) {
+std::string TransitionsPageJson(const TransitionsPage& page, std::string_view stream_id) {
   JsonWriter w;
   w.BeginObject().Key("transitions").BeginArray();
-  for (const Transition& t : transitions) WriteTransition(t, &w);
-  w.EndArray().Key("next").Uint(next).EndObject();
+  for (const Transition& t : page.transitions) WriteTransition(t, &w);
+  w.EndArray().Key("next").Uint(page.next).Key("lastSeq").Uint(page.last_seq);
+  w.Key("streamId").String(stream_id).EndObject();
+  return w.Take();
+}
+
+std::string CursorAheadJson(const Status& status, uint64_t last_seq, std::string_view stream_id) {
+  const HttpError error = FromStatus(status);
+  JsonWriter w;
+  w.BeginObject().Key("error").BeginObject();
+  w.Key("code").String(error.code).Key("message").String(error.message);
+  w.Key("field").String(error.field);
+  w.Key("lastSeq").Uint(last_seq).Key("streamId").String(stream_id);
+  w.EndObject().EndObject();
   return w.Take();
 }
 
@@ -118,11 +130,54 @@ std::string MembersPageJson(const MembersPage& page) {
   return w.Take();
 }
 
+std::string PastMembersPageJson(const PastMembersPage& page) {
+  JsonWriter w;
+  w.BeginObject().Key("members").BeginArray();
+  for (const PastMember& m : page.members) {
+    w.BeginObject();
+    w.Key("userId").String(m.user_id);
+    w.Key("email");
+    OptionalString(w, m.email);
+    w.Key("enteredAt").Time(m.entered_at);
+    w.Key("leftAt").Time(m.left_at);
+    w.Key("entryCount").Uint(m.entry_count);
+    w.Key("source").String(ToString(m.source));
+    w.Key("reason");
+    if (m.reason) {
+      w.String(ToString(*m.reason));
+    } else {
+      w.Null();
+    }
+    w.Key("dwellAnchorAt");
+    OptionalTime(w, m.dwell_anchor_at);
+    w.EndObject();
+  }
+  w.EndArray().Key("cursor");
+  OptionalString(w, page.next_cursor);
+  w.EndObject();
+  return w.Take();
+}
+
 std::string MembershipsJson(std::string_view user_id,
                             const std::vector<MembershipRecord>& memberships) {
   JsonWriter w;
   w.BeginObject().Key("userId").String(user_id).Key("memberships").BeginArray();
   for (const MembershipRecord& m : memberships) WriteMembership(w, m);
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
+std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
+                        const std::vector<HistoryStep>& steps) {
+  JsonWriter w;
+  w.BeginObject().Key("bucketId").String(bucket_id);
+  w.Key("from").Time(query.from_ms).Key("to").Time(query.to_ms).Key("step").Int(query.step_ms);
+  w.Key("steps").BeginArray();
+  for (const HistoryStep& step : steps) {
+    w.BeginObject().Key("start").Time(step.start).Key("end").Time(step.end);
+    w.Key("size").Uint(step.size).Key("entered").Uint(step.entered).Key("left").Uint(step.left);
+    w.EndObject();
+  }
   w.EndArray().EndObject();
   return w.Take();
 }
@@ -215,8 +270,9 @@ std::string StateJson(const StateInfo& state) {
       .Key("digest")
       .String(state.digest)
       .Key("now")
-      .Time(state.now)
-      .EndObject();
+      .Time(state.now);
+  if (!state.stream_id.empty()) w.Key("streamId").String(state.stream_id);
+  w.EndObject();
   return w.Take();
 }
 

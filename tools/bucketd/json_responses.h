@@ -11,7 +11,11 @@
 
 namespace bucketd::server {
 
-std::string TransitionsPageJson(const std::vector<Transition>& transitions, uint64_t next);
+// GET /v1/transitions: {"transitions":[…],"next","lastSeq","streamId"}.
+std::string TransitionsPageJson(const TransitionsPage& page, std::string_view stream_id);
+// The 409 of a cursor beyond the stream's end: the error object also carries "lastSeq" and
+// "streamId", so a consumer learns which stream it is talking to without another call.
+std::string CursorAheadJson(const Status& status, uint64_t last_seq, std::string_view stream_id);
 
 // The definition object flattened with "counts": {"active","entered","left"} added.
 std::string BucketJson(const BucketInfo& info);
@@ -19,8 +23,13 @@ std::string BucketListJson(const std::vector<BucketInfo>& buckets);
 
 std::string MemberJson(const Member& member);
 std::string MembersPageJson(const MembersPage& page);
+std::string PastMembersPageJson(const PastMembersPage& page);
 std::string MembershipsJson(std::string_view user_id,
                             const std::vector<MembershipRecord>& memberships);
+// GET /v1/buckets/{id}/history: {"bucketId","from","to","step"(ms),"steps":[{start,end,size,
+// entered,left}]}.
+std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
+                        const std::vector<HistoryStep>& steps);
 std::string BucketMetricsJson(const BucketMetrics& metrics);
 
 // POST /v1/events. `parsed` maps engine batch indices back to the body's item indices and
@@ -29,6 +38,7 @@ std::string IngestResultJson(const IngestResult& result);
 std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& result);
 
 std::string SweepJson(const SweepResult& result, TimeMs now_ms);
+// "streamId" is written when the engine has one (a cluster node's state has none).
 std::string StateJson(const StateInfo& state);
 // GET /healthz of an engine that refuses inputs: {"status":"failed","error":{code,message}}.
 std::string HealthFailedJson(const Status& health);

@@ -50,6 +50,11 @@ void TransitionWaiters::Close() {
   cv_.notify_one();
 }
 
+bool TransitionWaiters::Closed() {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
 size_t TransitionWaiters::WaitingCount() {
   std::lock_guard lock(mu_);
   return waiters_.size();

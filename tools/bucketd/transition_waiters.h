@@ -35,6 +35,8 @@ class TransitionWaiters {
   void Close();
 
   size_t WaitingCount();
+  // Close() ran: a wake may be the shutdown's, not a new seq.
+  bool Closed();
 
  private:
   using AfterIndex = std::multimap<uint64_t, uint64_t>;              // after_seq -> waiter id

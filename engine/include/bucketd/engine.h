@@ -171,6 +171,68 @@ struct StateInfo {
   uint64_t transition_seq = 0;
   std::string digest;  // hex of the canonical state hash (docs/design.md, "The state digest")
   TimeMs now = 0;
+  std::string stream_id;  // Engine::StreamId()
+};
+
+// Which transitions a filtered read returns (GET /v1/transitions?bucket=&kind=).
+struct TransitionFilter {
+  std::string bucket_id;              // empty: every bucket
+  std::vector<TransitionKind> kinds;  // empty: every kind
+
+  bool Matches(const Transition& t) const;
+};
+
+// A filtered page of the stream. `next` is the cursor to read on from (the `after` of the
+// next call): the last seq looked at, matched or not, so a page that matched nothing still
+// moves the reader on and nothing is scanned twice.
+struct TransitionsPage {
+  std::vector<Transition> transitions;
+  uint64_t next = 0;
+  uint64_t last_seq = 0;  // the stream's last durable seq when the page was read
+};
+
+// Past members of a bucket (status=left): users who were members and are not now.
+struct PastMember {
+  std::string user_id;
+  std::optional<std::string> email;
+  TimeMs entered_at = 0;  // of their last membership
+  TimeMs left_at = 0;     // its end
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  // Why it ended: absent when the user's retained past memberships no longer hold it
+  // (kPastMembershipsPerUserMax) or when it ended by the bucket's deletion (an id re-created).
+  std::optional<LeaveReason> reason;
+  std::optional<TimeMs> dwell_anchor_at;
+};
+
+// A bucket's history (GET /v1/buckets/{id}/history): steps of `step_ms` from `from_ms`, the
+// last one ending at `to_ms` (shorter if the span is not a multiple of the step).
+struct HistoryQuery {
+  TimeMs from_ms = 0;
+  TimeMs to_ms = 0;
+  TimeMs step_ms = 0;
+};
+
+struct HistoryStep {
+  TimeMs start = 0;      // exclusive
+  TimeMs end = 0;        // inclusive
+  uint64_t size = 0;     // members at `end` (after everything at that instant)
+  uint64_t entered = 0;  // memberships opened in (start, end], silent ones included
+  uint64_t left = 0;     // memberships closed in (start, end]
+};
+
+// What a bucket's history needs from the state (the stream cannot tell): when each active
+// member's membership began (a silent join emits nothing), read at one stream position.
+struct HistoryBase {
+  std::string bucket_id;
+  uint64_t transition_seq = 0;            // the stream's end the state matches
+  TimeMs now = 0;                         // history may not reach past it
+  std::vector<TimeMs> active_entered_at;  // sorted
+};
+
+struct PastMembersPage {
+  std::vector<PastMember> members;
+  std::optional<std::string> next_cursor;  // the last userId of this page, if more follow
 };
 
 struct EngineStats {
@@ -282,10 +344,49 @@ class Engine {
   virtual Status UserMemberships(std::string_view user_id,
                                  std::vector<MembershipRecord>* out) const = 0;
 
+  // Keyset page of past members (users who were members and are not now) ordered by
+  // userId, starting after `cursor`. Every user whose membership ended is here, whatever
+  // its age, until they join again or are deleted; a re-created bucket id keeps the past
+  // members of its earlier life (their entryCount continues too).
+  virtual Status PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
+                             PastMembersPage* out) const = 0;
+
+  // The exact history of a live bucket: per step its size at the step's end and the
+  // memberships opened and closed within it, from the active members (the state) and the
+  // transition stream after `from_ms` (each `left` carries its membership's enteredAt).
+  // InvalidArgument naming "from", "to" or "step": from_ms >= to_ms, to_ms after Now(), more
+  // than kHistoryStepsMax steps. NotFound for an unknown or deleted bucket. Not counted: a
+  // membership that a contact delete ended (it emits nothing, and the contact drops out of
+  // every count) or that the bucket's deletion ended (a re-created id's history spans its
+  // lives otherwise). Cost: a scan of every transition detected after from_ms.
+  // CaptureHistory (the state's part) and ReadHistory (the stream's, thread-safe) split it,
+  // so a server scans the stream off the owner thread; REQUIRES for ReadHistory: the base's
+  // transitions are durable (LastTransitionSeq() >= base.transition_seq), else
+  // FailedPrecondition.
+  Status BucketHistory(std::string_view bucket_id, const HistoryQuery& query,
+                       std::vector<HistoryStep>* out) const;
+  virtual Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const = 0;
+  virtual Status ReadHistory(const HistoryBase& base, const HistoryQuery& query,
+                             std::vector<HistoryStep>* out) const = 0;
+
   // --- the output stream (thread-safe) ---
   virtual Status ReadTransitions(uint64_t after_seq, size_t limit,
                                  std::vector<Transition>* out) const = 0;
+  // The transitions with seq > after_seq that match `filter`, at most `limit` (1 to
+  // kTransitionsPageMax), looking at no more than kTransitionsScanMax transitions and none
+  // beyond LastTransitionSeq(). FailedPrecondition (field "after") when after_seq is beyond
+  // LastTransitionSeq(): the cursor belongs to another stream (StreamId()), e.g. a data dir
+  // that was reset; the message names the last seq. InvalidArgument ("bucket") for a
+  // filter's malformed bucket id; an id never defined matches nothing.
+  virtual Status ReadTransitions(uint64_t after_seq, size_t limit, const TransitionFilter& filter,
+                                 TransitionsPage* out) const = 0;
   virtual uint64_t LastTransitionSeq() const = 0;
+  // The identity of this data dir's stream: a random UUID drawn when the data dir was created
+  // (or at the first writable open of one from before stream ids), kept in the log, so it
+  // survives restarts, snapshots, replays, erasures and a copy of the data dir. A consumer
+  // stores it with its cursor: another id means another stream, whose seqs are unrelated.
+  // Empty only for a data dir from before stream ids opened read-only.
+  virtual const std::string& StreamId() const = 0;
   // Waits until a transition with seq > after_seq is durable (true), or `timeout` passes
   // or the engine is closed (false unless one arrived). For hosts that consume the stream
   // on their own threads. Thread-safe.

@@ -32,6 +32,11 @@ inline constexpr size_t kBatchItemsMax = 100000;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
 inline constexpr size_t kMembersPageDefault = 100;
 inline constexpr size_t kTransitionsPageDefault = 100;
+// A filtered read of the stream looks at no more than this many transitions per call (its
+// cursor moves on past them), so a filter that matches rarely costs a bounded call.
+inline constexpr size_t kTransitionsScanMax = 100000;
+// Steps of one bucket history answer (GET /v1/buckets/{id}/history): a week by the minute.
+inline constexpr uint64_t kHistoryStepsMax = 10000;
 // The sidecar's: a request body (whatever its transfer encoding), its request line and
 // headers together, and the longest long-poll of GET /v1/transitions.
 inline constexpr size_t kRequestBodyBytesMax = size_t{16} << 20;

@@ -67,6 +67,9 @@ struct Transition {
   uint32_t dwell_count = 0;                            // kDwell only
   TimeMs at = 0;
   TimeMs detected_at = 0;
+  // kLeft: the closed membership's enteredAt, so the stream alone tells how long each
+  // membership lasted (bucket history). Absent in transitions logged before it was recorded.
+  std::optional<TimeMs> entered_at;
 
   // "bucket:entered:<id>", "bucket:left:<id>", "bucket:dwell:<id>:<label>".
   std::string Name() const;
