@@ -301,6 +301,10 @@ TEST_CASE("three nodes on an R3 NATS cluster equal one bucketd through node and 
     got = ClusterTransitions(output.get());
   } while (got.size() < want.size() && std::chrono::steady_clock::now() < deadline);
   CHECK(got.size() == want.size());
+  for (const auto& [key, json] : got) {
+    INFO(key << " " << json);
+    CHECK(want.count(key) == 1);  // nothing the single node did not emit
+  }
   for (const auto& [key, json] : want) {
     INFO(key);
     const auto found = got.find(key);
