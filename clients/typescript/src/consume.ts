@@ -20,7 +20,8 @@ export interface Delivery {
   /** Dedupe by it: a transition delivered again (at least once) carries the same key. */
   idempotencyKey: string;
   seq: number;
-  streamId: string;
+  /** null from a cluster node, whose pages name no stream (docs/cluster.md). */
+  streamId: string | null;
 }
 
 /** The stored cursor does not belong to the server's stream. */
@@ -164,7 +165,9 @@ export async function consume(options: ConsumeOptions): Promise<void> {
     }
     if (!data) throw new BucketdError(response.status, error);
     attempt = 0;
-    if (cursor.streamId !== null && data.streamId !== cursor.streamId) {
+    // A cluster node's pages name no stream: its cursors are then kept without one.
+    const streamId: string | null = data.streamId ?? null;
+    if (cursor.streamId !== null && streamId !== cursor.streamId) {
       const r: StreamReset = {
         reason: "stream_changed",
         cursor,
@@ -174,7 +177,6 @@ export async function consume(options: ConsumeOptions): Promise<void> {
       if (!(await reset(r))) return;
       continue;
     }
-    const streamId = data.streamId;
     try {
       for (const transition of data.transitions) {
         if (signal?.aborted) return;
