@@ -2,6 +2,7 @@
 // document does not describe, or the document an operation no route serves, and when the
 // binary's GET /v1/openapi.json is not the repo's file. The responses themselves are checked
 // against the document's schemas by tests/openapi_responses_test.py, on a real server.
+#include <cctype>
 #include <fstream>
 #include <iterator>
 #include <memory>
