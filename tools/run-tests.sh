@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds everything and runs the test suite (the README's test command):
 # the CTest suites, then (plain build only) tools/check-embedding.sh, which installs the build
-# and builds examples/embed with find_package, pkg-config and add_subdirectory, and each
-# libFuzzer target for a short time (tools/run-fuzz.sh, a clang build in build-fuzz/).
+# and builds examples/embed with find_package, pkg-config and add_subdirectory,
+# tools/check-typescript-client.sh (the TypeScript client's tests against the built bucketd;
+# needs node >= 20 and the npm registry), and each libFuzzer target for a short time
+# (tools/run-fuzz.sh, a clang build in build-fuzz/).
 #   BUCKETD_SANITIZE=1      build and test under AddressSanitizer + UndefinedBehaviorSanitizer
 #                           in build-asan/
 #   BUCKETD_TSAN=1          build and test under ThreadSanitizer in build-tsan/
@@ -33,6 +35,7 @@ ctest --test-dir "$build" --output-on-failure --timeout 900
 # ASan + UBSan of its own): run them once, with the plain build.
 if [ "$build" = build ]; then
   tools/check-embedding.sh "$build"
+  tools/check-typescript-client.sh "$build"
   tools/check-package.sh "$build"
   fuzz_seconds=${BUCKETD_FUZZ_SECONDS:-10}
   if [ "$fuzz_seconds" != 0 ]; then

@@ -14,6 +14,8 @@ packages=(
   # promtool, which tests/operations_test.cc runs on a real /metrics
   prometheus
   curl
+  # tests/openapi_responses_test.py validates real responses against docs/openapi.json
+  python3 python3-jsonschema
   # tools/run-fuzz.sh: clang, and libFuzzer with the sanitizer runtimes (compiler-rt), which
   # clang-14 only recommends
   clang libclang-rt-14-dev

@@ -14,6 +14,7 @@
 #include "engine/base/check.h"
 #include "json_requests.h"
 #include "json_responses.h"
+#include "openapi_document.h"
 
 namespace bucketd::server {
 namespace {
@@ -143,6 +144,8 @@ void HttpApi::RecordServed(std::string_view route, int http_status, double secon
   router_.RecordServed(route, http_status, seconds);
 }
 
+std::vector<Router::RouteEntry> HttpApi::Routes() const { return router_.Routes(); }
+
 template <typename Work, typename Answer>
 void HttpApi::OnEngine(const ExchangePtr& ex, Work work, Answer answer) {
   // Everything the request holds (its body, the parsed batch, the exchange) is moved into
@@ -196,6 +199,13 @@ void HttpApi::AddRoutes() {
   add(M::kPost, "/v1/snapshots", "snapshots", &HttpApi::TakeSnapshot);
   add(M::kPost, "/v1/admin/backup", "backup", &HttpApi::Backup);
   add(M::kGet, "/v1/state", "state", &HttpApi::State);
+  // Public: the description of the API is in the repo; tooling fetches it without a token.
+  router_.Add(
+      M::kGet, "/v1/openapi.json", "openapi", B::kJson,
+      [](const HttpRequestPtr&, const ExchangePtr& ex) {
+        ex->Respond(OkJson(std::string(OpenApiDocument())));
+      },
+      Router::Access::kPublic);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &HttpApi::Readyz);

@@ -1,5 +1,6 @@
 #pragma once
-// The /v1 routes of SPEC §9, plus /metrics, /healthz and /readyz. Handlers parse on the transport's
+// The /v1 routes of SPEC §9, plus /metrics, /healthz and /readyz, and the OpenAPI document
+// that describes them (GET /v1/openapi.json, docs/openapi.json). Handlers parse on the transport's
 // thread, hand the engine call to the owner thread, and answer when it calls back: no
 // transport thread ever waits for the engine, a group commit, or a long-poll.
 #include <atomic>
@@ -44,6 +45,8 @@ class HttpApi final : public HttpService {
   // socket (tests, fuzzing). Needs the EngineThread started.
   Reply DispatchAndWait(HttpRequest req) const;
   void RecordServed(std::string_view route, int http_status, double seconds) const override;
+  // Every route this API serves (docs/openapi.json must describe exactly these).
+  std::vector<Router::RouteEntry> Routes() const;
   // From now on /readyz answers 503: a load balancer stops sending new work while the
   // in-flight requests finish. Thread-safe; called once a stop signal arrives.
   void BeginShutdown() { shutting_down_ = true; }

@@ -180,11 +180,22 @@ std::optional<HttpError> Router::CheckMediaType(const HttpRequest& req, Body bod
 }
 
 void Router::Add(HttpMethod method, std::string_view path_template, std::string route, Body body,
-                 Handler handler) {
+                 Handler handler, Access access) {
   BUCKETD_CHECK(method != HttpMethod::kOther);
-  routes_[MethodIndex(method)].push_back({Segments(path_template, false),
-                                          path_template.starts_with("/v1/"), body, std::move(route),
-                                          std::move(handler)});
+  const bool needs_auth = path_template.starts_with("/v1/") && access == Access::kToken;
+  routes_[MethodIndex(method)].push_back({std::string(path_template),
+                                          Segments(path_template, false), needs_auth, body,
+                                          std::move(route), std::move(handler)});
+}
+
+std::vector<Router::RouteEntry> Router::Routes() const {
+  std::vector<RouteEntry> out;
+  for (size_t i = 0; i < kMethodCount; ++i) {
+    for (const Route& route : routes_[i]) {
+      out.push_back({static_cast<HttpMethod>(i), route.path_template});
+    }
+  }
+  return out;
 }
 
 const Router::Route* Router::Find(HttpMethod method,

@@ -51,16 +51,29 @@ class Router {
   // body of any other type, or none, is refused on every route, so that a browser's
   // form post or text/plain "simple request" never reaches a handler.
   enum class Body { kJson, kJsonOrNdjson };
+  // Who may call a route under /v1 when a bearer token is set: the token's holders, or
+  // anyone (a public description of the API, GET /v1/openapi.json). Routes outside /v1
+  // (/healthz, /metrics) are always open. Host and Origin are checked on every route alike.
+  enum class Access { kToken, kPublic };
+  // A registered route as the table lists it: the method and the template ("{}" for an id).
+  struct RouteEntry {
+    HttpMethod method = HttpMethod::kOther;
+    std::string path_template;
+  };
 
   Router(ServerMetrics& metrics, AccessConfig access);
 
   // Registers `handler` for `path_template`, segments separated by '/': "{}" matches one
   // non-empty segment (an id, read by the handler with PathSegment), any other segment
   // matches itself. A target with another number of segments does not match. Routes under
-  // /v1 require the bearer token. `route` names the route in metrics and logs.
+  // /v1 require the bearer token unless `access` is kPublic. `route` names the route in
+  // metrics and logs.
   // REQUIRES: not serving yet.
   void Add(HttpMethod method, std::string_view path_template, std::string route, Body body,
-           Handler handler);
+           Handler handler, Access access = Access::kToken);
+  // Every registered route, by method in registration order: what a contract (the OpenAPI
+  // document) is checked against.
+  std::vector<RouteEntry> Routes() const;
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
 
@@ -78,6 +91,7 @@ class Router {
   static constexpr size_t kMethodCount = 5;
 
   struct Route {
+    std::string path_template;
     std::vector<std::string> segments;  // kIdSegment for an id
     bool needs_auth = false;
     Body body = Body::kJson;
