@@ -7,8 +7,13 @@
 # query for the whole cluster: the time its clients cannot read the dead node's partitions.
 # The takeover waits out the lease TTL, then restores each partition from its newest snapshot
 # in JetStream and folds the tail (or folds it all without one: SNAPSHOT_EVERY=0).
+# MODE=join instead starts a third node once drained: seconds until it holds its share and
+# every partition is folded through its last message again, and the longest gap between two
+# answered count queries on node 1 while partitions move (a moving partition's queries wait
+# for its new owner): the rebalance pause.
 #   bench/cluster_failover.sh [seconds] [users] [partitions]
 #   LEASE_TTL=10s SNAPSHOT_EVERY=100000 (messages of a partition between its snapshots)
+#   MODE=kill|join
 set -euo pipefail
 
 seconds="${1:-30}"
@@ -16,6 +21,7 @@ users="${2:-1000000}"
 partitions="${3:-16}"
 lease_ttl="${LEASE_TTL:-10s}"
 snapshot_every="${SNAPSHOT_EVERY:-100000}"
+mode="${MODE:-kill}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-bench}"
 
@@ -42,15 +48,17 @@ pids+=($!)
 sleep 1
 
 ports=()
-for node in 1 2; do
+start_node() {
+  local port
   port="$(free_port)"
   ports+=("$port")
-  "$build/tools/bucketd/bucketd" --listen "127.0.0.1:$port" --data "$work/data$node" \
+  "$build/tools/bucketd/bucketd" --listen "127.0.0.1:$port" --data "$work/data$1" \
     --cluster-url "nats://127.0.0.1:$nats_port" --cluster-name failover \
-    --partitions "$partitions" --node-id "node-$node" --cluster-replicas 1 \
+    --partitions "$partitions" --node-id "node-$1" --cluster-replicas 1 \
     --lease-ttl "$lease_ttl" --snapshot-every-records "$snapshot_every" --log-level warn &
   pids+=($!)
-done
+}
+for node in 1 2; do start_node "$node"; done
 for port in "${ports[@]}"; do
   for _ in $(seq 200); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
@@ -96,6 +104,34 @@ read -r owned_before _ _ _ < <(status "${ports[1]}")
 stream_bytes="$(du -sb "$work/nats" | cut -f1)"
 echo "drained: node-2 owns $owned_before of $partitions partitions; JetStream store ${stream_bytes} bytes"
 count_before="$(curl -sf "http://127.0.0.1:${ports[0]}/v1/buckets/power-users/count")"
+
+if [ "$mode" = join ]; then
+  start_node 3
+  joined=$(now)
+  last_answer=$joined
+  longest_gap=0
+  settled=""
+  while [ -z "$settled" ]; do
+    if answer="$(curl -sf -m 30 "http://127.0.0.1:${ports[0]}/v1/buckets/power-users/count")" &&
+      [ "$answer" = "$count_before" ]; then
+      t=$(now)
+      longest_gap=$(python3 -c "print(max($longest_gap, $t - $last_answer))")
+      last_answer=$t
+    fi
+    if curl -sf "http://127.0.0.1:${ports[2]}/readyz" >/dev/null 2>&1 && drained; then
+      read -r owned3 _ _ restored3 < <(status "${ports[2]}")
+      [ "$owned3" -gt 0 ] && settled=$(now)
+    fi
+    sleep 0.05
+  done
+  python3 - "$joined" "$settled" "$longest_gap" "$owned3" "$restored3" <<'PY'
+import sys
+joined, settled, gap = map(float, sys.argv[1:4])
+print(f"node-3 took {sys.argv[4]} partitions, restored {sys.argv[5]} from snapshots")
+print(f"rebalanced_s={settled - joined:.2f} longest_query_gap_s={gap:.2f}")
+PY
+  exit 0
+fi
 
 kill -KILL "${pids[2]}"
 killed=$(now)

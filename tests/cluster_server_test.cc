@@ -156,6 +156,18 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   CHECK(page->body.find(R"({"seq":121,)") == std::string::npos);
   CHECK(page->body.find(R"("next":120,"lastSeq":120})") != std::string::npos);
   CHECK(page->body.find(R"("idempotencyKey":"bucket:active:u119:entered:1")") != std::string::npos);
+  // Filters as on a single node: `next` is the last looked at, matched or not.
+  auto lefts = client_a.Get("/v1/transitions?after=0&limit=1000&kind=left");
+  REQUIRE(lefts);
+  CHECK(lefts->body == R"({"transitions":[],"next":120,"lastSeq":120})");
+  auto entered =
+      client_a.Get("/v1/transitions?after=0&limit=1000&kind=dwell,entered&bucket=active");
+  REQUIRE(entered);
+  CHECK(entered->body == page->body);
+  auto bad_kind = client_a.Get("/v1/transitions?kind=joined");
+  REQUIRE(bad_kind);
+  CHECK(bad_kind->status == 400);
+  CHECK(bad_kind->body.find(R"("field":"kind")") != std::string::npos);
   auto ahead = client_a.Get("/v1/transitions?after=500");
   REQUIRE(ahead);
   CHECK(ahead->status == 409);

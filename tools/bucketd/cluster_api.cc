@@ -394,9 +394,11 @@ void ClusterApi::ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& e
     status = QueryUint(*req, "limit", kTransitionsPageDefault, 1, kTransitionsPageMax, &limit);
   }
   if (status.ok()) status = QueryWait(*req, &wait_ms);
+  TransitionFilter filter;
+  if (status.ok()) status = QueryTransitionFilter(*req, &filter);
   if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
   if (shutting_down_) wait_ms = 0;
-  transitions_.Read(after, limit, std::chrono::milliseconds(wait_ms), ex);
+  transitions_.Read(after, limit, std::move(filter), std::chrono::milliseconds(wait_ms), ex);
 }
 
 std::vector<uint32_t> ClusterApi::AllPartitions() const {

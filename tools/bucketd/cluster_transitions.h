@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "bucketd/engine.h"
 #include "engine/cluster/output_stream.h"
 #include "http_request.h"
 
@@ -29,10 +30,13 @@ class TransitionsFeed {
   TransitionsFeed(const TransitionsFeed&) = delete;
   TransitionsFeed& operator=(const TransitionsFeed&) = delete;
 
-  // Answers with the transitions after stream sequence `after`, at most `limit`, waiting up
-  // to `wait` for one when there is none yet. 409 naming `after` when it is beyond the
-  // stream's end (the cursor belongs to another stream); 503 when the stream cannot be read.
-  void Read(uint64_t after, uint64_t limit, std::chrono::milliseconds wait, ExchangePtr ex);
+  // Answers with the transitions after stream sequence `after` that `filter` matches, among
+  // at most `limit` looked at, waiting up to `wait` for a match when there is none yet;
+  // `next` is the last sequence looked at, matched or not, as on a single node. 409 naming
+  // `after` when it is beyond the stream's end (the cursor belongs to another stream); 503
+  // when the stream cannot be read.
+  void Read(uint64_t after, uint64_t limit, TransitionFilter filter, std::chrono::milliseconds wait,
+            ExchangePtr ex);
   // Answers every parked poll now (shutdown) and every later one at once.
   void WakeAll();
 
@@ -40,6 +44,7 @@ class TransitionsFeed {
   struct Poll {
     uint64_t after = 0;
     uint64_t limit = 0;
+    TransitionFilter filter;
     std::chrono::steady_clock::time_point deadline;
     ExchangePtr ex;
   };
@@ -47,8 +52,10 @@ class TransitionsFeed {
   static constexpr std::chrono::milliseconds kLookEvery{50};
 
   void Run();
-  // Answers `poll` with the page after its cursor, the stream's last sequence being `last`.
-  void Answer(const Poll& poll, uint64_t last);
+  // Answers `poll` with the page after its cursor, the stream's last sequence being `last`;
+  // false (and the poll's cursor moved past what it looked at) when nothing matched and the
+  // poll may wait on.
+  bool Answer(Poll& poll, uint64_t last, bool may_wait);
 
   std::unique_ptr<cluster::OutputStream> output_;
   // The reader of the last page, kept for a consumer asking for the next one.

@@ -38,37 +38,6 @@ void RestoreRefusals(const ParsedEvents& parsed, BatchResult* result) {
   }
 }
 
-// `bucket` (one id) and `kind` (repeated, comma-separated, or both) of GET /v1/transitions.
-Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter) {
-  const std::vector<std::string> buckets = req.QueryAll("bucket");
-  if (buckets.size() > 1) return Status::InvalidArgument("bucket", "give at most one bucket");
-  // The engine checks the id (ReadTransitions).
-  if (!buckets.empty()) filter->bucket_id = buckets[0];
-  for (const std::string& param : req.QueryAll("kind")) {
-    std::string_view rest = param;
-    for (;;) {
-      const size_t comma = rest.find(',');
-      const std::string_view name = rest.substr(0, comma);
-      TransitionKind kind;
-      if (name == "entered") {
-        kind = TransitionKind::kEntered;
-      } else if (name == "left") {
-        kind = TransitionKind::kLeft;
-      } else if (name == "dwell") {
-        kind = TransitionKind::kDwell;
-      } else {
-        return Status::InvalidArgument("kind", "must be entered, left or dwell");
-      }
-      if (std::find(filter->kinds.begin(), filter->kinds.end(), kind) == filter->kinds.end()) {
-        filter->kinds.push_back(kind);
-      }
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
-  }
-  return Status::Ok();
-}
-
 // An instant: integer milliseconds since the epoch or RFC 3339. Absent: nullopt.
 Status QueryTime(const HttpRequest& req, const char* name, std::optional<TimeMs>* out) {
   out->reset();

@@ -122,6 +122,37 @@ Status QueryWait(const HttpRequest& req, int64_t* wait_ms) {
   return Status::Ok();
 }
 
+// `bucket` (one id) and `kind` (repeated, comma-separated, or both) of GET /v1/transitions.
+Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter) {
+  const std::vector<std::string> buckets = req.QueryAll("bucket");
+  if (buckets.size() > 1) return Status::InvalidArgument("bucket", "give at most one bucket");
+  // The engine checks the id (ReadTransitions).
+  if (!buckets.empty()) filter->bucket_id = buckets[0];
+  for (const std::string& param : req.QueryAll("kind")) {
+    std::string_view rest = param;
+    for (;;) {
+      const size_t comma = rest.find(',');
+      const std::string_view name = rest.substr(0, comma);
+      TransitionKind kind;
+      if (name == "entered") {
+        kind = TransitionKind::kEntered;
+      } else if (name == "left") {
+        kind = TransitionKind::kLeft;
+      } else if (name == "dwell") {
+        kind = TransitionKind::kDwell;
+      } else {
+        return Status::InvalidArgument("kind", "must be entered, left or dwell");
+      }
+      if (std::find(filter->kinds.begin(), filter->kinds.end(), kind) == filter->kinds.end()) {
+        filter->kinds.push_back(kind);
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return Status::Ok();
+}
+
 std::string PathSegment(const HttpRequest& req, size_t index) {
   std::vector<std::string> segments = TargetSegments(req);
   return index < segments.size() ? std::move(segments[index]) : "";

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bucketd/engine.h"
 #include "http_errors.h"
 #include "http_request.h"
 #include "prometheus.h"
@@ -28,6 +29,8 @@ Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, ui
 // `wait` (a long-poll's): whole seconds ("5") or a duration string ("500ms", "10s", "0s" for
 // no wait), at most kLongPollMsMax; 0 when absent. InvalidArgument naming `wait` otherwise.
 Status QueryWait(const HttpRequest& req, int64_t* wait_ms);
+// GET /v1/transitions' `bucket` (one id) and `kind` (repeated, comma-separated, or both).
+Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter);
 
 // Who may call. With a bearer token every /v1 route needs it, and the token is the
 // protection: a browser page cannot send it. Without one, a page the user visits could
