@@ -48,6 +48,11 @@ constexpr char kFormatVersionKey[] = "format_version";
 constexpr char kStreamIdKey[] = "stream_id";
 constexpr char kFormatVersion[] = "2";          // chunked values; written by new logs
 constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still read and appended
+// Version 2's layout, and records of the subscription kinds may appear: a version 2 log
+// becomes version 3 in the batch of its first such record, so a build that knows only 2
+// refuses it at open ("not supported") instead of meeting an unknown record kind in the
+// middle of a replay and calling the log corrupt (an operator might then salvage it).
+constexpr char kFormatVersionSubscriptions[] = "3";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -460,6 +465,8 @@ class RocksLog final : public Log {
   std::optional<TimeMs> last_record_at_;
   std::string stream_id_;  // set by Recover, then constant
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
+  // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
+  bool subscriptions_version_ = false;
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
   ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
@@ -511,12 +518,15 @@ Status RocksLog::CheckFormatVersion() {
   std::string version;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
-    if (version != kFormatVersion && version != kFormatVersionUnframed) {
+    if (version != kFormatVersion && version != kFormatVersionUnframed &&
+        version != kFormatVersionSubscriptions) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
-                                kFormatVersion + " or " + kFormatVersionUnframed + ")");
+                                kFormatVersionUnframed + ", " + kFormatVersion + " or " +
+                                kFormatVersionSubscriptions + ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
-    framed_ = version == kFormatVersion;
+    framed_ = version != kFormatVersionUnframed;
+    subscriptions_version_ = version == kFormatVersionSubscriptions;
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
@@ -590,6 +600,14 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   BUCKETD_CHECK_MSG(record.seq == seq + 1, "staged record seq " + std::to_string(record.seq) +
                                                " does not follow " + std::to_string(seq));
   const SeqKey key = EncodeSeq(record.seq);
+  // In the same batch as the record, so no crash leaves one without the other. Flagged at
+  // once: a batch that fails to commit fails the log for good (error_), and the next open
+  // reads the version again. A version 1 log stays 1 (its layout is what the version names;
+  // builds that old predate version 2 anyway).
+  if (IsSubscriptionRecord(record.kind) && framed_ && !subscriptions_version_) {
+    StagePut(kMeta, kFormatVersionKey, kFormatVersionSubscriptions);
+    subscriptions_version_ = true;
+  }
   EncodeRecord(record, &builder_);
   StageElement(kRecords, &record_chunk_, record.seq);
   if (record.idempotency_key.has_value()) {

@@ -26,6 +26,9 @@ BUCKETD_SAME_ENUM(RecordKind::kMemberAdd, fb::RecordKind::MemberAdd);
 BUCKETD_SAME_ENUM(RecordKind::kMemberRemove, fb::RecordKind::MemberRemove);
 BUCKETD_SAME_ENUM(RecordKind::kClockAdvance, fb::RecordKind::ClockAdvance);
 BUCKETD_SAME_ENUM(RecordKind::kSweep, fb::RecordKind::Sweep);
+BUCKETD_SAME_ENUM(RecordKind::kSubscriptionCreate, fb::RecordKind::SubscriptionCreate);
+BUCKETD_SAME_ENUM(RecordKind::kSubscriptionDelete, fb::RecordKind::SubscriptionDelete);
+BUCKETD_SAME_ENUM(RecordKind::kSubscriptionAdvance, fb::RecordKind::SubscriptionAdvance);
 BUCKETD_SAME_ENUM(PropertyValue::Type::kNull, fb::PropertyType::Null);
 BUCKETD_SAME_ENUM(PropertyValue::Type::kBool, fb::PropertyType::Bool);
 BUCKETD_SAME_ENUM(PropertyValue::Type::kNumber, fb::PropertyType::Number);
@@ -144,6 +147,15 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
   auto idempotency_key = CreateIfPresent(builder, record.idempotency_key);
   auto bucket_id = CreateIfNotEmpty(builder, record.bucket_id);
   auto definition_json = CreateIfNotEmpty(builder, record.definition_json);
+  auto subscription_id = CreateIfNotEmpty(builder, record.subscription_id);
+  auto url = CreateIfNotEmpty(builder, record.url);
+  auto secret = CreateIfNotEmpty(builder, record.secret);
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> kinds = 0;
+  if (!record.kinds.empty()) {
+    std::vector<uint8_t> bytes;
+    for (TransitionKind kind : record.kinds) bytes.push_back(static_cast<uint8_t>(kind));
+    kinds = builder->CreateVector(bytes);
+  }
 
   fb::RecordBuilder out(*builder);
   out.add_seq(record.seq);
@@ -157,6 +169,11 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
   out.add_idempotency_key(idempotency_key);
   out.add_bucket_id(bucket_id);
   out.add_definition_json(definition_json);
+  out.add_subscription_id(subscription_id);
+  out.add_url(url);
+  out.add_secret(secret);
+  out.add_kinds(kinds);
+  out.add_through_seq(record.through_seq);
   fb::FinishRecordBuffer(*builder, out.Finish());
 }
 
@@ -205,6 +222,19 @@ Status DecodeRecord(std::string_view bytes, Record* out) {
   AssignOptional(record->idempotency_key(), &out->idempotency_key);
   AssignString(record->bucket_id(), &out->bucket_id);
   AssignString(record->definition_json(), &out->definition_json);
+  AssignString(record->subscription_id(), &out->subscription_id);
+  AssignString(record->url(), &out->url);
+  AssignString(record->secret(), &out->secret);
+  out->through_seq = record->through_seq();
+  out->kinds.clear();
+  if (const auto* kinds = record->kinds(); kinds != nullptr) {
+    for (uint8_t kind : *kinds) {
+      if (kind > static_cast<uint8_t>(fb::TransitionKind::MAX)) {
+        return Status::Corruption("subscription kind out of range");
+      }
+      out->kinds.push_back(static_cast<TransitionKind>(kind));
+    }
+  }
 
   const auto* properties = record->properties();
   const size_t property_count = properties == nullptr ? 0 : properties->size();

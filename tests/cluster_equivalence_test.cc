@@ -101,6 +101,10 @@ std::optional<Request> RequestFor(const Record& r) {
       w.BeginObject().Key("now").Int(r.at).EndObject();
       return Request{"POST", "/v1/clock", w.Take()};
     case RecordKind::kSweep:
+    // A cluster has no webhook subscriptions (a single engine's inputs).
+    case RecordKind::kSubscriptionCreate:
+    case RecordKind::kSubscriptionDelete:
+    case RecordKind::kSubscriptionAdvance:
       return std::nullopt;
   }
   return std::nullopt;

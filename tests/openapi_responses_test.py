@@ -239,6 +239,21 @@ def scenario(c, document_bytes):
     c.call("GET", "/v1/users/u1/memberships", expect=200)
     c.call("GET", "/v1/users/nobody/memberships", expect=404)
 
+    # Webhook subscriptions (nothing listens on the port: deliveries fail and retry, which
+    # shows in the subscription's state).
+    sub = c.call("POST", "/v1/subscriptions", {"url": "http://127.0.0.1:9/hook", "bucket": "power",
+                                                "kinds": ["entered"], "after": 0}, expect=201)
+    assert sub["secret"]
+    c.call("POST", "/v1/subscriptions", {"url": "http://198.51.100.7/hook"}, expect=400)
+    c.call("POST", "/v1/subscriptions", {"url": "http://127.0.0.1:9/", "colour": 1}, expect=400)
+    listed = c.call("GET", "/v1/subscriptions", expect=200)
+    assert [s["id"] for s in listed["subscriptions"]] == [sub["id"]]
+    got = c.call("GET", f"/v1/subscriptions/{sub['id']}", expect=200)
+    assert "secret" not in got
+    c.call("GET", "/v1/subscriptions/sub_nope", expect=404)
+    c.call("DELETE", f"/v1/subscriptions/{sub['id']}", expect=200)
+    c.call("DELETE", f"/v1/subscriptions/{sub['id']}", expect=404)
+
     # Snapshots, backups, state.
     c.call("POST", "/v1/snapshots", expect=201)
     c.call("POST", "/v1/admin/backup", expect=201)

@@ -42,7 +42,7 @@ declare -A allowed=(
   [core]="public api base definition state log snapshot fold replay"
   [cluster]="public api base definition state log snapshot fold replay core"
   [build_info]=""
-  [server]="public api base:engine/base/json_writer.h base:engine/base/json_values.h base:engine/base/check.h core:engine/core/fold_reader.h cluster build_info"
+  [server]="public api base:engine/base/json_writer.h base:engine/base/json_values.h base:engine/base/check.h base:engine/base/http_url.h core:engine/core/fold_reader.h cluster build_info"
   [bucketctl]="public api base:engine/base/record.h log snapshot build_info"
   [loadgen]=""
 )

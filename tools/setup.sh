@@ -11,6 +11,8 @@ packages=(
   nats-server libnats-dev
   # bucketd's sd_notify (Type=notify units, watchdog)
   libsystemd-dev
+  # libcrypto: HMAC-SHA256 signatures of webhook deliveries
+  libssl-dev
   # promtool, which tests/operations_test.cc runs on a real /metrics
   prometheus
   curl

@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include "bucketd/limits.h"
+#include "engine/base/http_url.h"
 
 namespace bucketd {
 namespace {
@@ -72,6 +73,29 @@ Status ValidateIdempotencyKey(std::string_view key, std::string_view field) {
   if (key.empty() || key.size() > kIdempotencyKeyBytesMax) {
     return Status::InvalidArgument(std::string(field),
                                    MustBeBetween(1, kIdempotencyKeyBytesMax, "bytes"));
+  }
+  return Status::Ok();
+}
+
+Status ValidateSubscriptionUrl(std::string_view url, std::string_view field) {
+  if (url.empty() || url.size() > kSubscriptionUrlBytesMax) {
+    return Status::InvalidArgument(std::string(field),
+                                   MustBeBetween(1, kSubscriptionUrlBytesMax, "bytes"));
+  }
+  HttpUrl parsed;
+  return ParseHttpUrl(url, &parsed, field);
+}
+
+Status ValidateSubscriptionSecret(std::string_view secret, std::string_view field) {
+  if (secret.size() < kSubscriptionSecretBytesMin || secret.size() > kSubscriptionSecretBytesMax) {
+    return Status::InvalidArgument(
+        std::string(field),
+        MustBeBetween(kSubscriptionSecretBytesMin, kSubscriptionSecretBytesMax, "bytes"));
+  }
+  for (char c : secret) {
+    if (c < 0x21 || c > 0x7e) {
+      return Status::InvalidArgument(std::string(field), "must be printable ASCII without spaces");
+    }
   }
   return Status::Ok();
 }

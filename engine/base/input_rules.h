@@ -27,4 +27,10 @@ Status ValidateBucketId(std::string_view id, std::string_view field = "id");
 // 1-kIdempotencyKeyBytesMax bytes.
 Status ValidateIdempotencyKey(std::string_view key, std::string_view field = "idempotencyKey");
 
+// A webhook's URL: at most kSubscriptionUrlBytesMax bytes, and what ParseHttpUrl accepts.
+Status ValidateSubscriptionUrl(std::string_view url, std::string_view field = "url");
+// kSubscriptionSecretBytesMin-kSubscriptionSecretBytesMax bytes of printable ASCII (it goes
+// into every receiver's configuration, often through an environment variable).
+Status ValidateSubscriptionSecret(std::string_view secret, std::string_view field = "secret");
+
 }  // namespace bucketd

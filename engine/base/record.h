@@ -22,7 +22,17 @@ enum class RecordKind : uint8_t {
   kMemberRemove,
   kClockAdvance,
   kSweep,
+  // Webhook subscriptions (SPEC §10): inputs like any other, so a replay rebuilds every
+  // subscription and its cursor. They emit no transitions.
+  kSubscriptionCreate,
+  kSubscriptionDelete,
+  kSubscriptionAdvance,  // the delivery worker's "delivered through seq N"
 };
+
+inline bool IsSubscriptionRecord(RecordKind kind) {
+  return kind == RecordKind::kSubscriptionCreate || kind == RecordKind::kSubscriptionDelete ||
+         kind == RecordKind::kSubscriptionAdvance;
+}
 
 struct Record {
   uint64_t seq = 0;  // gap-free, starting at 1
@@ -41,6 +51,14 @@ struct Record {
   std::string bucket_id;
   // kBucketDefine
   std::string definition_json;
+  // kSubscription*: the subscription. kSubscriptionCreate also: url, secret, kinds (empty:
+  // every kind), bucket_id (empty: every bucket) and the starting cursor in through_seq.
+  // kSubscriptionAdvance: the new cursor in through_seq.
+  std::string subscription_id;
+  std::string url;
+  std::string secret;
+  std::vector<TransitionKind> kinds;
+  uint64_t through_seq = 0;
 
   friend bool operator==(const Record&, const Record&) = default;
 };

@@ -321,6 +321,71 @@ class EngineImpl final : public Engine {
     return ApplyAndCommit(r, nullptr);
   }
 
+  Status CreateSubscription(const SubscriptionSpec& spec, SubscriptionInfo* out) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    if (Status s = ValidateSubscriptionUrl(spec.url); !s.ok()) return s;
+    if (spec.secret) {
+      if (Status s = ValidateSubscriptionSecret(*spec.secret); !s.ok()) return s;
+    }
+    if (!spec.filter.bucket_id.empty()) {
+      if (Status s = ValidateBucketId(spec.filter.bucket_id, "bucket"); !s.ok()) return s;
+    }
+    // The fold's end, not the durable one: the subscription gets everything emitted by the
+    // records after its own, whether or not this round's group is written yet.
+    const uint64_t end = fold_.state().transition_seq;
+    if (spec.after && *spec.after > end) {
+      return Status::InvalidArgument("after", "after " + std::to_string(*spec.after) +
+                                                  " is beyond the last seq " + std::to_string(end));
+    }
+    Record r = NewRecord(RecordKind::kSubscriptionCreate);
+    r.subscription_id = NewRandomId("sub_", 3);
+    r.url = spec.url;
+    r.secret = spec.secret ? *spec.secret : NewRandomId("whsec_", 8);
+    r.bucket_id = spec.filter.bucket_id;
+    r.kinds = spec.filter.kinds;
+    std::sort(r.kinds.begin(), r.kinds.end());
+    r.kinds.erase(std::unique(r.kinds.begin(), r.kinds.end()), r.kinds.end());
+    r.through_seq = spec.after.value_or(end);
+    if (Status s = ApplyAndCommit(r, nullptr); !s.ok()) return s;
+    if (out) return GetSubscription(r.subscription_id, out);
+    return Status::Ok();
+  }
+
+  Status DeleteSubscription(std::string_view id) override {
+    Record r = NewRecord(RecordKind::kSubscriptionDelete);
+    r.subscription_id = std::string(id);
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  Status AdvanceSubscription(std::string_view id, uint64_t through_seq) override {
+    if (Status s = Writable(); !s.ok()) return s;
+    const Subscription* sub = fold_.subscription(id);
+    if (sub == nullptr) return Status::NotFound("unknown subscription");
+    if (through_seq == sub->cursor) return Status::Ok();
+    if (through_seq > fold_.state().transition_seq) {
+      return Status::InvalidArgument(
+          "cursor", "beyond the stream's last seq " + std::to_string(fold_.state().transition_seq));
+    }
+    Record r = NewRecord(RecordKind::kSubscriptionAdvance);
+    r.subscription_id = std::string(id);
+    r.through_seq = through_seq;
+    return ApplyAndCommit(r, nullptr);
+  }
+
+  std::vector<SubscriptionInfo> ListSubscriptions() const override {
+    std::vector<SubscriptionInfo> out;
+    for (const Subscription& sub : fold_.state().subscriptions) out.push_back(InfoOf(sub));
+    return out;
+  }
+
+  Status GetSubscription(std::string_view id, SubscriptionInfo* out) const override {
+    if (closed_) return Closed();
+    const Subscription* sub = fold_.subscription(id);
+    if (sub == nullptr) return Status::NotFound("unknown subscription");
+    *out = InfoOf(*sub);
+    return Status::Ok();
+  }
+
   void BeginGroup() override { grouping_ = true; }
 
   Status EndGroup() override {
@@ -673,6 +738,33 @@ class EngineImpl final : public Engine {
       if (def.criteria) CollectPropertyKeys(*def.criteria, keys);
     }
     return records->status();
+  }
+
+  static SubscriptionInfo InfoOf(const Subscription& sub) {
+    SubscriptionInfo info;
+    info.id = sub.id;
+    info.url = sub.url;
+    info.filter.bucket_id = sub.bucket_id;
+    info.filter.kinds = sub.kinds;
+    info.secret = sub.secret;
+    info.cursor = sub.cursor;
+    info.created_at = sub.created_at;
+    return info;
+  }
+
+  // `prefix` and `words` * 32 random bits in hex (std::random_device: the OS's randomness),
+  // never the id of a subscription already.
+  std::string NewRandomId(std::string_view prefix, int words) const {
+    std::random_device random;
+    for (;;) {
+      std::string id(prefix);
+      for (int i = 0; i < words; ++i) {
+        char word[9];
+        std::snprintf(word, sizeof word, "%08x", static_cast<unsigned>(random()));
+        id += word;
+      }
+      if (fold_.subscription(id) == nullptr) return id;
+    }
   }
 
   // "erased-" and 128 random bits in hex; never a contact's id already.

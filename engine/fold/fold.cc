@@ -80,6 +80,10 @@ Status Fold::Check(const Record& r) const {
     case RecordKind::kClockAdvance:
     case RecordKind::kSweep:
       return Status::Ok();
+    case RecordKind::kSubscriptionCreate:
+    case RecordKind::kSubscriptionDelete:
+    case RecordKind::kSubscriptionAdvance:
+      return CheckSubscription(r);
   }
   return Status::InvalidArgument("kind", "unknown record kind");
 }
@@ -143,6 +147,11 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
     case RecordKind::kClockAdvance:
     case RecordKind::kSweep:
       last_sweep_due_ = SweepTo(at, &emit);
+      break;
+    case RecordKind::kSubscriptionCreate:
+    case RecordKind::kSubscriptionDelete:
+    case RecordKind::kSubscriptionAdvance:
+      ApplySubscription(r);
       break;
   }
   // Check() ran first, so an applier can fail only if re-reading the log failed midway:

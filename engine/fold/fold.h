@@ -67,6 +67,7 @@ class Fold {
   // Query lookups: a live (not deleted) bucket; a contact, deleted ones included.
   const Bucket* bucket(std::string_view id) const { return FindBucket(id); }
   const User* user(std::string_view id) const { return FindUser(id); }
+  const Subscription* subscription(std::string_view id) const { return FindSubscription(id); }
   // Takes a whole state (a decoded snapshot, merged replay shards) and rebuilds what is
   // derived from its definitions (compiled criteria, inverted indices, retention depths).
   // Users' next_due_floor is the state's maker's to set.
@@ -100,6 +101,10 @@ class Fold {
   Status ApplyBucketDelete(const Record& r);
   Status ApplyMemberAdd(const Record& r, Emitter* emit);
   Status ApplyMemberRemove(const Record& r, Emitter* emit);
+  // Webhook subscriptions (subscriptions.cc): no transitions, no effect on memberships.
+  Status CheckSubscription(const Record& r) const;
+  void ApplySubscription(const Record& r);
+  const Subscription* FindSubscription(std::string_view id) const;
 
   // Membership (membership.cc).
   void EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outlook& outlook,

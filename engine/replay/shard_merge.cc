@@ -96,6 +96,9 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
   // Every shard keeps at least this many instants per history (the same floor in each,
   // today; the lowest is the one every history is sure to meet).
   out.history_floor = states[0].history_floor;
+  // Subscription records are shared (every shard folded all of them), so any shard's are
+  // the log's.
+  out.subscriptions = std::move(states[0].subscriptions);
   for (const State& st : states) out.history_floor = std::min(out.history_floor, st.history_floor);
 
   // Buckets: every shard defined the same ones; their totals are per shard.

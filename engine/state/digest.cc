@@ -148,6 +148,22 @@ std::string ComputeDigest(const State& state) {
   }
   h.U64(state.users.size());
   for (const auto& user : state.users) HashUser(state, *user, &h);
+  // Only when there are any, so a state without subscriptions keeps the digest it had
+  // before they existed (digests recorded by older builds still compare equal).
+  if (!state.subscriptions.empty()) {
+    h.Str("subscriptions");
+    h.U64(state.subscriptions.size());
+    for (const Subscription& sub : state.subscriptions) {
+      h.Str(sub.id);
+      h.Str(sub.url);
+      h.Str(sub.secret);
+      h.Str(sub.bucket_id);
+      h.U64(sub.kinds.size());
+      for (TransitionKind kind : sub.kinds) h.U64(static_cast<uint64_t>(kind));
+      h.U64(sub.cursor);
+      h.I64(sub.created_at);
+    }
+  }
   return h.Hex();
 }
 

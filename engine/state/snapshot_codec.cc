@@ -622,14 +622,48 @@ Status EncodeSnapshot(const State& state, flatbuffers::DetachedBuffer* out,
   if (stream.size() > 0) std::memcpy(stream_bytes, stream.data(), stream.size());
   const auto users_by_id = fbb.CreateVector(by_id);
   const auto user_stream_marks = fbb.CreateVectorOfStructs(marks);
+  std::vector<flatbuffers::Offset<snap::Subscription>> subscriptions;
+  for (const Subscription& sub : state.subscriptions) {
+    std::vector<uint8_t> kinds;
+    for (TransitionKind kind : sub.kinds) kinds.push_back(static_cast<uint8_t>(kind));
+    subscriptions.push_back(snap::CreateSubscription(
+        fbb, fbb.CreateString(sub.id), fbb.CreateString(sub.url), fbb.CreateString(sub.secret),
+        sub.bucket_id.empty() ? 0 : fbb.CreateString(sub.bucket_id),
+        kinds.empty() ? 0 : fbb.CreateVector(kinds), sub.cursor, sub.created_at));
+  }
 
   const auto root = snap::CreateState(
       fbb, state.applied_seq, state.transition_seq, state.now, fbb.CreateVector(event_names),
       fbb.CreateVector(property_keys), fbb.CreateVector(buckets),
       static_cast<uint32_t>(state.users.size()), user_stream, users_by_id, slot_count,
-      user_stream_marks, state.history_floor);
+      user_stream_marks, state.history_floor,
+      subscriptions.empty() ? 0 : fbb.CreateVector(subscriptions));
   snap::FinishStateBuffer(fbb, root);
   *out = fbb.Release();
+  return Status::Ok();
+}
+
+static Status DecodeSubscriptions(const snap::State& root, State* st) {
+  if (root.subscriptions() == nullptr) return Status::Ok();
+  for (const snap::Subscription* in : *root.subscriptions()) {
+    Subscription sub;
+    sub.id = in->id()->str();
+    sub.url = in->url()->str();
+    sub.secret = in->secret()->str();
+    if (in->bucket_id() != nullptr) sub.bucket_id = in->bucket_id()->str();
+    if (in->kinds() != nullptr) {
+      for (uint8_t kind : *in->kinds()) {
+        if (kind > static_cast<uint8_t>(TransitionKind::kDwell)) {
+          return Damaged("subscription kind out of range");
+        }
+        sub.kinds.push_back(static_cast<TransitionKind>(kind));
+      }
+    }
+    sub.cursor = in->cursor();
+    sub.created_at = in->created_at();
+    if (sub.cursor > st->transition_seq) return Damaged("subscription cursor beyond the stream");
+    st->subscriptions.push_back(std::move(sub));
+  }
   return Status::Ok();
 }
 
@@ -659,6 +693,7 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, State* out, size_t th
     }
   }
   if (Status s = DecodeBuckets(root, &st); !s.ok()) return s;
+  if (Status s = DecodeSubscriptions(root, &st); !s.ok()) return s;
 
   std::vector<DecodedPiece> pieces;
   if (Status s = PlanPieces(root, threads, &pieces); !s.ok()) return s;

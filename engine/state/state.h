@@ -55,6 +55,21 @@ struct Bucket {
   bool evaluable() const { return !deleted && def.enabled; }
 };
 
+// A webhook subscription (SPEC §10) as the log built it. Delivery itself (attempts, errors,
+// backoff) is not state: it lives in the server's delivery worker, and only its outcome,
+// "delivered through seq N", comes back through the log as a cursor advance.
+struct Subscription {
+  std::string id;
+  std::string url;
+  std::string secret;
+  std::string bucket_id;              // empty: every bucket
+  std::vector<TransitionKind> kinds;  // empty: every kind
+  uint64_t cursor = 0;                // delivered through this transition seq
+  TimeMs created_at = 0;
+
+  friend bool operator==(const Subscription&, const Subscription&) = default;
+};
+
 struct State {
   uint64_t applied_seq = 0;     // last log record folded
   uint64_t transition_seq = 0;  // last transition emitted
@@ -83,6 +98,9 @@ struct State {
   UserArena user_arena;      // owns every User
   std::vector<User*> users;  // by User::index
   UserIndex user_ids;        // by User::id
+
+  // In creation order. A vector searched linearly: at most kSubscriptionsMax of them.
+  std::vector<Subscription> subscriptions;
 };
 
 }  // namespace bucketd

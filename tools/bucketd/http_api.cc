@@ -15,6 +15,7 @@
 #include "json_requests.h"
 #include "json_responses.h"
 #include "openapi_document.h"
+#include "webhook_deliverer.h"
 
 namespace bucketd::server {
 namespace {
@@ -24,6 +25,7 @@ namespace {
 constexpr size_t kBucketIdSegment = 3;
 constexpr size_t kMemberUserSegment = 5;
 constexpr size_t kUserSegment = 3;
+constexpr size_t kSubscriptionSegment = 3;  // /v1/subscriptions/{}
 
 Reply OkJson(std::string body) { return JsonReply(kHttpOk, std::move(body)); }
 
@@ -175,6 +177,10 @@ void HttpApi::AddRoutes() {
         ex->Respond(OkJson(std::string(OpenApiDocument())));
       },
       Router::Access::kPublic);
+  add(M::kPost, "/v1/subscriptions", "subscriptions", &HttpApi::CreateSubscription);
+  add(M::kGet, "/v1/subscriptions", "subscriptions", &HttpApi::ListSubscriptions);
+  add(M::kGet, "/v1/subscriptions/{}", "subscription", &HttpApi::GetSubscription);
+  add(M::kDelete, "/v1/subscriptions/{}", "subscription", &HttpApi::DeleteSubscription);
   add(M::kGet, "/metrics", "metrics", &HttpApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &HttpApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &HttpApi::Readyz);
@@ -608,6 +614,8 @@ void HttpApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) {
       },
       [this, now_ms](Outcome<SweepResult> out) {
         if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        // Retries wait on the engine's clock: one that just came due goes now.
+        if (webhooks_ != nullptr) webhooks_->Kick();
         metrics_.RecordSweep(out.value.micros);
         return OkJson(SweepJson(out.value, now_ms));
       });
@@ -702,6 +710,7 @@ void HttpApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex) {
   struct Report {
     EngineReport report;
     TimeMs now_ms = 0;
+    std::vector<SubscriptionInfo> subscriptions;
   };
   OnEngine(
       ex,
@@ -709,11 +718,94 @@ void HttpApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex) {
         Report out;
         out.now_ms = engine.Now();
         out.report = EngineReport{engine.Stats(), engine.State(), engine.ListBuckets()};
+        out.subscriptions = engine.ListSubscriptions();
         return out;
       },
       [this](Report out) -> Reply {
-        return {kHttpOk, metrics_.Render(out.report, out.now_ms),
-                std::string(kPrometheusContentType)};
+        std::string text = metrics_.Render(out.report, out.now_ms);
+        if (webhooks_ != nullptr) {
+          text += webhooks_->RenderMetrics(out.subscriptions, out.report.state.transition_seq);
+        }
+        return {kHttpOk, std::move(text), std::string(kPrometheusContentType)};
+      });
+}
+
+namespace {
+
+Reply NoWebhooks() {
+  return ErrorReply(
+      FromStatus(Status::FailedPrecondition("", "webhook delivery is not running on this server")));
+}
+
+}  // namespace
+
+void HttpApi::CreateSubscription(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  if (webhooks_ == nullptr) return ex->Respond(NoWebhooks());
+  SubscriptionSpec spec;
+  Status status = ParseSubscriptionRequest(req->body, &spec);
+  // Refused before the engine sees it: a host outside the policy is never logged.
+  if (status.ok()) status = webhooks_->policy().CheckUrl(spec.url);
+  if (!status.ok()) return ex->Respond(ErrorReply(FromStatus(status)));
+  OnEngine(
+      ex,
+      [spec](Engine& engine) {
+        Outcome<SubscriptionView> out;
+        out.status = engine.CreateSubscription(spec, &out.value.info);
+        out.value.last_seq = engine.LastTransitionSeq();
+        out.value.with_secret = true;
+        return out;
+      },
+      [this](Outcome<SubscriptionView> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        webhooks_->Kick();
+        return JsonReply(kHttpCreated, SubscriptionJson(out.value));
+      });
+}
+
+void HttpApi::ListSubscriptions(const HttpRequestPtr&, const ExchangePtr& ex) {
+  if (webhooks_ == nullptr) return ex->Respond(NoWebhooks());
+  OnEngine(
+      ex, [](Engine& engine) { return engine.ListSubscriptions(); },
+      [this](std::vector<SubscriptionInfo> subs) {
+        const uint64_t last_seq = engine_.Stream().LastTransitionSeq();
+        std::vector<SubscriptionView> views;
+        for (SubscriptionInfo& info : subs) {
+          std::optional<DeliveryStatus> delivery = webhooks_->StatusOf(info.id);
+          views.push_back({std::move(info), std::move(delivery), last_seq, false});
+        }
+        return OkJson(SubscriptionListJson(views));
+      });
+}
+
+void HttpApi::GetSubscription(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  if (webhooks_ == nullptr) return ex->Respond(NoWebhooks());
+  std::string id = PathSegment(*req, kSubscriptionSegment);
+  OnEngine(
+      ex,
+      [id](Engine& engine) {
+        Outcome<SubscriptionInfo> out;
+        out.status = engine.GetSubscription(id, &out.value);
+        return out;
+      },
+      [this](Outcome<SubscriptionInfo> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        SubscriptionView view{out.value, webhooks_->StatusOf(out.value.id),
+                              engine_.Stream().LastTransitionSeq(), false};
+        return OkJson(SubscriptionJson(view));
+      });
+}
+
+void HttpApi::DeleteSubscription(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  if (webhooks_ == nullptr) return ex->Respond(NoWebhooks());
+  std::string id = PathSegment(*req, kSubscriptionSegment);
+  OnEngine(
+      ex, [id](Engine& engine) { return engine.DeleteSubscription(id); },
+      [this, id](Status status) {
+        if (!status.ok()) return ErrorReply(FromStatus(status));
+        webhooks_->Kick();
+        JsonWriter w;
+        w.BeginObject().Key("id").String(id).Key("deleted").Bool(true).EndObject();
+        return OkJson(w.Take());
       });
 }
 

@@ -18,6 +18,8 @@
 
 namespace bucketd::server {
 
+class WebhookDeliverer;
+
 struct ApiConfig {
   std::string auth_token;  // empty: /v1 is open, and Host and Origin are checked
   bool manual_clock = false;
@@ -34,6 +36,11 @@ class HttpApi final : public HttpService {
   // use (the listen address, localhost, 127.0.0.1 and [::1] at the bound port).
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
+
+  // The delivery worker of /v1/subscriptions (its policy checks new URLs; it is kicked when
+  // subscriptions change or the manual clock moves). Without one, the routes answer 503.
+  // REQUIRES: not serving yet; `webhooks` outlives the serving.
+  void SetWebhooks(WebhookDeliverer* webhooks) { webhooks_ = webhooks; }
 
   // The refusal of a request on its headers alone, before its body is read (Router::Screen).
   std::optional<Reply> Screen(const HttpRequest& req) const override;
@@ -75,6 +82,10 @@ class HttpApi final : public HttpService {
   void TakeSnapshot(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Backup(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void CreateSubscription(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ListSubscriptions(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetSubscription(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void DeleteSubscription(const HttpRequestPtr& req, const ExchangePtr& ex);
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
@@ -101,6 +112,7 @@ class HttpApi final : public HttpService {
   const ApiConfig config_;
   Router router_;
   std::atomic<bool> shutting_down_{false};
+  WebhookDeliverer* webhooks_ = nullptr;
 };
 
 }  // namespace bucketd::server

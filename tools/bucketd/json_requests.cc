@@ -268,6 +268,61 @@ Status ParseAddMemberRequest(std::string_view body, std::string* user_id) {
   return Status::Ok();
 }
 
+Status ParseSubscriptionRequest(std::string_view body, SubscriptionSpec* spec) {
+  bool has_url = false;
+  Status status = ParseRequestObject(body, [&](std::string_view key, element value) {
+    if (key == "url") {
+      has_url = true;
+      return ParseString(value, "url", &spec->url);
+    }
+    if (key == "bucket") {
+      if (value.is_null()) return Status::Ok();
+      return ParseString(value, "bucket", &spec->filter.bucket_id);
+    }
+    if (key == "secret") {
+      if (value.is_null()) return Status::Ok();
+      spec->secret.emplace();
+      return ParseString(value, "secret", &*spec->secret);
+    }
+    if (key == "after") {
+      uint64_t after = 0;
+      if (value.get(after) != simdjson::SUCCESS) {
+        return Status::InvalidArgument("after", "must be a seq (an integer >= 0)");
+      }
+      spec->after = after;
+      return Status::Ok();
+    }
+    if (key == "kinds") {
+      if (value.is_null()) return Status::Ok();
+      simdjson::dom::array kinds;
+      if (value.get(kinds) != simdjson::SUCCESS) {
+        return Status::InvalidArgument("kinds", "must be an array of entered, left, dwell");
+      }
+      for (element item : kinds) {
+        std::string_view name;
+        TransitionKind kind;
+        if (item.get(name) != simdjson::SUCCESS) {
+          return Status::InvalidArgument("kinds", "must be an array of entered, left, dwell");
+        } else if (name == "entered") {
+          kind = TransitionKind::kEntered;
+        } else if (name == "left") {
+          kind = TransitionKind::kLeft;
+        } else if (name == "dwell") {
+          kind = TransitionKind::kDwell;
+        } else {
+          return Status::InvalidArgument("kinds", "must be an array of entered, left, dwell");
+        }
+        spec->filter.kinds.push_back(kind);
+      }
+      return Status::Ok();
+    }
+    return Status::InvalidArgument(std::string(key), "unknown field");
+  });
+  if (!status.ok()) return status;
+  if (!has_url) return Status::InvalidArgument("url", "is required");
+  return Status::Ok();
+}
+
 std::string DefinitionId(std::string_view json) {
   simdjson::dom::parser parser;
   element root;

@@ -40,6 +40,10 @@ Status ParseEnabledPatch(std::string_view body, bool* enabled);
 // POST /v1/buckets/{id}/members {"userId": "..."}.
 Status ParseAddMemberRequest(std::string_view body, std::string* user_id);
 
+// POST /v1/subscriptions {"url", "bucket"?, "kinds"?: ["entered"|"left"|"dwell"], "secret"?,
+// "after"?}. Unknown fields are refused, naming them; the engine checks the values.
+Status ParseSubscriptionRequest(std::string_view body, SubscriptionSpec* spec);
+
 // The "id" of a bucket definition body, or "" when it has none (the engine then refuses it).
 std::string DefinitionId(std::string_view json);
 

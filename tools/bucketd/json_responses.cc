@@ -239,6 +239,66 @@ std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& resul
   return w.Take();
 }
 
+namespace {
+
+void WriteSubscription(JsonWriter& w, const SubscriptionView& view) {
+  const SubscriptionInfo& info = view.info;
+  w.BeginObject();
+  w.Key("id").String(info.id);
+  w.Key("url").String(info.url);
+  w.Key("bucket");
+  if (info.filter.bucket_id.empty()) {
+    w.Null();
+  } else {
+    w.String(info.filter.bucket_id);
+  }
+  w.Key("kinds").BeginArray();
+  for (TransitionKind kind : info.filter.kinds) w.String(ToString(kind));
+  w.EndArray();
+  if (view.with_secret) w.Key("secret").String(info.secret);
+  w.Key("createdAt").Time(info.created_at);
+  DeliveryStatus st;
+  if (view.delivery) st = *view.delivery;
+  // The worker's cursor runs ahead of the logged one between coalesced advances.
+  const uint64_t cursor = std::max(st.cursor, info.cursor);
+  w.Key("cursor").Uint(cursor);
+  w.Key("loggedCursor").Uint(std::max(st.logged_cursor, info.cursor));
+  w.Key("lastSeq").Uint(view.last_seq);
+  w.Key("lag").Uint(view.last_seq > cursor ? view.last_seq - cursor : 0);
+  w.Key("delivered").Uint(st.delivered);
+  w.Key("failedAttempts").Uint(st.failed_attempts);
+  w.Key("consecutiveFailures").Uint(st.failures_in_row);
+  w.Key("lastError");
+  if (st.last_error.empty()) {
+    w.Null();
+  } else {
+    w.String(st.last_error);
+  }
+  w.Key("lastErrorAt");
+  OptionalTime(w, st.last_error_at);
+  w.Key("nextAttemptAt");
+  OptionalTime(w, st.next_attempt_at);
+  w.Key("lastDeliveredAt");
+  OptionalTime(w, st.last_delivered_at);
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string SubscriptionJson(const SubscriptionView& view) {
+  JsonWriter w;
+  WriteSubscription(w, view);
+  return w.Take();
+}
+
+std::string SubscriptionListJson(const std::vector<SubscriptionView>& views) {
+  JsonWriter w;
+  w.BeginObject().Key("subscriptions").BeginArray();
+  for (const SubscriptionView& view : views) WriteSubscription(w, view);
+  w.EndArray().EndObject();
+  return w.Take();
+}
+
 std::string SweepJson(const SweepResult& result, TimeMs now_ms) {
   JsonWriter w;
   w.BeginObject()

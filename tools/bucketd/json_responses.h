@@ -8,6 +8,7 @@
 #include "bucketd/engine.h"
 #include "engine/base/json_writer.h"
 #include "json_requests.h"
+#include "webhook_status.h"
 
 namespace bucketd::server {
 
@@ -36,6 +37,18 @@ std::string BucketMetricsJson(const BucketMetrics& metrics);
 // holds the items refused before reaching the engine.
 std::string IngestResultJson(const IngestResult& result);
 std::string BatchResultJson(const ParsedEvents& parsed, const BatchResult& result);
+
+// A subscription as GET /v1/subscriptions/{id} shows it: what the log holds and what the
+// delivery worker knows (`delivery`, absent before the worker has seen it). `secret` is
+// written only when given (the answer of POST: the one time a generated secret is shown).
+struct SubscriptionView {
+  SubscriptionInfo info;
+  std::optional<DeliveryStatus> delivery;
+  uint64_t last_seq = 0;
+  bool with_secret = false;
+};
+std::string SubscriptionJson(const SubscriptionView& view);
+std::string SubscriptionListJson(const std::vector<SubscriptionView>& views);
 
 std::string SweepJson(const SweepResult& result, TimeMs now_ms);
 // "streamId" is written when the engine has one (a cluster node's state has none).

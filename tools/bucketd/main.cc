@@ -40,6 +40,7 @@
 #include "starting_service.h"
 #include "systemd_notify.h"
 #include "tools/build_info.h"
+#include "webhook_deliverer.h"
 
 namespace bucketd::server {
 namespace {
@@ -78,6 +79,12 @@ struct Flags {
   int cluster_replicas = 3;
   std::string lease_ttl = "10s";
   std::string backup_dir;
+  // Webhook delivery (docs/operations.md).
+  std::string webhook_allow_hosts;
+  bool webhook_allow_any = false;
+  size_t webhook_batch_max = kWebhookBatchDefault;
+  std::string webhook_timeout = "10s";
+  std::string webhook_log_every = "1s";
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -157,6 +164,24 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--body-timeout", f.body_timeout,
                  "close a connection whose request body (or response) takes longer than this")
       ->envname("BUCKETD_BODY_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--webhook-allow-hosts", f.webhook_allow_hosts,
+                 "webhook targets besides loopback: comma-separated host names or IP addresses")
+      ->envname("BUCKETD_WEBHOOK_ALLOW_HOSTS");
+  app.add_flag("--webhook-allow-any", f.webhook_allow_any,
+               "webhook targets may be any host (trust every client that can create one)")
+      ->envname("BUCKETD_WEBHOOK_ALLOW_ANY");
+  app.add_option("--webhook-batch-max", f.webhook_batch_max, "transitions per webhook delivery")
+      ->envname("BUCKETD_WEBHOOK_BATCH_MAX")
+      ->check(CLI::Range(size_t{1}, kWebhookBatchMax))
+      ->capture_default_str();
+  app.add_option("--webhook-timeout", f.webhook_timeout,
+                 "each step of a delivery (resolve, connect, send, answer) at most this long")
+      ->envname("BUCKETD_WEBHOOK_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--webhook-log-every", f.webhook_log_every,
+                 "log a delivering subscription's cursor at most this often (and when caught up)")
+      ->envname("BUCKETD_WEBHOOK_LOG_EVERY")
       ->capture_default_str();
   app.add_option("--backup-dir", f.backup_dir,
                  "where POST /v1/admin/backup writes (default: off); outside --data")
@@ -641,6 +666,27 @@ int ServeCluster(const Flags& flags) {
 }
 #endif
 
+Status ToWebhookConfig(const Flags& flags, WebhookConfig* out) {
+  std::set<std::string> hosts;
+  if (Status s = WebhookPolicy::ParseAllowHosts(flags.webhook_allow_hosts, &hosts); !s.ok()) {
+    return s;
+  }
+  out->policy = WebhookPolicy(flags.webhook_allow_any, std::move(hosts));
+  out->batch_max = flags.webhook_batch_max;
+  TimeMs timeout_ms = 0;
+  if (!ParseDurationString(flags.webhook_timeout, &timeout_ms).ok() || timeout_ms < 1) {
+    return Status::InvalidArgument("--webhook-timeout", "must be a duration such as 10s");
+  }
+  out->timeout = std::chrono::milliseconds(timeout_ms);
+  TimeMs log_every_ms = 0;
+  if (flags.webhook_log_every != "0" &&
+      (!ParseDurationString(flags.webhook_log_every, &log_every_ms).ok() || log_every_ms < 0)) {
+    return Status::InvalidArgument("--webhook-log-every", "must be a duration such as 1s, or 0");
+  }
+  out->log_every = std::chrono::milliseconds(log_every_ms);
+  return Status::Ok();
+}
+
 int Serve(const Flags& flags) {
 #ifdef BUCKETD_WITH_CLUSTER
   if (!flags.cluster_url.empty()) return ServeCluster(flags);
@@ -664,8 +710,10 @@ int Serve(const Flags& flags) {
   }
   HttpServerConfig server_config;
   std::string auth_token;
+  WebhookConfig webhook_config;
   Status status = ToServerConfig(flags, &server_config);
   if (status.ok()) status = ResolveAuthToken(flags, &auth_token);
+  if (status.ok()) status = ToWebhookConfig(flags, &webhook_config);
   if (!status.ok()) {
     spdlog::critical("event=bad_flags error=\"{}\"", status.ToString());
     return EXIT_FAILURE;
@@ -719,6 +767,7 @@ int Serve(const Flags& flags) {
                               .sweep_interval = std::chrono::milliseconds(sweep_interval_ms)},
                              &metrics);
   engine_thread.Start();
+  WebhookDeliverer webhooks(engine_thread, std::move(webhook_config));
 
   int exit_code = EXIT_SUCCESS;
   if (!flags.buckets.empty())
@@ -729,6 +778,8 @@ int Serve(const Flags& flags) {
   } else {
     HttpApi api(engine_thread, metrics, {auth_token, manual_clock, flags.backup_dir});
     api.SetAuthorities(Authorities(host, server.port()));
+    api.SetWebhooks(&webhooks);
+    webhooks.Start();
     const bool armed = watcher.Arm(
         [&] {
           api.BeginShutdown();
@@ -757,6 +808,8 @@ int Serve(const Flags& flags) {
   }
   serving.Finish();  // after a failed --buckets: the starting service was still serving
 
+  // Before the owner thread: it logs the cursors delivered since the last logged advance.
+  webhooks.Stop();
   engine_thread.Stop();
   Engine& owned = engine_thread.StoppedEngine();
   if (flags.snapshot_on_exit && exit_code == EXIT_SUCCESS) {

@@ -182,6 +182,26 @@ struct TransitionFilter {
   bool Matches(const Transition& t) const;
 };
 
+// A webhook subscription (SPEC §10) to create: the stream, filtered, pushed to `url` by the
+// sidecar's delivery worker (an embedding host delivers itself: ReadTransitions with the
+// subscription's filter from its cursor, then AdvanceSubscription once the receiver has it).
+struct SubscriptionSpec {
+  std::string url;  // http://host[:port]/path (engine/base/http_url.h); reachability is the host's
+  TransitionFilter filter;
+  std::optional<std::string> secret;  // absent: one is drawn ("whsec_" and 64 hex digits)
+  std::optional<uint64_t> after;      // where delivery starts; absent: the stream's end now
+};
+
+struct SubscriptionInfo {
+  std::string id;  // "sub_" and 24 hex digits, drawn at creation
+  std::string url;
+  TransitionFilter filter;
+  std::string secret;  // the HMAC-SHA256 key of its signatures
+  // Delivered through this seq, as last logged (the worker coalesces its advances).
+  uint64_t cursor = 0;
+  TimeMs created_at = 0;
+};
+
 // A filtered page of the stream. `next` is the cursor to read on from (the `after` of the
 // next call): the last seq looked at, matched or not, so a page that matched nothing still
 // moves the reader on and nothing is scanned twice.
@@ -320,6 +340,19 @@ class Engine {
   // REQUIRES: nothing of a group is acknowledged before AwaitGroup() is OK.
   virtual Status EndGroupPipelined(std::function<void()> on_written) = 0;
   virtual Status AwaitGroup() = 0;
+
+  // --- webhook subscriptions (SPEC §10): inputs, logged like the others ---
+  // InvalidArgument naming "url", "secret", "bucket" or "after" (beyond the stream's end);
+  // FailedPrecondition beyond kSubscriptionsMax. Which hosts a URL may name is the server's
+  // policy (loopback only by default), not the engine's.
+  virtual Status CreateSubscription(const SubscriptionSpec& spec, SubscriptionInfo* out) = 0;
+  virtual Status DeleteSubscription(std::string_view id) = 0;
+  // "Delivered through seq `through_seq`": logged, so a restart resumes after it. Moving to
+  // the cursor it has is OK and logs nothing; backwards is FailedPrecondition ("cursor");
+  // beyond the stream's end InvalidArgument ("cursor"); NotFound for an unknown id.
+  virtual Status AdvanceSubscription(std::string_view id, uint64_t through_seq) = 0;
+  virtual std::vector<SubscriptionInfo> ListSubscriptions() const = 0;
+  virtual Status GetSubscription(std::string_view id, SubscriptionInfo* out) const = 0;
 
   // --- the clock ---
   virtual TimeMs Now() const = 0;

@@ -37,6 +37,17 @@ inline constexpr size_t kTransitionsPageDefault = 100;
 inline constexpr size_t kTransitionsScanMax = 100000;
 // Steps of one bucket history answer (GET /v1/buckets/{id}/history): a week by the minute.
 inline constexpr uint64_t kHistoryStepsMax = 10000;
+// Webhook subscriptions (SPEC §10). Each one is a cursor in the state and a delivery loop in
+// the server; a few dozen is the real need (one per consuming service).
+inline constexpr size_t kSubscriptionsMax = 100;
+inline constexpr size_t kSubscriptionUrlBytesMax = 2048;
+// A secret shorter than 16 bytes is guessable offline from one signed delivery.
+inline constexpr size_t kSubscriptionSecretBytesMin = 16;
+inline constexpr size_t kSubscriptionSecretBytesMax = 256;
+// Transitions per delivery (one POST): the server's --webhook-batch-max is at most this.
+inline constexpr size_t kWebhookBatchMax = 1000;
+inline constexpr size_t kWebhookBatchDefault = 100;
+
 // The sidecar's: a request body (whatever its transfer encoding), its request line and
 // headers together, and the longest long-poll of GET /v1/transitions.
 inline constexpr size_t kRequestBodyBytesMax = size_t{16} << 20;
