@@ -28,24 +28,6 @@ using testing::TempDir;
 
 constexpr const char* kAuthority = "127.0.0.1:7411";
 
-std::string MethodName(HttpMethod method) {
-  switch (method) {
-    case HttpMethod::kGet:
-      return "GET";
-    case HttpMethod::kPost:
-      return "POST";
-    case HttpMethod::kPut:
-      return "PUT";
-    case HttpMethod::kPatch:
-      return "PATCH";
-    case HttpMethod::kDelete:
-      return "DELETE";
-    case HttpMethod::kOther:
-      break;
-  }
-  return "OTHER";
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE(in.good());
@@ -140,7 +122,8 @@ TEST_CASE(
   std::set<std::string> routes;
   for (const Router::RouteEntry& route : api.api().Routes()) {
     INFO(route.path_template);
-    REQUIRE(routes.insert(MethodName(route.method) + " " + route.path_template).second);
+    REQUIRE(
+        routes.insert(std::string(MethodName(route.method)) + " " + route.path_template).second);
   }
   const std::set<std::string> documented = DocumentedOperations(OpenApiDocument());
   std::set<std::string> undocumented;

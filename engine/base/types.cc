@@ -44,6 +44,17 @@ std::string_view ToString(TransitionKind kind) {
   return "unknown";
 }
 
+bool ParseTransitionKind(std::string_view name, TransitionKind* kind) {
+  for (TransitionKind k :
+       {TransitionKind::kEntered, TransitionKind::kLeft, TransitionKind::kDwell}) {
+    if (name == ToString(k)) {
+      *kind = k;
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string Transition::Name() const {
   std::string name(kReservedEventPrefix);
   name += ToString(kind);

@@ -597,12 +597,8 @@ void HttpApi::PollTransitions(const ExchangePtr& ex, TransitionsQuery query,
 }
 
 void HttpApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) {
-  if (!config_.manual_clock) {
-    return ex->Respond(ErrorReply(
-        FailedPrecondition("now", "the clock is the wall clock; start with --clock manual")));
-  }
   TimeMs now_ms = 0;
-  if (Status status = ParseClockRequest(req->body, &now_ms); !status.ok()) {
+  if (Status status = ParseClockMove(config_.manual_clock, req->body, &now_ms); !status.ok()) {
     return ex->Respond(ErrorReply(FromStatus(status)));
   }
   OnEngine(

@@ -49,6 +49,20 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 size_t MethodIndex(HttpMethod method) { return static_cast<size_t>(method); }
 
+// A duration string whose every number is zero ("0s", "0ms", "0m0s"). ParseDurationString
+// refuses those because a zero window or interval is a mistake in a definition, but for `wait`
+// zero means "answer now", and a client that formats its durations writes "0s" for it.
+bool IsZeroDuration(std::string_view text) {
+  if (text.empty() || text.find_first_of("123456789") != std::string_view::npos) return false;
+  // The same text with each zero read as one has the shape of a valid duration iff this does.
+  std::string shape(text);
+  std::replace(shape.begin(), shape.end(), '0', '1');
+  TimeMs ignored = 0;
+  return ParseDurationString(shape, &ignored).ok();
+}
+
+}  // namespace
+
 std::string_view MethodName(HttpMethod method) {
   switch (method) {
     case HttpMethod::kGet:
@@ -66,20 +80,6 @@ std::string_view MethodName(HttpMethod method) {
   }
   return "OTHER";
 }
-
-// A duration string whose every number is zero ("0s", "0ms", "0m0s"). ParseDurationString
-// refuses those because a zero window or interval is a mistake in a definition, but for `wait`
-// zero means "answer now", and a client that formats its durations writes "0s" for it.
-bool IsZeroDuration(std::string_view text) {
-  if (text.empty() || text.find_first_of("123456789") != std::string_view::npos) return false;
-  // The same text with each zero read as one has the shape of a valid duration iff this does.
-  std::string shape(text);
-  std::replace(shape.begin(), shape.end(), '0', '1');
-  TimeMs ignored = 0;
-  return ParseDurationString(shape, &ignored).ok();
-}
-
-}  // namespace
 
 Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, uint64_t min,
                  uint64_t max, uint64_t* out) {
@@ -134,13 +134,7 @@ Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter) {
       const size_t comma = rest.find(',');
       const std::string_view name = rest.substr(0, comma);
       TransitionKind kind;
-      if (name == "entered") {
-        kind = TransitionKind::kEntered;
-      } else if (name == "left") {
-        kind = TransitionKind::kLeft;
-      } else if (name == "dwell") {
-        kind = TransitionKind::kDwell;
-      } else {
+      if (!ParseTransitionKind(name, &kind)) {
         return Status::InvalidArgument("kind", "must be entered, left or dwell");
       }
       if (std::find(filter->kinds.begin(), filter->kinds.end(), kind) == filter->kinds.end()) {

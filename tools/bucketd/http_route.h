@@ -29,6 +29,8 @@ Status QueryUint(const HttpRequest& req, const char* name, uint64_t fallback, ui
 // `wait` (a long-poll's): whole seconds ("5") or a duration string ("500ms", "10s", "0s" for
 // no wait), at most kLongPollMsMax; 0 when absent. InvalidArgument naming `wait` otherwise.
 Status QueryWait(const HttpRequest& req, int64_t* wait_ms);
+// "GET", "POST", ... as HTTP writes it ("OTHER" for a method no route takes).
+std::string_view MethodName(HttpMethod method);
 // GET /v1/transitions' `bucket` (one id) and `kind` (repeated, comma-separated, or both).
 Status QueryTransitionFilter(const HttpRequest& req, TransitionFilter* filter);
 

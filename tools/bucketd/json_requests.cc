@@ -230,6 +230,14 @@ Status ParseEventsBody(std::string_view body, bool ndjson, ParsedEvents* out) {
   return ndjson ? ParseNdjson(body, out) : ParseJsonEvents(body, out);
 }
 
+Status ParseClockMove(bool manual_clock, std::string_view body, TimeMs* now_ms) {
+  if (!manual_clock) {
+    return Status::FailedPrecondition("now",
+                                      "the clock is the wall clock; start with --clock manual");
+  }
+  return ParseClockRequest(body, now_ms);
+}
+
 Status ParseClockRequest(std::string_view body, TimeMs* now_ms) {
   bool seen = false;
   Status status = ParseRequestObject(body, [&](std::string_view key, element value) {
@@ -301,15 +309,7 @@ Status ParseSubscriptionRequest(std::string_view body, SubscriptionSpec* spec) {
       for (element item : kinds) {
         std::string_view name;
         TransitionKind kind;
-        if (item.get(name) != simdjson::SUCCESS) {
-          return Status::InvalidArgument("kinds", "must be an array of entered, left, dwell");
-        } else if (name == "entered") {
-          kind = TransitionKind::kEntered;
-        } else if (name == "left") {
-          kind = TransitionKind::kLeft;
-        } else if (name == "dwell") {
-          kind = TransitionKind::kDwell;
-        } else {
+        if (item.get(name) != simdjson::SUCCESS || !ParseTransitionKind(name, &kind)) {
           return Status::InvalidArgument("kinds", "must be an array of entered, left, dwell");
         }
         spec->filter.kinds.push_back(kind);

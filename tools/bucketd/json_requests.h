@@ -35,6 +35,9 @@ Status ParseEventsBody(std::string_view body, bool ndjson, ParsedEvents* out);
 
 // POST /v1/clock {"now": T}, T an int of ms or an RFC 3339 string.
 Status ParseClockRequest(std::string_view body, TimeMs* now_ms);
+// The same on a server whose clock is manual or not: on the wall clock, FailedPrecondition
+// naming `now` (the clock cannot be moved there).
+Status ParseClockMove(bool manual_clock, std::string_view body, TimeMs* now_ms);
 // PATCH /v1/buckets/{id} {"enabled": bool}.
 Status ParseEnabledPatch(std::string_view body, bool* enabled);
 // POST /v1/buckets/{id}/members {"userId": "..."}.

@@ -43,6 +43,8 @@ enum class TransitionKind : uint8_t { kEntered, kLeft, kDwell };
 std::string_view ToString(MembershipSource source);
 std::string_view ToString(LeaveReason reason);
 std::string_view ToString(TransitionKind kind);
+// The inverse of ToString: "entered", "left" or "dwell"; false for anything else.
+bool ParseTransitionKind(std::string_view name, TransitionKind* kind);
 
 // A snapshot file written (Engine::TakeSnapshot, SnapshotStore).
 struct SnapshotInfo {
