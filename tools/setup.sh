@@ -25,6 +25,12 @@ packages=(
   dpkg-dev systemd
 )
 
+# tools/check-typescript-client.sh: node and npm. Machines that carry a newer node (20, from
+# another source) keep it; a bare Debian 12 gets its own nodejs and npm.
+if ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
