@@ -151,6 +151,19 @@ std::string KeyOf(const std::string& json) {
   return json.substr(begin, json.find('"', begin) - begin);
 }
 
+// The transition objects of a GET /v1/transitions page, as the server wrote them: each starts
+// with {"seq": (WriteTransition's first key).
+std::vector<std::string> TransitionObjects(const std::string& body) {
+  std::vector<std::string> objects;
+  for (size_t at = body.find(R"({"seq":)"); at != std::string::npos;) {
+    const size_t next = body.find(R"({"seq":)", at + 1);
+    objects.push_back(
+        body.substr(at, (next == std::string::npos ? body.rfind(']') : next - 1) - at));
+    at = next;
+  }
+  return objects;
+}
+
 // The single node's transitions by idempotencyKey, paged from GET /v1/transitions.
 std::map<std::string, std::string> SingleTransitions(const Sidecar& single) {
   std::map<std::string, std::string> out;
@@ -159,18 +172,12 @@ std::map<std::string, std::string> SingleTransitions(const Sidecar& single) {
     auto res = client.Get("/v1/transitions?limit=1000&after=" + std::to_string(after));
     REQUIRE(res);
     REQUIRE(res->status == 200);
-    size_t count = 0;
-    // Each transition object starts with {"seq": (WriteTransition's first key).
-    for (size_t at = res->body.find(R"({"seq":)"); at != std::string::npos;) {
-      const size_t next = res->body.find(R"({"seq":)", at + 1);
-      std::string object =
-          res->body.substr(at, (next == std::string::npos ? res->body.rfind(']') : next - 1) - at);
+    const std::vector<std::string> objects = TransitionObjects(res->body);
+    for (const std::string& object : objects) {
       after = std::stoull(object.substr(7));
       CHECK(out.emplace(KeyOf(object), WithoutSeq(object)).second);
-      ++count;
-      at = next;
     }
-    if (count == 0) break;
+    if (objects.empty()) break;
   }
   return out;
 }
@@ -324,17 +331,12 @@ TEST_CASE("three nodes on an R3 NATS cluster equal one bucketd through node and 
     auto res = nodes[0]->Client().Get("/v1/transitions?limit=250&after=" + std::to_string(after));
     REQUIRE(res);
     REQUIRE(res->status == 200);
-    size_t count = 0;
-    for (size_t at = res->body.find(R"({"seq":)"); at != std::string::npos;) {
-      const size_t next = res->body.find(R"({"seq":)", at + 1);
-      const std::string object =
-          res->body.substr(at, (next == std::string::npos ? res->body.rfind(']') : next - 1) - at);
+    const std::vector<std::string> objects = TransitionObjects(res->body);
+    for (const std::string& object : objects) {
       CHECK(std::stoull(object.substr(7)) == expected_seq++);
       CHECK(paged.emplace(KeyOf(object), WithoutSeq(object)).second);
-      ++count;
-      at = next;
     }
-    if (count == 0) break;
+    if (objects.empty()) break;
     after = expected_seq - 1;
   }
   CHECK(paged == got);

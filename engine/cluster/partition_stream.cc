@@ -90,8 +90,19 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
                                 const PublishOptions& publish, uint64_t* stream_seq,
                                 bool* duplicate) {
   BUCKETD_CHECK(partition < options_.partitions);
-  const std::string subject = Subject(partition);
-  const std::string body = EncodeRecord(record);
+  const Status s =
+      PublishBody(Subject(partition), EncodeRecord(record), publish, stream_seq, duplicate);
+  if (s.code() == StatusCode::kFailedPrecondition) {
+    return Status::FailedPrecondition(
+        "", "partition " + std::to_string(partition) +
+                " has a record after the expected one (another owner appended)");
+  }
+  return s;
+}
+
+Status PartitionStream::PublishBody(const std::string& subject, const std::string& body,
+                                    const PublishOptions& publish, uint64_t* stream_seq,
+                                    bool* duplicate) {
   jsPubOptions options;
   jsPubOptions_Init(&options);
   options.MaxWait = nats_->timeout_ms();
@@ -103,13 +114,11 @@ Status PartitionStream::Publish(uint32_t partition, const Record& record,
                                   static_cast<int>(body.size()), &options, &js_error);
   if (s != NATS_OK) {
     if (js_error == JSStreamWrongLastSequenceErr) {
-      return Status::FailedPrecondition(
-          "", "partition " + std::to_string(partition) +
-                  " has a record after the expected one (another owner appended)");
+      return Status::FailedPrecondition("", subject + " has a message after the expected one");
     }
     return NatsFailed("publish to " + subject, s, js_error);
   }
-  *stream_seq = ack->Sequence;
+  if (stream_seq != nullptr) *stream_seq = ack->Sequence;
   if (duplicate != nullptr) *duplicate = ack->Duplicate;
   jsPubAck_Destroy(ack);
   return Status::Ok();
@@ -279,26 +288,14 @@ Status PartitionStream::ReadClock(TimeMs* now, uint64_t* seq) {
 }
 
 Status PartitionStream::SetClock(TimeMs now, uint64_t expected_seq) {
-  const std::string subject = ClockSubject(options_.cluster);
-  const std::string body = std::to_string(now);
-  jsPubOptions options;
-  jsPubOptions_Init(&options);
-  options.MaxWait = nats_->timeout_ms();
   // JetStream reads 0 as "no expectation": the first set is unfenced, and two nodes setting
   // the start instant at once both store it (the clock is the last one).
-  options.ExpectLastSubjectSeq = expected_seq;
-  jsPubAck* ack = nullptr;
-  jsErrCode js_error = jsErrCode(0);
-  const natsStatus s = js_Publish(&ack, nats_->js(), subject.c_str(), body.data(),
-                                  static_cast<int>(body.size()), &options, &js_error);
-  if (s != NATS_OK) {
-    if (js_error == JSStreamWrongLastSequenceErr) {
-      return Status::FailedPrecondition("now", "another node moved the clock at the same time");
-    }
-    return NatsFailed("publish to " + subject, s, js_error);
+  const Status s = PublishBody(ClockSubject(options_.cluster), std::to_string(now),
+                               PublishOptions{"", expected_seq}, nullptr);
+  if (s.code() == StatusCode::kFailedPrecondition) {
+    return Status::FailedPrecondition("now", "another node moved the clock at the same time");
   }
-  jsPubAck_Destroy(ack);
-  return Status::Ok();
+  return s;
 }
 
 std::unique_ptr<SubjectTail> PartitionStream::Tail(uint32_t partition, uint64_t from_seq) const {

@@ -145,6 +145,11 @@ class PartitionStream {
  private:
   PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats);
   Status EnsureStream();
+  // Publishes `body` to `subject` and waits for the ack: Publish's and SetClock's one path.
+  // A fence that does not hold: FailedPrecondition. `*stream_seq`, `*duplicate` if given.
+  Status PublishBody(const std::string& subject, const std::string& body,
+                     const PublishOptions& publish, uint64_t* stream_seq,
+                     bool* duplicate = nullptr);
   // The asynchronous-publish context, created on first use (its ack handler is this stream's).
   Status AsyncContext(jsCtx** js);
   // One round of PublishBatch: sends items[i] for each i in `round`, waits for their acks.

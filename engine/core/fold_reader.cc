@@ -25,6 +25,25 @@ PastMember ToPastMember(const Slot& slot) {
   return m;
 }
 
+// One page of `sorted` (keyset-ordered by userId) after `cursor`, each slot as `to` makes it;
+// the next cursor is the page's last userId when more follow. Members and past members page
+// alike.
+template <typename Page, typename Convert>
+Status KeysetPage(const MemberIndex::Sorted& sorted, std::string_view cursor, size_t limit,
+                  Convert to, Page* out) {
+  if (limit == 0 || limit > kMembersPageMax) {
+    return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
+  }
+  out->members.clear();
+  out->next_cursor.reset();
+  auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
+  for (; it != sorted.end() && out->members.size() < limit; ++it) {
+    out->members.push_back(to(**it));
+  }
+  if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status FoldReader::UnknownBucket(std::string_view id) {
@@ -89,36 +108,14 @@ Status FoldReader::Members(std::string_view bucket_id, std::string_view cursor, 
                            MembersPage* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
   if (b == nullptr) return UnknownBucket(bucket_id);
-  if (limit == 0 || limit > kMembersPageMax) {
-    return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
-  }
-  out->members.clear();
-  out->next_cursor.reset();
-  const MemberIndex::Sorted& sorted = b->members.sorted();
-  auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
-  for (; it != sorted.end() && out->members.size() < limit; ++it) {
-    out->members.push_back(ToMember(**it));
-  }
-  if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
-  return Status::Ok();
+  return KeysetPage(b->members.sorted(), cursor, limit, ToMember, out);
 }
 
 Status FoldReader::PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
                                PastMembersPage* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
   if (b == nullptr) return UnknownBucket(bucket_id);
-  if (limit == 0 || limit > kMembersPageMax) {
-    return Status::InvalidArgument("limit", MustBeBetween(1, kMembersPageMax));
-  }
-  out->members.clear();
-  out->next_cursor.reset();
-  const MemberIndex::Sorted& sorted = b->members.past_sorted();
-  auto it = cursor.empty() ? sorted.begin() : sorted.upper_bound(cursor);
-  for (; it != sorted.end() && out->members.size() < limit; ++it) {
-    out->members.push_back(ToPastMember(**it));
-  }
-  if (it != sorted.end()) out->next_cursor = out->members.back().user_id;
-  return Status::Ok();
+  return KeysetPage(b->members.past_sorted(), cursor, limit, ToPastMember, out);
 }
 
 Status FoldReader::GetMember(std::string_view bucket_id, std::string_view user_id,
