@@ -53,6 +53,10 @@ constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still 
 // refuses it at open ("not supported") instead of meeting an unknown record kind in the
 // middle of a replay and calling the log corrupt (an operator might then salvage it).
 constexpr char kFormatVersionSubscriptions[] = "3";
+// Version 3, and events may carry their own properties and definitions use the criteria of
+// SPEC §3b (RecordNeedsCriteriaFormat): a build that knows only 3 would drop the properties
+// or refuse a definition midway through a replay, so it must refuse the log at open.
+constexpr char kFormatVersionCriteria[] = "4";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -467,6 +471,8 @@ class RocksLog final : public Log {
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
   bool subscriptions_version_ = false;
+  // The log says version 4 (or a staged batch does): see kFormatVersionCriteria.
+  bool criteria_version_ = false;
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
   ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
@@ -519,14 +525,16 @@ Status RocksLog::CheckFormatVersion() {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
     if (version != kFormatVersion && version != kFormatVersionUnframed &&
-        version != kFormatVersionSubscriptions) {
+        version != kFormatVersionSubscriptions && version != kFormatVersionCriteria) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
-                                kFormatVersionUnframed + ", " + kFormatVersion + " or " +
-                                kFormatVersionSubscriptions + ")");
+                                kFormatVersionUnframed + ", " + kFormatVersion + ", " +
+                                kFormatVersionSubscriptions + " or " + kFormatVersionCriteria +
+                                ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
     framed_ = version != kFormatVersionUnframed;
-    subscriptions_version_ = version == kFormatVersionSubscriptions;
+    criteria_version_ = version == kFormatVersionCriteria;
+    subscriptions_version_ = criteria_version_ || version == kFormatVersionSubscriptions;
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
@@ -604,6 +612,10 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   // once: a batch that fails to commit fails the log for good (error_), and the next open
   // reads the version again. A version 1 log stays 1 (its layout is what the version names;
   // builds that old predate version 2 anyway).
+  if (RecordNeedsCriteriaFormat(record) && framed_ && !criteria_version_) {
+    StagePut(kMeta, kFormatVersionKey, kFormatVersionCriteria);
+    criteria_version_ = subscriptions_version_ = true;
+  }
   if (IsSubscriptionRecord(record.kind) && framed_ && !subscriptions_version_) {
     StagePut(kMeta, kFormatVersionKey, kFormatVersionSubscriptions);
     subscriptions_version_ = true;
@@ -904,6 +916,9 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
         if (r.idempotency_key) keys.push_back(*std::exchange(r.idempotency_key, std::nullopt));
         std::erase_if(r.properties,
                       [&](const PropertyPatch& p) { return !erasure.keep_property(p.key); });
+        std::erase_if(r.event_properties, [&](const PropertyPatch& p) {
+          return !erasure.keep_event_property || !erasure.keep_event_property(p.key);
+        });
         EncodeRecord(r, &builder);
         *out = bytes();
         ++report->records;

@@ -240,12 +240,16 @@ class EngineImpl final : public Engine {
     if (Status s = CommitNow(); !s.ok()) return s;
     // A forked snapshot still writing the state from before would bring the id back.
     ReapSnapshot(true);
-    std::set<std::string> read_keys;
-    if (Status s = PropertyKeysEverRead(&read_keys); !s.ok()) return LogFailed(s, false);
+    std::set<std::string> read_keys, read_event_keys;
+    if (Status s = PropertyKeysEverRead(&read_keys, &read_event_keys); !s.ok()) {
+      return LogFailed(s, false);
+    }
     ErasureResult local;
     local.pseudonym = NewPseudonym();
-    LogErasure erasure{std::string(user_id), local.pseudonym,
-                       [&](std::string_view key) { return read_keys.contains(std::string(key)); }};
+    LogErasure erasure{
+        std::string(user_id), local.pseudonym,
+        [&](std::string_view key) { return read_keys.contains(std::string(key)); },
+        [&](std::string_view key) { return read_event_keys.contains(std::string(key)); }};
     LogErasureReport report;
     // From a failure on, the log may name the pseudonym while memory names the id: refuse
     // inputs until a restart folds the log again.
@@ -714,6 +718,7 @@ class EngineImpl final : public Engine {
     r.occurred_at = std::min(event.occurred_at_ms.value_or(now), now);
     r.email = event.email;
     r.properties = event.contact_properties;
+    r.event_properties = event.properties;
     r.idempotency_key = event.idempotency_key;
     // The fold validates (and refuses without changing anything) before it applies.
     const size_t before = transitions->size();
@@ -724,9 +729,11 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
-  // The contact property keys any definition in the log has read: an erasure keeps those
-  // values of the erased contact's patches, so that a replay reproduces the same stream.
-  Status PropertyKeysEverRead(std::set<std::string>* keys) const {
+  // The contact property keys, and the event property keys, any definition in the log has
+  // read: an erasure keeps those values of the erased contact's patches and events, so
+  // that a replay reproduces the same stream.
+  Status PropertyKeysEverRead(std::set<std::string>* keys,
+                              std::set<std::string>* event_keys) const {
     std::unique_ptr<RecordReader> records = log_->ReadFrom(1);
     for (Record r; records->Next(&r);) {
       if (r.kind != RecordKind::kBucketDefine) continue;
@@ -736,6 +743,7 @@ class EngineImpl final : public Engine {
                                   s.message());
       }
       if (def.criteria) CollectPropertyKeys(*def.criteria, keys);
+      if (def.criteria) CollectEventPropertyKeys(*def.criteria, event_keys);
     }
     return records->status();
   }
@@ -985,7 +993,8 @@ Status ValidateEvent(const EventInput& event) {
   if (event.occurred_at_ms) {
     if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
   }
-  return ValidateContactProperties(event.contact_properties);
+  if (Status s = ValidateContactProperties(event.contact_properties); !s.ok()) return s;
+  return ValidateEventProperties(event.properties);
 }
 
 Status Engine::BucketHistory(std::string_view bucket_id, const HistoryQuery& query,

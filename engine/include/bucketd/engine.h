@@ -79,6 +79,10 @@ struct EventInput {
   std::optional<std::string> email;
   std::vector<PropertyPatch> contact_properties;
   std::optional<std::string> idempotency_key;
+  // The event's own properties (SPEC §3b): scalars, at most kEventPropertiesMax keys; not
+  // merged into the contact. Only `where` filters, aggregates and sequences read them. Last,
+  // so that embedders' aggregate initializers written before it keep compiling.
+  std::vector<PropertyPatch> properties = {};
 };
 
 struct IngestResult {
