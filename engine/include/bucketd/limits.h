@@ -27,6 +27,8 @@ inline constexpr size_t kEventNameBytesMax = 200;
 inline constexpr size_t kCriteriaDepthMax = 16;
 inline constexpr size_t kCriteriaLeavesMax = 64;
 inline constexpr size_t kMembersPageMax = 1000;
+// The userIds a bucket preview shows (POST /v1/buckets/preview).
+inline constexpr size_t kPreviewSampleMax = 20;
 inline constexpr size_t kTransitionsPageMax = 10000;
 inline constexpr size_t kBatchItemsMax = 100000;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
