@@ -264,6 +264,30 @@ TEST_CASE("preview: history deeper than memory keeps is re-read from the log", "
   }
 }
 
+// A contact with far more events than the depth: the re-read keeps only the newest, and the
+// answer is still what a define then does.
+TEST_CASE("preview: a re-read keeps the newest instants of a long history", "[preview]") {
+  Scenario s;
+  s.At(100 * kDay);
+  // "many": one event a day for 60 days, sent newest first (late events land in place).
+  for (int k = 0; k < 60; ++k) s.Event("many", "used", {}, kT0 + (99 - k) * kDay);
+  for (int k = 0; k < 5; ++k) s.Event("few", "used", {}, kT0 + (90 + k) * kDay);
+  for (const auto& [op, value, within, holds_many] :
+       std::vector<std::tuple<std::string, int, std::string, bool>>{{"gte", 7, "10d", true},
+                                                                    {"lt", 9, "8d", true},
+                                                                    {"eq", 9, "10d", true},
+                                                                    {"gte", 12, "11d", false}}) {
+    const std::string json = Windowed("many-" + op, "used", op, value, within);
+    INFO(json);
+    const PreviewResult p = Preview(s.engine(), json);
+    CHECK(p.history_reread_users >= 1);
+    CHECK((std::find(p.sample.begin(), p.sample.end(), "many") != p.sample.end()) == holds_many);
+    s.Define(json);
+    CHECK(CountOf(s.engine(), "many-" + op) == p.count);
+    CHECK(MemberIds(s.engine(), "many-" + op) == p.sample);
+  }
+}
+
 TEST_CASE("preview: a read-only engine previews; a deleted contact is never counted", "[preview]") {
   TempDir dir;
   {

@@ -126,8 +126,17 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
         const User* user = fold.user(r.user_id);
         if (user == nullptr || user->deleted) continue;
         auto it = shallow.find(Shallow{user->index, name_id});
+        if (it == shallow.end()) continue;
         // As the fold records it (Fold::RestoreHistory): clamped to the record's instant.
-        if (it != shallow.end()) it->second.push_back(std::min(r.occurred_at, r.at));
+        // Only the newest `depth` are read: past twice that, the older ones go, so what a
+        // contact holds here stays bounded by the depth, not by its events.
+        std::vector<TimeMs>& instants = it->second;
+        instants.push_back(std::min(r.occurred_at, r.at));
+        const size_t keep = std::max<uint32_t>(depth[name_id], 1);
+        if (instants.size() >= 2 * keep) {
+          std::nth_element(instants.begin(), instants.end() - keep, instants.end());
+          instants.erase(instants.begin(), instants.end() - keep);
+        }
       }
     });
     if (!s.ok()) return s;
