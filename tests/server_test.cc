@@ -586,6 +586,62 @@ TEST_CASE("server: a repeated idempotencyKey is a duplicate even on an event it 
   CHECK(server.Stop() == 0);
 }
 
+TEST_CASE("server: a user's contact and events; a preview changes nothing", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  REQUIRE(Post(c, "/v1/events", Events(25, "used"))->status == 200);
+  auto res = Post(c, "/v1/events",
+                  R"({"userId":"user-100","event":"signup","email":" A@B.example ",)"
+                  R"("contactProperties":{"plan":"pro","seats":3}})");
+  REQUIRE(res->status == 200);
+
+  res = c.Get("/v1/users/user-100");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Str(body["userId"]) == "user-100");
+    CHECK(Str(body["email"]) == "a@b.example");
+    CHECK_FALSE(body["deleted"].get_bool().value());
+    CHECK(Str(body["properties"]["plan"]) == "pro");
+    CHECK(body["properties"]["seats"].get_double().value() == 3);
+    CHECK(Int(body["events"]["used"]["count"]) == 2);
+    CHECK(Str(body["events"]["used"]["firstAt"]) == "2026-01-01T00:00:00.000Z");
+    CHECK(Int(body["events"]["signup"]["count"]) == 1);
+  }
+  RequireError(c.Get("/v1/users/nobody"), 404, "not_found");
+
+  // A narrower replacement: 10 of the 25 members stay (user-100 .. user-109 used twice more).
+  REQUIRE(Post(c, "/v1/events", Events(10, "used"))->status == 200);
+  const std::string narrower =
+      R"({"id":"power","criteria":{"type":"event","eventName":"used","check":"count",)"
+      R"("operator":"gte","value":4,"within":"1d"}})";
+  const std::string after_events = c.Get("/v1/state")->body;
+  res = Post(c, "/v1/buckets/preview", narrower);
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["count"]) == 10);
+    CHECK(Int(body["entering"]) == 0);
+    CHECK(Int(body["leaving"]) == 15);
+    auto sample = body["sample"].get_array().value();
+    REQUIRE(sample.size() == 10);
+    CHECK(Str(sample.at(0).value()) == "user-100");
+    CHECK(Str(sample.at(9).value()) == "user-109");
+  }
+  CHECK(c.Get("/v1/state")->body == after_events);
+  RequireError(Post(c, "/v1/buckets/preview", R"({"id":"p","criteria":{"type":"event"}})"), 400,
+               "invalid_argument", "criteria.eventName");
+  RequireError(Post(c, "/v1/buckets/preview", "{"), 400, "invalid_argument", "body");
+  // Defining it does what the preview said.
+  res = c.Put("/v1/buckets/power", narrower, "application/json");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["counts"]["active"]) == 10);
+  CHECK(Int(Json(res->body)["counts"]["left"]) == 15);
+  CHECK(server.Stop() == 0);
+}
+
 TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
   TempDir dir;
   Server server(dir.path);

@@ -19,6 +19,7 @@
 #include "engine/core/clock.h"
 #include "engine/core/data_dir_backup.h"
 #include "engine/core/fold_reader.h"
+#include "engine/core/preview.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
 #include "engine/replay/parallel_replay.h"
@@ -276,11 +277,7 @@ class EngineImpl final : public Engine {
     if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
-    if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
-    if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
-    if (path_id && *path_id != def.id) {
-      return Status::InvalidArgument("id", "must match the bucket id in the path");
-    }
+    if (Status s = ValidateDefinition(json, path_id, &def); !s.ok()) return s;
     const Bucket* existing = fold_.bucket(def.id);
     if (existing != nullptr && mode == DefineMode::kCreate) {
       return Status::AlreadyExists("bucket " + def.id + " already exists");
@@ -516,6 +513,20 @@ class EngineImpl final : public Engine {
     return FoldReader(fold_).UserMemberships(user_id, out);
   }
 
+  Status GetUser(std::string_view user_id, UserInfo* out) const override {
+    if (closed_) return Closed();
+    return FoldReader(fold_).GetUser(user_id, out);
+  }
+
+  Status PreviewBucket(std::string_view json, PreviewResult* out) override {
+    if (closed_) return Closed();
+    BucketDefinition def;
+    if (Status s = ValidateDefinition(json, std::nullopt, &def); !s.ok()) return s;
+    // A re-read of past events sees committed records only (as a definition's does).
+    return PreviewDefinition(
+        fold_, def, Now(), [this] { return CommitNow(); }, out);
+  }
+
   Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const override {
     if (closed_) return Closed();
     return FoldReader(fold_).CaptureHistory(bucket_id, Now(), out);
@@ -677,6 +688,23 @@ class EngineImpl final : public Engine {
     if (read_only_) return Status::FailedPrecondition("", "the engine is open read-only");
     if (!failed_.ok()) return failed_;
     return Status::Ok();
+  }
+
+  // Every refusal of a definition before it is logged (DefineBucket, and PreviewBucket, which
+  // refuses what a define would): the parser's, the id rules for new ids, the path's id, and
+  // what the fold refuses given the state.
+  Status ValidateDefinition(std::string_view json, std::optional<std::string_view> path_id,
+                            BucketDefinition* def) const {
+    if (Status s = ParseBucketDefinition(json, def, path_id); !s.ok()) return s;
+    if (Status s = CheckNewBucketId(def->id); !s.ok()) return s;
+    if (path_id && *path_id != def->id) {
+      return Status::InvalidArgument("id", "must match the bucket id in the path");
+    }
+    Record r;
+    r.kind = RecordKind::kBucketDefine;
+    r.bucket_id = def->id;
+    r.definition_json = ToCanonicalJson(*def);
+    return fold_.Check(r);
   }
 
   Record NewRecord(RecordKind kind) const {

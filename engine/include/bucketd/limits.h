@@ -39,6 +39,8 @@ inline constexpr size_t kDistinctValuesMax = 256;
 // The later steps' occurrences a sequence keeps after its latest start (per step).
 inline constexpr size_t kSequenceOccurrencesMax = 64;
 inline constexpr size_t kMembersPageMax = 1000;
+// The userIds a bucket preview shows (POST /v1/buckets/preview).
+inline constexpr size_t kPreviewSampleMax = 20;
 inline constexpr size_t kTransitionsPageMax = 10000;
 inline constexpr size_t kBatchItemsMax = 100000;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
