@@ -44,6 +44,12 @@ TEST_CASE("a where filter counts only the matching events, and ages them out exa
     "operator":"gte","value":2}})");
   CHECK(s.IsMember("buyers", "u"));
   CHECK_FALSE(s.IsMember("buyers", "v"));
+  // The filter's stream is the engine's own: a contact's events list names only.
+  UserInfo user;
+  RequireOk(s.engine().GetUser("u", &user));
+  REQUIRE(user.events.size() == 1);
+  CHECK(user.events[0].event == "purchase");
+  CHECK(user.events[0].count == 2);
 }
 
 TEST_CASE("a new filter sees the events folded before it was defined") {

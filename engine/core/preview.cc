@@ -30,9 +30,21 @@ Status CheckPreviewable(const Criteria& c, const std::string& path) {
         case EventCheck::kExists:
         case EventCheck::kNotExists:
         case EventCheck::kCount:
+        case EventCheck::kFirstSeen:
+          // A `where` reads a derived stream: kept when a bucket reads it, else re-read
+          // from the log below (missing streams).
           return Status::Ok();
+        case EventCheck::kSum:
+        case EventCheck::kAvg:
+        case EventCheck::kMin:
+        case EventCheck::kMax:
+        case EventCheck::kDistinct:
+          return Status::Ok();  // a derived stream, as a `where`
       }
       return Status::FailedPrecondition(path, "this check cannot be previewed yet");
+    case CriteriaType::kSequence:  // a derived stream, as a `where`
+    case CriteriaType::kBucket:    // reads the inner bucket's memberships, which are kept
+      return Status::Ok();
     case CriteriaType::kComposite:
       for (size_t i = 0; i < c.conditions.size(); ++i) {
         const std::string child = path + ".conditions[" + std::to_string(i) + "]";
@@ -53,6 +65,36 @@ struct Shallow {
     return H::combine(std::move(h), s.user_index, s.name_id);
   }
 };
+
+// What a contact's events would have put in the derived streams no bucket reads yet (a new
+// `where`, aggregate or sequence), re-read from the log.
+struct MissingStreams {
+  std::vector<EventHistory> filtered;  // sorted by name_id (the stream id)
+  LegHistories legs;
+};
+
+// A filtered stream's history as the fold keeps it (Fold::RecordEvent): count, first and
+// last, and the newest `depth` instants.
+void RecordInto(std::vector<EventHistory>* histories, uint32_t id, TimeMs at, uint32_t depth) {
+  auto it = std::lower_bound(histories->begin(), histories->end(), id,
+                             [](const EventHistory& h, uint32_t key) { return h.name_id < key; });
+  if (it == histories->end() || it->name_id != id) {
+    // Appended, then rotated into place, as Fold::RecordEvent does (GCC 12 falsely reports
+    // an insert's temporary as maybe-uninitialized).
+    const auto place = it - histories->begin();
+    EventHistory& added = histories->emplace_back();
+    added.name_id = id;
+    added.first_at = added.last_at = at;
+    it = histories->begin() + place;
+    std::rotate(it, histories->end() - 1, histories->end());
+  }
+  ++it->total_count;
+  it->first_at = std::min(it->first_at, at);
+  it->last_at = std::max(it->last_at, at);
+  auto& newest = it->newest;
+  newest.insert(std::upper_bound(newest.begin(), newest.end(), at), at);
+  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
+}
 
 bool ActiveMemberOf(const User& user, uint32_t bucket) {
   for (const Slot* slot : user.slots) {
@@ -78,7 +120,9 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
   Interner names = state.event_names;
   Interner keys = state.property_keys;
   std::vector<uint32_t> depth;  // what the criteria read of each name: filled in below
-  const CompiledCriteria criteria(*def.criteria, &names, &keys, &depth);
+  // A bucket leg's inner bucket exists (checked as for a define).
+  const auto bucket_index = [&](std::string_view id) { return fold.bucket(id)->index; };
+  const CompiledCriteria criteria(*def.criteria, &names, &keys, &depth, bucket_index);
   // As a definition would see it: the depth every bucket needs, deepened by this one's.
   depth = state.history_depth;
   depth.resize(std::max<size_t>(depth.size(), names.size()), 0);
@@ -110,7 +154,22 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
       }
     }
   }
-  if (!shallow.empty()) {
+  // The derived streams the criteria read that no bucket reads (so nothing keeps them):
+  // rebuilt per contact from the log, as defining the bucket would (Fold::RestoreStreams).
+  std::vector<bool> registered(names.size(), false);
+  for (const auto& specs : state.streams_by_event) {
+    for (const StreamSpec& spec : specs) registered[spec.id] = true;
+  }
+  std::vector<std::vector<StreamSpec>> missing_by_name;  // by event name id
+  for (const CompiledCriteria::StreamUse& use : criteria.streams()) {
+    if (registered[use.spec.id] || use.name_id >= state.event_names.size()) continue;
+    if (missing_by_name.size() <= use.name_id) missing_by_name.resize(use.name_id + 1);
+    missing_by_name[use.name_id].push_back(use.spec);
+  }
+  absl::flat_hash_map<uint32_t, MissingStreams> missing;  // by user index
+  const bool reread_streams = !missing_by_name.empty();
+
+  if (!shallow.empty() || reread_streams) {
     if (!fold.history_source()) {
       return Status::FailedPrecondition(
           "criteria",
@@ -122,6 +181,30 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
       for (const Record& r : run) {
         if (r.kind != RecordKind::kEvent) continue;
         const uint32_t name_id = state.event_names.Find(r.event_name);
+        if (name_id < missing_by_name.size() && !missing_by_name[name_id].empty()) {
+          const User* user = fold.user(r.user_id);
+          if (user == nullptr || user->deleted) continue;
+          const TimeMs at = std::min(r.occurred_at, r.at);
+          MissingStreams* streams = nullptr;
+          for (const StreamSpec& spec : missing_by_name[name_id]) {
+            if (!FilterHolds(spec.where, r.event_properties)) continue;
+            if (streams == nullptr) streams = &missing[user->index];
+            switch (spec.kind) {
+              case StreamSpec::Kind::kFiltered:
+                RecordInto(&streams->filtered, spec.id, at,
+                           std::max(DepthOf(depth, spec.id), kNewestKeptMin));
+                break;
+              case StreamSpec::Kind::kAggregate:
+                for (const PropertyPatch& p : r.event_properties) {
+                  if (p.key == spec.property) AddContribution(&streams->legs, spec.id, p.value, at);
+                }
+                break;
+              case StreamSpec::Kind::kSequence:
+                AddSequenceOccurrence(&streams->legs, spec, at);
+                break;
+            }
+          }
+        }
         if (name_id >= deep_name.size() || !deep_name[name_id]) continue;
         const User* user = fold.user(r.user_id);
         if (user == nullptr || user->deleted) continue;
@@ -156,12 +239,47 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
   for (const User* user : state.users) {
     if (user->deleted) continue;
     const User* subject = user;
+    if (reread_streams) {
+      if (auto it = missing.find(user->index); it != missing.end()) {
+        CopyUser(*user, &scratch);
+        subject = &scratch;
+        ++out->history_reread_users;
+        MissingStreams& streams = it->second;
+        // Stream ids are past every id the contact has (new interned keys) or ids no
+        // bucket reads (whose stale histories the rebuilt ones replace).
+        for (EventHistory& h : streams.filtered) {
+          const uint32_t id = h.name_id;
+          scratch.events.erase(
+              std::remove_if(scratch.events.begin(), scratch.events.end(),
+                             [&](const EventHistory& e) { return e.name_id == id; }),
+              scratch.events.end());
+          scratch.events.push_back(std::move(h));
+        }
+        std::sort(
+            scratch.events.begin(), scratch.events.end(),
+            [](const EventHistory& a, const EventHistory& b) { return a.name_id < b.name_id; });
+        if (!streams.legs.empty()) {
+          if (!scratch.legs) scratch.legs = std::make_unique<LegHistories>();
+          const auto replace = [](auto* kept, auto& rebuilt) {
+            for (auto& item : rebuilt) {
+              const uint32_t id = item.stream_id;
+              std::erase_if(*kept, [&](const auto& k) { return k.stream_id == id; });
+              kept->push_back(std::move(item));
+            }
+            std::sort(kept->begin(), kept->end(),
+                      [](const auto& a, const auto& b) { return a.stream_id < b.stream_id; });
+          };
+          replace(&scratch.legs->aggregates, streams.legs.aggregates);
+          replace(&scratch.legs->sequences, streams.legs.sequences);
+        }
+      }
+    }
     for (const auto& [name_id, need] : needs) {
       if (shallow.empty()) break;
       auto it = shallow.find(Shallow{user->index, name_id});
       if (it == shallow.end()) continue;
       if (subject != &scratch) {
-        scratch = *user;
+        CopyUser(*user, &scratch);
         subject = &scratch;
         ++out->history_reread_users;
       }

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <cctype>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -311,31 +312,34 @@ struct CriteriaBudget {
 Status ParseCriteria(const element& node, const std::string& path, size_t depth,
                      CriteriaBudget* budget, Criteria* out);
 
-// A signed offset from now for before / after: "+3d", "-30d", "3d" (after now), or a whole
-// number of milliseconds of either sign (0: now itself).
+// A signed offset from now for before / after: a sign and a duration string ("+3d",
+// "-30d", "+1d12h"); zero is allowed ("+0s": now itself). The sign is required, so that a
+// reader of the definition never has to guess a direction.
 Status ReadSignedOffset(const element& value, const std::string& path, TimeMs* out_ms) {
-  if (value.type() == element_type::STRING) {
-    std::string_view text = value.get_string().value_unsafe();
-    const bool negative = text.starts_with('-');
-    if (negative || text.starts_with('+')) text.remove_prefix(1);
-    TimeMs magnitude = 0;
-    Status status = ParseDurationString(text, &magnitude);
-    if (!status.ok()) {
-      return Status::InvalidArgument(
-          path, "must be a signed duration like \"+3d\" or \"-30d\": " + status.message());
+  constexpr std::string_view kMessage =
+      "must be a signed duration like \"+3d\", \"-30d\" or \"+0s\"";
+  std::string_view text;
+  if (value.get_string().get(text) != simdjson::SUCCESS ||
+      !(text.starts_with('+') || text.starts_with('-'))) {
+    return Status::InvalidArgument(path, std::string(kMessage));
+  }
+  const bool negative = text.front() == '-';
+  text.remove_prefix(1);
+  TimeMs magnitude = 0;
+  if (!ParseDurationString(text, &magnitude).ok()) {
+    // The duration parser refuses zero; an offset of zero is meaningful.
+    const bool zero = !text.empty() && text.find_first_of("123456789") == std::string_view::npos &&
+                      std::isdigit(static_cast<unsigned char>(text.front()));
+    std::string nonzero(text);
+    for (char& c : nonzero) {
+      if (c == '0') c = '1';
     }
-    *out_ms = negative ? -magnitude : magnitude;
-    return Status::Ok();
+    if (!zero || !ParseDurationString(nonzero, &magnitude).ok()) {
+      return Status::InvalidArgument(path, std::string(kMessage));
+    }
+    magnitude = 0;
   }
-  int64_t ms = 0;
-  if (!ReadWholeNumber(value, &ms)) {
-    return Status::InvalidArgument(
-        path, "must be a signed duration like \"+3d\" or \"-30d\", or whole milliseconds");
-  }
-  if (ms > kDurationMsMax || ms < -kDurationMsMax) {
-    return Status::InvalidArgument(path, DurationTooLong());
-  }
-  *out_ms = ms;
+  *out_ms = negative ? -magnitude : magnitude;
   return Status::Ok();
 }
 
@@ -831,7 +835,9 @@ void WriteComparison(PropertyOp op, const PropertyValue& value, TimeMs offset_ms
                      JsonWriter* writer) {
   writer->Key("operator").String(NameOf(kPropertyOps, op));
   if (op == PropertyOp::kBefore || op == PropertyOp::kAfter) {
-    writer->Key("value").Int(offset_ms);
+    // A signed string, as the parser takes it: "+259200000ms".
+    writer->Key("value").String((offset_ms < 0 ? "-" : "+") +
+                                std::to_string(offset_ms < 0 ? -offset_ms : offset_ms) + "ms");
   } else if (op != PropertyOp::kExists && op != PropertyOp::kNotExists) {
     writer->Key("value");
     WritePropertyValue(value, writer);

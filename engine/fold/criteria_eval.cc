@@ -89,6 +89,82 @@ const Slot* FindSlotOf(const User& user, uint32_t bucket) {
   return nullptr;
 }
 
+namespace {
+
+template <typename T>
+T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
+  auto it = std::lower_bound(items->begin(), items->end(), id,
+                             [](const T& item, uint32_t key) { return item.stream_id < key; });
+  if (it == items->end() || it->stream_id != id) {
+    it = items->insert(it, T{});
+    it->stream_id = id;
+  }
+  return *it;
+}
+
+}  // namespace
+
+void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue& value,
+                     TimeMs at) {
+  using Type = PropertyValue::Type;
+  if (value.type != Type::kNumber && value.type != Type::kString && value.type != Type::kBool) {
+    return;  // not a scalar: contributes to nothing
+  }
+  AggregateHistory& h = FindOrInsertById(&legs->aggregates, stream_id);
+  if (value.type == Type::kNumber) {
+    const double x = value.number;
+    h.min = h.count == 0 ? x : std::min(h.min, x);
+    h.max = h.count == 0 ? x : std::max(h.max, x);
+    h.sum += x;
+    ++h.count;
+    // In place (a late event lands among older ones); the oldest beyond the bound go.
+    auto place = std::upper_bound(h.newest.begin(), h.newest.end(), at,
+                                  [](TimeMs t, const Contribution& c) { return t < c.at; });
+    if (h.newest.size() < kAggregateContributionsMax) {
+      h.newest.insert(place, Contribution{at, x});
+    } else if (place != h.newest.begin()) {
+      std::move(h.newest.begin() + 1, place, h.newest.begin());
+      *(place - 1) = Contribution{at, x};
+    }
+  }
+  const uint64_t hash = ValueHash(value);
+  auto it = std::lower_bound(h.distinct.begin(), h.distinct.end(), hash,
+                             [](const DistinctValue& v, uint64_t key) { return v.hash < key; });
+  if (it != h.distinct.end() && it->hash == hash) {
+    it->latest = std::max(it->latest, at);
+    return;
+  }
+  h.distinct.insert(it, DistinctValue{hash, at});
+  if (h.distinct.size() > kDistinctValuesMax) {
+    // The value seen least recently gives way (ties: the smaller hash): the capped count
+    // of values in any window is then min(true count, the cap) (docs/design.md).
+    auto oldest = std::min_element(
+        h.distinct.begin(), h.distinct.end(), [](const DistinctValue& a, const DistinctValue& b) {
+          return a.latest != b.latest ? a.latest < b.latest : a.hash < b.hash;
+        });
+    h.distinct.erase(oldest);
+  }
+}
+
+void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at) {
+  SequenceHistory& h = FindOrInsertById(&legs->sequences, spec.id);
+  h.later.resize(spec.steps - 1);
+  if (spec.step == 0) {
+    if (h.start && at <= *h.start) return;  // not the latest start
+    h.start = at;
+    // Only what happened after the latest start can complete it.
+    for (std::vector<TimeMs>& occurrences : h.later) {
+      occurrences.erase(occurrences.begin(),
+                        std::upper_bound(occurrences.begin(), occurrences.end(), at));
+    }
+    return;
+  }
+  if (h.start && at <= *h.start) return;
+  std::vector<TimeMs>& occurrences = h.later[spec.step - 1];
+  occurrences.insert(std::upper_bound(occurrences.begin(), occurrences.end(), at), at);
+  if (occurrences.size() > kSequenceOccurrencesMax) occurrences.pop_back();
+}
+
 uint64_t ValueHash(const PropertyValue& value) {
   // The type is hashed with the contents, so 1 and "1" are two values.
   std::string bytes(1, static_cast<char>(value.type));

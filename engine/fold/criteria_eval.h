@@ -123,6 +123,11 @@ const AggregateHistory* FindAggregate(const User& user, uint32_t stream_id);
 const SequenceHistory* FindSequence(const User& user, uint32_t stream_id);
 const Slot* FindSlotOf(const User& user, uint32_t bucket);
 
+// How an event enters an aggregate's or a sequence's history (one home, shared by the fold
+// and the preview): `value` is the event's value of the aggregated property.
+void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue& value, TimeMs at);
+void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at);
+
 // The hash a distinct aggregate keeps of a scalar value: its type and contents (64-bit
 // xxHash; docs/design.md, "Aggregates").
 uint64_t ValueHash(const PropertyValue& value);

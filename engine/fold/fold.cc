@@ -301,84 +301,15 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
   }
 }
 
-namespace {
-
-template <typename T>
-T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
-  auto it = std::lower_bound(items->begin(), items->end(), id,
-                             [](const T& item, uint32_t key) { return item.stream_id < key; });
-  if (it == items->end() || it->stream_id != id) {
-    it = items->insert(it, T{});
-    it->stream_id = id;
-  }
-  return *it;
-}
-
-LegHistories& LegsOf(User* user) {
-  if (!user->legs) user->legs = std::make_unique<LegHistories>();
-  return *user->legs;
-}
-
-}  // namespace
-
 void Fold::AddContribution(User* user, uint32_t stream_id, const PropertyValue& value, TimeMs at) {
-  using Type = PropertyValue::Type;
-  if (value.type != Type::kNumber && value.type != Type::kString && value.type != Type::kBool) {
-    return;  // not a scalar: contributes to nothing
-  }
-  AggregateHistory& h = FindOrInsertById(&LegsOf(user).aggregates, stream_id);
-  if (value.type == Type::kNumber) {
-    const double x = value.number;
-    h.min = h.count == 0 ? x : std::min(h.min, x);
-    h.max = h.count == 0 ? x : std::max(h.max, x);
-    h.sum += x;
-    ++h.count;
-    // In place (a late event lands among older ones); the oldest beyond the bound go.
-    auto place = std::upper_bound(h.newest.begin(), h.newest.end(), at,
-                                  [](TimeMs t, const Contribution& c) { return t < c.at; });
-    if (h.newest.size() < kAggregateContributionsMax) {
-      h.newest.insert(place, Contribution{at, x});
-    } else if (place != h.newest.begin()) {
-      std::move(h.newest.begin() + 1, place, h.newest.begin());
-      *(place - 1) = Contribution{at, x};
-    }
-  }
-  const uint64_t hash = ValueHash(value);
-  auto it = std::lower_bound(h.distinct.begin(), h.distinct.end(), hash,
-                             [](const DistinctValue& v, uint64_t key) { return v.hash < key; });
-  if (it != h.distinct.end() && it->hash == hash) {
-    it->latest = std::max(it->latest, at);
-    return;
-  }
-  h.distinct.insert(it, DistinctValue{hash, at});
-  if (h.distinct.size() > kDistinctValuesMax) {
-    // The value seen least recently gives way (ties: the smaller hash): the capped count
-    // of values in any window is then min(true count, the cap) (docs/design.md).
-    auto oldest = std::min_element(
-        h.distinct.begin(), h.distinct.end(), [](const DistinctValue& a, const DistinctValue& b) {
-          return a.latest != b.latest ? a.latest < b.latest : a.hash < b.hash;
-        });
-    h.distinct.erase(oldest);
-  }
+  if (!user->legs) user->legs = std::make_unique<LegHistories>();
+  bucketd::AddContribution(user->legs.get(), stream_id, value, at);
+  if (user->legs->empty()) user->legs.reset();  // a value that contributes to nothing
 }
 
 void Fold::AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at) {
-  SequenceHistory& h = FindOrInsertById(&LegsOf(user).sequences, spec.id);
-  h.later.resize(spec.steps - 1);
-  if (spec.step == 0) {
-    if (h.start && at <= *h.start) return;  // not the latest start
-    h.start = at;
-    // Only what happened after the latest start can complete it.
-    for (std::vector<TimeMs>& occurrences : h.later) {
-      occurrences.erase(occurrences.begin(),
-                        std::upper_bound(occurrences.begin(), occurrences.end(), at));
-    }
-    return;
-  }
-  if (h.start && at <= *h.start) return;
-  std::vector<TimeMs>& occurrences = h.later[spec.step - 1];
-  occurrences.insert(std::upper_bound(occurrences.begin(), occurrences.end(), at), at);
-  if (occurrences.size() > kSequenceOccurrencesMax) occurrences.pop_back();
+  if (!user->legs) user->legs = std::make_unique<LegHistories>();
+  bucketd::AddSequenceOccurrence(user->legs.get(), spec, at);
 }
 
 std::vector<uint32_t> Fold::StreamIds() const {

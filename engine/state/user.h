@@ -194,4 +194,20 @@ struct User {
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
 
+// A copy of a user (its slots still point at the original's), for reads that evaluate it
+// with something added (the preview); the fold never copies users.
+inline void CopyUser(const User& from, User* to) {
+  to->index = from.index;
+  to->id = from.id;
+  to->email = from.email;
+  to->deleted = from.deleted;
+  to->has_events = from.has_events;
+  to->next_due_floor = from.next_due_floor;
+  to->properties = from.properties;
+  to->events = from.events;
+  to->slots = from.slots;
+  to->past = from.past;
+  to->legs = from.legs ? std::make_unique<LegHistories>(*from.legs) : nullptr;
+}
+
 }  // namespace bucketd
