@@ -431,3 +431,46 @@ TEST_CASE("a §3b workload replays, and loads from a snapshot plus tail, to the 
   RunBeyondWorkload(other, 12, 800, RunBeyondWorkload(other, 11, 2500));
   CHECK(other.engine().State().digest == live2.digest);
 }
+
+TEST_CASE("the aggregate bounds: a window sums its newest 1,024 contributions") {
+  Scenario s;
+  s.Define(R"({"id":"all","criteria":{"type":"event","eventName":"e","check":"sum",
+    "property":"n","operator":"gte","value":1024,"within":"30d"}})");
+  s.Define(R"({"id":"beyond","criteria":{"type":"event","eventName":"e","check":"sum",
+    "property":"n","operator":"gte","value":1025,"within":"30d"}})");
+  s.Define(R"({"id":"count","criteria":{"type":"event","eventName":"e","check":"count",
+    "operator":"gte","value":1100,"within":"30d"}})");
+  s.Define(R"({"id":"total","criteria":{"type":"event","eventName":"e","check":"sum",
+    "property":"n","operator":"gte","value":1100}})");
+  for (int i = 0; i < 1100; ++i) {
+    s.At(i * kSecond);
+    s.Fire("u", "e", {Num("n", 1)});
+  }
+  // Documented (docs/design.md, "Aggregates"): the windowed sum is over the newest 1,024;
+  // counts and all-time sums see every event.
+  CHECK(s.IsMember("all", "u"));
+  CHECK_FALSE(s.IsMember("beyond", "u"));
+  CHECK(s.IsMember("count", "u"));
+  CHECK(s.IsMember("total", "u"));
+  // The newest 1,024 began at 76 s: the first of them ages out at 76 s + 30 d.
+  s.At(30 * kDay + 76 * kSecond - 1);
+  CHECK(s.IsMember("all", "u"));
+  s.At(30 * kDay + 77 * kSecond);
+  CHECK_FALSE(s.IsMember("all", "u"));
+}
+
+TEST_CASE("the distinct bound: past 256 values the capped count still decides exactly") {
+  Scenario s;
+  s.Define(R"({"id":"many","criteria":{"type":"event","eventName":"e","check":"distinct",
+    "property":"v","operator":"gte","value":255,"within":"1000m"}})");
+  // 300 distinct values, one a minute: 256 are kept (those seen most recently).
+  for (int i = 0; i < 300; ++i) {
+    s.At(i * kMinute);
+    s.Fire("u", "e", {Num("v", i)});
+  }
+  CHECK(Describe(s.Drain()) == V{"entered:many:u@" + std::to_string(254 * kMinute)});
+  // The true count falls to 254 when 46 values have aged out: value 45 at 45m + 1000m.
+  s.At(2000 * kMinute);
+  CHECK(Describe(s.Drain()) ==
+        V{"left:many:u@" + std::to_string(45 * kMinute + 1000 * kMinute) + ":criteria"});
+}
