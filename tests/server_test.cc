@@ -251,6 +251,15 @@ TEST_CASE("server: bad requests are refused and change nothing", "[server]") {
   RequireError(
       Post(c, "/v1/events", R"({"userId":"u1","event":"used","contactProperties":{"a":1,"a":2}})"),
       400, "invalid_argument", "contactProperties.a");
+  // An event's own properties: scalars only, no repeats (SPEC §3b).
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":{"cart":{"n":1}}})"), 400,
+      "invalid_argument", "properties.cart");
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":{"a":1,"a":2}})"), 400,
+      "invalid_argument", "properties.a");
+  RequireError(Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":[1]})"), 400,
+               "invalid_argument", "properties");
   {
     auto res = Post(c, "/v1/events", R"([{"userId":"u1","event":"used","event":"open"}])");
     REQUIRE(res);
@@ -748,4 +757,35 @@ TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and rea
   auto count = c.Get("/v1/buckets/power/count");
   REQUIRE(count);
   CHECK(count->status == 200);
+}
+
+TEST_CASE("server: events with their own properties feed where filters and aggregates",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets",
+               R"({"id":"pro-spend","criteria":{"type":"event","eventName":"purchase",
+                 "check":"sum","property":"amount","operator":"gte","value":100,
+                 "where":[{"property":"plan","operator":"eq","value":"pro"}]}})")
+              ->status == 201);
+  // NDJSON: two pro purchases reach 100, the basic one does not count.
+  auto res = c.Post("/v1/events",
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"pro\","
+                    "\"amount\":60}}\n"
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"basic\","
+                    "\"amount\":500}}\n"
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"pro\","
+                    "\"amount\":40}}\n",
+                    "application/x-ndjson");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  res = c.Get("/v1/buckets/pro-spend/count");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["count"]) == 1);
+  // The definition comes back in its canonical form, the filter included.
+  res = c.Get("/v1/buckets/pro-spend");
+  REQUIRE(res->status == 200);
+  CHECK(res->body.find(R"("where":[{"property":"plan","operator":"eq","value":"pro"}])") !=
+        std::string::npos);
 }
