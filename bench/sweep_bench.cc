@@ -8,6 +8,15 @@
 // ages out. The events' occurredAt are spread over a span S < W by a fixed permutation of
 // the membership number, so each 1% of S holds exactly 1% of the memberships. All events
 // are processed at kStart; the first leave falls due at kStart + W - S.
+//
+// Arg `beyond` (issue 16): buckets 5 to 9 use the SPEC §3b legs instead, each leaving at
+// the same instant as `e<k> exists within W` would (except bucket 9, below), so the due
+// items are the same: b5 a `where` filter (the events carry tier = "gold"), b6 a windowed
+// sum (of `amount`, 1 to 100, ≥ 1 within W), b7 a sequence (e7 then e7.paid within 1 ms,
+// abandoned, lookback W: abandoned from occurredAt + 1 ms until occurredAt + W), b8 a time
+// property (the e8 event patches renewsAt = occurredAt + W; `after` "+0s" holds until
+// then), b9 a composite of `e9 exists within W` and a bucket leg (member of b0): it leaves
+// when the earlier of e9 and e0 ages out, the second through the dependents of b0's leave.
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 
@@ -54,11 +63,12 @@ struct Breakdown {
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
   size_t user = 0;          // the users' arena blocks (inline arrays), ids, State::users, user_ids
   size_t members = 0;       // MemberIndex B-trees, measured as the heap growth of settling them
+  size_t legs = 0;          // LegHistories: aggregate and sequence histories (SPEC §3b)
 };
 
 class Population {
  public:
-  explicit Population(uint64_t memberships) : memberships_(memberships) {
+  Population(uint64_t memberships, bool beyond) : memberships_(memberships), beyond_(beyond) {
     const size_t heap_before = HeapBytes();
     fold_ = std::make_unique<Fold>();
     Define();
@@ -76,6 +86,7 @@ class Population {
 
   Fold& fold() { return *fold_; }
   uint64_t memberships() const { return memberships_; }
+  bool beyond() const { return beyond_; }
   // How far into the span S sweeps have taken the population so far.
   TimeMs swept_ms() const { return swept_ms_; }
   TimeMs AdvanceSwept(TimeMs slice_ms) { return swept_ms_ += slice_ms; }
@@ -105,18 +116,41 @@ class Population {
     state.counters["B_events"] = double(breakdown_.events) / n;
     state.counters["B_user"] = double(breakdown_.user) / n;
     state.counters["B_members"] = double(breakdown_.members) / n;
+    state.counters["B_legs"] = double(breakdown_.legs) / n;
     const size_t known = breakdown_.slot + breakdown_.slots_vector + breakdown_.events +
-                         breakdown_.user + breakdown_.members;
+                         breakdown_.user + breakdown_.members + breakdown_.legs;
     state.counters["B_other"] = (double(heap_bytes_) - double(known)) / n;
   }
 
  private:
+  std::string Criteria(uint32_t k) const {
+    const std::string name = "e" + std::to_string(k);
+    const std::string w = std::to_string(kWindowMs) + "ms";
+    const std::string exists = R"({"type":"event","eventName":")" + name +
+                               R"(","check":"exists","within":")" + w + R"("})";
+    if (!beyond_ || k < 5) return exists;
+    switch (k) {
+      case 5:
+        return R"({"type":"event","eventName":"e5","check":"exists","within":")" + w +
+               R"(","where":[{"property":"tier","operator":"eq","value":"gold"}]})";
+      case 6:
+        return R"({"type":"event","eventName":"e6","check":"sum","property":"amount","operator":"gte","value":1,"within":")" +
+               w + R"("})";
+      case 7:
+        return R"({"type":"sequence","steps":[{"eventName":"e7"},{"eventName":"e7.paid"}],"within":"1ms","outcome":"abandoned","lookback":")" +
+               w + R"("})";
+      case 8:
+        return R"({"type":"property","property":"renewsAt","operator":"after","value":"+0s"})";
+      default:
+        return R"({"type":"composite","operator":"and","conditions":[)" + exists +
+               R"(,{"type":"bucket","bucketId":"b0","check":"member"}]})";
+    }
+  }
+
   void Define() {
     for (uint32_t k = 0; k < kBuckets; ++k) {
-      const std::string json = R"({"id":"b)" + std::to_string(k) +
-                               R"(","criteria":{"type":"event","eventName":"e)" +
-                               std::to_string(k) + R"(","check":"exists","within":")" +
-                               std::to_string(kWindowMs) + R"(ms"}})";
+      const std::string json =
+          R"({"id":"b)" + std::to_string(k) + R"(","criteria":)" + Criteria(k) + "}";
       BucketDefinition def;
       if (!ParseBucketDefinition(json, &def).ok()) std::abort();
       Record r;
@@ -143,6 +177,18 @@ class Population {
         r.seq = ++seq_;
         r.event_name = names[k];
         r.occurred_at = kStart - kSpanMs + TimeMs(rank * kSpanMs / memberships_);
+        r.properties.clear();
+        r.event_properties.clear();
+        if (beyond_ && k == 5) {
+          r.event_properties.push_back({"tier", PropertyValue::String("gold")});
+        }
+        if (beyond_ && k == 6) {
+          r.event_properties.push_back({"amount", PropertyValue::Number(double(1 + rank % 100))});
+        }
+        if (beyond_ && k == 8) {
+          r.properties.push_back(
+              {"renewsAt", PropertyValue::Number(double(r.occurred_at + kWindowMs))});
+        }
         if (!fold_->Apply(r, nullptr).ok()) std::abort();
       }
     }
@@ -162,10 +208,22 @@ class Population {
       // Instants beyond the inline capacity live in a heap buffer of their own.
       for (const EventHistory& h : user->events) breakdown_.events += SpilledChunk(h.newest);
       for (const Slot* slot : user->slots) breakdown_.slot += SpilledChunk(slot->dwell);
+      if (const LegHistories* legs = user->legs.get()) {
+        breakdown_.legs +=
+            Chunk(legs) + Chunk(legs->aggregates.data()) + Chunk(legs->sequences.data());
+        for (const AggregateHistory& h : legs->aggregates) {
+          breakdown_.legs += Chunk(h.newest.data()) + Chunk(h.distinct.data());
+        }
+        for (const SequenceHistory& h : legs->sequences) {
+          breakdown_.legs += Chunk(h.later.data());
+          for (const std::vector<TimeMs>& v : h.later) breakdown_.legs += Chunk(v.data());
+        }
+      }
     }
   }
 
   uint64_t memberships_;
+  bool beyond_;
   uint64_t seq_ = 0;
   TimeMs swept_ms_ = 0;
   std::unique_ptr<Fold> fold_;
@@ -178,15 +236,17 @@ class Population {
 // all due, and no others.
 TimeMs DueThrough(TimeMs offset_ms) { return kStart + kWindowMs - kSpanMs + offset_ms - 1; }
 
-// Arg 0: memberships; arg 1: per mille of the memberships due at each sweep (0: none).
-// The population of the last benchmark, kept for the next one of the same size: building
-// 10M memberships takes most of a minute, so the cases of one size share one build.
+// Arg 0: memberships; arg 1: per mille of the memberships due at each sweep (0: none); arg 2:
+// the mix (1: beyond, the SPEC §3b legs).
+// The population of the last benchmark, kept for the next one of the same size and mix:
+// building 10M memberships takes most of a minute, so the cases of one size share one build.
 std::unique_ptr<Population> shared_population;
 
-Population* GetPopulation(uint64_t memberships) {
-  if (!shared_population || shared_population->memberships() != memberships) {
+Population* GetPopulation(uint64_t memberships, bool beyond) {
+  if (!shared_population || shared_population->memberships() != memberships ||
+      shared_population->beyond() != beyond) {
     shared_population.reset();  // freed before the next build measures the heap
-    shared_population = std::make_unique<Population>(memberships);
+    shared_population = std::make_unique<Population>(memberships, beyond);
   }
   return shared_population.get();
 }
@@ -194,7 +254,7 @@ Population* GetPopulation(uint64_t memberships) {
 void BM_Sweep(benchmark::State& state) {
   const uint64_t memberships = uint64_t(state.range(0));
   const int64_t due_permille = state.range(1);
-  Population* population = GetPopulation(memberships);
+  Population* population = GetPopulation(memberships, state.range(2) != 0);
   Fold& fold = population->fold();
   uint64_t active = 0;
   for (const auto& bucket : fold.state().buckets) active += bucket->members.size();
@@ -232,21 +292,24 @@ void BM_Sweep(benchmark::State& state) {
   population->ReportMemory(state);
 }
 
-// Fixed iterations, run in this order on one build per size: (a) 1,000 sweeps at one
-// instant, (b) 20 successive slices of 1%, (c) 5 successive slices of 10% (of the 80% left).
+// Fixed iterations, run in this order on one build per size and mix: (a) 1,000 sweeps at
+// one instant, (b) 20 successive slices of 1%, (c) 5 successive slices of 10% (of the 80%
+// left).
 const bool kRegistered = [] {
   struct Case {
     int64_t due_permille;
     int64_t iterations;
   };
   for (int64_t memberships : {1'000'000, 10'000'000}) {
-    for (const Case c : {Case{0, 1000}, Case{10, 20}, Case{100, 5}}) {
-      benchmark::RegisterBenchmark("BM_Sweep", BM_Sweep)
-          ->Args({memberships, c.due_permille})
-          ->ArgNames({"memberships", "due_permille"})
-          ->Iterations(c.iterations)
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond);
+    for (int64_t beyond : {0, 1}) {  // today's mix, then the SPEC §3b legs
+      for (const Case c : {Case{0, 1000}, Case{10, 20}, Case{100, 5}}) {
+        benchmark::RegisterBenchmark("BM_Sweep", BM_Sweep)
+            ->Args({memberships, c.due_permille, beyond})
+            ->ArgNames({"memberships", "due_permille", "beyond"})
+            ->Iterations(c.iterations)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
   return true;

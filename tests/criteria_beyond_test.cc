@@ -2,9 +2,13 @@
 // aggregates, time properties, first seen, sequences and bucket legs. Every flip the clock
 // alone causes happens at its exact instant; replays and snapshots reproduce the state.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <map>
 #include <random>
 
+#include <xxhash.h>
+
+#include "engine/fold/criteria_eval.h"
 #include "tests/test_support.h"
 
 using namespace bucketd;
@@ -91,6 +95,29 @@ TEST_CASE("sum within a window: joins when it reaches the value, leaves when a p
   CHECK(s.IsMember("big-spenders", "u"));
   s.At(35 * kDay);
   CHECK(Describe(s.Drain()) == V{"left:big-spenders:u@" + std::to_string(30 * kDay) + ":criteria"});
+}
+
+TEST_CASE("a distinct value's hash is XXH3 of its type's byte and its contents") {
+  // Stored in snapshots and hashed into the digest: the bytes hashed must never change.
+  auto expected = [](const PropertyValue& v, std::string contents) {
+    const std::string bytes = std::string(1, static_cast<char>(v.type)) + contents;
+    return XXH3_64bits(bytes.data(), bytes.size());
+  };
+  auto number_bytes = [](double x) {
+    std::string bytes(sizeof x, '\0');
+    std::memcpy(bytes.data(), &x, sizeof x);
+    return bytes;
+  };
+  CHECK(ValueHash(PropertyValue::Bool(true)) == expected(PropertyValue::Bool(true), "1"));
+  CHECK(ValueHash(PropertyValue::Bool(false)) == expected(PropertyValue::Bool(false), "0"));
+  CHECK(ValueHash(PropertyValue::Number(12.5)) ==
+        expected(PropertyValue::Number(12.5), number_bytes(12.5)));
+  CHECK(ValueHash(PropertyValue::Number(-0.0)) == ValueHash(PropertyValue::Number(0)));
+  CHECK(ValueHash(PropertyValue::Number(1)) != ValueHash(PropertyValue::String("1")));
+  for (size_t n : {0, 1, 14, 15, 62, 63, 64, 200}) {
+    const std::string text(n, 'x');
+    CHECK(ValueHash(PropertyValue::String(text)) == expected(PropertyValue::String(text), text));
+  }
 }
 
 TEST_CASE("avg, min and max over all time, and an aggregate over nothing is false") {
