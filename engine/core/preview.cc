@@ -195,8 +195,9 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
                            std::max(DepthOf(depth, spec.id), kNewestKeptMin));
                 break;
               case StreamSpec::Kind::kAggregate:
+              case StreamSpec::Kind::kDistinct:
                 for (const PropertyPatch& p : r.event_properties) {
-                  if (p.key == spec.property) AddContribution(&streams->legs, spec.id, p.value, at);
+                  if (p.key == spec.property) AddContribution(&streams->legs, spec, p.value, at);
                 }
                 break;
               case StreamSpec::Kind::kSequence:

@@ -104,14 +104,15 @@ T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
 
 }  // namespace
 
-void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue& value,
+void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyValue& value,
                      TimeMs at) {
   using Type = PropertyValue::Type;
-  if (value.type != Type::kNumber && value.type != Type::kString && value.type != Type::kBool) {
-    return;  // not a scalar: contributes to nothing
-  }
-  AggregateHistory& h = FindOrInsertById(&legs->aggregates, stream_id);
-  if (value.type == Type::kNumber) {
+  const bool distinct = spec.kind == StreamSpec::Kind::kDistinct;
+  const bool scalar =
+      value.type == Type::kNumber || value.type == Type::kString || value.type == Type::kBool;
+  if (distinct ? !scalar : value.type != Type::kNumber) return;  // contributes to nothing
+  AggregateHistory& h = FindOrInsertById(&legs->aggregates, spec.id);
+  if (!distinct) {
     const double x = value.number;
     h.min = h.count == 0 ? x : std::min(h.min, x);
     h.max = h.count == 0 ? x : std::max(h.max, x);
@@ -126,6 +127,7 @@ void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue
       std::move(h.newest.begin() + 1, place, h.newest.begin());
       *(place - 1) = Contribution{at, x};
     }
+    return;
   }
   const uint64_t hash = ValueHash(value);
   auto it = std::lower_bound(h.distinct.begin(), h.distinct.end(), hash,
@@ -192,8 +194,8 @@ std::string FilteredStreamKey(std::string_view event_name,
 }
 
 std::string AggregateStreamKey(std::string_view event_name, std::string_view property,
-                               const std::vector<PropertyFilter>& where) {
-  return std::string(kReservedEventPrefix) + "aggregate:" + std::string(event_name) + '\x1f' +
+                               const std::vector<PropertyFilter>& where, bool distinct) {
+  return std::string(kReservedEventPrefix) + (distinct ? "distinct:" : "aggregate:") + std::string(event_name) + '\x1f' +
          std::string(property) + '\x1f' + CanonicalWhereJson(where);
 }
 
@@ -252,9 +254,10 @@ uint32_t CompiledCriteria::Compile(const Criteria& c, Interner* event_names,
         node.count_op = c.count_op;
         node.aggregate_value = c.aggregate_value;
         StreamSpec spec;
-        spec.kind = StreamSpec::Kind::kAggregate;
-        spec.id =
-            event_names->Intern(AggregateStreamKey(c.event_name, c.aggregate_property, c.where));
+        const bool distinct = c.check == EventCheck::kDistinct;
+        spec.kind = distinct ? StreamSpec::Kind::kDistinct : StreamSpec::Kind::kAggregate;
+        spec.id = event_names->Intern(
+            AggregateStreamKey(c.event_name, c.aggregate_property, c.where, distinct));
         spec.where = c.where;
         spec.property = c.aggregate_property;
         node.id = spec.id;

@@ -124,8 +124,10 @@ const SequenceHistory* FindSequence(const User& user, uint32_t stream_id);
 const Slot* FindSlotOf(const User& user, uint32_t bucket);
 
 // How an event enters an aggregate's or a sequence's history (one home, shared by the fold
-// and the preview): `value` is the event's value of the aggregated property.
-void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue& value, TimeMs at);
+// and the preview): `value` is the event's value of the aggregated property; a kAggregate
+// stream takes numbers, a kDistinct one any scalar.
+void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyValue& value,
+                     TimeMs at);
 void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at);
 
 // The hash a distinct aggregate keeps of a scalar value: its type and contents (64-bit
@@ -136,7 +138,7 @@ uint64_t ValueHash(const PropertyValue& value);
 std::string FilteredStreamKey(std::string_view event_name,
                               const std::vector<PropertyFilter>& where);
 std::string AggregateStreamKey(std::string_view event_name, std::string_view property,
-                               const std::vector<PropertyFilter>& where);
+                               const std::vector<PropertyFilter>& where, bool distinct);
 std::string SequenceStreamKey(const std::vector<SequenceStep>& steps);
 
 }  // namespace bucketd

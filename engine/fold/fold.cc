@@ -290,8 +290,9 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
         RecordEvent(user, spec.id, occurred_at);
         break;
       case StreamSpec::Kind::kAggregate:
+      case StreamSpec::Kind::kDistinct:
         for (const PropertyPatch& p : r.event_properties) {
-          if (p.key == spec.property) AddContribution(user, spec.id, p.value, occurred_at);
+          if (p.key == spec.property) AddContribution(user, spec, p.value, occurred_at);
         }
         break;
       case StreamSpec::Kind::kSequence:
@@ -301,9 +302,10 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
   }
 }
 
-void Fold::AddContribution(User* user, uint32_t stream_id, const PropertyValue& value, TimeMs at) {
+void Fold::AddContribution(User* user, const StreamSpec& spec, const PropertyValue& value,
+                           TimeMs at) {
   if (!user->legs) user->legs = std::make_unique<LegHistories>();
-  bucketd::AddContribution(user->legs.get(), stream_id, value, at);
+  bucketd::AddContribution(user->legs.get(), spec, value, at);
   if (user->legs->empty()) user->legs.reset();  // a value that contributes to nothing
 }
 

@@ -76,11 +76,13 @@ struct Subscription {
 // interned key in State::event_names starting with kReservedEventPrefix, which no input
 // event name can, so stream ids and event name ids share one space without meeting.
 struct StreamSpec {
-  enum class Kind : uint8_t { kFiltered, kAggregate, kSequence };
+  // kAggregate feeds the numeric totals and contributions (sum avg min max), kDistinct the
+  // distinct values: separate streams, so a sum never pays for hashing values.
+  enum class Kind : uint8_t { kFiltered, kAggregate, kDistinct, kSequence };
   Kind kind = Kind::kFiltered;
   uint32_t id = 0;
   std::vector<PropertyFilter> where;
-  std::string property;  // kAggregate: the property aggregated
+  std::string property;  // kAggregate, kDistinct: the property aggregated
   uint32_t step = 0;     // kSequence: which step (0-based) this name and filter feed
   uint32_t steps = 0;    // kSequence: how many steps
 };
