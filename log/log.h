@@ -61,6 +61,15 @@ struct LogErasureReport {
   uint64_t idempotency_keys = 0;
 };
 
+// What the log's commits cost so far (measurement only: metrics and benches). Each
+// DB::Write of a commit is timed whole, and the fsync inside it by RocksDB's I/O stats.
+struct LogWriteTimes {
+  uint64_t commits = 0;      // write batches written
+  uint64_t bytes = 0;        // their sizes (what the write-ahead file received)
+  uint64_t write_nanos = 0;  // the writes, fsync included
+  uint64_t fsync_nanos = 0;  // of which the fsync (sync mode)
+};
+
 class RecordReader {
  public:
   virtual ~RecordReader() = default;
@@ -144,6 +153,8 @@ class Log {
   virtual Status Checkpoint(const std::string& dir) = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
+  // Totals since open; thread-safe.
+  virtual LogWriteTimes write_times() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.
   virtual Status Flush() = 0;
 };
