@@ -137,9 +137,12 @@ def set_clock(server, now_ms):
     return time.perf_counter() - t0, json.loads(data)
 
 
-def main():
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bucketd", required=True, help="the bucketd binary")
+    p.add_argument("--bucketd", required=True, action="append",
+                   help="the bucketd binary; twice to alternate two builds (A B A B ...)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="server runs per binary (each a fresh data dir and ingest)")
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--due-permille", type=int, default=10, help="members due per round, ‰")
     p.add_argument("--rounds", type=int, default=10)
@@ -152,13 +155,17 @@ def main():
     p.add_argument("--no-metrics", action="store_true",
                    help="do not read /metrics (older builds compute the state digest for it)")
     p.add_argument("--extra", default="", help="more bucketd flags, space-separated")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def measure(binary, args):
+    """One server run: ingest, then the rounds. Returns the RESULT dict."""
     group = args.users * args.due_permille // 1000
     groups = args.users // group
     if groups < args.rounds:
         sys.exit(f"{groups} groups: fewer than --rounds {args.rounds}")
 
-    server = Server(args.bucketd, args.durability, args.extra.split(), args.no_metrics)
+    server = Server(binary, args.durability, args.extra.split(), args.no_metrics)
     try:
         definition = {
             "id": "trial", "name": "Trial users", "kind": "dynamic",
@@ -236,14 +243,34 @@ def main():
                   f" (sum {sum(phases.values()):.3f})")
         if log_bytes is not None:
             print(f"log bytes written per due item: {log_bytes:.1f}")
-        print("RESULT " + json.dumps({
+        result = {"bucketd": binary,
             "due": group, "server_us_per_item": med_server / group,
             "client_us_per_item": med_client / group, "empty_server_us": empty_server,
             "empty_client_us": empty_client, "phases_us_per_item": phases,
             "log_bytes_per_item": log_bytes,
-            "ingest_s": ingest_s}))
+            "ingest_s": ingest_s}
+        print("RESULT " + json.dumps(result), flush=True)
+        return result
     finally:
         server.stop()
+
+
+def main():
+    args = parse_args()
+    results = {binary: [] for binary in args.bucketd}
+    for run in range(args.runs):
+        for binary in args.bucketd:
+            print(f"--- run {run + 1}/{args.runs}: {binary}", flush=True)
+            results[binary].append(measure(binary, args))
+    if len(args.bucketd) == 2 and args.runs > 0:
+        a, b = args.bucketd
+        print(f"A = {a}\nB = {b}")
+        for key in ("server_us_per_item", "client_us_per_item"):
+            ratios = [ra[key] / rb[key] for ra, rb in zip(results[a], results[b])]
+            print(f"{key}: A median {statistics.median(r[key] for r in results[a]):.3f}, "
+                  f"B median {statistics.median(r[key] for r in results[b]):.3f}; "
+                  f"A/B per pair {', '.join(f'{x:.2f}' for x in ratios)} "
+                  f"(median {statistics.median(ratios):.2f})")
 
 
 if __name__ == "__main__":

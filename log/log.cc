@@ -400,6 +400,7 @@ class RocksLog final : public Log {
   const std::string& stream_id() const override { return stream_id_; }
 
   void Stage(const Record& record, std::span<const Transition> transitions) override;
+  void StageTransition(const TransitionView& transition) override;
   Status LookupIdempotencyKey(std::string_view key, bool* seen) const override;
   Status Commit() override;
   Status StartCommit(std::function<void()> on_written) override;
@@ -627,18 +628,20 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
     pending_idempotency_keys_.insert(*record.idempotency_key);
   }
 
-  uint64_t transition_seq = last_transition_seq();
-  for (const Transition& transition : transitions) {
-    BUCKETD_CHECK_MSG(transition.seq == transition_seq + 1,
-                      "staged transition seq " + std::to_string(transition.seq) +
-                          " does not follow " + std::to_string(transition_seq));
-    transition_seq = transition.seq;
-    EncodeTransition(transition, &builder_);
-    StageElement(kTransitions, &transition_chunk_, transition.seq);
-  }
+  for (const Transition& transition : transitions) StageTransition(TransitionView::Of(transition));
   last_seq_.store(record.seq, std::memory_order_release);
-  last_transition_seq_.store(transition_seq, std::memory_order_release);
   last_record_at_ = record.at;
+}
+
+void RocksLog::StageTransition(const TransitionView& transition) {
+  if (options_.read_only) return;
+  const uint64_t seq = last_transition_seq();
+  BUCKETD_CHECK_MSG(transition.seq == seq + 1, "staged transition seq " +
+                                                   std::to_string(transition.seq) +
+                                                   " does not follow " + std::to_string(seq));
+  EncodeTransition(transition, &builder_);
+  StageElement(kTransitions, &transition_chunk_, transition.seq);
+  last_transition_seq_.store(transition.seq, std::memory_order_release);
 }
 
 Status RocksLog::LookupIdempotencyKey(std::string_view key, bool* seen) const {

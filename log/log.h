@@ -19,6 +19,7 @@
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 #include "engine/base/record.h"
+#include "engine/base/transition_view.h"
 
 namespace bucketd {
 
@@ -94,6 +95,10 @@ class Log {
   // Stages a record (its seq must be last_seq() + 1) and the transitions it caused (their
   // seqs must continue last_transition_seq()). Records its idempotency key, if any.
   virtual void Stage(const Record& record, std::span<const Transition> transitions) = 0;
+  // Stage's transitions one at a time, as a fold makes them (its TransitionSink): each seq
+  // must continue last_transition_seq(). Then Stage(record, {}) stages the record that
+  // caused them; both go in the same write, so no crash keeps one without the other.
+  virtual void StageTransition(const TransitionView& transition) = 0;
   // Sets `seen` if the key was committed or staged before. A lookup that fails (a damaged
   // block) returns the error and leaves the log usable: the caller refuses the input.
   virtual Status LookupIdempotencyKey(std::string_view key, bool* seen) const = 0;

@@ -61,14 +61,19 @@ bool InRange(FbEnum value) {
 
 // Empty strings are left absent: they decode as "" and cost no bytes.
 flatbuffers::Offset<flatbuffers::String> CreateIfNotEmpty(flatbuffers::FlatBufferBuilder* builder,
-                                                          const std::string& s) {
-  return s.empty() ? 0 : builder->CreateString(s);
+                                                          std::string_view s) {
+  return s.empty() ? 0 : builder->CreateString(s.data(), s.size());
 }
 
 // An optional string is present on disk exactly when it is engaged, even if empty.
 flatbuffers::Offset<flatbuffers::String> CreateIfPresent(flatbuffers::FlatBufferBuilder* builder,
                                                          const std::optional<std::string>& s) {
   return s.has_value() ? builder->CreateString(*s) : 0;
+}
+
+flatbuffers::Offset<flatbuffers::String> CreateIfPresent(flatbuffers::FlatBufferBuilder* builder,
+                                                         std::optional<std::string_view> s) {
+  return s.has_value() ? builder->CreateString(s->data(), s->size()) : 0;
 }
 
 void AssignString(const flatbuffers::String* from, std::string* to) {
@@ -178,6 +183,10 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
 }
 
 void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder) {
+  EncodeTransition(TransitionView::Of(transition), builder);
+}
+
+void EncodeTransition(const TransitionView& transition, flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   auto bucket_id = CreateIfNotEmpty(builder, transition.bucket_id);
   auto bucket_name = CreateIfNotEmpty(builder, transition.bucket_name);

@@ -9,6 +9,7 @@
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 #include "engine/base/record.h"
+#include "engine/base/transition_view.h"
 
 namespace bucketd {
 
@@ -16,6 +17,7 @@ namespace bucketd {
 // builder->GetBufferPointer() / GetSize() until the builder's next use.
 void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder);
 void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder);
+void EncodeTransition(const TransitionView& transition, flatbuffers::FlatBufferBuilder* builder);
 
 // Overwrite every field of `out`, reusing its strings' capacity: replay decodes millions of
 // records into one Record. Corruption if `bytes` is not a valid encoding.

@@ -1,15 +1,15 @@
 #pragma once
-// Appends transitions to the output of one Apply(), numbering them gap-free.
+// Hands the transitions of one Apply() to its sink, numbering them gap-free.
 #include <string>
-#include <vector>
 
+#include "engine/base/transition_view.h"
 #include "engine/fold/fold.h"
 
 namespace bucketd {
 
 struct Fold::Emitter {
-  Emitter(State* state, std::vector<Transition>* out, TimeMs detected_at)
-      : state(state), out(out), detected_at(detected_at) {}
+  Emitter(State* state, TransitionSink* sink, TimeMs detected_at)
+      : state(state), sink(sink), detected_at(detected_at) {}
 
   // `dwell` is the reaction a kDwell transition fires.
   void Emit(TransitionKind kind, const Bucket& bucket, const Slot& slot, TimeMs at,
@@ -17,28 +17,33 @@ struct Fold::Emitter {
             uint32_t dwell_count = 0) {
     const uint64_t seq = ++state->transition_seq;
     ++emitted;
-    if (out == nullptr) return;  // replay without a consumer: only the numbering matters
-    Transition& t = out->emplace_back();
+    if (sink == nullptr) return;  // replay without a consumer: only the numbering matters
+    TransitionView t;
     t.seq = seq;
     t.kind = kind;
     t.bucket_id = bucket.def.id;
     t.bucket_name = bucket.def.name;
     t.user_id = slot.user->id;
-    t.email = slot.user->email;
+    if (slot.user->email) t.email = *slot.user->email;
     t.entry_count = slot.entry_count;
     t.source = slot.source;
     t.reason = reason;
-    if (dwell != nullptr) t.dwell_label = dwell->Label();  // built only for a consumer
+    if (dwell != nullptr) {  // built only for a consumer
+      label = dwell->Label();
+      t.dwell_label = label;
+    }
     t.dwell_count = dwell_count;
     t.at = at;
     t.detected_at = detected_at;
     if (kind == TransitionKind::kLeft) t.entered_at = slot.entered_at;
+    sink->Add(t);
   }
 
   State* state;
-  std::vector<Transition>* out;
+  TransitionSink* sink;
   TimeMs detected_at;
   uint64_t emitted = 0;
+  std::string label;  // the dwell label of the transition being emitted
 };
 
 }  // namespace bucketd
