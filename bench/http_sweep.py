@@ -207,23 +207,26 @@ def measure(binary, args):
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         rows = []
-        print("round  due     transitions  server_us  client_us  server_us/item  client_us/item",
-              flush=True)
-        # The phase counters are read once before and once after the rounds: a scrape is an
-        # engine call of its own, kept out of the measured requests.
-        before = server.phase_seconds()
+        print("round  due     transitions  server_us  client_us  server_us/item  client_us/item"
+              "  phases us/item", flush=True)
+        # The phase counters are read before and after each round: a scrape is an engine
+        # call of its own, kept out of the measured request.
+        phase_rows = []
         for r in range(args.rounds):
+            before = server.phase_seconds()
             rtt, answer = set_clock(server, START_MS + MAX_DWELL_DAYS * DAY_MS + r * MINUTE_MS)
+            after = server.phase_seconds()
             due = answer["due"]
             if due != group or answer["transitions"] != group:
                 server.stop()
                 sys.exit(f"round {r}: {answer}, expected {group} due")
             rows.append((answer["micros"], rtt * 1e6))
+            phase_rows.append({k: (after[k] - before.get(k, 0.0)) * 1e6 / due for k in after})
             print(f"{r:5d}  {due:6d}  {answer['transitions']:11d}  {answer['micros']:9d}  "
-                  f"{rtt * 1e6:9.0f}  {answer['micros'] / due:14.3f}  {rtt * 1e6 / due:14.3f}",
+                  f"{rtt * 1e6:9.0f}  {answer['micros'] / due:14.3f}  {rtt * 1e6 / due:14.3f}  " +
+                  " ".join(f"{k}={v:.3f}" for k, v in phase_rows[-1].items() if k != "log_bytes"),
                   flush=True)
-        after = server.phase_seconds()
-        phases = {k: (after[k] - before.get(k, 0.0)) * 1e6 / (group * args.rounds) for k in after}
+        phases = {k: statistics.median(p[k] for p in phase_rows) for k in phase_rows[0]}
         if perf is not None:
             perf.send_signal(2)
             perf.wait()
@@ -238,7 +241,7 @@ def measure(binary, args):
               f"{med_client / group:.3f} us/item")
         log_bytes = phases.pop("log_bytes", None)
         if phases:
-            print(f"engine phases over the {len(rows)} rounds, us/item: " +
+            print(f"engine phases, medians of {len(rows)} rounds, us/item: " +
                   ", ".join(f"{k} {v:.3f}" for k, v in phases.items()) +
                   f" (sum {sum(phases.values()):.3f})")
         if log_bytes is not None:

@@ -55,6 +55,10 @@ constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still 
 // refuses it at open ("not supported") instead of meeting an unknown record kind in the
 // middle of a replay and calling the log corrupt (an operator might then salvage it).
 constexpr char kFormatVersionSubscriptions[] = "3";
+// Version 3's content (subscription records allowed) with transitions in the compact
+// encoding (log_format.md, "Compact transitions"): what new logs are created as. Logs of
+// versions 1-3 keep the flatbuffers transitions they were written with.
+constexpr char kFormatVersionCompact[] = "4";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -425,6 +429,11 @@ class RocksLog final : public Log {
   rocksdb::Status TimedWrite(rocksdb::WriteBatch* batch);
   rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
   Status CheckFormatVersion();
+  // A transitions element in this log's encoding: compact (version 4) or flatbuffers.
+  Status DecodeStoredTransition(std::string_view element, Transition* out) const {
+    return compact_transitions_ ? DecodeTransitionCompact(element, out)
+                                : DecodeTransition(element, out);
+  }
   Status LoadStreamId();
   rocksdb::Slice BuiltBytes() const {
     return rocksdb::Slice(reinterpret_cast<const char*>(builder_.GetBufferPointer()),
@@ -474,6 +483,8 @@ class RocksLog final : public Log {
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
   bool subscriptions_version_ = false;
+  bool compact_transitions_ = false;  // format version 4
+  std::string compact_scratch_;       // StageTransition's element in the compact encoding
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
   ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
@@ -532,14 +543,16 @@ Status RocksLog::CheckFormatVersion() {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
     if (version != kFormatVersion && version != kFormatVersionUnframed &&
-        version != kFormatVersionSubscriptions) {
+        version != kFormatVersionSubscriptions && version != kFormatVersionCompact) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
-                                kFormatVersionUnframed + ", " + kFormatVersion + " or " +
-                                kFormatVersionSubscriptions + ")");
+                                kFormatVersionUnframed + ", " + kFormatVersion + ", " +
+                                kFormatVersionSubscriptions + " or " + kFormatVersionCompact + ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
     framed_ = version != kFormatVersionUnframed;
-    subscriptions_version_ = version == kFormatVersionSubscriptions;
+    subscriptions_version_ =
+        version == kFormatVersionSubscriptions || version == kFormatVersionCompact;
+    compact_transitions_ = version == kFormatVersionCompact;
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
@@ -552,8 +565,14 @@ Status RocksLog::CheckFormatVersion() {
   if (options_.read_only) return Status::Ok();
   rocksdb::WriteOptions write;
   write.sync = true;
-  return FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersion),
-                   "writing log format version");
+  if (Status s = FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersionCompact),
+                           "writing log format version");
+      !s.ok()) {
+    return s;
+  }
+  subscriptions_version_ = true;
+  compact_transitions_ = true;
+  return Status::Ok();
 }
 
 Status RocksLog::LoadStreamId() {
@@ -639,8 +658,15 @@ void RocksLog::StageTransition(const TransitionView& transition) {
   BUCKETD_CHECK_MSG(transition.seq == seq + 1, "staged transition seq " +
                                                    std::to_string(transition.seq) +
                                                    " does not follow " + std::to_string(seq));
-  EncodeTransition(transition, &builder_);
-  StageElement(kTransitions, &transition_chunk_, transition.seq);
+  if (compact_transitions_) {
+    EncodeTransitionCompact(transition, &compact_scratch_);
+    if (transition_chunk_.Add(transition.seq, compact_scratch_)) {
+      StageChunk(kTransitions, &transition_chunk_);
+    }
+  } else {
+    EncodeTransition(transition, &builder_);
+    StageElement(kTransitions, &transition_chunk_, transition.seq);
+  }
   last_transition_seq_.store(transition.seq, std::memory_order_release);
 }
 
@@ -806,7 +832,7 @@ Status RocksLog::ScanTransitions(uint64_t after_seq, const TransitionVisitor& vi
   uint64_t seq = 0;
   Transition transition;
   while (walker.Next(&element, &seq)) {
-    if (Status s = DecodeTransition(element, &transition); !s.ok()) {
+    if (Status s = DecodeStoredTransition(element, &transition); !s.ok()) {
       return Status::Corruption("transition " + std::to_string(seq) + ": " + s.message());
     }
     if (transition.seq != seq) {
@@ -956,13 +982,17 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
       kTransitions,
       [&](std::string_view element, std::string* out, bool* changed) {
         Transition t;
-        if (Status d = DecodeTransition(element, &t); !d.ok()) return d;
+        if (Status d = DecodeStoredTransition(element, &t); !d.ok()) return d;
         *changed = t.user_id == erasure.user_id;
         if (!*changed) return Status::Ok();
         t.user_id = erasure.pseudonym;
         t.email.reset();
-        EncodeTransition(t, &builder);
-        *out = bytes();
+        if (compact_transitions_) {
+          EncodeTransitionCompact(t, out);
+        } else {
+          EncodeTransition(t, &builder);
+          *out = bytes();
+        }
         ++report->transitions;
         return Status::Ok();
       },
