@@ -2,21 +2,27 @@
 """Due items through the sidecar (issue 20): what one POST /v1/clock costs per due item.
 
 Starts the real `bucketd` (manual clock, sync durability by default, a temp data dir, a
-free loopback port), defines one bucket {"type":"event","eventName":"signup",
-"check":"exists"} with a 30-day maxDwell, and ingests U users over HTTP (NDJSON batches on
-/v1/events) in groups of U * P / 1000, the manual clock one minute further for each group,
-so each group's memberships enter one minute after the previous one's. Then each round
-moves the clock to start + 30 d + r minutes: exactly one group (P per mille of the
-members) falls due and leaves (reason maxDwell), one `left` transition each. Per round it
-prints the server's `micros` (the engine call: fold, transition encoding, log write with
-its fsync), the client's round trip (request to last byte of the answer), and the engine's
-own phase timers (`bucketd_sweep_phase_seconds_total` from /metrics, when the server has
-them). Summary: medians over the rounds, per due item.
+free loopback port, no automatic snapshots), defines one bucket {"type":"event",
+"eventName":"signup","check":"exists"} with a 30-day maxDwell, and ingests U users (each one
+event, with an email unless --no-email) over HTTP, NDJSON batches on /v1/events, in groups
+of U * P / 1000 users drawn in a shuffled order, the manual clock one minute further for
+each group, so each group's memberships enter one minute after the previous one's. Five
+clock moves with nothing due give the fixed cost (a record, its fsync, the answer). Then
+each round moves the clock to start + 30 d + r minutes: exactly one group (P per mille of
+the members) falls due and leaves (reason maxDwell), one `left` transition each.
+
+Per round: the server's `micros` (the sweep on the engine thread: fold and staging), the
+client's round trip (request sent to answer read: the log write and fsync are inside), and
+the engine's phases from /metrics read around the round (fold, stage, the log's write
+without its fsync, the fsync; bucketd_sweep_phase_seconds_total and
+bucketd_log_*_seconds_total), each per due item. The summary gives medians over the rounds.
 
     bench/http_sweep.py --bucketd build-rel/tools/bucketd/bucketd [--users 1000000]
         [--due-permille 10] [--rounds 10] [--durability sync] [--batch 10000]
+    bench/http_sweep.py --bucketd OLD --bucketd NEW --runs 3 [--no-metrics]   # A B A B A B
 
-Prints a last line `RESULT {json}` with the medians, for scripts that alternate builds.
+Each run prints a line `RESULT {json}`; with two binaries, the medians and the A/B ratio
+of each pair. --perf FILE records the server with perf during the rounds only.
 """
 import argparse
 import http.client
@@ -99,9 +105,10 @@ class Server:
         return data
 
     def phase_seconds(self):
-        """The engine's phase totals from /metrics, in seconds; empty if absent: fold and
-        stage (bucketd_sweep_phase_seconds_total), write (the log's writes without their
-        fsync) and fsync (bucketd_log_*_seconds_total)."""
+        """The engine's phase totals from /metrics, in seconds; empty if absent: fold (with
+        the transitions' encoding since they are staged as made) and stage
+        (bucketd_sweep_phase_seconds_total), write (the log's writes without their fsync)
+        and fsync (bucketd_log_*_seconds_total); log_bytes, in MB."""
         if self.no_metrics:
             return {}
         text = self.call("GET", "/metrics").decode()
@@ -202,7 +209,9 @@ def measure(binary, args):
         perf = None
         if args.perf:
             # Samples the server during the rounds only (not the ingest).
-            perf = subprocess.Popen(["perf", "record", "-F", "20000", "-g", "-o", args.perf,
+            # PERF_CALL_GRAPH=dwarf for call chains through a build without frame pointers.
+            perf = subprocess.Popen(["perf", "record", "-F", "20000", "--call-graph",
+                                     os.environ.get("PERF_CALL_GRAPH", "fp"), "-o", args.perf,
                                      "-p", str(server.proc.pid)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)

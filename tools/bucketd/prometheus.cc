@@ -101,8 +101,8 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
   Header(out, "bucketd_sweep_due_items_total", "counter", "Due items popped by sweeps.");
   out += fmt::format("bucketd_sweep_due_items_total {}\n", stats.sweep_due_items);
   Header(out, "bucketd_sweep_phase_seconds_total", "counter",
-         "Sweep time by phase: fold (pop, re-assess, build transitions), stage (encode into "
-         "the log's next write).");
+         "Sweep time on the engine thread by phase: fold (pop, re-assess, encode the "
+         "transitions into the log's next write), stage (the sweep's record).");
   out += fmt::format("bucketd_sweep_phase_seconds_total{{phase=\"fold\"}} {:.6f}\n",
                      static_cast<double>(stats.sweep_fold_nanos) / 1e9);
   out += fmt::format("bucketd_sweep_phase_seconds_total{{phase=\"stage\"}} {:.6f}\n",

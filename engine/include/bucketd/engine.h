@@ -275,9 +275,9 @@ struct EngineStats {
   uint32_t replay_threads = 1;    // that replayed them
   int64_t open_micros = 0;
   // Where the time of sweeps and commits went, totals since open (measurement only). A
-  // sweep folds (pops its due items, re-assesses them, builds their transitions), then
-  // stages (encodes the record and transitions into the log's next write); the write
-  // itself, with its fsync in sync mode, is a commit, shared by every input of its group.
+  // sweep folds (pops its due items, re-assesses them, encodes their transitions into the
+  // log's next write as it makes them), then stages its record; the write itself, with
+  // its fsync in sync mode, is a commit, shared by every input of its group.
   uint64_t sweep_fold_nanos = 0;
   uint64_t sweep_stage_nanos = 0;
   uint64_t log_commits = 0;
