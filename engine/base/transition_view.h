@@ -46,28 +46,6 @@ struct TransitionView {
     v.entered_at = t.entered_at;
     return v;
   }
-
-  // Assigns every field of `out` (reusing its strings' capacity).
-  void CopyTo(Transition* out) const {
-    out->seq = seq;
-    out->kind = kind;
-    out->bucket_id.assign(bucket_id);
-    out->bucket_name.assign(bucket_name);
-    out->user_id.assign(user_id);
-    if (email) {
-      out->email.emplace(*email);
-    } else {
-      out->email.reset();
-    }
-    out->entry_count = entry_count;
-    out->source = source;
-    out->reason = reason;
-    out->dwell_label.assign(dwell_label);
-    out->dwell_count = dwell_count;
-    out->at = at;
-    out->detected_at = detected_at;
-    out->entered_at = entered_at;
-  }
 };
 
 // Receives the transitions of one Fold::Apply in order; a view is valid during Add only.

@@ -99,27 +99,16 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   return ValidateContactProperties(r.properties);
 }
 
-namespace {
-
-// Fold::Apply's vector: each transition copied into a Transition.
-class TransitionVectorSink final : public TransitionSink {
- public:
-  explicit TransitionVectorSink(std::vector<Transition>* out) : out_(out) {}
-  void Add(const TransitionView& t) override { t.CopyTo(&out_->emplace_back()); }
-
- private:
-  std::vector<Transition>* out_;
-};
-
-}  // namespace
-
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
-  if (out == nullptr) return ApplyTo(r, nullptr, known_user);
-  TransitionVectorSink sink(out);
-  return ApplyTo(r, &sink, known_user);
+  return ApplyWith(r, out, nullptr, known_user);
 }
 
 Status Fold::ApplyTo(const Record& r, TransitionSink* sink, User* known_user) {
+  return ApplyWith(r, nullptr, sink, known_user);
+}
+
+Status Fold::ApplyWith(const Record& r, std::vector<Transition>* out, TransitionSink* sink,
+                       User* known_user) {
   BUCKETD_CHECK_MSG(r.seq == state_.applied_seq + 1, "record " + std::to_string(r.seq) + " after " +
                                                          std::to_string(state_.applied_seq));
   // Comparing ids, not looking the user up again: that lookup is what a Lookahead saves.
@@ -137,7 +126,7 @@ Status Fold::ApplyTo(const Record& r, TransitionSink* sink, User* known_user) {
   if (!check.ok()) return check;
   const TimeMs at = r.at;
   state_.now = at;
-  Emitter emit(&state_, sink, at);
+  Emitter emit(&state_, out, sink, at);
   Status status;
   switch (r.kind) {
     case RecordKind::kEvent:

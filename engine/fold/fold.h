@@ -95,6 +95,9 @@ class Fold {
 
  private:
   struct Emitter;
+  // Apply and ApplyTo: transitions to `out` or to `sink` (at most one set).
+  Status ApplyWith(const Record& record, std::vector<Transition>* out, TransitionSink* sink,
+                   User* known_user);
 
   // Inputs.
   Status CheckEvent(const Record& r, User** user) const;
