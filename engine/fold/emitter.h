@@ -14,10 +14,11 @@ struct Fold::Emitter {
   Emitter(State* state, std::vector<Transition>* out, TransitionSink* sink, TimeMs detected_at)
       : state(state), out(out), sink(sink), detected_at(detected_at) {}
 
-  // `dwell` is the reaction a kDwell transition fires.
-  void Emit(TransitionKind kind, const Bucket& bucket, const Slot& slot, TimeMs at,
-            LeaveReason reason = LeaveReason::kCriteria, const DwellReaction* dwell = nullptr,
-            uint32_t dwell_count = 0) {
+  // `dwell` is the reaction a kDwell transition fires. Inlined into its few callers: a
+  // sweep calls it once per due item, and out of line it cost the sidecar ~7% a due item.
+  [[gnu::always_inline]] void Emit(TransitionKind kind, const Bucket& bucket, const Slot& slot,
+                                   TimeMs at, LeaveReason reason = LeaveReason::kCriteria,
+                                   const DwellReaction* dwell = nullptr, uint32_t dwell_count = 0) {
     const uint64_t seq = ++state->transition_seq;
     ++emitted;
     if (sink != nullptr) return EmitView(seq, kind, bucket, slot, at, reason, dwell, dwell_count);
