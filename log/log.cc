@@ -424,8 +424,8 @@ class RocksLog final : public Log {
   Status Flush() override;
 
  private:
-  // DB::Write of a commit's batch, timed into write_times_ (on the engine's thread or the
-  // committer's).
+  // DB::Write of a commit's batch, timed into the LogWriteTimes counters (on the engine's
+  // thread or the committer's).
   rocksdb::Status TimedWrite(rocksdb::WriteBatch* batch);
   rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
   Status CheckFormatVersion();
@@ -752,16 +752,17 @@ Status RocksLog::FinishCommit() {
 rocksdb::Status RocksLog::TimedWrite(rocksdb::WriteBatch* batch) {
   rocksdb::WriteOptions write;
   write.sync = options_.sync;
-  // Time stats on this thread (thread-local, so reads elsewhere stay unmeasured): a few
-  // clock reads per write, which is one per commit.
-  if (rocksdb::GetPerfLevel() < rocksdb::PerfLevel::kEnableTimeExceptForMutex) {
-    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
-  }
+  // RocksDB's timers (the fsync's among them) for this write only: the level is
+  // thread-local, and left on it would time every idempotency lookup of the thread too.
+  // A few clock reads per commit.
+  const rocksdb::PerfLevel level = rocksdb::GetPerfLevel();
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
   rocksdb::IOStatsContext* io = rocksdb::get_iostats_context();
   const uint64_t fsync_before = io->fsync_nanos;
   const size_t bytes = batch->GetDataSize();
   const auto start = std::chrono::steady_clock::now();
   rocksdb::Status s = db_->Write(write, batch);
+  rocksdb::SetPerfLevel(level);
   const auto nanos =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
           .count();
