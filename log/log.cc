@@ -55,10 +55,15 @@ constexpr char kFormatVersionUnframed[] = "1";  // one element per value; still 
 // refuses it at open ("not supported") instead of meeting an unknown record kind in the
 // middle of a replay and calling the log corrupt (an operator might then salvage it).
 constexpr char kFormatVersionSubscriptions[] = "3";
-// Version 3's content (subscription records allowed) with transitions in the compact
-// encoding (log_format.md, "Compact transitions"): what new logs are created as. Logs of
-// versions 1-3 keep the flatbuffers transitions they were written with.
-constexpr char kFormatVersionCompact[] = "4";
+// Version 3, and events may carry their own properties and definitions use the criteria of
+// SPEC §3b (RecordNeedsCriteriaFormat): a build that knows only 3 would drop the properties
+// or refuse a definition midway through a replay, so it must refuse the log at open.
+constexpr char kFormatVersionCriteria[] = "4";
+// Version 4's content (subscription records, event properties and §3b criteria allowed
+// from the start) with transitions in the compact encoding (log_format.md, "Compact
+// transitions"): what new logs are created as. Logs of versions 1-4 keep the flatbuffers
+// transitions they were written with.
+constexpr char kFormatVersionCompact[] = "5";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -483,7 +488,9 @@ class RocksLog final : public Log {
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
   bool subscriptions_version_ = false;
-  bool compact_transitions_ = false;  // format version 4
+  // The log says version 4 or 5 (or a staged batch says 4): see kFormatVersionCriteria.
+  bool criteria_version_ = false;
+  bool compact_transitions_ = false;  // format version 5
   std::string compact_scratch_;       // StageTransition's element in the compact encoding
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
@@ -543,16 +550,18 @@ Status RocksLog::CheckFormatVersion() {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
     if (version != kFormatVersion && version != kFormatVersionUnframed &&
-        version != kFormatVersionSubscriptions && version != kFormatVersionCompact) {
+        version != kFormatVersionSubscriptions && version != kFormatVersionCriteria &&
+        version != kFormatVersionCompact) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
                                 kFormatVersionUnframed + ", " + kFormatVersion + ", " +
-                                kFormatVersionSubscriptions + " or " + kFormatVersionCompact + ")");
+                                kFormatVersionSubscriptions + ", " + kFormatVersionCriteria +
+                                " or " + kFormatVersionCompact + ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
     framed_ = version != kFormatVersionUnframed;
-    subscriptions_version_ =
-        version == kFormatVersionSubscriptions || version == kFormatVersionCompact;
     compact_transitions_ = version == kFormatVersionCompact;
+    criteria_version_ = compact_transitions_ || version == kFormatVersionCriteria;
+    subscriptions_version_ = criteria_version_ || version == kFormatVersionSubscriptions;
     return Status::Ok();
   }
   if (!s.IsNotFound()) return FromRocks(s, "reading log format version");
@@ -570,7 +579,7 @@ Status RocksLog::CheckFormatVersion() {
       !s.ok()) {
     return s;
   }
-  subscriptions_version_ = true;
+  subscriptions_version_ = criteria_version_ = true;
   compact_transitions_ = true;
   return Status::Ok();
 }
@@ -636,6 +645,10 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
   // once: a batch that fails to commit fails the log for good (error_), and the next open
   // reads the version again. A version 1 log stays 1 (its layout is what the version names;
   // builds that old predate version 2 anyway).
+  if (RecordNeedsCriteriaFormat(record) && framed_ && !criteria_version_) {
+    StagePut(kMeta, kFormatVersionKey, kFormatVersionCriteria);
+    criteria_version_ = subscriptions_version_ = true;
+  }
   if (IsSubscriptionRecord(record.kind) && framed_ && !subscriptions_version_) {
     StagePut(kMeta, kFormatVersionKey, kFormatVersionSubscriptions);
     subscriptions_version_ = true;
@@ -972,6 +985,9 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
         if (r.idempotency_key) keys.push_back(*std::exchange(r.idempotency_key, std::nullopt));
         std::erase_if(r.properties,
                       [&](const PropertyPatch& p) { return !erasure.keep_property(p.key); });
+        std::erase_if(r.event_properties, [&](const PropertyPatch& p) {
+          return !erasure.keep_event_property || !erasure.keep_event_property(p.key);
+        });
         EncodeRecord(r, &builder);
         *out = bytes();
         ++report->records;

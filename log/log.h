@@ -53,6 +53,9 @@ struct LogErasure {
   // replay of the rewritten log reproduces the transitions it produced before; every other
   // key of the user's patches is dropped.
   std::function<bool(std::string_view key)> keep_property;
+  // The same for the events' own properties (what `where` filters, aggregates and
+  // sequences read); unset: every one is dropped.
+  std::function<bool(std::string_view key)> keep_event_property;
 };
 
 // What an erasure rewrote.

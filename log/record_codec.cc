@@ -124,29 +124,53 @@ class AlignedBytes {
   std::unique_ptr<uint64_t[]> heap_;
 };
 
+using PropertiesOffset =
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Property>>>;
+
+PropertiesOffset EncodeProperties(const std::vector<PropertyPatch>& patches,
+                                  flatbuffers::FlatBufferBuilder* builder) {
+  if (patches.empty()) return 0;
+  std::vector<flatbuffers::Offset<fb::Property>> offsets;
+  offsets.reserve(patches.size());
+  for (const PropertyPatch& patch : patches) {
+    const PropertyValue& value = patch.value;
+    auto key = builder->CreateString(patch.key);
+    auto text = CreateIfNotEmpty(builder, value.text);
+    fb::PropertyBuilder property(*builder);
+    property.add_key(key);
+    property.add_type(CastEnum<fb::PropertyType>(value.type));
+    property.add_boolean(value.boolean);
+    property.add_number(value.number);
+    property.add_text(text);
+    offsets.push_back(property.Finish());
+  }
+  return builder->CreateVector(offsets);
+}
+
+Status DecodeProperties(const flatbuffers::Vector<flatbuffers::Offset<fb::Property>>* properties,
+                        std::vector<PropertyPatch>* out) {
+  const size_t property_count = properties == nullptr ? 0 : properties->size();
+  out->resize(property_count);
+  for (size_t i = 0; i < property_count; ++i) {
+    const fb::Property* property = properties->Get(i);
+    if (!InRange(property->type())) return Status::Corruption("property type out of range");
+    PropertyPatch& patch = (*out)[i];
+    AssignString(property->key(), &patch.key);
+    patch.value.type = CastEnum<PropertyValue::Type>(property->type());
+    patch.value.boolean = property->boolean();
+    patch.value.number = property->number();
+    AssignString(property->text(), &patch.value.text);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   // Children first: flatbuffers builds bottom-up, a table cannot be open meanwhile.
-  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Property>>> properties = 0;
-  if (!record.properties.empty()) {
-    std::vector<flatbuffers::Offset<fb::Property>> offsets;
-    offsets.reserve(record.properties.size());
-    for (const PropertyPatch& patch : record.properties) {
-      const PropertyValue& value = patch.value;
-      auto key = builder->CreateString(patch.key);
-      auto text = CreateIfNotEmpty(builder, value.text);
-      fb::PropertyBuilder property(*builder);
-      property.add_key(key);
-      property.add_type(CastEnum<fb::PropertyType>(value.type));
-      property.add_boolean(value.boolean);
-      property.add_number(value.number);
-      property.add_text(text);
-      offsets.push_back(property.Finish());
-    }
-    properties = builder->CreateVector(offsets);
-  }
+  const auto properties = EncodeProperties(record.properties, builder);
+  const auto event_properties = EncodeProperties(record.event_properties, builder);
   auto user_id = CreateIfNotEmpty(builder, record.user_id);
   auto event_name = CreateIfNotEmpty(builder, record.event_name);
   auto email = CreateIfPresent(builder, record.email);
@@ -179,6 +203,7 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
   out.add_url(url);
   out.add_secret(secret);
   out.add_kinds(kinds);
+  out.add_event_properties(event_properties);
   out.add_through_seq(record.through_seq);
   fb::FinishRecordBuffer(*builder, out.Finish());
 }
@@ -246,20 +271,8 @@ Status DecodeRecord(std::string_view bytes, Record* out) {
     }
   }
 
-  const auto* properties = record->properties();
-  const size_t property_count = properties == nullptr ? 0 : properties->size();
-  out->properties.resize(property_count);
-  for (size_t i = 0; i < property_count; ++i) {
-    const fb::Property* property = properties->Get(i);
-    if (!InRange(property->type())) return Status::Corruption("property type out of range");
-    PropertyPatch& patch = out->properties[i];
-    AssignString(property->key(), &patch.key);
-    patch.value.type = CastEnum<PropertyValue::Type>(property->type());
-    patch.value.boolean = property->boolean();
-    patch.value.number = property->number();
-    AssignString(property->text(), &patch.value.text);
-  }
-  return Status::Ok();
+  if (Status s = DecodeProperties(record->properties(), &out->properties); !s.ok()) return s;
+  return DecodeProperties(record->event_properties(), &out->event_properties);
 }
 
 Status DecodeTransition(std::string_view bytes, Transition* out) {

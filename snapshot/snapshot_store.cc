@@ -29,10 +29,12 @@ namespace {
 
 // File header (snapshot_format.md). Little-endian integers at fixed offsets.
 constexpr char kMagic[8] = {'B', 'K', 'T', 'S', 'N', 'A', 'P', '1'};
-// Written: 3. Read: 3, and 2 (no history floor: histories kept exactly their depth, which
-// a floor of 0 reproduces). A version-2 reader would take a version-3 history's extra
-// instants for its depth, so version 3 files are skipped by it instead.
-constexpr uint32_t kFormatVersion = 3;
+// Written: 4. Read: 4; 3 (no user has aggregate or sequence histories, version 4's user
+// flag); and 2 (no history floor: histories kept exactly their depth, which a floor of 0
+// reproduces). A version-3 reader would misread a user with that flag, and a version-2
+// reader would take a version-3 history's extra instants for its depth: each skips the
+// newer files instead.
+constexpr uint32_t kFormatVersion = 4;
 constexpr uint32_t kOldestReadableVersion = 2;
 constexpr size_t kHeaderBytes = 56;
 static_assert(kHeaderBytes % 8 == 0, "the payload is read in place: it must stay 8-aligned");

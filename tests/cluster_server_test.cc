@@ -260,6 +260,21 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(memberships);
   CHECK(memberships->status == 200);
   CHECK(memberships->body.find(R"("bucketId":"active","active":true)") != std::string::npos);
+  // A user's contact, from the owner of its partition, whichever node is asked.
+  for (const Sidecar* node : {a.get(), b.get()}) {
+    auto user = node->Client().Get("/v1/users/u42");
+    REQUIRE(user);
+    CHECK(user->status == 200);
+    CHECK(user->body.find(R"("userId":"u42")") != std::string::npos);
+    CHECK(user->body.find(R"("app.opened":{"count":1,)") != std::string::npos);
+    auto nobody = node->Client().Get("/v1/users/nobody");
+    REQUIRE(nobody);
+    CHECK(nobody->status == 404);
+  }
+  auto preview =
+      client_b.Post("/v1/buckets/preview", R"({"id":"p","kind":"manual"})", "application/json");
+  REQUIRE(preview);
+  CHECK(preview->status == 501);
   auto member = client_b.Get("/v1/buckets/active/members/u42");
   REQUIRE(member);
   CHECK(member->status == 200);

@@ -38,6 +38,9 @@ EventInput Event(const std::string& user, const std::string& name, const std::st
   in.contact_properties = {{"plan", PropertyValue::String("pro")},
                            {"phone", PropertyValue::String("+1-555-" + user + "-0199")}};
   in.idempotency_key = key;
+  // The event's own: `amount` is read by a definition (kept), `note` is not (dropped).
+  in.properties = {{"amount", PropertyValue::Number(7)},
+                   {"note", PropertyValue::String("note-" + user + "-private")}};
   return in;
 }
 
@@ -57,7 +60,9 @@ struct History {
          {R"({"id":"pro","criteria":{"type":"property","property":"plan","operator":"eq",)"
           R"("value":"pro"},"dwell":[{"after":"1h"}]})",
           R"({"id":"busy","criteria":{"type":"event","eventName":"used","check":"count",)"
-          R"("operator":"gte","value":2,"within":"1d"},"dwell":[{"every":"2h"}]})"}) {
+          R"("operator":"gte","value":2,"within":"1d"},"dwell":[{"every":"2h"}]})",
+          R"({"id":"spent","criteria":{"type":"event","eventName":"used","check":"sum",)"
+          R"("property":"amount","operator":"gte","value":14,"within":"1d"}})"}) {
       RequireOk(engine->DefineBucket(definition, DefineMode::kCreate, std::nullopt, nullptr));
     }
     SweepResult sweep;
@@ -128,11 +133,13 @@ TEST_CASE(
   CHECK(after.back().IdempotencyKey().find("alice") == std::string::npos);
 
   // Nothing of her is left in any file; bob is still there.
-  for (const std::string needle : {"alice", "alice@example.com", "+1-555-alice-0199"}) {
+  for (const std::string needle :
+       {"alice", "alice@example.com", "+1-555-alice-0199", "note-alice-private"}) {
     INFO(needle);
     CHECK(FilesHolding(dir, needle) == std::vector<std::string>{});
   }
   CHECK_FALSE(FilesHolding(dir, "bob@example.com").empty());
+  CHECK_FALSE(FilesHolding(dir, "note-bob-private").empty());
   CHECK_FALSE(fs::exists(history.dir.snapshots() + "/set-aside"));
 
   // Her keys are forgotten; bob's are not. Nothing remembers her id.

@@ -238,6 +238,25 @@ def scenario(c, document_bytes):
     c.call("GET", "/v1/buckets/nope/history?from=2026-01-01T00:00:00Z&step=1d", expect=404)
     c.call("GET", "/v1/users/u1/memberships", expect=200)
     c.call("GET", "/v1/users/nobody/memberships", expect=404)
+    user = c.call("GET", "/v1/users/u1", expect=200)
+    assert user["email"] == "u1@example.com" and user["properties"]["plan"] == "trial"
+    assert user["events"]["used"]["count"] == 3, user
+    c.call("GET", "/v1/users/nobody", expect=404)
+
+    # Previews: a replacement of a stored bucket, a new one, refusals; nothing logged.
+    logged = c.call("GET", "/v1/state", expect=200)["logSeq"]
+    preview = c.call("POST", "/v1/buckets/preview", {
+        "id": "power", "criteria": {"type": "event", "eventName": "used", "check": "exists"}},
+        expect=200)
+    assert preview["count"] == 3 and preview["sample"] == ["u1", "u2", "u3"], preview
+    c.call("POST", "/v1/buckets/preview", {
+        "id": "new", "criteria": {"type": "property", "property": "plan", "operator": "eq",
+                                  "value": "trial"}}, expect=200)
+    c.call("POST", "/v1/buckets/preview", {"id": "new", "criteria": {"type": "nope"}},
+           expect=400)
+    c.call("POST", "/v1/buckets/preview", {"id": "vip", "kind": "manual"}, expect=400)
+    c.call("POST", "/v1/buckets/preview", "{not json", expect=400)
+    assert c.call("GET", "/v1/state", expect=200)["logSeq"] == logged
 
     # Webhook subscriptions (nothing listens on the port: deliveries fail and retry, which
     # shows in the subscription's state).
@@ -262,6 +281,7 @@ def scenario(c, document_bytes):
     # Contacts: delete, a later event for them (409), erase, errors.
     c.call("DELETE", "/v1/contacts/u2", expect=200)
     c.call("POST", "/v1/events", {"userId": "u2", "event": "used"}, expect=409)
+    assert c.call("GET", "/v1/users/u2", expect=200)["deleted"] is True
     c.call("DELETE", "/v1/contacts/u3?erase=true", expect=200)
     c.call("DELETE", "/v1/contacts/u3?erase=maybe", expect=400)
     c.call("DELETE", "/v1/contacts/nobody", expect=404)

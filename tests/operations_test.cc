@@ -174,6 +174,34 @@ TEST_CASE("SIGHUP re-applies --buckets; a bad file is logged and the server keep
   CHECK(server.Stop() == 0);  // SIGTERM still stops it cleanly after the reloads
 }
 
+TEST_CASE(
+    "--buckets applies a bucket read by a bucket leg before its reader, and prunes the "
+    "reader first",
+    "[operations]") {
+  TempDir dir;
+  const fs::path defs = dir.path / "buckets";
+  fs::create_directories(defs);
+  // The reader sorts before what it reads: applied in file order it would be refused.
+  WriteFile(
+      defs / "a-reader.json",
+      R"({"id":"a-reader","criteria":{"type":"bucket","bucketId":"z-inner","check":"member"}})");
+  WriteFile(defs / "z-inner.json", R"({"id":"z-inner","name":"Inner","kind":"manual"})");
+  bucketd::testing::Sidecar server(dir.path / "data",
+                                   {"--buckets", defs.string(), "--prune-buckets"});
+  httplib::Client c = server.Client();
+  CHECK(BucketName(c, "z-inner") == "Inner");
+  CHECK(BucketName(c, "a-reader") == "a-reader");
+
+  fs::remove(defs / "a-reader.json");
+  fs::remove(defs / "z-inner.json");
+  WriteFile(defs / "keep.json", R"({"id":"keep","name":"Keep","kind":"manual"})");
+  REQUIRE(kill(server.pid(), SIGHUP) == 0);
+  CHECK(EventuallyNamed(c, "keep", "Keep"));
+  CHECK(EventuallyNamed(c, "z-inner", ""));
+  CHECK(BucketName(c, "a-reader") == "");
+  CHECK(server.Stop() == 0);
+}
+
 TEST_CASE("SIGHUP without --buckets changes nothing and the server stays up", "[operations]") {
   TempDir dir;
   bucketd::testing::Sidecar server(dir.path);

@@ -251,6 +251,15 @@ TEST_CASE("server: bad requests are refused and change nothing", "[server]") {
   RequireError(
       Post(c, "/v1/events", R"({"userId":"u1","event":"used","contactProperties":{"a":1,"a":2}})"),
       400, "invalid_argument", "contactProperties.a");
+  // An event's own properties: scalars only, no repeats (SPEC §3b).
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":{"cart":{"n":1}}})"), 400,
+      "invalid_argument", "properties.cart");
+  RequireError(
+      Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":{"a":1,"a":2}})"), 400,
+      "invalid_argument", "properties.a");
+  RequireError(Post(c, "/v1/events", R"({"userId":"u1","event":"used","properties":[1]})"), 400,
+               "invalid_argument", "properties");
   {
     auto res = Post(c, "/v1/events", R"([{"userId":"u1","event":"used","event":"open"}])");
     REQUIRE(res);
@@ -586,6 +595,62 @@ TEST_CASE("server: a repeated idempotencyKey is a duplicate even on an event it 
   CHECK(server.Stop() == 0);
 }
 
+TEST_CASE("server: a user's contact and events; a preview changes nothing", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  REQUIRE(Post(c, "/v1/events", Events(25, "used"))->status == 200);
+  auto res = Post(c, "/v1/events",
+                  R"({"userId":"user-100","event":"signup","email":" A@B.example ",)"
+                  R"("contactProperties":{"plan":"pro","seats":3}})");
+  REQUIRE(res->status == 200);
+
+  res = c.Get("/v1/users/user-100");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Str(body["userId"]) == "user-100");
+    CHECK(Str(body["email"]) == "a@b.example");
+    CHECK_FALSE(body["deleted"].get_bool().value());
+    CHECK(Str(body["properties"]["plan"]) == "pro");
+    CHECK(body["properties"]["seats"].get_double().value() == 3);
+    CHECK(Int(body["events"]["used"]["count"]) == 2);
+    CHECK(Str(body["events"]["used"]["firstAt"]) == "2026-01-01T00:00:00.000Z");
+    CHECK(Int(body["events"]["signup"]["count"]) == 1);
+  }
+  RequireError(c.Get("/v1/users/nobody"), 404, "not_found");
+
+  // A narrower replacement: 10 of the 25 members stay (user-100 .. user-109 used twice more).
+  REQUIRE(Post(c, "/v1/events", Events(10, "used"))->status == 200);
+  const std::string narrower =
+      R"({"id":"power","criteria":{"type":"event","eventName":"used","check":"count",)"
+      R"("operator":"gte","value":4,"within":"1d"}})";
+  const std::string after_events = c.Get("/v1/state")->body;
+  res = Post(c, "/v1/buckets/preview", narrower);
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Int(body["count"]) == 10);
+    CHECK(Int(body["entering"]) == 0);
+    CHECK(Int(body["leaving"]) == 15);
+    auto sample = body["sample"].get_array().value();
+    REQUIRE(sample.size() == 10);
+    CHECK(Str(sample.at(0).value()) == "user-100");
+    CHECK(Str(sample.at(9).value()) == "user-109");
+  }
+  CHECK(c.Get("/v1/state")->body == after_events);
+  RequireError(Post(c, "/v1/buckets/preview", R"({"id":"p","criteria":{"type":"event"}})"), 400,
+               "invalid_argument", "criteria.eventName");
+  RequireError(Post(c, "/v1/buckets/preview", "{"), 400, "invalid_argument", "body");
+  // Defining it does what the preview said.
+  res = c.Put("/v1/buckets/power", narrower, "application/json");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["counts"]["active"]) == 10);
+  CHECK(Int(Json(res->body)["counts"]["left"]) == 15);
+  CHECK(server.Stop() == 0);
+}
+
 TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
   TempDir dir;
   Server server(dir.path);
@@ -692,4 +757,35 @@ TEST_CASE("server: a full disk answers 507 to inputs, 503 from /healthz, and rea
   auto count = c.Get("/v1/buckets/power/count");
   REQUIRE(count);
   CHECK(count->status == 200);
+}
+
+TEST_CASE("server: events with their own properties feed where filters and aggregates",
+          "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets",
+               R"({"id":"pro-spend","criteria":{"type":"event","eventName":"purchase",
+                 "check":"sum","property":"amount","operator":"gte","value":100,
+                 "where":[{"property":"plan","operator":"eq","value":"pro"}]}})")
+              ->status == 201);
+  // NDJSON: two pro purchases reach 100, the basic one does not count.
+  auto res = c.Post("/v1/events",
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"pro\","
+                    "\"amount\":60}}\n"
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"basic\","
+                    "\"amount\":500}}\n"
+                    "{\"userId\":\"u1\",\"event\":\"purchase\",\"properties\":{\"plan\":\"pro\","
+                    "\"amount\":40}}\n",
+                    "application/x-ndjson");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  res = c.Get("/v1/buckets/pro-spend/count");
+  REQUIRE(res->status == 200);
+  CHECK(Int(Json(res->body)["count"]) == 1);
+  // The definition comes back in its canonical form, the filter included.
+  res = c.Get("/v1/buckets/pro-spend");
+  REQUIRE(res->status == 200);
+  CHECK(res->body.find(R"("where":[{"property":"plan","operator":"eq","value":"pro"}])") !=
+        std::string::npos);
 }

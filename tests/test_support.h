@@ -107,6 +107,20 @@ class Scenario {
     return result;
   }
 
+  // An event with its own properties (SPEC §3b), occurred at T0 + offset when given.
+  IngestResult Fire(const std::string& user, const std::string& event,
+                    std::vector<PropertyPatch> event_properties,
+                    std::optional<TimeMs> occurred_offset_ms = std::nullopt) {
+    EventInput in;
+    in.user_id = user;
+    in.event = event;
+    in.properties = std::move(event_properties);
+    if (occurred_offset_ms) in.occurred_at_ms = kT0 + *occurred_offset_ms;
+    IngestResult result;
+    RequireOk(engine_->Ingest(in, &result));
+    return result;
+  }
+
   // Moves the manual clock to T0 + offset and sweeps.
   SweepResult At(TimeMs offset_ms) {
     SweepResult result;

@@ -69,6 +69,26 @@ Status ValidateContactProperties(std::span<const PropertyPatch> patch, std::stri
   return Status::Ok();
 }
 
+Status ValidateEventProperties(std::span<const PropertyPatch> properties, std::string_view field) {
+  if (properties.size() > kEventPropertiesMax) {
+    return Status::InvalidArgument(std::string(field),
+                                   "at most " + std::to_string(kEventPropertiesMax) + " keys");
+  }
+  for (const PropertyPatch& p : properties) {
+    if (p.key.empty() || p.key.size() > kPropertyKeyBytesMax) {
+      return Status::InvalidArgument(std::string(field) + "." + p.key,
+                                     "a key " + MustBeBetween(1, kPropertyKeyBytesMax, "bytes"));
+    }
+    using Type = PropertyValue::Type;
+    if (p.value.type != Type::kString && p.value.type != Type::kNumber &&
+        p.value.type != Type::kBool) {
+      return Status::InvalidArgument(std::string(field) + "." + p.key,
+                                     "must be a string, number or boolean");
+    }
+  }
+  return Status::Ok();
+}
+
 Status ValidateIdempotencyKey(std::string_view key, std::string_view field) {
   if (key.empty() || key.size() > kIdempotencyKeyBytesMax) {
     return Status::InvalidArgument(std::string(field),

@@ -19,6 +19,10 @@ Status ValidateOccurredAt(TimeMs occurred_at, std::string_view field = "occurred
 // Every key non-empty.
 Status ValidateContactProperties(std::span<const PropertyPatch> patch,
                                  std::string_view field = "contactProperties");
+// An event's own properties: at most kEventPropertiesMax keys, each non-empty and at most
+// kPropertyKeyBytesMax bytes, each value a string, number or boolean.
+Status ValidateEventProperties(std::span<const PropertyPatch> properties,
+                               std::string_view field = "properties");
 // A manual clock's new instant: before year 10000 (9999-12-31T23:59:59.999Z), far enough
 // from int64's end that instant + duration (capped at 100 years) cannot overflow in the fold.
 Status ValidateClockInstant(TimeMs now_ms, std::string_view field = "now");

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bucketd/status.h"
@@ -34,6 +35,13 @@ inline bool IsSubscriptionRecord(RecordKind kind) {
          kind == RecordKind::kSubscriptionAdvance;
 }
 
+struct Record;
+// Whether a record needs log format version 4 (log_format.md): an event with its own
+// properties, or a definition using a criteria construct of SPEC §3b. The canonical
+// definition JSON (ToCanonicalJson) writes these keys and values only for §3b legs, and
+// never unescaped inside a string, so a substring names them exactly.
+bool RecordNeedsCriteriaFormat(const Record& record);
+
 struct Record {
   uint64_t seq = 0;  // gap-free, starting at 1
   TimeMs at = 0;     // the engine's processing instant
@@ -45,7 +53,8 @@ struct Record {
   std::string event_name;
   TimeMs occurred_at = 0;  // already defaulted and clamped to `at`
   std::optional<std::string> email;
-  std::vector<PropertyPatch> properties;
+  std::vector<PropertyPatch> properties;        // the contact patch (contactProperties)
+  std::vector<PropertyPatch> event_properties;  // the event's own (SPEC §3b)
   std::optional<std::string> idempotency_key;
   // kBucket*, kMember*
   std::string bucket_id;
@@ -62,6 +71,26 @@ struct Record {
 
   friend bool operator==(const Record&, const Record&) = default;
 };
+
+inline bool RecordNeedsCriteriaFormat(const Record& record) {
+  if (record.kind == RecordKind::kEvent) return !record.event_properties.empty();
+  if (record.kind != RecordKind::kBucketDefine) return false;
+  static constexpr std::string_view kMarkers[] = {"\"where\":",
+                                                  "\"steps\":",
+                                                  "\"bucketId\":",
+                                                  "\"operator\":\"before\"",
+                                                  "\"operator\":\"after\"",
+                                                  "\"check\":\"sum\"",
+                                                  "\"check\":\"avg\"",
+                                                  "\"check\":\"min\"",
+                                                  "\"check\":\"max\"",
+                                                  "\"check\":\"distinct\"",
+                                                  "\"check\":\"first_seen\""};
+  for (std::string_view marker : kMarkers) {
+    if (record.definition_json.find(marker) != std::string::npos) return true;
+  }
+  return false;
+}
 
 // Records in log order, a batch at a time: what replay reads (log/read_ahead.h's
 // ReadAheadReader is one), without knowing the log.

@@ -117,13 +117,14 @@ Status ReadField(std::string_view key, element value, Record* r, bool* has_at,
   }
   if (key == "email") return ReadString(value, key, &r->email.emplace());
   if (key == "idempotencyKey") return ReadString(value, key, &r->idempotency_key.emplace());
-  if (key == "contactProperties") {
+  if (key == "contactProperties" || key == "properties") {
     object properties;
     if (value.get(properties) != simdjson::SUCCESS) {
-      return Status::InvalidArgument("contactProperties", "must be an object");
+      return Status::InvalidArgument(std::string(key), "must be an object");
     }
+    auto* out = key == "properties" ? &r->event_properties : &r->properties;
     for (auto [name, property] : properties) {
-      r->properties.push_back(PropertyPatch{std::string(name), ToPropertyValue(property)});
+      out->push_back(PropertyPatch{std::string(name), ToPropertyValue(property)});
     }
     return Status::Ok();
   }
@@ -152,6 +153,13 @@ std::string EncodeRecord(const Record& r) {
     if (!r.properties.empty()) {
       w.Key("contactProperties").BeginObject();
       for (const PropertyPatch& p : r.properties) WritePropertyValue(p.value, &w.Key(p.key));
+      w.EndObject();
+    }
+    if (!r.event_properties.empty()) {
+      w.Key("properties").BeginObject();
+      for (const PropertyPatch& p : r.event_properties) {
+        WritePropertyValue(p.value, &w.Key(p.key));
+      }
       w.EndObject();
     }
   }
@@ -199,6 +207,7 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out) {
     if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
     if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
     if (Status s = ValidateContactProperties(r.properties); !s.ok()) return s;
+    if (Status s = ValidateEventProperties(r.event_properties); !s.ok()) return s;
     if (r.idempotency_key) {
       if (Status s = ValidateIdempotencyKey(*r.idempotency_key); !s.ok()) return s;
     }
@@ -217,6 +226,7 @@ Record EventRecord(const EventInput& event, TimeMs at) {
   r.occurred_at = std::min(event.occurred_at_ms.value_or(at), at);
   r.email = event.email;
   r.properties = event.contact_properties;
+  r.event_properties = event.properties;
   r.idempotency_key = event.idempotency_key;
   return r;
 }

@@ -19,6 +19,7 @@
 #include "engine/core/clock.h"
 #include "engine/core/data_dir_backup.h"
 #include "engine/core/fold_reader.h"
+#include "engine/core/preview.h"
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
 #include "engine/replay/parallel_replay.h"
@@ -240,12 +241,16 @@ class EngineImpl final : public Engine {
     if (Status s = CommitNow(); !s.ok()) return s;
     // A forked snapshot still writing the state from before would bring the id back.
     ReapSnapshot(true);
-    std::set<std::string> read_keys;
-    if (Status s = PropertyKeysEverRead(&read_keys); !s.ok()) return LogFailed(s, false);
+    std::set<std::string> read_keys, read_event_keys;
+    if (Status s = PropertyKeysEverRead(&read_keys, &read_event_keys); !s.ok()) {
+      return LogFailed(s, false);
+    }
     ErasureResult local;
     local.pseudonym = NewPseudonym();
-    LogErasure erasure{std::string(user_id), local.pseudonym,
-                       [&](std::string_view key) { return read_keys.contains(std::string(key)); }};
+    LogErasure erasure{
+        std::string(user_id), local.pseudonym,
+        [&](std::string_view key) { return read_keys.contains(std::string(key)); },
+        [&](std::string_view key) { return read_event_keys.contains(std::string(key)); }};
     LogErasureReport report;
     // From a failure on, the log may name the pseudonym while memory names the id: refuse
     // inputs until a restart folds the log again.
@@ -272,11 +277,7 @@ class EngineImpl final : public Engine {
     if (closed_) return Closed();
     if (Status s = Writable(); !s.ok()) return s;
     BucketDefinition def;
-    if (Status s = ParseBucketDefinition(json, &def, path_id); !s.ok()) return s;
-    if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
-    if (path_id && *path_id != def.id) {
-      return Status::InvalidArgument("id", "must match the bucket id in the path");
-    }
+    if (Status s = ValidateDefinition(json, path_id, &def); !s.ok()) return s;
     const Bucket* existing = fold_.bucket(def.id);
     if (existing != nullptr && mode == DefineMode::kCreate) {
       return Status::AlreadyExists("bucket " + def.id + " already exists");
@@ -512,6 +513,20 @@ class EngineImpl final : public Engine {
     return FoldReader(fold_).UserMemberships(user_id, out);
   }
 
+  Status GetUser(std::string_view user_id, UserInfo* out) const override {
+    if (closed_) return Closed();
+    return FoldReader(fold_).GetUser(user_id, out);
+  }
+
+  Status PreviewBucket(std::string_view json, PreviewResult* out) override {
+    if (closed_) return Closed();
+    BucketDefinition def;
+    if (Status s = ValidateDefinition(json, std::nullopt, &def); !s.ok()) return s;
+    // A re-read of past events sees committed records only (as a definition's does).
+    return PreviewDefinition(
+        fold_, def, Now(), [this] { return CommitNow(); }, out);
+  }
+
   Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const override {
     if (closed_) return Closed();
     return FoldReader(fold_).CaptureHistory(bucket_id, Now(), out);
@@ -682,6 +697,23 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
+  // Every refusal of a definition before it is logged (DefineBucket, and PreviewBucket, which
+  // refuses what a define would): the parser's, the id rules for new ids, the path's id, and
+  // what the fold refuses given the state.
+  Status ValidateDefinition(std::string_view json, std::optional<std::string_view> path_id,
+                            BucketDefinition* def) const {
+    if (Status s = ParseBucketDefinition(json, def, path_id); !s.ok()) return s;
+    if (Status s = CheckNewBucketId(def->id); !s.ok()) return s;
+    if (path_id && *path_id != def->id) {
+      return Status::InvalidArgument("id", "must match the bucket id in the path");
+    }
+    Record r;
+    r.kind = RecordKind::kBucketDefine;
+    r.bucket_id = def->id;
+    r.definition_json = ToCanonicalJson(*def);
+    return fold_.Check(r);
+  }
+
   Record NewRecord(RecordKind kind) const {
     Record r;
     r.seq = log_->last_seq() + 1;
@@ -721,6 +753,7 @@ class EngineImpl final : public Engine {
     r.occurred_at = std::min(event.occurred_at_ms.value_or(now), now);
     r.email = event.email;
     r.properties = event.contact_properties;
+    r.event_properties = event.properties;
     r.idempotency_key = event.idempotency_key;
     // The fold validates (and refuses without changing anything) before it applies.
     const size_t before = transitions->size();
@@ -731,9 +764,11 @@ class EngineImpl final : public Engine {
     return Status::Ok();
   }
 
-  // The contact property keys any definition in the log has read: an erasure keeps those
-  // values of the erased contact's patches, so that a replay reproduces the same stream.
-  Status PropertyKeysEverRead(std::set<std::string>* keys) const {
+  // The contact property keys, and the event property keys, any definition in the log has
+  // read: an erasure keeps those values of the erased contact's patches and events, so
+  // that a replay reproduces the same stream.
+  Status PropertyKeysEverRead(std::set<std::string>* keys,
+                              std::set<std::string>* event_keys) const {
     std::unique_ptr<RecordReader> records = log_->ReadFrom(1);
     for (Record r; records->Next(&r);) {
       if (r.kind != RecordKind::kBucketDefine) continue;
@@ -743,6 +778,7 @@ class EngineImpl final : public Engine {
                                   s.message());
       }
       if (def.criteria) CollectPropertyKeys(*def.criteria, keys);
+      if (def.criteria) CollectEventPropertyKeys(*def.criteria, event_keys);
     }
     return records->status();
   }
@@ -1020,7 +1056,8 @@ Status ValidateEvent(const EventInput& event) {
   if (event.occurred_at_ms) {
     if (Status s = ValidateOccurredAt(*event.occurred_at_ms); !s.ok()) return s;
   }
-  return ValidateContactProperties(event.contact_properties);
+  if (Status s = ValidateContactProperties(event.contact_properties); !s.ok()) return s;
+  return ValidateEventProperties(event.properties);
 }
 
 Status Engine::BucketHistory(std::string_view bucket_id, const HistoryQuery& query,

@@ -153,6 +153,31 @@ Status FoldReader::UserMemberships(std::string_view user_id,
   return Status::Ok();
 }
 
+Status FoldReader::GetUser(std::string_view user_id, UserInfo* out) const {
+  const User* user = fold_.user(user_id);
+  if (user == nullptr) return Status::NotFound("unknown contact");
+  *out = UserInfo{};
+  out->user_id = user->id;
+  out->deleted = user->deleted;
+  out->email = user->email;
+  // A deleted contact's properties and events are gone (Fold::ApplyContactDelete).
+  const bucketd::State& state = fold_.state();
+  for (const Property& p : user->properties) {
+    out->properties.push_back(PropertyPatch{state.property_keys.Name(p.key_id), p.value});
+  }
+  std::sort(out->properties.begin(), out->properties.end(),
+            [](const PropertyPatch& a, const PropertyPatch& b) { return a.key < b.key; });
+  for (const EventHistory& h : user->events) {
+    const std::string& name = state.event_names.Name(h.name_id);
+    // The derived streams of filters (docs/design.md) are the engine's, not event names.
+    if (name.starts_with(kReservedEventPrefix)) continue;
+    out->events.push_back(UserEventSummary{name, h.total_count, h.first_at, h.last_at});
+  }
+  std::sort(out->events.begin(), out->events.end(),
+            [](const UserEventSummary& a, const UserEventSummary& b) { return a.event < b.event; });
+  return Status::Ok();
+}
+
 Status FoldReader::CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
   if (b == nullptr) return UnknownBucket(bucket_id);

@@ -30,6 +30,8 @@ class FoldReader {
                      PastMembersPage* out) const;
   Status GetMember(std::string_view bucket_id, std::string_view user_id, Member* out) const;
   Status UserMemberships(std::string_view user_id, std::vector<MembershipRecord>* out) const;
+  // The contact and a summary of its events per name (Engine::GetUser).
+  Status GetUser(std::string_view user_id, UserInfo* out) const;
   // The state's part of a bucket's history: the active members' entry instants, sorted.
   Status CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const;
   // log_seq: the last record folded; `now`: the caller's.

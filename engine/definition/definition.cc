@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <cctype>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -42,22 +43,45 @@ constexpr EnumName<PropertyOp> kPropertyOps[] = {
     {"exists", PropertyOp::kExists},
     {"not_exists", PropertyOp::kNotExists},
     {"contains", PropertyOp::kContains},
+    {"before", PropertyOp::kBefore},
+    {"after", PropertyOp::kAfter},
 };
 constexpr EnumName<EventCheck> kEventChecks[] = {
     {"exists", EventCheck::kExists},
     {"not_exists", EventCheck::kNotExists},
     {"count", EventCheck::kCount},
+    {"sum", EventCheck::kSum},
+    {"avg", EventCheck::kAvg},
+    {"min", EventCheck::kMin},
+    {"max", EventCheck::kMax},
+    {"distinct", EventCheck::kDistinct},
+    {"first_seen", EventCheck::kFirstSeen},
 };
 constexpr EnumName<CountOp> kCountOps[] = {
     {"gt", CountOp::kGt},   {"gte", CountOp::kGte}, {"lt", CountOp::kLt},
     {"lte", CountOp::kLte}, {"eq", CountOp::kEq},
 };
 constexpr EnumName<CriteriaType> kCriteriaTypes[] = {
-    {"property", CriteriaType::kProperty},
-    {"event", CriteriaType::kEvent},
-    {"composite", CriteriaType::kComposite},
+    {"property", CriteriaType::kProperty},   {"event", CriteriaType::kEvent},
+    {"composite", CriteriaType::kComposite}, {"sequence", CriteriaType::kSequence},
+    {"bucket", CriteriaType::kBucket},
 };
 constexpr EnumName<bool> kCompositeOps[] = {{"and", true}, {"or", false}};
+constexpr EnumName<bool> kSequenceOutcomes[] = {{"completed", true}, {"abandoned", false}};
+constexpr EnumName<bool> kBucketChecks[] = {{"member", true}, {"not_member", false}};
+// The operators a `where` clause takes: the §3 ones. before / after are relative to now,
+// and a filter is decided once, when its event is folded.
+constexpr EnumName<PropertyOp> kFilterOps[] = {
+    {"eq", PropertyOp::kEq},
+    {"neq", PropertyOp::kNeq},
+    {"gt", PropertyOp::kGt},
+    {"gte", PropertyOp::kGte},
+    {"lt", PropertyOp::kLt},
+    {"lte", PropertyOp::kLte},
+    {"exists", PropertyOp::kExists},
+    {"not_exists", PropertyOp::kNotExists},
+    {"contains", PropertyOp::kContains},
+};
 constexpr EnumName<BucketKind> kBucketKinds[] = {
     {"dynamic", BucketKind::kDynamic},
     {"manual", BucketKind::kManual},
@@ -288,42 +312,82 @@ struct CriteriaBudget {
 Status ParseCriteria(const element& node, const std::string& path, size_t depth,
                      CriteriaBudget* budget, Criteria* out);
 
-Status ParsePropertyLeaf(const Fields& fields, const std::string& path, Criteria* out) {
+// A signed offset from now for before / after: a sign and a duration string ("+3d",
+// "-30d", "+1d12h"); zero is allowed ("+0s": now itself). The sign is required, so that a
+// reader of the definition never has to guess a direction.
+Status ReadSignedOffset(const element& value, const std::string& path, TimeMs* out_ms) {
+  constexpr std::string_view kMessage =
+      "must be a signed duration like \"+3d\", \"-30d\" or \"+0s\"";
+  std::string_view text;
+  if (value.get_string().get(text) != simdjson::SUCCESS ||
+      !(text.starts_with('+') || text.starts_with('-'))) {
+    return Status::InvalidArgument(path, std::string(kMessage));
+  }
+  const bool negative = text.front() == '-';
+  text.remove_prefix(1);
+  TimeMs magnitude = 0;
+  if (!ParseDurationString(text, &magnitude).ok()) {
+    // The duration parser refuses zero; an offset of zero is meaningful.
+    const bool zero = !text.empty() && text.find_first_of("123456789") == std::string_view::npos &&
+                      std::isdigit(static_cast<unsigned char>(text.front()));
+    std::string nonzero(text);
+    for (char& c : nonzero) {
+      if (c == '0') c = '1';
+    }
+    if (!zero || !ParseDurationString(nonzero, &magnitude).ok()) {
+      return Status::InvalidArgument(path, std::string(kMessage));
+    }
+    magnitude = 0;
+  }
+  *out_ms = negative ? -magnitude : magnitude;
+  return Status::Ok();
+}
+
+Status ReadPropertyName(const Fields& fields, const std::string& path, std::string* out) {
   const element* property = fields.Get("property");
   if (property == nullptr) return Status::InvalidArgument(Join(path, "property"), "required");
-  Status status = ReadString(*property, Join(path, "property"), &out->property);
+  Status status = ReadString(*property, Join(path, "property"), out);
   if (!status.ok()) return status;
-  if (out->property.empty() || out->property.size() > kPropertyKeyBytesMax) {
+  if (out->empty() || out->size() > kPropertyKeyBytesMax) {
     return Status::InvalidArgument(Join(path, "property"),
                                    MustBeBetween(1, kPropertyKeyBytesMax, "bytes"));
   }
+  return Status::Ok();
+}
+
+// The operator and value of a property comparison (a property leg, or a `where` clause).
+template <size_t N>
+Status ParseComparison(const Fields& fields, const std::string& path,
+                       const EnumName<PropertyOp> (&ops)[N], PropertyOp* op_out,
+                       PropertyValue* value_out, TimeMs* offset_out) {
   const element* op = fields.Get("operator");
   if (op == nullptr) return Status::InvalidArgument(Join(path, "operator"), "required");
-  status = ReadEnum(*op, Join(path, "operator"), kPropertyOps, &out->property_op);
+  Status status = ReadEnum(*op, Join(path, "operator"), ops, op_out);
   if (!status.ok()) return status;
 
   // exists / not_exists compare nothing; a value sent along (UIs often send null or "") is
   // accepted and dropped rather than kept as meaningless state.
-  if (out->property_op == PropertyOp::kExists || out->property_op == PropertyOp::kNotExists) {
-    return Status::Ok();
-  }
+  if (*op_out == PropertyOp::kExists || *op_out == PropertyOp::kNotExists) return Status::Ok();
   const std::string value_path = Join(path, "value");
   const element* value = fields.GetIncludingNull("value");
   if (value == nullptr) return Status::InvalidArgument(value_path, "required");
-  out->value = ToPropertyValue(*value);
+  if (*op_out == PropertyOp::kBefore || *op_out == PropertyOp::kAfter) {
+    return ReadSignedOffset(*value, value_path, offset_out);
+  }
+  *value_out = ToPropertyValue(*value);
   // A comparison that can never hold is a mistake, not a predicate: orderings hold only
   // between numbers and `contains` only for strings (SPEC §3).
-  switch (out->property_op) {
+  switch (*op_out) {
     case PropertyOp::kGt:
     case PropertyOp::kGte:
     case PropertyOp::kLt:
     case PropertyOp::kLte:
-      if (out->value.type != PropertyValue::Type::kNumber) {
+      if (value_out->type != PropertyValue::Type::kNumber) {
         return Status::InvalidArgument(value_path, "must be a number for this operator");
       }
       break;
     case PropertyOp::kContains:
-      if (out->value.type != PropertyValue::Type::kString) {
+      if (value_out->type != PropertyValue::Type::kString) {
         return Status::InvalidArgument(value_path, "must be a string for operator \"contains\"");
       }
       break;
@@ -333,28 +397,112 @@ Status ParsePropertyLeaf(const Fields& fields, const std::string& path, Criteria
   return Status::Ok();
 }
 
-Status ParseEventLeaf(const Fields& fields, const std::string& path, Criteria* out) {
+Status ParsePropertyLeaf(const Fields& fields, const std::string& path, Criteria* out) {
+  Status status = ReadPropertyName(fields, path, &out->property);
+  if (!status.ok()) return status;
+  return ParseComparison(fields, path, kPropertyOps, &out->property_op, &out->value,
+                         &out->time_offset_ms);
+}
+
+Status ParseWhere(const element& value, const std::string& path, std::vector<PropertyFilter>* out) {
+  array items;
+  if (value.get_array().get(items) != simdjson::SUCCESS) {
+    return Status::InvalidArgument(path, "must be an array");
+  }
+  if (items.size() == 0) return Status::InvalidArgument(path, "must not be empty");
+  if (items.size() > kWhereClausesMax) {
+    return Status::InvalidArgument(path,
+                                   "at most " + std::to_string(kWhereClausesMax) + " clauses");
+  }
+  size_t index = 0;
+  for (const element item : items) {
+    const std::string item_path = Index(path, index++);
+    object obj;
+    if (item.get_object().get(obj) != simdjson::SUCCESS) {
+      return Status::InvalidArgument(item_path, "must be an object");
+    }
+    Fields fields;
+    Status status = fields.Collect(obj, {"property", "operator", "value"}, item_path);
+    if (!status.ok()) return status;
+    PropertyFilter filter;
+    status = ReadPropertyName(fields, item_path, &filter.property);
+    if (!status.ok()) return status;
+    TimeMs unused_offset = 0;
+    status =
+        ParseComparison(fields, item_path, kFilterOps, &filter.op, &filter.value, &unused_offset);
+    if (!status.ok()) return status;
+    out->push_back(std::move(filter));
+  }
+  return Status::Ok();
+}
+
+Status ParseOptionalWhere(const Fields& fields, const std::string& path,
+                          std::vector<PropertyFilter>* out) {
+  const element* where = fields.Get("where");
+  return where == nullptr ? Status::Ok() : ParseWhere(*where, Join(path, "where"), out);
+}
+
+Status ParseEventName(const Fields& fields, const std::string& path, std::string* out) {
   const std::string name_path = Join(path, "eventName");
   const element* name = fields.Get("eventName");
   if (name == nullptr) return Status::InvalidArgument(name_path, "required");
-  Status status = ReadString(*name, name_path, &out->event_name);
+  Status status = ReadString(*name, name_path, out);
   if (!status.ok()) return status;
-  if (status = ValidateEventName(out->event_name, name_path); !status.ok()) return status;
+  return ValidateEventName(*out, name_path);
+}
+
+Status ParseEventLeaf(const Fields& fields, const std::string& path, Criteria* out) {
+  Status status = ParseEventName(fields, path, &out->event_name);
+  if (!status.ok()) return status;
   const element* check = fields.Get("check");
   if (check == nullptr) return Status::InvalidArgument(Join(path, "check"), "required");
   status = ReadEnum(*check, Join(path, "check"), kEventChecks, &out->check);
   if (!status.ok()) return status;
+  if (status = ParseOptionalWhere(fields, path, &out->where); !status.ok()) return status;
+  if (status = ReadOptionalDuration(fields, "within", path, &out->within_ms); !status.ok()) {
+    return status;
+  }
 
   const element* op = fields.Get("operator");
   const element* value = fields.Get("value");
+  const bool aggregate = IsAggregate(out->check);
+  if (!aggregate && fields.Get("property") != nullptr) {
+    return Status::InvalidArgument(Join(path, "property"),
+                                   "only allowed with check sum, avg, min, max or distinct");
+  }
+  if (aggregate) {
+    status = ReadPropertyName(fields, path, &out->aggregate_property);
+    if (!status.ok()) return status;
+    if (op == nullptr) return Status::InvalidArgument(Join(path, "operator"), "required");
+    if (value == nullptr) return Status::InvalidArgument(Join(path, "value"), "required");
+    status = ReadEnum(*op, Join(path, "operator"), kCountOps, &out->count_op);
+    if (!status.ok()) return status;
+    if (out->check == EventCheck::kDistinct) {
+      // Values beyond the bound are not retained (docs/design.md): a threshold below it
+      // is decided exactly by the capped count.
+      int64_t n = 0;
+      if (!ReadWholeNumber(*value, &n) || n < 0 || n >= static_cast<int64_t>(kDistinctValuesMax)) {
+        return Status::InvalidArgument(
+            Join(path, "value"),
+            "must be an integer from 0 to " + std::to_string(kDistinctValuesMax - 1));
+      }
+      out->aggregate_value = static_cast<double>(n);
+    } else if (!ReadNumber(*value, &out->aggregate_value) || !std::isfinite(out->aggregate_value)) {
+      return Status::InvalidArgument(Join(path, "value"), "must be a number");
+    }
+    return Status::Ok();
+  }
   if (out->check != EventCheck::kCount) {
-    // On exists / not_exists a threshold would be silently ignored; the author most
-    // likely meant "count".
+    // On exists / not_exists / first_seen a threshold would be silently ignored; the
+    // author most likely meant "count".
     if (op != nullptr) {
       return Status::InvalidArgument(Join(path, "operator"), "only allowed with check \"count\"");
     }
     if (value != nullptr) {
       return Status::InvalidArgument(Join(path, "value"), "only allowed with check \"count\"");
+    }
+    if (out->check == EventCheck::kFirstSeen && !out->within_ms) {
+      return Status::InvalidArgument(Join(path, "within"), "required for check \"first_seen\"");
     }
   } else if ((op == nullptr) != (value == nullptr)) {
     return Status::InvalidArgument(Join(path, op == nullptr ? "operator" : "value"),
@@ -369,7 +517,63 @@ Status ParseEventLeaf(const Fields& fields, const std::string& path, Criteria* o
       return Status::InvalidArgument(Join(path, "value"), "must be a non-negative integer");
     }
   }
-  return ReadOptionalDuration(fields, "within", path, &out->within_ms);
+  return Status::Ok();
+}
+
+Status ParseSequence(const Fields& fields, const std::string& path, Criteria* out) {
+  const std::string steps_path = Join(path, "steps");
+  const element* steps = fields.Get("steps");
+  if (steps == nullptr) return Status::InvalidArgument(steps_path, "required");
+  array items;
+  if (steps->get_array().get(items) != simdjson::SUCCESS) {
+    return Status::InvalidArgument(steps_path, "must be an array");
+  }
+  if (items.size() < kSequenceStepsMin || items.size() > kSequenceStepsMax) {
+    return Status::InvalidArgument(steps_path, "must have " + std::to_string(kSequenceStepsMin) +
+                                                   " to " + std::to_string(kSequenceStepsMax) +
+                                                   " steps");
+  }
+  size_t index = 0;
+  for (const element item : items) {
+    const std::string step_path = Index(steps_path, index++);
+    object obj;
+    if (item.get_object().get(obj) != simdjson::SUCCESS) {
+      return Status::InvalidArgument(step_path, "must be an object");
+    }
+    Fields step_fields;
+    Status status = step_fields.Collect(obj, {"eventName", "where"}, step_path);
+    if (!status.ok()) return status;
+    SequenceStep step;
+    if (status = ParseEventName(step_fields, step_path, &step.event_name); !status.ok()) {
+      return status;
+    }
+    if (status = ParseOptionalWhere(step_fields, step_path, &step.where); !status.ok()) {
+      return status;
+    }
+    out->steps.push_back(std::move(step));
+  }
+  Status status = ReadOptionalDuration(fields, "within", path, &out->within_ms);
+  if (!status.ok()) return status;
+  if (!out->within_ms) return Status::InvalidArgument(Join(path, "within"), "required");
+  const element* outcome = fields.Get("outcome");
+  if (outcome == nullptr) return Status::InvalidArgument(Join(path, "outcome"), "required");
+  status = ReadEnum(*outcome, Join(path, "outcome"), kSequenceOutcomes, &out->sequence_completed);
+  if (!status.ok()) return status;
+  return ReadOptionalDuration(fields, "lookback", path, &out->lookback_ms);
+}
+
+Status ParseBucketLeg(const Fields& fields, const std::string& path, Criteria* out) {
+  const std::string id_path = Join(path, "bucketId");
+  const element* id = fields.Get("bucketId");
+  if (id == nullptr) return Status::InvalidArgument(id_path, "required");
+  Status status = ReadString(*id, id_path, &out->bucket_id);
+  if (!status.ok()) return status;
+  if (status = ValidateBucketId(out->bucket_id, id_path); !status.ok()) return status;
+  const element* check = fields.Get("check");
+  if (check == nullptr) return Status::InvalidArgument(Join(path, "check"), "required");
+  status = ReadEnum(*check, Join(path, "check"), kBucketChecks, &out->member);
+  if (!status.ok()) return status;
+  return ReadOptionalDuration(fields, "for", path, &out->for_ms);
 }
 
 Status ParseComposite(const Fields& fields, const std::string& path, size_t depth,
@@ -421,11 +625,18 @@ Status ParseCriteria(const element& node, const std::string& path, size_t depth,
       status = fields.Collect(obj, {"type", "property", "operator", "value"}, path);
       break;
     case CriteriaType::kEvent:
-      status =
-          fields.Collect(obj, {"type", "eventName", "check", "operator", "value", "within"}, path);
+      status = fields.Collect(
+          obj, {"type", "eventName", "check", "operator", "value", "within", "where", "property"},
+          path);
       break;
     case CriteriaType::kComposite:
       status = fields.Collect(obj, {"type", "operator", "conditions"}, path);
+      break;
+    case CriteriaType::kSequence:
+      status = fields.Collect(obj, {"type", "steps", "within", "outcome", "lookback"}, path);
+      break;
+    case CriteriaType::kBucket:
+      status = fields.Collect(obj, {"type", "bucketId", "check", "for"}, path);
       break;
   }
   if (!status.ok()) return status;
@@ -436,8 +647,16 @@ Status ParseCriteria(const element& node, const std::string& path, size_t depth,
   if (++budget->leaves > kCriteriaLeavesMax) {
     return Status::InvalidArgument("criteria", "criteria have more than 64 leaves");
   }
-  return out->type == CriteriaType::kProperty ? ParsePropertyLeaf(fields, path, out)
-                                              : ParseEventLeaf(fields, path, out);
+  switch (out->type) {
+    case CriteriaType::kProperty:
+      return ParsePropertyLeaf(fields, path, out);
+    case CriteriaType::kEvent:
+      return ParseEventLeaf(fields, path, out);
+    case CriteriaType::kSequence:
+      return ParseSequence(fields, path, out);
+    default:
+      return ParseBucketLeg(fields, path, out);
+  }
 }
 
 // A leaf is negative when it holds for a user who has done nothing at all. A bucket made
@@ -454,6 +673,10 @@ bool AllLeavesNegative(const Criteria& criteria) {
         if (!AllLeavesNegative(child)) return false;
       }
       return true;
+    case CriteriaType::kSequence:
+      return false;
+    case CriteriaType::kBucket:
+      return !criteria.member;
   }
   return false;
 }
@@ -563,8 +786,9 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
     if (AllLeavesNegative(parsed)) {
       return Status::InvalidArgument(
           "criteria",
-          "every condition is negative (neq, not_exists, or event not_exists without "
-          "within), so the bucket would hold every user; add a positive condition");
+          "every condition is negative (neq, not_exists, event not_exists without "
+          "within, or bucket not_member), so the bucket would hold every user; add a positive "
+          "condition");
     }
     def->criteria = std::move(parsed);
   }
@@ -607,33 +831,79 @@ Status ParseDefinition(const element& root, std::optional<std::string_view> defa
   return ReadOptionalDuration(fields, "reconcileEvery", "", &ignored_duration_ms);
 }
 
+void WriteComparison(PropertyOp op, const PropertyValue& value, TimeMs offset_ms,
+                     JsonWriter* writer) {
+  writer->Key("operator").String(NameOf(kPropertyOps, op));
+  if (op == PropertyOp::kBefore || op == PropertyOp::kAfter) {
+    // A signed string, as the parser takes it: "+259200000ms".
+    writer->Key("value").String((offset_ms < 0 ? "-" : "+") +
+                                std::to_string(offset_ms < 0 ? -offset_ms : offset_ms) + "ms");
+  } else if (op != PropertyOp::kExists && op != PropertyOp::kNotExists) {
+    writer->Key("value");
+    WritePropertyValue(value, writer);
+  }
+}
+
+void WriteWhere(const std::vector<PropertyFilter>& where, JsonWriter* writer) {
+  if (where.empty()) return;
+  writer->Key("where").BeginArray();
+  for (const PropertyFilter& filter : where) {
+    writer->BeginObject();
+    writer->Key("property").String(filter.property);
+    WriteComparison(filter.op, filter.value, 0, writer);
+    writer->EndObject();
+  }
+  writer->EndArray();
+}
+
 void WriteCriteria(const Criteria& criteria, JsonWriter* writer) {
   writer->BeginObject();
   writer->Key("type").String(NameOf(kCriteriaTypes, criteria.type));
   switch (criteria.type) {
     case CriteriaType::kProperty:
       writer->Key("property").String(criteria.property);
-      writer->Key("operator").String(NameOf(kPropertyOps, criteria.property_op));
-      if (criteria.property_op != PropertyOp::kExists &&
-          criteria.property_op != PropertyOp::kNotExists) {
-        writer->Key("value");
-        WritePropertyValue(criteria.value, writer);
-      }
+      WriteComparison(criteria.property_op, criteria.value, criteria.time_offset_ms, writer);
       break;
     case CriteriaType::kEvent:
+      // Fields a §3 leg has not are written only when set, so its canonical form (and
+      // fingerprint) is what it was before §3b.
       writer->Key("eventName").String(criteria.event_name);
       writer->Key("check").String(NameOf(kEventChecks, criteria.check));
-      if (criteria.check == EventCheck::kCount) {
+      if (IsAggregate(criteria.check)) {
+        writer->Key("property").String(criteria.aggregate_property);
+        writer->Key("operator").String(NameOf(kCountOps, criteria.count_op));
+        writer->Key("value");
+        WritePropertyValue(PropertyValue::Number(criteria.aggregate_value), writer);
+      } else if (criteria.check == EventCheck::kCount) {
         writer->Key("operator").String(NameOf(kCountOps, criteria.count_op));
         writer->Key("value").Int(criteria.count_value);
       }
       if (criteria.within_ms.has_value()) writer->Key("within").Int(*criteria.within_ms);
+      WriteWhere(criteria.where, writer);
       break;
     case CriteriaType::kComposite:
       writer->Key("operator").String(NameOf(kCompositeOps, criteria.is_and));
       writer->Key("conditions").BeginArray();
       for (const Criteria& child : criteria.conditions) WriteCriteria(child, writer);
       writer->EndArray();
+      break;
+    case CriteriaType::kSequence:
+      writer->Key("steps").BeginArray();
+      for (const SequenceStep& step : criteria.steps) {
+        writer->BeginObject();
+        writer->Key("eventName").String(step.event_name);
+        WriteWhere(step.where, writer);
+        writer->EndObject();
+      }
+      writer->EndArray();
+      writer->Key("within").Int(*criteria.within_ms);
+      writer->Key("outcome").String(NameOf(kSequenceOutcomes, criteria.sequence_completed));
+      if (criteria.lookback_ms.has_value()) writer->Key("lookback").Int(*criteria.lookback_ms);
+      break;
+    case CriteriaType::kBucket:
+      writer->Key("bucketId").String(criteria.bucket_id);
+      writer->Key("check").String(NameOf(kBucketChecks, criteria.member));
+      if (criteria.for_ms.has_value()) writer->Key("for").Int(*criteria.for_ms);
       break;
   }
   writer->EndObject();
@@ -692,6 +962,28 @@ std::string ToCanonicalJson(const BucketDefinition& def) {
   return writer.Take();
 }
 
+std::string CanonicalWhereJson(const std::vector<PropertyFilter>& where) {
+  if (where.empty()) return "";
+  JsonWriter writer;
+  writer.BeginObject();
+  WriteWhere(where, &writer);
+  writer.EndObject();
+  return writer.Take();
+}
+
+std::string CanonicalStepsJson(const std::vector<SequenceStep>& steps) {
+  JsonWriter writer;
+  writer.BeginArray();
+  for (const SequenceStep& step : steps) {
+    writer.BeginObject();
+    writer.Key("eventName").String(step.event_name);
+    WriteWhere(step.where, &writer);
+    writer.EndObject();
+  }
+  writer.EndArray();
+  return writer.Take();
+}
+
 std::string CriteriaFingerprint(const BucketDefinition& def) {
   if (!def.criteria.has_value()) return "";
   JsonWriter writer;
@@ -702,7 +994,8 @@ std::string CriteriaFingerprint(const BucketDefinition& def) {
 bool IsTimeBased(const Criteria& criteria) {
   switch (criteria.type) {
     case CriteriaType::kProperty:
-      return false;
+      return criteria.property_op == PropertyOp::kBefore ||
+             criteria.property_op == PropertyOp::kAfter;
     case CriteriaType::kEvent:
       return criteria.within_ms.has_value();
     case CriteriaType::kComposite:
@@ -710,21 +1003,104 @@ bool IsTimeBased(const Criteria& criteria) {
         if (IsTimeBased(child)) return true;
       }
       return false;
+    case CriteriaType::kSequence:
+      return true;
+    case CriteriaType::kBucket:
+      return criteria.for_ms.has_value();
   }
   return false;
 }
 
 void CollectPropertyKeys(const Criteria& criteria, std::set<std::string>* keys) {
-  switch (criteria.type) {
-    case CriteriaType::kProperty:
-      keys->insert(criteria.property);
-      return;
-    case CriteriaType::kEvent:
-      return;
-    case CriteriaType::kComposite:
-      for (const Criteria& child : criteria.conditions) CollectPropertyKeys(child, keys);
-      return;
+  if (criteria.type == CriteriaType::kProperty) keys->insert(criteria.property);
+  for (const Criteria& child : criteria.conditions) CollectPropertyKeys(child, keys);
+}
+
+void CollectBucketRefs(const Criteria& criteria, std::set<std::string>* ids) {
+  if (criteria.type == CriteriaType::kBucket) ids->insert(criteria.bucket_id);
+  for (const Criteria& child : criteria.conditions) CollectBucketRefs(child, ids);
+}
+
+void CollectEventPropertyKeys(const Criteria& criteria, std::set<std::string>* keys) {
+  for (const PropertyFilter& filter : criteria.where) keys->insert(filter.property);
+  if (!criteria.aggregate_property.empty()) keys->insert(criteria.aggregate_property);
+  for (const SequenceStep& step : criteria.steps) {
+    for (const PropertyFilter& filter : step.where) keys->insert(filter.property);
   }
+  for (const Criteria& child : criteria.conditions) CollectEventPropertyKeys(child, keys);
+}
+
+namespace {
+
+bool SameJson(const PropertyValue& a, const PropertyValue& b) {
+  if (a.type != b.type) return false;
+  switch (a.type) {
+    case PropertyValue::Type::kNull:
+      return true;
+    case PropertyValue::Type::kBool:
+      return a.boolean == b.boolean;
+    case PropertyValue::Type::kNumber:
+      return a.number == b.number;
+    default:
+      return a.text == b.text;
+  }
+}
+
+}  // namespace
+
+bool PropertyOpHolds(PropertyOp op, const PropertyValue* property, const PropertyValue& value) {
+  const bool present = property != nullptr && property->type != PropertyValue::Type::kNull;
+  const bool both_numbers = present && property->type == PropertyValue::Type::kNumber &&
+                            value.type == PropertyValue::Type::kNumber;
+  switch (op) {
+    case PropertyOp::kExists:
+      return present;
+    case PropertyOp::kNotExists:
+      return !present;
+    case PropertyOp::kEq:
+      return present && SameJson(*property, value);
+    case PropertyOp::kNeq:
+      return !(present && SameJson(*property, value));
+    case PropertyOp::kGt:
+      return both_numbers && property->number > value.number;
+    case PropertyOp::kGte:
+      return both_numbers && property->number >= value.number;
+    case PropertyOp::kLt:
+      return both_numbers && property->number < value.number;
+    case PropertyOp::kLte:
+      return both_numbers && property->number <= value.number;
+    case PropertyOp::kContains:
+      return present && property->type == PropertyValue::Type::kString &&
+             value.type == PropertyValue::Type::kString &&
+             property->text.find(value.text) != std::string::npos;
+    case PropertyOp::kBefore:
+    case PropertyOp::kAfter:
+      return false;  // relative to now: criteria_eval decides these
+  }
+  return false;
+}
+
+bool FilterHolds(std::span<const PropertyFilter> where, std::span<const PropertyPatch> properties) {
+  for (const PropertyFilter& filter : where) {
+    const PropertyValue* found = nullptr;
+    for (const PropertyPatch& p : properties) {
+      if (p.key == filter.property) found = &p.value;
+    }
+    if (!PropertyOpHolds(filter.op, found, filter.value)) return false;
+  }
+  return true;
+}
+
+std::optional<TimeMs> PropertyTime(const PropertyValue& value) {
+  if (value.type == PropertyValue::Type::kNumber) {
+    const double n = value.number;
+    if (n != std::trunc(n) || n >= 0x1p62 || n <= -0x1p62) return std::nullopt;
+    return static_cast<TimeMs>(n);
+  }
+  if (value.type != PropertyValue::Type::kString) return std::nullopt;
+  TimeMs t = 0;
+  if (!ParseRfc3339(value.text, &t).ok()) return std::nullopt;
+  return t;
 }
 
 Status CheckNewBucketId(std::string_view id) {

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,10 +14,55 @@
 
 namespace bucketd {
 
-enum class PropertyOp : uint8_t { kEq, kNeq, kGt, kGte, kLt, kLte, kExists, kNotExists, kContains };
-enum class EventCheck : uint8_t { kExists, kNotExists, kCount };
+// kBefore / kAfter (SPEC §3b) compare a time property with now + a signed offset.
+enum class PropertyOp : uint8_t {
+  kEq,
+  kNeq,
+  kGt,
+  kGte,
+  kLt,
+  kLte,
+  kExists,
+  kNotExists,
+  kContains,
+  kBefore,
+  kAfter
+};
+// kSum..kDistinct aggregate a property of the leg's events; kFirstSeen holds while the
+// first matching event is within `within` of now (SPEC §3b).
+enum class EventCheck : uint8_t {
+  kExists,
+  kNotExists,
+  kCount,
+  kSum,
+  kAvg,
+  kMin,
+  kMax,
+  kDistinct,
+  kFirstSeen
+};
 enum class CountOp : uint8_t { kGt, kGte, kLt, kLte, kEq };
-enum class CriteriaType : uint8_t { kProperty, kEvent, kComposite };
+enum class CriteriaType : uint8_t { kProperty, kEvent, kComposite, kSequence, kBucket };
+
+inline bool IsAggregate(EventCheck check) {
+  return check == EventCheck::kSum || check == EventCheck::kAvg || check == EventCheck::kMin ||
+         check == EventCheck::kMax || check == EventCheck::kDistinct;
+}
+
+// One clause of an event leg's `where`: a §3 property comparison on the event's own
+// properties (not the contact's), decided once, when the event is folded.
+struct PropertyFilter {
+  std::string property;
+  PropertyOp op = PropertyOp::kEq;
+  PropertyValue value;  // unused for exists / not_exists
+  friend bool operator==(const PropertyFilter&, const PropertyFilter&) = default;
+};
+
+struct SequenceStep {
+  std::string event_name;
+  std::vector<PropertyFilter> where;
+  friend bool operator==(const SequenceStep&, const SequenceStep&) = default;
+};
 
 // One node of a criteria tree. Only the fields of its `type` are meaningful.
 struct Criteria {
@@ -25,14 +71,29 @@ struct Criteria {
   // kProperty
   std::string property;
   PropertyOp property_op = PropertyOp::kEq;
-  PropertyValue value;  // unused for exists / not_exists
+  PropertyValue value;        // unused for exists / not_exists / before / after
+  TimeMs time_offset_ms = 0;  // before / after: the signed offset from now
 
-  // kEvent. `count` without operator/value is normalized to `gt 0`.
+  // kEvent. `count` without operator/value is normalized to `gt 0`. Aggregates compare
+  // with `aggregate_value` instead of `count_value`. Also kSequence: `within_ms` is X.
   std::string event_name;
   EventCheck check = EventCheck::kExists;
   CountOp count_op = CountOp::kGt;
   int64_t count_value = 0;
   std::optional<TimeMs> within_ms;
+  std::vector<PropertyFilter> where;  // ANDed; only matching events count
+  std::string aggregate_property;     // sum avg min max distinct
+  double aggregate_value = 0;
+
+  // kSequence
+  std::vector<SequenceStep> steps;
+  bool sequence_completed = true;  // outcome: completed, else abandoned
+  std::optional<TimeMs> lookback_ms;
+
+  // kBucket
+  std::string bucket_id;
+  bool member = true;  // check: member, else not_member
+  std::optional<TimeMs> for_ms;
 
   // kComposite
   bool is_and = true;
@@ -91,6 +152,26 @@ std::string CriteriaFingerprint(const BucketDefinition& def);
 
 // True when the criteria contain a windowed event leg (the clock can change them).
 bool IsTimeBased(const Criteria& criteria);
+
+// The canonical JSON of a `where` (empty for none) and of a sequence's steps: the identity of
+// the event streams they select (State::StreamSpec).
+std::string CanonicalWhereJson(const std::vector<PropertyFilter>& where);
+std::string CanonicalStepsJson(const std::vector<SequenceStep>& steps);
+
+// Adds every bucket id the criteria's bucket legs name (dependency order, SPEC §3b).
+void CollectBucketRefs(const Criteria& criteria, std::set<std::string>* ids);
+
+// Adds every event property key the criteria's `where` filters and aggregates read.
+void CollectEventPropertyKeys(const Criteria& criteria, std::set<std::string>* keys);
+
+// Whether a filter clause holds for an event's own properties (absent keys: only
+// not_exists and neq hold). The one home of the §3 operators on a property value, which
+// contact property legs use too.
+bool PropertyOpHolds(PropertyOp op, const PropertyValue* present, const PropertyValue& value);
+bool FilterHolds(std::span<const PropertyFilter> where, std::span<const PropertyPatch> properties);
+
+// A time property's instant: an RFC 3339 string or a whole number of ms; nullopt otherwise.
+std::optional<TimeMs> PropertyTime(const PropertyValue& value);
 
 // Adds every contact property key the criteria read to `keys` (erasure keeps exactly these
 // of an erased contact's patches, so that a replay reproduces the same transitions).

@@ -2,6 +2,11 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
+
+#include <xxhash.h>
+
+#include "bucketd/limits.h"
 
 namespace bucketd {
 namespace {
@@ -38,18 +43,27 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-bool SameJson(const PropertyValue& a, const PropertyValue& b) {
-  if (a.type != b.type) return false;
-  switch (a.type) {
-    case PropertyValue::Type::kNull:
-      return true;
-    case PropertyValue::Type::kBool:
-      return a.boolean == b.boolean;
-    case PropertyValue::Type::kNumber:
-      return a.number == b.number;
-    default:
-      return a.text == b.text;
+bool CompareNumber(CountOp op, double a, double b) {
+  switch (op) {
+    case CountOp::kGt:
+      return a > b;
+    case CountOp::kGte:
+      return a >= b;
+    case CountOp::kLt:
+      return a < b;
+    case CountOp::kLte:
+      return a <= b;
+    case CountOp::kEq:
+      return a == b;
   }
+  return false;
+}
+
+template <typename T>
+const T* FindById(const std::vector<T>& items, uint32_t id) {
+  auto it = std::lower_bound(items.begin(), items.end(), id,
+                             [](const T& item, uint32_t key) { return item.stream_id < key; });
+  return it != items.end() && it->stream_id == id ? &*it : nullptr;
 }
 
 }  // namespace
@@ -60,6 +74,133 @@ const EventHistory* FindHistory(const User& user, uint32_t name_id) {
   return it != user.events.end() && it->name_id == name_id ? &*it : nullptr;
 }
 
+const AggregateHistory* FindAggregate(const User& user, uint32_t stream_id) {
+  return user.legs ? FindById(user.legs->aggregates, stream_id) : nullptr;
+}
+
+const SequenceHistory* FindSequence(const User& user, uint32_t stream_id) {
+  return user.legs ? FindById(user.legs->sequences, stream_id) : nullptr;
+}
+
+const Slot* FindSlotOf(const User& user, uint32_t bucket) {
+  for (const Slot* slot : user.slots) {
+    if (slot->bucket == bucket) return slot;
+  }
+  return nullptr;
+}
+
+namespace {
+
+template <typename T>
+T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
+  auto it = std::lower_bound(items->begin(), items->end(), id,
+                             [](const T& item, uint32_t key) { return item.stream_id < key; });
+  if (it == items->end() || it->stream_id != id) {
+    it = items->insert(it, T{});
+    it->stream_id = id;
+  }
+  return *it;
+}
+
+}  // namespace
+
+void AddContribution(LegHistories* legs, uint32_t stream_id, const PropertyValue& value,
+                     TimeMs at) {
+  using Type = PropertyValue::Type;
+  if (value.type != Type::kNumber && value.type != Type::kString && value.type != Type::kBool) {
+    return;  // not a scalar: contributes to nothing
+  }
+  AggregateHistory& h = FindOrInsertById(&legs->aggregates, stream_id);
+  if (value.type == Type::kNumber) {
+    const double x = value.number;
+    h.min = h.count == 0 ? x : std::min(h.min, x);
+    h.max = h.count == 0 ? x : std::max(h.max, x);
+    h.sum += x;
+    ++h.count;
+    // In place (a late event lands among older ones); the oldest beyond the bound go.
+    auto place = std::upper_bound(h.newest.begin(), h.newest.end(), at,
+                                  [](TimeMs t, const Contribution& c) { return t < c.at; });
+    if (h.newest.size() < kAggregateContributionsMax) {
+      h.newest.insert(place, Contribution{at, x});
+    } else if (place != h.newest.begin()) {
+      std::move(h.newest.begin() + 1, place, h.newest.begin());
+      *(place - 1) = Contribution{at, x};
+    }
+  }
+  const uint64_t hash = ValueHash(value);
+  auto it = std::lower_bound(h.distinct.begin(), h.distinct.end(), hash,
+                             [](const DistinctValue& v, uint64_t key) { return v.hash < key; });
+  if (it != h.distinct.end() && it->hash == hash) {
+    it->latest = std::max(it->latest, at);
+    return;
+  }
+  h.distinct.insert(it, DistinctValue{hash, at});
+  if (h.distinct.size() > kDistinctValuesMax) {
+    // The value seen least recently gives way (ties: the smaller hash): the capped count
+    // of values in any window is then min(true count, the cap) (docs/design.md).
+    auto oldest = std::min_element(
+        h.distinct.begin(), h.distinct.end(), [](const DistinctValue& a, const DistinctValue& b) {
+          return a.latest != b.latest ? a.latest < b.latest : a.hash < b.hash;
+        });
+    h.distinct.erase(oldest);
+  }
+}
+
+void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at) {
+  SequenceHistory& h = FindOrInsertById(&legs->sequences, spec.id);
+  h.later.resize(spec.steps - 1);
+  if (spec.step == 0) {
+    if (h.start && at <= *h.start) return;  // not the latest start
+    h.start = at;
+    // Only what happened after the latest start can complete it.
+    for (std::vector<TimeMs>& occurrences : h.later) {
+      occurrences.erase(occurrences.begin(),
+                        std::upper_bound(occurrences.begin(), occurrences.end(), at));
+    }
+    return;
+  }
+  if (h.start && at <= *h.start) return;
+  std::vector<TimeMs>& occurrences = h.later[spec.step - 1];
+  occurrences.insert(std::upper_bound(occurrences.begin(), occurrences.end(), at), at);
+  if (occurrences.size() > kSequenceOccurrencesMax) occurrences.pop_back();
+}
+
+uint64_t ValueHash(const PropertyValue& value) {
+  // The type is hashed with the contents, so 1 and "1" are two values.
+  std::string bytes(1, static_cast<char>(value.type));
+  switch (value.type) {
+    case PropertyValue::Type::kBool:
+      bytes += value.boolean ? '1' : '0';
+      break;
+    case PropertyValue::Type::kNumber: {
+      // -0 and 0 are one number.
+      const double number = value.number == 0 ? 0.0 : value.number;
+      bytes.append(reinterpret_cast<const char*>(&number), sizeof number);
+      break;
+    }
+    default:
+      bytes += value.text;
+      break;
+  }
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+std::string FilteredStreamKey(std::string_view event_name,
+                              const std::vector<PropertyFilter>& where) {
+  return std::string(kReservedEventPrefix) + "where:" + std::string(event_name) + '\x1f' +
+         CanonicalWhereJson(where);
+}
+
+std::string AggregateStreamKey(std::string_view event_name, std::string_view property,
+                               const std::vector<PropertyFilter>& where) {
+  return std::string(kReservedEventPrefix) + "aggregate:" + std::string(event_name) + '\x1f' +
+         std::string(property) + '\x1f' + CanonicalWhereJson(where);
+}
+
+std::string SequenceStreamKey(const std::vector<SequenceStep>& steps) {
+  return std::string(kReservedEventPrefix) + "sequence:" + CanonicalStepsJson(steps);
+}
+
 const Property* FindProperty(const User& user, uint32_t key_id) {
   auto it = std::lower_bound(user.properties.begin(), user.properties.end(), key_id,
                              [](const Property& p, uint32_t id) { return p.key_id < id; });
@@ -68,22 +209,33 @@ const Property* FindProperty(const User& user, uint32_t key_id) {
 
 CompiledCriteria::CompiledCriteria(const Criteria& criteria, Interner* event_names,
                                    Interner* property_keys,
-                                   const std::vector<uint32_t>* history_depth)
+                                   const std::vector<uint32_t>* history_depth,
+                                   const std::function<uint32_t(std::string_view)>& bucket_index)
     : history_depth_(history_depth) {
   nodes_.reserve(8);
-  Compile(criteria, event_names, property_keys);
+  Compile(criteria, event_names, property_keys, bucket_index);
   auto dedupe = [](std::vector<uint32_t>* ids) {
     std::sort(ids->begin(), ids->end());
     ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
   };
   dedupe(&event_name_ids_);
   dedupe(&property_key_ids_);
+  dedupe(&bucket_refs_);
 }
 
 uint32_t CompiledCriteria::Compile(const Criteria& c, Interner* event_names,
-                                   Interner* property_keys) {
+                                   Interner* property_keys,
+                                   const std::function<uint32_t(std::string_view)>& bucket_index) {
   const auto index = static_cast<uint32_t>(nodes_.size());
-  nodes_.push_back(Node{c.type, 0, c.property_op, c.value, CountOp::kGt, 0, 0, c.is_and, {}});
+  nodes_.emplace_back();
+  {
+    Node& node = nodes_[index];
+    node.type = c.type;
+    node.property_op = c.property_op;
+    node.value = c.value;
+    node.time_offset_ms = c.time_offset_ms;
+    node.is_and = c.is_and;
+  }
   switch (c.type) {
     case CriteriaType::kProperty: {
       nodes_[index].id = property_keys->Intern(c.property);
@@ -92,8 +244,32 @@ uint32_t CompiledCriteria::Compile(const Criteria& c, Interner* event_names,
     }
     case CriteriaType::kEvent: {
       Node& node = nodes_[index];
-      node.id = event_names->Intern(c.event_name);
+      const uint32_t name_id = event_names->Intern(c.event_name);
+      event_name_ids_.push_back(name_id);
+      node.check = c.check;
       node.within_ms = c.within_ms.value_or(0);
+      if (IsAggregate(c.check)) {
+        node.count_op = c.count_op;
+        node.aggregate_value = c.aggregate_value;
+        StreamSpec spec;
+        spec.kind = StreamSpec::Kind::kAggregate;
+        spec.id =
+            event_names->Intern(AggregateStreamKey(c.event_name, c.aggregate_property, c.where));
+        spec.where = c.where;
+        spec.property = c.aggregate_property;
+        node.id = spec.id;
+        streams_.push_back({name_id, std::move(spec)});
+        break;
+      }
+      node.id = name_id;
+      if (!c.where.empty()) {
+        StreamSpec spec;
+        spec.kind = StreamSpec::Kind::kFiltered;
+        spec.id = event_names->Intern(FilteredStreamKey(c.event_name, c.where));
+        spec.where = c.where;
+        node.id = spec.id;
+        streams_.push_back({name_id, std::move(spec)});
+      }
       switch (c.check) {
         case EventCheck::kExists:
           node.count_op = CountOp::kGt, node.count_value = 0;
@@ -104,18 +280,46 @@ uint32_t CompiledCriteria::Compile(const Criteria& c, Interner* event_names,
         case EventCheck::kCount:
           node.count_op = c.count_op, node.count_value = c.count_value;
           break;
+        default:  // first_seen reads the history's first instant, not its newest
+          break;
       }
-      event_name_ids_.push_back(node.id);
-      if (node.within_ms > 0) {
+      if (node.within_ms > 0 && c.check != EventCheck::kFirstSeen) {
         name_depths_.push_back({node.id, DepthFor(node.count_op, node.count_value)});
       }
       break;
     }
     case CriteriaType::kComposite: {
       for (const Criteria& child : c.conditions) {
-        const uint32_t child_index = Compile(child, event_names, property_keys);
+        const uint32_t child_index = Compile(child, event_names, property_keys, bucket_index);
         nodes_[index].children.push_back(child_index);
       }
+      break;
+    }
+    case CriteriaType::kSequence: {
+      Node& node = nodes_[index];
+      node.within_ms = *c.within_ms;
+      node.completed = c.sequence_completed;
+      node.lookback_ms = c.lookback_ms.value_or(0);
+      node.id = event_names->Intern(SequenceStreamKey(c.steps));
+      for (uint32_t step = 0; step < c.steps.size(); ++step) {
+        const uint32_t name_id = event_names->Intern(c.steps[step].event_name);
+        event_name_ids_.push_back(name_id);
+        StreamSpec spec;
+        spec.kind = StreamSpec::Kind::kSequence;
+        spec.id = node.id;
+        spec.where = c.steps[step].where;
+        spec.step = step;
+        spec.steps = static_cast<uint32_t>(c.steps.size());
+        streams_.push_back({name_id, std::move(spec)});
+      }
+      break;
+    }
+    case CriteriaType::kBucket: {
+      Node& node = nodes_[index];
+      node.id = bucket_index(c.bucket_id);
+      node.member = c.member;
+      node.for_ms = c.for_ms.value_or(0);
+      bucket_refs_.push_back(node.id);
       break;
     }
   }
@@ -133,52 +337,42 @@ CompiledCriteria::Outlook CompiledCriteria::Assess(const User& user, TimeMs t) c
 bool CompiledCriteria::EvaluateNode(uint32_t index, const User& user, TimeMs t) const {
   const Node& node = nodes_[index];
   switch (node.type) {
-    case CriteriaType::kProperty:
-      return EvaluateProperty(node, user);
-    case CriteriaType::kEvent:
-      return EventOutlook(node, user, t).value;
     case CriteriaType::kComposite:
       for (uint32_t child : node.children) {
         if (EvaluateNode(child, user, t) != node.is_and) return !node.is_and;
       }
       return node.is_and;
+    default:
+      return OutlookNode(index, user, t).value;
   }
-  return false;
 }
 
-bool CompiledCriteria::EvaluateProperty(const Node& node, const User& user) const {
+CompiledCriteria::Outlook CompiledCriteria::PropertyOutlook(const Node& node, const User& user,
+                                                            TimeMs t) const {
   const Property* property = FindProperty(user, node.id);
-  const bool present = property != nullptr && property->value.type != PropertyValue::Type::kNull;
-  const bool both_numbers = present && property->value.type == PropertyValue::Type::kNumber &&
-                            node.value.type == PropertyValue::Type::kNumber;
-  switch (node.property_op) {
-    case PropertyOp::kExists:
-      return present;
-    case PropertyOp::kNotExists:
-      return !present;
-    case PropertyOp::kEq:
-      return present && SameJson(property->value, node.value);
-    case PropertyOp::kNeq:
-      return !(present && SameJson(property->value, node.value));
-    case PropertyOp::kGt:
-      return both_numbers && property->value.number > node.value.number;
-    case PropertyOp::kGte:
-      return both_numbers && property->value.number >= node.value.number;
-    case PropertyOp::kLt:
-      return both_numbers && property->value.number < node.value.number;
-    case PropertyOp::kLte:
-      return both_numbers && property->value.number <= node.value.number;
-    case PropertyOp::kContains:
-      return present && property->value.type == PropertyValue::Type::kString &&
-             node.value.type == PropertyValue::Type::kString &&
-             property->value.text.find(node.value.text) != std::string::npos;
+  if (node.property_op != PropertyOp::kBefore && node.property_op != PropertyOp::kAfter) {
+    return {PropertyOpHolds(node.property_op, property ? &property->value : nullptr, node.value),
+            kNever};
   }
-  return false;
+  // A time property against now + offset: `before` holds from `time - offset` on, `after`
+  // until then; neither when the property is absent or not a time.
+  const std::optional<TimeMs> time = property ? PropertyTime(property->value) : std::nullopt;
+  if (!time) return {false, kNever};
+  const TimeMs flip = *time - node.time_offset_ms;
+  const bool before = t >= flip;
+  if (node.property_op == PropertyOp::kBefore) return {before, before ? kNever : flip};
+  return {!before, before ? kNever : flip};
 }
 
 CompiledCriteria::Outlook CompiledCriteria::EventOutlook(const Node& node, const User& user,
                                                          TimeMs t) const {
+  if (IsAggregate(node.check)) return AggregateOutlook(node, user, t);
   const EventHistory* history = FindHistory(user, node.id);
+  if (node.check == EventCheck::kFirstSeen) {
+    // Holds while the first matching event is in (t - W, t]: until first + W.
+    if (history == nullptr || history->first_at + node.within_ms <= t) return {false, kNever};
+    return {true, history->first_at + node.within_ms};
+  }
   if (node.within_ms == 0) {
     const auto count = history ? static_cast<int64_t>(history->total_count) : 0;
     return {CompareCount(node.count_op, count, node.count_value), kNever};
@@ -203,9 +397,13 @@ CompiledCriteria::Outlook CompiledCriteria::OutlookNode(uint32_t index, const Us
   const Node& node = nodes_[index];
   switch (node.type) {
     case CriteriaType::kProperty:
-      return {EvaluateProperty(node, user), kNever};
+      return PropertyOutlook(node, user, t);
     case CriteriaType::kEvent:
       return EventOutlook(node, user, t);
+    case CriteriaType::kSequence:
+      return SequenceOutlook(node, user, t);
+    case CriteriaType::kBucket:
+      return BucketOutlook(node, user, t);
     case CriteriaType::kComposite:
       break;
   }
@@ -231,6 +429,134 @@ CompiledCriteria::Outlook CompiledCriteria::OutlookNode(uint32_t index, const Us
   return held ? Outlook{absorbing, held_until} : Outlook{!absorbing, next_any};
 }
 
+namespace {
+
+// The aggregate of the contributions newest[from..], and of each suffix: filled from the
+// newest backwards, so a window's value is the same sum in the same order whichever instant
+// it is computed at (a predicted flip is then the flip that happens).
+struct Suffix {
+  double value = 0;
+  bool any = false;
+};
+
+double Aggregate(EventCheck check, double sum, uint64_t count, double min, double max) {
+  switch (check) {
+    case EventCheck::kSum:
+      return sum;
+    case EventCheck::kAvg:
+      return sum / static_cast<double>(count);
+    case EventCheck::kMin:
+      return min;
+    default:
+      return max;
+  }
+}
+
+}  // namespace
+
+CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, const User& user,
+                                                             TimeMs t) const {
+  const AggregateHistory* h = FindAggregate(user, node.id);
+  if (h == nullptr) return {false, kNever};  // no contributions: false, and the clock adds none
+  if (node.check == EventCheck::kDistinct) {
+    if (node.within_ms == 0) {
+      // Capped at kDistinctValuesMax; thresholds stay below it, so the cap decides alike.
+      const auto n = static_cast<double>(h->distinct.size());
+      return {n > 0 && CompareNumber(node.count_op, n, node.aggregate_value), kNever};
+    }
+    // Values whose newest occurrence is in the window; they age out one by one.
+    thread_local std::vector<TimeMs> latest;
+    latest.clear();
+    for (const DistinctValue& v : h->distinct) {
+      if (v.latest > t - node.within_ms) latest.push_back(v.latest);
+    }
+    std::sort(latest.begin(), latest.end());
+    auto holds = [&](size_t n) {
+      return n > 0 && CompareNumber(node.count_op, static_cast<double>(n), node.aggregate_value);
+    };
+    const bool value = holds(latest.size());
+    for (size_t i = 0; i < latest.size(); ++i) {
+      if (holds(latest.size() - i - 1) != value) return {value, latest[i] + node.within_ms};
+    }
+    return {value, kNever};
+  }
+  if (node.within_ms == 0) {
+    if (h->count == 0) return {false, kNever};
+    const double v = Aggregate(node.check, h->sum, h->count, h->min, h->max);
+    return {CompareNumber(node.count_op, v, node.aggregate_value), kNever};
+  }
+  const std::vector<Contribution>& c = h->newest;
+  const auto first = static_cast<size_t>(
+      std::upper_bound(c.begin(), c.end(), t - node.within_ms,
+                       [](TimeMs at, const Contribution& x) { return at < x.at; }) -
+      c.begin());
+  if (first == c.size()) return {false, kNever};
+  // suffix[i]: the aggregate of c[i..], for every i from `first` on.
+  thread_local std::vector<double> suffix;
+  suffix.assign(c.size() - first, 0);
+  double sum = 0, min = 0, max = 0;
+  uint64_t count = 0;
+  for (size_t i = c.size(); i-- > first;) {
+    const double x = c[i].number;
+    sum = x + sum;
+    min = count == 0 ? x : std::min(min, x);
+    max = count == 0 ? x : std::max(max, x);
+    ++count;
+    suffix[i - first] = Aggregate(node.check, sum, count, min, max);
+  }
+  const bool value = CompareNumber(node.count_op, suffix[0], node.aggregate_value);
+  // Contributions age out oldest first (equal instants together): after the ones up to i,
+  // the window holds c[i+1..].
+  for (size_t i = first; i < c.size(); ++i) {
+    if (i + 1 < c.size() && c[i + 1].at == c[i].at) continue;
+    const bool after = i + 1 < c.size() &&
+                       CompareNumber(node.count_op, suffix[i + 1 - first], node.aggregate_value);
+    if (after != value) return {value, c[i].at + node.within_ms};
+  }
+  return {value, kNever};
+}
+
+CompiledCriteria::Outlook CompiledCriteria::SequenceOutlook(const Node& node, const User& user,
+                                                            TimeMs t) const {
+  const SequenceHistory* h = FindSequence(user, node.id);
+  if (h == nullptr || !h->start) return {false, kNever};
+  const TimeMs start = *h->start;
+  // With a lookback, a start at or before t - W no longer counts: nothing holds from
+  // start + W on.
+  const TimeMs expiry = node.lookback_ms > 0 ? start + node.lookback_ms : kNever;
+  if (t >= expiry) return {false, kNever};
+  // The earliest completion: each later step's first occurrence after the previous step's.
+  TimeMs previous = start;
+  bool complete = true;
+  for (const std::vector<TimeMs>& occurrences : h->later) {
+    auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
+    if (it == occurrences.end()) {
+      complete = false;
+      break;
+    }
+    previous = *it;
+  }
+  const TimeMs deadline = start + node.within_ms;
+  const bool completed = complete && previous <= deadline;
+  if (node.completed) return {completed, completed ? expiry : kNever};
+  // Abandoned: from the deadline on, unless completed by it.
+  if (completed) return {false, kNever};
+  if (t < deadline) return {false, deadline < expiry ? deadline : kNever};
+  return {true, expiry};
+}
+
+CompiledCriteria::Outlook CompiledCriteria::BucketOutlook(const Node& node, const User& user,
+                                                          TimeMs t) const {
+  const Slot* slot = FindSlotOf(user, node.id);
+  const bool active = slot != nullptr && slot->active;
+  // A member `for` D from enteredAt + D on; the inner bucket's own changes reach this leg
+  // through the fold (ReevaluateDependents), not through this instant.
+  const TimeMs since = active ? slot->entered_at + node.for_ms : kNever;
+  const bool member = active && t >= since;
+  const TimeMs next = active && !member ? since : kNever;
+  return {node.member ? member : !member, next};
+}
+
 }  // namespace bucketd
 
 namespace bucketd {
@@ -252,10 +578,17 @@ std::optional<TimeMs> CompiledCriteria::HeldSinceNode(uint32_t index, const User
       // A present property has held its value since it changed to it; what an absent one
       // was before is unknown.
       if (property == nullptr) return std::nullopt;
+      if (node.property_op == PropertyOp::kBefore) {
+        // Since the later of the value's arrival and the instant it came within the offset.
+        return std::max(property->changed_at, *PropertyTime(property->value) - node.time_offset_ms);
+      }
       return property->changed_at;
     }
     case CriteriaType::kEvent:
       return EventHeldSince(node, user, now);
+    case CriteriaType::kSequence:
+    case CriteriaType::kBucket:
+      return LegHeldSince(node, user, now);
     case CriteriaType::kComposite:
       break;
   }
@@ -273,10 +606,33 @@ std::optional<TimeMs> CompiledCriteria::HeldSinceNode(uint32_t index, const User
   return since;
 }
 
+std::optional<TimeMs> CompiledCriteria::LegHeldSince(const Node& node, const User& user,
+                                                     TimeMs now) const {
+  if (node.type == CriteriaType::kBucket) {
+    const Slot* slot = FindSlotOf(user, node.id);
+    if (node.member) return slot->entered_at + node.for_ms;
+    // Not a member since the last leave, if there was one (else: unknown).
+    if (slot == nullptr || slot->active) return std::nullopt;
+    return slot->last_left_at;
+  }
+  const SequenceHistory* h = FindSequence(user, node.id);
+  if (!node.completed) return *h->start + node.within_ms;
+  // Completed since the step that completed it.
+  TimeMs previous = *h->start;
+  for (const std::vector<TimeMs>& occurrences : h->later) {
+    previous = *std::upper_bound(occurrences.begin(), occurrences.end(), previous);
+  }
+  (void)now;
+  return previous;
+}
+
 std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const User& user,
                                                        TimeMs now) const {
+  // An aggregate's threshold crossing is not kept: unknown.
+  if (IsAggregate(node.check)) return std::nullopt;
   const EventHistory* history = FindHistory(user, node.id);
   if (history == nullptr) return std::nullopt;  // holds with no events: since ever (unknown)
+  if (node.check == EventCheck::kFirstSeen) return history->first_at;
   const int64_t n = node.count_value;
   if (node.within_ms == 0) {
     // All-time counts only grow: they reached their current value at the last event.

@@ -48,13 +48,26 @@ Status Fold::Check(const Record& r) const {
     }
     case RecordKind::kBucketDefine: {
       BucketDefinition def;
-      return ParseBucketDefinition(r.definition_json, &def);
+      if (Status s = ParseBucketDefinition(r.definition_json, &def); !s.ok()) return s;
+      return CheckBucketRefs(def);
     }
     case RecordKind::kBucketEnable:
     case RecordKind::kBucketDisable:
-    case RecordKind::kBucketDelete:
       if (FindBucket(r.bucket_id) == nullptr) return Status::NotFound("unknown bucket");
       return Status::Ok();
+    case RecordKind::kBucketDelete: {
+      const Bucket* bucket = FindBucket(r.bucket_id);
+      if (bucket == nullptr) return Status::NotFound("unknown bucket");
+      // A bucket leg must not point at nothing (SPEC §3b): delete the readers first.
+      if (bucket->index < state_.dependents.size()) {
+        for (uint32_t reader : state_.dependents[bucket->index]) {
+          return Status::FailedPrecondition(
+              "bucketId", "bucket \"" + state_.buckets[reader]->def.id +
+                              "\" reads it in a bucket leg; change or delete that one first");
+        }
+      }
+      return Status::Ok();
+    }
     case RecordKind::kMemberAdd:
     case RecordKind::kMemberRemove: {
       const Bucket* bucket = FindBucket(r.bucket_id);
@@ -96,7 +109,8 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
-  return ValidateContactProperties(r.properties);
+  if (Status s = ValidateContactProperties(r.properties); !s.ok()) return s;
+  return ValidateEventProperties(r.event_properties);
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
@@ -275,6 +289,84 @@ void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
   *(place - 1) = occurred_at;
 }
 
+void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occurred_at,
+                       const std::vector<uint32_t>* only) {
+  for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
+    if (only != nullptr && !std::binary_search(only->begin(), only->end(), spec.id)) continue;
+    if (!FilterHolds(spec.where, r.event_properties)) continue;
+    switch (spec.kind) {
+      case StreamSpec::Kind::kFiltered:
+        RecordEvent(user, spec.id, occurred_at);
+        break;
+      case StreamSpec::Kind::kAggregate:
+        for (const PropertyPatch& p : r.event_properties) {
+          if (p.key == spec.property) AddContribution(user, spec.id, p.value, occurred_at);
+        }
+        break;
+      case StreamSpec::Kind::kSequence:
+        AddSequenceOccurrence(user, spec, occurred_at);
+        break;
+    }
+  }
+}
+
+void Fold::AddContribution(User* user, uint32_t stream_id, const PropertyValue& value, TimeMs at) {
+  if (!user->legs) user->legs = std::make_unique<LegHistories>();
+  bucketd::AddContribution(user->legs.get(), stream_id, value, at);
+  if (user->legs->empty()) user->legs.reset();  // a value that contributes to nothing
+}
+
+void Fold::AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at) {
+  if (!user->legs) user->legs = std::make_unique<LegHistories>();
+  bucketd::AddSequenceOccurrence(user->legs.get(), spec, at);
+}
+
+std::vector<uint32_t> Fold::StreamIds() const {
+  std::vector<uint32_t> ids;
+  for (const auto& specs : state_.streams_by_event) {
+    for (const StreamSpec& spec : specs) ids.push_back(spec.id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+Status Fold::RestoreStreams(const std::vector<uint32_t>& previous) {
+  std::vector<uint32_t> fresh;
+  for (uint32_t id : StreamIds()) {
+    if (!std::binary_search(previous.begin(), previous.end(), id)) fresh.push_back(id);
+  }
+  if (fresh.empty()) return Status::Ok();
+  const auto is_fresh = [&](uint32_t id) {
+    return std::binary_search(fresh.begin(), fresh.end(), id);
+  };
+  // What a stream kept while no definition read it (deleted, now defined again) is stale.
+  for (User* user : state_.users) {
+    user->events.erase(std::remove_if(user->events.begin(), user->events.end(),
+                                      [&](const EventHistory& h) { return is_fresh(h.name_id); }),
+                       user->events.end());
+    if (!user->legs) continue;
+    std::erase_if(user->legs->aggregates,
+                  [&](const AggregateHistory& h) { return is_fresh(h.stream_id); });
+    std::erase_if(user->legs->sequences,
+                  [&](const SequenceHistory& h) { return is_fresh(h.stream_id); });
+    if (user->legs->empty()) user->legs.reset();
+  }
+  if (!history_source_) return Status::Ok();
+  return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
+    for (const Record& r : run) {
+      if (r.kind != RecordKind::kEvent) continue;
+      const uint32_t name_id = state_.event_names.Find(r.event_name);
+      if (name_id >= state_.streams_by_event.size() || state_.streams_by_event[name_id].empty()) {
+        continue;
+      }
+      User* user = FindUser(r.user_id);
+      if (user == nullptr || user->deleted) continue;
+      FeedStreams(user, name_id, r, std::min(r.occurred_at, r.at), &fresh);
+    }
+  });
+}
+
 Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
   // Only a name now keeping more than it kept needs its instants re-read. Every interned
   // name is looked at: one no bucket references has no depth entry but keeps the floor.
@@ -304,6 +396,15 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
   }
   // Re-read every earlier event of those names; deleted contacts stay forgotten. The whole
   // log is read, so its users are fetched ahead like a replay's (Lookahead).
+  // A filtered stream is deepened through the name that feeds it.
+  std::vector<bool> feeds_deeper(deeper.size(), false);
+  for (uint32_t id = 0; id < state_.streams_by_event.size() && id < deeper.size(); ++id) {
+    for (const StreamSpec& spec : state_.streams_by_event[id]) {
+      if (spec.kind == StreamSpec::Kind::kFiltered && spec.id < deeper.size() && deeper[spec.id]) {
+        feeds_deeper[id] = true;
+      }
+    }
+  }
   constexpr uint32_t kUnwanted = UINT32_MAX;
   std::vector<uint32_t> name_ids;  // per record of a run: a deepened name, or kUnwanted
   return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
@@ -311,7 +412,9 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
     for (size_t i = 0; i < run.size(); ++i) {
       if (run[i].kind != RecordKind::kEvent) continue;
       const uint32_t name_id = state_.event_names.Find(run[i].event_name);
-      if (name_id < deeper.size() && deeper[name_id]) name_ids[i] = name_id;
+      if (name_id < deeper.size() && (deeper[name_id] || feeds_deeper[name_id])) {
+        name_ids[i] = name_id;
+      }
     }
     Lookahead lookahead(*this);
     for (size_t i = 0; i < run.size(); ++i) {
@@ -324,10 +427,22 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
       User* user = lookahead.user(i, r.user_id);
       if (user == nullptr) user = FindUser(r.user_id);
       if (user == nullptr || user->deleted) continue;
-      auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
-                                 [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
-      if (it == user->events.end() || it->name_id != name_id) continue;
-      RetainInstant(&*it, std::min(r.occurred_at, r.at));
+      const auto retain = [&](uint32_t id) {
+        auto it =
+            std::lower_bound(user->events.begin(), user->events.end(), id,
+                             [](const EventHistory& h, uint32_t key) { return h.name_id < key; });
+        if (it != user->events.end() && it->name_id == id) {
+          RetainInstant(&*it, std::min(r.occurred_at, r.at));
+        }
+      };
+      if (deeper[name_id]) retain(name_id);
+      if (!feeds_deeper[name_id]) continue;
+      for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
+        if (spec.kind == StreamSpec::Kind::kFiltered && spec.id < deeper.size() &&
+            deeper[spec.id] && FilterHolds(spec.where, r.event_properties)) {
+          retain(spec.id);
+        }
+      }
     }
   });
 }
@@ -364,7 +479,9 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
   }
   PatchProperties(user, r.properties, now);
   const uint32_t name_id = state_.event_names.Intern(r.event_name);
-  RecordEvent(user, name_id, std::min(r.occurred_at, now));
+  const TimeMs occurred_at = std::min(r.occurred_at, now);
+  RecordEvent(user, name_id, occurred_at);
+  if (name_id < state_.streams_by_event.size()) FeedStreams(user, name_id, r, occurred_at);
 
   // Only buckets that reference the event name or a patched key can change (inverted
   // indices); a contact's first event evaluates them all (absence predicates).
@@ -388,6 +505,12 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
       affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
     }
   }
+  // A bucket read by another's bucket leg goes first (its change re-evaluates the reader).
+  if (!state_.dependents.empty()) {
+    std::sort(affected.begin(), affected.end(),
+              [&](uint32_t a, uint32_t b) { return state_.eval_rank[a] < state_.eval_rank[b]; });
+  }
+  dependent_source_ = MembershipSource::kEvent;
   for (uint32_t index : affected) {
     Bucket& bucket = *state_.buckets[index];
     if (!bucket.evaluable() || bucket.def.kind != BucketKind::kDynamic) continue;
@@ -400,6 +523,7 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
     }
     EvaluateOnIngest(slot, now, outlook, emit);
   }
+  dependent_source_ = MembershipSource::kReconcile;
   return Status::Ok();
 }
 
@@ -421,6 +545,7 @@ Status Fold::ApplyContactDelete(const Record& r) {
   user->past.clear();
   user->properties.clear();
   user->events.clear();
+  user->legs.reset();
   user->email.reset();
   user->deleted = true;
   ++deleted_contacts_;

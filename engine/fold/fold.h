@@ -115,7 +115,10 @@ class Fold {
 
   // Membership (membership.cc).
   void EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outlook& outlook,
-                        Emitter* emit);
+                        Emitter* emit, MembershipSource source = MembershipSource::kEvent);
+  // After the user's membership of `bucket` changed at `at`: the buckets whose bucket legs
+  // read it are evaluated for the user at that instant (SPEC §3b), in dependency order.
+  void ReevaluateDependents(User* user, uint32_t bucket, TimeMs at, Emitter* emit);
   // Applies what is due for the slot at instant `due`. `horizon` is the sweep instant
   // (`every` dwell fires coalesce up to it); `at_floor` raises every transition's `at`
   // (the enable instant when a disabled bucket catches up).
@@ -153,17 +156,37 @@ class Fold {
   Slot* GetOrCreateSlot(User* user, uint32_t bucket);
   Bucket* FindBucket(std::string_view id) const;  // live buckets only
   void RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at);
+  // Feeds an event to the derived streams of its name (State::streams_by_event); with
+  // `only`, just to the streams whose ids it holds (sorted).
+  void FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occurred_at,
+                   const std::vector<uint32_t>* only = nullptr);
+  void AddContribution(User* user, uint32_t stream_id, const PropertyValue& value, TimeMs at);
+  void AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at);
+  // The ids of every registered stream, sorted.
+  std::vector<uint32_t> StreamIds() const;
+  // Rebuilds the streams registered just now (not in `previous`) from the log: a new
+  // filter, aggregate or sequence sees every earlier event, as a new name's count does.
+  Status RestoreStreams(const std::vector<uint32_t>& previous);
+  // Why a definition's bucket legs cannot be accepted (an unknown bucket, a cycle).
+  Status CheckBucketRefs(const BucketDefinition& def) const;
   void RetainInstant(EventHistory* history, TimeMs occurred_at) const;
   // Refills the retained instants of names whose retention depth just grew.
   Status RestoreHistory(const std::vector<uint32_t>& previous_depth);
   void PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at);
   void RebuildInvertedIndices();
+  void RankByDependencies();
   bool fresh() const;
 
   State state_;
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
   std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
   std::vector<uint32_t> patched_keys_scratch_;  // PatchProperties' key ids, for ApplyEvent
+  // How a dependent bucket's join is sourced: "event" while an event is applied, else the
+  // clock's "reconcile".
+  MembershipSource dependent_source_ = MembershipSource::kReconcile;
+  // During a sweep: called when a slot is filed, so that a dependent filed at or before the
+  // sweep's instant is popped in it too.
+  std::function<void(uint32_t bucket)> on_filed_;
   HistorySource history_source_;
   uint64_t sweep_due_popped_ = 0;
   uint64_t deleted_contacts_ = 0;  // state_.users that are deleted, for live_contacts()

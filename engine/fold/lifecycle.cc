@@ -1,5 +1,7 @@
 // Bucket definitions over time: define, replace, enable, disable, delete (SPEC §6).
 #include <algorithm>
+#include <queue>
+#include <set>
 
 #include "engine/fold/emitter.h"
 #include "engine/fold/fold.h"
@@ -32,11 +34,31 @@ void Fold::RebuildInvertedIndices() {
   compiled_.resize(state_.buckets.size());
   state_.buckets_by_event.clear();
   state_.buckets_by_property.clear();
+  state_.streams_by_event.clear();
+  state_.dependents.clear();
+  state_.eval_rank.clear();
   std::fill(state_.history_depth.begin(), state_.history_depth.end(), 0);
+  const auto bucket_index = [this](std::string_view id) {
+    return state_.bucket_ids.at(std::string(id));
+  };
+  bool any_refs = false;
   for (const auto& bucket : state_.buckets) {
     if (bucket->deleted || !bucket->def.criteria) continue;
-    auto compiled = std::make_unique<CompiledCriteria>(
-        *bucket->def.criteria, &state_.event_names, &state_.property_keys, &state_.history_depth);
+    auto compiled = std::make_unique<CompiledCriteria>(*bucket->def.criteria, &state_.event_names,
+                                                       &state_.property_keys, &state_.history_depth,
+                                                       bucket_index);
+    // Every live bucket's streams are fed, disabled ones' too (as their depths are kept).
+    for (const CompiledCriteria::StreamUse& use : compiled->streams()) {
+      if (state_.streams_by_event.size() <= use.name_id) {
+        state_.streams_by_event.resize(use.name_id + 1);
+      }
+      auto& specs = state_.streams_by_event[use.name_id];
+      const bool known = std::any_of(specs.begin(), specs.end(), [&](const StreamSpec& s) {
+        return s.id == use.spec.id && s.step == use.spec.step;
+      });
+      if (!known) specs.push_back(use.spec);
+    }
+    any_refs = any_refs || !compiled->bucket_refs().empty();
     // Disabled buckets keep their history retained so that enabling catches up exactly.
     for (const auto& [name_id, depth] : compiled->name_depths()) {
       if (state_.history_depth.size() <= name_id) state_.history_depth.resize(name_id + 1, 0);
@@ -54,6 +76,77 @@ void Fold::RebuildInvertedIndices() {
     }
     compiled_[bucket->index] = std::move(compiled);
   }
+  if (any_refs) RankByDependencies();
+}
+
+// Readers after what they read: Kahn's order over the bucket legs, ties by bucket index,
+// so that one evaluation per bucket and instant sees its inner buckets settled.
+void Fold::RankByDependencies() {
+  const size_t n = state_.buckets.size();
+  state_.dependents.assign(n, {});
+  std::vector<uint32_t> pending(n, 0);  // unranked buckets each one reads
+  for (uint32_t b = 0; b < n; ++b) {
+    if (compiled_[b] == nullptr) continue;
+    for (uint32_t inner : compiled_[b]->bucket_refs()) {
+      state_.dependents[inner].push_back(b);
+      ++pending[b];
+    }
+  }
+  state_.eval_rank.assign(n, 0);
+  std::priority_queue<uint32_t, std::vector<uint32_t>, std::greater<>> ready;
+  for (uint32_t b = 0; b < n; ++b) {
+    if (pending[b] == 0) ready.push(b);
+  }
+  uint32_t rank = 0;
+  while (!ready.empty()) {
+    const uint32_t b = ready.top();
+    ready.pop();
+    state_.eval_rank[b] = rank++;
+    for (uint32_t reader : state_.dependents[b]) {
+      if (--pending[reader] == 0) ready.push(reader);
+    }
+  }
+  // Definitions are refused when they would close a cycle (CheckBucketRefs).
+  BUCKETD_CHECK_MSG(rank == n, "bucket legs form a cycle");
+  for (auto& readers : state_.dependents) {
+    std::sort(readers.begin(), readers.end(),
+              [&](uint32_t a, uint32_t b) { return state_.eval_rank[a] < state_.eval_rank[b]; });
+  }
+}
+
+Status Fold::CheckBucketRefs(const BucketDefinition& def) const {
+  if (!def.criteria) return Status::Ok();
+  std::set<std::string> refs;
+  CollectBucketRefs(*def.criteria, &refs);
+  const auto own = state_.bucket_ids.find(def.id);
+  const bool own_live = own != state_.bucket_ids.end() && !state_.buckets[own->second]->deleted;
+  for (const std::string& id : refs) {
+    if (id == def.id) {
+      return Status::InvalidArgument("criteria", "a bucket leg reads the bucket itself");
+    }
+    const Bucket* inner = FindBucket(id);
+    if (inner == nullptr) {
+      return Status::InvalidArgument(
+          "criteria", "a bucket leg reads bucket \"" + id + "\", which does not exist");
+    }
+    if (!own_live) continue;  // nothing reads a bucket that does not exist yet
+    // A cycle: the bucket being defined is reachable from what it would read.
+    std::vector<uint32_t> stack{inner->index};
+    std::vector<bool> seen(state_.buckets.size(), false);
+    while (!stack.empty()) {
+      const uint32_t b = stack.back();
+      stack.pop_back();
+      if (b == own->second) {
+        return Status::InvalidArgument("criteria", "bucket legs would form a cycle: \"" + id +
+                                                       "\" reads \"" + def.id +
+                                                       "\" (directly or through other buckets)");
+      }
+      if (seen[b] || compiled_[b] == nullptr) continue;
+      seen[b] = true;
+      for (uint32_t next : compiled_[b]->bucket_refs()) stack.push_back(next);
+    }
+  }
+  return Status::Ok();
 }
 
 Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
@@ -87,8 +180,11 @@ Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
   bucket->canonical_json = ToCanonicalJson(bucket->def);
   bucket->fingerprint = fingerprint;
   const std::vector<uint32_t> previous_depth = state_.history_depth;
+  const std::vector<uint32_t> previous_streams = StreamIds();
   RebuildInvertedIndices();
-  // A new name or a deeper threshold needs instants the fold did not keep: re-read them.
+  // A new filter, aggregate or sequence reads every earlier event of its names; a new
+  // name or a deeper threshold needs instants the fold did not keep: re-read them.
+  if (Status s = RestoreStreams(previous_streams); !s.ok()) return s;
   if (Status s = RestoreHistory(previous_depth); !s.ok()) return s;
 
   if (!bucket->def.enabled) {

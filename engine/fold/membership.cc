@@ -64,6 +64,7 @@ void Fold::Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emi
   if (!silent && EntryAllowed(bucket, *slot, at)) {
     emit->Emit(TransitionKind::kEntered, bucket, *slot, at);
   }
+  ReevaluateDependents(slot->user, slot->bucket, at, emit);
 }
 
 void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter* emit) {
@@ -87,10 +88,26 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
                                 slot->entered_at, at, slot->dwell_anchor_at});
   slot->dwell.clear();
+  ReevaluateDependents(slot->user, slot->bucket, at, emit);
+}
+
+void Fold::ReevaluateDependents(User* user, uint32_t bucket, TimeMs at, Emitter* emit) {
+  if (bucket >= state_.dependents.size()) return;
+  for (uint32_t index : state_.dependents[bucket]) {
+    const Bucket& reader = *state_.buckets[index];
+    if (!reader.evaluable() || reader.def.kind != BucketKind::kDynamic) continue;
+    const auto outlook = compiled_[index]->Assess(*user, at);
+    Slot* slot = FindSlot(user, index);
+    if (slot == nullptr) {
+      if (!outlook.value && !(reader.def.reconcile_joins && outlook.next != kNever)) continue;
+      slot = GetOrCreateSlot(user, index);
+    }
+    EvaluateOnIngest(slot, at, outlook, emit, dependent_source_);
+  }
 }
 
 void Fold::EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outlook& outlook,
-                            Emitter* emit) {
+                            Emitter* emit, MembershipSource source) {
   const Bucket& bucket = *state_.buckets[slot->bucket];
   const bool holds = outlook.value;
   if (slot->active) {
@@ -101,7 +118,7 @@ void Fold::EvaluateOnIngest(Slot* slot, TimeMs now, const CompiledCriteria::Outl
   } else if (!holds) {
     slot->rejoin_blocked = false;
   } else if (!slot->rejoin_blocked) {
-    Join(slot, now, MembershipSource::kEvent, false, emit);
+    Join(slot, now, source, false, emit);
   }
   Refile(slot, now, outlook);
 }

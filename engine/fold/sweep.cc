@@ -75,6 +75,7 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   slot->due_at = due;
   slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
   state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index}, slot);
+  if (on_filed_) on_filed_(slot->bucket);
 }
 
 void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
@@ -105,19 +106,44 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
   // deterministic, so replaying a sweep record numbers its transitions identically.
   using Head = std::tuple<TimeMs, uint32_t, uint32_t>;
   std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;
+  // With bucket legs, re-evaluating a reader (ReevaluateDependents) can file it at or
+  // before t, ahead of the bucket's head in the queue: the new front is queued as well, and
+  // a queued head that is no longer its bucket's front is passed over.
+  const bool dependencies = !state_.dependents.empty();
+  std::vector<std::pair<TimeMs, uint32_t>> queued;  // per bucket: the front it has queued
+  if (dependencies) queued.assign(state_.buckets.size(), {kNever, 0});
   auto push_head = [&](const Bucket& bucket) {
     if (bucket.due_index.empty()) return;
     const DueKey& first = bucket.due_index.front_key();
-    if (first.due_at <= t) heads.emplace(first.due_at, bucket.index, first.user_index);
+    if (first.due_at > t) return;
+    if (dependencies) {
+      if (queued[bucket.index] == std::pair{first.due_at, first.user_index}) return;
+      queued[bucket.index] = {first.due_at, first.user_index};
+    }
+    heads.emplace(first.due_at, bucket.index, first.user_index);
   };
   for (const auto& bucket : state_.buckets) {
     if (bucket->evaluable()) push_head(*bucket);
   }
+  if (dependencies) {
+    on_filed_ = [&](uint32_t bucket) {
+      if (state_.buckets[bucket]->evaluable()) push_head(*state_.buckets[bucket]);
+    };
+  }
   uint64_t popped = 0;
   while (!heads.empty()) {
-    const uint32_t index = std::get<1>(heads.top());
+    const auto [head_due, index, head_user] = heads.top();
     heads.pop();
     Bucket& bucket = *state_.buckets[index];
+    if (dependencies) {
+      if (queued[index] != std::pair{head_due, head_user}) continue;  // superseded
+      queued[index] = {kNever, 0};
+      if (bucket.due_index.empty() || bucket.due_index.front_key().due_at != head_due ||
+          bucket.due_index.front_key().user_index != head_user) {
+        push_head(bucket);  // unfiled meanwhile: queue what is first now
+        continue;
+      }
+    }
     PrefetchDue(bucket.due_index);
     Slot* slot = bucket.due_index.front();
     const TimeMs due = slot->due_at;
@@ -128,6 +154,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     ++popped;
     push_head(bucket);
   }
+  on_filed_ = nullptr;
   sweep_due_popped_ += popped;
   return popped;
 }

@@ -52,6 +52,47 @@ class Hasher {
   XXH3_state_t* state_;
 };
 
+void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
+  const auto& name = [&](uint32_t id) -> const std::string& { return state.event_names.Name(id); };
+  std::vector<const AggregateHistory*> aggregates;
+  for (const AggregateHistory& a : legs.aggregates) aggregates.push_back(&a);
+  std::sort(aggregates.begin(), aggregates.end(),
+            [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
+  h->Str("legs");
+  h->U64(aggregates.size());
+  for (const AggregateHistory* a : aggregates) {
+    h->Str(name(a->stream_id));
+    h->U64(a->count);
+    h->Value(PropertyValue::Number(a->sum));
+    h->Value(PropertyValue::Number(a->min));
+    h->Value(PropertyValue::Number(a->max));
+    h->U64(a->newest.size());
+    for (const Contribution& c : a->newest) {
+      h->I64(c.at);
+      h->Value(PropertyValue::Number(c.number));
+    }
+    h->U64(a->distinct.size());
+    for (const DistinctValue& v : a->distinct) {
+      h->U64(v.hash);
+      h->I64(v.latest);
+    }
+  }
+  std::vector<const SequenceHistory*> sequences;
+  for (const SequenceHistory& q : legs.sequences) sequences.push_back(&q);
+  std::sort(sequences.begin(), sequences.end(),
+            [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
+  h->U64(sequences.size());
+  for (const SequenceHistory* q : sequences) {
+    h->Str(name(q->stream_id));
+    h->OptTime(q->start);
+    h->U64(q->later.size());
+    for (const std::vector<TimeMs>& occurrences : q->later) {
+      h->U64(occurrences.size());
+      for (TimeMs t : occurrences) h->I64(t);
+    }
+  }
+}
+
 void HashUser(const State& state, const User& user, Hasher* h) {
   h->Str(user.id);
   h->Bool(user.email.has_value());
@@ -124,6 +165,8 @@ void HashUser(const State& state, const User& user, Hasher* h) {
     h->I64(p.left_at);
     h->OptTime(p.dwell_anchor_at);
   }
+  // Hashed only where a user has them, so a state without them keeps its digest.
+  if (user.legs) HashLegs(state, *user.legs, h);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "bucketd/limits.h"
 #include "engine/base/huge_block.h"
 #include "engine/definition/definition.h"
 #include "engine/state/snapshot_generated.h"
@@ -19,6 +20,7 @@ namespace {
 constexpr uint8_t kUserHasEmail = 1 << 0;
 constexpr uint8_t kUserDeleted = 1 << 1;
 constexpr uint8_t kUserHasEvents = 1 << 2;
+constexpr uint8_t kUserHasLegs = 1 << 3;  // aggregate and sequence histories follow (version 4)
 constexpr uint8_t kSlotActive = 1 << 0;
 constexpr uint8_t kSlotRejoinBlocked = 1 << 1;
 constexpr uint8_t kSlotHasAnchor = 1 << 2;
@@ -152,6 +154,46 @@ class StreamReader {
   bool ok_ = true;
 };
 
+void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
+  w->Reserve(kVarintBytesMax);
+  w->U(legs.aggregates.size());
+  for (const AggregateHistory& a : legs.aggregates) {
+    w->Reserve(kVarintBytesMax * 3 + 8 * 3);
+    w->U(a.stream_id);
+    w->U(a.count);
+    w->F64(a.sum);
+    w->F64(a.min);
+    w->F64(a.max);
+    w->U(a.newest.size());
+    for (const Contribution& c : a.newest) {
+      w->Reserve(kVarintBytesMax + 8);
+      w->Time(c.at);
+      w->F64(c.number);
+    }
+    w->Reserve(kVarintBytesMax);
+    w->U(a.distinct.size());
+    for (const DistinctValue& v : a.distinct) {
+      w->Reserve(kVarintBytesMax * 2);
+      w->U(v.hash);
+      w->Time(v.latest);
+    }
+  }
+  w->Reserve(kVarintBytesMax);
+  w->U(legs.sequences.size());
+  for (const SequenceHistory& q : legs.sequences) {
+    w->Reserve(kVarintBytesMax * 3 + 1);
+    w->U(q.stream_id);
+    w->Byte(q.start ? 1 : 0);
+    if (q.start) w->Time(*q.start);
+    w->U(q.later.size());
+    for (const std::vector<TimeMs>& occurrences : q.later) {
+      w->Reserve(kVarintBytesMax * (1 + occurrences.size()));
+      w->U(occurrences.size());
+      for (TimeMs t : occurrences) w->Time(t);
+    }
+  }
+}
+
 void EncodeUser(const User& user, StreamWriter* w) {
   w->Str(user.id);
   w->Reserve(kVarintBytesMax * 2);
@@ -159,6 +201,7 @@ void EncodeUser(const User& user, StreamWriter* w) {
   if (user.email) flags |= kUserHasEmail;
   if (user.deleted) flags |= kUserDeleted;
   if (user.has_events) flags |= kUserHasEvents;
+  if (user.legs) flags |= kUserHasLegs;
   w->Byte(flags);
   if (user.email) w->Str(*user.email);
 
@@ -226,6 +269,7 @@ void EncodeUser(const User& user, StreamWriter* w) {
     w->Time(p.left_at);
     if (p.dwell_anchor_at) w->Time(*p.dwell_anchor_at);
   }
+  if (user.legs) EncodeLegs(*user.legs, w);
 }
 
 // Per bucket, what the user stream holds for its indices: the filed slots counted by time
@@ -252,6 +296,67 @@ struct DecodedPiece {
 };
 
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
+
+Status DecodeLegs(StreamReader* r, const State& st, User* user) {
+  auto legs = std::make_unique<LegHistories>();
+  const uint64_t aggregate_count = r->Count();
+  for (uint64_t i = 0; i < aggregate_count && r->ok(); ++i) {
+    AggregateHistory& a = legs->aggregates.emplace_back();
+    a.stream_id = r->U32();
+    a.count = r->U();
+    a.sum = r->F64();
+    a.min = r->F64();
+    a.max = r->F64();
+    const uint64_t newest = r->Count();
+    if (newest > kAggregateContributionsMax) return Status::Corruption(": too many contributions");
+    a.newest.resize(newest);
+    for (Contribution& c : a.newest) {
+      c.at = r->Time();
+      c.number = r->F64();
+    }
+    const uint64_t distinct = r->Count();
+    if (distinct > kDistinctValuesMax) return Status::Corruption(": too many distinct values");
+    a.distinct.resize(distinct);
+    for (DistinctValue& v : a.distinct) {
+      v.hash = r->U();
+      v.latest = r->Time();
+    }
+    if (a.stream_id >= st.event_names.size() ||
+        (i > 0 && legs->aggregates[i - 1].stream_id >= a.stream_id) ||
+        !std::is_sorted(a.newest.begin(), a.newest.end(),
+                        [](const Contribution& x, const Contribution& y) { return x.at < y.at; }) ||
+        !std::is_sorted(
+            a.distinct.begin(), a.distinct.end(),
+            [](const DistinctValue& x, const DistinctValue& y) { return x.hash <= y.hash; })) {
+      return Status::Corruption(": aggregate history out of range or order");
+    }
+  }
+  const uint64_t sequence_count = r->Count();
+  for (uint64_t i = 0; i < sequence_count && r->ok(); ++i) {
+    SequenceHistory& q = legs->sequences.emplace_back();
+    q.stream_id = r->U32();
+    if (r->Byte() != 0) q.start = r->Time();
+    const uint64_t later = r->Count();
+    if (later >= kSequenceStepsMax) return Status::Corruption(": too many sequence steps");
+    q.later.resize(later);
+    for (std::vector<TimeMs>& occurrences : q.later) {
+      const uint64_t n = r->Count();
+      if (n > kSequenceOccurrencesMax) return Status::Corruption(": too many occurrences");
+      occurrences.resize(n);
+      for (TimeMs& t : occurrences) t = r->Time();
+      if (!std::is_sorted(occurrences.begin(), occurrences.end())) {
+        return Status::Corruption(": sequence occurrences out of order");
+      }
+    }
+    if (q.stream_id >= st.event_names.size() ||
+        (i > 0 && legs->sequences[i - 1].stream_id >= q.stream_id)) {
+      return Status::Corruption(": sequence history out of range or order");
+    }
+  }
+  if (!r->ok()) return Status::Corruption(" is truncated");
+  user->legs = std::move(legs);
+  return Status::Ok();
+}
 
 // Appends the user to piece->users (it is owned by the arena also when this fails).
 Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece* piece) {
@@ -367,6 +472,9 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     }
     p.source = static_cast<MembershipSource>(source);
     p.reason = static_cast<LeaveReason>(reason);
+  }
+  if (flags & kUserHasLegs) {
+    if (Status s = DecodeLegs(r, st, user); !s.ok()) return Damaged(where() + s.message());
   }
   if (!r->ok()) return Damaged(where() + " is truncated");
   return Status::Ok();

@@ -70,6 +70,21 @@ struct Subscription {
   friend bool operator==(const Subscription&, const Subscription&) = default;
 };
 
+// A stream of events some criteria leg of SPEC §3b reads: the events of one name that pass
+// a `where` filter, kept per user as an EventHistory (kFiltered, like a name's own), an
+// AggregateHistory (kAggregate) or one step of a SequenceHistory (kSequence). Its id is an
+// interned key in State::event_names starting with kReservedEventPrefix, which no input
+// event name can, so stream ids and event name ids share one space without meeting.
+struct StreamSpec {
+  enum class Kind : uint8_t { kFiltered, kAggregate, kSequence };
+  Kind kind = Kind::kFiltered;
+  uint32_t id = 0;
+  std::vector<PropertyFilter> where;
+  std::string property;  // kAggregate: the property aggregated
+  uint32_t step = 0;     // kSequence: which step (0-based) this name and filter feed
+  uint32_t steps = 0;    // kSequence: how many steps
+};
+
 struct State {
   uint64_t applied_seq = 0;     // last log record folded
   uint64_t transition_seq = 0;  // last transition emitted
@@ -93,6 +108,12 @@ struct State {
   // Indexed by event name id / property key id (dense); ids past the end concern none.
   std::vector<std::vector<uint32_t>> buckets_by_event;
   std::vector<std::vector<uint32_t>> buckets_by_property;
+  // Derived like them: the streams fed by each event name id (every live bucket's, disabled
+  // ones too, so that enabling catches up exactly), the buckets whose bucket legs read each
+  // bucket, and each bucket's place in an order where a bucket comes after those it reads.
+  std::vector<std::vector<StreamSpec>> streams_by_event;
+  std::vector<std::vector<uint32_t>> dependents;
+  std::vector<uint32_t> eval_rank;
 
   SlotPool slot_pool;        // owns every User::slots entry
   UserArena user_arena;      // owns every User

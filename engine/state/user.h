@@ -3,6 +3,7 @@
 // containers of this folder hold pointers to, without the containers (state.h).
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -127,6 +128,51 @@ struct PastMembership {
   OptionalTime dwell_anchor_at;
 };
 
+// What the aggregate and sequence legs of SPEC §3b need of a user's events, per stream
+// (State::StreamSpec): only users with a matching event have any, so a User holds one
+// pointer for them.
+struct Contribution {
+  TimeMs at = 0;
+  double number = 0;
+  friend bool operator==(const Contribution&, const Contribution&) = default;
+};
+struct DistinctValue {
+  uint64_t hash = 0;  // of the value's type and contents (ValueHash)
+  TimeMs latest = 0;  // its newest occurrence
+  friend bool operator==(const DistinctValue&, const DistinctValue&) = default;
+};
+// Per (user, aggregate stream: event name, where, property).
+struct AggregateHistory {
+  uint32_t stream_id = 0;
+  // Every numeric contribution ever (the legs without `within`).
+  uint64_t count = 0;
+  double sum = 0;
+  double min = 0;  // meaningful once count > 0
+  double max = 0;
+  // The newest numeric contributions, ascending by `at` (equal instants in log order), at
+  // most kAggregateContributionsMax (the windowed legs read these; docs/design.md).
+  std::vector<Contribution> newest;
+  // Distinct scalar values with their newest occurrence, sorted by hash; at most
+  // kDistinctValuesMax, the value seen least recently giving way.
+  std::vector<DistinctValue> distinct;
+  friend bool operator==(const AggregateHistory&, const AggregateHistory&) = default;
+};
+// Per (user, sequence stream: its steps).
+struct SequenceHistory {
+  uint32_t stream_id = 0;
+  OptionalTime start;  // the latest occurrence of step 1
+  // Per later step (steps 2..n), its occurrences after `start`, ascending, the earliest
+  // kSequenceOccurrencesMax (the earliest completion needs no later ones).
+  std::vector<std::vector<TimeMs>> later;
+  friend bool operator==(const SequenceHistory&, const SequenceHistory&) = default;
+};
+struct LegHistories {
+  std::vector<AggregateHistory> aggregates;  // sorted by stream_id
+  std::vector<SequenceHistory> sequences;    // sorted by stream_id
+  bool empty() const { return aggregates.empty() && sequences.empty(); }
+  friend bool operator==(const LegHistories&, const LegHistories&) = default;
+};
+
 // Every field has an initializer: new users are default-initialized (UserArena::New),
 // since zeroing the whole object first cost 7% of replay.
 struct User {
@@ -145,6 +191,23 @@ struct User {
   absl::InlinedVector<EventHistory, 4> events;  // sorted by name_id
   absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
   std::vector<PastMembership> past;
+  std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
+
+// A copy of a user (its slots still point at the original's), for reads that evaluate it
+// with something added (the preview); the fold never copies users.
+inline void CopyUser(const User& from, User* to) {
+  to->index = from.index;
+  to->id = from.id;
+  to->email = from.email;
+  to->deleted = from.deleted;
+  to->has_events = from.has_events;
+  to->next_due_floor = from.next_due_floor;
+  to->properties = from.properties;
+  to->events = from.events;
+  to->slots = from.slots;
+  to->past = from.past;
+  to->legs = from.legs ? std::make_unique<LegHistories>(*from.legs) : nullptr;
+}
 
 }  // namespace bucketd

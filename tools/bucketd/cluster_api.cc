@@ -207,6 +207,11 @@ std::string AnswerPartitionQuery(uint32_t, const FoldReader& reader, TimeMs now,
     const Status s = reader.UserMemberships(user_id, &memberships);
     return answer(s, [&] { return MembershipsJson(user_id, memberships); });
   }
+  if (op == "user") {
+    UserInfo user;
+    const Status s = reader.GetUser(user_id, &user);
+    return answer(s, [&] { return UserJson(user); });
+  }
   if (op == "state") return Envelope(kHttpOk, StateJson(reader.State(now)));
   if (op == "buckets") return Envelope(kHttpOk, BucketListJson(reader.ListBuckets()));
   if (op == "bucket") {
@@ -361,6 +366,7 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/v1/buckets/{}/members", "members", &ClusterApi::ListMembers);
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &ClusterApi::GetMember);
   add(M::kGet, "/v1/users/{}/memberships", "memberships", &ClusterApi::UserMemberships);
+  add(M::kGet, "/v1/users/{}", "user", &ClusterApi::GetUser);
   add(M::kGet, "/v1/state", "state", &ClusterApi::State);
   add(M::kGet, "/v1/buckets", "buckets", &ClusterApi::ListBuckets);
   add(M::kGet, "/v1/buckets/{}", "bucket", &ClusterApi::GetBucket);
@@ -374,7 +380,9 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
   // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
-           {M::kPost, "/v1/sweep", "sweep"}, {M::kPost, "/v1/snapshots", "snapshots"}}) {
+           {M::kPost, "/v1/sweep", "sweep"},
+           {M::kPost, "/v1/snapshots", "snapshots"},
+           {M::kPost, "/v1/buckets/preview", "bucket_preview"}}) {
     add(method, path, route, &ClusterApi::NotYet);
   }
 }
@@ -505,6 +513,12 @@ void ClusterApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& e
   const std::string user_id = PathSegment(*req, kUserSegment);
   Ask(ex, QueryJson("memberships", "", user_id),
       {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+void ClusterApi::GetUser(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::string user_id = PathSegment(*req, kUserSegment);
+  Ask(ex, QueryJson("user", "", user_id), {cluster::PartitionOf(user_id, config_.partitions)},
+      PassThrough);
 }
 
 void ClusterApi::ListBuckets(const HttpRequestPtr&, const ExchangePtr& ex) {

@@ -219,6 +219,7 @@ class ClusterApi final : public HttpService {
   void ListMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetUser(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListBuckets(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex);

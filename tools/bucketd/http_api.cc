@@ -164,6 +164,8 @@ void HttpApi::AddRoutes() {
   add(M::kGet, "/v1/buckets/{}/members/{}", "member", &HttpApi::GetMember);
   add(M::kDelete, "/v1/buckets/{}/members/{}", "member", &HttpApi::RemoveMember);
   add(M::kGet, "/v1/users/{}/memberships", "memberships", &HttpApi::UserMemberships);
+  add(M::kGet, "/v1/users/{}", "user", &HttpApi::GetUser);
+  add(M::kPost, "/v1/buckets/preview", "bucket_preview", &HttpApi::PreviewBucket);
   add(M::kGet, "/v1/transitions", "transitions", &HttpApi::ReadTransitions);
   add(M::kPost, "/v1/clock", "clock", &HttpApi::AdvanceClock);
   add(M::kPost, "/v1/sweep", "sweep", &HttpApi::Sweep);
@@ -548,6 +550,43 @@ void HttpApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex) 
       [user_id](Outcome<std::vector<MembershipRecord>> out) {
         if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
         return OkJson(MembershipsJson(user_id, out.value));
+      });
+}
+
+void HttpApi::GetUser(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  std::string user_id = PathSegment(*req, kUserSegment);
+  OnEngine(
+      ex,
+      [user_id](Engine& engine) {
+        Outcome<UserInfo> out;
+        out.status = engine.GetUser(user_id, &out.value);
+        return out;
+      },
+      [](Outcome<UserInfo> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(UserJson(out.value));
+      });
+}
+
+void HttpApi::PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  // On the owner thread like every read: a pass over every contact (docs/design.md,
+  // "Preview"). Nothing is logged.
+  OnEngine(
+      ex,
+      [req](Engine& engine) {
+        Outcome<PreviewResult> out;
+        out.status = engine.PreviewBucket(req->body, &out.value);
+        return out;
+      },
+      [](Outcome<PreviewResult> out) {
+        // As for a definition: a refusal of the document as a whole names the body.
+        if (out.status.code() == StatusCode::kInvalidArgument && out.status.field().empty()) {
+          out.status = Status::InvalidArgument("body", out.status.message());
+        }
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        spdlog::debug("event=bucket_preview count={} reread_users={} micros={}", out.value.count,
+                      out.value.history_reread_users, out.value.micros);
+        return OkJson(PreviewJson(out.value));
       });
 }
 

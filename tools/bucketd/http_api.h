@@ -76,6 +76,8 @@ class HttpApi final : public HttpService {
   void AddMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void RemoveMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void GetUser(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
   void AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Sweep(const HttpRequestPtr& req, const ExchangePtr& ex);

@@ -60,15 +60,17 @@ Status ParseTime(element value, std::string_view field, TimeMs* out) {
   }
 }
 
-Status ParseContactProperties(element value, std::vector<PropertyPatch>* out) {
+// A JSON object of properties (`field`: contactProperties, or an event's own properties).
+Status ParseProperties(element value, std::string_view field, std::vector<PropertyPatch>* out) {
   object properties;
   if (value.get(properties) != simdjson::SUCCESS) {
-    return Status::InvalidArgument("contactProperties", "must be an object");
+    return Status::InvalidArgument(std::string(field), "must be an object");
   }
   for (auto [key, property] : properties) {
     for (const PropertyPatch& earlier : *out) {
       if (earlier.key == key) {
-        return Status::InvalidArgument("contactProperties." + std::string(key), "appears twice");
+        return Status::InvalidArgument(std::string(field) + "." + std::string(key),
+                                       "appears twice");
       }
     }
     PropertyPatch patch;
@@ -109,7 +111,11 @@ Status ParseEventField(std::string_view key, element value, EventInput* event, b
   }
   if (key == "contactProperties") {
     if (is_null) return Status::Ok();
-    return ParseContactProperties(value, &event->contact_properties);
+    return ParseProperties(value, key, &event->contact_properties);
+  }
+  if (key == "properties") {
+    if (is_null) return Status::Ok();
+    return ParseProperties(value, key, &event->properties);
   }
   return Status::InvalidArgument(std::string(key), "unknown field");
 }
@@ -121,7 +127,7 @@ Status ParseEvent(element value, EventInput* event) {
   bool seen_user = false;
   bool seen_event = false;
   // A repeated key has no single meaning (definitions refuse them too). An event has at
-  // most six known keys, so a scan of the ones seen is all it takes.
+  // most seven known keys, so a scan of the ones seen is all it takes.
   std::vector<std::string_view> seen_keys;
   for (auto [key, field_value] : fields) {
     if (std::find(seen_keys.begin(), seen_keys.end(), key) != seen_keys.end()) {

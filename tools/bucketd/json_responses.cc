@@ -167,6 +167,34 @@ std::string MembershipsJson(std::string_view user_id,
   return w.Take();
 }
 
+std::string UserJson(const UserInfo& user) {
+  JsonWriter w;
+  w.BeginObject().Key("userId").String(user.user_id).Key("email");
+  if (user.email) {
+    w.String(*user.email);
+  } else {
+    w.Null();
+  }
+  w.Key("deleted").Bool(user.deleted).Key("properties").BeginObject();
+  for (const PropertyPatch& p : user.properties) WritePropertyValue(p.value, &w.Key(p.key));
+  w.EndObject().Key("events").BeginObject();
+  for (const UserEventSummary& e : user.events) {
+    w.Key(e.event).BeginObject().Key("count").Uint(e.count);
+    w.Key("firstAt").Time(e.first_at).Key("lastAt").Time(e.last_at).EndObject();
+  }
+  w.EndObject().EndObject();
+  return w.Take();
+}
+
+std::string PreviewJson(const PreviewResult& preview) {
+  JsonWriter w;
+  w.BeginObject().Key("count").Uint(preview.count).Key("sample").BeginArray();
+  for (const std::string& id : preview.sample) w.String(id);
+  w.EndArray().Key("entering").Uint(preview.entering).Key("leaving").Uint(preview.leaving);
+  w.EndObject();
+  return w.Take();
+}
+
 std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
                         const std::vector<HistoryStep>& steps) {
   JsonWriter w;

@@ -27,6 +27,11 @@ std::string MembersPageJson(const MembersPage& page);
 std::string PastMembersPageJson(const PastMembersPage& page);
 std::string MembershipsJson(std::string_view user_id,
                             const std::vector<MembershipRecord>& memberships);
+// GET /v1/users/{userId}: {"userId","email","deleted","properties":{…},"events":{name:{count,
+// firstAt,lastAt}}}.
+std::string UserJson(const UserInfo& user);
+// POST /v1/buckets/preview: {"count","sample","entering","leaving"}.
+std::string PreviewJson(const PreviewResult& preview);
 // GET /v1/buckets/{id}/history: {"bucketId","from","to","step"(ms),"steps":[{start,end,size,
 // entered,left}]}.
 std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,

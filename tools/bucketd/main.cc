@@ -316,20 +316,45 @@ Status ApplyBucketFiles(const std::string& path, bool prune, EngineThread& engin
     if (!status.ok()) return Status::InvalidArgument(source.origin, status.ToString());
     defined.insert(id);
   }
-  for (const DefinitionSource& source : sources) {
-    bool created = false;
-    status = engine.Call([&](Engine& e) {
-      return e.DefineBucket(source.json, DefineMode::kCreateOrReplace, std::nullopt, &created);
-    });
-    if (!status.ok()) return Status::InvalidArgument(source.origin, status.ToString());
-    spdlog::info("event=bucket_loaded origin={} created={}", source.origin, created);
+  // In file order, in rounds: a definition refused in one round (a bucket leg reading a
+  // bucket a later file defines: SPEC §3b, the id must exist) is tried again in the next,
+  // while a round applies something; then the first refusal left is the answer.
+  std::vector<const DefinitionSource*> pending;
+  for (const DefinitionSource& source : sources) pending.push_back(&source);
+  while (!pending.empty()) {
+    std::vector<const DefinitionSource*> refused;
+    Status first_refusal;
+    for (const DefinitionSource* source : pending) {
+      bool created = false;
+      status = engine.Call([&](Engine& e) {
+        return e.DefineBucket(source->json, DefineMode::kCreateOrReplace, std::nullopt, &created);
+      });
+      if (!status.ok()) {
+        if (refused.empty())
+          first_refusal = Status::InvalidArgument(source->origin, status.ToString());
+        refused.push_back(source);
+        continue;
+      }
+      spdlog::info("event=bucket_loaded origin={} created={}", source->origin, created);
+    }
+    if (refused.size() == pending.size()) return first_refusal;
+    pending = std::move(refused);
   }
   if (!prune) return Status::Ok();
   return engine.Call([&](Engine& e) {
-    for (const BucketInfo& bucket : e.ListBuckets()) {
-      if (defined.count(bucket.id) != 0) continue;
-      if (Status s = e.DeleteBucket(bucket.id); !s.ok()) return s;
-      spdlog::info("event=bucket_pruned id={}", bucket.id);
+    // Readers go before the buckets they read (a read bucket cannot be deleted): rounds
+    // until none is left or a round deletes nothing.
+    for (bool progress = true; progress;) {
+      progress = false;
+      Status last = Status::Ok();
+      for (const BucketInfo& bucket : e.ListBuckets()) {
+        if (defined.count(bucket.id) != 0) continue;
+        last = e.DeleteBucket(bucket.id);
+        if (!last.ok()) continue;
+        progress = true;
+        spdlog::info("event=bucket_pruned id={}", bucket.id);
+      }
+      if (!progress && !last.ok()) return last;
     }
     return Status::Ok();
   });

@@ -79,6 +79,10 @@ struct EventInput {
   std::optional<std::string> email;
   std::vector<PropertyPatch> contact_properties;
   std::optional<std::string> idempotency_key;
+  // The event's own properties (SPEC §3b): scalars, at most kEventPropertiesMax keys; not
+  // merged into the contact. Only `where` filters, aggregates and sequences read them. Last,
+  // so that embedders' aggregate initializers written before it keep compiling.
+  std::vector<PropertyPatch> properties = {};
 };
 
 struct IngestResult {
@@ -164,6 +168,38 @@ struct MembershipRecord {
   std::optional<TimeMs> left_at;
   std::optional<LeaveReason> reason;
   std::optional<TimeMs> dwell_anchor_at;
+};
+
+// A contact as the state holds it (GET /v1/users/{userId}): its properties, and per event
+// name the state retains (every name the user sent) how many and the first and last instant.
+struct UserEventSummary {
+  std::string event;
+  uint64_t count = 0;
+  TimeMs first_at = 0;
+  TimeMs last_at = 0;
+};
+
+struct UserInfo {
+  std::string user_id;
+  std::optional<std::string> email;
+  // A deleted contact (SPEC §2) keeps only its id: no email, properties or events.
+  bool deleted = false;
+  std::vector<PropertyPatch> properties;  // by key; never a null value
+  std::vector<UserEventSummary> events;   // by event name
+};
+
+// What a definition's criteria select now (POST /v1/buckets/preview), against the stored
+// bucket of the same id. Nothing is logged and no state changes.
+struct PreviewResult {
+  uint64_t count = 0;               // live contacts for whom the criteria hold now
+  std::vector<std::string> sample;  // the smallest kPreviewSampleMax of their ids, ascending
+  uint64_t entering = 0;            // of them, not an active member of the stored bucket
+  uint64_t leaving = 0;             // active members of the stored bucket they do not hold for
+  bool stored = false;              // a bucket of that id exists (else leaving is 0)
+  // Users whose retained event history was too shallow for the definition, whose events
+  // were re-read from the log for the preview (docs/design.md, "Preview").
+  uint64_t history_reread_users = 0;
+  int64_t micros = 0;  // wall time the call took (measurement only)
 };
 
 struct StateInfo {
@@ -388,6 +424,16 @@ class Engine {
                            Member* out) const = 0;
   virtual Status UserMemberships(std::string_view user_id,
                                  std::vector<MembershipRecord>* out) const = 0;
+  // The contact and a summary of its events; NotFound for an id never seen (or erased). A
+  // deleted contact answers with `deleted` and nothing else.
+  virtual Status GetUser(std::string_view user_id, UserInfo* out) const = 0;
+  // Who the criteria of the definition `json` select as of Now(): every refusal of
+  // DefineBucket's for the same body (with the same field paths), and InvalidArgument
+  // ("kind") for a manual bucket. Nothing is logged, no state changes. Usually a pass over
+  // every contact (~0.1 s per million); when some contact's retained events are too few for
+  // a deeper threshold than any bucket needs, those events are re-read from the log first,
+  // as a definition does (a group's staged inputs are made durable before that read).
+  virtual Status PreviewBucket(std::string_view json, PreviewResult* out) = 0;
 
   // Keyset page of past members (users who were members and are not now) ordered by
   // userId, starting after `cursor`. Every user whose membership ended is here, whatever

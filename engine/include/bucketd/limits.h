@@ -26,7 +26,21 @@ inline constexpr int64_t kDurationMsMax = 36525LL * 24 * 60 * 60 * 1000;
 inline constexpr size_t kEventNameBytesMax = 200;
 inline constexpr size_t kCriteriaDepthMax = 16;
 inline constexpr size_t kCriteriaLeavesMax = 64;
+// An event's own properties (SPEC §3b): a flat object of scalars.
+inline constexpr size_t kEventPropertiesMax = 64;
+inline constexpr size_t kWhereClausesMax = 16;
+inline constexpr size_t kSequenceStepsMin = 2;
+inline constexpr size_t kSequenceStepsMax = 5;
+// What an aggregate leg retains per user (docs/design.md, "Aggregates"): a windowed sum,
+// avg, min or max its newest contributions in the window, distinct its newest values.
+// `distinct` thresholds stay below kDistinctValuesMax, so the capped count decides exactly.
+inline constexpr size_t kAggregateContributionsMax = 1024;
+inline constexpr size_t kDistinctValuesMax = 256;
+// The later steps' occurrences a sequence keeps after its latest start (per step).
+inline constexpr size_t kSequenceOccurrencesMax = 64;
 inline constexpr size_t kMembersPageMax = 1000;
+// The userIds a bucket preview shows (POST /v1/buckets/preview).
+inline constexpr size_t kPreviewSampleMax = 20;
 inline constexpr size_t kTransitionsPageMax = 10000;
 inline constexpr size_t kBatchItemsMax = 100000;
 inline constexpr size_t kIdempotencyKeyBytesMax = 256;
