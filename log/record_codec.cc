@@ -304,7 +304,7 @@ Status DecodeTransition(std::string_view bytes, Transition* out) {
   return Status::Ok();
 }
 
-// --- compact transitions (format version 4, log_format.md "Compact transitions") ---
+// --- compact transitions (format version 5, log_format.md "Compact transitions") ---
 
 namespace {
 

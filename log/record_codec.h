@@ -25,7 +25,7 @@ void EncodeTransition(const TransitionView& transition, flatbuffers::FlatBufferB
 Status DecodeRecord(std::string_view bytes, Record* out);
 Status DecodeTransition(std::string_view bytes, Transition* out);
 
-// Format version 4's transition element (log_format.md, "Compact transitions"): a flags
+// Format version 5's transition element (log_format.md, "Compact transitions"): a flags
 // byte, varints and length-prefixed strings, ~40% of the flatbuffers encoding's bytes for
 // a typical transition. Encode replaces `out`'s contents; Decode checks every length and
 // varint against the bytes and wants them consumed exactly (Corruption otherwise).

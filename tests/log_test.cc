@@ -185,6 +185,11 @@ class RawDb {
   void PutNamed(const std::string& family, const std::string& key, const std::string& value) {
     REQUIRE(db_->Put(rocksdb::WriteOptions(), by_name_.at(family), key, value).ok());
   }
+  std::string GetNamed(const std::string& family, const std::string& key) {
+    std::string value;
+    REQUIRE(db_->Get(rocksdb::ReadOptions(), by_name_.at(family), key, &value).ok());
+    return value;
+  }
 
  private:
   static std::string Key(uint64_t seq) {
@@ -357,7 +362,7 @@ TEST_CASE("the compact codec rejects damaged bytes") {
   CHECK(DecodeTransition(compact, &decoded).code() == StatusCode::kCorruption);
 }
 
-TEST_CASE("a new log is version 4 with compact transitions; a version 2 log keeps flatbuffers") {
+TEST_CASE("a new log is version 5 with compact transitions; a version 2 log keeps flatbuffers") {
   TempDir dir;
   const bool version_2 = GENERATE(false, true);
   INFO((version_2 ? "version 2" : "new log"));
@@ -389,6 +394,17 @@ TEST_CASE("a new log is version 4 with compact transitions; a version 2 log keep
   }
   auto log = OpenLog(dir.log());
   std::vector<Transition> read;
+  REQUIRE(log->ReadTransitions(0, 10, &read).ok());
+  CHECK(read == transitions);
+  // A record that needs version 4 (an event's own properties) leaves a version 5 log at 5
+  // and makes a version 2 log 4, its transitions still flatbuffers.
+  Record with_properties = EventRecord(2);
+  with_properties.event_properties = {{"plan", PropertyValue::String("pro")}};
+  log->Stage(with_properties, {});
+  REQUIRE(log->Commit().ok());
+  log.reset();
+  CHECK(RawDb(dir.log()).GetNamed("meta", "format_version") == (version_2 ? "4" : "5"));
+  log = OpenLog(dir.log());
   REQUIRE(log->ReadTransitions(0, 10, &read).ok());
   CHECK(read == transitions);
 }

@@ -160,7 +160,7 @@ void WriteLogSeeds(const Log& log, const fs::path& dir) {
     EncodeTransition(t, &builder);
     if (per_transition_kind[t.kind]++ < 2) {
       Write(dir / ("transition-" + std::to_string(t.seq)), Bytes(builder));
-      std::string compact;  // format version 4's encoding
+      std::string compact;  // format version 5's encoding
       EncodeTransitionCompact(t, &compact);
       Write(dir / ("transition-compact-" + std::to_string(t.seq)), compact);
     }

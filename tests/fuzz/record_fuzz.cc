@@ -77,7 +77,7 @@ void CheckRoundTrip(std::string_view bytes, const Value& used, Decode decode, En
   BUCKETD_CHECK_MSG(Bytes(builder) == encoded, "a decoded value re-encodes differently");
 }
 
-// The same for the compact transition encoding (format version 4), which encodes into a
+// The same for the compact transition encoding (format version 5), which encodes into a
 // string.
 void CheckCompactRoundTrip(std::string_view bytes, const Transition& used) {
   Transition first;
