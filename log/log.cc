@@ -21,7 +21,9 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/iostats_context.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
@@ -57,6 +59,11 @@ constexpr char kFormatVersionSubscriptions[] = "3";
 // SPEC §3b (RecordNeedsCriteriaFormat): a build that knows only 3 would drop the properties
 // or refuse a definition midway through a replay, so it must refuse the log at open.
 constexpr char kFormatVersionCriteria[] = "4";
+// Version 4's content (subscription records, event properties and §3b criteria allowed
+// from the start) with transitions in the compact encoding (log_format.md, "Compact
+// transitions"): what new logs are created as. Logs of versions 1-4 keep the flatbuffers
+// transitions they were written with.
+constexpr char kFormatVersionCompact[] = "5";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -402,6 +409,7 @@ class RocksLog final : public Log {
   const std::string& stream_id() const override { return stream_id_; }
 
   void Stage(const Record& record, std::span<const Transition> transitions) override;
+  void StageTransition(const TransitionView& transition) override;
   Status LookupIdempotencyKey(std::string_view key, bool* seen) const override;
   Status Commit() override;
   Status StartCommit(std::function<void()> on_written) override;
@@ -417,11 +425,20 @@ class RocksLog final : public Log {
   Status Erase(const LogErasure& erasure, LogErasureReport* report) override;
   Status Checkpoint(const std::string& dir) override;
   uint64_t ApproximateBytes() const override;
+  LogWriteTimes write_times() const override;
   Status Flush() override;
 
  private:
+  // DB::Write of a commit's batch, timed into the LogWriteTimes counters (on the engine's
+  // thread or the committer's).
+  rocksdb::Status TimedWrite(rocksdb::WriteBatch* batch);
   rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
   Status CheckFormatVersion();
+  // A transitions element in this log's encoding: compact (version 4) or flatbuffers.
+  Status DecodeStoredTransition(std::string_view element, Transition* out) const {
+    return compact_transitions_ ? DecodeTransitionCompact(element, out)
+                                : DecodeTransition(element, out);
+  }
   Status LoadStreamId();
   rocksdb::Slice BuiltBytes() const {
     return rocksdb::Slice(reinterpret_cast<const char*>(builder_.GetBufferPointer()),
@@ -471,8 +488,10 @@ class RocksLog final : public Log {
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
   bool subscriptions_version_ = false;
-  // The log says version 4 (or a staged batch does): see kFormatVersionCriteria.
+  // The log says version 4 or 5 (or a staged batch says 4): see kFormatVersionCriteria.
   bool criteria_version_ = false;
+  bool compact_transitions_ = false;  // format version 5
+  std::string compact_scratch_;       // StageTransition's element in the compact encoding
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
   ChunkBuilder transition_chunk_;  // staged transitions not yet in pending_
@@ -494,6 +513,12 @@ class RocksLog final : public Log {
   bool committer_stopping_ = false;
   std::function<void()> on_written_;  // StartCommit's callback for the write in flight
   rocksdb::Status write_status_;
+
+  // LogWriteTimes, written by whichever thread writes (one at a time), read by any.
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> write_bytes_{0};
+  std::atomic<uint64_t> write_nanos_{0};
+  std::atomic<uint64_t> fsync_nanos_{0};
 };
 
 Status RocksLog::Recover() {
@@ -525,15 +550,17 @@ Status RocksLog::CheckFormatVersion() {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), family(kMeta), kFormatVersionKey, &version);
   if (s.ok()) {
     if (version != kFormatVersion && version != kFormatVersionUnframed &&
-        version != kFormatVersionSubscriptions && version != kFormatVersionCriteria) {
+        version != kFormatVersionSubscriptions && version != kFormatVersionCriteria &&
+        version != kFormatVersionCompact) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
                                 kFormatVersionUnframed + ", " + kFormatVersion + ", " +
-                                kFormatVersionSubscriptions + " or " + kFormatVersionCriteria +
-                                ")");
+                                kFormatVersionSubscriptions + ", " + kFormatVersionCriteria +
+                                " or " + kFormatVersionCompact + ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
     framed_ = version != kFormatVersionUnframed;
-    criteria_version_ = version == kFormatVersionCriteria;
+    compact_transitions_ = version == kFormatVersionCompact;
+    criteria_version_ = compact_transitions_ || version == kFormatVersionCriteria;
     subscriptions_version_ = criteria_version_ || version == kFormatVersionSubscriptions;
     return Status::Ok();
   }
@@ -547,8 +574,14 @@ Status RocksLog::CheckFormatVersion() {
   if (options_.read_only) return Status::Ok();
   rocksdb::WriteOptions write;
   write.sync = true;
-  return FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersion),
-                   "writing log format version");
+  if (Status s = FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersionCompact),
+                           "writing log format version");
+      !s.ok()) {
+    return s;
+  }
+  subscriptions_version_ = criteria_version_ = true;
+  compact_transitions_ = true;
+  return Status::Ok();
 }
 
 Status RocksLog::LoadStreamId() {
@@ -627,18 +660,27 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
     pending_idempotency_keys_.insert(*record.idempotency_key);
   }
 
-  uint64_t transition_seq = last_transition_seq();
-  for (const Transition& transition : transitions) {
-    BUCKETD_CHECK_MSG(transition.seq == transition_seq + 1,
-                      "staged transition seq " + std::to_string(transition.seq) +
-                          " does not follow " + std::to_string(transition_seq));
-    transition_seq = transition.seq;
+  for (const Transition& transition : transitions) StageTransition(TransitionView::Of(transition));
+  last_seq_.store(record.seq, std::memory_order_release);
+  last_record_at_ = record.at;
+}
+
+void RocksLog::StageTransition(const TransitionView& transition) {
+  if (options_.read_only) return;
+  const uint64_t seq = last_transition_seq();
+  BUCKETD_CHECK_MSG(transition.seq == seq + 1, "staged transition seq " +
+                                                   std::to_string(transition.seq) +
+                                                   " does not follow " + std::to_string(seq));
+  if (compact_transitions_) {
+    EncodeTransitionCompact(transition, &compact_scratch_);
+    if (transition_chunk_.Add(transition.seq, compact_scratch_)) {
+      StageChunk(kTransitions, &transition_chunk_);
+    }
+  } else {
     EncodeTransition(transition, &builder_);
     StageElement(kTransitions, &transition_chunk_, transition.seq);
   }
-  last_seq_.store(record.seq, std::memory_order_release);
-  last_transition_seq_.store(transition_seq, std::memory_order_release);
-  last_record_at_ = record.at;
+  last_transition_seq_.store(transition.seq, std::memory_order_release);
 }
 
 Status RocksLog::LookupIdempotencyKey(std::string_view key, bool* seen) const {
@@ -663,13 +705,12 @@ Status RocksLog::Commit() {
   StageOpenChunks();
   if (!error_.ok()) return error_;
   if (pending_.Count() == 0) return Status::Ok();
-  rocksdb::WriteOptions write;
   // One write and, in sync mode, one fsync for everything staged since the last Commit():
   // the group commit. WriteOptions::sync rather than Write() + SyncWAL() because with
   // sync the batch becomes visible to readers (ReadTransitions on subscriber threads) only
-  // once it is durable, so no reader ever sees a transition a crash could take back.
-  write.sync = options_.sync;
-  rocksdb::Status s = db_->Write(write, &pending_);
+  // once it is durable, so no reader ever sees a transition a crash could take back
+  // (TimedWrite sets it).
+  rocksdb::Status s = TimedWrite(&pending_);
   if (!s.ok()) {
     error_ = FromRocks(s, "committing to the log");
     return error_;
@@ -721,6 +762,36 @@ Status RocksLog::FinishCommit() {
   return error_;
 }
 
+rocksdb::Status RocksLog::TimedWrite(rocksdb::WriteBatch* batch) {
+  rocksdb::WriteOptions write;
+  write.sync = options_.sync;
+  // RocksDB's timers (the fsync's among them) for this write only: the level is
+  // thread-local, and left on it would time every idempotency lookup of the thread too.
+  // A few clock reads per commit.
+  const rocksdb::PerfLevel level = rocksdb::GetPerfLevel();
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
+  rocksdb::IOStatsContext* io = rocksdb::get_iostats_context();
+  const uint64_t fsync_before = io->fsync_nanos;
+  const size_t bytes = batch->GetDataSize();
+  const auto start = std::chrono::steady_clock::now();
+  rocksdb::Status s = db_->Write(write, batch);
+  rocksdb::SetPerfLevel(level);
+  const auto nanos =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  write_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  write_nanos_.fetch_add(static_cast<uint64_t>(nanos), std::memory_order_relaxed);
+  fsync_nanos_.fetch_add(io->fsync_nanos - fsync_before, std::memory_order_relaxed);
+  return s;
+}
+
+LogWriteTimes RocksLog::write_times() const {
+  return LogWriteTimes{
+      commits_.load(std::memory_order_relaxed), write_bytes_.load(std::memory_order_relaxed),
+      write_nanos_.load(std::memory_order_relaxed), fsync_nanos_.load(std::memory_order_relaxed)};
+}
+
 void RocksLog::CommitterLoop() {
   std::unique_lock lock(committer_mu_);
   for (;;) {
@@ -728,9 +799,7 @@ void RocksLog::CommitterLoop() {
     if (!write_requested_) return;  // stopping, nothing in flight
     lock.unlock();
     // Same options as Commit(): visible to readers only once durable.
-    rocksdb::WriteOptions write;
-    write.sync = options_.sync;
-    rocksdb::Status s = db_->Write(write, &in_flight_batch_);
+    rocksdb::Status s = TimedWrite(&in_flight_batch_);
     // The callback runs before the write is reported finished: until then FinishCommit
     // cannot return, so the writer cannot go on to destroy what the callback touches (a
     // server's condition variable at shutdown, which ThreadSanitizer caught being
@@ -777,7 +846,7 @@ Status RocksLog::ScanTransitions(uint64_t after_seq, const TransitionVisitor& vi
   uint64_t seq = 0;
   Transition transition;
   while (walker.Next(&element, &seq)) {
-    if (Status s = DecodeTransition(element, &transition); !s.ok()) {
+    if (Status s = DecodeStoredTransition(element, &transition); !s.ok()) {
       return Status::Corruption("transition " + std::to_string(seq) + ": " + s.message());
     }
     if (transition.seq != seq) {
@@ -930,13 +999,17 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
       kTransitions,
       [&](std::string_view element, std::string* out, bool* changed) {
         Transition t;
-        if (Status d = DecodeTransition(element, &t); !d.ok()) return d;
+        if (Status d = DecodeStoredTransition(element, &t); !d.ok()) return d;
         *changed = t.user_id == erasure.user_id;
         if (!*changed) return Status::Ok();
         t.user_id = erasure.pseudonym;
         t.email.reset();
-        EncodeTransition(t, &builder);
-        *out = bytes();
+        if (compact_transitions_) {
+          EncodeTransitionCompact(t, out);
+        } else {
+          EncodeTransition(t, &builder);
+          *out = bytes();
+        }
         ++report->transitions;
         return Status::Ok();
       },

@@ -19,6 +19,7 @@
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 #include "engine/base/record.h"
+#include "engine/base/transition_view.h"
 
 namespace bucketd {
 
@@ -64,6 +65,15 @@ struct LogErasureReport {
   uint64_t idempotency_keys = 0;
 };
 
+// What the log's commits cost so far (measurement only: metrics and benches). Each
+// DB::Write of a commit is timed whole, and the fsync inside it by RocksDB's I/O stats.
+struct LogWriteTimes {
+  uint64_t commits = 0;      // write batches written
+  uint64_t bytes = 0;        // their sizes (what the write-ahead file received)
+  uint64_t write_nanos = 0;  // the writes, fsync included
+  uint64_t fsync_nanos = 0;  // of which the fsync (sync mode)
+};
+
 class RecordReader {
  public:
   virtual ~RecordReader() = default;
@@ -88,6 +98,10 @@ class Log {
   // Stages a record (its seq must be last_seq() + 1) and the transitions it caused (their
   // seqs must continue last_transition_seq()). Records its idempotency key, if any.
   virtual void Stage(const Record& record, std::span<const Transition> transitions) = 0;
+  // Stage's transitions one at a time, as a fold makes them (its TransitionSink): each seq
+  // must continue last_transition_seq(). Then Stage(record, {}) stages the record that
+  // caused them; both go in the same write, so no crash keeps one without the other.
+  virtual void StageTransition(const TransitionView& transition) = 0;
   // Sets `seen` if the key was committed or staged before. A lookup that fails (a damaged
   // block) returns the error and leaves the log usable: the caller refuses the input.
   virtual Status LookupIdempotencyKey(std::string_view key, bool* seen) const = 0;
@@ -147,6 +161,8 @@ class Log {
   virtual Status Checkpoint(const std::string& dir) = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
+  // Totals since open; thread-safe.
+  virtual LogWriteTimes write_times() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.
   virtual Status Flush() = 0;
 };

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "log/log_record_generated.h"
 
@@ -61,14 +62,19 @@ bool InRange(FbEnum value) {
 
 // Empty strings are left absent: they decode as "" and cost no bytes.
 flatbuffers::Offset<flatbuffers::String> CreateIfNotEmpty(flatbuffers::FlatBufferBuilder* builder,
-                                                          const std::string& s) {
-  return s.empty() ? 0 : builder->CreateString(s);
+                                                          std::string_view s) {
+  return s.empty() ? 0 : builder->CreateString(s.data(), s.size());
 }
 
 // An optional string is present on disk exactly when it is engaged, even if empty.
 flatbuffers::Offset<flatbuffers::String> CreateIfPresent(flatbuffers::FlatBufferBuilder* builder,
                                                          const std::optional<std::string>& s) {
   return s.has_value() ? builder->CreateString(*s) : 0;
+}
+
+flatbuffers::Offset<flatbuffers::String> CreateIfPresent(flatbuffers::FlatBufferBuilder* builder,
+                                                         std::optional<std::string_view> s) {
+  return s.has_value() ? builder->CreateString(s->data(), s->size()) : 0;
 }
 
 void AssignString(const flatbuffers::String* from, std::string* to) {
@@ -203,6 +209,10 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
 }
 
 void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder) {
+  EncodeTransition(TransitionView::Of(transition), builder);
+}
+
+void EncodeTransition(const TransitionView& transition, flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   auto bucket_id = CreateIfNotEmpty(builder, transition.bucket_id);
   auto bucket_name = CreateIfNotEmpty(builder, transition.bucket_name);
@@ -291,6 +301,174 @@ Status DecodeTransition(std::string_view bytes, Transition* out) {
   out->detected_at = transition->detected_at();
   const TimeMs entered_at = transition->entered_at();
   out->entered_at = entered_at == INT64_MIN ? std::nullopt : std::optional<TimeMs>(entered_at);
+  return Status::Ok();
+}
+
+// --- compact transitions (format version 5, log_format.md "Compact transitions") ---
+
+namespace {
+
+// The flags byte: kind, source and reason in two bits each, then whether email and
+// entered_at are present. The enums must fit their two bits.
+static_assert(static_cast<uint8_t>(fb::TransitionKind::MAX) < 4);
+static_assert(static_cast<uint8_t>(fb::MembershipSource::MAX) < 4);
+static_assert(static_cast<uint8_t>(fb::LeaveReason::MAX) < 4);
+// The first byte of every compact element. A flatbuffers element starts with its root
+// offset's low byte, always below 64 (the identifier and a vtable of at most 15 fields),
+// so an element stored in the wrong family or encoding fails here.
+constexpr uint8_t kCompactTag = 0xB4;
+constexpr uint8_t kCompactHasEmail = 1u << 6;
+constexpr uint8_t kCompactHasEnteredAt = 1u << 7;
+
+// Writes `v` at `p` (at most kVarintMax bytes), returning the end.
+constexpr size_t kVarintMax = 10;
+char* PutVarint(uint64_t v, char* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// Zigzag: small magnitudes of either sign take few bytes. Differences wrap in uint64_t, so
+// any two instants round-trip exactly.
+uint64_t Zigzag(uint64_t v) {
+  return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
+}
+uint64_t Unzigzag(uint64_t v) { return (v >> 1) ^ (~(v & 1) + 1); }
+
+char* PutString(std::string_view s, char* p) {
+  p = PutVarint(s.size(), p);
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+// Reads the compact encoding front to back; any read past the end, or a varint longer than
+// ten bytes or beyond 64 bits, fails it for good.
+class CompactReader {
+ public:
+  explicit CompactReader(std::string_view bytes) : rest_(bytes) {}
+
+  bool ok() const { return ok_; }
+  bool at_end() const { return rest_.empty(); }
+
+  uint8_t Byte() {
+    if (rest_.empty()) return Fail(), 0;
+    const uint8_t b = static_cast<uint8_t>(rest_.front());
+    rest_.remove_prefix(1);
+    return b;
+  }
+  uint64_t Varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (rest_.empty()) return Fail(), 0;
+      const uint8_t b = static_cast<uint8_t>(rest_.front());
+      rest_.remove_prefix(1);
+      if (shift == 63 && b > 1) return Fail(), 0;
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    return Fail(), 0;
+  }
+  uint32_t Varint32() {
+    const uint64_t v = Varint();
+    if (v > UINT32_MAX) return Fail(), 0;
+    return static_cast<uint32_t>(v);
+  }
+  void String(std::string* out) {
+    const uint64_t size = Varint();
+    if (!ok_ || size > rest_.size()) return Fail();
+    out->assign(rest_.data(), size);
+    rest_.remove_prefix(size);
+  }
+
+ private:
+  void Fail() {
+    ok_ = false;
+    rest_ = {};
+  }
+
+  std::string_view rest_;
+  bool ok_ = true;
+};
+
+}  // namespace
+
+void EncodeTransitionCompact(const TransitionView& t, std::string* out) {
+  // Written through a pointer into room for the longest encoding, then cut to size: a
+  // sweep encodes one per due item, and appending field by field (a capacity check each)
+  // was most of the encoding's time.
+  const size_t email_size = t.email ? t.email->size() : 0;
+  const size_t max = 2 + 11 * kVarintMax + t.bucket_id.size() + t.bucket_name.size() +
+                     t.user_id.size() + email_size + t.dwell_label.size();
+  out->resize(max);
+  char* const begin = out->data();
+  char* p = begin;
+  uint8_t flags =
+      static_cast<uint8_t>(static_cast<uint8_t>(t.kind) | static_cast<uint8_t>(t.source) << 2 |
+                           static_cast<uint8_t>(t.reason) << 4);
+  if (t.email) flags |= kCompactHasEmail;
+  if (t.entered_at) flags |= kCompactHasEnteredAt;
+  *p++ = static_cast<char>(kCompactTag);
+  *p++ = static_cast<char>(flags);
+  p = PutVarint(t.seq, p);
+  p = PutString(t.bucket_id, p);
+  p = PutString(t.bucket_name, p);
+  p = PutString(t.user_id, p);
+  if (t.email) p = PutString(*t.email, p);
+  p = PutVarint(t.entry_count, p);
+  p = PutString(t.dwell_label, p);
+  p = PutVarint(t.dwell_count, p);
+  const auto detected = static_cast<uint64_t>(t.detected_at);
+  p = PutVarint(Zigzag(detected), p);
+  p = PutVarint(Zigzag(static_cast<uint64_t>(t.at) - detected), p);
+  if (t.entered_at) {
+    p = PutVarint(Zigzag(static_cast<uint64_t>(t.at) - static_cast<uint64_t>(*t.entered_at)), p);
+  }
+  out->resize(static_cast<size_t>(p - begin));
+}
+
+void EncodeTransitionCompact(const Transition& t, std::string* out) {
+  EncodeTransitionCompact(TransitionView::Of(t), out);
+}
+
+Status DecodeTransitionCompact(std::string_view bytes, Transition* out) {
+  CompactReader in(bytes);
+  if (in.Byte() != kCompactTag) return Status::Corruption("not a compact transition");
+  const uint8_t flags = in.Byte();
+  const auto kind = static_cast<fb::TransitionKind>(flags & 3);
+  const auto source = static_cast<fb::MembershipSource>((flags >> 2) & 3);
+  const auto reason = static_cast<fb::LeaveReason>((flags >> 4) & 3);
+  if (in.ok() && (!InRange(kind) || !InRange(source) || !InRange(reason))) {
+    return Status::Corruption("transition enum out of range");
+  }
+  out->kind = CastEnum<TransitionKind>(kind);
+  out->source = CastEnum<MembershipSource>(source);
+  out->reason = CastEnum<LeaveReason>(reason);
+  out->seq = in.Varint();
+  in.String(&out->bucket_id);
+  in.String(&out->bucket_name);
+  in.String(&out->user_id);
+  if (flags & kCompactHasEmail) {
+    in.String(&out->email.emplace());
+  } else {
+    out->email.reset();
+  }
+  out->entry_count = in.Varint32();
+  in.String(&out->dwell_label);
+  out->dwell_count = in.Varint32();
+  const uint64_t detected = Unzigzag(in.Varint());
+  const uint64_t at = detected + Unzigzag(in.Varint());
+  out->detected_at = static_cast<TimeMs>(detected);
+  out->at = static_cast<TimeMs>(at);
+  if (flags & kCompactHasEnteredAt) {
+    out->entered_at = static_cast<TimeMs>(at - Unzigzag(in.Varint()));
+  } else {
+    out->entered_at.reset();
+  }
+  if (!in.ok()) return Status::Corruption("compact transition is truncated or malformed");
+  if (!in.at_end()) return Status::Corruption("compact transition has trailing bytes");
   return Status::Ok();
 }
 

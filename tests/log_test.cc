@@ -23,6 +23,7 @@
 #include "tests/log_test_support.h"
 #include "tests/test_support.h"
 
+#include "log/chunk.h"
 #include "log/record_codec.h"
 
 namespace bucketd {
@@ -184,6 +185,11 @@ class RawDb {
   void PutNamed(const std::string& family, const std::string& key, const std::string& value) {
     REQUIRE(db_->Put(rocksdb::WriteOptions(), by_name_.at(family), key, value).ok());
   }
+  std::string GetNamed(const std::string& family, const std::string& key) {
+    std::string value;
+    REQUIRE(db_->Get(rocksdb::ReadOptions(), by_name_.at(family), key, &value).ok());
+    return value;
+  }
 
  private:
   static std::string Key(uint64_t seq) {
@@ -275,6 +281,132 @@ TEST_CASE("the codec rejects damaged bytes") {
   REQUIRE(DecodeTransition(transition, &decoded).ok());
   CHECK(DecodeTransition(transition.substr(0, transition.size() / 2), &decoded).code() ==
         StatusCode::kCorruption);
+}
+
+TEST_CASE("the compact transition encoding round-trips every field and is the smaller") {
+  std::vector<Transition> transitions = AllKindsOfTransitions();
+  transitions[1].entered_at = transitions[1].at - 30LL * 86'400'000;
+  Transition extreme = MakeTransition(std::numeric_limits<uint64_t>::max());
+  extreme.at = std::numeric_limits<TimeMs>::min();
+  extreme.detected_at = std::numeric_limits<TimeMs>::max();
+  extreme.entered_at = std::numeric_limits<TimeMs>::max();
+  extreme.entry_count = extreme.dwell_count = std::numeric_limits<uint32_t>::max();
+  extreme.user_id = std::string(300, 'u');
+  extreme.email = "";
+  transitions.push_back(extreme);
+  Transition bare;  // every field at its default
+  transitions.push_back(bare);
+  flatbuffers::FlatBufferBuilder builder;
+  for (const Transition& t : transitions) {
+    INFO("seq " << t.seq);
+    std::string compact;
+    EncodeTransitionCompact(t, &compact);
+    Transition decoded = AllKindsOfTransitions()[2];  // stale fields to overwrite
+    REQUIRE(DecodeTransitionCompact(compact, &decoded).ok());
+    CHECK(decoded == t);
+    EncodeTransition(t, &builder);
+    CHECK(compact.size() < builder.GetSize());
+  }
+  // The sweep's typical transition (a maxDwell leave with an email): 82 bytes against 196.
+  Transition left = MakeTransition(123'456);
+  left.kind = TransitionKind::kLeft;
+  left.reason = LeaveReason::kMaxDwell;
+  left.bucket_id = "trial";
+  left.bucket_name = "Trial users";
+  left.user_id = "user-0123456";
+  left.email = "user-0123456@example.com";
+  left.at = 1'769'817'600'000;
+  left.detected_at = left.at + 60'000;
+  left.entered_at = left.at - 30LL * 86'400'000;
+  std::string compact;
+  EncodeTransitionCompact(left, &compact);
+  EncodeTransition(left, &builder);
+  CHECK(compact.size() * 2 < builder.GetSize());
+}
+
+TEST_CASE("the compact codec rejects damaged bytes") {
+  std::vector<Transition> all = AllKindsOfTransitions();
+  all[1].entered_at = all[1].at - 1000;
+  Transition decoded;
+  CHECK(DecodeTransitionCompact("", &decoded).code() == StatusCode::kCorruption);
+  for (const Transition& t : all) {
+    std::string compact;
+    EncodeTransitionCompact(t, &compact);
+    for (size_t size = 0; size < compact.size(); ++size) {
+      INFO("seq " << t.seq << ", cut at " << size);
+      CHECK(DecodeTransitionCompact(compact.substr(0, size), &decoded).code() ==
+            StatusCode::kCorruption);
+    }
+    CHECK(DecodeTransitionCompact(compact + '\0', &decoded).code() == StatusCode::kCorruption);
+    std::string untagged = compact;
+    untagged[0] = 0x1c;
+    CHECK(DecodeTransitionCompact(untagged, &decoded).code() == StatusCode::kCorruption);
+    std::string bad_kind = compact;
+    bad_kind[1] = static_cast<char>(bad_kind[1] | 3);
+    CHECK(DecodeTransitionCompact(bad_kind, &decoded).code() == StatusCode::kCorruption);
+  }
+  // A varint of eleven bytes, or one past 64 bits, as the seq.
+  std::string compact;
+  EncodeTransitionCompact(all[0], &compact);
+  const std::string head = compact.substr(0, 2);
+  CHECK(DecodeTransitionCompact(head + std::string(10, '\xff') + '\x01', &decoded).code() ==
+        StatusCode::kCorruption);
+  CHECK(DecodeTransitionCompact(head + std::string(9, '\xff') + '\x02', &decoded).code() ==
+        StatusCode::kCorruption);
+  // A flatbuffers transition is not a compact one, nor the reverse.
+  flatbuffers::FlatBufferBuilder builder;
+  EncodeTransition(all[0], &builder);
+  const std::string flat(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                         builder.GetSize());
+  CHECK(DecodeTransitionCompact(flat, &decoded).code() == StatusCode::kCorruption);
+  CHECK(DecodeTransition(compact, &decoded).code() == StatusCode::kCorruption);
+}
+
+TEST_CASE("a new log is version 5 with compact transitions; a version 2 log keeps flatbuffers") {
+  TempDir dir;
+  const bool version_2 = GENERATE(false, true);
+  INFO((version_2 ? "version 2" : "new log"));
+  OpenLog(dir.log());  // creates the families and writes the version
+  if (version_2) RawDb(dir.log()).PutNamed("meta", "format_version", "2");
+  std::vector<Transition> transitions = AllKindsOfTransitions();
+  transitions[1].entered_at = transitions[1].at - 1000;
+  {
+    auto log = OpenLog(dir.log());
+    log->Stage(EventRecord(1), transitions);
+    REQUIRE(log->Commit().ok());
+  }
+  {
+    RawDb raw(dir.log());
+    const std::string value = raw.Get("transitions", 1);
+    ChunkReader chunk(value, /*framed=*/true);
+    std::string_view element;
+    bool broken = false;
+    for (const Transition& t : transitions) {
+      REQUIRE(chunk.Next(&element, &broken));
+      Transition decoded;
+      if (version_2) {
+        REQUIRE(DecodeTransition(element, &decoded).ok());
+      } else {
+        REQUIRE(DecodeTransitionCompact(element, &decoded).ok());
+      }
+      CHECK(decoded == t);
+    }
+  }
+  auto log = OpenLog(dir.log());
+  std::vector<Transition> read;
+  REQUIRE(log->ReadTransitions(0, 10, &read).ok());
+  CHECK(read == transitions);
+  // A record that needs version 4 (an event's own properties) leaves a version 5 log at 5
+  // and makes a version 2 log 4, its transitions still flatbuffers.
+  Record with_properties = EventRecord(2);
+  with_properties.event_properties = {{"plan", PropertyValue::String("pro")}};
+  log->Stage(with_properties, {});
+  REQUIRE(log->Commit().ok());
+  log.reset();
+  CHECK(RawDb(dir.log()).GetNamed("meta", "format_version") == (version_2 ? "4" : "5"));
+  log = OpenLog(dir.log());
+  REQUIRE(log->ReadTransitions(0, 10, &read).ok());
+  CHECK(read == transitions);
 }
 
 TEST_CASE("seqs continue across staging, commits and reopen") {

@@ -58,6 +58,20 @@ std::string MetaValue(const std::string& log_dir, const std::string& key) {
   return value;
 }
 
+// Overwrites a value of the log's meta family (the log closed), as an older build's log.
+void SetMetaValue(const std::string& log_dir, const std::string& key, const std::string& value) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : {"default", "records", "transitions", "idempotency", "meta"}) {
+    families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), log_dir, families, &handles, &db).ok());
+  REQUIRE(db->Put(rocksdb::WriteOptions(), handles[4], key, value).ok());
+  for (auto* handle : handles) REQUIRE(db->DestroyColumnFamilyHandle(handle).ok());
+  delete db;
+}
+
 }  // namespace
 
 TEST_CASE("a subscription is created, advanced and deleted by logged inputs") {
@@ -229,10 +243,12 @@ TEST_CASE("replay reproduces subscriptions and cursors: full, parallel, snapshot
 }
 
 TEST_CASE(
-    "a log without subscriptions keeps format version 2 and its digest; the first subscription "
-    "makes it version 3") {
+    "a version 2 log without subscriptions keeps format version 2 and its digest; the first "
+    "subscription makes it version 3") {
   TempDir dir;
   std::string digest;
+  OpenAt(dir.path());  // an empty log, then made version 2 (new logs are version 5)
+  SetMetaValue(dir.path() + "/log", "format_version", "2");
   {
     auto engine = OpenAt(dir.path());
     RequireOk(engine->DefineBucket(kPower, DefineMode::kCreate, std::nullopt, nullptr));
@@ -253,6 +269,21 @@ TEST_CASE(
     CHECK(engine->State().digest != digest);
   }
   CHECK(MetaValue(dir.path() + "/log", "format_version") == "3");
+  auto engine = OpenAt(dir.path(), /*use_snapshots=*/false);
+  CHECK(engine->ListSubscriptions().size() == 1);
+}
+
+TEST_CASE("a new log is format version 5 and stays 5 with subscriptions") {
+  TempDir dir;
+  {
+    auto engine = OpenAt(dir.path());
+    RequireOk(engine->DefineBucket(kPower, DefineMode::kCreate, std::nullopt, nullptr));
+    Enter(*engine, "a");
+    SubscriptionSpec spec;
+    spec.url = "http://localhost:1/";
+    RequireOk(engine->CreateSubscription(spec, nullptr));
+  }
+  CHECK(MetaValue(dir.path() + "/log", "format_version") == "5");
   auto engine = OpenAt(dir.path(), /*use_snapshots=*/false);
   CHECK(engine->ListSubscriptions().size() == 1);
 }

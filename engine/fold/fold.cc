@@ -114,6 +114,15 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
+  return ApplyWith(r, out, nullptr, known_user);
+}
+
+Status Fold::ApplyTo(const Record& r, TransitionSink* sink, User* known_user) {
+  return ApplyWith(r, nullptr, sink, known_user);
+}
+
+Status Fold::ApplyWith(const Record& r, std::vector<Transition>* out, TransitionSink* sink,
+                       User* known_user) {
   BUCKETD_CHECK_MSG(r.seq == state_.applied_seq + 1, "record " + std::to_string(r.seq) + " after " +
                                                          std::to_string(state_.applied_seq));
   // Comparing ids, not looking the user up again: that lookup is what a Lookahead saves.
@@ -131,7 +140,7 @@ Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_us
   if (!check.ok()) return check;
   const TimeMs at = r.at;
   state_.now = at;
-  Emitter emit(&state_, out, at);
+  Emitter emit(&state_, out, sink, at);
   Status status;
   switch (r.kind) {
     case RecordKind::kEvent:

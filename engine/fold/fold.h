@@ -13,6 +13,7 @@
 #include "bucketd/status.h"
 #include "engine/base/check.h"
 #include "engine/base/record.h"
+#include "engine/base/transition_view.h"
 #include "engine/fold/criteria_eval.h"
 #include "engine/state/state.h"
 
@@ -40,6 +41,9 @@ class Fold {
   // it spares an event the id lookup (other records ignore it). A wrong one would fold the
   // event into another user: checked by comparing ids.
   Status Apply(const Record& record, std::vector<Transition>* out, User* known_user = nullptr);
+  // The same, handing each transition to `sink` (may be null) as a view instead of
+  // appending a Transition to a vector: no string is copied.
+  Status ApplyTo(const Record& record, TransitionSink* sink, User* known_user = nullptr);
   // Checks what Apply would refuse, without changing anything (the engine calls this
   // before it spends a sequence number).
   Status Check(const Record& record) const;
@@ -91,6 +95,9 @@ class Fold {
 
  private:
   struct Emitter;
+  // Apply and ApplyTo: transitions to `out` or to `sink` (at most one set).
+  Status ApplyWith(const Record& record, std::vector<Transition>* out, TransitionSink* sink,
+                   User* known_user);
 
   // Inputs.
   Status CheckEvent(const Record& r, User** user) const;

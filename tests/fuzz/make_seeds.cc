@@ -160,6 +160,9 @@ void WriteLogSeeds(const Log& log, const fs::path& dir) {
     EncodeTransition(t, &builder);
     if (per_transition_kind[t.kind]++ < 2) {
       Write(dir / ("transition-" + std::to_string(t.seq)), Bytes(builder));
+      std::string compact;  // format version 5's encoding
+      EncodeTransitionCompact(t, &compact);
+      Write(dir / ("transition-compact-" + std::to_string(t.seq)), compact);
     }
     if (t.seq <= 6) transitions_chunk.Add(t.seq, Bytes(builder));
   }

@@ -1,9 +1,10 @@
-// Fuzzes the log's value decoders (log/record_codec.h: DecodeRecord, DecodeTransition) and
+// Fuzzes the log's value decoders (log/record_codec.h: DecodeRecord, DecodeTransition,
+// DecodeTransitionCompact) and
 // the chunk framing around them (log/chunk.h: ChunkReader), with arbitrary bytes as a value
 // read back from RocksDB.
 //
-// Every input is tried as one record, as one transition, and as a framed (format 2) and an
-// unframed (format 1) chunk whose elements are decoded as both. Beyond "no crash, no
+// Every input is tried as one record, as one transition in each encoding, and as a framed (format
+// 2) and an unframed (format 1) chunk whose elements are decoded as both. Beyond "no crash, no
 // undefined behaviour, no leak", it checks that a value that decodes re-encodes to bytes
 // that decode to the same value (compared through their encodings, so a NaN property
 // compares equal to itself), and that an undamaged framed chunk is exactly what ChunkBuilder
@@ -76,11 +77,34 @@ void CheckRoundTrip(std::string_view bytes, const Value& used, Decode decode, En
   BUCKETD_CHECK_MSG(Bytes(builder) == encoded, "a decoded value re-encodes differently");
 }
 
+// The same for the compact transition encoding (format version 5), which encodes into a
+// string.
+void CheckCompactRoundTrip(std::string_view bytes, const Transition& used) {
+  Transition first;
+  if (!DecodeTransitionCompact(bytes, &first).ok()) return;
+  std::string encoded;
+  EncodeTransitionCompact(first, &encoded);
+
+  Transition second = used;
+  Status status = DecodeTransitionCompact(bytes, &second);
+  BUCKETD_CHECK_MSG(status.ok(), status.ToString());
+  BUCKETD_CHECK_MSG(second == first, "decoding into a used value kept a stale field");
+
+  Transition third = used;
+  status = DecodeTransitionCompact(encoded, &third);
+  BUCKETD_CHECK_MSG(status.ok(), status.ToString());
+  BUCKETD_CHECK_MSG(third == first, "a decoded value re-encodes differently");
+}
+
 void DecodeAsBoth(std::string_view bytes) {
   static const Record kUsedRecord = UsedRecord();
   static const Transition kUsedTransition = UsedTransition();
   CheckRoundTrip(bytes, kUsedRecord, DecodeRecord, EncodeRecord);
-  CheckRoundTrip(bytes, kUsedTransition, DecodeTransition, EncodeTransition);
+  CheckRoundTrip(bytes, kUsedTransition, DecodeTransition,
+                 [](const Transition& t, flatbuffers::FlatBufferBuilder* builder) {
+                   EncodeTransition(t, builder);
+                 });
+  CheckCompactRoundTrip(bytes, kUsedTransition);
 }
 
 void ReadChunk(std::string_view value, bool framed) {

@@ -752,14 +752,14 @@ void HttpApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex) {
       [](Engine& engine) {
         Report out;
         out.now_ms = engine.Now();
-        out.report = EngineReport{engine.Stats(), engine.State(), engine.ListBuckets()};
+        out.report = EngineReport{engine.Stats(), engine.ListBuckets()};
         out.subscriptions = engine.ListSubscriptions();
         return out;
       },
       [this](Report out) -> Reply {
         std::string text = metrics_.Render(out.report, out.now_ms);
         if (webhooks_ != nullptr) {
-          text += webhooks_->RenderMetrics(out.subscriptions, out.report.state.transition_seq);
+          text += webhooks_->RenderMetrics(out.subscriptions, out.report.stats.transition_seq);
         }
         return {kHttpOk, std::move(text), std::string(kPrometheusContentType)};
       });

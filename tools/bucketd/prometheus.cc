@@ -86,9 +86,9 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
   Header(out, "bucketd_transitions_total", "counter", "Transitions emitted since start.");
   out += fmt::format("bucketd_transitions_total {}\n", stats.transitions_emitted);
   Header(out, "bucketd_transition_seq", "gauge", "The last transition seq of the stream.");
-  out += fmt::format("bucketd_transition_seq {}\n", report.state.transition_seq);
+  out += fmt::format("bucketd_transition_seq {}\n", stats.transition_seq);
   Header(out, "bucketd_log_seq", "gauge", "The last log position.");
-  out += fmt::format("bucketd_log_seq {}\n", report.state.log_seq);
+  out += fmt::format("bucketd_log_seq {}\n", stats.log_seq);
   Header(out, "bucketd_log_size_bytes", "gauge", "Size of the RocksDB log.");
   out += fmt::format("bucketd_log_size_bytes {}\n", stats.log_bytes);
   Header(out, "bucketd_contacts", "gauge", "Live contacts.");
@@ -100,6 +100,25 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
   out += fmt::format("bucketd_sweeps_total {}\n", stats.sweeps);
   Header(out, "bucketd_sweep_due_items_total", "counter", "Due items popped by sweeps.");
   out += fmt::format("bucketd_sweep_due_items_total {}\n", stats.sweep_due_items);
+  Header(out, "bucketd_sweep_phase_seconds_total", "counter",
+         "Sweep time on the engine thread by phase: fold (pop, re-assess, encode the "
+         "transitions into the log's next write), stage (the sweep's record).");
+  out += fmt::format("bucketd_sweep_phase_seconds_total{{phase=\"fold\"}} {:.6f}\n",
+                     static_cast<double>(stats.sweep_fold_nanos) / 1e9);
+  out += fmt::format("bucketd_sweep_phase_seconds_total{{phase=\"stage\"}} {:.6f}\n",
+                     static_cast<double>(stats.sweep_stage_nanos) / 1e9);
+  Header(out, "bucketd_log_commits_total", "counter", "Log writes (group commits).");
+  out += fmt::format("bucketd_log_commits_total {}\n", stats.log_commits);
+  Header(out, "bucketd_log_write_bytes_total", "counter", "Bytes of the log's writes.");
+  out += fmt::format("bucketd_log_write_bytes_total {}\n", stats.log_write_bytes);
+  Header(out, "bucketd_log_write_seconds_total", "counter",
+         "Time in the log's writes, fsync included.");
+  out += fmt::format("bucketd_log_write_seconds_total {:.6f}\n",
+                     static_cast<double>(stats.log_write_nanos) / 1e9);
+  Header(out, "bucketd_log_fsync_seconds_total", "counter",
+         "Time in the log's fsyncs (sync durability).");
+  out += fmt::format("bucketd_log_fsync_seconds_total {:.6f}\n",
+                     static_cast<double>(stats.log_fsync_nanos) / 1e9);
   if (stats.last_snapshot_at_ms) {
     Header(out, "bucketd_snapshot_age_seconds", "gauge", "Time since the newest snapshot.");
     out += fmt::format("bucketd_snapshot_age_seconds {:.3f}\n",

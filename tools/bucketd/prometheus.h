@@ -17,9 +17,10 @@
 namespace bucketd::server {
 
 // What /metrics reads from the engine, collected on the owner thread in one call.
+// What /metrics reports of the engine. No StateInfo: its digest hashes the whole state, which
+// at millions of users would hold the engine thread for a second at every scrape.
 struct EngineReport {
   EngineStats stats;
-  StateInfo state;
   std::vector<BucketInfo> buckets;
 };
 

@@ -292,6 +292,8 @@ struct PastMembersPage {
 };
 
 struct EngineStats {
+  uint64_t log_seq = 0;         // the state's position: StateInfo::log_seq without the digest
+  uint64_t transition_seq = 0;  // the last transition folded (committed or in a group)
   uint64_t events_accepted = 0;
   uint64_t events_duplicate = 0;
   uint64_t events_rejected = 0;
@@ -308,6 +310,16 @@ struct EngineStats {
   uint64_t replayed_records = 0;  // at open
   uint32_t replay_threads = 1;    // that replayed them
   int64_t open_micros = 0;
+  // Where the time of sweeps and commits went, totals since open (measurement only). A
+  // sweep folds (pops its due items, re-assesses them, encodes their transitions into the
+  // log's next write as it makes them), then stages its record; the write itself, with
+  // its fsync in sync mode, is a commit, shared by every input of its group.
+  uint64_t sweep_fold_nanos = 0;
+  uint64_t sweep_stage_nanos = 0;
+  uint64_t log_commits = 0;
+  uint64_t log_write_bytes = 0;
+  uint64_t log_write_nanos = 0;  // the log's writes, fsync included
+  uint64_t log_fsync_nanos = 0;  // of which the fsync
 };
 
 // What Engine::Backup wrote.
