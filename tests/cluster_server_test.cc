@@ -142,6 +142,14 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(defined);
   INFO(defined->body);
   CHECK(defined->status == 202);
+  // POST creates: an id the cluster's control log defines already is a 409, from any node.
+  auto again = b->Client().Post(
+      "/v1/buckets",
+      R"({"id":"active","criteria":{"type":"event","eventName":"x","check":"exists"}})",
+      "application/json");
+  REQUIRE(again);
+  INFO(again->body);
+  CHECK(again->status == 409);
 
   // Both nodes alive: inputs to either one.
   PostUsers(*a, 0, 60);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "tests/nats_test_support.h"
 #include "tests/test_support.h"
 
+#include "engine/cluster/control_log.h"
 #include "engine/cluster/partition.h"
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
@@ -202,6 +204,134 @@ TEST_CASE("a batch JetStream cannot take fails with what it stored") {
   REQUIRE(acks.size() == 2);
   CHECK_FALSE(acks[0].status.ok());
   CHECK_FALSE(acks[1].status.ok());
+}
+
+Record Define(const std::string& id, int version) {
+  Record r;
+  RequireOk(DefinitionRecord(R"({"id":")" + id + R"(","criteria":{"type":"event","eventName":"e)" +
+                                 std::to_string(version) + R"(","check":"exists"}})",
+                             std::nullopt, kStartMs, &r));
+  return r;
+}
+
+// Each partition's control records as its fold keeps them: by control_seq, a copy at or
+// below the last one skipped.
+std::vector<std::pair<uint64_t, std::string>> ControlOrder(PartitionStream* stream, uint32_t p) {
+  std::vector<std::pair<uint64_t, std::string>> order;
+  ReadResult read;
+  RequireOk(stream->Read(p, 1, kReadRecordsMax, &read));
+  for (const Record& r : read.records) {
+    REQUIRE(r.control_seq != 0);
+    if (!order.empty() && r.control_seq <= order.back().first) continue;
+    order.emplace_back(r.control_seq, r.bucket_id + " " + r.definition_json);
+  }
+  return order;
+}
+
+TEST_CASE("two nodes changing definitions at once: every partition folds one order") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> a, b;
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &a));
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &b));
+  ControlLog log_a(a.get()), log_b(b.get());
+  // Both replace the same bucket (and each defines its own) as fast as they can: without one
+  // order, partitions would end with different definitions of "shared".
+  constexpr int kWrites = 30;
+  std::vector<uint64_t> seqs_a, seqs_b;
+  auto writer = [](ControlLog* log, const std::string& own, int base, std::vector<uint64_t>* out) {
+    for (int i = 0; i < kWrites; ++i) {
+      uint64_t seq = 0;
+      RequireOk(log->Append(Define(i % 2 ? "shared" : own, base + i), nullptr, &seq));
+      out->push_back(seq);
+    }
+  };
+  std::thread ta(writer, &log_a, "own-a", 0, &seqs_a);
+  std::thread tb(writer, &log_b, "own-b", 1000, &seqs_b);
+  ta.join();
+  tb.join();
+  std::vector<uint64_t> all = seqs_a;
+  all.insert(all.end(), seqs_b.begin(), seqs_b.end());
+  std::sort(all.begin(), all.end());
+  REQUIRE(std::adjacent_find(all.begin(), all.end()) == all.end());
+  const auto order = ControlOrder(a.get(), 0);
+  REQUIRE(order.size() == all.size());
+  for (size_t i = 0; i < order.size(); ++i) CHECK(order[i].first == all[i]);
+  for (uint32_t p = 1; p < 4; ++p) CHECK(ControlOrder(a.get(), p) == order);
+
+  // POST's check sees every definition appended before, by either node.
+  uint64_t seq = 0;
+  auto exists = [](const std::string& id) {
+    return [id](const ControlLog::View& view) {
+      return view.buckets.count(id) ? Status::AlreadyExists(id) : Status::Ok();
+    };
+  };
+  CHECK(log_a.Append(Define("own-b", 1), exists("own-b"), &seq).code() ==
+        StatusCode::kAlreadyExists);
+  Record gone;
+  gone.kind = RecordKind::kBucketDelete;
+  gone.bucket_id = "own-b";
+  RequireOk(log_b.Append(gone, nullptr, &seq));
+  RequireOk(log_a.Append(Define("own-b", 2), exists("own-b"), &seq));
+}
+
+TEST_CASE("writers that finish their fan-outs publish each control record's copies once") {
+  // JetStream 2.9 replicates every publish of a message id it stored already, and enough of
+  // those shift a restarted replica's sequences (docs/cluster.md, "Control records"): a
+  // record whose writer marked its fan-out complete is not published again, by the next
+  // writer or by a node's round, however old it is.
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> a, b, c;
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &a));
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &b));
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &c));
+  ControlLog log_a(a.get()), log_b(b.get());
+  ControlLog round(c.get(), /*abandoned_after_ms=*/0);
+  constexpr int kWrites = 10;
+  for (int i = 0; i < kWrites; ++i) {
+    uint64_t seq = 0;
+    RequireOk((i % 2 ? log_b : log_a).Append(Define("b" + std::to_string(i), i), nullptr, &seq));
+    RequireOk(round.CompleteLast());
+  }
+  CHECK(log_a.fan_outs() + log_b.fan_outs() == kWrites);
+  CHECK(round.fan_outs() == 0);
+  for (uint32_t p = 0; p < 4; ++p) CHECK(ControlOrder(a.get(), p).size() == kWrites);
+}
+
+TEST_CASE("a control record its writer did not fan out reaches every partition, once") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> stream;
+  RequireOk(PartitionStream::Open(TestStream(nats, 4), &stream));
+  // A writer that died between its append and its fan-out.
+  uint64_t seq = 0;
+  RequireOk(stream->AppendControl(Define("orphan", 1), 0, &seq));
+  for (uint32_t p = 0; p < 4; ++p) CHECK(ControlOrder(stream.get(), p).empty());
+  // A node's round leaves it to its writer for a while (it may still be fanning it out)...
+  ControlLog patient(stream.get());
+  RequireOk(patient.CompleteLast());
+  CHECK(patient.fan_outs() == 0);
+  for (uint32_t p = 0; p < 4; ++p) CHECK(ControlOrder(stream.get(), p).empty());
+  // ...then completes it, once it is older than that.
+  ControlLog other(stream.get(), /*abandoned_after_ms=*/0);
+  RequireOk(other.CompleteLast());
+  CHECK(other.fan_outs() == 1);
+  RequireOk(other.CompleteLast());
+  CHECK(other.fan_outs() == 1);
+  for (uint32_t p = 0; p < 4; ++p) {
+    const auto order = ControlOrder(stream.get(), p);
+    REQUIRE(order.size() == 1);
+    CHECK(order[0].first == seq);
+  }
+  // Completed again past the duplicate window (new message ids): stored twice, folded once.
+  Record copy = Define("orphan", 1);
+  copy.control_seq = seq;
+  uint64_t stored = 0;
+  RequireOk(stream->Publish(2, copy, PublishOptions{"late-copy", 0}, &stored));
+  PartitionFold fold(stream.get(), 2);
+  std::vector<Transition> out;
+  RequireOk(fold.CatchUp(&out));
+  CHECK(fold.control_seq() == seq);
+  CHECK(fold.control_copies_skipped() == 1);
+  CHECK(fold.refused() == 0);
 }
 
 TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engine") {

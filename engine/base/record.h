@@ -68,6 +68,10 @@ struct Record {
   std::string secret;
   std::vector<TransitionKind> kinds;
   uint64_t through_seq = 0;
+  // Cluster mode only (never in a single node's log): a control record's place in the
+  // cluster's control log, the same in every partition's copy, so a partition folds each
+  // control record once and in that order (docs/cluster.md, "Control records"). 0: none.
+  uint64_t control_seq = 0;
 
   friend bool operator==(const Record&, const Record&) = default;
 };

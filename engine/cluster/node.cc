@@ -111,6 +111,7 @@ Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode
     node->query_closures_.push_back(QueryClosure{&node->inbox_, p});
   }
   if (Status s = PartitionStream::Open(nats, options.stream, &node->input_); !s.ok()) return s;
+  node->control_ = std::make_unique<ControlLog>(node->input_.get());
   if (Status s = OutputStream::Open(nats, OutputOptionsOf(options), &node->output_); !s.ok()) {
     return s;
   }
@@ -191,6 +192,9 @@ Status ClusterNode::Tick() {
   };
   const std::string& self = options_.node_id;
   KeepAlive(&first_error, /*may_drop=*/true);
+  // A control record whose writer died (or gave up) before it finished the fan-out reaches
+  // every partition, once it is old enough not to be in progress (control_log.h).
+  note(control_->CompleteLast());
 
   std::vector<std::string> live;
   if (Status s = leases_->LiveNodes(&live); !s.ok()) {
@@ -288,7 +292,9 @@ Status ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
   if (usable.ok() && manifest.transition_seq > o->published_through) {
     usable = Status::FailedPrecondition("", "snapshot ahead of the output stream");
   }
-  if (usable.ok()) usable = o->fold->RestoreSnapshot(payload, manifest.input_seq);
+  if (usable.ok()) {
+    usable = o->fold->RestoreSnapshot(payload, manifest.input_seq, manifest.control_seq);
+  }
   if (!usable.ok()) {
     // Folded from the start instead: slower, never wrong. A failed restore may have left the
     // fold half-built, so it starts over.
@@ -320,6 +326,7 @@ Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
       std::to_string(position) + "-" + options_.node_id + "-" + std::to_string(++snapshots_made_);
   manifest.input_seq = position;
   manifest.transition_seq = o->fold->fold().state().transition_seq;
+  manifest.control_seq = o->fold->control_seq();
   if (Status s = snapshots_->Publish(p, payload, &manifest); !s.ok()) return s;
   o->snapshot_at = position;
   o->records_at_snapshot = o->fold->records_read();

@@ -23,6 +23,7 @@
 
 #include "bucketd/status.h"
 #include "bucketd/types.h"
+#include "engine/cluster/control_log.h"
 #include "engine/cluster/leases.h"
 #include "engine/cluster/output_stream.h"
 #include "engine/cluster/partition_fold.h"
@@ -179,6 +180,7 @@ class ClusterNode {
   NodeOptions options_;
   std::shared_ptr<NatsConnection> nats_;
   std::unique_ptr<PartitionStream> input_;
+  std::unique_ptr<ControlLog> control_;  // on input_
   std::unique_ptr<OutputStream> output_;
   std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<SnapshotStream> snapshots_;

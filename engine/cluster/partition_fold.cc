@@ -26,7 +26,8 @@ Status PartitionFold::EncodeSnapshot(std::string* payload) const {
   return Status::Ok();
 }
 
-Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_seq) {
+Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_seq,
+                                      uint64_t control_seq) {
   if (next_seq_ != 1) return Status::FailedPrecondition("", "the partition was folded already");
   State state;
   if (Status s = DecodeSnapshot(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(),
@@ -42,6 +43,7 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_s
   }
   if (Status s = fold_.Restore(std::move(state)); !s.ok()) return s;
   next_seq_ = input_seq + 1;
+  control_seq_ = control_seq;
   tail_.reset();
   return Status::Ok();
 }
@@ -75,6 +77,16 @@ Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
 }
 
 void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
+  if (r.control_seq != 0) {
+    // Control records reach every partition in the control log's order (control_log.h);
+    // a copy of one folded already (a fan-out completed again after the duplicate window)
+    // is skipped, as every reader of the stream skips it.
+    if (r.control_seq <= control_seq_) {
+      ++control_copies_skipped_;
+      return;
+    }
+    control_seq_ = r.control_seq;
+  }
   if (r.seq > fold_.state().applied_seq + 1) fold_.SkipTo(r.seq);
   // A direct producer's instant (JetStream's stored time) may step back when the stream's
   // leader moves to a server whose clock is behind, and nodes' clocks differ: the fold's

@@ -41,9 +41,10 @@ class PartitionFold {
 
   // The state as a snapshot payload (the state layer's encoding), at position next_seq() - 1.
   Status EncodeSnapshot(std::string* payload) const;
-  // Takes the state of a snapshot payload taken at input-stream position `input_seq`; the
-  // next catch-up reads from input_seq + 1. FailedPrecondition unless nothing was folded yet.
-  Status RestoreSnapshot(std::string_view payload, uint64_t input_seq);
+  // Takes the state of a snapshot payload taken at input-stream position `input_seq`, where
+  // the last control record folded was `control_seq`; the next catch-up reads from
+  // input_seq + 1. FailedPrecondition unless nothing was folded yet.
+  Status RestoreSnapshot(std::string_view payload, uint64_t input_seq, uint64_t control_seq);
 
   const Fold& fold() const { return fold_; }
   uint32_t partition() const { return partition_; }
@@ -55,6 +56,10 @@ class PartitionFold {
   // cadence.
   uint64_t records_read() const { return records_read_; }
   uint64_t undecodable() const { return undecodable_; }
+  // The last control record folded (its control_seq), and the copies of control records
+  // folded already that were skipped (a fan-out completed twice, past the duplicate window).
+  uint64_t control_seq() const { return control_seq_; }
+  uint64_t control_copies_skipped() const { return control_copies_skipped_; }
   // The partition's last stream sequence when the last CatchUp looked (0 before one): the
   // fold is behind by the partition's messages in (next_seq() - 1, this].
   uint64_t stream_last_seq() const { return stream_last_seq_; }
@@ -69,6 +74,8 @@ class PartitionFold {
   std::unique_ptr<SubjectTail> tail_;
   Fold fold_;
   uint64_t stream_last_seq_ = 0;
+  uint64_t control_seq_ = 0;
+  uint64_t control_copies_skipped_ = 0;
   uint64_t next_seq_ = 1;
   uint64_t refused_ = 0;
   uint64_t undecodable_ = 0;

@@ -1,5 +1,6 @@
 #include "engine/cluster/partition_stream.h"
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <utility>
@@ -108,6 +109,7 @@ Status PartitionStream::PublishBody(const std::string& subject, const std::strin
   options.MaxWait = nats_->timeout_ms();
   if (!publish.msg_id.empty()) options.MsgId = publish.msg_id.c_str();
   options.ExpectLastSubjectSeq = publish.expected_last_subject_seq;
+  options.ExpectNoMessage = publish.expect_subject_empty;
   jsPubAck* ack = nullptr;
   jsErrCode js_error = jsErrCode(0);
   const natsStatus s = js_Publish(&ack, nats_->js(), subject.c_str(), body.data(),
@@ -265,7 +267,88 @@ Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
 
 namespace {
 std::string ClockSubject(const std::string& cluster) { return "bucketd." + cluster + ".in.clock"; }
+std::string ControlSubject(const std::string& cluster) { return "bucketd." + cluster + ".in.ctl"; }
+std::string ControlDoneSubject(const std::string& cluster) {
+  return "bucketd." + cluster + ".in.ctl-done";
+}
 }  // namespace
+
+Status PartitionStream::LastControl(uint64_t* seq, Record* record, TimeMs* stored_at_ms,
+                                    bool* found) {
+  natsMsg* msg = nullptr;
+  if (Status s = LastMessage(*nats_, stream_name_, ControlSubject(options_.cluster), &msg);
+      !s.ok()) {
+    return s;
+  }
+  *found = msg != nullptr;
+  *seq = 0;
+  *stored_at_ms = 0;
+  if (msg == nullptr) return Status::Ok();
+  *seq = natsMsg_GetSequence(msg);
+  *stored_at_ms = natsMsg_GetTime(msg) / 1'000'000;
+  const std::string_view data(natsMsg_GetData(msg),
+                              static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  Status s = DecodeRecord(data, *stored_at_ms, record);
+  natsMsg_Destroy(msg);
+  if (!s.ok()) {
+    return Status::Corruption("control record " + std::to_string(*seq) + ": " + s.ToString());
+  }
+  return Status::Ok();
+}
+
+Status PartitionStream::AppendControl(const Record& record, uint64_t expected_seq, uint64_t* seq) {
+  PublishOptions fence;
+  fence.expected_last_subject_seq = expected_seq;
+  fence.expect_subject_empty = expected_seq == 0;
+  const Status s = PublishBody(ControlSubject(options_.cluster), EncodeRecord(record), fence, seq);
+  if (s.code() == StatusCode::kFailedPrecondition) {
+    return Status::FailedPrecondition("", "another node appended a control record meanwhile");
+  }
+  return s;
+}
+
+Status PartitionStream::LastControlDone(uint64_t* control_seq) {
+  *control_seq = 0;
+  natsMsg* msg = nullptr;
+  const std::string subject = ControlDoneSubject(options_.cluster);
+  if (Status s = LastMessage(*nats_, stream_name_, subject, &msg); !s.ok()) return s;
+  if (msg == nullptr) return Status::Ok();
+  const std::string text(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  natsMsg_Destroy(msg);
+  // Anything else than a decimal (a stray publish) reads as no mark: the last control record
+  // is then completed once more, which stores nothing new.
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *control_seq);
+  if (error != std::errc() || end != text.data() + text.size()) *control_seq = 0;
+  return Status::Ok();
+}
+
+Status PartitionStream::MarkControlDone(uint64_t control_seq) {
+  return PublishBody(ControlDoneSubject(options_.cluster), std::to_string(control_seq),
+                     PublishOptions{}, nullptr);
+}
+
+std::unique_ptr<SubjectTail> PartitionStream::ControlTail(uint64_t from_seq) const {
+  BUCKETD_CHECK(from_seq >= 1);
+  return std::make_unique<SubjectTail>(nats_, stream_name_, ControlSubject(options_.cluster),
+                                       from_seq);
+}
+
+Status PartitionStream::ReadControl(SubjectTail* tail, uint64_t through_seq, ReadResult* out) {
+  BUCKETD_CHECK(tail->subject() == ControlSubject(options_.cluster));
+  out->records.clear();
+  out->undecodable.clear();
+  Status s = tail->Read(through_seq, kReadRecordsMax, [&](const StoredMessage& m) {
+    Record record;
+    if (DecodeRecord(m.data, m.stored_at_ms, &record).ok()) {
+      record.seq = m.stream_seq;
+      out->records.push_back(std::move(record));
+    } else {
+      out->undecodable.push_back(m.stream_seq);
+    }
+  });
+  out->next_seq = tail->next_seq();
+  return s;
+}
 
 Status PartitionStream::ReadClock(TimeMs* now, uint64_t* seq) {
   natsMsg* msg = nullptr;

@@ -51,6 +51,8 @@ struct PublishOptions {
   // last record is this stream sequence (the fence a partition's owner puts on its sweeps).
   // 0: no fence.
   uint64_t expected_last_subject_seq = 0;
+  // Stored only if the subject has no message yet (the control log's first append).
+  bool expect_subject_empty = false;
 };
 
 // One record of a PublishBatch and what became of it.
@@ -142,10 +144,29 @@ class PartitionStream {
   // FailedPrecondition when another node set it in between.
   Status SetClock(TimeMs now, uint64_t expected_seq);
 
+  // The cluster's control log (control_log.h): control records on the input stream's subject
+  // `bucketd.<cluster>.in.ctl` (no partition reads it), their stream sequences their order.
+  // The last one, with its stored time (the stream leader's clock): `*found` false when there
+  // is none.
+  Status LastControl(uint64_t* seq, Record* record, TimeMs* stored_at_ms, bool* found);
+  // Appends `record` if the log's last message is still `expected_seq` (0: if it is empty),
+  // with its sequence in `*seq`; FailedPrecondition when another writer appended meanwhile.
+  Status AppendControl(const Record& record, uint64_t expected_seq, uint64_t* seq);
+  // The control record whose fan-out was last marked complete (subject
+  // `bucketd.<cluster>.in.ctl-done`, a decimal control sequence): 0 when none was (or the
+  // subject's last message is not a decimal).
+  Status LastControlDone(uint64_t* control_seq);
+  // Marks the fan-out of the control record `control_seq` complete.
+  Status MarkControlDone(uint64_t control_seq);
+  // A reader of the control log from stream sequence `from_seq` on; read it with ReadControl.
+  std::unique_ptr<SubjectTail> ControlTail(uint64_t from_seq) const;
+  Status ReadControl(SubjectTail* tail, uint64_t through_seq, ReadResult* out);
+
  private:
   PartitionStream(const StreamOptions& options, std::shared_ptr<NatsConnection> nats);
   Status EnsureStream();
-  // Publishes `body` to `subject` and waits for the ack: Publish's and SetClock's one path.
+  // Publishes `body` to `subject` and waits for the ack: Publish's, SetClock's and the control
+  // log's one path.
   // A fence that does not hold: FailedPrecondition. `*stream_seq`, `*duplicate` if given.
   Status PublishBody(const std::string& subject, const std::string& body,
                      const PublishOptions& publish, uint64_t* stream_seq,

@@ -107,6 +107,12 @@ Status ReadField(std::string_view key, element value, Record* r, bool* has_at,
     *has_at = true;
     return ReadTime(value, key, &r->at);
   }
+  if (key == "controlSeq") {
+    if (value.get(r->control_seq) != simdjson::SUCCESS || r->control_seq == 0) {
+      return Status::InvalidArgument("controlSeq", "must be a positive integer");
+    }
+    return Status::Ok();
+  }
   if (key == "userId") return ReadString(value, key, &r->user_id);
   if (key == "event") return ReadString(value, key, &r->event_name);
   if (key == "bucketId") return ReadString(value, key, &r->bucket_id);
@@ -146,6 +152,7 @@ std::string EncodeRecord(const Record& r) {
   if (HasUser(r.kind)) w.Key("userId").String(r.user_id);
   if (HasBucket(r.kind)) w.Key("bucketId").String(r.bucket_id);
   if (r.kind == RecordKind::kBucketDefine) w.Key("definition").Raw(r.definition_json);
+  if (r.control_seq != 0) w.Key("controlSeq").Uint(r.control_seq);
   if (r.kind == RecordKind::kEvent) {
     w.Key("event").String(r.event_name).Key("occurredAt").Int(r.occurred_at);
     if (r.email) w.Key("email").String(*r.email);
@@ -194,6 +201,9 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out) {
   }
   if (r.kind == RecordKind::kBucketDefine && r.definition_json.empty()) {
     return Status::InvalidArgument("definition", "is required");
+  }
+  if (r.control_seq != 0 && !IsControl(r.kind)) {
+    return Status::InvalidArgument("controlSeq", "only a control record has one");
   }
   if (r.kind == RecordKind::kEvent) {
     if (r.event_name.empty()) return Status::InvalidArgument("event", "is required");

@@ -35,6 +35,14 @@ Record EventRecord(const EventInput& event, TimeMs at);
 Status UserRecord(RecordKind kind, std::string_view user_id, std::string_view bucket_id, TimeMs at,
                   Record* out);
 
+// Definition changes and clock moves: the records fanned out to every partition, in the
+// cluster's control-log order (control_log.h).
+inline bool IsControl(RecordKind kind) {
+  return kind == RecordKind::kBucketDefine || kind == RecordKind::kBucketEnable ||
+         kind == RecordKind::kBucketDisable || kind == RecordKind::kBucketDelete ||
+         kind == RecordKind::kClockAdvance;
+}
+
 // The record a routing node fans out to move the cluster's manual clock to `now` (POST
 // /v1/clock). InvalidArgument naming `now` when it is out of range, as Engine::AdvanceClock.
 Status ClockRecord(TimeMs now, Record* out);

@@ -21,7 +21,8 @@ constexpr int kManifestsKept = 2;
 std::string ManifestJson(const SnapshotManifest& m) {
   JsonWriter w;
   w.BeginObject().Key("id").String(m.id).Key("inputSeq").Uint(m.input_seq);
-  w.Key("transitionSeq").Uint(m.transition_seq).Key("chunks").Uint(m.chunks);
+  w.Key("transitionSeq").Uint(m.transition_seq).Key("controlSeq").Uint(m.control_seq);
+  w.Key("chunks").Uint(m.chunks);
   w.Key("bytes").Uint(m.bytes).Key("xxh64").Uint(m.xxh64).Key("firstSeq").Uint(m.first_seq);
   w.EndObject();
   return w.Take();
@@ -40,6 +41,12 @@ Status ParseManifest(std::string_view json, SnapshotManifest* m) {
       doc["xxh64"].get_uint64().get(m->xxh64) != simdjson::SUCCESS ||
       doc["firstSeq"].get_uint64().get(m->first_seq) != simdjson::SUCCESS) {
     return Status::Corruption("snapshot manifest is not one: " + std::string(json.substr(0, 200)));
+  }
+  // Absent in the manifests written before control sequences: no control record was seen.
+  m->control_seq = 0;
+  if (doc["controlSeq"].error() != simdjson::NO_SUCH_FIELD &&
+      doc["controlSeq"].get_uint64().get(m->control_seq) != simdjson::SUCCESS) {
+    return Status::Corruption("snapshot manifest has a controlSeq that is not a number");
   }
   m->id = std::string(id);
   return Status::Ok();

@@ -26,6 +26,7 @@ struct SnapshotManifest {
   std::string id;               // unique: "<inputSeq>-<node>-<n>"
   uint64_t input_seq = 0;       // the last input-stream sequence the state folded
   uint64_t transition_seq = 0;  // the partition's transitions up to it
+  uint64_t control_seq = 0;     // the last control record folded (0 in manifests before it)
   uint64_t chunks = 0;
   uint64_t bytes = 0;
   uint64_t xxh64 = 0;      // of the whole payload

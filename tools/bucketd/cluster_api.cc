@@ -289,7 +289,8 @@ void NodeRunner::Publish(const Status& round) {
   for (const uint32_t p : node_->owned()) {
     const cluster::PartitionFold* fold = node_->partition(p);
     s.owned.push_back({p, fold->next_seq(), fold->stream_last_seq(), fold->refused(),
-                       fold->undecodable(), fold->fold().state().transition_seq});
+                       fold->undecodable(), fold->fold().state().transition_seq,
+                       fold->control_seq(), fold->control_copies_skipped()});
   }
   s.stats = node_->stats();
   s.last_snapshot_refusal = node_->last_snapshot_refusal();
@@ -308,11 +309,12 @@ NodeStatus NodeRunner::status() const {
 
 // --- ClusterApi ---
 
-ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
-                       TransitionsFeed& transitions, ServerMetrics& metrics,
+ClusterApi::ClusterApi(const NodeRunner& node, InputRouter& router, ControlWriter& control,
+                       QueryRouter& queries, TransitionsFeed& transitions, ServerMetrics& metrics,
                        ClusterApiConfig config)
     : node_(node),
       router_(router),
+      control_(control),
       queries_(queries),
       transitions_(transitions),
       metrics_(metrics),
@@ -635,28 +637,30 @@ void ClusterApi::PostEvents(const HttpRequestPtr& req, const ExchangePtr& ex) {
   });
 }
 
-void ClusterApi::FanOut(Record record, const ExchangePtr& ex, std::string answer) {
-  router_.Submit([this, record = std::move(record), id_prefix = MessageIdPrefix(),
-                  answer = std::move(answer), ex](cluster::PartitionStream& stream) mutable {
-    if (Status s = Stamp(stream, &record.at); !s.ok()) {
-      return ex->Respond(PublishFailed(s, 0, stream.partitions()));
+void ClusterApi::FanOut(Record record, const ExchangePtr& ex, std::string answer, bool create) {
+  control_.Submit([this, record = std::move(record), answer = std::move(answer), create,
+                   ex](ControlPublisher& control) mutable {
+    if (Status s = Stamp(*control.stream, &record.at); !s.ok()) {
+      return ex->Respond(PublishFailed(s, 0, 1));
     }
-    PublishToEvery(stream, record, id_prefix, ex, std::move(answer));
+    // POST /v1/buckets creates: refused when the control log already defines the id, and
+    // decided there, so two nodes creating one id at once cannot both succeed.
+    std::function<Status(const cluster::ControlLog::View&)> check;
+    if (create) {
+      check = [id = record.bucket_id](const cluster::ControlLog::View& view) {
+        return view.buckets.count(id) != 0
+                   ? Status::AlreadyExists("bucket " + id + " already exists")
+                   : Status::Ok();
+      };
+    }
+    uint64_t control_seq = 0;
+    const Status s = control.log.Append(std::move(record), check, &control_seq);
+    if (!s.ok()) {
+      return ex->Respond(s.code() == StatusCode::kIoError ? PublishFailed(s, 0, 1)
+                                                          : ErrorReply(FromStatus(s)));
+    }
+    ex->Respond(JsonReply(kHttpAccepted, answer));
   });
-}
-
-void ClusterApi::PublishToEvery(cluster::PartitionStream& stream, const Record& record,
-                                const std::string& id_prefix, const ExchangePtr& ex,
-                                std::string answer) {
-  std::vector<cluster::BatchPublish> batch(stream.partitions());
-  for (uint32_t p = 0; p < stream.partitions(); ++p) {
-    batch[p] = {p, &record, id_prefix + std::to_string(p)};
-  }
-  std::vector<cluster::BatchAck> acks;
-  if (Status s = stream.PublishBatch(batch, kPublishAttempts, &acks); !s.ok()) {
-    return ex->Respond(PublishFailed(s, acks));
-  }
-  ex->Respond(JsonReply(kHttpAccepted, answer));
 }
 
 std::string ClusterApi::MessageIdPrefix() const {
@@ -685,10 +689,11 @@ void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) 
   if (Status status = cluster::ClockRecord(now_ms, &record); !status.ok()) {
     return ex->Respond(ErrorReply(FromStatus(status)));
   }
-  router_.Submit([this, now_ms, record = std::move(record), id_prefix = MessageIdPrefix(),
-                  ex](cluster::PartitionStream& stream) {
+  control_.Submit([now_ms, record = std::move(record), ex](ControlPublisher& control) mutable {
     // The clock's subject first, fenced on the instant read: a move backwards, or one racing
-    // another node's, is refused before any partition sees it. Then every partition's copy.
+    // another node's, is refused before any partition sees it. Then the control log, which
+    // orders it among definition changes in every partition.
+    cluster::PartitionStream& stream = *control.stream;
     TimeMs current = 0;
     uint64_t seq = 0;
     Status s = stream.ReadClock(&current, &seq);
@@ -696,6 +701,8 @@ void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) 
       s = Status::FailedPrecondition("now", "the clock cannot move backwards");
     }
     if (s.ok()) s = stream.SetClock(now_ms, seq);
+    uint64_t control_seq = 0;
+    if (s.ok()) s = control.log.Append(std::move(record), nullptr, &control_seq);
     if (!s.ok()) {
       return ex->Respond(s.code() == StatusCode::kIoError ? PublishFailed(s, 0, 1)
                                                           : ErrorReply(FromStatus(s)));
@@ -703,7 +710,7 @@ void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) 
     JsonWriter w;
     w.BeginObject().Key("now").Time(now_ms).Key("partitions").Uint(stream.partitions());
     w.EndObject();
-    PublishToEvery(stream, record, id_prefix, ex, w.Take());
+    ex->Respond(JsonReply(kHttpAccepted, w.Take()));
   });
 }
 
@@ -782,7 +789,7 @@ void ClusterApi::DefineBucket(const HttpRequestPtr& req, const ExchangePtr& ex, 
   JsonWriter w;
   w.BeginObject().Key("bucketId").String(r.bucket_id).Key("definition").Raw(r.definition_json);
   w.Key("partitions").Uint(config_.partitions).EndObject();
-  FanOut(std::move(r), ex, w.Take());
+  FanOut(std::move(r), ex, w.Take(), /*create=*/!id_from_path);
 }
 
 void ClusterApi::PatchBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
@@ -823,7 +830,8 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
     w.BeginObject().Key("partition").Uint(p.partition).Key("nextSeq").Uint(p.next_seq);
     w.Key("streamLastSeq").Uint(p.stream_last_seq);
     w.Key("transitions").Uint(p.transitions).Key("refused").Uint(p.refused);
-    w.Key("undecodable").Uint(p.undecodable).EndObject();
+    w.Key("undecodable").Uint(p.undecodable).Key("controlSeq").Uint(p.control_seq);
+    w.Key("controlCopiesSkipped").Uint(p.control_copies_skipped).EndObject();
   }
   w.EndArray();
   w.Key("pending").Uint(s.pending).Key("rounds").Uint(s.rounds);

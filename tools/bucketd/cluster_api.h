@@ -19,6 +19,7 @@
 
 #include "bucketd/status.h"
 #include "cluster_transitions.h"
+#include "engine/cluster/control_log.h"
 #include "engine/cluster/node.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/cluster/query_client.h"
@@ -43,6 +44,10 @@ struct NodeStatus {
     uint64_t refused = 0;
     uint64_t undecodable = 0;
     uint64_t transitions = 0;  // the partition's transition count (its last seq)
+    uint64_t control_seq = 0;  // the last control record folded (its place in the control log)
+    // Copies of control records folded already, skipped (a fan-out completed again after the
+    // duplicate window); anything else than a rare one is worth a look.
+    uint64_t control_copies_skipped = 0;
   };
   std::vector<Partition> owned;
   cluster::NodeStats stats;
@@ -158,6 +163,15 @@ class WorkerPool {
 // events for a user reach the stream in its order. Two requests in flight at once have no
 // order between them, as with the single engine.
 using InputRouter = WorkerPool<cluster::PartitionStream>;
+// Control records (definition changes, clock moves) go through the cluster's control log
+// (engine/cluster/control_log.h), one at a time per node, on a thread of their own.
+struct ControlPublisher {
+  explicit ControlPublisher(std::unique_ptr<cluster::PartitionStream> input)
+      : stream(std::move(input)), log(stream.get()) {}
+  std::unique_ptr<cluster::PartitionStream> stream;
+  cluster::ControlLog log;
+};
+using ControlWriter = SerialWorker<ControlPublisher>;
 inline constexpr size_t kInputWorkers = 4;
 // Asks the partitions' owners and gathers their answers, a few queries at a time.
 using QueryRouter = WorkerPool<cluster::QueryClient>;
@@ -182,8 +196,9 @@ struct ClusterApiConfig {
 
 class ClusterApi final : public HttpService {
  public:
-  ClusterApi(const NodeRunner& node, InputRouter& router, QueryRouter& queries,
-             TransitionsFeed& transitions, ServerMetrics& metrics, ClusterApiConfig config);
+  ClusterApi(const NodeRunner& node, InputRouter& router, ControlWriter& control,
+             QueryRouter& queries, TransitionsFeed& transitions, ServerMetrics& metrics,
+             ClusterApiConfig config);
 
   // REQUIRES: not serving yet.
   void SetAuthorities(std::vector<std::string> authorities);
@@ -232,11 +247,10 @@ class ClusterApi final : public HttpService {
            Merge merge);
   std::vector<uint32_t> AllPartitions() const;
 
-  // Publishes `record` (stamped now) to every partition, then answers `answer`.
-  void FanOut(Record record, const ExchangePtr& ex, std::string answer);
-  // On a router thread: `record` to every partition, then 202 `answer` (or the failure).
-  void PublishToEvery(cluster::PartitionStream& stream, const Record& record,
-                      const std::string& id_prefix, const ExchangePtr& ex, std::string answer);
+  // Appends `record` (stamped now) to the cluster's control log, which fans it out to every
+  // partition in the log's order, then answers 202 `answer`; `create`: 409 when the log
+  // defines the bucket already (POST /v1/buckets).
+  void FanOut(Record record, const ExchangePtr& ex, std::string answer, bool create = false);
   // The message ids of one publishing request start with this (see publish_requests_).
   std::string MessageIdPrefix() const;
   // An input's instant: the wall clock, or the cluster's manual clock. On a router thread.
@@ -245,15 +259,16 @@ class ClusterApi final : public HttpService {
 
   const NodeRunner& node_;
   InputRouter& router_;
+  ControlWriter& control_;
   QueryRouter& queries_;
   TransitionsFeed& transitions_;
   const ServerMetrics& metrics_;
   const ClusterApiConfig config_;
   Router routes_;
   std::atomic<bool> shutting_down_{false};
-  // Numbers this node's publishing requests: the message ids of a fan-out's copies are
-  // "<node>-<wall ms>-<n>-<partition>", those of a request's events without an idempotency
-  // key "<node>-<wall ms>-<n>-<index>", so a publish retried after a lost ack is stored once.
+  // Numbers this node's publishing requests: the message ids of a request's events without
+  // an idempotency key are "<node>-<wall ms>-<n>-<index>", so a publish retried after a lost
+  // ack is stored once.
   mutable std::atomic<uint64_t> publish_requests_{0};
 };
 

@@ -608,6 +608,8 @@ int ServeCluster(const Flags& flags) {
     status = router_streams[0]->ReadClock(&now, &clock_seq);
     if (status.ok() && clock_seq == 0) status = router_streams[0]->SetClock(start_ms, 0);
   }
+  std::unique_ptr<cluster::PartitionStream> control_stream;
+  if (status.ok()) status = cluster::PartitionStream::Open(node_options.stream, &control_stream);
   // GET /v1/transitions reads the output stream on a connection of its own.
   std::unique_ptr<cluster::OutputStream> output;
   if (status.ok()) {
@@ -634,7 +636,8 @@ int ServeCluster(const Flags& flags) {
   InputRouter router(std::move(router_streams));
   QueryRouter queries(std::move(query_clients));
   TransitionsFeed transitions(std::move(output));
-  ClusterApi api(runner, router, queries, transitions, metrics,
+  ControlWriter control(std::make_unique<ControlPublisher>(std::move(control_stream)));
+  ClusterApi api(runner, router, control, queries, transitions, metrics,
                  {.auth_token = auth_token,
                   .node_id = node_options.node_id,
                   .partitions = flags.partitions,
