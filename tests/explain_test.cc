@@ -43,11 +43,13 @@ const ExplainBlocker* Blocker(const ExplainResult& r, const std::string& kind) {
   return nullptr;
 }
 
-// The one transition the clock makes up to `offset`, which must be at `expected_at`.
+// Moves the clock to T0 + offset: it must make exactly one transition, returned.
 Transition OnlyTransition(Scenario& s, TimeMs offset) {
   s.At(offset);
   const std::vector<Transition> t = s.Drain();
-  INFO(Describe(t).size());
+  std::string all;
+  for (const std::string& d : Describe(t)) all += d + " ";
+  INFO(all);
   REQUIRE(t.size() == 1);
   return t[0];
 }
