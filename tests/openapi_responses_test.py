@@ -3,7 +3,8 @@
 
 Starts the built server on a free loopback port with a manual clock, drives a scenario that
 reaches every documented operation (events, definitions, members, the clock, the transition
-stream with its filters and its 409, history, past members, snapshots, backups, errors), and
+stream with its filters and its 409, history, past members, explain, snapshots, backups,
+errors; a bucket with every leg of SPEC §3b and events with their own properties), and
 validates each response's body against the schema the document gives for that operation,
 status and content type. Fails on a status or a content type the document does not list, on
 a body its schema refuses, and on an operation the scenario never saw succeed.
@@ -146,6 +147,32 @@ def scenario(c, document_bytes):
         "id": "mixed", "name": "Mixed", "description": "replaced",
         "criteria": {"type": "event", "eventName": "signup", "check": "exists"}}, expect=200)
     c.call("PUT", "/v1/buckets/vip", {"name": "VIP", "kind": "manual"}, expect=201)
+    # Every leg of SPEC §3b, so that a Bucket response shows each in its canonical form.
+    c.call("PUT", "/v1/buckets/spenders", {
+        "name": "Spenders", "criteria": {"type": "composite", "operator": "or", "conditions": [
+            {"type": "event", "eventName": "purchase", "check": "sum", "property": "amount",
+             "operator": "gte", "value": 100, "within": "30d",
+             "where": [{"property": "plan", "operator": "eq", "value": "pro"},
+                       {"property": "gift", "operator": "not_exists"}]},
+            {"type": "event", "eventName": "purchase", "check": "distinct", "property": "sku",
+             "operator": "gte", "value": 2},
+            {"type": "event", "eventName": "purchase", "check": "avg", "property": "amount",
+             "operator": "gt", "value": 99.5},
+            {"type": "event", "eventName": "signup", "check": "first_seen", "within": "7d"},
+            {"type": "event", "eventName": "used", "check": "count", "within": {"days": 1},
+             "where": [{"property": "feature", "operator": "contains", "value": "export"}]},
+            {"type": "property", "property": "trialEndsAt", "operator": "before",
+             "value": "+3d"},
+            {"type": "property", "property": "trialEndsAt", "operator": "after", "value": "-1d"},
+            {"type": "sequence", "steps": [
+                {"eventName": "checkout.started"},
+                {"eventName": "payment.completed",
+                 "where": [{"property": "ok", "operator": "eq", "value": True}]}],
+             "within": "15m", "outcome": "abandoned", "lookback": "1d"},
+            {"type": "bucket", "bucketId": "trial", "check": "member", "for": "1d"}]}},
+        expect=201)
+    spenders = c.call("GET", "/v1/buckets/spenders", expect=200)
+    assert spenders["criteria"]["conditions"][5]["value"] == "+259200000ms", spenders
     c.call("POST", "/v1/buckets", {"id": "vip", "name": "VIP", "kind": "manual"}, expect=409)
     c.call("POST", "/v1/buckets", "{not json", expect=400)
     c.call("POST", "/v1/buckets", {"id": "x", "name": "X", "criteria": {"type": "nope"}},
@@ -171,6 +198,15 @@ def scenario(c, document_bytes):
     assert c.call("POST", "/v1/events", batch[:1], expect=200)["duplicates"] == 1
     ndjson = '{"userId":"u3","event":"used"}\n{oops\n{"userId":"u3","event":"signup"}\n'
     c.call("POST", "/v1/events", ndjson, content_type="application/x-ndjson", expect=200)
+    # Events with their own properties (SPEC §3b).
+    c.call("POST", "/v1/events", {"userId": "u1", "event": "purchase",
+                                  "properties": {"amount": 120, "plan": "pro", "sku": "a1"},
+                                  "contactProperties": {"trialEndsAt": "2026-01-05T00:00:00Z"}},
+           expect=200)
+    c.call("POST", "/v1/events", {"userId": "u2", "event": "checkout.started",
+                                  "properties": {"cart": 3, "gift": False}}, expect=200)
+    c.call("POST", "/v1/events", {"userId": "u1", "event": "purchase",
+                                  "properties": {"nested": {"no": 1}}}, expect=400)
     c.call("POST", "/v1/events", {"userId": "u1"}, expect=400)
     c.call("POST", "/v1/events", "userId=u1", content_type="application/x-www-form-urlencoded",
            expect=415)
@@ -243,6 +279,19 @@ def scenario(c, document_bytes):
     assert user["events"]["used"]["count"] == 3, user
     c.call("GET", "/v1/users/nobody", expect=404)
 
+    # Explain: legs of every kind, a manual bucket, the 404s; nothing logged.
+    logged = c.call("GET", "/v1/state", expect=200)["logSeq"]
+    explained = c.call("GET", "/v1/buckets/spenders/explain/u1", expect=200)
+    assert explained["member"] and len(explained["legs"]) == 10, explained
+    assert {leg["type"] for leg in explained["legs"]} == {
+        "composite", "event", "property", "sequence", "bucket"}, explained
+    c.call("GET", "/v1/buckets/spenders/explain/u2", expect=200)
+    c.call("GET", "/v1/buckets/power/explain/u1", expect=200)
+    c.call("GET", "/v1/buckets/vip/explain/u1", expect=200)
+    c.call("GET", "/v1/buckets/nope/explain/u1", expect=404)
+    c.call("GET", "/v1/buckets/power/explain/nobody", expect=404)
+    assert c.call("GET", "/v1/state", expect=200)["logSeq"] == logged
+
     # Previews: a replacement of a stored bucket, a new one, refusals; nothing logged.
     logged = c.call("GET", "/v1/state", expect=200)["logSeq"]
     preview = c.call("POST", "/v1/buckets/preview", {
@@ -282,6 +331,8 @@ def scenario(c, document_bytes):
     c.call("DELETE", "/v1/contacts/u2", expect=200)
     c.call("POST", "/v1/events", {"userId": "u2", "event": "used"}, expect=409)
     assert c.call("GET", "/v1/users/u2", expect=200)["deleted"] is True
+    gone = c.call("GET", "/v1/buckets/power/explain/u2", expect=404)
+    assert "deleted" in gone["error"]["message"], gone
     c.call("DELETE", "/v1/contacts/u3?erase=true", expect=200)
     c.call("DELETE", "/v1/contacts/u3?erase=maybe", expect=400)
     c.call("DELETE", "/v1/contacts/nobody", expect=404)

@@ -651,6 +651,61 @@ TEST_CASE("server: a user's contact and events; a preview changes nothing", "[se
   CHECK(server.Stop() == 0);
 }
 
+TEST_CASE("server: explain says why, changes nothing, and its next is what happens", "[server]") {
+  TempDir dir;
+  Server server(dir.path);
+  httplib::Client c = server.Client();
+  REQUIRE(Post(c, "/v1/buckets", kPowerUsers)->status == 201);
+  REQUIRE(Post(c, "/v1/events", Events(1, "used"))->status == 200);  // user-100, twice
+  const std::string state = c.Get("/v1/state")->body;
+  auto res = c.Get("/v1/buckets/power/explain/user-100");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    CHECK(Str(body["bucketId"]) == "power");
+    CHECK(Str(body["userId"]) == "user-100");
+    CHECK(body["member"].get_bool().value());
+    CHECK(body["holds"].get_bool().value());
+    CHECK(Str(body["next"]) == "2026-01-02T00:00:00.000Z");
+    CHECK(Str(body["nextDueAt"]) == "2026-01-02T00:00:00.000Z");
+    CHECK(Int(body["membership"]["entryCount"]) == 1);
+    CHECK(Str(body["membership"]["source"]) == "event");
+    auto legs = body["legs"].get_array().value();
+    REQUIRE(legs.size() == 1);
+    simdjson::dom::element leg = legs.at(0).value();
+    CHECK(Str(leg["path"].value()) == "criteria");
+    CHECK(Str(leg["type"].value()) == "event");
+    CHECK(Str(leg["check"].value()) == "count");
+    CHECK(Int(leg["value"]["count"].value()) == 2);
+    CHECK(Str(leg["heldSince"].value()) == "2026-01-01T00:00:00.000Z");
+    CHECK(body["blockers"].get_array().value().size() == 0);
+  }
+  CHECK(c.Get("/v1/state")->body == state);  // nothing logged, nothing changed
+  // The clock then leaves at exactly that instant.
+  REQUIRE(Post(c, "/v1/clock", R"({"now":"2026-01-03T00:00:00Z"})")->status == 200);
+  res = c.Get("/v1/transitions?after=1");
+  REQUIRE(res->status == 200);
+  {
+    Json body(res->body);
+    auto transitions = body["transitions"].get_array().value();
+    REQUIRE(transitions.size() == 1);
+    CHECK(Str(transitions.at(0)["kind"].value()) == "left");
+    CHECK(Str(transitions.at(0)["at"].value()) == "2026-01-02T00:00:00.000Z");
+  }
+  res = c.Get("/v1/buckets/power/explain/user-100");
+  REQUIRE(res->status == 200);
+  CHECK_FALSE(Json(res->body)["member"].get_bool().value());
+  CHECK(Str(Json(res->body)["membership"]["leftAt"]) == "2026-01-02T00:00:00.000Z");
+
+  RequireError(c.Get("/v1/buckets/nope/explain/user-100"), 404, "not_found");
+  RequireError(c.Get("/v1/buckets/power/explain/nobody"), 404, "not_found");
+  REQUIRE(c.Delete("/v1/contacts/user-100")->status == 200);
+  res = c.Get("/v1/buckets/power/explain/user-100");
+  RequireError(res, 404, "not_found");
+  CHECK(Str(Json(res->body)["error"]["message"]).find("deleted") != std::string::npos);
+  CHECK(server.Stop() == 0);
+}
+
 TEST_CASE("server: the bucket ids . and .. are refused", "[server]") {
   TempDir dir;
   Server server(dir.path);

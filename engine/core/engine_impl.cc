@@ -18,6 +18,7 @@
 #include "engine/core/bucket_history.h"
 #include "engine/core/clock.h"
 #include "engine/core/data_dir_backup.h"
+#include "engine/core/explain.h"
 #include "engine/core/fold_reader.h"
 #include "engine/core/preview.h"
 #include "engine/fold/fold.h"
@@ -525,6 +526,12 @@ class EngineImpl final : public Engine {
     // A re-read of past events sees committed records only (as a definition's does).
     return PreviewDefinition(
         fold_, def, Now(), [this] { return CommitNow(); }, out);
+  }
+
+  Status ExplainMembership(std::string_view bucket_id, std::string_view user_id,
+                           ExplainResult* out) const override {
+    if (closed_) return Closed();
+    return bucketd::ExplainMembership(fold_, bucket_id, user_id, Now(), out);
   }
 
   Status CaptureHistory(std::string_view bucket_id, HistoryBase* out) const override {

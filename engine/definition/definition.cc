@@ -1103,6 +1103,10 @@ std::optional<TimeMs> PropertyTime(const PropertyValue& value) {
   return t;
 }
 
+std::string_view CriteriaTypeName(CriteriaType type) { return NameOf(kCriteriaTypes, type); }
+std::string_view PropertyOpName(PropertyOp op) { return NameOf(kPropertyOps, op); }
+std::string_view EventCheckName(EventCheck check) { return NameOf(kEventChecks, check); }
+
 Status CheckNewBucketId(std::string_view id) {
   // Clients and proxies collapse these path segments: /v1/buckets/{id} could not reach them.
   if (id == "." || id == "..") return Status::InvalidArgument("id", "must not be \".\" or \"..\"");

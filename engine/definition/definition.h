@@ -177,4 +177,10 @@ std::optional<TimeMs> PropertyTime(const PropertyValue& value);
 // of an erased contact's patches, so that a replay reproduces the same transitions).
 void CollectPropertyKeys(const Criteria& criteria, std::set<std::string>* keys);
 
+// The names the definition JSON uses for these values ("property", "not_exists", "gte", ...):
+// the parser's own tables, for readers that show a leg (Engine::ExplainMembership).
+std::string_view CriteriaTypeName(CriteriaType type);
+std::string_view PropertyOpName(PropertyOp op);
+std::string_view EventCheckName(EventCheck check);
+
 }  // namespace bucketd

@@ -682,3 +682,137 @@ std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const U
 }
 
 }  // namespace bucketd
+
+namespace bucketd {
+
+std::vector<CompiledCriteria::LegExplanation> CompiledCriteria::Explain(const User& user,
+                                                                        TimeMs now) const {
+  std::vector<LegExplanation> out;
+  out.reserve(nodes_.size());
+  ExplainNode(0, "criteria", user, now, &out);
+  return out;
+}
+
+void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User& user, TimeMs now,
+                                   std::vector<LegExplanation>* out) const {
+  const Node& node = nodes_[index];
+  LegExplanation leg;
+  leg.type = node.type;
+  leg.property_op = node.property_op;
+  leg.check = node.check;
+  leg.is_and = node.is_and;
+  leg.completed = node.completed;
+  leg.member = node.member;
+  // The value and the next instant as the fold computes them: no second home for a rule.
+  leg.outlook = OutlookNode(index, user, now);
+  if (leg.outlook.value) leg.held_since = HeldSinceNode(index, user, now);
+  const TimeMs within = node.within_ms;
+  switch (node.type) {
+    case CriteriaType::kProperty: {
+      const Property* property = FindProperty(user, node.id);
+      if (property != nullptr) leg.current = property->value;
+      if (node.property_op == PropertyOp::kBefore || node.property_op == PropertyOp::kAfter) {
+        if (property != nullptr) leg.time = PropertyTime(property->value);
+        leg.threshold = now + node.time_offset_ms;
+      }
+      break;
+    }
+    case CriteriaType::kEvent: {
+      if (within > 0) leg.window_start = now - within;
+      if (IsAggregate(node.check)) {
+        const AggregateHistory* h = FindAggregate(user, node.id);
+        if (h == nullptr) break;
+        if (node.check == EventCheck::kDistinct) {
+          uint64_t n = 0;
+          for (const DistinctValue& v : h->distinct) {
+            if (within == 0 || v.latest > now - within) ++n;
+          }
+          leg.contributions = n;
+          if (n > 0) leg.aggregate = static_cast<double>(n);
+          leg.capped = h->distinct.size() >= kDistinctValuesMax;
+          break;
+        }
+        if (within == 0) {
+          leg.contributions = h->count;
+          if (h->count > 0) leg.aggregate = Aggregate(node.check, h->sum, h->count, h->min, h->max);
+          break;
+        }
+        // As AggregateOutlook sums it: from the newest backwards, so the value shown is the
+        // value compared.
+        const std::vector<Contribution>& c = h->newest;
+        const auto first = static_cast<size_t>(
+            std::upper_bound(c.begin(), c.end(), now - within,
+                             [](TimeMs at, const Contribution& x) { return at < x.at; }) -
+            c.begin());
+        double sum = 0, min = 0, max = 0;
+        uint64_t count = 0;
+        for (size_t i = c.size(); i-- > first;) {
+          const double x = c[i].number;
+          sum = x + sum;
+          min = count == 0 ? x : std::min(min, x);
+          max = count == 0 ? x : std::max(max, x);
+          ++count;
+        }
+        leg.contributions = count;
+        if (count > 0) leg.aggregate = Aggregate(node.check, sum, count, min, max);
+        leg.capped = first == 0 && c.size() >= kAggregateContributionsMax;
+        break;
+      }
+      const EventHistory* history = FindHistory(user, node.id);
+      if (node.check == EventCheck::kFirstSeen) {
+        if (history != nullptr) leg.first_at = history->first_at;
+        break;
+      }
+      if (history == nullptr) {
+        leg.count = 0;
+      } else if (within == 0) {
+        leg.count = history->total_count;
+      } else {
+        // As EventOutlook counts: the newest instants the operator needs, in the window.
+        const std::span<const TimeMs> newest = NewestOf(*history);
+        const auto in_window = static_cast<uint64_t>(
+            newest.end() - std::upper_bound(newest.begin(), newest.end(), now - within));
+        leg.count = in_window;
+        leg.capped = in_window == newest.size() && newest.size() < history->total_count;
+      }
+      break;
+    }
+    case CriteriaType::kSequence: {
+      const SequenceHistory* h = FindSequence(user, node.id);
+      if (h == nullptr || !h->start) break;
+      const TimeMs start = *h->start;
+      leg.started_at = start;
+      leg.deadline = start + within;
+      if (node.lookback_ms > 0) leg.lookback_ends_at = start + node.lookback_ms;
+      // The greedy chain, as SequenceOutlook walks it (even when it ends past the deadline).
+      TimeMs previous = start;
+      bool complete = true;
+      for (const std::vector<TimeMs>& occurrences : h->later) {
+        auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
+        if (it == occurrences.end()) {
+          complete = false;
+          break;
+        }
+        previous = *it;
+      }
+      if (complete) leg.completed_at = previous;
+      break;
+    }
+    case CriteriaType::kBucket: {
+      leg.bucket = node.id;
+      const Slot* slot = FindSlotOf(user, node.id);
+      leg.inner_active = slot != nullptr && slot->active;
+      if (leg.inner_active) leg.inner_entered_at = slot->entered_at;
+      break;
+    }
+    case CriteriaType::kComposite:
+      break;
+  }
+  leg.path = path;
+  out->push_back(std::move(leg));
+  for (size_t i = 0; i < node.children.size(); ++i) {
+    ExplainNode(node.children[i], path + ".conditions[" + std::to_string(i) + "]", user, now, out);
+  }
+}
+
+}  // namespace bucketd

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -64,6 +65,45 @@ class CompiledCriteria {
   // The buckets the bucket legs read.
   const std::vector<uint32_t>& bucket_refs() const { return bucket_refs_; }
 
+  // Explain (SPEC §3b, GET /v1/buckets/{id}/explain/{userId}): every node of the tree for
+  // one user at `now`, in preorder (the root first, each composite before its conditions).
+  // `outlook` is what the evaluation itself computes for the node (OutlookNode, the same
+  // per-leg functions the fold calls), `held_since` what HeldSince derives for it, so an
+  // explanation cannot disagree with what the fold does. The rest is the leg's current value,
+  // for reading only. Changes nothing.
+  struct LegExplanation {
+    std::string path;  // "criteria", "criteria.conditions[1]", ...
+    CriteriaType type = CriteriaType::kProperty;
+    // What the leg checks (only its type's field is meaningful).
+    PropertyOp property_op = PropertyOp::kEq;
+    EventCheck check = EventCheck::kExists;
+    bool is_and = true;     // composite
+    bool completed = true;  // sequence outcome
+    bool member = true;     // bucket check
+    Outlook outlook{false, kNever};
+    std::optional<TimeMs> held_since;  // holding nodes, where derivable
+    // The current value.
+    std::optional<PropertyValue> current;  // property: the contact's value, if set
+    std::optional<TimeMs> time;            // before/after: the property read as a time
+    std::optional<TimeMs> threshold;       // before/after: now + offset
+    std::optional<uint64_t> count;         // exists/not_exists/count: the events counted
+    // The count or aggregate read only what the engine retains (the newest instants the
+    // operator needs, or an aggregate's bounded contributions), and more may lie beyond.
+    bool capped = false;
+    std::optional<double> aggregate;         // sum avg min max; distinct: the number of values
+    uint64_t contributions = 0;              // aggregates: what the value is over
+    std::optional<TimeMs> window_start;      // windowed legs: what occurred after it counts
+    std::optional<TimeMs> first_at;          // first_seen: the first matching event
+    std::optional<TimeMs> started_at;        // sequence: t1, the latest step-1 occurrence
+    std::optional<TimeMs> completed_at;      // sequence: the earliest completion after t1
+    std::optional<TimeMs> deadline;          // sequence: t1 + within
+    std::optional<TimeMs> lookback_ends_at;  // sequence: t1 + lookback
+    uint32_t bucket = 0;                     // bucket legs: the inner bucket's index
+    bool inner_active = false;               // bucket legs: an active member of it
+    std::optional<TimeMs> inner_entered_at;  // since when
+  };
+  std::vector<LegExplanation> Explain(const User& user, TimeMs now) const;
+
  private:
   std::span<const TimeMs> NewestOf(const EventHistory& history) const {
     return Newest(history, DepthOf(*history_depth_, history.name_id));
@@ -106,6 +146,8 @@ class CompiledCriteria {
   std::optional<TimeMs> HeldSinceNode(uint32_t node, const User& user, TimeMs now) const;
   std::optional<TimeMs> EventHeldSince(const Node& node, const User& user, TimeMs now) const;
   std::optional<TimeMs> LegHeldSince(const Node& node, const User& user, TimeMs now) const;
+  void ExplainNode(uint32_t index, std::string path, const User& user, TimeMs now,
+                   std::vector<LegExplanation>* out) const;
 
   const std::vector<uint32_t>* history_depth_;
   std::vector<Node> nodes_;  // nodes_[0] is the root

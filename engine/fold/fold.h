@@ -92,6 +92,9 @@ class Fold {
   uint64_t last_sweep_due() const { return last_sweep_due_; }
 
   const CompiledCriteria* compiled(uint32_t bucket) const;
+  // Whether a join of `slot` (its entry_count already counting the join) at `at` emits
+  // `entered` under the bucket's entryLimit (membership.cc; public for explain).
+  bool EntryAllowed(const Bucket& bucket, const Slot& slot, TimeMs at) const;
 
  private:
   struct Emitter;
@@ -127,7 +130,6 @@ class Fold {
   void Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter* emit);
   void FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emitter* emit);
   TimeMs LeaveBound(const Slot& slot, const CompiledCriteria::Outlook& outlook) const;
-  bool EntryAllowed(const Bucket& bucket, const Slot& slot, TimeMs at) const;
   // How a definition change reaches the existing population (SPEC §6).
   enum class Reevaluation { kBackfill, kCriteriaChanged, kRefileOnly, kCatchUp };
   void Reevaluate(Bucket* bucket, TimeMs at, Reevaluation mode, Emitter* emit);

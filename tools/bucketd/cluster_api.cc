@@ -384,7 +384,8 @@ void ClusterApi::AddRoutes() {
   for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
            {M::kPost, "/v1/sweep", "sweep"},
            {M::kPost, "/v1/snapshots", "snapshots"},
-           {M::kPost, "/v1/buckets/preview", "bucket_preview"}}) {
+           {M::kPost, "/v1/buckets/preview", "bucket_preview"},
+           {M::kGet, "/v1/buckets/{}/explain/{}", "bucket_explain"}}) {
     add(method, path, route, &ClusterApi::NotYet);
   }
 }

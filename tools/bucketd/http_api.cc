@@ -166,6 +166,7 @@ void HttpApi::AddRoutes() {
   add(M::kGet, "/v1/users/{}/memberships", "memberships", &HttpApi::UserMemberships);
   add(M::kGet, "/v1/users/{}", "user", &HttpApi::GetUser);
   add(M::kPost, "/v1/buckets/preview", "bucket_preview", &HttpApi::PreviewBucket);
+  add(M::kGet, "/v1/buckets/{}/explain/{}", "bucket_explain", &HttpApi::ExplainMembership);
   add(M::kGet, "/v1/transitions", "transitions", &HttpApi::ReadTransitions);
   add(M::kPost, "/v1/clock", "clock", &HttpApi::AdvanceClock);
   add(M::kPost, "/v1/sweep", "sweep", &HttpApi::Sweep);
@@ -587,6 +588,23 @@ void HttpApi::PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
         spdlog::debug("event=bucket_preview count={} reread_users={} micros={}", out.value.count,
                       out.value.history_reread_users, out.value.micros);
         return OkJson(PreviewJson(out.value));
+      });
+}
+
+void HttpApi::ExplainMembership(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  // Read-only, on the owner thread: nothing is logged (docs/design.md, "Explain").
+  std::string id = PathSegment(*req, kBucketIdSegment);
+  std::string user_id = PathSegment(*req, kMemberUserSegment);
+  OnEngine(
+      ex,
+      [id, user_id](Engine& engine) {
+        Outcome<ExplainResult> out;
+        out.status = engine.ExplainMembership(id, user_id, &out.value);
+        return out;
+      },
+      [](Outcome<ExplainResult> out) {
+        if (!out.status.ok()) return ErrorReply(FromStatus(out.status));
+        return OkJson(ExplainJson(out.value));
       });
 }
 

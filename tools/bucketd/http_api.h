@@ -78,6 +78,7 @@ class HttpApi final : public HttpService {
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetUser(const HttpRequestPtr& req, const ExchangePtr& ex);
   void PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ExplainMembership(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
   void AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Sweep(const HttpRequestPtr& req, const ExchangePtr& ex);

@@ -195,6 +195,128 @@ std::string PreviewJson(const PreviewResult& preview) {
   return w.Take();
 }
 
+namespace {
+
+void WriteExplainLeg(JsonWriter& w, const ExplainLeg& leg) {
+  w.BeginObject();
+  w.Key("path").String(leg.path);
+  w.Key("type").String(leg.type);
+  w.Key("check").String(leg.check);
+  w.Key("holds").Bool(leg.holds);
+  w.Key("heldSince");
+  OptionalTime(w, leg.held_since);
+  w.Key("next");
+  OptionalTime(w, leg.next);
+  // The current value: the fields of the leg's kind (docs/api.md, "Explain").
+  w.Key("value").BeginObject();
+  if (leg.type == "property") {
+    w.Key("current");
+    if (leg.current) {
+      WritePropertyValue(*leg.current, &w);
+    } else {
+      w.Null();
+    }
+    if (leg.check == "before" || leg.check == "after") {
+      w.Key("time");
+      OptionalTime(w, leg.time);
+      w.Key("threshold");
+      OptionalTime(w, leg.threshold);
+    }
+  } else if (leg.type == "event") {
+    if (leg.count) w.Key("count").Uint(*leg.count);
+    if (leg.contributions) {
+      w.Key("aggregate");
+      if (leg.aggregate) {
+        w.Double(*leg.aggregate);
+      } else {
+        w.Null();
+      }
+      w.Key("contributions").Uint(*leg.contributions);
+    }
+    if (leg.check == "first_seen") {
+      w.Key("firstAt");
+      OptionalTime(w, leg.first_at);
+    }
+    if (leg.count || leg.contributions) w.Key("capped").Bool(leg.capped);
+    w.Key("windowStart");
+    OptionalTime(w, leg.window_start);
+  } else if (leg.type == "sequence") {
+    w.Key("startedAt");
+    OptionalTime(w, leg.started_at);
+    w.Key("completedAt");
+    OptionalTime(w, leg.completed_at);
+    w.Key("deadline");
+    OptionalTime(w, leg.deadline);
+    w.Key("lookbackEndsAt");
+    OptionalTime(w, leg.lookback_ends_at);
+  } else if (leg.type == "bucket") {
+    w.Key("bucketId").String(leg.bucket_id);
+    w.Key("member").Bool(leg.inner_member);
+    w.Key("enteredAt");
+    OptionalTime(w, leg.inner_entered_at);
+  }
+  w.EndObject();
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string ExplainJson(const ExplainResult& r) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("bucketId").String(r.bucket_id);
+  w.Key("userId").String(r.user_id);
+  w.Key("now").Time(r.now);
+  w.Key("member").Bool(r.member);
+  w.Key("kind").String(r.dynamic ? "dynamic" : "manual");
+  w.Key("enabled").Bool(r.enabled);
+  w.Key("holds");
+  if (r.holds) {
+    w.Bool(*r.holds);
+  } else {
+    w.Null();
+  }
+  w.Key("heldSince");
+  OptionalTime(w, r.held_since);
+  w.Key("next");
+  OptionalTime(w, r.next);
+  w.Key("nextDueAt");
+  OptionalTime(w, r.next_due_at);
+  w.Key("membership");
+  if (r.membership) {
+    const ExplainMembershipState& m = *r.membership;
+    w.BeginObject();
+    w.Key("active").Bool(m.active);
+    w.Key("enteredAt").Time(m.entered_at);
+    w.Key("entryCount").Uint(m.entry_count);
+    w.Key("source").String(ToString(m.source));
+    w.Key("dwellAnchorAt");
+    OptionalTime(w, m.dwell_anchor_at);
+    w.Key("leftAt");
+    OptionalTime(w, m.left_at);
+    w.Key("maxDwellAt");
+    OptionalTime(w, m.max_dwell_at);
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("legs").BeginArray();
+  for (const ExplainLeg& leg : r.legs) WriteExplainLeg(w, leg);
+  w.EndArray();
+  w.Key("blockers").BeginArray();
+  for (const ExplainBlocker& b : r.blockers) {
+    w.BeginObject();
+    w.Key("kind").String(b.kind);
+    w.Key("until");
+    OptionalTime(w, b.until);
+    w.Key("message").String(b.message);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return w.Take();
+}
+
 std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,
                         const std::vector<HistoryStep>& steps) {
   JsonWriter w;

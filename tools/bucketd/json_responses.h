@@ -32,6 +32,9 @@ std::string MembershipsJson(std::string_view user_id,
 std::string UserJson(const UserInfo& user);
 // POST /v1/buckets/preview: {"count","sample","entering","leaving"}.
 std::string PreviewJson(const PreviewResult& preview);
+// GET /v1/buckets/{id}/explain/{userId}: {"bucketId","userId","now","member","kind","enabled",
+// "holds","heldSince","next","nextDueAt","membership","legs":[…],"blockers":[…]}.
+std::string ExplainJson(const ExplainResult& explain);
 // GET /v1/buckets/{id}/history: {"bucketId","from","to","step"(ms),"steps":[{start,end,size,
 // entered,left}]}.
 std::string HistoryJson(std::string_view bucket_id, const HistoryQuery& query,

@@ -202,6 +202,90 @@ struct PreviewResult {
   int64_t micros = 0;  // wall time the call took (measurement only)
 };
 
+// Why a user is or is not a member of a bucket (GET /v1/buckets/{id}/explain/{userId},
+// SPEC §3b): Engine::ExplainMembership. Nothing is logged and no state changes.
+//
+// One node of the bucket's criteria tree, as the evaluation sees it now. Which value fields
+// are set depends on the leg (docs/api.md, "Explain").
+struct ExplainLeg {
+  std::string path;  // "criteria", "criteria.conditions[1]", ...: preorder, root first
+  std::string type;  // property, event, composite, sequence, bucket
+  // property: its operator; event: its check; composite: and/or; sequence: its outcome
+  // (completed/abandoned); bucket: member/not_member.
+  std::string check;
+  bool holds = false;
+  std::optional<TimeMs> held_since;  // since when it has held without a break, where derivable
+  std::optional<TimeMs> next;        // the earliest instant the clock alone can change it
+  // property legs: the contact's value (absent: not set); before/after: that value read as a
+  // time (absent: not a time) and the threshold now + offset (before holds while
+  // time <= threshold, after while time > threshold).
+  std::optional<PropertyValue> current;
+  std::optional<TimeMs> time;
+  std::optional<TimeMs> threshold;
+  // exists / not_exists / count: the events counted (in the window, if any). `capped`: the
+  // count (or an aggregate) read only what the engine retains and more may lie beyond it
+  // (a windowed count stops at the depth its operator needs, which decides it alike).
+  std::optional<uint64_t> count;
+  bool capped = false;
+  // sum avg min max: the value over `contributions` contributions (absent over none);
+  // distinct: the number of distinct values.
+  std::optional<double> aggregate;
+  std::optional<uint64_t> contributions;
+  std::optional<TimeMs> window_start;  // windowed legs: events after this instant count
+  std::optional<TimeMs> first_at;      // first_seen: the first matching event
+  // sequence: the latest step-1 occurrence t1, the earliest completion after it (even a
+  // late one), t1 + within, and t1 + lookback.
+  std::optional<TimeMs> started_at;
+  std::optional<TimeMs> completed_at;
+  std::optional<TimeMs> deadline;
+  std::optional<TimeMs> lookback_ends_at;
+  // bucket legs: the inner bucket, whether the user is an active member of it, and since when.
+  std::string bucket_id;
+  bool inner_member = false;
+  std::optional<TimeMs> inner_entered_at;
+};
+
+// What holds a join or a leave off (or makes a join silent).
+struct ExplainBlocker {
+  // "disabled": the bucket is disabled (nothing joins or leaves until it is enabled).
+  // "entryLimit": a join opens the membership without `entered` (or this one did).
+  // "minDwell": a leave is deferred until `until`.
+  // "maxDwell": left by maxDwell while the criteria held; no re-join until they stop holding.
+  // "reconcileJoins": reconcileJoins is false, so the clock does not join; an event does.
+  std::string kind;
+  std::optional<TimeMs> until;  // when it stops blocking, where an instant says it
+  std::string message;
+};
+
+// The user's slot in the bucket: the active membership or the last one.
+struct ExplainMembershipState {
+  bool active = false;
+  TimeMs entered_at = 0;
+  uint32_t entry_count = 0;
+  MembershipSource source = MembershipSource::kEvent;
+  std::optional<TimeMs> dwell_anchor_at;
+  std::optional<TimeMs> left_at;       // the last leave, if any
+  std::optional<TimeMs> max_dwell_at;  // active with maxDwell: when it ends by maxDwell
+};
+
+struct ExplainResult {
+  std::string bucket_id;
+  std::string user_id;
+  TimeMs now = 0;       // the instant explained (Engine::Now())
+  bool member = false;  // an active member now
+  bool dynamic = true;  // a manual bucket has no criteria (no legs, `holds` absent)
+  bool enabled = true;
+  std::optional<bool> holds;         // the criteria as a whole
+  std::optional<TimeMs> held_since;  // as HeldSince derives it (dwellAnchorAt on backfill)
+  std::optional<TimeMs> next;        // the criteria's next possible change by the clock
+  // When the engine's time index next looks at this (user, bucket): a join, a leave, a dwell
+  // reaction or a deferred re-check (absent: nothing filed).
+  std::optional<TimeMs> next_due_at;
+  std::optional<ExplainMembershipState> membership;  // absent: never a member
+  std::vector<ExplainLeg> legs;
+  std::vector<ExplainBlocker> blockers;
+};
+
 struct StateInfo {
   uint64_t log_seq = 0;
   uint64_t transition_seq = 0;
@@ -434,6 +518,13 @@ class Engine {
   // a deeper threshold than any bucket needs, those events are re-read from the log first,
   // as a definition does (a group's staged inputs are made durable before that read).
   virtual Status PreviewBucket(std::string_view json, PreviewResult* out) = 0;
+  // Whether `user_id` is an active member of `bucket_id` and why, as of Now(): every leg of
+  // the criteria with whether it holds, its value, since when and its next possible change
+  // by the clock (computed by the evaluation itself, so it agrees with what then happens),
+  // and what holds a join or leave off. NotFound for an unknown bucket, a contact never
+  // seen (or erased), and a deleted contact (the message says so). Nothing is logged.
+  virtual Status ExplainMembership(std::string_view bucket_id, std::string_view user_id,
+                                   ExplainResult* out) const = 0;
 
   // Keyset page of past members (users who were members and are not now) ordered by
   // userId, starting after `cursor`. Every user whose membership ended is here, whatever
