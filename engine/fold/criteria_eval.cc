@@ -195,8 +195,9 @@ std::string FilteredStreamKey(std::string_view event_name,
 
 std::string AggregateStreamKey(std::string_view event_name, std::string_view property,
                                const std::vector<PropertyFilter>& where, bool distinct) {
-  return std::string(kReservedEventPrefix) + (distinct ? "distinct:" : "aggregate:") + std::string(event_name) + '\x1f' +
-         std::string(property) + '\x1f' + CanonicalWhereJson(where);
+  return std::string(kReservedEventPrefix) + (distinct ? "distinct:" : "aggregate:") +
+         std::string(event_name) + '\x1f' + std::string(property) + '\x1f' +
+         CanonicalWhereJson(where);
 }
 
 std::string SequenceStreamKey(const std::vector<SequenceStep>& steps) {
