@@ -69,19 +69,13 @@ constexpr EnumName<CriteriaType> kCriteriaTypes[] = {
 constexpr EnumName<bool> kCompositeOps[] = {{"and", true}, {"or", false}};
 constexpr EnumName<bool> kSequenceOutcomes[] = {{"completed", true}, {"abandoned", false}};
 constexpr EnumName<bool> kBucketChecks[] = {{"member", true}, {"not_member", false}};
-// The operators a `where` clause takes: the §3 ones. before / after are relative to now,
-// and a filter is decided once, when its event is folded.
-constexpr EnumName<PropertyOp> kFilterOps[] = {
-    {"eq", PropertyOp::kEq},
-    {"neq", PropertyOp::kNeq},
-    {"gt", PropertyOp::kGt},
-    {"gte", PropertyOp::kGte},
-    {"lt", PropertyOp::kLt},
-    {"lte", PropertyOp::kLte},
-    {"exists", PropertyOp::kExists},
-    {"not_exists", PropertyOp::kNotExists},
-    {"contains", PropertyOp::kContains},
-};
+// The operators a `where` clause takes: the §3 ones, all but the last two of kPropertyOps.
+// before / after are relative to now, and a filter is decided once, when its event is
+// folded.
+constexpr std::span<const EnumName<PropertyOp>> kFilterOps =
+    std::span<const EnumName<PropertyOp>>(kPropertyOps).first(std::size(kPropertyOps) - 2);
+static_assert(std::end(kPropertyOps)[-2].value == PropertyOp::kBefore &&
+              std::end(kPropertyOps)[-1].value == PropertyOp::kAfter);
 constexpr EnumName<BucketKind> kBucketKinds[] = {
     {"dynamic", BucketKind::kDynamic},
     {"manual", BucketKind::kManual},
@@ -173,8 +167,8 @@ Status ReadBool(const element& value, const std::string& path, bool* out) {
   return Status::Ok();
 }
 
-template <typename E, size_t N>
-Status ReadEnum(const element& value, const std::string& path, const EnumName<E> (&table)[N],
+template <typename E>
+Status ReadEnum(const element& value, const std::string& path, std::span<const EnumName<E>> table,
                 E* out) {
   std::string text;
   Status status = ReadString(value, path, &text);
@@ -185,12 +179,18 @@ Status ReadEnum(const element& value, const std::string& path, const EnumName<E>
     }
   }
   std::string message = "must be one of";
-  for (size_t i = 0; i < N; ++i) {
+  for (size_t i = 0; i < table.size(); ++i) {
     message += i == 0 ? " \"" : ", \"";
     message += table[i].name;
     message += '"';
   }
   return Status::InvalidArgument(path, std::move(message));
+}
+
+template <typename E, size_t N>
+Status ReadEnum(const element& value, const std::string& path, const EnumName<E> (&table)[N],
+                E* out) {
+  return ReadEnum(value, path, std::span<const EnumName<E>>(table), out);
 }
 
 // A JSON number as a double, for fields that accept any number.
@@ -356,9 +356,8 @@ Status ReadPropertyName(const Fields& fields, const std::string& path, std::stri
 }
 
 // The operator and value of a property comparison (a property leg, or a `where` clause).
-template <size_t N>
 Status ParseComparison(const Fields& fields, const std::string& path,
-                       const EnumName<PropertyOp> (&ops)[N], PropertyOp* op_out,
+                       std::span<const EnumName<PropertyOp>> ops, PropertyOp* op_out,
                        PropertyValue* value_out, TimeMs* offset_out) {
   const element* op = fields.Get("operator");
   if (op == nullptr) return Status::InvalidArgument(Join(path, "operator"), "required");

@@ -11,21 +11,26 @@
 namespace bucketd {
 namespace {
 
-bool CompareCount(CountOp op, int64_t count, int64_t value) {
+// A count's or an aggregate's value against a leg's operator and value.
+template <typename T>
+bool Compare(CountOp op, T a, T b) {
   switch (op) {
     case CountOp::kGt:
-      return count > value;
+      return a > b;
     case CountOp::kGte:
-      return count >= value;
+      return a >= b;
     case CountOp::kLt:
-      return count < value;
+      return a < b;
     case CountOp::kLte:
-      return count <= value;
+      return a <= b;
     case CountOp::kEq:
-      return count == value;
+      return a == b;
   }
   return false;
 }
+
+bool CompareCount(CountOp op, int64_t count, int64_t value) { return Compare(op, count, value); }
+bool CompareNumber(CountOp op, double a, double b) { return Compare(op, a, b); }
 
 // How many of the newest instants a windowed leg must see to decide its operator
 // (the count is capped at this many, and every capped count decides the same way).
@@ -43,21 +48,6 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-bool CompareNumber(CountOp op, double a, double b) {
-  switch (op) {
-    case CountOp::kGt:
-      return a > b;
-    case CountOp::kGte:
-      return a >= b;
-    case CountOp::kLt:
-      return a < b;
-    case CountOp::kLte:
-      return a <= b;
-    case CountOp::kEq:
-      return a == b;
-  }
-  return false;
-}
 
 template <typename T>
 const T* FindById(const std::vector<T>& items, uint32_t id) {
