@@ -48,7 +48,6 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-
 template <typename T>
 const T* FindById(const std::vector<T>& items, uint32_t id) {
   auto it = std::lower_bound(items.begin(), items.end(), id,
