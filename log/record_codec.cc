@@ -340,7 +340,8 @@ uint64_t Unzigzag(uint64_t v) { return (v >> 1) ^ (~(v & 1) + 1); }
 
 char* PutString(std::string_view s, char* p) {
   p = PutVarint(s.size(), p);
-  std::memcpy(p, s.data(), s.size());
+  // An empty view may hold a null pointer, which memcpy must not be given even for 0 bytes.
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
   return p + s.size();
 }
 
