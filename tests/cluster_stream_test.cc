@@ -238,17 +238,29 @@ TEST_CASE("two nodes changing definitions at once: every partition folds one ord
   // order, partitions would end with different definitions of "shared".
   constexpr int kWrites = 30;
   std::vector<uint64_t> seqs_a, seqs_b;
-  auto writer = [](ControlLog* log, const std::string& own, int base, std::vector<uint64_t>* out) {
-    for (int i = 0; i < kWrites; ++i) {
+  // The records are built here and the statuses checked after the join: Catch2's assertions
+  // are for the test's own thread only.
+  std::vector<Record> records_a, records_b;
+  for (int i = 0; i < kWrites; ++i) {
+    records_a.push_back(Define(i % 2 ? "shared" : "own-a", i));
+    records_b.push_back(Define(i % 2 ? "shared" : "own-b", 1000 + i));
+  }
+  Status status_a, status_b;
+  auto writer = [](ControlLog* log, const std::vector<Record>* records, std::vector<uint64_t>* out,
+                   Status* status) {
+    for (const Record& record : *records) {
       uint64_t seq = 0;
-      RequireOk(log->Append(Define(i % 2 ? "shared" : own, base + i), nullptr, &seq));
+      *status = log->Append(record, nullptr, &seq);
+      if (!status->ok()) return;
       out->push_back(seq);
     }
   };
-  std::thread ta(writer, &log_a, "own-a", 0, &seqs_a);
-  std::thread tb(writer, &log_b, "own-b", 1000, &seqs_b);
+  std::thread ta(writer, &log_a, &records_a, &seqs_a, &status_a);
+  std::thread tb(writer, &log_b, &records_b, &seqs_b, &status_b);
   ta.join();
   tb.join();
+  RequireOk(status_a);
+  RequireOk(status_b);
   std::vector<uint64_t> all = seqs_a;
   all.insert(all.end(), seqs_b.begin(), seqs_b.end());
   std::sort(all.begin(), all.end());
