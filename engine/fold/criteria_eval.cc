@@ -424,14 +424,6 @@ CompiledCriteria::Outlook CompiledCriteria::OutlookNode(uint32_t index, const Us
 
 namespace {
 
-// The aggregate of the contributions newest[from..], and of each suffix: filled from the
-// newest backwards, so a window's value is the same sum in the same order whichever instant
-// it is computed at (a predicted flip is then the flip that happens).
-struct Suffix {
-  double value = 0;
-  bool any = false;
-};
-
 double Aggregate(EventCheck check, double sum, uint64_t count, double min, double max) {
   switch (check) {
     case EventCheck::kSum:
@@ -443,6 +435,27 @@ double Aggregate(EventCheck check, double sum, uint64_t count, double min, doubl
     default:
       return max;
   }
+}
+
+// The first of the contributions (ascending by instant) that occurred after `after`: the
+// window (after, now] starts there.
+size_t FirstAfter(const std::vector<Contribution>& c, TimeMs after) {
+  return static_cast<size_t>(
+      std::upper_bound(c.begin(), c.end(), after,
+                       [](TimeMs at, const Contribution& x) { return at < x.at; }) -
+      c.begin());
+}
+
+// The instant the earliest in-order chain of the later steps ends (each step's first
+// occurrence after the previous step's), or nullopt while a step has none after it.
+std::optional<TimeMs> EarliestCompletion(const SequenceHistory& h) {
+  TimeMs previous = *h.start;
+  for (const std::vector<TimeMs>& occurrences : h.later) {
+    auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
+    if (it == occurrences.end()) return std::nullopt;
+    previous = *it;
+  }
+  return previous;
 }
 
 }  // namespace
@@ -479,12 +492,11 @@ CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, c
     return {CompareNumber(node.count_op, v, node.aggregate_value), kNever};
   }
   const std::vector<Contribution>& c = h->newest;
-  const auto first = static_cast<size_t>(
-      std::upper_bound(c.begin(), c.end(), t - node.within_ms,
-                       [](TimeMs at, const Contribution& x) { return at < x.at; }) -
-      c.begin());
+  const size_t first = FirstAfter(c, t - node.within_ms);
   if (first == c.size()) return {false, kNever};
-  // suffix[i]: the aggregate of c[i..], for every i from `first` on.
+  // suffix[i]: the aggregate of c[i..], for every i from `first` on, filled from the newest
+  // backwards, so a window's value is the same sum in the same order whichever instant it
+  // is computed at (a predicted flip is then the flip that happens).
   thread_local std::vector<double> suffix;
   suffix.assign(c.size() - first, 0);
   double sum = 0, min = 0, max = 0;
@@ -518,19 +530,9 @@ CompiledCriteria::Outlook CompiledCriteria::SequenceOutlook(const Node& node, co
   // start + W on.
   const TimeMs expiry = node.lookback_ms > 0 ? start + node.lookback_ms : kNever;
   if (t >= expiry) return {false, kNever};
-  // The earliest completion: each later step's first occurrence after the previous step's.
-  TimeMs previous = start;
-  bool complete = true;
-  for (const std::vector<TimeMs>& occurrences : h->later) {
-    auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
-    if (it == occurrences.end()) {
-      complete = false;
-      break;
-    }
-    previous = *it;
-  }
+  const std::optional<TimeMs> completion = EarliestCompletion(*h);
   const TimeMs deadline = start + node.within_ms;
-  const bool completed = complete && previous <= deadline;
+  const bool completed = completion && *completion <= deadline;
   if (node.completed) return {completed, completed ? expiry : kNever};
   // Abandoned: from the deadline on, unless completed by it.
   if (completed) return {false, kNever};
@@ -611,12 +613,8 @@ std::optional<TimeMs> CompiledCriteria::LegHeldSince(const Node& node, const Use
   const SequenceHistory* h = FindSequence(user, node.id);
   if (!node.completed) return *h->start + node.within_ms;
   // Completed since the step that completed it.
-  TimeMs previous = *h->start;
-  for (const std::vector<TimeMs>& occurrences : h->later) {
-    previous = *std::upper_bound(occurrences.begin(), occurrences.end(), previous);
-  }
   (void)now;
-  return previous;
+  return EarliestCompletion(*h);
 }
 
 std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const User& user,
@@ -730,10 +728,7 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
         // As AggregateOutlook sums it: from the newest backwards, so the value shown is the
         // value compared.
         const std::vector<Contribution>& c = h->newest;
-        const auto first = static_cast<size_t>(
-            std::upper_bound(c.begin(), c.end(), now - within,
-                             [](TimeMs at, const Contribution& x) { return at < x.at; }) -
-            c.begin());
+        const size_t first = FirstAfter(c, now - within);
         double sum = 0, min = 0, max = 0;
         uint64_t count = 0;
         for (size_t i = c.size(); i-- > first;) {
@@ -774,18 +769,8 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
       leg.started_at = start;
       leg.deadline = start + within;
       if (node.lookback_ms > 0) leg.lookback_ends_at = start + node.lookback_ms;
-      // The greedy chain, as SequenceOutlook walks it (even when it ends past the deadline).
-      TimeMs previous = start;
-      bool complete = true;
-      for (const std::vector<TimeMs>& occurrences : h->later) {
-        auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
-        if (it == occurrences.end()) {
-          complete = false;
-          break;
-        }
-        previous = *it;
-      }
-      if (complete) leg.completed_at = previous;
+      // The chain SequenceOutlook reads (even when it ends past the deadline).
+      if (const auto completion = EarliestCompletion(*h)) leg.completed_at = *completion;
       break;
     }
     case CriteriaType::kBucket: {
