@@ -14,8 +14,8 @@ namespace bucketd {
 namespace {
 
 // Trimmed and lower-cased (ASCII, as the "C" locale's isspace and tolower do), written over
-// `out`: a contact's events mostly repeat its email, and reusing the string's buffer saves
-// an allocation and a free per such event.
+// `out`: a contact's events mostly repeat its email, so the fold normalizes into a scratch
+// string (no allocation) and rewrites the user's only when it differs.
 void NormalizeEmailInto(std::string_view email, std::string* out) {
   const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
   while (!email.empty() && space(email.front())) email.remove_prefix(1);
@@ -49,6 +49,11 @@ Status Fold::Check(const Record& r) const {
     case RecordKind::kBucketDefine: {
       BucketDefinition def;
       if (Status s = ParseBucketDefinition(r.definition_json, &def); !s.ok()) return s;
+      if (!state_.bucket_ids.contains(def.id) && state_.buckets.size() >= kBucketIdsMax) {
+        return Status::FailedPrecondition(
+            "id", "this state already names " + std::to_string(kBucketIdsMax) +
+                      " bucket ids, the most it holds (a deleted id can be defined again)");
+      }
       return CheckBucketRefs(def);
     }
     case RecordKind::kBucketEnable:
@@ -204,7 +209,7 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       line(user->slots.data());
       line(user->properties.data());
       // Events mostly repeat the contact's email, which is compared and rewritten.
-      if (user->email) line(user->email->data());
+      if (user->email) line(user->email.data());
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
@@ -235,8 +240,8 @@ Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
   if (Slot* slot = FindSlot(user, bucket)) return slot;
   Slot* slot = state_.slot_pool.New();
   slot->user = user;
-  slot->user_index = user->index;
   slot->bucket = bucket;
+  GrowForOneMore(&user->slots);
   user->slots.push_back(slot);
   return slot;
 }
@@ -257,6 +262,7 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
     // Appended, then rotated into place: inserting in the middle of the vector moves
     // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
     const size_t at = static_cast<size_t>(it - user->events.begin());
+    GrowForOneMore(&user->events);
     EventHistory& added = user->events.emplace_back();
     added.name_id = name_id;
     added.first_at = added.last_at = occurred_at;
@@ -451,11 +457,27 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
 
 void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {
   patched_keys_scratch_.clear();
+  const auto find = [user](uint32_t key_id) {
+    return std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
+                            [](const Property& q, uint32_t id) { return q.key_id < id; });
+  };
+  // The keys the patch adds, counted first so that the user's array grows once and exactly:
+  // it is held for as long as the contact.
+  size_t added = 0;
   for (const PropertyPatch& p : patch) {
     const uint32_t key_id = state_.property_keys.Intern(p.key);
     patched_keys_scratch_.push_back(key_id);
-    auto it = std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
-                               [](const Property& q, uint32_t id) { return q.key_id < id; });
+    if (p.value.type == PropertyValue::Type::kNull) continue;
+    const auto it = find(key_id);
+    added += it == user->properties.end() || it->key_id != key_id;
+  }
+  if (user->properties.size() + added > user->properties.capacity()) {
+    user->properties.reserve(user->properties.size() + added);
+  }
+  for (size_t i = 0; i < patch.size(); ++i) {
+    const PropertyPatch& p = patch[i];
+    const uint32_t key_id = patched_keys_scratch_[i];
+    auto it = find(key_id);
     const bool present = it != user->properties.end() && it->key_id == key_id;
     if (p.value.type == PropertyValue::Type::kNull) {
       if (present) user->properties.erase(it);
@@ -476,8 +498,8 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
   const bool first_event = !user->has_events;
   user->has_events = true;
   if (r.email) {
-    if (!user->email) user->email.emplace();
-    NormalizeEmailInto(*r.email, &*user->email);
+    NormalizeEmailInto(*r.email, &email_scratch_);
+    if (!user->email || *user->email != email_scratch_) user->email.assign(email_scratch_);
   }
   PatchProperties(user, r.properties, now);
   const uint32_t name_id = state_.event_names.Intern(r.event_name);
@@ -544,8 +566,9 @@ Status Fold::ApplyContactDelete(const Record& r) {
   }
   for (Slot* slot : user->slots) state_.slot_pool.Delete(slot);
   user->slots.clear();
-  user->past.clear();
-  user->properties.clear();
+  // The contact is gone, and with it the memory it held (clear() would keep capacity).
+  user->past = {};
+  user->properties = {};
   user->events.clear();
   user->legs.reset();
   user->email.reset();
