@@ -204,8 +204,8 @@ class Population {
                       s.user_ids.bytes();
     for (const User* user : s.users) {
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
-      breakdown_.user += Chunk(user->email.allocation()) + Chunk(user->properties.data()) +
-                         Chunk(user->past.data());
+      breakdown_.user += Chunk(user->email.allocation()) + Chunk(user->properties.allocation()) +
+                         Chunk(user->past.allocation());
       breakdown_.slots_vector += SpilledChunk(user->slots);
       breakdown_.events += SpilledChunk(user->events);
       // Instants beyond the inline capacity live in a heap buffer of their own.

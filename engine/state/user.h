@@ -16,6 +16,7 @@
 #include <absl/container/inlined_vector.h>
 
 #include "bucketd/types.h"
+#include "engine/state/compact_vector.h"
 
 namespace bucketd {
 
@@ -329,15 +330,15 @@ struct User {
   // The arrays every event reads are inline for a typical user (a few names and buckets):
   // the user is then one block the lookahead fetches at once, with no dependent miss
   // behind each array header and no malloc per array. Larger users spill to the heap,
-  // growing a quarter at a time (GrowForOneMore). Contact properties are out of line: a
-  // Property is 64 bytes and most users have none or a few.
+  // growing a quarter at a time (GrowForOneMore). Contact properties (64 bytes each) and
+  // past memberships are out of line, behind one pointer each: most users have none.
   absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
   absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
-  std::vector<Property> properties;             // sorted by key_id
-  std::vector<PastMembership> past;
+  CompactVector<Property> properties;           // sorted by key_id
+  CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
-static_assert(sizeof(User) <= 320, "a user per contact ever seen");
+static_assert(sizeof(User) <= 288, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
