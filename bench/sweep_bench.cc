@@ -209,7 +209,7 @@ class Population {
       breakdown_.slots_vector += SpilledChunk(user->slots);
       breakdown_.events += SpilledChunk(user->events);
       // Instants beyond the inline capacity live in a heap buffer of their own.
-      for (const EventHistory& h : user->events) breakdown_.events += SpilledChunk(h.newest);
+      for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
       for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.allocation());
       if (const LegHistories* legs = user->legs.get()) {
         breakdown_.legs +=

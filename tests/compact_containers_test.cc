@@ -4,6 +4,7 @@
 // elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -74,6 +75,53 @@ TEST_CASE("reserve makes room exactly once; an empty vector costs no block") {
   CHECK(v.back() == Value(3));
   v.clear();
   CHECK(v.allocation() == nullptr);
+}
+
+TEST_CASE("an instant list matches std::vector and keeps two inline") {
+  std::mt19937 rng(11);
+  InstantList list;
+  std::vector<TimeMs> reference;
+  CHECK(sizeof(InstantList) == 16);
+  for (int step = 0; step < 50000; ++step) {
+    const int op = static_cast<int>(rng() % 12);
+    const TimeMs t = static_cast<TimeMs>(rng() % 1000);  // 0 included: a valid instant
+    if (op < 5) {
+      const auto place = std::upper_bound(reference.begin(), reference.end(), t);
+      const size_t at = static_cast<size_t>(place - reference.begin());
+      CHECK(*list.insert(list.begin() + at, t) == t);
+      reference.insert(place, t);
+    } else if (op < 9 && !reference.empty()) {
+      const size_t at = rng() % reference.size();
+      const size_t n = std::min<size_t>(1 + rng() % 4, reference.size() - at);
+      list.erase(list.begin() + at, list.begin() + at + n);
+      reference.erase(reference.begin() + static_cast<std::ptrdiff_t>(at),
+                      reference.begin() + static_cast<std::ptrdiff_t>(at + n));
+    } else if (op == 9) {
+      const size_t n = rng() % 6;
+      list.resize(n);
+      reference.resize(n, 0);
+    } else if (op == 10 && !reference.empty()) {  // keep a suffix, from itself
+      const size_t keep = rng() % (reference.size() + 1);
+      list.assign(list.end() - keep, list.end());
+      reference.assign(reference.end() - static_cast<std::ptrdiff_t>(keep), reference.end());
+    } else if (op == 11) {
+      InstantList copy = list;
+      CHECK(copy == list);
+      list = std::move(copy);
+    }
+    REQUIRE(list.size() == reference.size());
+    REQUIRE(std::vector<TimeMs>(list.begin(), list.end()) == reference);
+    // Two or fewer are inline: no heap block, whatever came before.
+    REQUIRE((list.allocation() == nullptr) == (reference.size() <= InstantList::kInline));
+    if (!reference.empty()) REQUIRE(list.front() == reference.front());
+  }
+  const std::vector<TimeMs> from{5, 6, 7, 8};
+  list.assign(from.data(), from.data() + from.size());
+  CHECK(std::vector<TimeMs>(list.begin(), list.end()) == from);
+  CHECK(list.back() == 8);
+  list.clear();
+  CHECK(list.empty());
+  CHECK(list.capacity() == InstantList::kInline);
 }
 
 TEST_CASE("an optional string behaves as std::optional<std::string>") {

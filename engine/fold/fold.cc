@@ -110,6 +110,9 @@ Status Fold::Check(const Record& r) const {
 Status Fold::CheckEvent(const Record& r, User** user) const {
   if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
   if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+  // The engine refuses these before logging; a log that is not the engine's must not bring
+  // one in either: histories keep no negative instant (InstantList marks places with them).
+  if (Status s = ValidateOccurredAt(r.occurred_at); !s.ok()) return s;
   if (*user == nullptr) *user = FindUser(r.user_id);
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");

@@ -403,7 +403,13 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     e.last_at = r->Time();
     const uint64_t newest = r->Count();
     e.newest.resize(newest);
-    for (TimeMs& t : e.newest) t = r->Time();
+    for (size_t k = 0; k < newest; ++k) {
+      // No event is before 1970 (ValidateOccurredAt), and an InstantList holds none: a
+      // negative word is how it marks an empty place, so one is refused before it lands.
+      const TimeMs t = r->Time();
+      if (t < 0) return Damaged(where() + ": an event instant before 1970");
+      e.newest.data()[k] = t;
+    }
     if (e.name_id >= st.event_names.size() || (i > 0 && user->events[i - 1].name_id >= e.name_id)) {
       return Damaged(where() + ": event name ids out of range or order");
     }

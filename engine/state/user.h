@@ -17,6 +17,7 @@
 
 #include "bucketd/types.h"
 #include "engine/state/compact_vector.h"
+#include "engine/state/instant_list.h"
 
 namespace bucketd {
 
@@ -124,13 +125,13 @@ struct EventHistory {
   // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
   // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
   // not the number of events; criteria read only the newest `depth` (Newest()). Two fit
-  // inline (a history is 56 bytes, paid per user and name): `exists` and `not_exists`
+  // inline (a history is 48 bytes, paid per user and name): `exists` and `not_exists`
   // legs cost no allocation and no second cache miss; deeper histories of users with
   // three or more events of the name spill to the heap.
-  static constexpr uint32_t kNewestInline = 2;
-  absl::InlinedVector<TimeMs, kNewestInline> newest;
+  static constexpr uint32_t kNewestInline = InstantList::kInline;
+  InstantList newest;
 };
-static_assert(sizeof(EventHistory) <= 56, "a history per (user, name)");
+static_assert(sizeof(EventHistory) <= 48, "a history per (user, name)");
 
 // Every name keeps at least this many newest instants, whatever its depth: they fit the
 // room EventHistory::newest has inline anyway, and a definition that needs no more (most
@@ -338,7 +339,7 @@ struct User {
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
-static_assert(sizeof(User) <= 288, "a user per contact ever seen");
+static_assert(sizeof(User) <= 264, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
