@@ -70,7 +70,7 @@ TEST_CASE("reserve makes room exactly once; an empty vector costs no block") {
   for (int i = 0; i < 3; ++i) v.emplace_back(Value(i));
   CHECK(v.allocation() == block);  // no reallocation within the reserved room
   v.push_back(Value(3));
-  CHECK(v.capacity() == 5);  // 3 + max(2, 3 / 4)
+  CHECK(v.capacity() == 5);  // 3 + max(2, 3 / 2)
   CHECK(v[3] == Value(3));
   CHECK(v.back() == Value(3));
   v.clear();

@@ -286,6 +286,10 @@ void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
   // More than the depth are kept when it was lowered since: the oldest go first.
   if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
   // Late events land in place; only the newest `depth` instants are kept.
+  if (newest.size() < depth && newest.size() == newest.capacity()) {
+    // Doubling up to the depth, never past it: a history never holds more.
+    newest.reserve(std::min<size_t>(depth, 2 * newest.size()));
+  }
   const auto place = std::upper_bound(newest.begin(), newest.end(), occurred_at);
   if (newest.size() < depth) {
     newest.insert(place, occurred_at);

@@ -2,9 +2,9 @@
 // A vector in one pointer, for the arrays a User holds that most users leave empty (past
 // memberships, contact properties): std::vector's three pointers are 24 bytes in every
 // user, paid ten million times, where this is 8; the size and capacity sit in the heap
-// block, before the elements, and only users with elements have one. It grows by a
-// quarter (at least two) at a time instead of doubling: a user's arrays outlive the event
-// that grew them, so slack is memory held for good. Still amortized O(1) per insert.
+// block, before the elements, and only users with elements have one. It grows by half (at
+// least two) at a time instead of doubling: a user's arrays outlive the event that grew
+// them, so slack is memory held for good. Still amortized O(1) per insert.
 //
 // The subset of std::vector's surface the state uses; iterators are pointers.
 #include <algorithm>
@@ -118,7 +118,7 @@ class CompactVector {
   }
   void MakeRoomForOne() {
     const size_t n = size();
-    if (n == capacity()) Relocate(n + std::max<size_t>(2, n / 4));
+    if (n == capacity()) Relocate(n + std::max<size_t>(2, n / 2));
   }
   // Moves the elements into a new block of `capacity` (>= size()).
   void Relocate(size_t capacity) {

@@ -65,6 +65,10 @@ class InstantList {
     if (OnHeap()) std::free(Heap());
     words_[0] = words_[1] = kEmpty;
   }
+  // Room for `n` instants, if there is less.
+  void reserve(size_t n) {
+    if (n > capacity()) Reallocate(n);
+  }
   // New instants are 0. REQUIRES: what the caller then writes is not negative.
   void resize(size_t n) {
     const size_t old = size();
@@ -77,7 +81,7 @@ class InstantList {
   TimeMs* insert(const TimeMs* pos, TimeMs t) {
     const size_t i = static_cast<size_t>(pos - begin());
     const size_t n = size();
-    if (n == capacity()) Reallocate(n + std::max<size_t>(2, n / 4));
+    if (n == capacity()) Reallocate(2 * n);
     TimeMs* d = data();
     std::copy_backward(d + i, d + n, d + n + 1);
     d[i] = t;
