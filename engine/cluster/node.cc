@@ -293,7 +293,8 @@ Status ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
     usable = Status::FailedPrecondition("", "snapshot ahead of the output stream");
   }
   if (usable.ok()) {
-    usable = o->fold->RestoreSnapshot(payload, manifest.input_seq, manifest.control_seq);
+    usable = o->fold->RestoreSnapshot(payload, manifest.state_bytes, manifest.input_seq,
+                                      manifest.control_seq);
   }
   if (!usable.ok()) {
     // Folded from the start instead: slower, never wrong. A failed restore may have left the
@@ -320,8 +321,8 @@ Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
     return Status::Ok();
   }
   std::string payload;
-  if (Status s = o->fold->EncodeSnapshot(&payload); !s.ok()) return s;
   SnapshotManifest manifest;
+  if (Status s = o->fold->EncodeSnapshot(&payload, &manifest.state_bytes); !s.ok()) return s;
   manifest.id =
       std::to_string(position) + "-" + options_.node_id + "-" + std::to_string(++snapshots_made_);
   manifest.input_seq = position;

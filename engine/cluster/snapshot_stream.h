@@ -29,9 +29,16 @@ struct SnapshotManifest {
   uint64_t control_seq = 0;     // the last control record folded (0 in manifests before it)
   uint64_t chunks = 0;
   uint64_t bytes = 0;
+  // The payload's first state_bytes are the state; the rest is what the partition's fold
+  // keeps beside it (PartitionFold::EncodeSnapshot). Absent in older manifests: bytes.
+  uint64_t state_bytes = 0;
   uint64_t xxh64 = 0;      // of the whole payload
   uint64_t first_seq = 0;  // the snapshot stream sequence of its first chunk
 };
+
+// The manifest as JSON, the one encoding of it (in JetStream and in a node's local store).
+std::string SnapshotManifestJson(const SnapshotManifest& manifest);
+Status ParseSnapshotManifest(std::string_view json, SnapshotManifest* manifest);
 
 struct SnapshotOptions {
   std::string cluster = "default";

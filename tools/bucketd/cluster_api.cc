@@ -288,9 +288,10 @@ void NodeRunner::Publish(const Status& round) {
   s.live_nodes = node_->live_nodes();
   for (const uint32_t p : node_->owned()) {
     const cluster::PartitionFold* fold = node_->partition(p);
-    s.owned.push_back({p, fold->next_seq(), fold->stream_last_seq(), fold->refused(),
-                       fold->undecodable(), fold->fold().state().transition_seq,
-                       fold->control_seq(), fold->control_copies_skipped()});
+    s.owned.push_back(
+        {p, fold->next_seq(), fold->stream_last_seq(), fold->refused(), fold->undecodable(),
+         fold->fold().state().transition_seq, fold->control_seq(), fold->control_copies_skipped(),
+         fold->duplicates_skipped(), fold->ids_remembered(), fold->replica_mismatches()});
   }
   s.stats = node_->stats();
   s.last_snapshot_refusal = node_->last_snapshot_refusal();
@@ -832,7 +833,12 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
     w.Key("streamLastSeq").Uint(p.stream_last_seq);
     w.Key("transitions").Uint(p.transitions).Key("refused").Uint(p.refused);
     w.Key("undecodable").Uint(p.undecodable).Key("controlSeq").Uint(p.control_seq);
-    w.Key("controlCopiesSkipped").Uint(p.control_copies_skipped).EndObject();
+    w.Key("controlCopiesSkipped").Uint(p.control_copies_skipped);
+    w.Key("duplicatesSkipped")
+        .Uint(p.duplicates_skipped)
+        .Key("idsRemembered")
+        .Uint(p.ids_remembered);
+    w.Key("replicaMismatches").Uint(p.replica_mismatches).EndObject();
   }
   w.EndArray();
   w.Key("pending").Uint(s.pending).Key("rounds").Uint(s.rounds);
@@ -893,6 +899,20 @@ void ClusterApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex)
   metric("bucketd_cluster_snapshots_refused_total", "counter",
          "Takeovers that found the newest snapshot unusable and folded from the start.",
          s.stats.snapshots_refused);
+  uint64_t duplicates = 0, ids = 0, mismatches = 0;
+  for (const NodeStatus::Partition& p : s.owned) {
+    duplicates += p.duplicates_skipped;
+    ids += p.ids_remembered;
+    mismatches += p.replica_mismatches;
+  }
+  // Counters over the partitions owned now (they start again with a partition's new owner).
+  metric("bucketd_cluster_duplicates_skipped", "gauge",
+         "Records the owned partitions' folds skipped as second copies by id.", duplicates);
+  metric("bucketd_cluster_ids_remembered", "gauge",
+         "Record ids the owned partitions' folds remember within the idempotency window.", ids);
+  metric("bucketd_cluster_replica_mismatches", "gauge",
+         "Runs of messages a replica delivered that the stream leader did not confirm.",
+         mismatches);
   out += metrics_.RenderServer();
   ex->Respond(Reply{kHttpOk, std::move(out), std::string(kPrometheusContentType)});
 }

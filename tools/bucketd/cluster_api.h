@@ -48,6 +48,13 @@ struct NodeStatus {
     // Copies of control records folded already, skipped (a fan-out completed again after the
     // duplicate window); anything else than a rare one is worth a look.
     uint64_t control_copies_skipped = 0;
+    // Records skipped as second copies by id (docs/cluster.md, "Idempotency"), and the ids
+    // remembered now.
+    uint64_t duplicates_skipped = 0;
+    uint64_t ids_remembered = 0;
+    // Runs a replica delivered that the stream's leader did not confirm: each one is a
+    // replica whose sequences drifted ("Reading through the leader"); worth a look.
+    uint64_t replica_mismatches = 0;
   };
   std::vector<Partition> owned;
   cluster::NodeStats stats;
