@@ -522,7 +522,9 @@ Record KeyedEvent(const std::string& user, const std::string& name, TimeMs at,
 TEST_CASE("a partition's fold skips a record whose id it applied within the window") {
   NatsCluster nats(1);
   StreamOptions options = TestStream(nats, 1);
-  options.duplicate_window_ms = 100;  // JetStream stores a retry after this long
+  // JetStream stores a retry after this long (and purges its ids on a timer of that period:
+  // a retry is new for sure after twice the window).
+  options.duplicate_window_ms = 100;
   options.idempotency_window_ms = 60'000;
   std::unique_ptr<PartitionStream> stream;
   RequireOk(PartitionStream::Open(options, &stream));
@@ -545,10 +547,10 @@ TEST_CASE("a partition's fold skips a record whose id it applied within the wind
   // twice; cy's twice without any id (two events, both applied).
   publish(KeyedEvent("ada", "e", kStartMs, "k1"), "e:k1");
   publish(KeyedEvent("ada", "e", kStartMs + 1000, "k1"), "producer-uuid-1");
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
   publish(KeyedEvent("ada", "e", kStartMs + 2000, "k1"), "e:k1");
   publish(KeyedEvent("bob", "e", kStartMs + 3000, std::nullopt), "node-1-2-0");
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
   publish(KeyedEvent("bob", "e", kStartMs + 4000, std::nullopt), "node-1-2-0");
   publish(KeyedEvent("cy", "e", kStartMs + 5000, std::nullopt), "");
   publish(KeyedEvent("cy", "e", kStartMs + 6000, std::nullopt), "");
@@ -601,7 +603,7 @@ TEST_CASE("a partition's fold skips a record whose id it applied within the wind
   PartitionFold restored(stream.get(), 0);
   RequireOk(restored.RestoreSnapshot(payload, state_bytes, fold.next_seq() - 1, 0));
   CHECK(restored.ids_remembered() == fold.ids_remembered());
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
   // bob's id was remembered at +3s: gone from the window at +63.001s; ada's k1 (at +62.001s)
   // is not.
   publish(KeyedEvent("bob", "e", kStartMs + 63'001, std::nullopt), "node-1-2-0");
@@ -612,6 +614,23 @@ TEST_CASE("a partition's fold skips a record whose id it applied within the wind
   RequireOk(fold.CatchUp(&out));
   CHECK(fold.duplicates_skipped() == 5);
   CHECK(ComputeDigest(fold.fold().state()) == ComputeDigest(restored.fold().state()));
+
+  // JetStream's duplicate window, in contrast, is the stream's setting a node sets (an
+  // operator changes it by restarting the nodes with another).
+  auto duplicates_ms = [&] {
+    std::shared_ptr<NatsConnection> connection;
+    RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+    jsStreamInfo* info = nullptr;
+    REQUIRE(js_GetStreamInfo(&info, connection->js(), "BUCKETD_IN_test", nullptr, nullptr) ==
+            NATS_OK);
+    const int64_t ms = info->Config->Duplicates / 1'000'000;
+    jsStreamInfo_Destroy(info);
+    return ms;
+  };
+  CHECK(duplicates_ms() == 100);
+  other.duplicate_window_ms = 300;
+  RequireOk(PartitionStream::Open(other, &second));
+  CHECK(duplicates_ms() == 300);
 }
 
 TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engine") {
