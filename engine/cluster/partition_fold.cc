@@ -61,7 +61,20 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t state_b
     if (anchor.seq > input_seq) {
       return Status::Corruption("snapshot's last message read is past its position");
     }
-    if (Status s = recent_ids_.Decode(extras.substr(kAnchorBytes)); !s.ok()) return s;
+    if (anchor.seq != 0) {
+      bool holds = false;
+      if (Status s = stream_->LeaderHolds(anchor, &holds); !s.ok()) return s;
+      if (!holds) {
+        return Status::Corruption(
+            "the stream's leader does not hold the snapshot's last message "
+            "read (sequence " +
+            std::to_string(anchor.seq) + ")");
+      }
+    }
+  }
+  RecentIds ids(stream_->idempotency_window_ms());
+  if (extras.size() > kAnchorBytes) {
+    if (Status s = ids.Decode(extras.substr(kAnchorBytes)); !s.ok()) return s;
   }
   State state;
   if (Status s =
@@ -78,6 +91,7 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t state_b
   if (Status s = fold_.Restore(std::move(state)); !s.ok()) return s;
   next_seq_ = input_seq + 1;
   anchor_ = anchor;
+  recent_ids_ = std::move(ids);
   control_seq_ = control_seq;
   tail_.reset();
   return Status::Ok();

@@ -46,10 +46,12 @@ class PartitionFold {
   // last message read, the record ids remembered).
   Status EncodeSnapshot(std::string* payload, uint64_t* state_bytes) const;
   // Takes a snapshot payload taken at input-stream position `input_seq`, where the last
-  // control record folded was `control_seq`; the next catch-up reads from input_seq + 1, once
-  // the stream's leader confirmed the last message read. `state_bytes`: EncodeSnapshot's (a
-  // payload of the state alone, as older snapshots are, has it equal to its size).
-  // FailedPrecondition unless nothing was folded yet.
+  // control record folded was `control_seq`; the next catch-up reads from input_seq + 1.
+  // `state_bytes`: EncodeSnapshot's (a payload of the state alone, as older snapshots are, has
+  // it equal to its size). FailedPrecondition unless nothing was folded yet; Corruption when
+  // the stream's leader does not hold the last message the snapshot's fold read (a snapshot of
+  // another stream of the same name, or of a history the leader no longer has); IoError when
+  // the leader could not be asked. Nothing is taken on an error.
   Status RestoreSnapshot(std::string_view payload, uint64_t state_bytes, uint64_t input_seq,
                          uint64_t control_seq);
 

@@ -297,6 +297,14 @@ Status PartitionStream::LastPoint(uint32_t partition, StreamPoint* out) {
   return bucketd::cluster::LastPoint(*nats_, stream_name_, Subject(partition), out);
 }
 
+Status PartitionStream::LeaderHolds(const StreamPoint& point, bool* holds) {
+  LeaderMessage held;
+  bool found = false;
+  if (Status s = LeaderGet(*nats_, stream_name_, point.seq, "", &held, &found); !s.ok()) return s;
+  *holds = found && FingerprintOf(held.view()) == point.fingerprint;
+  return Status::Ok();
+}
+
 uint64_t RecordIdOf(const Record& record, natsMsg* msg) {
   if (record.control_seq != 0) return 0;
   std::string id;

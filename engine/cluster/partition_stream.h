@@ -156,6 +156,9 @@ class PartitionStream {
   Status LastSeq(uint32_t partition, uint64_t* seq);
   // The partition's last record as the stream's leader holds it.
   Status LastPoint(uint32_t partition, StreamPoint* out);
+  // Whether the stream's leader holds the message `point` names (its fingerprint at its
+  // sequence): a reader resuming after it reads the stream it read before.
+  Status LeaderHolds(const StreamPoint& point, bool* holds);
 
   // The cluster's manual clock (docs/cluster.md, "Manual clock"): the last instant set, kept
   // on the input stream's subject `bucketd.<cluster>.in.clock` (no partition reads it), with

@@ -59,6 +59,10 @@ class SnapshotStream {
   // The partition's newest snapshot: `*found` false when it has none. Corruption when its
   // chunks are missing or fail the checksum (the caller folds from the start instead).
   Status Latest(uint32_t partition, SnapshotManifest* manifest, std::string* payload, bool* found);
+  // Its manifest alone (one request).
+  Status LatestManifest(uint32_t partition, SnapshotManifest* manifest, bool* found) {
+    return LastManifest(partition, manifest, found);
+  }
 
  private:
   SnapshotStream(std::shared_ptr<NatsConnection> nats, const SnapshotOptions& options);

@@ -855,6 +855,8 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
   w.Key("snapshotsPublished").Uint(s.stats.snapshots_published);
   w.Key("snapshotsRestored").Uint(s.stats.snapshots_restored);
   w.Key("snapshotsRefused").Uint(s.stats.snapshots_refused);
+  w.Key("snapshotsRestoredLocal").Uint(s.stats.snapshots_restored_local);
+  w.Key("localSnapshotFailures").Uint(s.stats.local_snapshot_failures);
   w.EndObject();
   w.Key("lastSnapshotRefusal").String(s.last_snapshot_refusal);
   w.EndObject();
@@ -899,6 +901,11 @@ void ClusterApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex)
   metric("bucketd_cluster_snapshots_refused_total", "counter",
          "Takeovers that found the newest snapshot unusable and folded from the start.",
          s.stats.snapshots_refused);
+  metric("bucketd_cluster_snapshots_restored_local_total", "counter",
+         "Takeovers that started from the node's own copy of a snapshot.",
+         s.stats.snapshots_restored_local);
+  metric("bucketd_cluster_local_snapshot_failures_total", "counter",
+         "Snapshots the node's own store could not keep.", s.stats.local_snapshot_failures);
   uint64_t duplicates = 0, ids = 0, mismatches = 0;
   for (const NodeStatus::Partition& p : s.owned) {
     duplicates += p.duplicates_skipped;

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
@@ -625,6 +626,8 @@ int ServeCluster(const Flags& flags) {
   node_options.node_id = flags.node_id.empty() ? DefaultNodeId(port) : flags.node_id;
   node_options.lease_ttl_ms = lease_ttl_ms;
   node_options.renew_every_ms = lease_ttl_ms / 3;
+  // The node's own copies of its partitions' snapshots (docs/cluster.md, "Local snapshots").
+  node_options.local_dir = (std::filesystem::path(flags.data_dir) / "cluster").string();
   node_options.stream.idempotency_window_ms = idempotency_window_ms;
   node_options.stream.duplicate_window_ms = duplicate_window_ms;
   node_options.output_duplicate_window_ms = output_duplicate_window_ms;
