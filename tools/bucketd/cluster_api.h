@@ -234,7 +234,6 @@ class ClusterApi final : public HttpService {
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
-  void NotYet(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
   void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
@@ -242,6 +241,8 @@ class ClusterApi final : public HttpService {
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetUser(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ExplainMembership(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListBuckets(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
