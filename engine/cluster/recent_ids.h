@@ -6,7 +6,7 @@
 // every fold of the partition skips the same records, and the set travels in snapshots.
 //
 // Why hashes in a flat set and a queue by instant: an id is 8 bytes of xxh64 (a collision
-// between two records of one partition within the window is ~1e-8 at a million ids), the
+// between two records of one partition within the window is ~3e-8 at a million ids), the
 // set answers a lookup in one probe, and expiry pops the queue's front, oldest first, as the
 // fold's time moves on: 29-36 bytes per id remembered (measured: docs/cluster.md).
 //
