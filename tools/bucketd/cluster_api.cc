@@ -784,11 +784,14 @@ void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) 
 }
 
 void ClusterApi::RouteToUser(Record record, const ExchangePtr& ex, std::string answer) {
-  router_.Submit([this, record = std::move(record), answer = std::move(answer),
+  // A message id as an event without a key gets: a publish retried after a lost ack is
+  // stored once, and the fold skips a second copy by it ("Idempotency").
+  const std::string msg_id = MessageIdPrefix() + "0";
+  router_.Submit([this, record = std::move(record), answer = std::move(answer), msg_id,
                   ex](cluster::PartitionStream& stream) mutable {
     const uint32_t p = cluster::PartitionOf(record.user_id, stream.partitions());
     Status s = Stamp(stream, &record.at);
-    if (s.ok()) s = PublishWithRetry(stream, p, record, {}, nullptr);
+    if (s.ok()) s = PublishWithRetry(stream, p, record, cluster::PublishOptions{msg_id}, nullptr);
     if (!s.ok()) return ex->Respond(PublishFailed(s, 0, 1));
     ex->Respond(JsonReply(kHttpAccepted, answer));
   });
