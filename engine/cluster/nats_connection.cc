@@ -100,15 +100,6 @@ Status LastPoint(const NatsConnection& nats, const std::string& stream, const st
   return Status::Ok();
 }
 
-StoredMessage StoredOf(natsMsg* msg) {
-  StoredMessage m;
-  m.stream_seq = natsMsg_GetSequence(msg);
-  m.stored_at_ms = natsMsg_GetTime(msg) / 1'000'000;
-  m.data = std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
-  m.msg = msg;
-  return m;
-}
-
 uint64_t FingerprintOf(const StoredMessage& m) {
   // Each part hashed with the previous parts' hash and its own length as the seed, so that
   // moving bytes from one part to the next changes the result.
@@ -191,14 +182,20 @@ constexpr int64_t kNoMessageFound = 10037;
 
 }  // namespace
 
-StoredMessage LeaderMessage::view() const {
+StoredMessage ViewOf(uint64_t stream_seq, TimeMs stored_at_ms, natsMsg* msg) {
   StoredMessage m;
   m.stream_seq = stream_seq;
   m.stored_at_ms = stored_at_ms;
-  m.data = std::string_view(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get()));
-  m.msg = msg.get();
+  m.data = std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+  m.msg = msg;
   return m;
 }
+
+StoredMessage StoredOf(natsMsg* msg) {
+  return ViewOf(natsMsg_GetSequence(msg), natsMsg_GetTime(msg) / 1'000'000, msg);
+}
+
+StoredMessage LeaderMessage::view() const { return ViewOf(stream_seq, stored_at_ms, msg.get()); }
 
 Status LeaderGet(const NatsConnection& nats, const std::string& stream, uint64_t seq,
                  const std::string& next_subject, LeaderMessage* out, bool* found) {
@@ -440,12 +437,7 @@ void SubjectTail::Visit(const StoredMessage& m,
 }
 
 StoredMessage SubjectTail::RunMessage::view() const {
-  StoredMessage m;
-  m.stream_seq = stream_seq;
-  m.stored_at_ms = stored_at_ms;
-  m.data = std::string_view(natsMsg_GetData(msg.get()), natsMsg_GetDataLength(msg.get()));
-  m.msg = msg.get();
-  return m;
+  return ViewOf(stream_seq, stored_at_ms, msg.get());
 }
 
 Status SubjectTail::Drain(const StreamPoint& through, size_t max_messages,

@@ -185,8 +185,10 @@ Status LastMessage(const NatsConnection& nats, const std::string& stream,
 // The same as a point: its sequence and fingerprint (0 and 0 when it has none).
 Status LastPoint(const NatsConnection& nats, const std::string& stream, const std::string& subject,
                  StreamPoint* out);
-// A message a JetStream call returned (a get, a consumer's delivery) as a reader sees it.
+// A message a JetStream get returned (js_GetMsg, js_GetLastMsg) as a reader sees it.
 StoredMessage StoredOf(natsMsg* msg);
+// A stored message `msg` (subject, headers, body) at `stream_seq`, stored at `stored_at_ms`.
+StoredMessage ViewOf(uint64_t stream_seq, TimeMs stored_at_ms, natsMsg* msg);
 
 // Cluster names and node ids become parts of stream, subject and key names, where '.', '*',
 // '>' and spaces have meanings: [A-Za-z0-9_-], 1..64 characters.

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "engine/base/check.h"
+#include "engine/cluster/fixed64.h"
 #include "engine/state/snapshot_codec.h"
 
 namespace bucketd::cluster {
@@ -20,14 +21,6 @@ PartitionFold::PartitionFold(PartitionStream* stream, uint32_t partition)
 }
 
 namespace {
-void PutU64(uint64_t v, std::string* out) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t GetU64(std::string_view bytes) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(bytes[i]);
-  return v;
-}
 constexpr size_t kAnchorBytes = 16;  // seq, fingerprint
 }  // namespace
 
@@ -40,8 +33,8 @@ Status PartitionFold::EncodeSnapshot(std::string* payload, uint64_t* state_bytes
   if (Status s = bucketd::EncodeSnapshot(fold_.state(), &buffer); !s.ok()) return s;
   payload->assign(reinterpret_cast<const char*>(buffer.data()), buffer.size());
   *state_bytes = payload->size();
-  PutU64(anchor_.seq, payload);
-  PutU64(anchor_.fingerprint, payload);
+  PutFixed64(anchor_.seq, payload);
+  PutFixed64(anchor_.fingerprint, payload);
   recent_ids_.Encode(payload);
   return Status::Ok();
 }
@@ -57,7 +50,7 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t state_b
   StreamPoint anchor;
   if (!extras.empty()) {
     if (extras.size() < kAnchorBytes) return Status::Corruption("snapshot extras cut short");
-    anchor = StreamPoint{GetU64(extras), GetU64(extras.substr(8))};
+    anchor = StreamPoint{GetFixed64(extras), GetFixed64(extras.substr(8))};
     if (anchor.seq > input_seq) {
       return Status::Corruption("snapshot's last message read is past its position");
     }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/cluster/fixed64.h"
+
 namespace bucketd::cluster {
 
 void RecentIds::Expire(TimeMs now) {
@@ -21,25 +23,12 @@ bool RecentIds::SeenElseRemember(uint64_t id, TimeMs at) {
   return false;
 }
 
-namespace {
-void PutU64(uint64_t v, std::string* out) {
-  char bytes[8];
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  out->append(bytes, 8);
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-}  // namespace
-
 void RecentIds::Encode(std::string* out) const {
-  PutU64(static_cast<uint64_t>(now_), out);
-  PutU64(by_instant_.size(), out);
+  PutFixed64(static_cast<uint64_t>(now_), out);
+  PutFixed64(by_instant_.size(), out);
   for (const Entry& e : by_instant_) {
-    PutU64(e.id, out);
-    PutU64(static_cast<uint64_t>(e.at), out);
+    PutFixed64(e.id, out);
+    PutFixed64(static_cast<uint64_t>(e.at), out);
   }
 }
 
@@ -54,12 +43,12 @@ Status RecentIds::Decode(std::string_view data) {
   };
   constexpr size_t kHeader = 16;  // now, count
   if (data.size() < kHeader) return fail();
-  now_ = static_cast<TimeMs>(GetU64(data.data()));
-  const uint64_t count = GetU64(data.data() + 8);
+  now_ = static_cast<TimeMs>(GetFixed64(data));
+  const uint64_t count = GetFixed64(data.substr(8));
   if ((data.size() - kHeader) % 16 != 0 || (data.size() - kHeader) / 16 != count) return fail();
   for (uint64_t i = 0; i < count; ++i) {
-    const char* p = data.data() + kHeader + i * 16;
-    const Entry e{GetU64(p), static_cast<TimeMs>(GetU64(p + 8))};
+    const std::string_view entry = data.substr(kHeader + i * 16, 16);
+    const Entry e{GetFixed64(entry), static_cast<TimeMs>(GetFixed64(entry.substr(8)))};
     if (e.id == 0 || e.at > now_ || (!by_instant_.empty() && e.at < by_instant_.back().at) ||
         !ids_.insert(e.id).second) {
       return fail();
