@@ -26,6 +26,7 @@
 
 #include "engine/cluster/nats_connection.h"
 #include "engine/cluster/output_stream.h"
+#include "engine/cluster/partition.h"
 
 namespace bucketd::testing {
 namespace {
@@ -277,6 +278,34 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(memberships);
   CHECK(memberships->status == 200);
   CHECK(memberships->body.find(R"("bucketId":"active","active":true)") != std::string::npos);
+  // A direct producer's copy of u7's event under a message id of its own: JetStream stores it
+  // (its window knows that id not), the owner's fold skips it by its idempotencyKey.
+  {
+    const std::string subject =
+        "bucketd.srv.in." + std::to_string(cluster::PartitionOf("u7", kPartitions));
+    const std::string body = R"({"userId":"u7","event":"app.opened","idempotencyKey":"k7"})";
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MsgId = "producer-copy-7";
+    jsPubAck* ack = nullptr;
+    REQUIRE(js_Publish(&ack, connection->js(), subject.c_str(), body.data(),
+                       static_cast<int>(body.size()), &options, nullptr) == NATS_OK);
+    CHECK_FALSE(ack->Duplicate);
+    jsPubAck_Destroy(ack);
+    bool skipped = false;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+         !skipped && std::chrono::steady_clock::now() < until;) {
+      for (const Sidecar* node : {a.get(), b.get()}) {
+        auto view = node->Client().Get("/v1/cluster");
+        skipped |= view && view->body.find(R"("duplicatesSkipped":1,)") != std::string::npos;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(skipped);
+    auto u7 = client_b.Get("/v1/users/u7");
+    REQUIRE(u7);
+    CHECK(u7->body.find(R"("app.opened":{"count":1,)") != std::string::npos);
+  }
   // A user's contact, from the owner of its partition, whichever node is asked.
   for (const Sidecar* node : {a.get(), b.get()}) {
     auto user = node->Client().Get("/v1/users/u42");
