@@ -199,9 +199,13 @@ User* Fold::FindUser(std::string_view id) const { return state_.user_ids.Find(id
 
 void Fold::PrefetchUserState(const User* user, int stage) const {
   const auto line = [](const void* p) { __builtin_prefetch(p); };
+  // Every line the object overlaps: a 56-byte slot or a 264-byte user is not aligned to
+  // lines, so its last bytes may sit on one more line than its size suggests.
   const auto lines = [&](const void* p, size_t bytes) {
-    for (size_t offset = 0; offset < bytes; offset += 64)
-      line(static_cast<const char*>(p) + offset);
+    if (bytes == 0) return;
+    const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+    const auto last = reinterpret_cast<uintptr_t>(p) + bytes - 1;
+    for (uintptr_t at = first; at <= last; at += 64) line(reinterpret_cast<const void*>(at));
   };
   switch (stage) {
     case 1:
@@ -211,12 +215,17 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       line(user->events.data());
       line(user->slots.data());
       line(user->properties.data());
-      // Events mostly repeat the contact's email, which is compared and rewritten.
+      // Events mostly repeat the contact's email, which is compared.
       if (user->email) line(user->email.data());
+      if (!user->past.empty()) line(user->past.allocation());  // a leave appends to it
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
-      for (const EventHistory& h : user->events) line(&h);
+      for (const EventHistory& h : user->events) {
+        line(&h);
+        // A deep history's instants are in a block of their own.
+        if (const void* spilled = h.newest.allocation()) line(spilled);
+      }
       lines(user->properties.data(), user->properties.size() * sizeof(Property));
       break;
   }

@@ -74,7 +74,9 @@ class OptionalString {
     std::swap(block_, other.block_);
     return *this;
   }
-  ~OptionalString() { std::free(block_); }
+  ~OptionalString() {
+    if (block_ != nullptr) std::free(block_);
+  }
 
   explicit operator bool() const { return block_ != nullptr; }
   bool has_value() const { return block_ != nullptr; }
@@ -182,7 +184,9 @@ class DwellStamps {
     std::swap(block_, other.block_);
     return *this;
   }
-  ~DwellStamps() { std::free(block_); }
+  ~DwellStamps() {
+    if (block_ != nullptr) std::free(block_);
+  }
 
   size_t size() const { return block_ == nullptr ? 0 : block_->size; }
   bool empty() const { return size() == 0; }
@@ -192,6 +196,7 @@ class DwellStamps {
   const DwellStamp* end() const { return Stamps() + size(); }
   DwellStamp& back() { return end()[-1]; }
   void clear() {
+    if (block_ == nullptr) return;  // the common case (a join, a leave): no call into free
     std::free(block_);
     block_ = nullptr;
   }
@@ -236,16 +241,9 @@ inline void DwellStamps::resize(size_t n) {
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
 struct Slot {
-  // Ordered by size, the bucket index packed with the flags, so that no padding sits
-  // between fields (56 bytes: it is paid per membership).
-  User* user = nullptr;
-  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
-  TimeMs entered_at = 0;
-  OptionalTime dwell_anchor_at;
-  OptionalTime last_left_at;
-  // One stamp per dwell reaction fired in the active membership.
-  DwellStamps dwell;
-  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+  // 56 bytes, paid per membership: the bucket index packed with the flags in one word,
+  // then no padding. The bucket first: finding a user's slot of a bucket reads only it,
+  // and a slot's first bytes are on the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
 
   bool active : 1 = false;
@@ -255,6 +253,14 @@ struct Slot {
   // Left by maxDwell while the criteria still held: no re-join until they stop holding.
   bool rejoin_blocked : 1 = false;
   MembershipSource source : 2 = MembershipSource::kEvent;
+  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+  User* user = nullptr;
+  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
+  TimeMs entered_at = 0;
+  OptionalTime dwell_anchor_at;
+  OptionalTime last_left_at;
+  // One stamp per dwell reaction fired in the active membership.
+  DwellStamps dwell;
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
   // The time index's tie-break (the user's dense index).
