@@ -217,7 +217,7 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       line(user->properties.data());
       // Events mostly repeat the contact's email, which is compared.
       if (user->email) line(user->email.data());
-      if (!user->past.empty()) line(user->past.allocation());  // a leave appends to it
+      line(user->past.allocation());  // a leave appends to it (null: prefetches nothing)
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
