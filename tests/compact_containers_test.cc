@@ -150,7 +150,7 @@ TEST_CASE("an optional string behaves as std::optional<std::string>") {
   CHECK(moved.allocation() == nullptr);
 }
 
-TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing when empty") {
+TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing until a reaction fires") {
   DwellStamps stamps;
   CHECK(stamps.empty());
   CHECK(stamps.allocation() == nullptr);
@@ -173,8 +173,13 @@ TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing when empty
   stamps.resize(4);  // new stamps are value-initialized
   CHECK(stamps.begin()[3].label_key == 0);
   CHECK(stamps.begin()[3].count == 0);
+  const void* block = stamps.allocation();
   stamps.clear();
-  CHECK(stamps.allocation() == nullptr);
+  CHECK(stamps.empty());
+  CHECK(stamps.allocation() == block);  // kept for the next membership's stamps
+  stamps.push_back(DwellStamp{7, 1});
+  CHECK(stamps.allocation() == block);
+  CHECK(stamps.size() == 1);
   DwellStamps moved = std::move(copy);
   CHECK(moved.size() == 40);
   CHECK(moved.back().count == 1000);

@@ -202,10 +202,9 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
   // Every line the object overlaps: a 56-byte slot or a 264-byte user is not aligned to
   // lines, so its last bytes may sit on one more line than its size suggests.
   const auto lines = [&](const void* p, size_t bytes) {
-    if (bytes == 0) return;
-    const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-    const auto last = reinterpret_cast<uintptr_t>(p) + bytes - 1;
-    for (uintptr_t at = first; at <= last; at += 64) line(reinterpret_cast<const void*>(at));
+    const char* const begin = static_cast<const char*>(p);
+    for (size_t offset = 0; offset < bytes; offset += 64) line(begin + offset);
+    if (bytes > 0) line(begin + bytes - 1);
   };
   switch (stage) {
     case 1:
@@ -221,11 +220,9 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
-      for (const EventHistory& h : user->events) {
-        line(&h);
-        // A deep history's instants are in a block of their own.
-        if (const void* spilled = h.newest.allocation()) line(spilled);
-      }
+      // Every line of the histories, without reading them (they may not have arrived:
+      // reading one here, to find a deep history's own block, stalled the lookahead).
+      lines(user->events.data(), user->events.size() * sizeof(EventHistory));
       lines(user->properties.data(), user->properties.size() * sizeof(Property));
       break;
   }
