@@ -338,7 +338,7 @@ struct User {
   // The arrays every event reads are inline for a typical user (a few names and buckets):
   // the user is then one block the lookahead fetches at once, with no dependent miss
   // behind each array header and no malloc per array. Larger users spill to the heap,
-  // growing by half at a time (GrowForOneMore). Contact properties (64 bytes each) and
+  // growing a quarter at a time (GrowForOneMore). Contact properties (64 bytes each) and
   // past memberships are out of line, behind one pointer each: most users have none.
   absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
   absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
@@ -348,14 +348,14 @@ struct User {
 };
 static_assert(sizeof(User) <= 264, "a user per contact ever seen");
 
-// Makes room for one more element in a vector that is full, by half its size (at
+// Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
 // that grew them, so slack is memory held for good. Still amortized O(1) per insert.
 template <typename Vector>
 void GrowForOneMore(Vector* v) {
   if (v->size() < v->capacity()) return;
   Vector grown;
-  grown.reserve(v->size() + std::max<size_t>(2, v->size() / 2));
+  grown.reserve(v->size() + std::max<size_t>(2, v->size() / 4));
   for (auto& element : *v) grown.push_back(std::move(element));
   *v = std::move(grown);
 }
