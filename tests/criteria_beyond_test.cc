@@ -3,6 +3,8 @@
 // alone causes happens at its exact instant; replays and snapshots reproduce the state.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 
@@ -559,4 +561,119 @@ TEST_CASE("§3b legs: the sweep cadence changes only detectedAt") {
   CHECK(fine.size() > 30);
   CHECK(fine == hourly);
   CHECK(fine == once);
+}
+
+namespace {
+
+// Events only, after every definition: no backfill, so the state is the histories' and the
+// memberships they give, whatever the backfill rules derive.
+void RunPinnedWorkload(Scenario& s) {
+  for (auto& d : kBeyondDefinitions) s.Define(d);
+  s.Define(R"({"id":"funnel","criteria":{"type":"sequence","steps":[{"eventName":"open"},
+    {"eventName":"buy"},{"eventName":"open"},{"eventName":"buy"}],"within":"1d",
+    "outcome":"completed"}})");
+  std::mt19937_64 rng(5);
+  const char* plans[] = {"pro", "basic", "team"};
+  TimeMs t = 0;
+  for (int i = 0; i < 2000; ++i) {
+    t += static_cast<TimeMs>(rng() % (20 * kMinute));
+    s.At(t);
+    EventInput in;
+    in.user_id = "u" + std::to_string(rng() % 30);
+    in.event = rng() % 3 == 0 ? "open" : "buy";
+    in.properties.push_back(Str("plan", plans[rng() % 3]));
+    if (rng() % 4) in.properties.push_back(Num("amount", double(rng() % 80)));
+    if (rng() % 6 == 0) in.occurred_at_ms = kT0 + t - static_cast<TimeMs>(rng() % kDay);
+    IngestResult r;
+    RequireOk(s.engine().Ingest(in, &r));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the §3b histories' digest and snapshot bytes do not depend on their memory layout") {
+  // Pinned on the layout before the histories became one block per user (vectors of
+  // vectors): the digest's definition and the snapshot encoding are the same, so snapshots
+  // written before still load and agree.
+  Scenario s;
+  RunPinnedWorkload(s);
+  CHECK(s.engine().State().digest == "bf71dedfe329ec37326d5cda10f25919");
+  SnapshotInfo info;
+  RequireOk(s.engine().TakeSnapshot(&info));
+  std::ifstream in(info.path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(bytes.size() == 42400u);
+  CHECK(XXH3_64bits(bytes.data(), bytes.size()) == 10390846858646157905ull);
+}
+
+TEST_CASE("a sequence's later steps keep their earliest occurrences, each step apart") {
+  SequenceHistory h;
+  h.SetLaterSteps(3);
+  h.start = 100;
+  auto later = [&](uint32_t step) {
+    const auto span = h.Later(step);
+    return std::vector<TimeMs>(span.begin(), span.end());
+  };
+  h.InsertLater(1, 300);
+  h.InsertLater(0, 250);
+  h.InsertLater(2, 500);
+  h.InsertLater(1, 200);
+  h.InsertLater(0, 400);
+  h.InsertLater(1, 200);  // an equal instant is kept after the first
+  CHECK(later(0) == std::vector<TimeMs>{250, 400});
+  CHECK(later(1) == std::vector<TimeMs>{200, 200, 300});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+  // A new start drops what is not after it, in every step.
+  h.DropLaterUpTo(250);
+  CHECK(later(0) == std::vector<TimeMs>{400});
+  CHECK(later(1) == std::vector<TimeMs>{300});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+  CHECK(h.occurrences().size() == 3);
+  // Past kSequenceOccurrencesMax a step keeps its earliest: the latest gives way.
+  for (TimeMs t = 1000; t < 1000 + TimeMs(kSequenceOccurrencesMax); ++t) h.InsertLater(1, t);
+  REQUIRE(h.Later(1).size() == kSequenceOccurrencesMax);
+  CHECK(h.Later(1).front() == 300);
+  CHECK(h.Later(1).back() == 1000 + TimeMs(kSequenceOccurrencesMax) - 2);
+  h.InsertLater(1, 301);
+  CHECK(h.Later(1).size() == kSequenceOccurrencesMax);
+  CHECK(h.Later(1)[1] == 301);
+  CHECK(h.Later(1).back() == 1000 + TimeMs(kSequenceOccurrencesMax) - 3);
+  CHECK(later(0) == std::vector<TimeMs>{400});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+}
+
+TEST_CASE("a typical user's §3b histories are one block") {
+  // One aggregate stream and one sequence, with a few contributions and occurrences each,
+  // live inline in LegHistories: the fold meets one cache miss behind the user for them.
+  LegHistories legs;
+  StreamSpec sum;
+  sum.kind = StreamSpec::Kind::kAggregate;
+  sum.id = 7;
+  StreamSpec step0;
+  step0.kind = StreamSpec::Kind::kSequence;
+  step0.id = 9;
+  step0.steps = 2;
+  StreamSpec step1 = step0;
+  step1.step = 1;
+  AddContribution(&legs, sum, PropertyValue::Number(5), 10);
+  AddContribution(&legs, sum, PropertyValue::Number(7), 20);
+  AddSequenceOccurrence(&legs, step0, 30);
+  AddSequenceOccurrence(&legs, step1, 40);
+  AddSequenceOccurrence(&legs, step1, 50);
+  const auto* begin = reinterpret_cast<const char*>(&legs);
+  const auto* end = begin + sizeof legs;
+  const auto inside = [&](const void* p) {
+    return static_cast<const char*>(p) >= begin && static_cast<const char*>(p) < end;
+  };
+  REQUIRE(legs.aggregates.size() == 1);
+  REQUIRE(legs.sequences.size() == 1);
+  CHECK(inside(legs.aggregates.data()));
+  CHECK(inside(legs.aggregates[0].newest.data()));
+  CHECK(inside(legs.sequences.data()));
+  CHECK(inside(legs.sequences[0].occurrences().data()));
+  CHECK(legs.aggregates[0].sum == 12);
+  CHECK(legs.aggregates[0].newest[1] == Contribution{20, 7});
+  CHECK(*legs.sequences[0].start == 30);
+  CHECK(std::vector<TimeMs>(legs.sequences[0].Later(0).begin(), legs.sequences[0].Later(0).end()) ==
+        std::vector<TimeMs>{40, 50});
 }

@@ -48,8 +48,9 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-template <typename T>
-const T* FindById(const std::vector<T>& items, uint32_t id) {
+template <typename Items>
+const typename Items::value_type* FindById(const Items& items, uint32_t id) {
+  using T = typename Items::value_type;
   auto it = std::lower_bound(items.begin(), items.end(), id,
                              [](const T& item, uint32_t key) { return item.stream_id < key; });
   return it != items.end() && it->stream_id == id ? &*it : nullptr;
@@ -80,13 +81,18 @@ const Slot* FindSlotOf(const User& user, uint32_t bucket) {
 
 namespace {
 
-template <typename T>
-T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
+template <typename Items>
+typename Items::value_type& FindOrInsertById(Items* items, uint32_t id) {
+  using T = typename Items::value_type;
   auto it = std::lower_bound(items->begin(), items->end(), id,
                              [](const T& item, uint32_t key) { return item.stream_id < key; });
   if (it == items->end() || it->stream_id != id) {
-    it = items->insert(it, T{});
-    it->stream_id = id;
+    // Appended, then rotated into place, as Fold::RecordEvent does (GCC 12 falsely reports
+    // an insert's temporary as maybe-uninitialized).
+    const auto place = it - items->begin();
+    items->emplace_back().stream_id = id;
+    it = items->begin() + place;
+    std::rotate(it, items->end() - 1, items->end());
   }
   return *it;
 }
@@ -139,21 +145,16 @@ void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyV
 
 void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at) {
   SequenceHistory& h = FindOrInsertById(&legs->sequences, spec.id);
-  h.later.resize(spec.steps - 1);
+  if (h.later_steps() == 0) h.SetLaterSteps(spec.steps - 1);
   if (spec.step == 0) {
     if (h.start && at <= *h.start) return;  // not the latest start
     h.start = at;
     // Only what happened after the latest start can complete it.
-    for (std::vector<TimeMs>& occurrences : h.later) {
-      occurrences.erase(occurrences.begin(),
-                        std::upper_bound(occurrences.begin(), occurrences.end(), at));
-    }
+    h.DropLaterUpTo(at);
     return;
   }
   if (h.start && at <= *h.start) return;
-  std::vector<TimeMs>& occurrences = h.later[spec.step - 1];
-  occurrences.insert(std::upper_bound(occurrences.begin(), occurrences.end(), at), at);
-  if (occurrences.size() > kSequenceOccurrencesMax) occurrences.pop_back();
+  h.InsertLater(spec.step - 1, at);
 }
 
 uint64_t ValueHash(const PropertyValue& value) {
@@ -439,7 +440,7 @@ double Aggregate(EventCheck check, double sum, uint64_t count, double min, doubl
 
 // The first of the contributions (ascending by instant) that occurred after `after`: the
 // window (after, now] starts there.
-size_t FirstAfter(const std::vector<Contribution>& c, TimeMs after) {
+size_t FirstAfter(std::span<const Contribution> c, TimeMs after) {
   return static_cast<size_t>(
       std::upper_bound(c.begin(), c.end(), after,
                        [](TimeMs at, const Contribution& x) { return at < x.at; }) -
@@ -450,7 +451,8 @@ size_t FirstAfter(const std::vector<Contribution>& c, TimeMs after) {
 // occurrence after the previous step's), or nullopt while a step has none after it.
 std::optional<TimeMs> EarliestCompletion(const SequenceHistory& h) {
   TimeMs previous = *h.start;
-  for (const std::vector<TimeMs>& occurrences : h.later) {
+  for (uint32_t step = 0; step < h.later_steps(); ++step) {
+    const std::span<const TimeMs> occurrences = h.Later(step);
     auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
     if (it == occurrences.end()) return std::nullopt;
     previous = *it;
@@ -491,7 +493,7 @@ CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, c
     const double v = Aggregate(node.check, h->sum, h->count, h->min, h->max);
     return {CompareNumber(node.count_op, v, node.aggregate_value), kNever};
   }
-  const std::vector<Contribution>& c = h->newest;
+  const std::span<const Contribution> c = h->newest;
   const size_t first = FirstAfter(c, t - node.within_ms);
   if (first == c.size()) return {false, kNever};
   // suffix[i]: the aggregate of c[i..], for every i from `first` on, filled from the newest
@@ -727,7 +729,7 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
         }
         // As AggregateOutlook sums it: from the newest backwards, so the value shown is the
         // value compared.
-        const std::vector<Contribution>& c = h->newest;
+        const std::span<const Contribution> c = h->newest;
         const size_t first = FirstAfter(c, now - within);
         double sum = 0, min = 0, max = 0;
         uint64_t count = 0;
