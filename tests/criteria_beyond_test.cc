@@ -677,3 +677,93 @@ TEST_CASE("a typical user's §3b histories are one block") {
   CHECK(std::vector<TimeMs>(legs.sequences[0].Later(0).begin(), legs.sequences[0].Later(0).end()) ==
         std::vector<TimeMs>{40, 50});
 }
+
+namespace {
+
+OptionalTime AnchorOf(Scenario& s, const std::string& bucket, const std::string& user) {
+  Member m;
+  RequireOk(s.engine().GetMember(bucket, user, &m));
+  CHECK(m.source == MembershipSource::kBackfill);
+  return m.dwell_anchor_at;
+}
+
+}  // namespace
+
+TEST_CASE("backfill anchors an aggregate where its retained contributions show it began") {
+  Scenario s;
+  s.At(0);
+  // A windowed sum: 60 + 50 holds from 5d until the 60 ages out at 30d; 50 + 70 from 32d.
+  s.Fire("spender", "purchase", {Num("amount", 60)});
+  s.At(5 * kDay);
+  s.Fire("spender", "purchase", {Num("amount", 50)});
+  s.Fire("steady", "purchase", {Num("amount", 100)});  // holds from 5d, never broken
+  s.At(32 * kDay);
+  s.Fire("spender", "purchase", {Num("amount", 70)});
+  s.Fire("steady", "purchase", {Num("amount", 100)});  // before the first ages out (35d)
+  // An all-time average: 5 (holds), 2 (3.5: breaks), 5 (4: holds again), 4 (4.0). Distinct
+  // plans in a day: a second value from 33d + 2h.
+  s.At(33 * kDay);
+  s.Fire("rater", "rate", {Num("stars", 5)});
+  s.At(33 * kDay + kHour);
+  s.Fire("rater", "rate", {Num("stars", 2)});
+  s.Fire("switcher", "buy", {Str("plan", "pro")});
+  s.At(33 * kDay + 2 * kHour);
+  s.Fire("rater", "rate", {Num("stars", 5)});
+  s.Fire("switcher", "buy", {Str("plan", "basic")});
+  s.Fire("switcher", "buy", {Str("plan", "pro")});  // pro's latest moves: still two values
+  s.At(33 * kDay + 3 * kHour);
+  s.Fire("rater", "rate", {Num("stars", 4)});
+
+  s.At(33 * kDay + 12 * kHour);
+  s.Define(R"({"id":"big-spenders","dwell":[{"after":"1d"}],"criteria":{"type":"event",
+    "eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100,
+    "within":"30d"}})");
+  s.Define(R"({"id":"fans","criteria":{"type":"event","eventName":"rate","check":"avg",
+    "property":"stars","operator":"gte","value":4}})");
+  s.Define(R"({"id":"switchers","criteria":{"type":"event","eventName":"buy","check":"distinct",
+    "property":"plan","operator":"gte","value":2,"within":"1d"}})");
+  s.Define(R"({"id":"mixed","criteria":{"type":"composite","operator":"and","conditions":[
+    {"type":"event","eventName":"purchase","check":"max","property":"amount","operator":"gte",
+     "value":70},{"type":"event","eventName":"purchase","check":"count","operator":"gte","value":1}]}})");
+  CHECK(s.Drain().empty());  // backfill emits nothing
+  CHECK(AnchorOf(s, "big-spenders", "spender") == kT0 + 32 * kDay);
+  CHECK(AnchorOf(s, "big-spenders", "steady") == kT0 + 5 * kDay);
+  CHECK(AnchorOf(s, "fans", "rater") == kT0 + 33 * kDay + 2 * kHour);
+  CHECK(AnchorOf(s, "switchers", "switcher") == kT0 + 33 * kDay + 2 * kHour);
+  // An and: the later of its legs' starts (max >= 70 from the 70 at 32d; steady's 100 at 5d).
+  CHECK(AnchorOf(s, "mixed", "spender") == kT0 + 32 * kDay);
+  CHECK(AnchorOf(s, "mixed", "steady") == kT0 + 5 * kDay);
+  // Dwell runs from the anchor: spender's `after 1d` at 33d, which the first sweep fires at
+  // once (at = enteredAt, the anchor's instant having passed); steady's as well.
+  s.At(33 * kDay + 12 * kHour + 1);
+  V fired = Describe(s.Drain());
+  std::sort(fired.begin(), fired.end());
+  const std::string entered = std::to_string(33 * kDay + 12 * kHour);
+  CHECK(fired == V{"dwell:big-spenders:spender@" + entered + ":after-86400000#1",
+                   "dwell:big-spenders:steady@" + entered + ":after-86400000#1"});
+  // Leaves stay exact: switcher's "basic" ages out at 34d + 2h; spender's 50 at 35d (70
+  // left); steady's first 100 then too, leaving 100, which still holds.
+  s.At(36 * kDay);
+  CHECK(Describe(s.Drain()) ==
+        V{"left:switchers:switcher@" + std::to_string(34 * kDay + 2 * kHour) + ":criteria",
+          "left:big-spenders:spender@" + std::to_string(35 * kDay) + ":criteria"});
+}
+
+TEST_CASE("backfill leaves an aggregate's anchor absent where retention cannot show it") {
+  Scenario s;
+  s.At(0);
+  // An all-time max past the retained contributions: the dropped ones' max is unknown.
+  for (size_t i = 0; i <= kAggregateContributionsMax; ++i) {
+    s.Fire("heavy", "purchase", {Num("amount", i == 0 ? 500 : 1)});
+  }
+  // Distinct with `lt`: a value's earlier occurrences are not kept, so past counts are
+  // only lower bounds.
+  s.Fire("narrow", "buy", {Str("plan", "pro")});
+  s.At(kHour);
+  s.Define(R"({"id":"whale","criteria":{"type":"event","eventName":"purchase","check":"max",
+    "property":"amount","operator":"gte","value":100}})");
+  s.Define(R"({"id":"single-plan","criteria":{"type":"event","eventName":"buy",
+    "check":"distinct","property":"plan","operator":"lt","value":2}})");
+  CHECK_FALSE(AnchorOf(s, "whale", "heavy").has_value());
+  CHECK_FALSE(AnchorOf(s, "single-plan", "narrow").has_value());
+}
