@@ -61,9 +61,10 @@ struct Breakdown {
   size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
   size_t slots_vector = 0;  // User::slots buffers, for users with more slots than fit inline
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
-  size_t user = 0;          // the users' arena blocks (inline arrays), ids, State::users, user_ids
-  size_t members = 0;       // MemberIndex B-trees, measured as the heap growth of settling them
-  size_t legs = 0;          // LegHistories: aggregate and sequence histories (SPEC §3b)
+  size_t user = 0;     // the users' arena blocks (inline arrays), ids, emails, properties, past
+                       // memberships, State::users, user_ids
+  size_t members = 0;  // MemberIndex B-trees, measured as the heap growth of settling them
+  size_t legs = 0;     // LegHistories: aggregate and sequence histories (SPEC §3b)
 };
 
 class Population {
@@ -203,11 +204,13 @@ class Population {
                       s.user_ids.bytes();
     for (const User* user : s.users) {
       if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
+      breakdown_.user += Chunk(user->email.allocation()) + Chunk(user->properties.allocation()) +
+                         Chunk(user->past.allocation());
       breakdown_.slots_vector += SpilledChunk(user->slots);
       breakdown_.events += SpilledChunk(user->events);
       // Instants beyond the inline capacity live in a heap buffer of their own.
-      for (const EventHistory& h : user->events) breakdown_.events += SpilledChunk(h.newest);
-      for (const Slot* slot : user->slots) breakdown_.slot += SpilledChunk(slot->dwell);
+      for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
+      for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.allocation());
       if (const LegHistories* legs = user->legs.get()) {
         // One block, and the buffers of what spilled out of it.
         breakdown_.legs +=

@@ -425,6 +425,7 @@ class RocksLog final : public Log {
   Status Erase(const LogErasure& erasure, LogErasureReport* report) override;
   Status Checkpoint(const std::string& dir) override;
   uint64_t ApproximateBytes() const override;
+  uint64_t MemoryBytes() const override;
   LogWriteTimes write_times() const override;
   Status Flush() override;
 
@@ -1082,6 +1083,18 @@ uint64_t RocksLog::ApproximateBytes() const {
     for (const std::unique_ptr<rocksdb::LogFile>& wal : wal_files) bytes += wal->SizeFileBytes();
   }
   return bytes;
+}
+
+uint64_t RocksLog::MemoryBytes() const {
+  uint64_t total = 0;
+  for (const std::string& property :
+       {rocksdb::DB::Properties::kCurSizeAllMemTables,
+        rocksdb::DB::Properties::kEstimateTableReadersMem,
+        rocksdb::DB::Properties::kBlockCacheUsage}) {
+    uint64_t bytes = 0;
+    if (db_->GetAggregatedIntProperty(property, &bytes)) total += bytes;
+  }
+  return total;
 }
 
 Status RocksLog::Flush() {

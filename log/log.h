@@ -161,6 +161,9 @@ class Log {
   virtual Status Checkpoint(const std::string& dir) = 0;
 
   virtual uint64_t ApproximateBytes() const = 0;
+  // Memory the log holds (memtables, table readers, block cache): the process's memory
+  // that is not the state's, told apart from it in EngineStats and /metrics.
+  virtual uint64_t MemoryBytes() const = 0;
   // Totals since open; thread-safe.
   virtual LogWriteTimes write_times() const = 0;
   // At close: fsyncs whatever is written (async mode) and writes the memtables out.

@@ -351,6 +351,32 @@ TEST_CASE("three nodes on an R3 NATS cluster equal one bucketd through node and 
     CHECK(Get(asked, "/v1/buckets/" + bucket + "/members?limit=1000") ==
           Get(single, "/v1/buckets/" + bucket + "/members?limit=1000"));
   }
+  // Preview and explain answer as the single node does: a preview deeper than any history the
+  // folds kept (each partition re-reads its stream, the single node its log), and explain for
+  // users of every bucket.
+  auto post = [](const Sidecar& node, const std::string& path, const std::string& body) {
+    auto res = node.Client().Post(path, body, "application/json");
+    REQUIRE(res);
+    return std::to_string(res->status) + " " + res->body;
+  };
+  const std::string probe =
+      R"({"id":"probe","criteria":{"type":"event","eventName":"feature.used","check":"count",)"
+      R"("operator":"gte","value":14,"within":"30d"}})";
+  const std::string previewed = post(single, "/v1/buckets/preview", probe);
+  CHECK(previewed.find("200 {\"count\":") == 0);
+  CHECK(post(asked, "/v1/buckets/preview", probe) == previewed);
+  for (const auto& [bucket, active] : ref.counts) {
+    for (int u = 0; u < 200; u += 37) {
+      const std::string path = "/v1/buckets/" + bucket + "/explain/user-" + std::to_string(u);
+      auto want = single.Client().Get(path);
+      auto have = asked.Client().Get(path);
+      REQUIRE(want);
+      REQUIRE(have);
+      INFO(path);
+      CHECK(have->status == want->status);
+      CHECK(have->body == want->body);
+    }
+  }
   // The fourth node took partitions over, and the survivors restored the dead one's.
   // (Leases lost while two servers were down come back within a few rounds.)
   std::string n4;

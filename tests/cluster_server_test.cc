@@ -26,6 +26,7 @@
 
 #include "engine/cluster/nats_connection.h"
 #include "engine/cluster/output_stream.h"
+#include "engine/cluster/partition.h"
 
 namespace bucketd::testing {
 namespace {
@@ -129,10 +130,19 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(bad);
   CHECK(bad->status == 400);
   CHECK(bad->body.find(R"("field":"criteria.type")") != std::string::npos);
-  // What a cluster node does not serve yet says so.
+  // What a cluster node does not serve says so, and what to use instead.
   auto not_yet = client_a.Post("/v1/sweep", "", "application/json");
   REQUIRE(not_yet);
   CHECK(not_yet->status == 501);
+  auto webhook = client_a.Post("/v1/subscriptions",
+                               R"({"url":"http://127.0.0.1:9/hook","secret":"0123456789abcdef"})",
+                               "application/json");
+  REQUIRE(webhook);
+  CHECK(webhook->status == 501);
+  CHECK(webhook->body.find("the output stream is the delivery channel") != std::string::npos);
+  auto hooks = client_a.Get("/v1/subscriptions");
+  REQUIRE(hooks);
+  CHECK(hooks->status == 501);
 
   auto defined = client_a.Put(
       "/v1/buckets/active",
@@ -268,6 +278,34 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   REQUIRE(memberships);
   CHECK(memberships->status == 200);
   CHECK(memberships->body.find(R"("bucketId":"active","active":true)") != std::string::npos);
+  // A direct producer's copy of u7's event under a message id of its own: JetStream stores it
+  // (its window knows that id not), the owner's fold skips it by its idempotencyKey.
+  {
+    const std::string subject =
+        "bucketd.srv.in." + std::to_string(cluster::PartitionOf("u7", kPartitions));
+    const std::string body = R"({"userId":"u7","event":"app.opened","idempotencyKey":"k7"})";
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MsgId = "producer-copy-7";
+    jsPubAck* ack = nullptr;
+    REQUIRE(js_Publish(&ack, connection->js(), subject.c_str(), body.data(),
+                       static_cast<int>(body.size()), &options, nullptr) == NATS_OK);
+    CHECK_FALSE(ack->Duplicate);
+    jsPubAck_Destroy(ack);
+    bool skipped = false;
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+         !skipped && std::chrono::steady_clock::now() < until;) {
+      for (const Sidecar* node : {a.get(), b.get()}) {
+        auto view = node->Client().Get("/v1/cluster");
+        skipped |= view && view->body.find(R"("duplicatesSkipped":1,)") != std::string::npos;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK(skipped);
+    auto u7 = client_b.Get("/v1/users/u7");
+    REQUIRE(u7);
+    CHECK(u7->body.find(R"("app.opened":{"count":1,)") != std::string::npos);
+  }
   // A user's contact, from the owner of its partition, whichever node is asked.
   for (const Sidecar* node : {a.get(), b.get()}) {
     auto user = node->Client().Get("/v1/users/u42");
@@ -279,10 +317,57 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
     REQUIRE(nobody);
     CHECK(nobody->status == 404);
   }
-  auto preview =
-      client_b.Post("/v1/buckets/preview", R"({"id":"p","kind":"manual"})", "application/json");
-  REQUIRE(preview);
-  CHECK(preview->status == 501);
+  // A preview asks every partition and adds up: the whole cluster's count, the smallest ids
+  // of all partitions' samples, entering and leaving against the stored bucket.
+  std::string first_twenty = "[";
+  for (size_t i = 0; i < 20; ++i) first_twenty += (i ? ",\"" : "\"") + expected[i] + "\"";
+  first_twenty += "]";
+  for (const Sidecar* node : {a.get(), b.get()}) {
+    auto same = node->Client().Post(
+        "/v1/buckets/preview",
+        R"({"id":"active","criteria":{"type":"event","eventName":"app.opened","check":"exists",)"
+        R"("within":"30d"}})",
+        "application/json");
+    REQUIRE(same);
+    INFO(same->body);
+    CHECK(same->status == 200);
+    CHECK(same->body ==
+          R"({"count":260,"sample":)" + first_twenty + R"(,"entering":0,"leaving":0})");
+  }
+  auto none = client_b.Post(
+      "/v1/buckets/preview",
+      R"({"id":"active","criteria":{"type":"event","eventName":"never","check":"exists"}})",
+      "application/json");
+  REQUIRE(none);
+  CHECK(none->body == R"({"count":0,"sample":[],"entering":0,"leaving":260})");
+  auto fresh = client_b.Post(
+      "/v1/buckets/preview",
+      R"({"id":"fresh","criteria":{"type":"event","eventName":"app.opened","check":"exists"}})",
+      "application/json");
+  REQUIRE(fresh);
+  CHECK(fresh->body ==
+        R"({"count":260,"sample":)" + first_twenty + R"(,"entering":260,"leaving":0})");
+  auto bad_preview = client_b.Post("/v1/buckets/preview", R"({"id":"p","criteria":{"type":"x"}})",
+                                   "application/json");
+  REQUIRE(bad_preview);
+  CHECK(bad_preview->status == 400);
+  CHECK(bad_preview->body.find(R"("field":"criteria.type")") != std::string::npos);
+  // Explain: the owner of the user's partition answers, whichever node is asked.
+  for (const Sidecar* node : {a.get(), b.get()}) {
+    auto explain = node->Client().Get("/v1/buckets/active/explain/u42");
+    REQUIRE(explain);
+    INFO(explain->body);
+    CHECK(explain->status == 200);
+    CHECK(explain->body.find(R"({"bucketId":"active","userId":"u42",)") == 0);
+    CHECK(explain->body.find(R"("member":true,"kind":"dynamic","enabled":true,"holds":true,)") !=
+          std::string::npos);
+    auto stranger_explained = node->Client().Get("/v1/buckets/active/explain/nobody");
+    REQUIRE(stranger_explained);
+    CHECK(stranger_explained->status == 404);
+    auto unknown_bucket = node->Client().Get("/v1/buckets/nope/explain/u42");
+    REQUIRE(unknown_bucket);
+    CHECK(unknown_bucket->status == 404);
+  }
   auto member = client_b.Get("/v1/buckets/active/members/u42");
   REQUIRE(member);
   CHECK(member->status == 200);
@@ -345,6 +430,8 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   auto erase = client_b.Delete("/v1/contacts/u6?erase=true");
   REQUIRE(erase);
   CHECK(erase->status == 501);
+  CHECK(erase->body.find("erasure (SPEC §11) is not available in cluster mode") !=
+        std::string::npos);
   auto deleted = client_b.Delete("/v1/contacts/u6");
   REQUIRE(deleted);
   CHECK(deleted->status == 202);

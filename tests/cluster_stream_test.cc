@@ -6,8 +6,10 @@
 // the transitions of one single-process engine fed the same inputs.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -24,6 +26,8 @@
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
 #include "engine/cluster/record_json.h"
+#include "engine/core/fold_reader.h"
+#include "engine/state/digest.h"
 
 namespace bucketd::cluster {
 namespace {
@@ -344,6 +348,289 @@ TEST_CASE("a control record its writer did not fan out reaches every partition, 
   CHECK(fold.control_seq() == seq);
   CHECK(fold.control_copies_skipped() == 1);
   CHECK(fold.refused() == 0);
+}
+
+// A stream of its own on `nats` (subjects `<prefix>.*`), for the reader tests.
+void AddStream(NatsConnection& nats, const std::string& name, const std::string& subjects,
+               jsStreamSource* source = nullptr) {
+  const char* subject_list[] = {subjects.c_str()};
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = name.c_str();
+  config.Subjects = subject_list;
+  config.SubjectsLen = 1;
+  jsStreamSource* sources[] = {source};
+  if (source != nullptr) {
+    config.Sources = sources;
+    config.SourcesLen = 1;
+  }
+  RequireOk(EnsureStream(nats, config));
+}
+
+uint64_t PublishBody(NatsConnection& nats, const std::string& subject, const std::string& body) {
+  jsPubAck* ack = nullptr;
+  REQUIRE(js_Publish(&ack, nats.js(), subject.c_str(), body.data(), static_cast<int>(body.size()),
+                     nullptr, nullptr) == NATS_OK);
+  const uint64_t seq = ack->Sequence;
+  jsPubAck_Destroy(ack);
+  return seq;
+}
+
+std::vector<std::pair<uint64_t, std::string>> ReadAll(SubjectTail* tail, const StreamPoint& through,
+                                                      Status* status) {
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  *status = tail->Read(through, 100, [&](const StoredMessage& m) {
+    seen.emplace_back(m.stream_seq, std::string(m.data));
+  });
+  return seen;
+}
+
+TEST_CASE("a leader get returns the leader's copy, by sequence and next by subject") {
+  NatsCluster nats(1);
+  std::shared_ptr<NatsConnection> connection;
+  RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+  AddStream(*connection, "LG", "lg.*");
+  PublishBody(*connection, "lg.a", "first");
+  natsMsg* with_id = nullptr;
+  REQUIRE(natsMsg_Create(&with_id, "lg.b", nullptr, "second\0bytes", 12) == NATS_OK);
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.MsgId = "id-2";
+  jsPubAck* ack = nullptr;
+  REQUIRE(js_PublishMsg(&ack, connection->js(), with_id, &options, nullptr) == NATS_OK);
+  jsPubAck_Destroy(ack);
+  natsMsg_Destroy(with_id);
+  PublishBody(*connection, "lg.a", "third");
+
+  LeaderMessage m;
+  bool found = false;
+  RequireOk(LeaderGet(*connection, "LG", 2, "", &m, &found));
+  REQUIRE(found);
+  CHECK(m.stream_seq == 2);
+  CHECK(std::string(natsMsg_GetSubject(m.msg.get())) == "lg.b");
+  CHECK(m.view().data == std::string_view("second\0bytes", 12));
+  const char* id = nullptr;
+  REQUIRE(natsMsgHeader_Get(m.msg.get(), "Nats-Msg-Id", &id) == NATS_OK);
+  CHECK(std::string(id) == "id-2");
+  // The same message as the library's own get (and a consumer) sees it: the same fingerprint.
+  natsMsg* library = nullptr;
+  REQUIRE(js_GetMsg(&library, connection->js(), "LG", 2, nullptr, nullptr) == NATS_OK);
+  CHECK(FingerprintOf(StoredOf(library)) == FingerprintOf(m.view()));
+  CHECK(StoredOf(library).stored_at_ms == m.stored_at_ms);
+  natsMsg_Destroy(library);
+  // Next by subject, a wildcard too; past the end, none.
+  RequireOk(LeaderGet(*connection, "LG", 2, "lg.a", &m, &found));
+  REQUIRE(found);
+  CHECK(m.stream_seq == 3);
+  CHECK(m.view().data == "third");
+  RequireOk(LeaderGet(*connection, "LG", 2, "lg.*", &m, &found));
+  CHECK(m.stream_seq == 2);
+  RequireOk(LeaderGet(*connection, "LG", 4, "lg.a", &m, &found));
+  CHECK_FALSE(found);
+  RequireOk(LeaderGet(*connection, "LG", 9, "", &m, &found));
+  CHECK_FALSE(found);
+}
+
+TEST_CASE("a reader drops a replica's run the leader does not hold and reads through the leader") {
+  NatsCluster nats(1);
+  std::shared_ptr<NatsConnection> connection;
+  RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+  // LEADER holds the partition as its leader does; DRIFTED sources it after a message of its
+  // own, so the same messages sit one sequence later there, as on a replica whose sequences
+  // drifted.
+  AddStream(*connection, "LEADER", "p.*");
+  jsStreamSource source;
+  std::memset(&source, 0, sizeof source);
+  source.Name = "LEADER";
+  AddStream(*connection, "DRIFTED", "own.*", &source);
+  PublishBody(*connection, "own.x", "drift");
+  // Sourcing starts when the stream is created: let it settle before the partition's
+  // messages, so they all follow "drift" there.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (const char* body : {"a", "b", "c"}) PublishBody(*connection, "p.1", body);
+  PublishBody(*connection, "p.2", "other");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    StreamPoint last;
+    RequireOk(LastPoint(*connection, "DRIFTED", "p.2", &last));
+    if (last.seq == 5) break;
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  StreamPoint through;
+  RequireOk(LastPoint(*connection, "LEADER", "p.1", &through));
+  CHECK(through.seq == 3);
+
+  // A reader whose consumer sits on the drifted copy: its run (b at 3) is not the leader's
+  // message at 3, so nothing of it is seen; the leader gives a, b, c at their sequences.
+  SubjectTail drifted(connection, "DRIFTED", "p.1", 1);
+  drifted.CheckAgainstForTesting("LEADER");
+  Status status;
+  auto seen = ReadAll(&drifted, through, &status);
+  RequireOk(status);
+  CHECK(seen == std::vector<std::pair<uint64_t, std::string>>{{1, "a"}, {2, "b"}, {3, "c"}});
+  CHECK(drifted.replica_mismatches() == 1);
+  CHECK(drifted.anchor().seq == 3);
+  CHECK(drifted.anchor().fingerprint == through.fingerprint);
+
+  // A reader on the leader's copy: one run, confirmed by the fingerprint looked up with the
+  // last sequence, no mismatch.
+  SubjectTail faithful(connection, "LEADER", "p.1", 1);
+  seen = ReadAll(&faithful, through, &status);
+  RequireOk(status);
+  CHECK(seen.size() == 3);
+  CHECK(faithful.replica_mismatches() == 0);
+  // A run cut before the end is confirmed by a leader get of its last message.
+  SubjectTail cut(connection, "LEADER", "p.1", 1);
+  std::vector<uint64_t> first_two;
+  RequireOk(
+      cut.Read(through, 2, [&](const StoredMessage& m) { first_two.push_back(m.stream_seq); }));
+  CHECK(first_two == std::vector<uint64_t>{1, 2});
+  CHECK(cut.replica_mismatches() == 0);
+
+  // Resuming after a message the leader still holds reads on; after one it no longer holds
+  // (a leader whose sequences moved under the reader), the reader stops with Corruption
+  // instead of skipping or repeating messages.
+  const StreamPoint after_b = cut.anchor();
+  SubjectTail resumed(connection, "LEADER", "p.1", 3, after_b);
+  seen = ReadAll(&resumed, through, &status);
+  RequireOk(status);
+  CHECK(seen == std::vector<std::pair<uint64_t, std::string>>{{3, "c"}});
+  SubjectTail misplaced(connection, "LEADER", "p.1", 3, StreamPoint{2, after_b.fingerprint + 1});
+  seen = ReadAll(&misplaced, through, &status);
+  CHECK(status.code() == StatusCode::kCorruption);
+  CHECK(seen.empty());
+  REQUIRE(js_DeleteMsg(connection->js(), "LEADER", 2, nullptr, nullptr) == NATS_OK);
+  SubjectTail gone(connection, "LEADER", "p.1", 3, after_b);
+  seen = ReadAll(&gone, through, &status);
+  CHECK(status.code() == StatusCode::kCorruption);
+  CHECK(seen.empty());
+}
+
+Record KeyedEvent(const std::string& user, const std::string& name, TimeMs at,
+                  std::optional<std::string> key) {
+  Record e;
+  e.kind = RecordKind::kEvent;
+  e.user_id = user;
+  e.event_name = name;
+  e.at = at;
+  e.occurred_at = at;
+  e.idempotency_key = std::move(key);
+  return e;
+}
+
+TEST_CASE("a partition's fold skips a record whose id it applied within the window") {
+  NatsCluster nats(1);
+  StreamOptions options = TestStream(nats, 1);
+  // JetStream stores a retry after this long (and purges its ids on a timer of that period:
+  // a retry is new for sure after twice the window).
+  options.duplicate_window_ms = 100;
+  options.idempotency_window_ms = 60'000;
+  std::unique_ptr<PartitionStream> stream;
+  RequireOk(PartitionStream::Open(options, &stream));
+  CHECK(stream->idempotency_window_ms() == 60'000);
+  // A node started with another window keeps the cluster's: it is in the stream.
+  StreamOptions other = options;
+  other.idempotency_window_ms = 5;
+  std::unique_ptr<PartitionStream> second;
+  RequireOk(PartitionStream::Open(other, &second));
+  CHECK(second->idempotency_window_ms() == 60'000);
+
+  auto publish = [&](const Record& r, const std::string& msg_id) {
+    uint64_t seq = 0;
+    bool duplicate = false;
+    RequireOk(stream->Publish(0, r, PublishOptions{msg_id, 0}, &seq, &duplicate));
+    REQUIRE_FALSE(duplicate);
+  };
+  // ada's key k1 three times: a direct producer's copy under another message id, and a
+  // routing node's retry after JetStream's window. bob's keyless event under one message id
+  // twice; cy's twice without any id (two events, both applied).
+  publish(KeyedEvent("ada", "e", kStartMs, "k1"), "e:k1");
+  publish(KeyedEvent("ada", "e", kStartMs + 1000, "k1"), "producer-uuid-1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  publish(KeyedEvent("ada", "e", kStartMs + 2000, "k1"), "e:k1");
+  publish(KeyedEvent("bob", "e", kStartMs + 3000, std::nullopt), "node-1-2-0");
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  publish(KeyedEvent("bob", "e", kStartMs + 4000, std::nullopt), "node-1-2-0");
+  publish(KeyedEvent("cy", "e", kStartMs + 5000, std::nullopt), "");
+  publish(KeyedEvent("cy", "e", kStartMs + 6000, std::nullopt), "");
+  // Past the window, a key is new again.
+  publish(KeyedEvent("ada", "e", kStartMs + 62'001, "k1"), "e:k1");
+  // Five events each for dan (the last a direct producer's copy of the fourth) and eve: more
+  // than the four instants a fold keeps per name without a definition asking for more.
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "d" + std::to_string(std::min(i, 3));
+    publish(KeyedEvent("dan", "e", kStartMs + 62'001, key), i < 4 ? "e:" + key : "copy");
+    publish(KeyedEvent("eve", "e", kStartMs + 62'001, "v" + std::to_string(i)), "");
+  }
+
+  // A bucket defined after the events needs more history than the fold kept: its re-read of
+  // the stream skips the same copies (dan has four events, not five).
+  Record define;
+  RequireOk(
+      DefinitionRecord(R"({"id":"five","criteria":{"type":"event","eventName":"e","check":"count",)"
+                       R"("operator":"gte","value":5,"within":"30d"}})",
+                       std::nullopt, kStartMs + 62'002, &define));
+  uint64_t seq = 0;
+  RequireOk(stream->Publish(0, define, {}, &seq));
+
+  PartitionFold fold(stream.get(), 0);
+  std::vector<Transition> out;
+  RequireOk(fold.CatchUp(&out));
+  CHECK(fold.duplicates_skipped() == 4);
+  CHECK(fold.refused() == 0);
+  std::map<std::string, uint64_t> counts;
+  for (const auto& [user, events] : std::map<std::string, int>{{"ada", 0}, {"bob", 0}, {"cy", 0}}) {
+    UserInfo info;
+    RequireOk(FoldReader(fold.fold()).GetUser(user, &info));
+    REQUIRE(info.events.size() == 1);
+    counts[user] = info.events[0].count;
+  }
+  // ada: k1 at 0 and again past the window; bob: once; cy: twice.
+  CHECK(counts == std::map<std::string, uint64_t>{{"ada", 2}, {"bob", 1}, {"cy", 2}});
+  // Backfilled (no transitions): eve alone has five events in the re-read.
+  MembersPage page;
+  RequireOk(FoldReader(fold.fold()).Members("five", "", 10, &page));
+  std::vector<std::string> members;
+  for (const Member& m : page.members) members.push_back(m.user_id);
+  CHECK(members == std::vector<std::string>{"eve"});
+
+  // The ids travel in the snapshot: a fold restored from it skips a late copy as this one does.
+  std::string payload;
+  uint64_t state_bytes = 0;
+  RequireOk(fold.EncodeSnapshot(&payload, &state_bytes));
+  CHECK(state_bytes < payload.size());
+  PartitionFold restored(stream.get(), 0);
+  RequireOk(restored.RestoreSnapshot(payload, state_bytes, fold.next_seq() - 1, 0));
+  CHECK(restored.ids_remembered() == fold.ids_remembered());
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  // bob's id was remembered at +3s: gone from the window at +63.001s; ada's k1 (at +62.001s)
+  // is not.
+  publish(KeyedEvent("bob", "e", kStartMs + 63'001, std::nullopt), "node-1-2-0");
+  publish(KeyedEvent("ada", "e", kStartMs + 63'002, "k1"), "again");
+  out.clear();
+  RequireOk(restored.CatchUp(&out));
+  CHECK(restored.duplicates_skipped() == 1);  // ada's; bob's first copy left the window
+  RequireOk(fold.CatchUp(&out));
+  CHECK(fold.duplicates_skipped() == 5);
+  CHECK(ComputeDigest(fold.fold().state()) == ComputeDigest(restored.fold().state()));
+
+  // JetStream's duplicate window, in contrast, is the stream's setting a node sets (an
+  // operator changes it by restarting the nodes with another).
+  auto duplicates_ms = [&] {
+    std::shared_ptr<NatsConnection> connection;
+    RequireOk(NatsConnection::Connect(nats.url(), 5000, &connection));
+    jsStreamInfo* info = nullptr;
+    REQUIRE(js_GetStreamInfo(&info, connection->js(), "BUCKETD_IN_test", nullptr, nullptr) ==
+            NATS_OK);
+    const int64_t ms = info->Config->Duplicates / 1'000'000;
+    jsStreamInfo_Destroy(info);
+    return ms;
+  };
+  CHECK(duplicates_ms() == 100);
+  other.duplicate_window_ms = 300;
+  RequireOk(PartitionStream::Open(other, &second));
+  CHECK(duplicates_ms() == 300);
 }
 
 TEST_CASE("P=4 partitions folded from JetStream give the transitions of one engine") {

@@ -121,9 +121,10 @@ TEST_CASE("a threshold leg keeps only the instants it needs") {
 TEST_CASE("histories that keep as many instants as fit inline never spill to the heap") {
   Records r;
   RequireOk(r.Define(
-      R"({"id":"p","criteria":{"type":"event","eventName":"used","check":"count","operator":"gte","value":4,"within":"30d"}})",
+      R"({"id":"p","criteria":{"type":"event","eventName":"used","check":"count","operator":"gte","value":2,"within":"30d"}})",
       0));
-  // "used" keeps 4 (its depth), "other" 4 (the floor); late events land in place.
+  static_assert(EventHistory::kNewestInline == 2 && kNewestKeptMin == 2);
+  // "used" keeps 2 (its depth), "other" 2 (the floor); late events land in place.
   for (int i = 0; i < 100; ++i) {
     RequireOk(r.Event("u", "used", 1000 + i));
     RequireOk(r.Event("u", "other", 1000 + i));
@@ -135,11 +136,11 @@ TEST_CASE("histories that keep as many instants as fit inline never spill to the
     CHECK(h.newest.size() == EventHistory::kNewestInline);
     CHECK(h.newest.capacity() == EventHistory::kNewestInline);  // still inline
     CHECK(std::vector<TimeMs>(h.newest.begin(), h.newest.end()) ==
-          std::vector<TimeMs>{kT0 + 1096, kT0 + 1097, kT0 + 1098, kT0 + 1099});
+          std::vector<TimeMs>{kT0 + 1098, kT0 + 1099});
   }
 }
 
-TEST_CASE("every history keeps its newest four instants, so shallow definitions re-read nothing") {
+TEST_CASE("every history keeps its newest two instants, so shallow definitions re-read nothing") {
   const auto gte = [](int n) {
     return R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":)" +
            std::to_string(n) + R"(,"within":"1d"}})";
@@ -158,15 +159,15 @@ TEST_CASE("every history keeps its newest four instants, so shallow definitions 
     const EventHistory& h = r.fold.state().users[0]->events[0];
     CHECK(h.newest.size() == floor);
 
-    RequireOk(r.Define(gte(3), 6 * kHour));
+    RequireOk(r.Define(gte(kNewestKeptMin - 1), 6 * kHour));
     CHECK(r.history_reads == (floor == 0 ? 1 : 0));
-    CHECK(r.fold.bucket("b")->members.size() == 1);  // u, from the kept instants
+    CHECK(r.fold.bucket("b")->members.size() == 2);  // u and v (gte 1), from the kept instants
     // A re-read raises a floor of 0 (every name is re-read then).
     CHECK(r.fold.state().history_floor == kNewestKeptMin);
     CHECK(h.newest.size() == kNewestKeptMin);  // re-read up to the raised floor
     // Deleted (its depth goes), then defined again one deeper: within the floor.
     RequireOk(r.Delete("b", 6 * kHour));
-    RequireOk(r.Define(gte(4), 6 * kHour));
+    RequireOk(r.Define(gte(kNewestKeptMin), 6 * kHour));
     CHECK(r.history_reads == (floor == 0 ? 1 : 0));
     CHECK(r.fold.bucket("b")->members.size() == 1);
     // Deeper than anything kept: re-read.

@@ -216,6 +216,10 @@ TEST_CASE("server: buckets, events, members and transitions end to end", "[serve
   CHECK(res->body.find("bucketd_sweep_duration_seconds_bucket") != std::string::npos);
   // One 2 MiB block of users and one of slots.
   CHECK(res->body.find("bucketd_state_pool_bytes 4194304\n") != std::string::npos);
+  // The 50 events sit in the log's memtable: the log's memory is more than nothing.
+  const size_t log_memory = res->body.find("\nbucketd_log_memory_bytes ");
+  REQUIRE(log_memory != std::string::npos);
+  CHECK(std::stoull(res->body.substr(log_memory + 26)) > 0);
   res = c.Delete("/v1/contacts/user-101");
   CHECK(res->status == 200);
   res = Post(c, "/v1/events", R"({"userId":"user-101","event":"used"})");

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bucketd/status.h"
 #include "bucketd/types.h"
@@ -56,61 +57,138 @@ struct StoredMessage {
   natsMsg* msg = nullptr;
 };
 
+// What two copies of a stored message are compared by: subject, body, Nats-Msg-Id and stored
+// instant, hashed (xxh64). Two copies of one message agree; a replica's copy at a sequence
+// where the leader holds another message does not (docs/cluster.md, "Reading through the
+// leader").
+uint64_t FingerprintOf(const StoredMessage& m);
+
+// A message of a stream as the stream's leader holds it: its sequence and fingerprint. Where
+// a read stops (the subject's last message, looked up on the leader) and where it resumes
+// (the last message a reader visited). 0 and 0: none, or not known.
+struct StreamPoint {
+  uint64_t seq = 0;
+  uint64_t fingerprint = 0;
+};
+
+// A stored message the reader owns (destroyed with it).
+struct NatsMsgDeleter {
+  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
+};
+using OwnedMsg = std::unique_ptr<natsMsg, NatsMsgDeleter>;
+struct LeaderMessage {
+  uint64_t stream_seq = 0;
+  TimeMs stored_at_ms = 0;
+  OwnedMsg msg;  // subject, headers and body
+  StoredMessage view() const;
+};
+
+// The message of `stream` at sequence `seq` as the stream's leader holds it, or with
+// `next_subject` the first at or after `seq` whose subject matches it (a wildcard too):
+// the non-direct $JS.API.STREAM.MSG.GET, which only the stream's leader answers, unlike a
+// direct get (any replica) or a consumer (placed on any replica). `*found` false when there
+// is none.
+Status LeaderGet(const NatsConnection& nats, const std::string& stream, uint64_t seq,
+                 const std::string& next_subject, LeaderMessage* out, bool* found);
+
 // An ordered consumer on one subject of a stream (ephemeral, flow-controlled, no acks,
 // delivered in stream order, re-created by the client from the last sequence seen if a
 // message goes missing), kept open for a reader that comes back for more, as a partition's
 // owner does: creating a consumer per read costs a JetStream API round trip, and a loaded
 // cluster answers those slowly.
+//
+// The consumer may sit on any replica of the stream, and nats-server 2.9 can let a replica's
+// sequences drift from the leader's (docs/cluster.md, "Reading through the leader"), so what
+// it delivers is checked against the leader before anyone sees it: each run's last message
+// must be the leader's message at that sequence (one leader get per run, none when the run
+// ends at `through`, whose fingerprint the caller looked up on the leader). A run that fails
+// the check is dropped unseen and the reads go through the leader, a message per request, for
+// a while. Where the reader resumes (its anchor: the last message it visited) is checked
+// against the leader whenever the reads change source: a leader whose message there differs
+// (the leader itself moved onto a drifted replica) stops the reader with Corruption rather
+// than skip or repeat messages.
 class SubjectTail {
  public:
   SubjectTail(std::shared_ptr<NatsConnection> nats, std::string stream, std::string subject,
-              uint64_t from_seq);
+              uint64_t from_seq, StreamPoint anchor = {});
   ~SubjectTail();
   SubjectTail(const SubjectTail&) = delete;
   SubjectTail& operator=(const SubjectTail&) = delete;
 
-  // Visits the subject's messages from next_seq() through stream sequence `through_seq` (the
-  // caller looked up the subject's last), at most `max_messages`, in order. When the
-  // consumer fails, the reads go on by direct gets (one request per message, answered by
-  // any live replica) for a while. An IoError leaves what was visited visited.
-  Status Read(uint64_t through_seq, size_t max_messages,
+  // Visits the subject's messages from next_seq() through stream sequence `through.seq` (the
+  // caller looked up the subject's last on the leader; `through.fingerprint` 0 if it did not
+  // keep it), at most `max_messages`, in order. An IoError leaves what was visited visited;
+  // Corruption: the leader no longer holds the anchor (nothing visited).
+  Status Read(const StreamPoint& through, size_t max_messages,
               const std::function<void(const StoredMessage&)>& visit);
   // One past the last message visited.
   uint64_t next_seq() const { return next_seq_; }
+  // The last message visited (or the one the reader was created after).
+  const StreamPoint& anchor() const { return anchor_; }
   const std::string& subject() const { return subject_; }
+  // Runs a replica delivered that the leader did not confirm (dropped unseen).
+  uint64_t replica_mismatches() const { return replica_mismatches_; }
+
+  // Tests only: checks the copies against stream `stream` instead (a stream whose sequences
+  // differ from the one read stands in for a replica that drifted).
+  void CheckAgainstForTesting(std::string stream) { leader_stream_ = std::move(stream); }
 
  private:
-  // How long reads go by direct gets after a consumer failed.
-  static constexpr std::chrono::seconds kDirectReadsFor{10};
+  // How long reads go through the leader after a consumer failed or was caught drifting.
+  static constexpr std::chrono::seconds kLeaderReadsFor{10};
+
+  // A message of a run from the consumer, held until the run is confirmed.
+  struct RunMessage {
+    OwnedMsg msg;
+    uint64_t stream_seq = 0;
+    TimeMs stored_at_ms = 0;
+    StoredMessage view() const;
+  };
 
   Status Subscribe();
-  Status Drain(uint64_t through_seq, size_t max_messages, size_t* visited,
-               const std::function<void(const StoredMessage&)>& visit);
-  Status DirectRead(uint64_t through_seq, size_t max_messages,
+  // Collects a run from the consumer into `*run`, through `through.seq` and at most
+  // `max_messages`.
+  Status Drain(const StreamPoint& through, size_t max_messages, std::vector<RunMessage>* run);
+  // True when the leader holds `last` (the run's last message) at its sequence.
+  Status Confirmed(const StoredMessage& last, const StreamPoint& through, bool* confirmed);
+  Status LeaderRead(const StreamPoint& through, size_t max_messages,
                     const std::function<void(const StoredMessage&)>& visit);
+  // Corruption unless the leader holds the anchor (when there is one).
+  Status CheckAnchor();
   void Drop();
-  // Hands `msg` (its seq and time in `*m`) to `visit`, destroys it and moves past it.
-  void Visit(natsMsg* msg, StoredMessage* m,
-             const std::function<void(const StoredMessage&)>& visit);
+  // Hands `m` to `visit` and moves past it.
+  void Visit(const StoredMessage& m, const std::function<void(const StoredMessage&)>& visit);
 
   std::shared_ptr<NatsConnection> nats_;
   std::string stream_;
+  std::string leader_stream_;  // the stream the copies are checked against: stream_
   std::string subject_;
   uint64_t next_seq_;
+  StreamPoint anchor_;
+  bool anchor_checked_ = false;
   natsSubscription* sub_ = nullptr;
-  std::chrono::steady_clock::time_point direct_until_{};
+  std::chrono::steady_clock::time_point leader_until_{};
+  uint64_t replica_mismatches_ = 0;
 };
 
 // Creates the stream `config` describes (file storage, limits retention, direct gets allowed
 // are set here) unless a stream of its name exists; then `*existing_description` (if given)
-// receives that stream's description. Two nodes creating it at once are both fine.
+// receives that stream's description, and its duplicate window is set to config.Duplicates
+// if that is not 0 and differs. Two nodes creating it at once are both fine.
 Status EnsureStream(const NatsConnection& nats, jsStreamConfig config,
                     std::optional<std::string>* existing_description = nullptr);
 
-// The last message of `subject` in `stream`: nullptr in `*out` when it has none. The caller
-// destroys it.
+// The last message of `subject` in `stream`, as the stream's leader holds it: nullptr in
+// `*out` when it has none. The caller destroys it.
 Status LastMessage(const NatsConnection& nats, const std::string& stream,
                    const std::string& subject, natsMsg** out);
+// The same as a point: its sequence and fingerprint (0 and 0 when it has none).
+Status LastPoint(const NatsConnection& nats, const std::string& stream, const std::string& subject,
+                 StreamPoint* out);
+// A message a JetStream get returned (js_GetMsg, js_GetLastMsg) as a reader sees it.
+StoredMessage StoredOf(natsMsg* msg);
+// A stored message `msg` (subject, headers, body) at `stream_seq`, stored at `stored_at_ms`.
+StoredMessage ViewOf(uint64_t stream_seq, TimeMs stored_at_ms, natsMsg* msg);
 
 // Cluster names and node ids become parts of stream, subject and key names, where '.', '*',
 // '>' and spaces have meanings: [A-Za-z0-9_-], 1..64 characters.

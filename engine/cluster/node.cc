@@ -1,6 +1,7 @@
 #include "engine/cluster/node.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "engine/base/check.h"
@@ -124,6 +125,14 @@ Status ClusterNode::Open(const NodeOptions& options, std::unique_ptr<ClusterNode
   snapshots.cluster = options.stream.cluster;
   snapshots.replicas = options.stream.replicas;
   if (Status s = SnapshotStream::Open(nats, snapshots, &node->snapshots_); !s.ok()) return s;
+  if (!options.local_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(options.local_dir, error);
+    if (error) {
+      return Status::IoError("local snapshot store " + options.local_dir + ": " + error.message());
+    }
+    if (Status s = LocalStore::Open(options.local_dir, &node->local_); !s.ok()) return s;
+  }
   *out = std::move(node);
   return Status::Ok();
 }
@@ -227,6 +236,8 @@ Status ClusterNode::Tick() {
         Status s = leases_->Release(p, self, o.lease_revision);
         if (s.ok()) ++stats_.leases_released;
         if (s.ok() || s.code() == StatusCode::kFailedPrecondition) {
+          // The next owner's snapshots will be newer than this node's copy.
+          if (local_ != nullptr) (void)local_->Remove(input_->stream_name(), p);
           Drop(it);
         } else {
           note(std::move(s));
@@ -278,34 +289,70 @@ Status ClusterNode::TakeOver(uint32_t p, uint64_t lease_revision, TimeMs now) {
 }
 
 Status ClusterNode::StartFromSnapshot(uint32_t p, Owned* o) {
-  SnapshotManifest manifest;
-  std::string payload;
-  bool found = false;
-  const Status s = snapshots_->Latest(p, &manifest, &payload, &found);
-  // NATS could not say: the takeover waits for the next round rather than fold from the
-  // start (a partition's whole stream) because of a passing fault.
-  if (s.code() == StatusCode::kIoError) return s;
-  if (s.ok() && !found) return Status::Ok();
+  const std::string& stream = input_->stream_name();
+  SnapshotManifest local_manifest;
+  bool local_found = false;
+  if (local_ != nullptr) {
+    if (Status s = local_->GetManifest(stream, p, &local_manifest, &local_found); !s.ok()) {
+      ++stats_.snapshots_refused;
+      last_snapshot_refusal_ = "partition " + std::to_string(p) + " (local): " + s.ToString();
+    }
+  }
+  SnapshotManifest shared_manifest;
+  bool shared_found = false;
+  const Status shared = snapshots_->LatestManifest(p, &shared_manifest, &shared_found);
+  // NATS could not say: without a local snapshot the takeover waits for the next round
+  // rather than fold from the start (a partition's whole stream) because of a passing fault.
+  if (shared.code() == StatusCode::kIoError && !local_found) return shared;
+  if (!shared.ok()) {
+    ++stats_.snapshots_refused;
+    last_snapshot_refusal_ = "partition " + std::to_string(p) + ": " + shared.ToString();
+  }
+  shared_found = shared_found && shared.ok();
+  // The one further on first (less of the stream to fold after it); the node's own when they
+  // are at one position (no transfer). The other is the fallback.
+  const bool local_first =
+      local_found && (!shared_found || local_manifest.input_seq >= shared_manifest.input_seq);
+  for (const bool local : {local_first, !local_first}) {
+    if (local ? !local_found : !shared_found) continue;
+    SnapshotManifest manifest;
+    std::string payload;
+    bool found = false;
+    Status s = local ? local_->Get(stream, p, &manifest, &payload, &found)
+                     : snapshots_->Latest(p, &manifest, &payload, &found);
+    if (s.code() == StatusCode::kIoError && !local) return s;
+    if (s.ok() && !found) continue;  // gone since the manifest was read
+    if (s.ok()) s = Restore(p, o, manifest, payload);
+    if (s.code() == StatusCode::kIoError && !local) return s;
+    if (s.ok()) {
+      o->snapshot_at = manifest.input_seq;
+      ++stats_.snapshots_restored;
+      if (local) ++stats_.snapshots_restored_local;
+      return Status::Ok();
+    }
+    // Folded from the other snapshot or from the start instead: slower, never wrong.
+    ++stats_.snapshots_refused;
+    last_snapshot_refusal_ =
+        "partition " + std::to_string(p) + (local ? " (local): " : ": ") + s.ToString();
+  }
+  return Status::Ok();
+}
+
+Status ClusterNode::Restore(uint32_t p, Owned* o, const SnapshotManifest& manifest,
+                            const std::string& payload) {
   // A snapshot whose transitions the output stream does not all hold would skip publishing
   // the missing ones: only a snapshot at or before the output's end is used.
-  Status usable = s;
-  if (usable.ok() && manifest.transition_seq > o->published_through) {
+  Status usable;
+  if (manifest.transition_seq > o->published_through) {
     usable = Status::FailedPrecondition("", "snapshot ahead of the output stream");
   }
   if (usable.ok()) {
-    usable = o->fold->RestoreSnapshot(payload, manifest.input_seq, manifest.control_seq);
+    usable = o->fold->RestoreSnapshot(payload, manifest.state_bytes, manifest.input_seq,
+                                      manifest.control_seq);
   }
-  if (!usable.ok()) {
-    // Folded from the start instead: slower, never wrong. A failed restore may have left the
-    // fold half-built, so it starts over.
-    ++stats_.snapshots_refused;
-    last_snapshot_refusal_ = "partition " + std::to_string(p) + ": " + usable.ToString();
-    o->fold = std::make_unique<PartitionFold>(input_.get(), p);
-    return Status::Ok();
-  }
-  o->snapshot_at = manifest.input_seq;
-  ++stats_.snapshots_restored;
-  return Status::Ok();
+  // A failed restore may have left the fold half-built: it starts over.
+  if (!usable.ok()) o->fold = std::make_unique<PartitionFold>(input_.get(), p);
+  return usable;
 }
 
 Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
@@ -320,13 +367,16 @@ Status ClusterNode::Snapshot(uint32_t p, Owned* o, bool handover) {
     return Status::Ok();
   }
   std::string payload;
-  if (Status s = o->fold->EncodeSnapshot(&payload); !s.ok()) return s;
   SnapshotManifest manifest;
+  if (Status s = o->fold->EncodeSnapshot(&payload, &manifest.state_bytes); !s.ok()) return s;
   manifest.id =
       std::to_string(position) + "-" + options_.node_id + "-" + std::to_string(++snapshots_made_);
   manifest.input_seq = position;
   manifest.transition_seq = o->fold->fold().state().transition_seq;
   manifest.control_seq = o->fold->control_seq();
+  if (local_ != nullptr && !local_->Put(input_->stream_name(), p, manifest, payload).ok()) {
+    ++stats_.local_snapshot_failures;  // JetStream's copy still goes out
+  }
   if (Status s = snapshots_->Publish(p, payload, &manifest); !s.ok()) return s;
   o->snapshot_at = position;
   o->records_at_snapshot = o->fold->records_read();

@@ -25,6 +25,7 @@
 #include "bucketd/types.h"
 #include "engine/cluster/control_log.h"
 #include "engine/cluster/leases.h"
+#include "engine/cluster/local_store.h"
 #include "engine/cluster/output_stream.h"
 #include "engine/cluster/partition_fold.h"
 #include "engine/cluster/partition_stream.h"
@@ -58,6 +59,9 @@ struct NodeOptions {
   // positions past its last one (and before handing the partition over); a new owner starts
   // from the newest. 0: never (a new owner folds the partition from the start).
   uint64_t snapshot_every_records = 100'000;
+  // Where the node keeps its own copy of each snapshot it takes (a RocksDB: LocalStore), so
+  // that it takes its partitions back from its disk after a restart. Empty: none.
+  std::string local_dir;
 };
 
 // The output stream's options a node with these options opens it with (a reader of the
@@ -86,6 +90,10 @@ struct NodeStats {
   // or ahead of the output stream) and folded from the start instead.
   uint64_t snapshots_restored = 0;
   uint64_t snapshots_refused = 0;
+  // Of the restored ones, those read from the node's own store, not from JetStream.
+  uint64_t snapshots_restored_local = 0;
+  // Snapshots the node's own store could not keep (JetStream's copy was still published).
+  uint64_t local_snapshot_failures = 0;
   // Publishes of outputs refused by the fence because someone had appended meanwhile.
   uint64_t output_resyncs = 0;
 };
@@ -173,9 +181,14 @@ class ClusterNode {
   Status PublishPending(uint32_t p, Owned* owned);
   // Stores a snapshot when `due` (or always, for a handover) and nothing is pending.
   Status Snapshot(uint32_t p, Owned* owned, bool handover);
-  // Starts a new owner's fold from the partition's newest snapshot when it is usable;
-  // IoError when it could not be read (the takeover waits for the next round).
+  // Starts a new owner's fold from the partition's newest usable snapshot, its own or
+  // JetStream's (the one further on first; its own when they are at one position); IoError
+  // when it could not be read (the takeover waits for the next round).
   Status StartFromSnapshot(uint32_t p, Owned* owned);
+  // Restores `payload` into a fresh fold of `owned`, or says why it cannot be used (the fold
+  // is fresh again then).
+  Status Restore(uint32_t p, Owned* owned, const SnapshotManifest& manifest,
+                 const std::string& payload);
 
   NodeOptions options_;
   std::shared_ptr<NatsConnection> nats_;
@@ -184,7 +197,8 @@ class ClusterNode {
   std::unique_ptr<OutputStream> output_;
   std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<SnapshotStream> snapshots_;
-  uint64_t snapshots_made_ = 0;  // numbers this node's snapshot ids
+  std::unique_ptr<LocalStore> local_;  // null without options_.local_dir
+  uint64_t snapshots_made_ = 0;        // numbers this node's snapshot ids
   std::string last_snapshot_refusal_;
   std::map<uint32_t, Owned> owned_;
   std::vector<std::string> live_nodes_;

@@ -125,12 +125,10 @@ Status OutputStream::Read(uint32_t partition, uint64_t from_seq, size_t max_mess
   BUCKETD_CHECK(partition < options_.partitions);
   out->clear();
   const std::string subject = Subject(partition);
-  natsMsg* last = nullptr;
-  if (Status s = LastMessage(*nats_, stream_name_, subject, &last); !s.ok() || last == nullptr) {
+  StreamPoint through;
+  if (Status s = LastPoint(*nats_, stream_name_, subject, &through); !s.ok() || through.seq == 0) {
     return s;
   }
-  const uint64_t through = natsMsg_GetSequence(last);
-  natsMsg_Destroy(last);
   SubjectTail tail(nats_, stream_name_, subject, from_seq);
   return tail.Read(through, max_messages, [&](const StoredMessage& m) { ToOutputMessage(m, out); });
 }
@@ -154,7 +152,7 @@ std::unique_ptr<SubjectTail> OutputStream::TailAll(uint64_t from_seq) const {
 Status OutputStream::ReadAll(SubjectTail* tail, uint64_t through_seq, size_t max_messages,
                              std::vector<OutputMessage>* out) {
   out->clear();
-  return tail->Read(through_seq, max_messages,
+  return tail->Read(StreamPoint{through_seq, 0}, max_messages,
                     [&](const StoredMessage& m) { ToOutputMessage(m, out); });
 }
 

@@ -7,31 +7,71 @@
 #include <utility>
 
 #include "engine/base/check.h"
+#include "engine/cluster/fixed64.h"
 #include "engine/state/snapshot_codec.h"
 
 namespace bucketd::cluster {
 
 PartitionFold::PartitionFold(PartitionStream* stream, uint32_t partition)
-    : stream_(stream), partition_(partition) {
+    : stream_(stream), partition_(partition), recent_ids_(stream->idempotency_window_ms()) {
   BUCKETD_CHECK(partition < stream->partitions());
   fold_.SetHistorySource([this](uint64_t before_seq, const Fold::RecordsVisitor& visit) {
     return ReadHistory(before_seq, visit);
   });
 }
 
-Status PartitionFold::EncodeSnapshot(std::string* payload) const {
+namespace {
+constexpr size_t kAnchorBytes = 16;  // seq, fingerprint
+}  // namespace
+
+uint64_t PartitionFold::replica_mismatches() const {
+  return replica_mismatches_before_ + (tail_ != nullptr ? tail_->replica_mismatches() : 0);
+}
+
+Status PartitionFold::EncodeSnapshot(std::string* payload, uint64_t* state_bytes) const {
   flatbuffers::DetachedBuffer buffer;
   if (Status s = bucketd::EncodeSnapshot(fold_.state(), &buffer); !s.ok()) return s;
   payload->assign(reinterpret_cast<const char*>(buffer.data()), buffer.size());
+  *state_bytes = payload->size();
+  PutFixed64(anchor_.seq, payload);
+  PutFixed64(anchor_.fingerprint, payload);
+  recent_ids_.Encode(payload);
   return Status::Ok();
 }
 
-Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_seq,
-                                      uint64_t control_seq) {
+Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t state_bytes,
+                                      uint64_t input_seq, uint64_t control_seq) {
   if (next_seq_ != 1) return Status::FailedPrecondition("", "the partition was folded already");
+  if (state_bytes > payload.size()) {
+    return Status::Corruption("snapshot state of " + std::to_string(state_bytes) +
+                              " bytes in a payload of " + std::to_string(payload.size()));
+  }
+  const std::string_view extras = payload.substr(state_bytes);
+  StreamPoint anchor;
+  if (!extras.empty()) {
+    if (extras.size() < kAnchorBytes) return Status::Corruption("snapshot extras cut short");
+    anchor = StreamPoint{GetFixed64(extras), GetFixed64(extras.substr(8))};
+    if (anchor.seq > input_seq) {
+      return Status::Corruption("snapshot's last message read is past its position");
+    }
+    if (anchor.seq != 0) {
+      bool holds = false;
+      if (Status s = stream_->LeaderHolds(anchor, &holds); !s.ok()) return s;
+      if (!holds) {
+        return Status::Corruption(
+            "the stream's leader does not hold the snapshot's last message "
+            "read (sequence " +
+            std::to_string(anchor.seq) + ")");
+      }
+    }
+  }
+  RecentIds ids(stream_->idempotency_window_ms());
+  if (extras.size() > kAnchorBytes) {
+    if (Status s = ids.Decode(extras.substr(kAnchorBytes)); !s.ok()) return s;
+  }
   State state;
-  if (Status s = DecodeSnapshot(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(),
-                                &state, 1);
+  if (Status s =
+          DecodeSnapshot(reinterpret_cast<const uint8_t*>(payload.data()), state_bytes, &state, 1);
       !s.ok()) {
     return s;
   }
@@ -43,6 +83,8 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_s
   }
   if (Status s = fold_.Restore(std::move(state)); !s.ok()) return s;
   next_seq_ = input_seq + 1;
+  anchor_ = anchor;
+  recent_ids_ = std::move(ids);
   control_seq_ = control_seq;
   tail_.reset();
   return Status::Ok();
@@ -51,32 +93,40 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t input_s
 Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
   if (caught_up != nullptr) *caught_up = false;
   if (tail_ == nullptr || tail_->next_seq() != next_seq_) {
-    tail_ = stream_->Tail(partition_, next_seq_);
+    if (tail_ != nullptr) replica_mismatches_before_ += tail_->replica_mismatches();
+    tail_ = stream_->Tail(partition_, next_seq_, anchor_);
   }
   // Up to the partition's last record when the call began, and at most kCatchUpRecordsMax
   // records: under steady ingest the end moves on, and the caller has leases to renew and
   // other partitions to fold between calls.
-  uint64_t through = 0;
-  if (Status s = stream_->LastSeq(partition_, &through); !s.ok()) return s;
-  stream_last_seq_ = through;
-  for (size_t folded = 0; next_seq_ <= through && folded < kCatchUpRecordsMax;) {
+  StreamPoint through;
+  if (Status s = stream_->LastPoint(partition_, &through); !s.ok()) return s;
+  stream_last_seq_ = through.seq;
+  for (size_t folded = 0; next_seq_ <= through.seq && folded < kCatchUpRecordsMax;) {
     ReadResult read;
     const Status s = stream_->Read(partition_, tail_.get(), through,
                                    std::min(kReadRecordsMax, kCatchUpRecordsMax - folded), &read);
     undecodable_ += read.undecodable.size();
     records_read_ += read.records.size() + read.undecodable.size();
     folded += read.records.size() + read.undecodable.size();
-    for (Record& r : read.records) Apply(std::move(r), out);
+    for (size_t i = 0; i < read.records.size(); ++i) {
+      Apply(std::move(read.records[i]), read.record_ids[i], out);
+    }
     const bool stuck = read.next_seq == next_seq_;
     next_seq_ = read.next_seq;  // what was read before an error stays folded
+    anchor_ = tail_->anchor();
     if (!s.ok()) return s;
     if (stuck) break;  // the subject's last message is not a record: nothing more to read
   }
-  if (caught_up != nullptr) *caught_up = next_seq_ > through;
+  if (caught_up != nullptr) *caught_up = next_seq_ > through.seq;
   return Status::Ok();
 }
 
-void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
+void PartitionFold::Apply(Record r, uint64_t id, std::vector<Transition>* out) {
+  // A second copy of a record applied within the idempotency window (a producer's retry
+  // after JetStream's duplicate window): skipped, as every reader of the stream skips it.
+  // Asked first, for every record: the ids' clock moves with each (ReadHistory does alike).
+  const bool duplicate = recent_ids_.SeenElseRemember(id, r.at);
   if (r.control_seq != 0) {
     // Control records reach every partition in the control log's order (control_log.h);
     // a copy of one folded already (a fan-out completed again after the duplicate window)
@@ -87,6 +137,10 @@ void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
     }
     control_seq_ = r.control_seq;
   }
+  if (duplicate) {
+    ++duplicates_skipped_;
+    return;
+  }
   if (r.seq > fold_.state().applied_seq + 1) fold_.SkipTo(r.seq);
   // A direct producer's instant (JetStream's stored time) may step back when the stream's
   // leader moves to a server whose clock is behind, and nodes' clocks differ: the fold's
@@ -96,13 +150,16 @@ void PartitionFold::Apply(Record r, std::vector<Transition>* out) {
 }
 
 // The fold's history re-read: the partition's records before `before_seq`, in runs of one
-// read each. The fold is midway through a definition when it asks, and a failure there stops
-// the process (Fold::Apply checks it: memory would no longer be the fold of the stream). A
-// NATS fault is routine in a cluster, so a run that fails is read again, with backoff, for up
-// to kHistoryPatience before that happens.
+// read each, without the ones the live fold skipped by id (the same RecentIds over the same
+// records from the start skips the same ones). The fold is midway through a definition when
+// it asks, and a failure there stops the process (Fold::Apply checks it: memory would no
+// longer be the fold of the stream). A NATS fault is routine in a cluster, so a run that
+// fails is read again, with backoff, for up to kHistoryPatience before that happens.
 Status PartitionFold::ReadHistory(uint64_t before_seq, const Fold::RecordsVisitor& visit) {
   const auto give_up = std::chrono::steady_clock::now() + kHistoryPatience;
   std::chrono::milliseconds backoff(50);
+  RecentIds ids(stream_->idempotency_window_ms());
+  std::vector<Record> run;
   for (uint64_t from = 1; from < before_seq;) {
     ReadResult read;
     if (Status s = stream_->Read(partition_, from, kReadRecordsMax, &read); !s.ok()) {
@@ -111,11 +168,18 @@ Status PartitionFold::ReadHistory(uint64_t before_seq, const Fold::RecordsVisito
       backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
       continue;  // the same run again; nothing of the failed read was visited
     }
-    const auto end = std::find_if(read.records.begin(), read.records.end(),
-                                  [&](const Record& r) { return r.seq >= before_seq; });
-    visit(std::span<const Record>(read.records.data(),
-                                  static_cast<size_t>(end - read.records.begin())));
-    if (end != read.records.end() || read.next_seq == from) break;
+    run.clear();
+    bool ended = false;
+    for (size_t i = 0; i < read.records.size(); ++i) {
+      Record& r = read.records[i];
+      if (r.seq >= before_seq) {
+        ended = true;
+        break;
+      }
+      if (!ids.SeenElseRemember(read.record_ids[i], r.at)) run.push_back(std::move(r));
+    }
+    visit(std::span<const Record>(run.data(), run.size()));
+    if (ended || read.next_seq == from) break;
     from = read.next_seq;
   }
   return Status::Ok();

@@ -1,9 +1,10 @@
 #pragma once
 // One partition's state, folded from its stream as the partition's owner does
 // (docs/cluster.md, "The record on the stream"): each record at its stream sequence (the gaps
-// are other partitions' records), at max(its instant, the partition's now), and a definition
-// that needs history it did not retain re-reads it from the same stream. The same stream
-// gives the same state and the same transitions, whoever folds it.
+// are other partitions' records), at max(its instant, the partition's now), a record whose id
+// the fold applied within the cluster's idempotency window skipped ("Idempotency"), and a
+// definition that needs history it did not retain re-reads it from the same stream. The same
+// stream gives the same state and the same transitions, whoever folds it.
 //
 // Threading: one thread, like the Fold it owns.
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "bucketd/status.h"
 #include "bucketd/types.h"
 #include "engine/cluster/partition_stream.h"
+#include "engine/cluster/recent_ids.h"
 #include "engine/fold/fold.h"
 
 namespace bucketd::cluster {
@@ -39,12 +41,19 @@ class PartitionFold {
   Status CatchUp(std::vector<Transition>* out, bool* caught_up = nullptr);
   static constexpr size_t kCatchUpRecordsMax = 50'000;
 
-  // The state as a snapshot payload (the state layer's encoding), at position next_seq() - 1.
-  Status EncodeSnapshot(std::string* payload) const;
-  // Takes the state of a snapshot payload taken at input-stream position `input_seq`, where
-  // the last control record folded was `control_seq`; the next catch-up reads from
-  // input_seq + 1. FailedPrecondition unless nothing was folded yet.
-  Status RestoreSnapshot(std::string_view payload, uint64_t input_seq, uint64_t control_seq);
+  // The partition as a snapshot payload, at position next_seq() - 1: the state (the state
+  // layer's encoding) in its first `*state_bytes`, then what the fold keeps beside it (the
+  // last message read, the record ids remembered).
+  Status EncodeSnapshot(std::string* payload, uint64_t* state_bytes) const;
+  // Takes a snapshot payload taken at input-stream position `input_seq`, where the last
+  // control record folded was `control_seq`; the next catch-up reads from input_seq + 1.
+  // `state_bytes`: EncodeSnapshot's (a payload of the state alone, as older snapshots are, has
+  // it equal to its size). FailedPrecondition unless nothing was folded yet; Corruption when
+  // the stream's leader does not hold the last message the snapshot's fold read (a snapshot of
+  // another stream of the same name, or of a history the leader no longer has); IoError when
+  // the leader could not be asked. Nothing is taken on an error.
+  Status RestoreSnapshot(std::string_view payload, uint64_t state_bytes, uint64_t input_seq,
+                         uint64_t control_seq);
 
   const Fold& fold() const { return fold_; }
   uint32_t partition() const { return partition_; }
@@ -63,9 +72,18 @@ class PartitionFold {
   // The partition's last stream sequence when the last CatchUp looked (0 before one): the
   // fold is behind by the partition's messages in (next_seq() - 1, this].
   uint64_t stream_last_seq() const { return stream_last_seq_; }
+  // Records skipped because the fold had applied a record of the same id within the
+  // idempotency window, and how many ids it remembers now.
+  uint64_t duplicates_skipped() const { return duplicates_skipped_; }
+  size_t ids_remembered() const { return recent_ids_.size(); }
+  // Runs of messages a replica delivered that the stream's leader did not confirm (read
+  // again through the leader; SubjectTail).
+  uint64_t replica_mismatches() const;
+  // The last message of the partition read, as the leader held it.
+  const StreamPoint& anchor() const { return anchor_; }
 
  private:
-  void Apply(Record record, std::vector<Transition>* out);
+  void Apply(Record record, uint64_t id, std::vector<Transition>* out);
   Status ReadHistory(uint64_t before_seq, const Fold::RecordsVisitor& visit);
 
   PartitionStream* stream_;
@@ -77,6 +95,10 @@ class PartitionFold {
   uint64_t control_seq_ = 0;
   uint64_t control_copies_skipped_ = 0;
   uint64_t next_seq_ = 1;
+  StreamPoint anchor_;
+  RecentIds recent_ids_;
+  uint64_t duplicates_skipped_ = 0;
+  uint64_t replica_mismatches_before_ = 0;  // of the readers replaced
   uint64_t refused_ = 0;
   uint64_t undecodable_ = 0;
   uint64_t records_read_ = 0;

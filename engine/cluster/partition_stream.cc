@@ -1,5 +1,7 @@
 #include "engine/cluster/partition_stream.h"
 
+#include <xxhash.h>
+
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -12,11 +14,34 @@
 namespace bucketd::cluster {
 namespace {
 
-// The stream records its partition count in its description (JetStream 2.9 streams have no
-// metadata map), so that a node started with another count is refused instead of routing
-// users to partitions no one else uses.
-std::string Description(uint32_t partitions) {
-  return "bucketd input log; partitions=" + std::to_string(partitions);
+// The stream records its partition count and idempotency window in its description
+// (JetStream 2.9 streams have no metadata map), so that a node started with another count is
+// refused instead of routing users to partitions no one else uses, and every fold of a
+// partition skips the same records by id.
+constexpr std::string_view kDescriptionPrefix = "bucketd input log; partitions=";
+constexpr std::string_view kWindowField = "; idempotencyWindowMs=";
+
+std::string Description(uint32_t partitions, TimeMs idempotency_window_ms) {
+  return std::string(kDescriptionPrefix) + std::to_string(partitions) + std::string(kWindowField) +
+         std::to_string(idempotency_window_ms);
+}
+
+// A description's partition count and window (0 when it has none: a stream made before the
+// window was); false when it is not a bucketd input log's.
+bool ParseDescription(std::string_view text, uint32_t* partitions, TimeMs* window_ms) {
+  if (text.substr(0, kDescriptionPrefix.size()) != kDescriptionPrefix) return false;
+  text.remove_prefix(kDescriptionPrefix.size());
+  const char* end = text.data() + text.size();
+  const auto [after_count, count_error] = std::from_chars(text.data(), end, *partitions);
+  if (count_error != std::errc()) return false;
+  std::string_view rest(after_count, static_cast<size_t>(end - after_count));
+  *window_ms = 0;
+  if (rest.empty()) return true;
+  if (rest.substr(0, kWindowField.size()) != kWindowField) return false;
+  rest.remove_prefix(kWindowField.size());
+  const auto [after_window, window_error] =
+      std::from_chars(rest.data(), rest.data() + rest.size(), *window_ms);
+  return window_error == std::errc() && after_window == rest.data() + rest.size();
 }
 
 }  // namespace
@@ -65,7 +90,7 @@ std::string PartitionStream::QuerySubject(uint32_t partition) const {
 Status PartitionStream::EnsureStream() {
   const std::string subjects = "bucketd." + options_.cluster + ".in.*";
   const char* subject_list[] = {subjects.c_str()};
-  const std::string description = Description(options_.partitions);
+  const std::string description = Description(options_.partitions, options_.idempotency_window_ms);
   jsStreamConfig config;
   jsStreamConfig_Init(&config);
   config.Name = stream_name_.c_str();
@@ -79,7 +104,11 @@ Status PartitionStream::EnsureStream() {
   // stay allowed: an erasure will have to remove a contact's messages.
   std::optional<std::string> existing;
   if (Status s = bucketd::cluster::EnsureStream(*nats_, config, &existing); !s.ok()) return s;
-  if (existing && *existing != description) {
+  idempotency_window_ms_ = options_.idempotency_window_ms;
+  if (!existing) return Status::Ok();
+  uint32_t partitions = 0;
+  if (!ParseDescription(*existing, &partitions, &idempotency_window_ms_) ||
+      partitions != options_.partitions) {
     return Status::FailedPrecondition(
         "partitions", "stream " + stream_name_ + " exists with another partition count (\"" +
                           *existing + "\"); the count is fixed at cluster creation");
@@ -257,12 +286,37 @@ Status PartitionStream::PublishBatch(std::span<const BatchPublish> items, int at
 }
 
 Status PartitionStream::LastSeq(uint32_t partition, uint64_t* seq) {
+  StreamPoint last;
+  const Status s = LastPoint(partition, &last);
+  *seq = last.seq;
+  return s;
+}
+
+Status PartitionStream::LastPoint(uint32_t partition, StreamPoint* out) {
   BUCKETD_CHECK(partition < options_.partitions);
-  natsMsg* msg = nullptr;
-  if (Status s = LastMessage(*nats_, stream_name_, Subject(partition), &msg); !s.ok()) return s;
-  *seq = msg != nullptr ? natsMsg_GetSequence(msg) : 0;
-  natsMsg_Destroy(msg);
+  return bucketd::cluster::LastPoint(*nats_, stream_name_, Subject(partition), out);
+}
+
+Status PartitionStream::LeaderHolds(const StreamPoint& point, bool* holds) {
+  LeaderMessage held;
+  bool found = false;
+  if (Status s = LeaderGet(*nats_, stream_name_, point.seq, "", &held, &found); !s.ok()) return s;
+  *holds = found && FingerprintOf(held.view()) == point.fingerprint;
   return Status::Ok();
+}
+
+uint64_t RecordIdOf(const Record& record, natsMsg* msg) {
+  if (record.control_seq != 0) return 0;
+  std::string id;
+  if (record.kind == RecordKind::kEvent && record.idempotency_key) {
+    id = "e:" + *record.idempotency_key;  // what a routing node sends as its message id
+  } else {
+    const char* header = nullptr;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &header) != NATS_OK || header == nullptr) return 0;
+    id = header;
+  }
+  const uint64_t hash = XXH64(id.data(), id.size(), 0);
+  return hash != 0 ? hash : 1;
 }
 
 namespace {
@@ -336,12 +390,14 @@ std::unique_ptr<SubjectTail> PartitionStream::ControlTail(uint64_t from_seq) con
 Status PartitionStream::ReadControl(SubjectTail* tail, uint64_t through_seq, ReadResult* out) {
   BUCKETD_CHECK(tail->subject() == ControlSubject(options_.cluster));
   out->records.clear();
+  out->record_ids.clear();
   out->undecodable.clear();
-  Status s = tail->Read(through_seq, kReadRecordsMax, [&](const StoredMessage& m) {
+  Status s = tail->Read(StreamPoint{through_seq, 0}, kReadRecordsMax, [&](const StoredMessage& m) {
     Record record;
     if (DecodeRecord(m.data, m.stored_at_ms, &record).ok()) {
       record.seq = m.stream_seq;
       out->records.push_back(std::move(record));
+      out->record_ids.push_back(0);
     } else {
       out->undecodable.push_back(m.stream_seq);
     }
@@ -381,17 +437,19 @@ Status PartitionStream::SetClock(TimeMs now, uint64_t expected_seq) {
   return s;
 }
 
-std::unique_ptr<SubjectTail> PartitionStream::Tail(uint32_t partition, uint64_t from_seq) const {
+std::unique_ptr<SubjectTail> PartitionStream::Tail(uint32_t partition, uint64_t from_seq,
+                                                   StreamPoint anchor) const {
   BUCKETD_CHECK(partition < options_.partitions);
   BUCKETD_CHECK(from_seq >= 1);
-  return std::make_unique<SubjectTail>(nats_, stream_name_, Subject(partition), from_seq);
+  return std::make_unique<SubjectTail>(nats_, stream_name_, Subject(partition), from_seq, anchor);
 }
 
 Status PartitionStream::Read(uint32_t partition, uint64_t from_seq, size_t max_records,
                              ReadResult* out) {
-  uint64_t last = 0;
-  if (Status s = LastSeq(partition, &last); !s.ok()) {
+  StreamPoint last;
+  if (Status s = LastPoint(partition, &last); !s.ok()) {
     out->records.clear();
+    out->record_ids.clear();
     out->undecodable.clear();
     out->next_seq = from_seq;
     return s;
@@ -399,19 +457,21 @@ Status PartitionStream::Read(uint32_t partition, uint64_t from_seq, size_t max_r
   return Read(partition, Tail(partition, from_seq).get(), last, max_records, out);
 }
 
-Status PartitionStream::Read(uint32_t partition, SubjectTail* tail, uint64_t through_seq,
+Status PartitionStream::Read(uint32_t partition, SubjectTail* tail, const StreamPoint& through,
                              size_t max_records, ReadResult* out) {
   BUCKETD_CHECK(partition < options_.partitions);
   BUCKETD_CHECK(tail->subject() == Subject(partition));
   BUCKETD_CHECK(max_records <= kReadRecordsMax);
   out->records.clear();
+  out->record_ids.clear();
   out->undecodable.clear();
   out->next_seq = tail->next_seq();
-  Status s = tail->Read(through_seq, max_records, [&](const StoredMessage& m) {
+  Status s = tail->Read(through, max_records, [&](const StoredMessage& m) {
     Record record;
     const Status decoded = DecodeRecord(m.data, m.stored_at_ms, &record);
     if (decoded.ok()) {
       record.seq = m.stream_seq;
+      out->record_ids.push_back(RecordIdOf(record, m.msg));
       out->records.push_back(std::move(record));
     } else {
       out->undecodable.push_back(m.stream_seq);

@@ -38,8 +38,13 @@ struct StreamOptions {
   // Replicas of the stream when Open creates it: 3 in production (a majority survives one
   // server's loss), 1 in tests.
   int replicas = 3;
-  // JetStream's duplicate window for Nats-Msg-Id (a producer's retry of the same record).
+  // JetStream's duplicate window for Nats-Msg-Id (a producer's retry of the same record):
+  // set when Open creates the stream, and set on an existing stream that has another.
   TimeMs duplicate_window_ms = 2 * 60 * 1000;
+  // How long a partition's fold remembers the ids of the records it applied, to skip a
+  // record whose id it saw (docs/cluster.md, "Idempotency"). Fixed when Open creates the
+  // stream (kept in its description); a stream that has one keeps it (idempotency_window_ms()).
+  TimeMs idempotency_window_ms = 60 * 60 * 1000;
   // How long a publish waits for JetStream's ack, and a read for the next message.
   TimeMs timeout_ms = 5000;
 };
@@ -72,12 +77,20 @@ struct BatchAck {
 struct ReadResult {
   // In stream order; each record's seq is its stream sequence (gaps are other partitions').
   std::vector<Record> records;
+  // records[i]'s id (RecordIdOf), 0 when it has none.
+  std::vector<uint64_t> record_ids;
   // Stream sequences of messages that are not records (record_json.h refused them): every
   // reader skips the same ones, so the partition's fold stays a function of its stream.
   std::vector<uint64_t> undecodable;
   // Where the next Read starts: one past the last message looked at.
   uint64_t next_seq = 0;
 };
+
+// A record's id, what a partition's fold skips a second copy of a record by (docs/cluster.md,
+// "Idempotency"): an event's idempotencyKey when it has one (whatever its message id, so a
+// direct producer's retry is caught too), else the message's Nats-Msg-Id; a hash, never 0.
+// 0: the record has neither, or is a control record's copy (those have controlSeq).
+uint64_t RecordIdOf(const Record& record, natsMsg* msg);
 
 // Where the owner of `partition` of cluster `cluster` answers queries (core NATS
 // request/reply, not a stream; docs/cluster.md, "Queries").
@@ -98,6 +111,9 @@ class PartitionStream {
 
   const std::string& stream_name() const { return stream_name_; }
   uint32_t partitions() const { return options_.partitions; }
+  // The cluster's idempotency window, as its stream's description records it (0 on a stream
+  // made before there was one: no record is skipped by id).
+  TimeMs idempotency_window_ms() const { return idempotency_window_ms_; }
   std::string Subject(uint32_t partition) const;
   // Where the partition's owner answers queries (core NATS request/reply, not a stream).
   std::string QuerySubject(uint32_t partition) const;
@@ -127,14 +143,22 @@ class PartitionStream {
   // REQUIRES: partition < partitions(), from_seq >= 1, max_records <= kReadRecordsMax.
   Status Read(uint32_t partition, uint64_t from_seq, size_t max_records, ReadResult* out);
   // The same through a reader kept open on the partition (its owner's), from tail->next_seq()
-  // through stream sequence `through_seq` (the partition's last record when the caller
-  // looked). REQUIRES: `tail` is Tail(partition, ...)'s.
-  Status Read(uint32_t partition, SubjectTail* tail, uint64_t through_seq, size_t max_records,
+  // through `through` (the partition's last record when the caller looked: LastPoint).
+  // REQUIRES: `tail` is Tail(partition, ...)'s.
+  Status Read(uint32_t partition, SubjectTail* tail, const StreamPoint& through, size_t max_records,
               ReadResult* out);
-  std::unique_ptr<SubjectTail> Tail(uint32_t partition, uint64_t from_seq) const;
+  // A reader from `from_seq` on; `anchor`: the message before it as it was read (checked
+  // against the leader before the first read; SubjectTail).
+  std::unique_ptr<SubjectTail> Tail(uint32_t partition, uint64_t from_seq,
+                                    StreamPoint anchor = {}) const;
 
   // The stream sequence of the partition's last record, 0 if it has none.
   Status LastSeq(uint32_t partition, uint64_t* seq);
+  // The partition's last record as the stream's leader holds it.
+  Status LastPoint(uint32_t partition, StreamPoint* out);
+  // Whether the stream's leader holds the message `point` names (its fingerprint at its
+  // sequence): a reader resuming after it reads the stream it read before.
+  Status LeaderHolds(const StreamPoint& point, bool* holds);
 
   // The cluster's manual clock (docs/cluster.md, "Manual clock"): the last instant set, kept
   // on the input stream's subject `bucketd.<cluster>.in.clock` (no partition reads it), with
@@ -180,6 +204,7 @@ class PartitionStream {
 
   StreamOptions options_;
   std::string stream_name_;
+  TimeMs idempotency_window_ms_ = 0;
   std::shared_ptr<NatsConnection> nats_;
   jsCtx* async_js_ = nullptr;
   // The round in flight: which item each sent message is, and where its outcome goes. The

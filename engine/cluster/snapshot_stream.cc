@@ -18,17 +18,20 @@ constexpr const char* kChunkHeader = "Bucketd-Chunk";
 // or was being purged while a new owner read it.
 constexpr int kManifestsKept = 2;
 
-std::string ManifestJson(const SnapshotManifest& m) {
+}  // namespace
+
+std::string SnapshotManifestJson(const SnapshotManifest& m) {
   JsonWriter w;
   w.BeginObject().Key("id").String(m.id).Key("inputSeq").Uint(m.input_seq);
   w.Key("transitionSeq").Uint(m.transition_seq).Key("controlSeq").Uint(m.control_seq);
   w.Key("chunks").Uint(m.chunks);
-  w.Key("bytes").Uint(m.bytes).Key("xxh64").Uint(m.xxh64).Key("firstSeq").Uint(m.first_seq);
+  w.Key("bytes").Uint(m.bytes).Key("stateBytes").Uint(m.state_bytes);
+  w.Key("xxh64").Uint(m.xxh64).Key("firstSeq").Uint(m.first_seq);
   w.EndObject();
   return w.Take();
 }
 
-Status ParseManifest(std::string_view json, SnapshotManifest* m) {
+Status ParseSnapshotManifest(std::string_view json, SnapshotManifest* m) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   std::string_view id;
@@ -48,9 +51,19 @@ Status ParseManifest(std::string_view json, SnapshotManifest* m) {
       doc["controlSeq"].get_uint64().get(m->control_seq) != simdjson::SUCCESS) {
     return Status::Corruption("snapshot manifest has a controlSeq that is not a number");
   }
+  // Absent in the manifests written before the fold kept anything beside the state: the
+  // payload is the state.
+  m->state_bytes = m->bytes;
+  if (doc["stateBytes"].error() != simdjson::NO_SUCH_FIELD &&
+      (doc["stateBytes"].get_uint64().get(m->state_bytes) != simdjson::SUCCESS ||
+       m->state_bytes > m->bytes)) {
+    return Status::Corruption("snapshot manifest has a stateBytes that is not a size within it");
+  }
   m->id = std::string(id);
   return Status::Ok();
 }
+
+namespace {
 
 std::string Header(natsMsg* msg, const char* name) {
   const char* value = nullptr;
@@ -102,8 +115,8 @@ Status SnapshotStream::LastManifest(uint32_t partition, SnapshotManifest* manife
       !s.ok() || msg == nullptr) {
     return s;
   }
-  const Status parsed =
-      ParseManifest(std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)), manifest);
+  const Status parsed = ParseSnapshotManifest(
+      std::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)), manifest);
   natsMsg_Destroy(msg);
   *found = parsed.ok();
   return parsed;
@@ -140,7 +153,7 @@ Status SnapshotStream::Publish(uint32_t partition, std::string_view payload,
     if (i == 0) manifest->first_seq = ack->Sequence;
     jsPubAck_Destroy(ack);
   }
-  const std::string body = ManifestJson(*manifest);
+  const std::string body = SnapshotManifestJson(*manifest);
   const std::string subject = ManifestSubject(partition);
   jsPubAck* ack = nullptr;
   jsErrCode js_error = jsErrCode(0);
@@ -171,29 +184,28 @@ Status SnapshotStream::Latest(uint32_t partition, SnapshotManifest* manifest, st
                               bool* found) {
   payload->clear();
   if (Status s = LastManifest(partition, manifest, found); !s.ok() || !*found) return s;
-  // Chunks by direct get from the first one on, skipping chunks of another snapshot (a stale
-  // owner's, published in between).
+  // Chunks through the stream's leader from the first one on (a replica's copy may have
+  // drifted: nats_connection.h), skipping chunks of another snapshot (a stale owner's,
+  // published in between).
   const std::string chunks = ChunkSubject(partition);
   uint64_t next_index = 0;
   for (uint64_t seq = manifest->first_seq; next_index < manifest->chunks;) {
-    jsDirectGetMsgOptions options;
-    jsDirectGetMsgOptions_Init(&options);
-    options.Sequence = seq;
-    options.NextBySubject = chunks.c_str();
-    natsMsg* msg = nullptr;
-    const natsStatus s =
-        js_DirectGetMsg(&msg, nats_->js(), stream_name_.c_str(), nullptr, &options);
-    if (s == NATS_NOT_FOUND) break;
-    if (s != NATS_OK) return NatsFailed("snapshot chunk of " + chunks, s);
-    const uint64_t at = natsMsg_GetSequence(msg);
+    LeaderMessage chunk;
+    bool found_chunk = false;
+    if (Status s = LeaderGet(*nats_, stream_name_, seq, chunks, &chunk, &found_chunk); !s.ok()) {
+      return s;
+    }
+    if (!found_chunk) break;
+    natsMsg* msg = chunk.msg.get();
     if (Header(msg, kSnapshotHeader) == manifest->id &&
         Header(msg, kChunkHeader) == std::to_string(next_index)) {
       payload->append(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
       ++next_index;
     }
-    natsMsg_Destroy(msg);
-    if (at < seq) return Status::IoError("snapshot chunks of " + chunks + " read out of order");
-    seq = at + 1;
+    if (chunk.stream_seq < seq) {
+      return Status::IoError("snapshot chunks of " + chunks + " read out of order");
+    }
+    seq = chunk.stream_seq + 1;
   }
   if (next_index != manifest->chunks || payload->size() != manifest->bytes ||
       XXH64(payload->data(), payload->size(), 0) != manifest->xxh64) {

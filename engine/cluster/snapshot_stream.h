@@ -29,9 +29,16 @@ struct SnapshotManifest {
   uint64_t control_seq = 0;     // the last control record folded (0 in manifests before it)
   uint64_t chunks = 0;
   uint64_t bytes = 0;
+  // The payload's first state_bytes are the state; the rest is what the partition's fold
+  // keeps beside it (PartitionFold::EncodeSnapshot). Absent in older manifests: bytes.
+  uint64_t state_bytes = 0;
   uint64_t xxh64 = 0;      // of the whole payload
   uint64_t first_seq = 0;  // the snapshot stream sequence of its first chunk
 };
+
+// The manifest as JSON, the one encoding of it (in JetStream and in a node's local store).
+std::string SnapshotManifestJson(const SnapshotManifest& manifest);
+Status ParseSnapshotManifest(std::string_view json, SnapshotManifest* manifest);
 
 struct SnapshotOptions {
   std::string cluster = "default";
@@ -52,6 +59,10 @@ class SnapshotStream {
   // The partition's newest snapshot: `*found` false when it has none. Corruption when its
   // chunks are missing or fail the checksum (the caller folds from the start instead).
   Status Latest(uint32_t partition, SnapshotManifest* manifest, std::string* payload, bool* found);
+  // Its manifest alone (one request).
+  Status LatestManifest(uint32_t partition, SnapshotManifest* manifest, bool* found) {
+    return LastManifest(partition, manifest, found);
+  }
 
  private:
   SnapshotStream(std::shared_ptr<NatsConnection> nats, const SnapshotOptions& options);

@@ -661,6 +661,7 @@ class EngineImpl final : public Engine {
     s.log_seq = fold_.state().applied_seq;
     s.transition_seq = fold_.state().transition_seq;
     s.log_bytes = log_->ApproximateBytes();
+    s.log_memory_bytes = log_->MemoryBytes();
     s.contacts = fold_.live_contacts();
     s.pool_bytes =
         fold_.state().slot_pool.reserved_bytes() + fold_.state().user_arena.reserved_bytes();

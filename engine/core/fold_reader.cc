@@ -4,6 +4,9 @@
 #include <string>
 
 #include "bucketd/limits.h"
+#include "engine/core/explain.h"
+#include "engine/core/preview.h"
+#include "engine/definition/definition.h"
 #include "engine/state/digest.h"
 
 namespace bucketd {
@@ -197,6 +200,24 @@ StateInfo FoldReader::State(TimeMs now) const {
                    ComputeDigest(fold_.state()),
                    now,
                    {}};
+}
+
+Status FoldReader::Explain(std::string_view bucket_id, std::string_view user_id, TimeMs now,
+                           ExplainResult* out) const {
+  return ExplainMembership(fold_, bucket_id, user_id, std::max(now, fold_.state().now), out);
+}
+
+Status FoldReader::Preview(std::string_view definition_json, TimeMs now, PreviewResult* out) const {
+  BucketDefinition def;
+  if (Status s = ParseBucketDefinition(definition_json, &def, std::nullopt); !s.ok()) return s;
+  if (Status s = CheckNewBucketId(def.id); !s.ok()) return s;
+  Record r;
+  r.kind = RecordKind::kBucketDefine;
+  r.bucket_id = def.id;
+  r.definition_json = ToCanonicalJson(def);
+  if (Status s = fold_.Check(r); !s.ok()) return s;
+  return PreviewDefinition(
+      fold_, def, std::max(now, fold_.state().now), [] { return Status::Ok(); }, out);
 }
 
 }  // namespace bucketd

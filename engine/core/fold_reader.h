@@ -36,6 +36,14 @@ class FoldReader {
   Status CaptureHistory(std::string_view bucket_id, TimeMs now, HistoryBase* out) const;
   // log_seq: the last record folded; `now`: the caller's.
   StateInfo State(TimeMs now) const;
+  // Why the user is or is not a member of the bucket (explain.h), at `now` (no earlier than
+  // the fold's own time).
+  Status Explain(std::string_view bucket_id, std::string_view user_id, TimeMs now,
+                 ExplainResult* out) const;
+  // What a definition's criteria select at `now` (preview.h), the definition refused as a
+  // define of it would be. A re-read of history goes through the fold's history source (a
+  // cluster partition's stream: durable already, nothing to commit first).
+  Status Preview(std::string_view definition_json, TimeMs now, PreviewResult* out) const;
 
   static Status UnknownBucket(std::string_view id);
 

@@ -290,7 +290,10 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
       std::sort(instants.begin(), instants.end());
       const size_t keep = std::min<size_t>(instants.size(), depth[name_id]);
       for (EventHistory& h : scratch.events) {
-        if (h.name_id == name_id) h.newest.assign(instants.end() - keep, instants.end());
+        if (h.name_id == name_id) {
+          h.newest.assign(instants.data() + instants.size() - keep,
+                          instants.data() + instants.size());
+        }
       }
     }
     if (!criteria.Evaluate(*subject, now)) continue;

@@ -14,8 +14,8 @@ namespace bucketd {
 namespace {
 
 // Trimmed and lower-cased (ASCII, as the "C" locale's isspace and tolower do), written over
-// `out`: a contact's events mostly repeat its email, and reusing the string's buffer saves
-// an allocation and a free per such event.
+// `out`: a contact's events mostly repeat its email, so the fold normalizes into a scratch
+// string (no allocation) and rewrites the user's only when it differs.
 void NormalizeEmailInto(std::string_view email, std::string* out) {
   const auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
   while (!email.empty() && space(email.front())) email.remove_prefix(1);
@@ -49,6 +49,11 @@ Status Fold::Check(const Record& r) const {
     case RecordKind::kBucketDefine: {
       BucketDefinition def;
       if (Status s = ParseBucketDefinition(r.definition_json, &def); !s.ok()) return s;
+      if (!state_.bucket_ids.contains(def.id) && state_.buckets.size() >= kBucketIdsMax) {
+        return Status::FailedPrecondition(
+            "id", "this state already names " + std::to_string(kBucketIdsMax) +
+                      " bucket ids, the most it holds (a deleted id can be defined again)");
+      }
       return CheckBucketRefs(def);
     }
     case RecordKind::kBucketEnable:
@@ -105,6 +110,9 @@ Status Fold::Check(const Record& r) const {
 Status Fold::CheckEvent(const Record& r, User** user) const {
   if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
   if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
+  // The engine refuses these before logging; a log that is not the engine's must not bring
+  // one in either: histories keep no negative instant (InstantList marks places with them).
+  if (Status s = ValidateOccurredAt(r.occurred_at); !s.ok()) return s;
   if (*user == nullptr) *user = FindUser(r.user_id);
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
@@ -191,9 +199,13 @@ User* Fold::FindUser(std::string_view id) const { return state_.user_ids.Find(id
 
 void Fold::PrefetchUserState(const User* user, int stage) const {
   const auto line = [](const void* p) { __builtin_prefetch(p); };
+  // Every line the object overlaps: a 56-byte slot or a 264-byte user is not aligned to
+  // lines, so its last bytes may sit on one more line than its size suggests.
   const auto lines = [&](const void* p, size_t bytes) {
-    for (size_t offset = 0; offset < bytes; offset += 64)
-      line(static_cast<const char*>(p) + offset);
+    if (bytes == 0) return;
+    const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+    const auto last = reinterpret_cast<uintptr_t>(p) + bytes - 1;
+    for (uintptr_t at = first; at <= last; at += 64) line(reinterpret_cast<const void*>(at));
   };
   switch (stage) {
     case 1:
@@ -203,15 +215,20 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       line(user->events.data());
       line(user->slots.data());
       line(user->properties.data());
-      // Events mostly repeat the contact's email, which is compared and rewritten.
-      if (user->email) line(user->email->data());
+      // Events mostly repeat the contact's email, which is compared.
+      if (user->email) line(user->email.data());
+      if (!user->past.empty()) line(user->past.allocation());  // a leave appends to it
       // The §3b histories are one block (LegHistories), read by every event that feeds a
       // stream and by its legs' evaluation.
       if (user->legs) lines(user->legs.get(), sizeof(LegHistories));
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
-      for (const EventHistory& h : user->events) line(&h);
+      for (const EventHistory& h : user->events) {
+        line(&h);
+        // A deep history's instants are in a block of their own.
+        if (const void* spilled = h.newest.allocation()) line(spilled);
+      }
       lines(user->properties.data(), user->properties.size() * sizeof(Property));
       break;
   }
@@ -238,8 +255,8 @@ Slot* Fold::GetOrCreateSlot(User* user, uint32_t bucket) {
   if (Slot* slot = FindSlot(user, bucket)) return slot;
   Slot* slot = state_.slot_pool.New();
   slot->user = user;
-  slot->user_index = user->index;
   slot->bucket = bucket;
+  GrowForOneMore(&user->slots);
   user->slots.push_back(slot);
   return slot;
 }
@@ -260,6 +277,7 @@ void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
     // Appended, then rotated into place: inserting in the middle of the vector moves
     // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
     const size_t at = static_cast<size_t>(it - user->events.begin());
+    GrowForOneMore(&user->events);
     EventHistory& added = user->events.emplace_back();
     added.name_id = name_id;
     added.first_at = added.last_at = occurred_at;
@@ -280,6 +298,10 @@ void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
   // More than the depth are kept when it was lowered since: the oldest go first.
   if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
   // Late events land in place; only the newest `depth` instants are kept.
+  if (newest.size() < depth && newest.size() == newest.capacity()) {
+    // Doubling up to the depth, never past it: a history never holds more.
+    newest.reserve(std::min<size_t>(depth, 2 * newest.size()));
+  }
   const auto place = std::upper_bound(newest.begin(), newest.end(), occurred_at);
   if (newest.size() < depth) {
     newest.insert(place, occurred_at);
@@ -457,11 +479,27 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
 
 void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at) {
   patched_keys_scratch_.clear();
+  const auto find = [user](uint32_t key_id) {
+    return std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
+                            [](const Property& q, uint32_t id) { return q.key_id < id; });
+  };
+  // The keys the patch adds, counted first so that the user's array grows once and exactly:
+  // it is held for as long as the contact.
+  size_t added = 0;
   for (const PropertyPatch& p : patch) {
     const uint32_t key_id = state_.property_keys.Intern(p.key);
     patched_keys_scratch_.push_back(key_id);
-    auto it = std::lower_bound(user->properties.begin(), user->properties.end(), key_id,
-                               [](const Property& q, uint32_t id) { return q.key_id < id; });
+    if (p.value.type == PropertyValue::Type::kNull) continue;
+    const auto it = find(key_id);
+    added += it == user->properties.end() || it->key_id != key_id;
+  }
+  if (user->properties.size() + added > user->properties.capacity()) {
+    user->properties.reserve(user->properties.size() + added);
+  }
+  for (size_t i = 0; i < patch.size(); ++i) {
+    const PropertyPatch& p = patch[i];
+    const uint32_t key_id = patched_keys_scratch_[i];
+    auto it = find(key_id);
     const bool present = it != user->properties.end() && it->key_id == key_id;
     if (p.value.type == PropertyValue::Type::kNull) {
       if (present) user->properties.erase(it);
@@ -482,8 +520,8 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
   const bool first_event = !user->has_events;
   user->has_events = true;
   if (r.email) {
-    if (!user->email) user->email.emplace();
-    NormalizeEmailInto(*r.email, &*user->email);
+    NormalizeEmailInto(*r.email, &email_scratch_);
+    if (!user->email || *user->email != email_scratch_) user->email.assign(email_scratch_);
   }
   PatchProperties(user, r.properties, now);
   const uint32_t name_id = state_.event_names.Intern(r.event_name);
@@ -550,8 +588,9 @@ Status Fold::ApplyContactDelete(const Record& r) {
   }
   for (Slot* slot : user->slots) state_.slot_pool.Delete(slot);
   user->slots.clear();
-  user->past.clear();
-  user->properties.clear();
+  // The contact is gone, and with it the memory it held (clear() would keep capacity).
+  user->past = {};
+  user->properties = {};
   user->events.clear();
   user->legs.reset();
   user->email.reset();

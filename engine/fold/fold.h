@@ -183,6 +183,7 @@ class Fold {
   std::vector<std::unique_ptr<CompiledCriteria>> compiled_;  // by bucket index
   std::vector<uint32_t> affected_scratch_;                   // reused by ApplyEvent
   std::vector<uint32_t> patched_keys_scratch_;  // PatchProperties' key ids, for ApplyEvent
+  std::string email_scratch_;                   // ApplyEvent's normalized email
   // How a dependent bucket's join is sourced: "event" while an event is applied, else the
   // clock's "reconcile".
   MembershipSource dependent_source_ = MembershipSource::kReconcile;

@@ -159,6 +159,8 @@ Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
     bucket = state_.buckets[it->second].get();
     fresh = bucket->deleted;
   } else {
+    // Fold::Check refused a bucket id beyond them before it was logged.
+    BUCKETD_CHECK_MSG(state_.buckets.size() < kBucketIdsMax, "more bucket ids than a slot holds");
     auto created = std::make_unique<Bucket>();
     created->index = static_cast<uint32_t>(state_.buckets.size());
     bucket = created.get();

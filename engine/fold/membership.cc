@@ -83,7 +83,7 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
     bucket.closed_dwell_ms_total = INT64_MAX;
   }
   // The full history is the transition stream; memory keeps the newest few per user.
-  std::vector<PastMembership>& past = slot->user->past;
+  CompactVector<PastMembership>& past = slot->user->past;
   if (past.size() == kPastMembershipsPerUserMax) past.erase(past.begin());
   past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
                                 slot->entered_at, at, slot->dwell_anchor_at});

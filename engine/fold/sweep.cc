@@ -53,7 +53,7 @@ TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlo
 
 void Fold::Unfile(Slot* slot) {
   if (slot->due_at != kNever) {
-    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index});
+    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()});
   }
   slot->due_at = kNever;
 }
@@ -74,7 +74,7 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   if (due == kNever) return;
   slot->due_at = due;
   slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
-  state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index}, slot);
+  state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index()}, slot);
   if (on_filed_) on_filed_(slot->bucket);
 }
 
@@ -148,7 +148,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
     Slot* slot = bucket.due_index.front();
     const TimeMs due = slot->due_at;
     // Unfile(slot), knowing where the slot is filed.
-    bucket.due_index.EraseFront(DueKey{due, slot->user_index});
+    bucket.due_index.EraseFront(DueKey{due, slot->user_index()});
     slot->due_at = kNever;
     ProcessDue(slot, due, t, 0, emit);
     ++popped;

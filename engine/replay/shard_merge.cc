@@ -148,7 +148,6 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
     user->index = static_cast<uint32_t>(out.users.size());
     RemapUser(event_names[pick], property_keys[pick], user);
     for (Slot* slot : user->slots) {
-      slot->user_index = user->index;
       if (slot->due_at != kNever) {
         out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index}, slot);
       }

@@ -11,35 +11,33 @@
 namespace bucketd {
 namespace {
 
+using Stored = DueIndex::Stored;
 // Descending key order: a sorted page pops from its back.
-bool After(const DueIndex::Entry& a, const DueIndex::Entry& b) { return a.key > b.key; }
-bool Erased(const DueIndex::Entry& e) { return e.slot == nullptr; }
+bool After(const Stored& a, const Stored& b) { return a.packed > b.packed; }
+bool Erased(const Stored& e) { return e.slot == nullptr; }
 
 // Sorts a page's entries by descending key. An LSD radix sort, 11 bits a pass, on the
 // key's 52 significant bits (the instant's offset in its page, then the user index),
 // skipping passes whose digit all entries share: sorting pages was ~8% of a long replay
 // with std::sort, whose comparisons on random keys mispredict about every other branch.
 // Small pages use std::sort.
-void SortDescending(std::vector<DueIndex::Entry>* entries) {
+void SortDescending(std::vector<Stored>* entries) {
   constexpr size_t kRadixMin = 256;
   const size_t n = entries->size();
   if (n < kRadixMin) {
     std::sort(entries->begin(), entries->end(), After);
     return;
   }
-  const auto key = [](const DueIndex::Entry& e) {
-    constexpr uint64_t kOffsetMask = (uint64_t{1} << DueIndex::kPageShift) - 1;
-    return (static_cast<uint64_t>(e.key.due_at) & kOffsetMask) << 32 | e.key.user_index;
-  };
+  const auto key = [](const Stored& e) { return e.packed; };
   constexpr int kDigitBits = 11;
   constexpr size_t kDigits = size_t{1} << kDigitBits;
   // One per thread, kept between sorts of ordinary pages; released after a huge one.
   constexpr size_t kScratchKeptMax = size_t{1} << 16;
-  thread_local std::vector<DueIndex::Entry> scratch;
+  thread_local std::vector<Stored> scratch;
   scratch.resize(n);
   std::vector<uint32_t> count(kDigits);
-  DueIndex::Entry* from = entries->data();
-  DueIndex::Entry* to = scratch.data();
+  Stored* from = entries->data();
+  Stored* to = scratch.data();
   for (int shift = 0; shift < 32 + DueIndex::kPageShift; shift += kDigitBits) {
     std::fill(count.begin(), count.end(), 0);
     for (size_t i = 0; i < n; ++i) ++count[(key(from[i]) >> shift) & (kDigits - 1)];
@@ -50,7 +48,7 @@ void SortDescending(std::vector<DueIndex::Entry>* entries) {
     std::swap(from, to);
   }
   if (from != entries->data()) std::copy(from, from + n, entries->data());
-  if (scratch.capacity() > kScratchKeptMax) std::vector<DueIndex::Entry>().swap(scratch);
+  if (scratch.capacity() > kScratchKeptMax) std::vector<Stored>().swap(scratch);
 }
 
 // Erased entries are dropped all at once when they outnumber the live ones by this many.
@@ -75,8 +73,8 @@ void DueIndex::PageTally::Merge(PageTally&& other) {
 
 void DueIndex::Reserve(PageTally&& tally) {
   tally.Flush();
-  for (const auto& [page, count] : tally.counts_) {
-    std::vector<Entry>& entries = pages_[page].entries;
+  for (const auto& [number, count] : tally.counts_) {
+    std::vector<Stored>& entries = PageAt(number).entries;
     entries.reserve(entries.size() + count);
   }
   tally = PageTally();
@@ -88,12 +86,18 @@ size_t DueIndex::capacity() const {
   return room;
 }
 
+DueIndex::Page& DueIndex::PageAt(int64_t number) const {
+  auto [it, added] = pages_.try_emplace(number);
+  if (added) it->second.number = number;
+  return it->second;
+}
+
 void DueIndex::Insert(DueKey key, Slot* slot) {
-  Page& page = pages_[PageOf(key.due_at)];
+  Page& page = PageAt(PageOf(key.due_at));
   if (page.sorted) {
     page.late.emplace(key, slot);
   } else {
-    page.entries.push_back(Entry{key, slot});
+    page.entries.push_back(Stored{Pack(key), slot});
   }
   ++size_;
 }
@@ -108,17 +112,18 @@ void DueIndex::Erase(DueKey key) {
   }
   // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
   // (filed, erased, filed again), but only one of the repeats is live.
-  Entry* found = nullptr;
+  Stored* found = nullptr;
+  const uint64_t packed = Pack(key);
   if (!page.sorted && page.entries.size() > kScanMax) Sort(&page);
   if (page.sorted) {
-    auto e = std::lower_bound(page.entries.begin(), page.entries.end(), key,
-                              [](const Entry& x, const DueKey& k) { return x.key > k; });
-    for (; e != page.entries.end() && e->key == key; ++e) {
+    auto e = std::lower_bound(page.entries.begin(), page.entries.end(), packed,
+                              [](const Stored& x, uint64_t k) { return x.packed > k; });
+    for (; e != page.entries.end() && e->packed == packed; ++e) {
       if (!Erased(*e)) found = &*e;
     }
   } else {
     auto e = std::find_if(page.entries.begin(), page.entries.end(),
-                          [&](const Entry& x) { return x.key == key && !Erased(x); });
+                          [&](const Stored& x) { return x.packed == packed && !Erased(x); });
     if (e != page.entries.end()) found = &*e;
   }
   BUCKETD_CHECK_MSG(found != nullptr, "a filed slot missing from its time index");
@@ -134,7 +139,7 @@ void DueIndex::EraseFront(DueKey key) {
     BUCKETD_CHECK_MSG(page.late.begin()->first == key, "a slot filed under another instant");
     page.late.erase(page.late.begin());
   } else {
-    BUCKETD_CHECK_MSG(page.entries.back().key == key, "a slot filed under another instant");
+    BUCKETD_CHECK_MSG(page.KeyOf(page.entries.back()) == key, "a slot filed under another instant");
     page.entries.pop_back();
   }
   --size_;
@@ -151,8 +156,8 @@ std::vector<DueIndex::Entry> DueIndex::Sorted() const {
   std::vector<Entry> all;
   all.reserve(size_);
   for (const auto& [number, page] : pages_) {
-    for (const Entry& e : page.entries) {
-      if (!Erased(e)) all.push_back(e);
+    for (const Stored& e : page.entries) {
+      if (!Erased(e)) all.push_back(Entry{page.KeyOf(e), e.slot});
     }
     for (const auto& [key, slot] : page.late) all.push_back(Entry{key, slot});
   }
@@ -184,7 +189,7 @@ void DueIndex::Sort(Page* page) const {
 DueIndex::Entry DueIndex::Front() const {
   const Page& page = FrontPage();
   if (LateFirst(page)) return Entry{page.late.begin()->first, page.late.begin()->second};
-  return page.entries.back();
+  return Entry{page.KeyOf(page.entries.back()), page.entries.back().slot};
 }
 
 void DueIndex::Compact() {

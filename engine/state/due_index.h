@@ -10,6 +10,10 @@
 // bucket's entries, a cache miss or three per level and the largest single cost of replay
 // when measured.
 //
+// An entry stored in a page is 16 bytes, paid per filed slot: the instant's offset in its
+// page (kPageShift bits) and the user index packed in one word, which is also the key the
+// page sorts by, and the slot. The page's number gives the rest of the instant back.
+//
 // Erasing from a page marks the entry (its slot becomes null) instead of moving anything;
 // marked entries are dropped when their page comes to the front, or all at once when they
 // outnumber the live ones. It finds the entry by a scan of a small page, or by binary
@@ -41,6 +45,13 @@ class DueIndex {
     DueKey key;
     Slot* slot = nullptr;  // null: erased
   };
+  // How a page stores an entry: (offset of due_at in the page) << 32 | user index, which
+  // orders a page's entries as their keys do, and the slot.
+  struct Stored {
+    uint64_t packed = 0;
+    Slot* slot = nullptr;  // null: erased
+  };
+  static_assert(sizeof(Stored) == 16, "an entry per filed slot");
 
   // How many entries a bulk load (snapshot load) will file into each page, counted as the
   // filings are found so that Reserve can size every page once: growing pages by doubling
@@ -109,15 +120,26 @@ class DueIndex {
 
  private:
   struct Page {
+    int64_t number = 0;  // its key in pages_: due instants from number << kPageShift on
     // Unsorted until the page is the front (or big and erased from); then sorted
     // descending, so a pop is a pop_back and nothing moves.
-    std::vector<Entry> entries;
+    std::vector<Stored> entries;
     bool sorted = false;
     absl::btree_map<DueKey, Slot*> late;  // filed after `entries` was sorted; never marked
+    DueKey KeyOf(const Stored& e) const {
+      return DueKey{number << kPageShift | static_cast<TimeMs>(e.packed >> 32),
+                    static_cast<uint32_t>(e.packed)};
+    }
   };
   using Pages = absl::btree_map<int64_t, Page>;
 
   static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
+  static uint64_t Pack(DueKey key) {
+    constexpr uint64_t kOffsetMask = (uint64_t{1} << kPageShift) - 1;
+    return (static_cast<uint64_t>(key.due_at) & kOffsetMask) << 32 | key.user_index;
+  }
+  // The page numbered so, created if absent.
+  Page& PageAt(int64_t number) const;
   // The front page, sorted, with no erased entry at the back of `entries`.
   // REQUIRES: !empty().
   Page& FrontPage() const;
@@ -125,7 +147,7 @@ class DueIndex {
   // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
   static bool LateFirst(const Page& page) {
     return page.entries.empty() ||
-           (!page.late.empty() && page.late.begin()->first < page.entries.back().key);
+           (!page.late.empty() && page.late.begin()->first < page.KeyOf(page.entries.back()));
   }
   Entry Front() const;
   // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
@@ -147,7 +169,7 @@ void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
     const bool sorted_left = sorted != page.entries.rend();
     if (!sorted_left && late == page.late.end()) return;
     Slot* slot;
-    if (late != page.late.end() && (!sorted_left || late->first < sorted->key)) {
+    if (late != page.late.end() && (!sorted_left || late->first < page.KeyOf(*sorted))) {
       slot = (late++)->second;
     } else {
       slot = (sorted++)->slot;

@@ -369,7 +369,7 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
   user->index = index;
   user->id = std::string(r->Str());
   const uint8_t flags = r->Byte();
-  if (flags & kUserHasEmail) user->email = std::string(r->Str());
+  if (flags & kUserHasEmail) user->email.assign(r->Str());
   user->deleted = (flags & kUserDeleted) != 0;
   user->has_events = (flags & kUserHasEvents) != 0;
   // Built only on failure: formatting it for each of a million users shows in load time.
@@ -406,7 +406,13 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     e.last_at = r->Time();
     const uint64_t newest = r->Count();
     e.newest.resize(newest);
-    for (TimeMs& t : e.newest) t = r->Time();
+    for (size_t k = 0; k < newest; ++k) {
+      // No event is before 1970 (ValidateOccurredAt), and an InstantList holds none: a
+      // negative word is how it marks an empty place, so one is refused before it lands.
+      const TimeMs t = r->Time();
+      if (t < 0) return Damaged(where() + ": an event instant before 1970");
+      e.newest.data()[k] = t;
+    }
     if (e.name_id >= st.event_names.size() || (i > 0 && user->events[i - 1].name_id >= e.name_id)) {
       return Damaged(where() + ": event name ids out of range or order");
     }
@@ -420,8 +426,7 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     user->slots.push_back(slot);
     Slot& s = *slot;
     s.user = user;
-    s.user_index = user->index;
-    s.bucket = r->U32();
+    const uint32_t bucket = r->U32();
     s.entry_count = r->U32();
     const uint8_t slot_flags = r->Byte();
     const uint8_t source = r->Byte();
@@ -436,10 +441,10 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
       d.label_key = r->S();
       d.count = r->U32();
     }
-    if (s.bucket >= st.buckets.size() ||
-        source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
+    if (bucket >= st.buckets.size() || source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
       return Damaged(where() + ": slot bucket or source out of range");
     }
+    s.bucket = bucket;  // fits: DecodeBuckets refuses more than kBucketIdsMax buckets
     uint32_t& last_user = (*tally)[s.bucket].last_user;
     if (last_user == index) return Damaged(where() + ": two slots of a bucket");
     last_user = index;
@@ -484,6 +489,7 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
 }
 
 Status DecodeBuckets(const snap::State& root, State* st) {
+  if (root.buckets()->size() > kBucketIdsMax) return Damaged("more bucket ids than a state holds");
   for (const snap::Bucket* b : *root.buckets()) {
     auto bucket = std::make_unique<Bucket>();
     bucket->index = static_cast<uint32_t>(st->buckets.size());
@@ -512,7 +518,7 @@ Status DecodeBuckets(const snap::State& root, State* st) {
 // Rebuilds each bucket's time index from its filed slots, walking the users (in memory
 // order: the arena's, then the pool's). Each page is sized once from the pieces' tallies.
 // Filing is an append in any order (due_index.h), and no key repeats: DecodeUser refuses a
-// user with two slots of a bucket. Reads only the slots' due_at, user_index and bucket, so
+// user with two slots of a bucket. Reads only the slots' due_at, user index and bucket, so
 // it may run beside RebuildMembers.
 Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pieces, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
@@ -527,7 +533,7 @@ Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pie
   for (const User* user : st->users) {
     for (Slot* slot : user->slots) {
       if (slot->due_at == kNever) continue;
-      st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index}, slot);
+      st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index()}, slot);
     }
   }
   return Status::Ok();
@@ -792,7 +798,9 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, State* out, size_t th
   // a huge one would make every history grow without bound.
   constexpr uint32_t kHistoryFloorMax = 1024;
   if (root.history_floor() > kHistoryFloorMax) return Damaged("history floor out of range");
-  st.history_floor = root.history_floor();
+  // Kept instants beyond the depths are a cache for later definitions, which criteria and
+  // the digest never see: a snapshot written when the floor was higher loads with today's.
+  st.history_floor = std::min<uint32_t>(root.history_floor(), kNewestKeptMin);
   for (const auto* name : *root.event_names()) {
     if (st.event_names.Intern(name->string_view()) != st.event_names.size() - 1) {
       return Damaged("event name interned twice");

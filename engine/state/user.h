@@ -5,10 +5,14 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <absl/container/inlined_vector.h>
@@ -16,6 +20,8 @@
 #include "bucketd/limits.h"
 #include "bucketd/types.h"
 #include "engine/base/check.h"
+#include "engine/state/compact_vector.h"
+#include "engine/state/instant_list.h"
 
 namespace bucketd {
 
@@ -49,6 +55,72 @@ class OptionalTime {
   TimeMs value_ = kNone;
 };
 
+// An optional string in one pointer (8 bytes where std::optional<std::string> takes 40):
+// a contact's email sits in every User, and most users have none or one that never
+// changes. The bytes live in one malloc'd block behind their length. Same surface as the
+// std::optional<std::string> it replaces, except that the value reads as a string_view.
+class OptionalString {
+ public:
+  OptionalString() = default;
+  OptionalString(const OptionalString& other) { *this = other; }
+  OptionalString(OptionalString&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
+  OptionalString& operator=(const OptionalString& other) {
+    if (this != &other) {
+      if (other) {
+        assign(*other);
+      } else {
+        reset();
+      }
+    }
+    return *this;
+  }
+  OptionalString& operator=(OptionalString&& other) noexcept {
+    std::swap(block_, other.block_);
+    return *this;
+  }
+  ~OptionalString() {
+    if (block_ != nullptr) std::free(block_);
+  }
+
+  explicit operator bool() const { return block_ != nullptr; }
+  bool has_value() const { return block_ != nullptr; }
+  // REQUIRES: has_value().
+  std::string_view operator*() const { return {Bytes(), Size()}; }
+  // Where the bytes are (for a prefetch); REQUIRES: has_value().
+  const char* data() const { return Bytes(); }
+  // The heap block, or null (memory accounting).
+  const void* allocation() const { return block_; }
+  void assign(std::string_view value) {
+    if (!block_ || Size() != value.size()) {
+      void* block = std::realloc(block_, sizeof(uint32_t) + value.size());
+      if (block == nullptr) throw std::bad_alloc();
+      block_ = static_cast<char*>(block);
+      const auto size = static_cast<uint32_t>(value.size());
+      std::memcpy(block_, &size, sizeof size);
+    }
+    if (!value.empty()) std::memcpy(block_ + sizeof(uint32_t), value.data(), value.size());
+  }
+  void reset() {
+    std::free(block_);
+    block_ = nullptr;
+  }
+  operator std::optional<std::string>() const {
+    return block_ ? std::optional<std::string>(std::string(**this)) : std::nullopt;
+  }
+  friend bool operator==(const OptionalString& a, const OptionalString& b) {
+    return a.has_value() == b.has_value() && (!a || *a == *b);
+  }
+
+ private:
+  uint32_t Size() const {
+    uint32_t size;
+    std::memcpy(&size, block_, sizeof size);
+    return size;
+  }
+  const char* Bytes() const { return block_ + sizeof(uint32_t); }
+  char* block_ = nullptr;  // the length (uint32_t) then the bytes; null: none
+};
+
 // Per (user, event name): what criteria legs need of that user's events of that name.
 struct EventHistory {
   uint32_t name_id = 0;
@@ -58,12 +130,14 @@ struct EventHistory {
   // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
   // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
   // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
-  // not the number of events; criteria read only the newest `depth` (Newest()). Typical
-  // depths (exists, count >= 3) fit inline: no allocation, and no second cache miss
-  // behind the history on every event of the name.
-  static constexpr uint32_t kNewestInline = 4;
-  absl::InlinedVector<TimeMs, kNewestInline> newest;
+  // not the number of events; criteria read only the newest `depth` (Newest()). Two fit
+  // inline (a history is 48 bytes, paid per user and name): `exists` and `not_exists`
+  // legs cost no allocation and no second cache miss; deeper histories of users with
+  // three or more events of the name spill to the heap.
+  static constexpr uint32_t kNewestInline = InstantList::kInline;
+  InstantList newest;
 };
+static_assert(sizeof(EventHistory) <= 48, "a history per (user, name)");
 
 // Every name keeps at least this many newest instants, whatever its depth: they fit the
 // room EventHistory::newest has inline anyway, and a definition that needs no more (most
@@ -94,21 +168,87 @@ struct DwellStamp {
   uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
 };
 
+// The dwell stamps of one slot, in one pointer: most slots have none (no reaction fired in
+// the active membership), so a slot pays 8 bytes for them, not a vector's 24; the stamps,
+// when there are any, sit in one malloc'd block with their count. Copyable (states and
+// tests copy slots), with the surface of the std::vector it replaces.
+class DwellStamps {
+ public:
+  DwellStamps() = default;
+  DwellStamps(const DwellStamps& other) { *this = other; }
+  DwellStamps(DwellStamps&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
+  DwellStamps& operator=(const DwellStamps& other) {
+    if (this != &other) {
+      resize(other.size());
+      std::copy(other.begin(), other.end(), begin());
+    }
+    return *this;
+  }
+  DwellStamps& operator=(DwellStamps&& other) noexcept {
+    std::swap(block_, other.block_);
+    return *this;
+  }
+  ~DwellStamps() {
+    if (block_ != nullptr) std::free(block_);
+  }
+
+  size_t size() const { return block_ == nullptr ? 0 : block_->size; }
+  bool empty() const { return size() == 0; }
+  DwellStamp* begin() { return Stamps(); }
+  DwellStamp* end() { return Stamps() + size(); }
+  const DwellStamp* begin() const { return Stamps(); }
+  const DwellStamp* end() const { return Stamps() + size(); }
+  DwellStamp& back() { return end()[-1]; }
+  void clear() {
+    if (block_ == nullptr) return;  // the common case (a join, a leave): no call into free
+    std::free(block_);
+    block_ = nullptr;
+  }
+  void push_back(const DwellStamp& stamp) {
+    const size_t n = size();
+    resize(n + 1);
+    Stamps()[n] = stamp;
+  }
+  // New stamps are value-initialized.
+  void resize(size_t n);
+  // The heap block, or null (memory accounting).
+  const void* allocation() const { return block_; }
+
+ private:
+  struct Block {
+    uint32_t size;
+    uint32_t capacity;
+  };
+  static_assert(sizeof(Block) % alignof(DwellStamp) == 0);
+  DwellStamp* Stamps() const {
+    return block_ == nullptr ? nullptr : reinterpret_cast<DwellStamp*>(block_ + 1);
+  }
+  Block* block_ = nullptr;
+};
+
+inline void DwellStamps::resize(size_t n) {
+  if (n == 0) return clear();
+  const size_t old = size();
+  if (block_ == nullptr || n > block_->capacity) {
+    const size_t capacity = std::max<size_t>(n, old * 2);
+    void* grown = std::realloc(block_, sizeof(Block) + capacity * sizeof(DwellStamp));
+    if (grown == nullptr) throw std::bad_alloc();
+    block_ = static_cast<Block*>(grown);
+    block_->capacity = static_cast<uint32_t>(capacity);
+  }
+  block_->size = static_cast<uint32_t>(n);
+  for (size_t i = old; i < n; ++i) Stamps()[i] = DwellStamp{};
+}
+
+// Bucket indices fit the 24 bits a Slot keeps for them: a state names at most this many
+// bucket ids over its life (a deleted id defined again keeps its index).
+inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
+
 struct Slot {
-  // Ordered by size so that no padding sits between fields (80 bytes).
-  User* user = nullptr;
-  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user_index) unless kNever
-  TimeMs entered_at = 0;
-  OptionalTime dwell_anchor_at;
-  OptionalTime last_left_at;
-  // One stamp per dwell reaction fired in the active membership; the first is inline (in
-  // the bytes a std::vector's header takes), so a bucket's one reaction costs no malloc.
-  absl::InlinedVector<DwellStamp, 1> dwell;
-  // A copy of user->index, the time index's tie-break: re-filing needs it without a trip
-  // through `user`.
-  uint32_t user_index = 0;
-  uint32_t bucket = 0;
-  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+  // 56 bytes, paid per membership: the bucket index packed with the flags in one word,
+  // then no padding. The bucket first: finding a user's slot of a bucket reads only it,
+  // and a slot's first bytes are on the line a prefetch of its address fetches.
+  uint32_t bucket : 24 = 0;  // < kBucketIdsMax
 
   bool active : 1 = false;
   bool member_touched : 1 = false;  // MemberIndex bookkeeping
@@ -116,11 +256,21 @@ struct Slot {
   bool past_listed : 1 = false;  // in MemberIndex's past members
   // Left by maxDwell while the criteria still held: no re-join until they stop holding.
   bool rejoin_blocked : 1 = false;
-  MembershipSource source = MembershipSource::kEvent;
+  MembershipSource source : 2 = MembershipSource::kEvent;
+  uint32_t entry_count = 0;  // memberships opened so far, the active one included
+  User* user = nullptr;
+  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
+  TimeMs entered_at = 0;
+  OptionalTime dwell_anchor_at;
+  OptionalTime last_left_at;
+  // One stamp per dwell reaction fired in the active membership.
+  DwellStamps dwell;
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
+  // The time index's tie-break (the user's dense index).
+  uint32_t user_index() const;
 };
-static_assert(sizeof(Slot) <= 80, "a slot per membership: its size is paid ten million times");
+static_assert(sizeof(Slot) <= 56, "a slot per membership: its size is paid ten million times");
 
 struct PastMembership {
   uint32_t bucket = 0;
@@ -256,22 +406,39 @@ inline void SequenceHistory::AppendLater(uint32_t step, TimeMs at) {
 // since zeroing the whole object first cost 7% of replay.
 struct User {
   uint32_t index = 0;  // dense, in order of first appearance in the log
-  std::string id;
-  std::optional<std::string> email;
   bool deleted = false;
   bool has_events = false;  // the first event evaluates every bucket
   // No slot of this user is due before this instant (a lower bound, tightened when the
   // user's due items are applied): most ingests skip the walk over the user's slots.
   TimeMs next_due_floor = kNever;
-  // The arrays every event reads are inline for a typical user (a few names, buckets and
-  // keys): the user is then one block the lookahead fetches at once, with no dependent
-  // miss behind each array header and no malloc per array. Larger users spill to the heap.
-  absl::InlinedVector<Property, 2> properties;  // sorted by key_id
-  absl::InlinedVector<EventHistory, 4> events;  // sorted by name_id
+  std::string id;
+  OptionalString email;
+  // The arrays every event reads are inline for a typical user (a few names and buckets):
+  // the user is then one block the lookahead fetches at once, with no dependent miss
+  // behind each array header and no malloc per array. Larger users spill to the heap,
+  // growing by half at a time (GrowForOneMore). Contact properties (64 bytes each) and
+  // past memberships are out of line, behind one pointer each: most users have none.
+  absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
   absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
-  std::vector<PastMembership> past;
+  CompactVector<Property> properties;           // sorted by key_id
+  CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
+static_assert(sizeof(User) <= 264, "a user per contact ever seen");
+
+// Makes room for one more element in a vector that is full, by half its size (at
+// least two) where the vector's own growth doubles: a user's arrays outlive the event
+// that grew them, so slack is memory held for good. Still amortized O(1) per insert.
+template <typename Vector>
+void GrowForOneMore(Vector* v) {
+  if (v->size() < v->capacity()) return;
+  Vector grown;
+  grown.reserve(v->size() + std::max<size_t>(2, v->size() / 2));
+  for (auto& element : *v) grown.push_back(std::move(element));
+  *v = std::move(grown);
+}
+
+inline uint32_t Slot::user_index() const { return user->index; }
 
 // A copy of a user (its slots still point at the original's), for reads that evaluate it
 // with something added (the preview); the fold never copies users.

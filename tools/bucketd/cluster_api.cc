@@ -54,13 +54,15 @@ Reply PublishFailed(const Status& status, const std::vector<cluster::BatchAck>& 
   return PublishFailed(status, static_cast<size_t>(stored), acks.size());
 }
 
-// A query to the partitions' owners: {"op", "bucketId", "userId", "cursor", "limit"}.
+// A query to the partitions' owners: {"op", "bucketId", "userId", "cursor", "limit"}, and
+// a preview's definition (canonical JSON) in "definition".
 std::string QueryJson(std::string_view op, std::string_view bucket_id = "",
                       std::string_view user_id = "", std::string_view cursor = "",
-                      uint64_t limit = 0) {
+                      uint64_t limit = 0, std::string_view definition = "") {
   JsonWriter w;
   w.BeginObject().Key("op").String(op).Key("bucketId").String(bucket_id);
   w.Key("userId").String(user_id).Key("cursor").String(cursor).Key("limit").Uint(limit);
+  if (!definition.empty()) w.Key("definition").Raw(definition);
   w.EndObject();
   return w.Take();
 }
@@ -212,6 +214,20 @@ std::string AnswerPartitionQuery(uint32_t, const FoldReader& reader, TimeMs now,
     const Status s = reader.GetUser(user_id, &user);
     return answer(s, [&] { return UserJson(user); });
   }
+  if (op == "explain") {
+    ExplainResult explain;
+    const Status s = reader.Explain(bucket_id, user_id, now, &explain);
+    return answer(s, [&] { return ExplainJson(explain); });
+  }
+  if (op == "preview") {
+    simdjson::dom::element definition;
+    if (doc["definition"].get(definition) != simdjson::SUCCESS) {
+      return Envelope(kHttpBadRequest, ErrorBody(BadRequest("definition", "missing")));
+    }
+    PreviewResult preview;
+    const Status s = reader.Preview(simdjson::minify(definition), now, &preview);
+    return answer(s, [&] { return PreviewJson(preview); });
+  }
   if (op == "state") return Envelope(kHttpOk, StateJson(reader.State(now)));
   if (op == "buckets") return Envelope(kHttpOk, BucketListJson(reader.ListBuckets()));
   if (op == "bucket") {
@@ -288,9 +304,10 @@ void NodeRunner::Publish(const Status& round) {
   s.live_nodes = node_->live_nodes();
   for (const uint32_t p : node_->owned()) {
     const cluster::PartitionFold* fold = node_->partition(p);
-    s.owned.push_back({p, fold->next_seq(), fold->stream_last_seq(), fold->refused(),
-                       fold->undecodable(), fold->fold().state().transition_seq,
-                       fold->control_seq(), fold->control_copies_skipped()});
+    s.owned.push_back(
+        {p, fold->next_seq(), fold->stream_last_seq(), fold->refused(), fold->undecodable(),
+         fold->fold().state().transition_seq, fold->control_seq(), fold->control_copies_skipped(),
+         fold->duplicates_skipped(), fold->ids_remembered(), fold->replica_mismatches()});
   }
   s.stats = node_->stats();
   s.last_snapshot_refusal = node_->last_snapshot_refusal();
@@ -380,20 +397,34 @@ void ClusterApi::AddRoutes() {
   add(M::kGet, "/metrics", "metrics", &ClusterApi::PrometheusMetrics);
   add(M::kGet, "/healthz", "healthz", &ClusterApi::Healthz);
   add(M::kGet, "/readyz", "readyz", &ClusterApi::Readyz);
-  // The single engine's other routes, not served by a cluster node yet (docs/cluster.md).
-  for (const auto& [method, path, route] : std::vector<std::tuple<M, const char*, const char*>>{
-           {M::kPost, "/v1/sweep", "sweep"},
-           {M::kPost, "/v1/snapshots", "snapshots"},
-           {M::kPost, "/v1/buckets/preview", "bucket_preview"},
-           {M::kGet, "/v1/buckets/{}/explain/{}", "bucket_explain"}}) {
-    add(method, path, route, &ClusterApi::NotYet);
+  add(M::kPost, "/v1/buckets/preview", "bucket_preview", &ClusterApi::PreviewBucket);
+  add(M::kGet, "/v1/buckets/{}/explain/{}", "bucket_explain", &ClusterApi::ExplainMembership);
+  // The single engine's other routes: a cluster node answers 501 with what to use instead
+  // (docs/cluster.md, "Routes a cluster node does not serve").
+  const std::string owners =
+      "not served by a cluster node (docs/cluster.md, \"Routes a cluster node does not "
+      "serve\"): ";
+  const std::string subscriptions =
+      owners +
+      "in cluster mode the output stream is the delivery channel: read it with a JetStream "
+      "consumer on bucketd.<cluster>.out.> or with GET /v1/transitions on any node";
+  for (const auto& [method, path, route, why] :
+       std::vector<std::tuple<M, const char*, const char*, std::string>>{
+           {M::kPost, "/v1/sweep", "sweep", owners + "each partition's owner sweeps it"},
+           {M::kPost, "/v1/snapshots", "snapshots",
+            owners + "each partition's owner stores its snapshots (--snapshot-every-records)"},
+           {M::kPost, "/v1/subscriptions", "subscriptions", subscriptions},
+           {M::kGet, "/v1/subscriptions", "subscriptions", subscriptions},
+           {M::kGet, "/v1/subscriptions/{}", "subscription", subscriptions},
+           {M::kDelete, "/v1/subscriptions/{}", "subscription", subscriptions},
+           {M::kGet, "/v1/buckets/{}/history", "bucket_history",
+            owners + "a bucket's history is computed from one log, which a cluster does not have"},
+           {M::kPost, "/v1/admin/backup", "backup",
+            owners + "the log of record is in JetStream: back up its streams"}}) {
+    routes_.Add(method, path, route, B::kJson, [why](const HttpRequestPtr&, const ExchangePtr& ex) {
+      ex->Respond(ErrorReply(NotImplemented(why)));
+    });
   }
-}
-
-void ClusterApi::NotYet(const HttpRequestPtr&, const ExchangePtr& ex) {
-  ex->Respond(ErrorReply(NotImplemented(
-      "not served by a cluster node yet (docs/cluster.md): the node's partitions are at GET "
-      "/v1/cluster")));
 }
 
 void ClusterApi::ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex) {
@@ -516,6 +547,43 @@ void ClusterApi::UserMemberships(const HttpRequestPtr& req, const ExchangePtr& e
   const std::string user_id = PathSegment(*req, kUserSegment);
   Ask(ex, QueryJson("memberships", "", user_id),
       {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+// The owner of the user's partition explains: the user's whole history is there.
+void ClusterApi::ExplainMembership(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  const std::string user_id = PathSegment(*req, kMemberUserSegment);
+  Ask(ex, QueryJson("explain", PathSegment(*req, kBucketSegment), user_id),
+      {cluster::PartitionOf(user_id, config_.partitions)}, PassThrough);
+}
+
+// Every partition previews its own users; the counts add up, and the samples (each
+// partition's smallest ids) merge into the cluster's smallest kPreviewSampleMax.
+void ClusterApi::PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex) {
+  Record r;  // the definition checked here as a define is (SPEC §3), before any partition
+  if (Status s = cluster::DefinitionRecord(req->body, std::nullopt, 0, &r); !s.ok()) {
+    return ex->Respond(ErrorReply(FromStatus(s)));
+  }
+  Ask(ex, QueryJson("preview", "", "", "", 0, r.definition_json), AllPartitions(),
+      [](const std::map<uint32_t, std::string>& bodies) {
+        PreviewResult sum;
+        simdjson::dom::parser parser;
+        for (const auto& [p, body] : bodies) {
+          simdjson::dom::element doc;
+          if (parser.parse(body).get(doc) != simdjson::SUCCESS) continue;
+          sum.count += NumberField<uint64_t>(doc, "count");
+          sum.entering += NumberField<uint64_t>(doc, "entering");
+          sum.leaving += NumberField<uint64_t>(doc, "leaving");
+          simdjson::dom::array sample;
+          if (doc["sample"].get_array().get(sample) != simdjson::SUCCESS) continue;
+          for (simdjson::dom::element id : sample) {
+            std::string_view text;
+            if (id.get_string().get(text) == simdjson::SUCCESS) sum.sample.emplace_back(text);
+          }
+        }
+        std::sort(sum.sample.begin(), sum.sample.end());
+        if (sum.sample.size() > kPreviewSampleMax) sum.sample.resize(kPreviewSampleMax);
+        return JsonReply(kHttpOk, PreviewJson(sum));
+      });
 }
 
 void ClusterApi::GetUser(const HttpRequestPtr& req, const ExchangePtr& ex) {
@@ -716,11 +784,14 @@ void ClusterApi::AdvanceClock(const HttpRequestPtr& req, const ExchangePtr& ex) 
 }
 
 void ClusterApi::RouteToUser(Record record, const ExchangePtr& ex, std::string answer) {
-  router_.Submit([this, record = std::move(record), answer = std::move(answer),
+  // A message id as an event without a key gets: a publish retried after a lost ack is
+  // stored once, and the fold skips a second copy by it ("Idempotency").
+  const std::string msg_id = MessageIdPrefix() + "0";
+  router_.Submit([this, record = std::move(record), answer = std::move(answer), msg_id,
                   ex](cluster::PartitionStream& stream) mutable {
     const uint32_t p = cluster::PartitionOf(record.user_id, stream.partitions());
     Status s = Stamp(stream, &record.at);
-    if (s.ok()) s = PublishWithRetry(stream, p, record, {}, nullptr);
+    if (s.ok()) s = PublishWithRetry(stream, p, record, cluster::PublishOptions{msg_id}, nullptr);
     if (!s.ok()) return ex->Respond(PublishFailed(s, 0, 1));
     ex->Respond(JsonReply(kHttpAccepted, answer));
   });
@@ -736,9 +807,13 @@ void ClusterApi::DeleteContact(const HttpRequestPtr& req, const ExchangePtr& ex)
         ErrorReply(FromStatus(Status::InvalidArgument("erase", "must be true or false"))));
   }
   if (erase == "true") {
+    // SPEC §11 in a cluster would rewrite replicated streams and every snapshot holding the
+    // contact: not offered (docs/cluster.md, "Erasure"). Nothing is published.
     return ex->Respond(ErrorReply(NotImplemented(
-        "erasure is not served by a cluster node yet: JetStream keeps the contact's messages "
-        "(docs/cluster.md, \"Open problems\")")));
+        "erasure (SPEC §11) is not available in cluster mode: the contact's records stay in "
+        "the JetStream input stream, its transitions in the output stream and its state in "
+        "partition snapshots (docs/cluster.md, \"Erasure\"); DELETE without erase=true "
+        "deletes the contact (SPEC §2)")));
   }
   const std::string user_id = PathSegment(*req, kUserSegment);
   Record r;
@@ -832,7 +907,12 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
     w.Key("streamLastSeq").Uint(p.stream_last_seq);
     w.Key("transitions").Uint(p.transitions).Key("refused").Uint(p.refused);
     w.Key("undecodable").Uint(p.undecodable).Key("controlSeq").Uint(p.control_seq);
-    w.Key("controlCopiesSkipped").Uint(p.control_copies_skipped).EndObject();
+    w.Key("controlCopiesSkipped").Uint(p.control_copies_skipped);
+    w.Key("duplicatesSkipped")
+        .Uint(p.duplicates_skipped)
+        .Key("idsRemembered")
+        .Uint(p.ids_remembered);
+    w.Key("replicaMismatches").Uint(p.replica_mismatches).EndObject();
   }
   w.EndArray();
   w.Key("pending").Uint(s.pending).Key("rounds").Uint(s.rounds);
@@ -849,6 +929,8 @@ void ClusterApi::ClusterState(const HttpRequestPtr&, const ExchangePtr& ex) {
   w.Key("snapshotsPublished").Uint(s.stats.snapshots_published);
   w.Key("snapshotsRestored").Uint(s.stats.snapshots_restored);
   w.Key("snapshotsRefused").Uint(s.stats.snapshots_refused);
+  w.Key("snapshotsRestoredLocal").Uint(s.stats.snapshots_restored_local);
+  w.Key("localSnapshotFailures").Uint(s.stats.local_snapshot_failures);
   w.EndObject();
   w.Key("lastSnapshotRefusal").String(s.last_snapshot_refusal);
   w.EndObject();
@@ -893,6 +975,25 @@ void ClusterApi::PrometheusMetrics(const HttpRequestPtr&, const ExchangePtr& ex)
   metric("bucketd_cluster_snapshots_refused_total", "counter",
          "Takeovers that found the newest snapshot unusable and folded from the start.",
          s.stats.snapshots_refused);
+  metric("bucketd_cluster_snapshots_restored_local_total", "counter",
+         "Takeovers that started from the node's own copy of a snapshot.",
+         s.stats.snapshots_restored_local);
+  metric("bucketd_cluster_local_snapshot_failures_total", "counter",
+         "Snapshots the node's own store could not keep.", s.stats.local_snapshot_failures);
+  uint64_t duplicates = 0, ids = 0, mismatches = 0;
+  for (const NodeStatus::Partition& p : s.owned) {
+    duplicates += p.duplicates_skipped;
+    ids += p.ids_remembered;
+    mismatches += p.replica_mismatches;
+  }
+  // Counters over the partitions owned now (they start again with a partition's new owner).
+  metric("bucketd_cluster_duplicates_skipped", "gauge",
+         "Records the owned partitions' folds skipped as second copies by id.", duplicates);
+  metric("bucketd_cluster_ids_remembered", "gauge",
+         "Record ids the owned partitions' folds remember within the idempotency window.", ids);
+  metric("bucketd_cluster_replica_mismatches", "gauge",
+         "Runs of messages a replica delivered that the stream leader did not confirm.",
+         mismatches);
   out += metrics_.RenderServer();
   ex->Respond(Reply{kHttpOk, std::move(out), std::string(kPrometheusContentType)});
 }

@@ -48,6 +48,13 @@ struct NodeStatus {
     // Copies of control records folded already, skipped (a fan-out completed again after the
     // duplicate window); anything else than a rare one is worth a look.
     uint64_t control_copies_skipped = 0;
+    // Records skipped as second copies by id (docs/cluster.md, "Idempotency"), and the ids
+    // remembered now.
+    uint64_t duplicates_skipped = 0;
+    uint64_t ids_remembered = 0;
+    // Runs a replica delivered that the stream's leader did not confirm: each one is a
+    // replica whose sequences drifted ("Reading through the leader"); worth a look.
+    uint64_t replica_mismatches = 0;
   };
   std::vector<Partition> owned;
   cluster::NodeStats stats;
@@ -227,7 +234,6 @@ class ClusterApi final : public HttpService {
   void PrometheusMetrics(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Healthz(const HttpRequestPtr& req, const ExchangePtr& ex);
   void Readyz(const HttpRequestPtr& req, const ExchangePtr& ex);
-  void NotYet(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ReadTransitions(const HttpRequestPtr& req, const ExchangePtr& ex);
   void CountMembers(const HttpRequestPtr& req, const ExchangePtr& ex);
   void BucketMetricsOf(const HttpRequestPtr& req, const ExchangePtr& ex);
@@ -235,6 +241,8 @@ class ClusterApi final : public HttpService {
   void GetMember(const HttpRequestPtr& req, const ExchangePtr& ex);
   void UserMemberships(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetUser(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void ExplainMembership(const HttpRequestPtr& req, const ExchangePtr& ex);
+  void PreviewBucket(const HttpRequestPtr& req, const ExchangePtr& ex);
   void State(const HttpRequestPtr& req, const ExchangePtr& ex);
   void ListBuckets(const HttpRequestPtr& req, const ExchangePtr& ex);
   void GetBucket(const HttpRequestPtr& req, const ExchangePtr& ex);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
@@ -18,6 +19,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -78,6 +80,9 @@ struct Flags {
   std::string node_id;
   int cluster_replicas = 3;
   std::string lease_ttl = "10s";
+  std::string idempotency_window = "1h";
+  std::string duplicate_window = "2m";
+  std::string output_duplicate_window = "10m";
   std::string backup_dir;
   // Webhook delivery (docs/operations.md).
   std::string webhook_allow_hosts;
@@ -209,6 +214,21 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--lease-ttl", f.lease_ttl,
                  "cluster mode: a dead node's partitions move after this long")
       ->envname("BUCKETD_LEASE_TTL")
+      ->capture_default_str();
+  app.add_option("--idempotency-window", f.idempotency_window,
+                 "cluster mode, fixed when the cluster is created: a partition skips a record "
+                 "whose id (idempotencyKey, else Nats-Msg-Id) it applied this recently (0: off)")
+      ->envname("BUCKETD_IDEMPOTENCY_WINDOW")
+      ->capture_default_str();
+  app.add_option("--duplicate-window", f.duplicate_window,
+                 "cluster mode: JetStream's duplicate window on the input stream (a publish "
+                 "with a Nats-Msg-Id seen this recently is not stored); set on the stream")
+      ->envname("BUCKETD_DUPLICATE_WINDOW")
+      ->capture_default_str();
+  app.add_option("--output-duplicate-window", f.output_duplicate_window,
+                 "cluster mode: JetStream's duplicate window on the output stream (a "
+                 "transition re-published this recently is stored once); above a failover")
+      ->envname("BUCKETD_OUTPUT_DUPLICATE_WINDOW")
       ->capture_default_str();
 }
 
@@ -575,6 +595,21 @@ int ServeCluster(const Flags& flags) {
       status = Status::InvalidArgument("--lease-ttl", "must be a duration of at least 1s");
     }
   }
+  TimeMs idempotency_window_ms = 0, duplicate_window_ms = 0, output_duplicate_window_ms = 0;
+  if (status.ok()) {
+    status = ParseOptionalDuration(flags.idempotency_window, "--idempotency-window",
+                                   &idempotency_window_ms);
+  }
+  // JetStream refuses a window under 100 ms.
+  for (const auto& [text, flag, out] :
+       {std::tuple{&flags.duplicate_window, "--duplicate-window", &duplicate_window_ms},
+        std::tuple{&flags.output_duplicate_window, "--output-duplicate-window",
+                   &output_duplicate_window_ms}}) {
+    if (!status.ok()) break;
+    if (!ParseDurationString(*text, out).ok() || *out < 100) {
+      status = Status::InvalidArgument(flag, "must be a duration of at least 100ms");
+    }
+  }
   std::string auth_token;
   if (status.ok()) status = ResolveAuthToken(flags, &auth_token);
   if (!status.ok()) {
@@ -591,6 +626,11 @@ int ServeCluster(const Flags& flags) {
   node_options.node_id = flags.node_id.empty() ? DefaultNodeId(port) : flags.node_id;
   node_options.lease_ttl_ms = lease_ttl_ms;
   node_options.renew_every_ms = lease_ttl_ms / 3;
+  // The node's own copies of its partitions' snapshots (docs/cluster.md, "Local snapshots").
+  node_options.local_dir = (std::filesystem::path(flags.data_dir) / "cluster").string();
+  node_options.stream.idempotency_window_ms = idempotency_window_ms;
+  node_options.stream.duplicate_window_ms = duplicate_window_ms;
+  node_options.output_duplicate_window_ms = output_duplicate_window_ms;
   // Counted in each partition's own messages: a new owner's catch-up is bounded by it.
   node_options.snapshot_every_records = flags.snapshot_every_records;
   node_options.manual_clock = manual_clock;
@@ -631,6 +671,14 @@ int ServeCluster(const Flags& flags) {
     std::fprintf(stderr, "bucketd: %s\n", status.ToString().c_str());
     return EXIT_FAILURE;
   }
+  // The cluster's, from its stream: every fold of a partition must skip the same records.
+  const TimeMs cluster_window_ms = node->input()->idempotency_window_ms();
+  if (cluster_window_ms != idempotency_window_ms) {
+    spdlog::warn(
+        "event=idempotency_window_kept cluster_ms={} flag_ms={} note=\"fixed when the cluster "
+        "was created\"",
+        cluster_window_ms, idempotency_window_ms);
+  }
   ServerMetrics metrics;
   NodeRunner runner(std::move(node), std::chrono::milliseconds(100));
   InputRouter router(std::move(router_streams));
@@ -656,9 +704,11 @@ int ServeCluster(const Flags& flags) {
   runner.Start();
   spdlog::info(
       "event=listening address={}:{} mode=cluster cluster={} node={} partitions={} "
-      "lease_ttl_ms={} clock={} auth={}",
+      "lease_ttl_ms={} idempotency_window_ms={} duplicate_window_ms={} "
+      "output_duplicate_window_ms={} clock={} auth={}",
       host, server.port(), flags.cluster_name, node_options.node_id, flags.partitions, lease_ttl_ms,
-      flags.clock, auth_token.empty() ? "off" : "bearer");
+      cluster_window_ms, duplicate_window_ms, output_duplicate_window_ms, flags.clock,
+      auth_token.empty() ? "off" : "bearer");
   {
     ServingThread serving(server);
     SignalWatcher watcher(server);

@@ -96,6 +96,9 @@ std::string ServerMetrics::Render(const EngineReport& report, TimeMs now_ms) con
   Header(out, "bucketd_state_pool_bytes", "gauge",
          "Memory mapped for the state's slots and users (not in malloc statistics).");
   out += fmt::format("bucketd_state_pool_bytes {}\n", stats.pool_bytes);
+  Header(out, "bucketd_log_memory_bytes", "gauge",
+         "Memory the RocksDB log holds: memtables, table readers and block cache.");
+  out += fmt::format("bucketd_log_memory_bytes {}\n", stats.log_memory_bytes);
   Header(out, "bucketd_sweeps_total", "counter", "Sweeps run since start.");
   out += fmt::format("bucketd_sweeps_total {}\n", stats.sweeps);
   Header(out, "bucketd_sweep_due_items_total", "counter", "Due items popped by sweeps.");

@@ -390,6 +390,9 @@ struct EngineStats {
   // Memory mapped for the state's slots and users (huge-page blocks that malloc
   // statistics do not see).
   uint64_t pool_bytes = 0;
+  // Memory the log holds (RocksDB's memtables, table readers and block cache): not the
+  // state's, and bounded by the log's options, not by the number of users.
+  uint64_t log_memory_bytes = 0;
   std::optional<TimeMs> last_snapshot_at_ms;
   uint64_t replayed_records = 0;  // at open
   uint32_t replay_threads = 1;    // that replayed them

@@ -1,0 +1,197 @@
+// The one-pointer containers a User and a Slot hold (engine/state/compact_vector.h,
+// OptionalString and DwellStamps in engine/state/user.h): each behaves as the std type it
+// replaced, element by element, through growth, inserts, erases, copies and moves, with
+// elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/state/compact_vector.h"
+#include "engine/state/user.h"
+
+namespace bucketd {
+namespace {
+
+// Longer than a std::string's inline buffer: every element owns heap memory.
+std::string Value(int i) { return "a-value-longer-than-fifteen-bytes-" + std::to_string(i); }
+
+template <typename A, typename B>
+bool Same(const A& a, const B& b) {
+  return std::vector<typename B::value_type>(a.begin(), a.end()) == b;
+}
+
+TEST_CASE("a compact vector matches std::vector through random inserts and erases") {
+  std::mt19937 rng(7);
+  CompactVector<std::string> compact;
+  std::vector<std::string> reference;
+  CHECK(compact.allocation() == nullptr);
+  for (int step = 0; step < 20000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 4) {
+      compact.push_back(Value(step));
+      reference.push_back(Value(step));
+    } else if (op < 7) {
+      const size_t at = reference.empty() ? 0 : rng() % (reference.size() + 1);
+      const std::string* placed = compact.insert(compact.begin() + at, Value(step));
+      CHECK(*placed == Value(step));
+      reference.insert(reference.begin() + static_cast<std::ptrdiff_t>(at), Value(step));
+    } else if (!reference.empty()) {
+      const size_t at = rng() % reference.size();
+      const size_t n = std::min<size_t>(1 + rng() % 3, reference.size() - at);
+      compact.erase(compact.begin() + at, compact.begin() + at + n);
+      reference.erase(reference.begin() + static_cast<std::ptrdiff_t>(at),
+                      reference.begin() + static_cast<std::ptrdiff_t>(at + n));
+    }
+    REQUIRE(compact.size() == reference.size());
+    if (step % 97 == 0) REQUIRE(Same(compact, reference));
+  }
+  REQUIRE(Same(compact, reference));
+
+  CompactVector<std::string> copy = compact;
+  CHECK(Same(copy, reference));
+  CompactVector<std::string> moved = std::move(copy);
+  CHECK(Same(moved, reference));
+  CHECK(copy.empty());  // NOLINT(bugprone-use-after-move): a moved-from vector is empty
+  moved.erase(moved.begin(), moved.end());
+  CHECK(moved.empty());
+  CHECK(moved.allocation() == nullptr);  // emptied by erase: the block is freed
+  compact = {};
+  CHECK(compact.allocation() == nullptr);
+}
+
+TEST_CASE("reserve makes room exactly once; an empty vector costs no block") {
+  CompactVector<std::string> v;
+  v.reserve(3);
+  CHECK(v.capacity() == 3);
+  const void* block = v.allocation();
+  for (int i = 0; i < 3; ++i) v.emplace_back(Value(i));
+  CHECK(v.allocation() == block);  // no reallocation within the reserved room
+  v.push_back(Value(3));
+  CHECK(v.capacity() == 5);  // 3 + max(2, 3 / 2)
+  CHECK(v[3] == Value(3));
+  CHECK(v.back() == Value(3));
+  v.clear();
+  CHECK(v.allocation() == nullptr);
+}
+
+TEST_CASE("an instant list matches std::vector and keeps two inline") {
+  std::mt19937 rng(11);
+  InstantList list;
+  std::vector<TimeMs> reference;
+  CHECK(sizeof(InstantList) == 16);
+  for (int step = 0; step < 50000; ++step) {
+    const int op = static_cast<int>(rng() % 12);
+    const TimeMs t = static_cast<TimeMs>(rng() % 1000);  // 0 included: a valid instant
+    if (op < 5) {
+      const auto place = std::upper_bound(reference.begin(), reference.end(), t);
+      const size_t at = static_cast<size_t>(place - reference.begin());
+      CHECK(*list.insert(list.begin() + at, t) == t);
+      reference.insert(place, t);
+    } else if (op < 9 && !reference.empty()) {
+      const size_t at = rng() % reference.size();
+      const size_t n = std::min<size_t>(1 + rng() % 4, reference.size() - at);
+      list.erase(list.begin() + at, list.begin() + at + n);
+      reference.erase(reference.begin() + static_cast<std::ptrdiff_t>(at),
+                      reference.begin() + static_cast<std::ptrdiff_t>(at + n));
+    } else if (op == 9) {
+      const size_t n = rng() % 6;
+      list.resize(n);
+      reference.resize(n, 0);
+    } else if (op == 10 && !reference.empty()) {  // keep a suffix, from itself
+      const size_t keep = rng() % (reference.size() + 1);
+      list.assign(list.end() - keep, list.end());
+      reference.assign(reference.end() - static_cast<std::ptrdiff_t>(keep), reference.end());
+    } else if (op == 11) {
+      InstantList copy = list;
+      CHECK(copy == list);
+      list = std::move(copy);
+    }
+    REQUIRE(list.size() == reference.size());
+    REQUIRE(std::vector<TimeMs>(list.begin(), list.end()) == reference);
+    // Two or fewer are inline: no heap block, whatever came before.
+    REQUIRE((list.allocation() == nullptr) == (reference.size() <= InstantList::kInline));
+    if (!reference.empty()) REQUIRE(list.front() == reference.front());
+  }
+  const std::vector<TimeMs> from{5, 6, 7, 8};
+  list.assign(from.data(), from.data() + from.size());
+  CHECK(std::vector<TimeMs>(list.begin(), list.end()) == from);
+  CHECK(list.back() == 8);
+  list.clear();
+  CHECK(list.empty());
+  CHECK(list.capacity() == InstantList::kInline);
+}
+
+TEST_CASE("an optional string behaves as std::optional<std::string>") {
+  OptionalString s;
+  CHECK(!s);
+  CHECK(static_cast<std::optional<std::string>>(s) == std::nullopt);
+  s.assign("ada@example.com");
+  REQUIRE(s.has_value());
+  CHECK(*s == "ada@example.com");
+  s.assign("");  // an empty value is a value, not none
+  REQUIRE(s.has_value());
+  CHECK((*s).empty());
+  s.assign("a-longer-address-than-before@example.com");
+  CHECK(*s == "a-longer-address-than-before@example.com");
+  OptionalString copy = s;
+  CHECK(copy == s);
+  copy.assign("grace@example.com");
+  CHECK(!(copy == s));
+  CHECK(*s == "a-longer-address-than-before@example.com");  // the copy owns its bytes
+  OptionalString moved = std::move(copy);
+  CHECK(*moved == "grace@example.com");
+  CHECK(static_cast<std::optional<std::string>>(moved) ==
+        std::optional<std::string>("grace@example.com"));
+  moved.reset();
+  CHECK(!moved.has_value());
+  CHECK(moved.allocation() == nullptr);
+}
+
+TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing when empty") {
+  DwellStamps stamps;
+  CHECK(stamps.empty());
+  CHECK(stamps.allocation() == nullptr);
+  for (uint32_t i = 0; i < 40; ++i) {
+    stamps.push_back(DwellStamp{int64_t{i} * 2 + 1, i});
+    CHECK(stamps.back().count == i);
+  }
+  REQUIRE(stamps.size() == 40);
+  uint32_t i = 0;
+  for (const DwellStamp& d : stamps) {
+    CHECK(d.label_key == int64_t{i} * 2 + 1);
+    CHECK(d.count == i);
+    ++i;
+  }
+  DwellStamps copy = stamps;
+  copy.back().count = 1000;
+  CHECK(stamps.back().count == 39);
+  stamps.resize(2);
+  CHECK(stamps.size() == 2);
+  stamps.resize(4);  // new stamps are value-initialized
+  CHECK(stamps.begin()[3].label_key == 0);
+  CHECK(stamps.begin()[3].count == 0);
+  stamps.clear();
+  CHECK(stamps.allocation() == nullptr);
+  DwellStamps moved = std::move(copy);
+  CHECK(moved.size() == 40);
+  CHECK(moved.back().count == 1000);
+}
+
+TEST_CASE("a slot is 56 bytes and keeps every bucket index below the limit") {
+  STATIC_REQUIRE(sizeof(Slot) == 56);
+  Slot slot;
+  slot.bucket = kBucketIdsMax - 1;
+  slot.active = true;
+  slot.source = MembershipSource::kBackfill;
+  slot.rejoin_blocked = true;
+  CHECK(slot.bucket == kBucketIdsMax - 1);  // the flags beside it do not touch it
+  CHECK(slot.source == MembershipSource::kBackfill);
+  CHECK(slot.active);
+  CHECK(!slot.member_listed);
+}
+
+}  // namespace
+}  // namespace bucketd
