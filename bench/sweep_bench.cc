@@ -212,14 +212,14 @@ class Population {
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
       for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.allocation());
       if (const LegHistories* legs = user->legs.get()) {
+        // One block, and the buffers of what spilled out of it.
         breakdown_.legs +=
-            Chunk(legs) + Chunk(legs->aggregates.data()) + Chunk(legs->sequences.data());
+            Chunk(legs) + SpilledChunk(legs->aggregates) + SpilledChunk(legs->sequences);
         for (const AggregateHistory& h : legs->aggregates) {
-          breakdown_.legs += Chunk(h.newest.data()) + Chunk(h.distinct.data());
+          breakdown_.legs += SpilledChunk(h.newest) + SpilledChunk(h.distinct);
         }
         for (const SequenceHistory& h : legs->sequences) {
-          breakdown_.legs += Chunk(h.later.data());
-          for (const std::vector<TimeMs>& v : h.later) breakdown_.legs += Chunk(v.data());
+          breakdown_.legs += SpilledChunk(h.occurrences());
         }
       }
     }

@@ -3,12 +3,15 @@
 // alone causes happens at its exact instant; replays and snapshots reproduce the state.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
 
 #include <xxhash.h>
 
 #include "engine/fold/criteria_eval.h"
+#include "engine/state/digest.h"
+#include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
 using namespace bucketd;
@@ -559,4 +562,229 @@ TEST_CASE("§3b legs: the sweep cadence changes only detectedAt") {
   CHECK(fine.size() > 30);
   CHECK(fine == hourly);
   CHECK(fine == once);
+}
+
+namespace {
+
+// Events only, after every definition: no backfill, so the state is the histories' and the
+// memberships they give, whatever the backfill rules derive.
+void RunPinnedWorkload(Scenario& s) {
+  for (auto& d : kBeyondDefinitions) s.Define(d);
+  s.Define(R"({"id":"funnel","criteria":{"type":"sequence","steps":[{"eventName":"open"},
+    {"eventName":"buy"},{"eventName":"open"},{"eventName":"buy"}],"within":"1d",
+    "outcome":"completed"}})");
+  std::mt19937_64 rng(5);
+  const char* plans[] = {"pro", "basic", "team"};
+  TimeMs t = 0;
+  for (int i = 0; i < 2000; ++i) {
+    t += static_cast<TimeMs>(rng() % (20 * kMinute));
+    s.At(t);
+    EventInput in;
+    in.user_id = "u" + std::to_string(rng() % 30);
+    in.event = rng() % 3 == 0 ? "open" : "buy";
+    in.properties.push_back(Str("plan", plans[rng() % 3]));
+    if (rng() % 4) in.properties.push_back(Num("amount", double(rng() % 80)));
+    if (rng() % 6 == 0) in.occurred_at_ms = kT0 + t - static_cast<TimeMs>(rng() % kDay);
+    IngestResult r;
+    RequireOk(s.engine().Ingest(in, &r));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a snapshot written before the §3b histories became one block loads to the same state") {
+  // tests/data/beyond-histories-v4.bkts is the snapshot this workload gave at ab5f67f, when
+  // each list of a user's §3b histories was its own allocation (vectors of vectors): the
+  // layout changed, the snapshot encoding and the digest's definition did not.
+  Scenario s;
+  RunPinnedWorkload(s);
+  const std::string digest = s.engine().State().digest;
+  CHECK(digest == "bf71dedfe329ec37326d5cda10f25919");  // the digest at ab5f67f
+  TempDir dir;
+  std::filesystem::create_directories(dir.snapshots());
+  std::filesystem::copy_file(std::string(BUCKETD_TEST_DATA) + "/beyond-histories-v4.bkts",
+                             dir.snapshots() + "/snapshot-00000000000000004009.bkts");
+  SnapshotStore store(dir.snapshots(), 1);
+  Fold loaded;
+  bool ok = false;
+  std::vector<std::string> warnings;
+  RequireOk(LoadNewestInto(store, UINT64_MAX, kNever, &loaded, &ok, &warnings));
+  REQUIRE(ok);
+  CHECK(warnings.empty());
+  CHECK(loaded.state().applied_seq == 4009);
+  CHECK(ComputeDigest(loaded.state()) == digest);
+  // Every user's histories decode as the live engine folded them.
+  size_t with_sequences = 0, with_aggregates = 0;
+  for (const User* user : loaded.state().users) {
+    if (!user->legs) continue;
+    with_aggregates += user->legs->aggregates.empty() ? 0 : 1;
+    for (const SequenceHistory& q : user->legs->sequences) {
+      CHECK(q.later_steps() >= 1);
+      with_sequences += 1;
+    }
+  }
+  CHECK(with_aggregates == 30);
+  CHECK(with_sequences == 60);  // `abandon` and `funnel` for each of the 30 users
+}
+
+TEST_CASE("a sequence's later steps keep their earliest occurrences, each step apart") {
+  SequenceHistory h;
+  h.SetLaterSteps(3);
+  h.start = 100;
+  auto later = [&](uint32_t step) {
+    const auto span = h.Later(step);
+    return std::vector<TimeMs>(span.begin(), span.end());
+  };
+  h.InsertLater(1, 300);
+  h.InsertLater(0, 250);
+  h.InsertLater(2, 500);
+  h.InsertLater(1, 200);
+  h.InsertLater(0, 400);
+  h.InsertLater(1, 200);  // an equal instant is kept after the first
+  CHECK(later(0) == std::vector<TimeMs>{250, 400});
+  CHECK(later(1) == std::vector<TimeMs>{200, 200, 300});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+  // A new start drops what is not after it, in every step.
+  h.DropLaterUpTo(250);
+  CHECK(later(0) == std::vector<TimeMs>{400});
+  CHECK(later(1) == std::vector<TimeMs>{300});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+  CHECK(h.occurrences().size() == 3);
+  // Past kSequenceOccurrencesMax a step keeps its earliest: the latest gives way.
+  for (TimeMs t = 1000; t < 1000 + TimeMs(kSequenceOccurrencesMax); ++t) h.InsertLater(1, t);
+  REQUIRE(h.Later(1).size() == kSequenceOccurrencesMax);
+  CHECK(h.Later(1).front() == 300);
+  CHECK(h.Later(1).back() == 1000 + TimeMs(kSequenceOccurrencesMax) - 2);
+  h.InsertLater(1, 301);
+  CHECK(h.Later(1).size() == kSequenceOccurrencesMax);
+  CHECK(h.Later(1)[1] == 301);
+  CHECK(h.Later(1).back() == 1000 + TimeMs(kSequenceOccurrencesMax) - 3);
+  CHECK(later(0) == std::vector<TimeMs>{400});
+  CHECK(later(2) == std::vector<TimeMs>{500});
+}
+
+TEST_CASE("a typical user's §3b histories are one block") {
+  // One aggregate stream and one sequence, with a few contributions and occurrences each,
+  // live inline in LegHistories: the fold meets one cache miss behind the user for them.
+  LegHistories legs;
+  StreamSpec sum;
+  sum.kind = StreamSpec::Kind::kAggregate;
+  sum.id = 7;
+  StreamSpec step0;
+  step0.kind = StreamSpec::Kind::kSequence;
+  step0.id = 9;
+  step0.steps = 2;
+  StreamSpec step1 = step0;
+  step1.step = 1;
+  AddContribution(&legs, sum, PropertyValue::Number(5), 10);
+  AddContribution(&legs, sum, PropertyValue::Number(7), 20);
+  AddSequenceOccurrence(&legs, step0, 30);
+  AddSequenceOccurrence(&legs, step1, 40);
+  AddSequenceOccurrence(&legs, step1, 50);
+  const auto* begin = reinterpret_cast<const char*>(&legs);
+  const auto* end = begin + sizeof legs;
+  const auto inside = [&](const void* p) {
+    return static_cast<const char*>(p) >= begin && static_cast<const char*>(p) < end;
+  };
+  REQUIRE(legs.aggregates.size() == 1);
+  REQUIRE(legs.sequences.size() == 1);
+  CHECK(inside(legs.aggregates.data()));
+  CHECK(inside(legs.aggregates[0].newest.data()));
+  CHECK(inside(legs.sequences.data()));
+  CHECK(inside(legs.sequences[0].occurrences().data()));
+  CHECK(legs.aggregates[0].sum == 12);
+  CHECK(legs.aggregates[0].newest[1] == Contribution{20, 7});
+  CHECK(*legs.sequences[0].start == 30);
+  CHECK(std::vector<TimeMs>(legs.sequences[0].Later(0).begin(), legs.sequences[0].Later(0).end()) ==
+        std::vector<TimeMs>{40, 50});
+}
+
+namespace {
+
+OptionalTime AnchorOf(Scenario& s, const std::string& bucket, const std::string& user) {
+  Member m;
+  RequireOk(s.engine().GetMember(bucket, user, &m));
+  CHECK(m.source == MembershipSource::kBackfill);
+  return m.dwell_anchor_at;
+}
+
+}  // namespace
+
+TEST_CASE("backfill anchors an aggregate where its retained contributions show it began") {
+  Scenario s;
+  s.At(0);
+  // A windowed sum: 60 + 50 holds from 5d until the 60 ages out at 30d; 50 + 70 from 32d.
+  s.Fire("spender", "purchase", {Num("amount", 60)});
+  s.At(5 * kDay);
+  s.Fire("spender", "purchase", {Num("amount", 50)});
+  s.Fire("steady", "purchase", {Num("amount", 100)});  // holds from 5d, never broken
+  s.At(32 * kDay);
+  s.Fire("spender", "purchase", {Num("amount", 70)});
+  s.Fire("steady", "purchase", {Num("amount", 100)});  // before the first ages out (35d)
+  // An all-time average: 5 (holds), 2 (3.5: breaks), 5 (4: holds again), 4 (4.0). Distinct
+  // plans in a day: a second value from 33d + 2h.
+  s.At(33 * kDay);
+  s.Fire("rater", "rate", {Num("stars", 5)});
+  s.At(33 * kDay + kHour);
+  s.Fire("rater", "rate", {Num("stars", 2)});
+  s.Fire("switcher", "buy", {Str("plan", "pro")});
+  s.At(33 * kDay + 2 * kHour);
+  s.Fire("rater", "rate", {Num("stars", 5)});
+  s.Fire("switcher", "buy", {Str("plan", "basic")});
+  s.Fire("switcher", "buy", {Str("plan", "pro")});  // pro's latest moves: still two values
+  s.At(33 * kDay + 3 * kHour);
+  s.Fire("rater", "rate", {Num("stars", 4)});
+
+  s.At(33 * kDay + 12 * kHour);
+  s.Define(R"({"id":"big-spenders","dwell":[{"after":"1d"}],"criteria":{"type":"event",
+    "eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100,
+    "within":"30d"}})");
+  s.Define(R"({"id":"fans","criteria":{"type":"event","eventName":"rate","check":"avg",
+    "property":"stars","operator":"gte","value":4}})");
+  s.Define(R"({"id":"switchers","criteria":{"type":"event","eventName":"buy","check":"distinct",
+    "property":"plan","operator":"gte","value":2,"within":"1d"}})");
+  s.Define(R"({"id":"mixed","criteria":{"type":"composite","operator":"and","conditions":[
+    {"type":"event","eventName":"purchase","check":"max","property":"amount","operator":"gte",
+     "value":70},{"type":"event","eventName":"purchase","check":"count","operator":"gte","value":1}]}})");
+  CHECK(s.Drain().empty());  // backfill emits nothing
+  CHECK(AnchorOf(s, "big-spenders", "spender") == kT0 + 32 * kDay);
+  CHECK(AnchorOf(s, "big-spenders", "steady") == kT0 + 5 * kDay);
+  CHECK(AnchorOf(s, "fans", "rater") == kT0 + 33 * kDay + 2 * kHour);
+  CHECK(AnchorOf(s, "switchers", "switcher") == kT0 + 33 * kDay + 2 * kHour);
+  // An and: the later of its legs' starts (max >= 70 from the 70 at 32d; steady's 100 at 5d).
+  CHECK(AnchorOf(s, "mixed", "spender") == kT0 + 32 * kDay);
+  CHECK(AnchorOf(s, "mixed", "steady") == kT0 + 5 * kDay);
+  // Dwell runs from the anchor: spender's `after 1d` at 33d, which the first sweep fires at
+  // once (at = enteredAt, the anchor's instant having passed); steady's as well.
+  s.At(33 * kDay + 12 * kHour + 1);
+  V fired = Describe(s.Drain());
+  std::sort(fired.begin(), fired.end());
+  const std::string entered = std::to_string(33 * kDay + 12 * kHour);
+  CHECK(fired == V{"dwell:big-spenders:spender@" + entered + ":after-86400000#1",
+                   "dwell:big-spenders:steady@" + entered + ":after-86400000#1"});
+  // Leaves stay exact: switcher's "basic" ages out at 34d + 2h; spender's 50 at 35d (70
+  // left); steady's first 100 then too, leaving 100, which still holds.
+  s.At(36 * kDay);
+  CHECK(Describe(s.Drain()) ==
+        V{"left:switchers:switcher@" + std::to_string(34 * kDay + 2 * kHour) + ":criteria",
+          "left:big-spenders:spender@" + std::to_string(35 * kDay) + ":criteria"});
+}
+
+TEST_CASE("backfill leaves an aggregate's anchor absent where retention cannot show it") {
+  Scenario s;
+  s.At(0);
+  // An all-time max past the retained contributions: the dropped ones' max is unknown.
+  for (size_t i = 0; i <= kAggregateContributionsMax; ++i) {
+    s.Fire("heavy", "purchase", {Num("amount", i == 0 ? 500 : 1)});
+  }
+  // Distinct with `lt`: a value's earlier occurrences are not kept, so past counts are
+  // only lower bounds.
+  s.Fire("narrow", "buy", {Str("plan", "pro")});
+  s.At(kHour);
+  s.Define(R"({"id":"whale","criteria":{"type":"event","eventName":"purchase","check":"max",
+    "property":"amount","operator":"gte","value":100}})");
+  s.Define(R"({"id":"single-plan","criteria":{"type":"event","eventName":"buy",
+    "check":"distinct","property":"plan","operator":"lt","value":2}})");
+  CHECK_FALSE(AnchorOf(s, "whale", "heavy").has_value());
+  CHECK_FALSE(AnchorOf(s, "single-plan", "narrow").has_value());
 }

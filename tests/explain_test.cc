@@ -122,7 +122,8 @@ TEST_CASE("explain: an aggregate's value and the instant a contribution ages out
   CHECK(r.member);
   CHECK(r.legs[0].aggregate == 110.0);
   CHECK(r.legs[0].contributions == 2u);
-  CHECK_FALSE(r.legs[0].held_since.has_value());  // a crossing is not kept
+  // Since the contribution that took the window's sum to 100 or more.
+  CHECK(r.legs[0].held_since == kT0 + 10 * kDay);
   REQUIRE(r.next.has_value());
   CHECK(*r.next == kT0 + 30 * kDay);
   const Transition left = OnlyTransition(s, 35 * kDay);

@@ -264,7 +264,9 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
           const auto replace = [](auto* kept, auto& rebuilt) {
             for (auto& item : rebuilt) {
               const uint32_t id = item.stream_id;
-              std::erase_if(*kept, [&](const auto& k) { return k.stream_id == id; });
+              kept->erase(std::remove_if(kept->begin(), kept->end(),
+                                         [&](const auto& k) { return k.stream_id == id; }),
+                          kept->end());
               kept->push_back(std::move(item));
             }
             std::sort(kept->begin(), kept->end(),

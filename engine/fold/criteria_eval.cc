@@ -48,8 +48,9 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-template <typename T>
-const T* FindById(const std::vector<T>& items, uint32_t id) {
+template <typename Items>
+const typename Items::value_type* FindById(const Items& items, uint32_t id) {
+  using T = typename Items::value_type;
   auto it = std::lower_bound(items.begin(), items.end(), id,
                              [](const T& item, uint32_t key) { return item.stream_id < key; });
   return it != items.end() && it->stream_id == id ? &*it : nullptr;
@@ -80,13 +81,18 @@ const Slot* FindSlotOf(const User& user, uint32_t bucket) {
 
 namespace {
 
-template <typename T>
-T& FindOrInsertById(std::vector<T>* items, uint32_t id) {
+template <typename Items>
+typename Items::value_type& FindOrInsertById(Items* items, uint32_t id) {
+  using T = typename Items::value_type;
   auto it = std::lower_bound(items->begin(), items->end(), id,
                              [](const T& item, uint32_t key) { return item.stream_id < key; });
   if (it == items->end() || it->stream_id != id) {
-    it = items->insert(it, T{});
-    it->stream_id = id;
+    // Appended, then rotated into place, as Fold::RecordEvent does (GCC 12 falsely reports
+    // an insert's temporary as maybe-uninitialized).
+    const auto place = it - items->begin();
+    items->emplace_back().stream_id = id;
+    it = items->begin() + place;
+    std::rotate(it, items->end() - 1, items->end());
   }
   return *it;
 }
@@ -139,21 +145,16 @@ void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyV
 
 void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at) {
   SequenceHistory& h = FindOrInsertById(&legs->sequences, spec.id);
-  h.later.resize(spec.steps - 1);
+  if (h.later_steps() == 0) h.SetLaterSteps(spec.steps - 1);
   if (spec.step == 0) {
     if (h.start && at <= *h.start) return;  // not the latest start
     h.start = at;
     // Only what happened after the latest start can complete it.
-    for (std::vector<TimeMs>& occurrences : h.later) {
-      occurrences.erase(occurrences.begin(),
-                        std::upper_bound(occurrences.begin(), occurrences.end(), at));
-    }
+    h.DropLaterUpTo(at);
     return;
   }
   if (h.start && at <= *h.start) return;
-  std::vector<TimeMs>& occurrences = h.later[spec.step - 1];
-  occurrences.insert(std::upper_bound(occurrences.begin(), occurrences.end(), at), at);
-  if (occurrences.size() > kSequenceOccurrencesMax) occurrences.pop_back();
+  h.InsertLater(spec.step - 1, at);
 }
 
 uint64_t ValueHash(const PropertyValue& value) {
@@ -439,7 +440,7 @@ double Aggregate(EventCheck check, double sum, uint64_t count, double min, doubl
 
 // The first of the contributions (ascending by instant) that occurred after `after`: the
 // window (after, now] starts there.
-size_t FirstAfter(const std::vector<Contribution>& c, TimeMs after) {
+size_t FirstAfter(std::span<const Contribution> c, TimeMs after) {
   return static_cast<size_t>(
       std::upper_bound(c.begin(), c.end(), after,
                        [](TimeMs at, const Contribution& x) { return at < x.at; }) -
@@ -450,7 +451,8 @@ size_t FirstAfter(const std::vector<Contribution>& c, TimeMs after) {
 // occurrence after the previous step's), or nullopt while a step has none after it.
 std::optional<TimeMs> EarliestCompletion(const SequenceHistory& h) {
   TimeMs previous = *h.start;
-  for (const std::vector<TimeMs>& occurrences : h.later) {
+  for (uint32_t step = 0; step < h.later_steps(); ++step) {
+    const std::span<const TimeMs> occurrences = h.Later(step);
     auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
     if (it == occurrences.end()) return std::nullopt;
     previous = *it;
@@ -491,7 +493,7 @@ CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, c
     const double v = Aggregate(node.check, h->sum, h->count, h->min, h->max);
     return {CompareNumber(node.count_op, v, node.aggregate_value), kNever};
   }
-  const std::vector<Contribution>& c = h->newest;
+  const std::span<const Contribution> c = h->newest;
   const size_t first = FirstAfter(c, t - node.within_ms);
   if (first == c.size()) return {false, kNever};
   // suffix[i]: the aggregate of c[i..], for every i from `first` on, filled from the newest
@@ -619,8 +621,7 @@ std::optional<TimeMs> CompiledCriteria::LegHeldSince(const Node& node, const Use
 
 std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const User& user,
                                                        TimeMs now) const {
-  // An aggregate's threshold crossing is not kept: unknown.
-  if (IsAggregate(node.check)) return std::nullopt;
+  if (IsAggregate(node.check)) return AggregateHeldSince(node, user, now);
   const EventHistory* history = FindHistory(user, node.id);
   if (history == nullptr) return std::nullopt;  // holds with no events: since ever (unknown)
   if (node.check == EventCheck::kFirstSeen) return history->first_at;
@@ -667,6 +668,112 @@ std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const U
   // Nothing before the earliest proven change point is known (with complete history the
   // count was 0 before it, since an unknown instant).
   return since;
+}
+
+// An aggregate changes only at its contributions' instants (and, in a window, when each
+// ages out at `at + W`), so the contributions it retains show the value between those
+// instants: walk back over them from now while the operator keeps holding, as for a
+// windowed count. Where the retained contributions may miss older ones (past
+// kAggregateContributionsMax, or a distinct set's values seen only at their latest
+// occurrence), only what they prove is used; an all-time min or max with dropped
+// contributions, or a distinct `lt`/`lte`/`eq`, is unknown.
+std::optional<TimeMs> CompiledCriteria::AggregateHeldSince(const Node& node, const User& user,
+                                                           TimeMs now) const {
+  const AggregateHistory* h = FindAggregate(user, node.id);
+  if (h == nullptr) return std::nullopt;
+  const TimeMs within = node.within_ms;
+  const auto holds = [&](double v) {
+    return CompareNumber(node.count_op, v, node.aggregate_value);
+  };
+  // Walks back over `points` (descending), each the start of a run of constant value up to the
+  // next one; `value_at(p)` is nullopt where the window at p is empty or not trusted.
+  const auto walk = [&](std::vector<TimeMs>* points, const auto& value_at) {
+    std::sort(points->begin(), points->end(), std::greater<>());
+    points->erase(std::unique(points->begin(), points->end()), points->end());
+    std::optional<TimeMs> since;
+    for (TimeMs p : *points) {
+      if (p > now) continue;
+      const std::optional<double> v = value_at(p);
+      if (!v || !holds(*v)) break;
+      since = p;
+    }
+    return since;
+  };
+  std::vector<TimeMs> points;
+  if (node.check == EventCheck::kDistinct) {
+    // A value counted at p occurred at its latest occurrence, in p's window: a lower bound
+    // on the distinct count at p, so a hold it shows is a true hold for gt/gte only.
+    if (node.count_op != CountOp::kGt && node.count_op != CountOp::kGte) return std::nullopt;
+    for (const DistinctValue& v : h->distinct) {
+      points.push_back(v.latest);
+      if (within > 0) points.push_back(v.latest + within);
+    }
+    return walk(&points, [&](TimeMs p) -> std::optional<double> {
+      uint64_t n = 0;
+      for (const DistinctValue& v : h->distinct) {
+        if (v.latest <= p && (within == 0 || v.latest > p - within)) ++n;
+      }
+      if (n == 0) return std::nullopt;
+      return static_cast<double>(n);
+    });
+  }
+  const std::span<const Contribution> c = h->newest;
+  if (c.empty()) return std::nullopt;
+  const bool complete = h->count == c.size();
+  if (within == 0) {
+    // All time: the value after each instant's contributions, oldest first. Dropped
+    // contributions (older than every retained one) are known only by the totals, which
+    // give their sum and count but not their min or max.
+    if (!complete && (node.check == EventCheck::kMin || node.check == EventCheck::kMax)) {
+      return std::nullopt;
+    }
+    double sum = 0, min = 0, max = 0;
+    uint64_t count = 0;
+    if (!complete) {
+      sum = h->sum;
+      for (const Contribution& x : c) sum -= x.number;
+      count = h->count - c.size();
+    }
+    std::optional<TimeMs> since;
+    for (size_t i = 0; i < c.size(); ++i) {
+      const double x = c[i].number;
+      sum += x;
+      min = count == 0 ? x : std::min(min, x);
+      max = count == 0 ? x : std::max(max, x);
+      ++count;
+      if (i + 1 < c.size() && c[i + 1].at == c[i].at) continue;
+      if (!holds(Aggregate(node.check, sum, count, min, max))) {
+        since.reset();
+      } else if (!since) {
+        since = c[i].at;
+      }
+    }
+    return since;
+  }
+  // A window (p - W, p] holds every contribution only from the oldest retained one's
+  // instant + W on when older ones were dropped.
+  const TimeMs trusted_from = complete ? INT64_MIN : c.front().at + within;
+  for (const Contribution& x : c) {
+    points.push_back(x.at);
+    points.push_back(x.at + within);
+  }
+  return walk(&points, [&](TimeMs p) -> std::optional<double> {
+    if (p < trusted_from) return std::nullopt;
+    const size_t first = FirstAfter(c, p - within);
+    const size_t last = FirstAfter(c, p);
+    if (first == last) return std::nullopt;  // an aggregate over nothing is false
+    // Summed as AggregateOutlook sums a window: from its newest backwards.
+    double sum = 0, min = 0, max = 0;
+    uint64_t count = 0;
+    for (size_t i = last; i-- > first;) {
+      const double x = c[i].number;
+      sum = x + sum;
+      min = count == 0 ? x : std::min(min, x);
+      max = count == 0 ? x : std::max(max, x);
+      ++count;
+    }
+    return Aggregate(node.check, sum, count, min, max);
+  });
 }
 
 }  // namespace bucketd
@@ -727,7 +834,7 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
         }
         // As AggregateOutlook sums it: from the newest backwards, so the value shown is the
         // value compared.
-        const std::vector<Contribution>& c = h->newest;
+        const std::span<const Contribution> c = h->newest;
         const size_t first = FirstAfter(c, now - within);
         double sum = 0, min = 0, max = 0;
         uint64_t count = 0;

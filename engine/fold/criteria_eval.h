@@ -145,6 +145,7 @@ class CompiledCriteria {
   Outlook BucketOutlook(const Node& node, const User& user, TimeMs t) const;
   std::optional<TimeMs> HeldSinceNode(uint32_t node, const User& user, TimeMs now) const;
   std::optional<TimeMs> EventHeldSince(const Node& node, const User& user, TimeMs now) const;
+  std::optional<TimeMs> AggregateHeldSince(const Node& node, const User& user, TimeMs now) const;
   std::optional<TimeMs> LegHeldSince(const Node& node, const User& user, TimeMs now) const;
   void ExplainNode(uint32_t index, std::string path, const User& user, TimeMs now,
                    std::vector<LegExplanation>* out) const;

@@ -217,6 +217,9 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       // Events mostly repeat the contact's email, which is compared.
       if (user->email) line(user->email.data());
       line(user->past.allocation());  // a leave appends to it (null: prefetches nothing)
+      // The §3b histories are one block (LegHistories), read by every event that feeds a
+      // stream and by its legs' evaluation.
+      if (user->legs) lines(user->legs.get(), sizeof(LegHistories));
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
@@ -367,10 +370,13 @@ Status Fold::RestoreStreams(const std::vector<uint32_t>& previous) {
                                       [&](const EventHistory& h) { return is_fresh(h.name_id); }),
                        user->events.end());
     if (!user->legs) continue;
-    std::erase_if(user->legs->aggregates,
-                  [&](const AggregateHistory& h) { return is_fresh(h.stream_id); });
-    std::erase_if(user->legs->sequences,
-                  [&](const SequenceHistory& h) { return is_fresh(h.stream_id); });
+    const auto erase_fresh = [&](auto* items) {
+      items->erase(std::remove_if(items->begin(), items->end(),
+                                  [&](const auto& h) { return is_fresh(h.stream_id); }),
+                   items->end());
+    };
+    erase_fresh(&user->legs->aggregates);
+    erase_fresh(&user->legs->sequences);
     if (user->legs->empty()) user->legs.reset();
   }
   if (!history_source_) return Status::Ok();

@@ -85,8 +85,9 @@ void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
   for (const SequenceHistory* q : sequences) {
     h->Str(name(q->stream_id));
     h->OptTime(q->start);
-    h->U64(q->later.size());
-    for (const std::vector<TimeMs>& occurrences : q->later) {
+    h->U64(q->later_steps());
+    for (uint32_t step = 0; step < q->later_steps(); ++step) {
+      const std::span<const TimeMs> occurrences = q->Later(step);
       h->U64(occurrences.size());
       for (TimeMs t : occurrences) h->I64(t);
     }

@@ -185,8 +185,9 @@ void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
     w->U(q.stream_id);
     w->Byte(q.start ? 1 : 0);
     if (q.start) w->Time(*q.start);
-    w->U(q.later.size());
-    for (const std::vector<TimeMs>& occurrences : q.later) {
+    w->U(q.later_steps());
+    for (uint32_t step = 0; step < q.later_steps(); ++step) {
+      const std::span<const TimeMs> occurrences = q.Later(step);
       w->Reserve(kVarintBytesMax * (1 + occurrences.size()));
       w->U(occurrences.size());
       for (TimeMs t : occurrences) w->Time(t);
@@ -338,14 +339,16 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
     if (r->Byte() != 0) q.start = r->Time();
     const uint64_t later = r->Count();
     if (later >= kSequenceStepsMax) return Status::Corruption(": too many sequence steps");
-    q.later.resize(later);
-    for (std::vector<TimeMs>& occurrences : q.later) {
+    q.SetLaterSteps(static_cast<uint32_t>(later));
+    for (uint32_t step = 0; step < later; ++step) {
       const uint64_t n = r->Count();
       if (n > kSequenceOccurrencesMax) return Status::Corruption(": too many occurrences");
-      occurrences.resize(n);
-      for (TimeMs& t : occurrences) t = r->Time();
-      if (!std::is_sorted(occurrences.begin(), occurrences.end())) {
-        return Status::Corruption(": sequence occurrences out of order");
+      TimeMs previous = INT64_MIN;
+      for (uint64_t k = 0; k < n && r->ok(); ++k) {
+        const TimeMs t = r->Time();
+        if (t < previous) return Status::Corruption(": sequence occurrences out of order");
+        q.AppendLater(step, t);
+        previous = t;
       }
     }
     if (q.stream_id >= st.event_names.size() ||

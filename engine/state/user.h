@@ -2,6 +2,8 @@
 // A user and its slots (one per bucket the clock can change for it): the plain data the
 // containers of this folder hold pointers to, without the containers (state.h).
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -15,7 +17,9 @@
 
 #include <absl/container/inlined_vector.h>
 
+#include "bucketd/limits.h"
 #include "bucketd/types.h"
+#include "engine/base/check.h"
 #include "engine/state/compact_vector.h"
 #include "engine/state/instant_list.h"
 
@@ -281,7 +285,12 @@ struct PastMembership {
 
 // What the aggregate and sequence legs of SPEC §3b need of a user's events, per stream
 // (State::StreamSpec): only users with a matching event have any, so a User holds one
-// pointer for them.
+// pointer for them. A typical user (one aggregate stream and one sequence, a few
+// contributions and occurrences each) keeps all of it in that one block: the containers
+// below hold their first elements inline, so an event that feeds the streams meets one
+// dependent cache miss behind the user, not one per container (user -> legs -> vector ->
+// element -> occurrences, each its own allocation, was most of the §3b mix's fold cost;
+// bench/README.md). Larger histories spill to the heap, with the same answers.
 struct Contribution {
   TimeMs at = 0;
   double number = 0;
@@ -292,7 +301,8 @@ struct DistinctValue {
   TimeMs latest = 0;  // its newest occurrence
   friend bool operator==(const DistinctValue&, const DistinctValue&) = default;
 };
-// Per (user, aggregate stream: event name, where, property).
+// Per (user, aggregate stream: event name, where, property). A numeric stream (sum avg min
+// max) fills the totals and `newest`, a distinct stream only `distinct`.
 struct AggregateHistory {
   uint32_t stream_id = 0;
   // Every numeric contribution ever (the legs without `within`).
@@ -302,27 +312,96 @@ struct AggregateHistory {
   double max = 0;
   // The newest numeric contributions, ascending by `at` (equal instants in log order), at
   // most kAggregateContributionsMax (the windowed legs read these; docs/design.md).
-  std::vector<Contribution> newest;
+  absl::InlinedVector<Contribution, 2> newest;
   // Distinct scalar values with their newest occurrence, sorted by hash; at most
   // kDistinctValuesMax, the value seen least recently giving way.
-  std::vector<DistinctValue> distinct;
+  absl::InlinedVector<DistinctValue, 1> distinct;
   friend bool operator==(const AggregateHistory&, const AggregateHistory&) = default;
 };
 // Per (user, sequence stream: its steps).
-struct SequenceHistory {
+class SequenceHistory {
+ public:
   uint32_t stream_id = 0;
   OptionalTime start;  // the latest occurrence of step 1
-  // Per later step (steps 2..n), its occurrences after `start`, ascending, the earliest
-  // kSequenceOccurrencesMax (the earliest completion needs no later ones).
-  std::vector<std::vector<TimeMs>> later;
+
+  // Steps 2..n (0-based here): for each, its occurrences after `start`, ascending, the
+  // earliest kSequenceOccurrencesMax (the earliest completion needs no later ones).
+  uint32_t later_steps() const { return later_steps_; }
+  std::span<const TimeMs> Later(uint32_t step) const {
+    return {occurrences_.data() + Offset(step), counts_[step]};
+  }
+  void SetLaterSteps(uint32_t steps);  // REQUIRES: no occurrences yet; steps < kSequenceStepsMax
+  // Files an occurrence of a later step in order; beyond kSequenceOccurrencesMax the
+  // latest goes. REQUIRES: step < later_steps().
+  void InsertLater(uint32_t step, TimeMs at);
+  // Drops every later step's occurrences at or before `at` (a new start).
+  void DropLaterUpTo(TimeMs at);
+  // Appends to the last step that has any, or a later one (decoding, in step order).
+  // REQUIRES: step < later_steps(), at no earlier than the step's last, fewer than
+  // kSequenceOccurrencesMax in the step.
+  void AppendLater(uint32_t step, TimeMs at);
+  // Every later step's occurrences, step after step (for memory accounting).
+  const absl::InlinedVector<TimeMs, 2>& occurrences() const { return occurrences_; }
   friend bool operator==(const SequenceHistory&, const SequenceHistory&) = default;
+
+ private:
+  static constexpr size_t kLaterStepsMax = kSequenceStepsMax - 1;
+  static_assert(kSequenceOccurrencesMax <= UINT8_MAX, "a step's count is a byte");
+  size_t Offset(uint32_t step) const {
+    size_t offset = 0;
+    for (uint32_t i = 0; i < step; ++i) offset += counts_[i];
+    return offset;
+  }
+  uint8_t later_steps_ = 0;
+  std::array<uint8_t, kLaterStepsMax> counts_{};  // occurrences per later step
+  // Every later step's occurrences, step after step, each step's ascending.
+  absl::InlinedVector<TimeMs, 2> occurrences_;
 };
 struct LegHistories {
-  std::vector<AggregateHistory> aggregates;  // sorted by stream_id
-  std::vector<SequenceHistory> sequences;    // sorted by stream_id
+  absl::InlinedVector<AggregateHistory, 1> aggregates;  // sorted by stream_id
+  absl::InlinedVector<SequenceHistory, 1> sequences;    // sorted by stream_id
   bool empty() const { return aggregates.empty() && sequences.empty(); }
   friend bool operator==(const LegHistories&, const LegHistories&) = default;
 };
+
+inline void SequenceHistory::SetLaterSteps(uint32_t steps) {
+  BUCKETD_CHECK(steps <= kLaterStepsMax && occurrences_.empty());
+  later_steps_ = static_cast<uint8_t>(steps);
+}
+
+inline void SequenceHistory::InsertLater(uint32_t step, TimeMs at) {
+  BUCKETD_CHECK(step < later_steps_);
+  const size_t begin = Offset(step);
+  const auto first = occurrences_.begin() + static_cast<ptrdiff_t>(begin);
+  const auto last = first + counts_[step];
+  occurrences_.insert(std::upper_bound(first, last, at), at);
+  if (counts_[step] < kSequenceOccurrencesMax) {
+    ++counts_[step];
+  } else {
+    occurrences_.erase(occurrences_.begin() + static_cast<ptrdiff_t>(begin + counts_[step]));
+  }
+}
+
+inline void SequenceHistory::DropLaterUpTo(TimeMs at) {
+  size_t read = 0, write = 0;
+  for (uint32_t step = 0; step < later_steps_; ++step) {
+    const size_t n = counts_[step];
+    uint8_t kept = 0;
+    for (size_t i = read; i < read + n; ++i) {
+      if (occurrences_[i] > at) occurrences_[write++] = occurrences_[i], ++kept;
+    }
+    read += n;
+    counts_[step] = kept;
+  }
+  occurrences_.resize(write);
+}
+
+inline void SequenceHistory::AppendLater(uint32_t step, TimeMs at) {
+  BUCKETD_CHECK(step < later_steps_ && counts_[step] < kSequenceOccurrencesMax);
+  for (uint32_t i = step + 1; i < later_steps_; ++i) BUCKETD_CHECK(counts_[i] == 0);
+  occurrences_.push_back(at);
+  ++counts_[step];
+}
 
 // Every field has an initializer: new users are default-initialized (UserArena::New),
 // since zeroing the whole object first cost 7% of replay.

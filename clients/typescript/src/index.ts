@@ -42,6 +42,9 @@ export function createBucketdClient(options: ClientOptions): BucketdClient {
   });
 }
 
+export { BucketdError, explain, getUser, preview } from "./queries.js";
+export type { ExplainBlocker, ExplainLeg, Explanation, Preview, User } from "./queries.js";
+
 export { consume } from "./consume.js";
 export type {
   ConsumeOptions,
