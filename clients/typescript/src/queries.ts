@@ -1,11 +1,8 @@
 // The read-only questions of SPEC §3b as plain functions over the typed client: preview a
 // definition, explain a user's membership, read a contact. Each answers the response's body
 // or throws a BucketdError carrying the server's error (status, code, message, field path).
-import type { BucketdClient } from "./index.js";
-import type { components } from "./schema.js";
+import type { BucketDefinition, BucketdClient, Schemas } from "./index.js";
 
-type Schemas = components["schemas"];
-export type BucketDefinition = Schemas["BucketDefinition"];
 export type Preview = Schemas["Preview"];
 export type Explanation = Schemas["Explain"];
 export type ExplainLeg = Schemas["ExplainLeg"];
