@@ -148,7 +148,8 @@ void BM_IngestBatches(benchmark::State& state) {
   // per user leave them out.
   const size_t log_memory = engine->Stats().log_memory_bytes;
   state.counters["log_memory_MiB"] = double(log_memory) / double(1 << 20);
-  state.counters["state_bytes_per_user"] = (double(heap + pool) - double(log_memory)) / double(contacts);
+  state.counters["state_bytes_per_user"] =
+      (double(heap + pool) - double(log_memory)) / double(contacts);
   uint64_t members = 0;
   for (const BucketInfo& b : engine->ListBuckets()) {
     members += b.counts.active;

@@ -1087,10 +1087,9 @@ uint64_t RocksLog::ApproximateBytes() const {
 
 uint64_t RocksLog::MemoryBytes() const {
   uint64_t total = 0;
-  for (const std::string& property :
-       {rocksdb::DB::Properties::kCurSizeAllMemTables,
-        rocksdb::DB::Properties::kEstimateTableReadersMem,
-        rocksdb::DB::Properties::kBlockCacheUsage}) {
+  for (const std::string& property : {rocksdb::DB::Properties::kCurSizeAllMemTables,
+                                      rocksdb::DB::Properties::kEstimateTableReadersMem,
+                                      rocksdb::DB::Properties::kBlockCacheUsage}) {
     uint64_t bytes = 0;
     if (db_->GetAggregatedIntProperty(property, &bytes)) total += bytes;
   }

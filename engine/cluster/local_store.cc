@@ -56,8 +56,8 @@ Status LocalStore::GetManifest(std::string_view stream, uint32_t partition,
                                SnapshotManifest* manifest, bool* found) {
   *found = false;
   std::string json;
-  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Key(stream, partition, "manifest"),
-                                     &json);
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), Key(stream, partition, "manifest"), &json);
   if (s.IsNotFound()) return Status::Ok();
   if (!s.ok()) return Failed("read", s);
   if (Status parsed = ParseSnapshotManifest(json, manifest); !parsed.ok()) return parsed;
@@ -68,8 +68,8 @@ Status LocalStore::GetManifest(std::string_view stream, uint32_t partition,
 Status LocalStore::Get(std::string_view stream, uint32_t partition, SnapshotManifest* manifest,
                        std::string* payload, bool* found) {
   if (Status s = GetManifest(stream, partition, manifest, found); !s.ok() || !*found) return s;
-  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Key(stream, partition, "payload"),
-                                     payload);
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), Key(stream, partition, "payload"), payload);
   if (!s.ok() && !s.IsNotFound()) return Failed("read", s);
   if (s.IsNotFound() || payload->size() != manifest->bytes ||
       XXH64(payload->data(), payload->size(), 0) != manifest->xxh64) {
