@@ -250,6 +250,10 @@ struct Slot {
   // then no padding. The bucket first: finding a user's slot of a bucket reads only it,
   // and a slot's first bytes are on the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
+  // The flags below start a memory location of their own: snapshot load reads `bucket` on
+  // one thread (RebuildDueIndices) while another sets the member index's flags
+  // (RebuildMembers), which must not be a write to the word `bucket` is in (TSan found it).
+  unsigned char : 0;
 
   bool active : 1 = false;
   bool member_touched : 1 = false;  // MemberIndex bookkeeping
