@@ -438,6 +438,21 @@ double Aggregate(EventCheck check, double sum, uint64_t count, double min, doubl
   }
 }
 
+// The running totals of an aggregate over contributions added one at a time. Every window is
+// added newest first (AggregateOutlook, its flip walk and explain), so a value shown or
+// predicted is the same sum in the same order as the one compared.
+struct RunningAggregate {
+  double sum = 0, min = 0, max = 0;
+  uint64_t count = 0;
+  void Add(double x) {
+    sum = x + sum;
+    min = count == 0 ? x : std::min(min, x);
+    max = count == 0 ? x : std::max(max, x);
+    ++count;
+  }
+  double Value(EventCheck check) const { return Aggregate(check, sum, count, min, max); }
+};
+
 // The first of the contributions (ascending by instant) that occurred after `after`: the
 // window (after, now] starts there.
 size_t FirstAfter(std::span<const Contribution> c, TimeMs after) {
@@ -501,15 +516,10 @@ CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, c
   // is computed at (a predicted flip is then the flip that happens).
   thread_local std::vector<double> suffix;
   suffix.assign(c.size() - first, 0);
-  double sum = 0, min = 0, max = 0;
-  uint64_t count = 0;
+  RunningAggregate totals;
   for (size_t i = c.size(); i-- > first;) {
-    const double x = c[i].number;
-    sum = x + sum;
-    min = count == 0 ? x : std::min(min, x);
-    max = count == 0 ? x : std::max(max, x);
-    ++count;
-    suffix[i - first] = Aggregate(node.check, sum, count, min, max);
+    totals.Add(c[i].number);
+    suffix[i - first] = totals.Value(node.check);
   }
   const bool value = CompareNumber(node.count_op, suffix[0], node.aggregate_value);
   // Contributions age out oldest first (equal instants together): after the ones up to i,
@@ -727,22 +737,17 @@ std::optional<TimeMs> CompiledCriteria::AggregateHeldSince(const Node& node, con
     if (!complete && (node.check == EventCheck::kMin || node.check == EventCheck::kMax)) {
       return std::nullopt;
     }
-    double sum = 0, min = 0, max = 0;
-    uint64_t count = 0;
+    RunningAggregate totals;
     if (!complete) {
-      sum = h->sum;
-      for (const Contribution& x : c) sum -= x.number;
-      count = h->count - c.size();
+      totals.sum = h->sum;
+      for (const Contribution& x : c) totals.sum -= x.number;
+      totals.count = h->count - c.size();
     }
     std::optional<TimeMs> since;
     for (size_t i = 0; i < c.size(); ++i) {
-      const double x = c[i].number;
-      sum += x;
-      min = count == 0 ? x : std::min(min, x);
-      max = count == 0 ? x : std::max(max, x);
-      ++count;
+      totals.Add(c[i].number);
       if (i + 1 < c.size() && c[i + 1].at == c[i].at) continue;
-      if (!holds(Aggregate(node.check, sum, count, min, max))) {
+      if (!holds(totals.Value(node.check))) {
         since.reset();
       } else if (!since) {
         since = c[i].at;
@@ -763,16 +768,9 @@ std::optional<TimeMs> CompiledCriteria::AggregateHeldSince(const Node& node, con
     const size_t last = FirstAfter(c, p);
     if (first == last) return std::nullopt;  // an aggregate over nothing is false
     // Summed as AggregateOutlook sums a window: from its newest backwards.
-    double sum = 0, min = 0, max = 0;
-    uint64_t count = 0;
-    for (size_t i = last; i-- > first;) {
-      const double x = c[i].number;
-      sum = x + sum;
-      min = count == 0 ? x : std::min(min, x);
-      max = count == 0 ? x : std::max(max, x);
-      ++count;
-    }
-    return Aggregate(node.check, sum, count, min, max);
+    RunningAggregate totals;
+    for (size_t i = last; i-- > first;) totals.Add(c[i].number);
+    return totals.Value(node.check);
   });
 }
 
@@ -836,17 +834,10 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
         // value compared.
         const std::span<const Contribution> c = h->newest;
         const size_t first = FirstAfter(c, now - within);
-        double sum = 0, min = 0, max = 0;
-        uint64_t count = 0;
-        for (size_t i = c.size(); i-- > first;) {
-          const double x = c[i].number;
-          sum = x + sum;
-          min = count == 0 ? x : std::min(min, x);
-          max = count == 0 ? x : std::max(max, x);
-          ++count;
-        }
-        leg.contributions = count;
-        if (count > 0) leg.aggregate = Aggregate(node.check, sum, count, min, max);
+        RunningAggregate totals;
+        for (size_t i = c.size(); i-- > first;) totals.Add(c[i].number);
+        leg.contributions = totals.count;
+        if (totals.count > 0) leg.aggregate = totals.Value(node.check);
         leg.capped = first == 0 && c.size() >= kAggregateContributionsMax;
         break;
       }
