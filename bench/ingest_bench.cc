@@ -135,6 +135,10 @@ void BM_IngestBatches(benchmark::State& state) {
   state.counters["sweep_tr_per_event"] = double(sweep_transitions) / double(events);
   state.counters["sweep_due_per_event"] = double(sweep_due) / double(events);
   state.counters["sweep_ms_per_batch"] = double(sweep_micros) / 1e3 / double(state.iterations());
+  // Bytes the log wrote per event (records and their transitions): what the commit's
+  // copy, checksum and compression scale with.
+  state.counters["log_bytes_per_event"] =
+      double(engine->Stats().log_write_bytes) / double(std::max<uint64_t>(events, 1));
   const auto contacts = engine->Stats().contacts;
   const size_t heap = HeapBytes() - heap_before;
   // Users and slots live in mapped pools, which malloc statistics do not see.

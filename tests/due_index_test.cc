@@ -52,7 +52,7 @@ struct Harness {
   void Unfile(uint32_t user) {
     auto it = filed.find(user);
     if (it == filed.end()) return;
-    index.Erase(it->second);
+    index.Erase(it->second, &slots[user]);
     model.erase(it->second);
     filed.erase(it);
   }
@@ -104,9 +104,10 @@ TEST_CASE("random filings, erasures and pops pop in (due, user) order") {
   CHECK(h.index.empty());
 }
 
-TEST_CASE("big pages: erasing sorts them, filings into sorted ones wait beside them") {
-  // Every instant within two pages, so pages hold thousands of entries: erasing sorts an
-  // unsorted page first, and later filings into it go beside its sorted entries.
+TEST_CASE("big pages: erasing from them is noted and done at the sort") {
+  // Every instant within two pages, so pages hold thousands of entries: erasing from an
+  // unsorted one notes the entry, the front page's sort drops it, and keys erased, filed
+  // and erased again repeat in the notes.
   std::mt19937_64 rng(GENERATE(5, 6));
   const uint32_t users = 30'000;
   Harness h(users);
@@ -124,6 +125,27 @@ TEST_CASE("big pages: erasing sorts them, filings into sorted ones wait beside t
     }
     if (step % 4999 == 0) CheckSame(h.index, h.model);
   }
+  CheckSame(h.index, h.model);
+  while (!h.model.empty()) h.Pop();
+  CHECK(h.index.empty());
+}
+
+TEST_CASE("erasing from a big page ahead of the clock leaves it unsorted") {
+  // A sequence's deadlines: filed ahead on page views, erased on purchases, filed again.
+  // Nothing goes beside a page until it is the front one.
+  Harness h(2'000);
+  const TimeMs ahead = 5 * kPageMs;
+  for (uint32_t u = 0; u < 1'000; ++u) h.File(u, ahead + u * 7);
+  for (uint32_t u = 0; u < 1'000; u += 3) h.Unfile(u);
+  for (uint32_t u = 1'000; u < 2'000; ++u) h.File(u, ahead + u * 5);
+  for (uint32_t u = 0; u < 1'000; u += 3) h.File(u, ahead + u * 7);  // the same keys again
+  for (uint32_t u = 0; u < 1'000; u += 6) h.Unfile(u);               // and some erased again
+  CHECK(h.index.late_size() == 0);
+  CheckSame(h.index, h.model);
+  // The front page now: filings into it wait beside its sorted entries.
+  h.Pop();
+  h.File(0, ahead + 1);
+  CHECK(h.index.late_size() == 1);
   CheckSame(h.index, h.model);
   while (!h.model.empty()) h.Pop();
   CHECK(h.index.empty());

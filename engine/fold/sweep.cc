@@ -53,7 +53,7 @@ TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlo
 
 void Fold::Unfile(Slot* slot) {
   if (slot->due_at != kNever) {
-    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()});
+    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()}, slot);
   }
   slot->due_at = kNever;
 }

@@ -53,7 +53,8 @@ void SortDescending(std::vector<Stored>* entries) {
 
 // Erased entries are dropped all at once when they outnumber the live ones by this many.
 constexpr size_t kCompactSlack = 1024;
-// Erasing scans an unsorted page up to this size; a bigger one is sorted first.
+// Erasing scans an unsorted page up to this size; from a bigger one it is noted and done
+// when the page is sorted.
 constexpr size_t kScanMax = 256;
 
 }  // namespace
@@ -102,7 +103,7 @@ void DueIndex::Insert(DueKey key, Slot* slot) {
   ++size_;
 }
 
-void DueIndex::Erase(DueKey key) {
+void DueIndex::Erase(DueKey key, const Slot* slot) {
   auto it = pages_.find(PageOf(key.due_at));
   BUCKETD_CHECK_MSG(it != pages_.end(), "a filed slot missing from its time index");
   Page& page = it->second;
@@ -110,11 +111,18 @@ void DueIndex::Erase(DueKey key) {
     --size_;
     return;
   }
+  const uint64_t packed = Pack(key);
+  if (!page.sorted && page.entries.size() > kScanMax) {
+    // Noted, not searched: the sort drops it (and checks it was there).
+    ++page.dropped[{packed, slot}];
+    --size_;
+    ++erased_;
+    if (erased_ > size_ + kCompactSlack) Compact();
+    return;
+  }
   // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
   // (filed, erased, filed again), but only one of the repeats is live.
   Stored* found = nullptr;
-  const uint64_t packed = Pack(key);
-  if (!page.sorted && page.entries.size() > kScanMax) Sort(&page);
   if (page.sorted) {
     auto e = std::lower_bound(page.entries.begin(), page.entries.end(), packed,
                               [](const Stored& x, uint64_t k) { return x.packed > k; });
@@ -152,12 +160,24 @@ void DueIndex::clear() {
   erased_ = 0;
 }
 
+size_t DueIndex::late_size() const {
+  size_t late = 0;
+  for (const auto& [number, page] : pages_) late += page.late.size();
+  return late;
+}
+
 std::vector<DueIndex::Entry> DueIndex::Sorted() const {
   std::vector<Entry> all;
   all.reserve(size_);
   for (const auto& [number, page] : pages_) {
+    auto dropped = page.dropped;  // copies still to skip
     for (const Stored& e : page.entries) {
-      if (!Erased(e)) all.push_back(Entry{page.KeyOf(e), e.slot});
+      if (Erased(e)) continue;
+      if (auto d = dropped.find({e.packed, e.slot}); d != dropped.end() && d->second > 0) {
+        --d->second;
+        continue;
+      }
+      all.push_back(Entry{page.KeyOf(e), e.slot});
     }
     for (const auto& [key, slot] : page.late) all.push_back(Entry{key, slot});
   }
@@ -182,8 +202,22 @@ DueIndex::Page& DueIndex::FrontPage() const {
 
 void DueIndex::Sort(Page* page) const {
   erased_ -= std::erase_if(page->entries, Erased);
+  erased_ -= DropNoted(page);
   SortDescending(&page->entries);
   page->sorted = true;
+}
+
+size_t DueIndex::DropNoted(Page* page) {
+  if (page->dropped.empty()) return 0;
+  const size_t dropped = std::erase_if(page->entries, [&](const Stored& e) {
+    auto d = page->dropped.find({e.packed, e.slot});
+    if (d == page->dropped.end()) return false;
+    if (--d->second == 0) page->dropped.erase(d);
+    return true;
+  });
+  BUCKETD_CHECK_MSG(page->dropped.empty(), "an erased slot missing from its time index");
+  page->dropped = {};  // its table's memory too
+  return dropped;
 }
 
 DueIndex::Entry DueIndex::Front() const {
@@ -196,6 +230,7 @@ void DueIndex::Compact() {
   for (auto it = pages_.begin(); it != pages_.end();) {
     Page& page = it->second;
     std::erase_if(page.entries, Erased);  // keeps a sorted page sorted
+    DropNoted(&page);
     if (page.entries.empty() && page.late.empty()) {
       it = pages_.erase(it);
     } else {

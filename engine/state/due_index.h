@@ -14,15 +14,20 @@
 // page (kPageShift bits) and the user index packed in one word, which is also the key the
 // page sorts by, and the slot. The page's number gives the rest of the instant back.
 //
-// Erasing from a page marks the entry (its slot becomes null) instead of moving anything;
-// marked entries are dropped when their page comes to the front, or all at once when they
-// outnumber the live ones. It finds the entry by a scan of a small page, or by binary
-// search in a big one (sorting it first, once). Entries filed into a page after it was
-// sorted go to a B-tree beside it (`late`): the front page takes filings at the clock
-// (a due instant already past is filed at now), and a page sorted for an erase keeps
-// taking filings until the clock reaches it; neither ever sorts or merges the page again.
+// Erasing from a page marks the entry instead of moving anything; marked entries are
+// dropped when their page comes to the front, or all at once when they outnumber the live
+// ones. In a small unsorted page it finds the entry by a scan and nulls its slot; in a
+// sorted page by binary search. A big unsorted page is not searched at all: the erased
+// (entry, slot) pair is noted beside it (`dropped`) and the entry is dropped when the page
+// is sorted. (Sorting a big page for an erase, as this did before, sent every later filing
+// into that page to the B-tree below until the clock reached it: a sequence's 15-minute
+// deadlines, filed on page views and erased on purchases, paid a B-tree insert each.)
+// Entries filed into the front page after it was sorted go to a B-tree beside it (`late`):
+// the front page takes filings at the clock (a due instant already past is filed at now);
+// it is never sorted or merged again.
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <absl/container/btree_map.h>
@@ -86,8 +91,9 @@ class DueIndex {
   // Files `slot` under `key`. REQUIRES (not checked: it would cost a search per filing):
   // the key is not filed already (one slot per user and bucket, and a slot is filed once).
   void Insert(DueKey key, Slot* slot);
-  // Removes the entry under `key`, which must be there.
-  void Erase(DueKey key);
+  // Removes the entry under `key`, which must be there, filed with `slot` (a big unsorted
+  // page notes the pair and drops it when sorted, checking then that it was there).
+  void Erase(DueKey key, const Slot* slot);
   // Removes the earliest entry, which must be filed under `key` (the popped slot's).
   // REQUIRES: !empty().
   void EraseFront(DueKey key);
@@ -113,6 +119,8 @@ class DueIndex {
   size_t stored() const { return size_ + erased_; }
   // Room for entries across the pages (tests of Reserve's sizing).
   size_t capacity() const;
+  // Entries filed beside sorted pages (tests: only the front page takes them).
+  size_t late_size() const;
 
   // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
   // sweep sorts a page only when the clock reaches it.
@@ -126,6 +134,9 @@ class DueIndex {
     std::vector<Stored> entries;
     bool sorted = false;
     absl::btree_map<DueKey, Slot*> late;  // filed after `entries` was sorted; never marked
+    // Erased from `entries` while unsorted and big: (packed, slot) and how many copies of
+    // that pair to drop at the sort (a key erased, filed and erased again has two).
+    absl::flat_hash_map<std::pair<uint64_t, const Slot*>, uint32_t> dropped;
     DueKey KeyOf(const Stored& e) const {
       return DueKey{number << kPageShift | static_cast<TimeMs>(e.packed >> 32),
                     static_cast<uint32_t>(e.packed)};
@@ -144,6 +155,8 @@ class DueIndex {
   // REQUIRES: !empty().
   Page& FrontPage() const;
   void Sort(Page* page) const;
+  // Drops the entries `page->dropped` notes, which must all be there. Returns how many.
+  static size_t DropNoted(Page* page);
   // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
   static bool LateFirst(const Page& page) {
     return page.entries.empty() ||
