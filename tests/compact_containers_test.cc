@@ -145,6 +145,13 @@ TEST_CASE("an optional string behaves as std::optional<std::string>") {
   CHECK(*moved == "grace@example.com");
   CHECK(static_cast<std::optional<std::string>>(moved) ==
         std::optional<std::string>("grace@example.com"));
+  // Assigned from its own bytes: all of them, a shorter part, a part at the end.
+  moved.assign(*moved);
+  CHECK(*moved == "grace@example.com");
+  moved.assign((*moved).substr(0, 5));
+  CHECK(*moved == "grace");
+  moved.assign((*moved).substr(2));
+  CHECK(*moved == "ace");
   moved.reset();
   CHECK(!moved.has_value());
   CHECK(moved.allocation() == nullptr);

@@ -590,16 +590,16 @@ TEST_CASE("the port answers during replay: /healthz 200, /readyz and the API 503
   TempDir dir;
   WriteLongLog(dir.path / "data");
   const int port = bucketd::testing::FreePort();
-  const pid_t pid = bucketd::testing::SpawnProcess(
-      bucketd::testing::SidecarArgs(port, dir.path / "data", ReplayArgs()));
-  REQUIRE(pid > 0);
+  bucketd::testing::ChildProcess child(bucketd::testing::SpawnProcess(
+      bucketd::testing::SidecarArgs(port, dir.path / "data", ReplayArgs())));
+  REQUIRE(child.pid() > 0);
 
   bool saw_starting = false;
   bool healthy_while_starting = false;
   bool api_starting = false;
   bool ready = false;
   for (int i = 0; i < 6000 && !ready; ++i) {  // 60 s at most
-    REQUIRE(waitpid(pid, nullptr, WNOHANG) == 0);
+    REQUIRE_FALSE(child.Exited());
     const auto [status, body] = Get(port, "/readyz");
     if (status == 503) {
       CHECK(JsonString(body, "status") == "starting");
@@ -628,9 +628,8 @@ TEST_CASE("the port answers during replay: /healthz 200, /readyz and the API 503
   // Replayed: the state is the log's.
   const auto [status, body] = Get(port, "/v1/state");
   CHECK(status == 200);
-  kill(pid, SIGTERM);
-  int exit_status = 0;
-  waitpid(pid, &exit_status, 0);
+  kill(child.pid(), SIGTERM);
+  const int exit_status = child.Wait();
   CHECK((WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0));
 }
 
@@ -643,11 +642,10 @@ TEST_CASE("a busy port is refused before the replay starts", "[operations][readi
   REQUIRE(fd >= 0);
   std::vector<std::string> extra = ReplayArgs();
   extra.insert(extra.end(), {"--log-level", "info"});
-  const pid_t pid = bucketd::testing::SpawnProcess(
-      bucketd::testing::SidecarArgs(first.port(), dir.path / "data", extra), fd);
+  bucketd::testing::ChildProcess child(bucketd::testing::SpawnProcess(
+      bucketd::testing::SidecarArgs(first.port(), dir.path / "data", extra), fd));
   close(fd);
-  int exit_status = 0;
-  waitpid(pid, &exit_status, 0);
+  const int exit_status = child.Wait();
   CHECK((WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 1));
   const std::vector<std::string> lines = Lines(log);
   bool listen_failed = false;
@@ -720,11 +718,11 @@ TEST_CASE("sd_notify: READY=1 after the replay, WATCHDOG=1 pings, RELOADING=1, S
   const int port = bucketd::testing::FreePort();
   setenv("NOTIFY_SOCKET", (dir.path / "notify").c_str(), 1);
   setenv("WATCHDOG_USEC", "400000", 1);  // a ping every 200 ms
-  const pid_t pid = bucketd::testing::SpawnProcess(
-      bucketd::testing::SidecarArgs(port, dir.path / "data", ReplayArgs()));
+  bucketd::testing::ChildProcess child(bucketd::testing::SpawnProcess(
+      bucketd::testing::SidecarArgs(port, dir.path / "data", ReplayArgs())));
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
-  REQUIRE(pid > 0);
+  REQUIRE(child.pid() > 0);
 
   std::vector<std::string> before_ready;
   const std::string ready = notify.Await("READY=1", &before_ready);
@@ -739,14 +737,13 @@ TEST_CASE("sd_notify: READY=1 after the replay, WATCHDOG=1 pings, RELOADING=1, S
 
   for (int ping = 0; ping < 3; ++ping) CHECK(notify.Await("WATCHDOG=1") == "WATCHDOG=1");
 
-  REQUIRE(kill(pid, SIGHUP) == 0);
+  REQUIRE(kill(child.pid(), SIGHUP) == 0);
   CHECK(NotifySocket::HasLine(notify.Await("RELOADING=1"), "RELOADING=1"));
   CHECK(NotifySocket::HasLine(notify.Await("READY=1"), "READY=1"));
 
-  REQUIRE(kill(pid, SIGTERM) == 0);
+  REQUIRE(kill(child.pid(), SIGTERM) == 0);
   CHECK(NotifySocket::HasLine(notify.Await("STOPPING=1"), "STOPPING=1"));
-  int exit_status = 0;
-  waitpid(pid, &exit_status, 0);
+  const int exit_status = child.Wait();
   CHECK((WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0));
 }
 
@@ -760,8 +757,8 @@ TEST_CASE("a stop signal during the replay: no serving, exit 0 once the replay i
   const int port = bucketd::testing::FreePort();
   std::vector<std::string> extra = ReplayArgs();
   extra.insert(extra.end(), {"--log-level", "info"});
-  const pid_t pid = bucketd::testing::SpawnProcess(
-      bucketd::testing::SidecarArgs(port, dir.path / "data", extra), fd);
+  bucketd::testing::ChildProcess child(bucketd::testing::SpawnProcess(
+      bucketd::testing::SidecarArgs(port, dir.path / "data", extra), fd));
   close(fd);
   // Once /readyz says starting, the signal surely lands during the replay.
   bool starting = false;
@@ -772,9 +769,8 @@ TEST_CASE("a stop signal during the replay: no serving, exit 0 once the replay i
     if (!starting) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   REQUIRE(starting);
-  REQUIRE(kill(pid, SIGTERM) == 0);
-  int exit_status = 0;
-  waitpid(pid, &exit_status, 0);
+  REQUIRE(kill(child.pid(), SIGTERM) == 0);
+  const int exit_status = child.Wait();
   CHECK((WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0));
   bool opened = false, ready = false, stopped = false;
   for (const std::string& line : Lines(log)) {

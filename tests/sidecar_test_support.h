@@ -62,6 +62,41 @@ inline pid_t SpawnProcess(std::vector<std::string> args, int stderr_fd = -1) {
   return pid;
 }
 
+// A spawned child that a failed REQUIRE must not leave running: unless the test reaped it
+// (Wait, Exited), the destructor kills and reaps it. A child left alive keeps ctest's
+// output pipe open, so a failing case hung to the ctest timeout instead of failing.
+class ChildProcess {
+ public:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  ~ChildProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Waits for the child to end; waitpid's status.
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  // Whether the child has ended (then reaped), without waiting.
+  bool Exited() {
+    if (pid_ <= 0) return true;
+    if (waitpid(pid_, nullptr, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    return true;
+  }
+
+ private:
+  pid_t pid_;
+};
+
 // bucketd's arguments for `port` and `data`: a manual clock from kSidecarStart and log level
 // warn unless `extra` sets --clock or --log-level itself.
 inline std::vector<std::string> SidecarArgs(int port, const std::filesystem::path& data,

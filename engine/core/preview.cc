@@ -73,29 +73,6 @@ struct MissingStreams {
   LegHistories legs;
 };
 
-// A filtered stream's history as the fold keeps it (Fold::RecordEvent): count, first and
-// last, and the newest `depth` instants.
-void RecordInto(std::vector<EventHistory>* histories, uint32_t id, TimeMs at, uint32_t depth) {
-  auto it = std::lower_bound(histories->begin(), histories->end(), id,
-                             [](const EventHistory& h, uint32_t key) { return h.name_id < key; });
-  if (it == histories->end() || it->name_id != id) {
-    // Appended, then rotated into place, as Fold::RecordEvent does (GCC 12 falsely reports
-    // an insert's temporary as maybe-uninitialized).
-    const auto place = it - histories->begin();
-    EventHistory& added = histories->emplace_back();
-    added.name_id = id;
-    added.first_at = added.last_at = at;
-    it = histories->begin() + place;
-    std::rotate(it, histories->end() - 1, histories->end());
-  }
-  ++it->total_count;
-  it->first_at = std::min(it->first_at, at);
-  it->last_at = std::max(it->last_at, at);
-  auto& newest = it->newest;
-  newest.insert(std::upper_bound(newest.begin(), newest.end(), at), at);
-  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
-}
-
 bool ActiveMemberOf(const User& user, uint32_t bucket) {
   for (const Slot* slot : user.slots) {
     if (slot->bucket == bucket) return slot->active;
@@ -191,8 +168,8 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
             if (streams == nullptr) streams = &missing[user->index];
             switch (spec.kind) {
               case StreamSpec::Kind::kFiltered:
-                RecordInto(&streams->filtered, spec.id, at,
-                           std::max(DepthOf(depth, spec.id), kNewestKeptMin));
+                RecordInHistories(&streams->filtered, spec.id, at,
+                                  std::max(DepthOf(depth, spec.id), kNewestKeptMin));
                 break;
               case StreamSpec::Kind::kAggregate:
               case StreamSpec::Kind::kDistinct:

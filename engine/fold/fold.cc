@@ -268,47 +268,7 @@ Bucket* Fold::FindBucket(std::string_view id) const {
 // --- events and contacts ---
 
 void Fold::RecordEvent(User* user, uint32_t name_id, TimeMs occurred_at) {
-  auto it = std::lower_bound(user->events.begin(), user->events.end(), name_id,
-                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
-  if (it == user->events.end() || it->name_id != name_id) {
-    // Appended, then rotated into place: inserting in the middle of the vector moves
-    // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
-    const size_t at = static_cast<size_t>(it - user->events.begin());
-    GrowForOneMore(&user->events);
-    EventHistory& added = user->events.emplace_back();
-    added.name_id = name_id;
-    added.first_at = added.last_at = occurred_at;
-    it = user->events.begin() + static_cast<std::ptrdiff_t>(at);
-    std::rotate(it, user->events.end() - 1, user->events.end());
-  }
-  EventHistory& h = *it;
-  ++h.total_count;
-  h.first_at = std::min(h.first_at, occurred_at);
-  h.last_at = std::max(h.last_at, occurred_at);
-  RetainInstant(&h, occurred_at);
-}
-
-void Fold::RetainInstant(EventHistory* h, TimeMs occurred_at) const {
-  const uint32_t depth = state_.kept_depth(h->name_id);
-  if (depth == 0) return;
-  auto& newest = h->newest;
-  // More than the depth are kept when it was lowered since: the oldest go first.
-  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
-  // Late events land in place; only the newest `depth` instants are kept.
-  if (newest.size() < depth && newest.size() == newest.capacity()) {
-    // Doubling up to the depth, never past it: a history never holds more.
-    newest.reserve(std::min<size_t>(depth, 2 * newest.size()));
-  }
-  const auto place = std::upper_bound(newest.begin(), newest.end(), occurred_at);
-  if (newest.size() < depth) {
-    newest.insert(place, occurred_at);
-    return;
-  }
-  // Full: the oldest gives way in place. Inserting first would hold depth + 1 for a moment,
-  // which spills a full inline array to the heap for good (a cache miss per event after).
-  if (place == newest.begin()) return;  // older than all it would displace
-  std::move(newest.begin() + 1, place, newest.begin());
-  *(place - 1) = occurred_at;
+  RecordInHistories(&user->events, name_id, occurred_at, state_.kept_depth(name_id));
 }
 
 void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occurred_at,
@@ -459,7 +419,7 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
             std::lower_bound(user->events.begin(), user->events.end(), id,
                              [](const EventHistory& h, uint32_t key) { return h.name_id < key; });
         if (it != user->events.end() && it->name_id == id) {
-          RetainInstant(&*it, std::min(r.occurred_at, r.at));
+          RetainNewest(&*it, std::min(r.occurred_at, r.at), state_.kept_depth(id));
         }
       };
       if (deeper[name_id]) retain(name_id);

@@ -171,7 +171,6 @@ class Fold {
   Status RestoreStreams(const std::vector<uint32_t>& previous);
   // Why a definition's bucket legs cannot be accepted (an unknown bucket, a cycle).
   Status CheckBucketRefs(const BucketDefinition& def) const;
-  void RetainInstant(EventHistory* history, TimeMs occurred_at) const;
   // Refills the retained instants of names whose retention depth just grew.
   Status RestoreHistory(const std::vector<uint32_t>& previous_depth);
   void PatchProperties(User* user, const std::vector<PropertyPatch>& patch, TimeMs at);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <new>
 #include <optional>
@@ -91,6 +92,13 @@ class OptionalString {
   // The heap block, or null (memory accounting).
   const void* allocation() const { return block_; }
   void assign(std::string_view value) {
+    // A value read from this string's own bytes is copied out first: the realloc below may
+    // move them, and a copy onto themselves would overlap.
+    const std::less<const char*> before;
+    if (block_ != nullptr && !value.empty() && !before(value.data(), Bytes()) &&
+        before(value.data(), Bytes() + Size())) {
+      return assign(std::string(value));
+    }
     if (!block_ || Size() != value.size()) {
       void* block = std::realloc(block_, sizeof(uint32_t) + value.size());
       if (block == nullptr) throw std::bad_alloc();
@@ -441,6 +449,55 @@ void GrowForOneMore(Vector* v) {
   grown.reserve(v->size() + std::max<size_t>(2, v->size() / 4));
   for (auto& element : *v) grown.push_back(std::move(element));
   *v = std::move(grown);
+}
+
+// Keeps `at` among the newest `depth` instants of `h` (ascending): late events land in
+// place and only the newest `depth` are kept. The one home of this rule: the fold records
+// events with it, and the preview rebuilds the histories the fold did not keep with it.
+inline void RetainNewest(EventHistory* h, TimeMs at, uint32_t depth) {
+  if (depth == 0) return;
+  auto& newest = h->newest;
+  // More than the depth are kept when it was lowered since: the oldest go first.
+  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
+  if (newest.size() < depth && newest.size() == newest.capacity()) {
+    // Doubling up to the depth, never past it: a history never holds more.
+    newest.reserve(std::min<size_t>(depth, 2 * newest.size()));
+  }
+  const auto place = std::upper_bound(newest.begin(), newest.end(), at);
+  if (newest.size() < depth) {
+    newest.insert(place, at);
+    return;
+  }
+  // Full: the oldest gives way in place. Inserting first would hold depth + 1 for a moment,
+  // which spills a full inline array to the heap for good (a cache miss per event after).
+  if (place == newest.begin()) return;  // older than all it would displace
+  std::move(newest.begin() + 1, place, newest.begin());
+  *(place - 1) = at;
+}
+
+// Counts an event of `name_id` at `at` into `histories` (sorted by name_id): its count,
+// first and last instant, and its newest `depth` instants, adding the name's history if
+// the user had none.
+template <typename Histories>
+void RecordInHistories(Histories* histories, uint32_t name_id, TimeMs at, uint32_t depth) {
+  auto it = std::lower_bound(histories->begin(), histories->end(), name_id,
+                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
+  if (it == histories->end() || it->name_id != name_id) {
+    // Appended, then rotated into place: inserting in the middle of the vector moves
+    // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
+    const auto place = it - histories->begin();
+    GrowForOneMore(histories);
+    EventHistory& added = histories->emplace_back();
+    added.name_id = name_id;
+    added.first_at = added.last_at = at;
+    it = histories->begin() + place;
+    std::rotate(it, histories->end() - 1, histories->end());
+  }
+  EventHistory& h = *it;
+  ++h.total_count;
+  h.first_at = std::min(h.first_at, at);
+  h.last_at = std::max(h.last_at, at);
+  RetainNewest(&h, at, depth);
 }
 
 inline uint32_t Slot::user_index() const { return user->index; }
