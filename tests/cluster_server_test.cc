@@ -459,6 +459,31 @@ TEST_CASE("bucketd nodes route inputs, share partitions, and survive a SIGKILLed
   CHECK(a->Stop(SIGTERM) == 0);
 }
 
+TEST_CASE("bucketd --help documents every cluster flag, its variable and its default") {
+  const CommandRun help = RunCommand("'" + SidecarBinary() + "' --help");
+  REQUIRE(help.exit_code == 0);
+  INFO(help.output);
+  // Each cluster flag (docs/cluster.md, "Running bucketd as a cluster node") with its
+  // environment variable and default, and a line saying it is cluster mode's.
+  for (const char* flag :
+       {"--cluster-url TEXT (Env:BUCKETD_CLUSTER_URL)",
+        "--cluster-name TEXT=default (Env:BUCKETD_CLUSTER_NAME)",
+        "--partitions UINT:INT in [1 - 4096]=64 (Env:BUCKETD_PARTITIONS)",
+        "--node-id TEXT (Env:BUCKETD_NODE_ID)",
+        "--cluster-replicas INT:INT in [1 - 5]=3 (Env:BUCKETD_CLUSTER_REPLICAS)",
+        "--lease-ttl TEXT=10s (Env:BUCKETD_LEASE_TTL)",
+        "--idempotency-window TEXT=1h (Env:BUCKETD_IDEMPOTENCY_WINDOW)",
+        "--duplicate-window TEXT=2m (Env:BUCKETD_DUPLICATE_WINDOW)",
+        "--output-duplicate-window TEXT=10m (Env:BUCKETD_OUTPUT_DUPLICATE_WINDOW)",
+        "--snapshot-every-records UINT=1000000 (Env:BUCKETD_SNAPSHOT_EVERY_RECORDS)"}) {
+    INFO(flag);
+    const size_t at = help.output.find(flag);
+    REQUIRE(at != std::string::npos);
+    const size_t line_end = help.output.find('\n', help.output.find('\n', at) + 1);
+    CHECK(help.output.substr(at, line_end - at).find("cluster mode") != std::string::npos);
+  }
+}
+
 TEST_CASE("a bucketd node: --auth-token-file guards /v1, and promtool accepts its /metrics") {
   NatsCluster nats(1);
   TempDir dir;

@@ -3,6 +3,7 @@
 // reference every cluster result is compared with) and the routing of its inputs onto the
 // partition streams as a bucketd node routes them.
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -83,9 +84,11 @@ inline cluster::StreamOptions TestStream(const NatsCluster& nats, uint32_t parti
 // the single engine gave it. `publish_us`, if given, receives each publish's latency. A
 // publish JetStream did not acknowledge (a NATS server killed, a leader being elected) is
 // retried with the same message id ("ref-<seq>-<partition>", hence distinct seqs) for up to
-// 30 s, so it is stored once.
+// 30 s, so it is stored once. `after_each`, if given, runs after each record is stored (a test
+// keeps its nodes' rounds going meanwhile, as their runners would).
 inline void PublishRouted(cluster::PartitionStream* stream, std::span<const Record> records,
-                          std::vector<double>* publish_us = nullptr) {
+                          std::vector<double>* publish_us = nullptr,
+                          const std::function<void()>& after_each = nullptr) {
   auto publish = [&](uint32_t partition, const Record& r) {
     REQUIRE(r.seq != 0);  // the message id is made of it
     const auto start = std::chrono::steady_clock::now();
@@ -111,6 +114,7 @@ inline void PublishRouted(cluster::PartitionStream* stream, std::span<const Reco
     } else {
       for (uint32_t p = 0; p < stream->partitions(); ++p) publish(p, r);
     }
+    if (after_each) after_each();
   }
 }
 

@@ -116,9 +116,13 @@ Status LeaseTable::Acquire(uint32_t partition, const std::string& node_id, uint6
   uint64_t held_at = 0;
   if (Status h = HolderAt(partition, &holder, &held_at); !h.ok()) return h;
   if (holder == node_id) {
-    // An earlier create of this node's timed out but was stored: the lease is this node's.
+    // An earlier create of this node's timed out but was stored, or this node's previous
+    // process (same id) held it when it died: the lease is this node's. Written again at once,
+    // so that its TTL counts from now: the caller takes the lease as renewed now, and the
+    // earlier write may be most of a TTL old (a restarted node's), which would expire before
+    // the caller's first renewal and let another node take a partition this one still folds.
     *revision = held_at;
-    return Status::Ok();
+    return Renew(partition, node_id, revision);
   }
   if (!holder.empty()) {
     return Status::FailedPrecondition(

@@ -46,7 +46,8 @@ class LeaseTable {
   Status LiveNodes(std::vector<std::string>* out);
 
   // Creates `p.<partition>` for `node_id`. FailedPrecondition when another node holds it.
-  // `*revision`: the revision written, the one to renew with.
+  // One `node_id` already holds (a lost reply, a restarted process) is written again, so its
+  // TTL counts from this call. `*revision`: the revision written, the one to renew with.
   Status Acquire(uint32_t partition, const std::string& node_id, uint64_t* revision);
   // Writes the lease again if `*revision` is still its last write. FailedPrecondition when the
   // lease is lost (expired and perhaps taken); IoError when NATS could not say.

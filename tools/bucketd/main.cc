@@ -96,7 +96,8 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--listen", f.listen, "host:port to serve on (port 0: any free port)")
       ->envname("BUCKETD_LISTEN")
       ->capture_default_str();
-  app.add_option("--data", f.data_dir, "data directory")
+  app.add_option("--data", f.data_dir,
+                 "data directory (cluster mode: the node's own copies of its snapshots)")
       ->envname("BUCKETD_DATA")
       ->capture_default_str();
   app.add_option("--clock", f.clock, "wall, or manual (time moves only by POST /v1/clock)")
@@ -125,7 +126,8 @@ void AddFlags(CLI::App& app, Flags& f) {
                "with --buckets: delete buckets that no file defines")
       ->envname("BUCKETD_PRUNE_BUCKETS");
   app.add_option("--snapshot-every-records", f.snapshot_every_records,
-                 "automatic snapshot after this many log records (0: never)")
+                 "automatic snapshot after this many log records (cluster mode: after this "
+                 "many of a partition's messages, into JetStream and --data; 0: never)")
       ->envname("BUCKETD_SNAPSHOT_EVERY_RECORDS")
       ->capture_default_str();
   app.add_option("--snapshot-every", f.snapshot_every,
