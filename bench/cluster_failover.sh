@@ -160,9 +160,11 @@ kill -KILL "${node_pids[victim]}"
 killed=$(now)
 survivors=("${ports[@]:0:victim}")
 declare -A rounds_at_kill
+restored_before=0  # snapshots the survivors restored before (handovers at their start)
 for port in "${survivors[@]}"; do
-  read -r _ _ r _ < <(status "$port")
+  read -r _ _ r restored_here < <(status "$port")
   rounds_at_kill[$port]=$r
+  restored_before=$((restored_before + restored_here))
 done
 owned_at=""
 until [ -n "$owned_at" ]; do
@@ -189,9 +191,10 @@ until [ -n "$serving_at" ]; do
   fi
   sleep 0.05
 done
-python3 - "$killed" "$owned_at" "$serving_at" "$lease_ttl" "$snapshot_every" "$restored" <<'PY'
+python3 - "$killed" "$owned_at" "$serving_at" "$lease_ttl" "$snapshot_every" \
+  "$((restored - restored_before))" <<'PY'
 import sys
 killed, owned, serving = map(float, sys.argv[1:4])
-print(f"lease_ttl={sys.argv[4]} snapshot_every={sys.argv[5]} snapshots_restored={sys.argv[6]} (survivors, all told)")
+print(f"lease_ttl={sys.argv[4]} snapshot_every={sys.argv[5]} snapshots_restored={sys.argv[6]} (by the survivors, at the takeover)")
 print(f"all_leases_s={owned - killed:.2f} serving_s={serving - killed:.2f}")
 PY
