@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Failover time at scale (issue 15): a one-server JetStream (R1) on free loopback ports, two
-# bucketd nodes on P partitions with the example buckets, U distinct users ingested through
-# both nodes for S seconds, the load stopped and both nodes drained; then one node is
-# SIGKILLed. Prints how long from the kill until the survivor (a) holds every partition's
-# lease and (b) has every partition folded through its last message and answers a count
-# query for the whole cluster: the time its clients cannot read the dead node's partitions.
+# Failover time at scale (issue 15): a one-server JetStream (R1), or three clustered servers
+# with the streams at R3 (REPLICAS=3), on free loopback ports; K bucketd nodes (NODES, 2 by
+# default) on P partitions with the example buckets, U distinct users ingested through every
+# node for S seconds (4 connections per node), the load stopped and the nodes drained; then
+# the last node is SIGKILLed. Prints how long from the kill until the survivors (a) hold every
+# partition's lease between them and (b) have every partition folded through its last message
+# and node 1 answers a count query for the whole cluster as before the kill: the time clients
+# cannot read the dead node's partitions.
 # The takeover waits out the lease TTL, then restores each partition from its newest snapshot
 # in JetStream and folds the tail (or folds it all without one: SNAPSHOT_EVERY=0).
-# MODE=join instead starts a third node once drained: seconds until it holds its share and
+# MODE=join instead starts one more node once drained: seconds until it holds its share and
 # every partition is folded through its last message again, and the longest gap between two
 # answered count queries on node 1 while partitions move (a moving partition's queries wait
 # for its new owner): the rebalance pause.
 #   bench/cluster_failover.sh [seconds] [users] [partitions]
 #   LEASE_TTL=10s SNAPSHOT_EVERY=100000 (messages of a partition between its snapshots)
-#   MODE=kill|join
+#   MODE=kill|join REPLICAS=1|3 NODES=2
 set -euo pipefail
 
 seconds="${1:-30}"
@@ -22,6 +24,8 @@ partitions="${3:-16}"
 lease_ttl="${LEASE_TTL:-10s}"
 snapshot_every="${SNAPSHOT_EVERY:-100000}"
 mode="${MODE:-kill}"
+nodes="${NODES:-2}"
+[ "$nodes" -ge 2 ] || { echo "NODES must be at least 2" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-bench}"
 
@@ -29,11 +33,12 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBU
   ${CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j2 --target bucketd_server bucketd_loadgen >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 work="$(mktemp -d)"
 pids=()
+node_pids=()
 cleanup() {
+  # The nodes first, then the servers.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill -TERM "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
@@ -42,10 +47,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nats_port="$(free_port)"
-nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
-pids+=($!)
-sleep 1
+# shellcheck source=bench/cluster_nats.sh
+source "$root/bench/cluster_nats.sh"
+start_nats
 
 ports=()
 start_node() {
@@ -53,14 +57,15 @@ start_node() {
   port="$(free_port)"
   ports+=("$port")
   "$build/tools/bucketd/bucketd" --listen "127.0.0.1:$port" --data "$work/data$1" \
-    --cluster-url "nats://127.0.0.1:$nats_port" --cluster-name failover \
-    --partitions "$partitions" --node-id "node-$1" --cluster-replicas 1 \
+    --cluster-url "$nats_url" --cluster-name failover \
+    --partitions "$partitions" --node-id "node-$1" --cluster-replicas "$replicas" \
     --lease-ttl "$lease_ttl" --snapshot-every-records "$snapshot_every" --log-level warn &
   pids+=($!)
+  node_pids+=($!)
 }
-for node in 1 2; do start_node "$node"; done
+for node in $(seq "$nodes"); do start_node "$node"; done
 for port in "${ports[@]}"; do
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
@@ -71,20 +76,36 @@ for file in "$root"/examples/buckets/*.json; do
     --data-binary "@$file" >/dev/null
 done
 
+echo "replicas=$replicas nodes=$nodes partitions=$partitions users=$users seconds=$seconds"
+loads=()
 for port in "${ports[@]}"; do
   "$build/tools/loadgen/bucketd_loadgen" --port "$port" --connections 4 --batch 1000 \
     --users "$users" --seconds "$seconds" >"$work/load-$port.txt" || true &
+  loads+=($!)
 done
-sleep "$seconds"
-sleep 2
+for pid in "${loads[@]}"; do wait "$pid" || true; done
 cat "$work"/load-*.txt
+# Users drawn uniformly from U: about U(1 - e^(-events/U)) distinct ones reached.
+python3 - "$users" "$work"/load-*.txt <<'PY'
+import math, re, sys
+users = int(sys.argv[1])
+texts = [open(f).read() for f in sys.argv[2:]]
+events = sum(int(m.group(1)) for t in texts for m in [re.search(r"\bevents=(\d+)", t)] if m)
+rate = sum(float(m.group(1)) for t in texts for m in [re.search(r"events_per_s=(\d+)", t)] if m)
+print(f"events={events} total_events_per_s={rate:.0f} users_reached~{users * (1 - math.exp(-events / users)):.0f}")
+PY
 
 # node's status: owned partitions, messages behind (as its owner last looked), rounds, and
 # whether it holds all partitions.
+# (A node that does not answer reads as owning nothing, one message behind.)
 status() {
-  curl -sf "http://127.0.0.1:$1/v1/cluster" | python3 -c '
+  { curl -sf -m 10 "http://127.0.0.1:$1/v1/cluster" || true; } | python3 -c '
 import json, sys
-d = json.load(sys.stdin)
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    print(0, 1, 0, 0)
+    sys.exit()
 behind = sum(max(0, o["streamLastSeq"] - o["nextSeq"] + 1) for o in d["owned"])
 print(len(d["owned"]), behind, d["rounds"], d["stats"]["snapshotsRestored"])'
 }
@@ -100,13 +121,15 @@ drained() {
 until drained; do sleep 0.5; done
 sleep 1
 until drained; do sleep 0.5; done
-read -r owned_before _ _ _ < <(status "${ports[1]}")
-stream_bytes="$(du -sb "$work/nats" | cut -f1)"
-echo "drained: node-2 owns $owned_before of $partitions partitions; JetStream store ${stream_bytes} bytes"
+victim=$((nodes - 1))  # index of the last node
+read -r owned_before _ _ _ < <(status "${ports[victim]}")
+stream_bytes="$(du -scb "$work"/nats* | tail -1 | cut -f1)"
+echo "drained: node-$nodes owns $owned_before of $partitions partitions;" \
+  "JetStream store ${stream_bytes} bytes over $replicas server(s)"
 count_before="$(curl -sf "http://127.0.0.1:${ports[0]}/v1/buckets/power-users/count")"
 
 if [ "$mode" = join ]; then
-  start_node 3
+  start_node $((nodes + 1))
   joined=$(now)
   last_answer=$joined
   longest_gap=0
@@ -118,42 +141,60 @@ if [ "$mode" = join ]; then
       longest_gap=$(python3 -c "print(max($longest_gap, $t - $last_answer))")
       last_answer=$t
     fi
-    if curl -sf "http://127.0.0.1:${ports[2]}/readyz" >/dev/null 2>&1 && drained; then
-      read -r owned3 _ _ restored3 < <(status "${ports[2]}")
-      [ "$owned3" -gt 0 ] && settled=$(now)
+    if curl -sf "http://127.0.0.1:${ports[nodes]}/readyz" >/dev/null 2>&1 && drained; then
+      read -r owned_new _ _ restored_new < <(status "${ports[nodes]}")
+      [ "$owned_new" -gt 0 ] && settled=$(now)
     fi
     sleep 0.05
   done
-  python3 - "$joined" "$settled" "$longest_gap" "$owned3" "$restored3" <<'PY'
+  python3 - "$joined" "$settled" "$longest_gap" "$owned_new" "$restored_new" "$((nodes + 1))" <<'PY'
 import sys
 joined, settled, gap = map(float, sys.argv[1:4])
-print(f"node-3 took {sys.argv[4]} partitions, restored {sys.argv[5]} from snapshots")
+print(f"node-{sys.argv[6]} took {sys.argv[4]} partitions, restored {sys.argv[5]} from snapshots")
 print(f"rebalanced_s={settled - joined:.2f} longest_query_gap_s={gap:.2f}")
 PY
   exit 0
 fi
 
-kill -KILL "${pids[2]}"
+kill -KILL "${node_pids[victim]}"
 killed=$(now)
-read -r _ _ rounds_at_kill _ < <(status "${ports[0]}")
+survivors=("${ports[@]:0:victim}")
+declare -A rounds_at_kill
+restored_before=0  # snapshots the survivors restored before (handovers at their start)
+for port in "${survivors[@]}"; do
+  read -r _ _ r restored_here < <(status "$port")
+  rounds_at_kill[$port]=$r
+  restored_before=$((restored_before + restored_here))
+done
 owned_at=""
 until [ -n "$owned_at" ]; do
-  read -r owned _ _ _ < <(status "${ports[0]}")
-  [ "$owned" = "$partitions" ] && owned_at=$(now)
+  total_owned=0
+  for port in "${survivors[@]}"; do
+    read -r owned _ _ _ < <(status "$port")
+    total_owned=$((total_owned + owned))
+  done
+  [ "$total_owned" = "$partitions" ] && owned_at=$(now)
   sleep 0.05
 done
 serving_at=""
 until [ -n "$serving_at" ]; do
-  read -r owned behind rounds restored < <(status "${ports[0]}")
-  if [ "$behind" = 0 ] && [ "$rounds" -gt $((rounds_at_kill + 1)) ]; then
+  caught_up=1
+  restored=0
+  for port in "${survivors[@]}"; do
+    read -r _ behind rounds restored_here < <(status "$port")
+    restored=$((restored + restored_here))
+    if [ "$behind" != 0 ] || [ "$rounds" -le $((rounds_at_kill[$port] + 1)) ]; then caught_up=0; fi
+  done
+  if [ "$caught_up" = 1 ]; then
     answer="$(curl -sf "http://127.0.0.1:${ports[0]}/v1/buckets/power-users/count" || true)"
     [ "$answer" = "$count_before" ] && serving_at=$(now)
   fi
   sleep 0.05
 done
-python3 - "$killed" "$owned_at" "$serving_at" "$lease_ttl" "$snapshot_every" "$restored" <<'PY'
+python3 - "$killed" "$owned_at" "$serving_at" "$lease_ttl" "$snapshot_every" \
+  "$((restored - restored_before))" <<'PY'
 import sys
 killed, owned, serving = map(float, sys.argv[1:4])
-print(f"lease_ttl={sys.argv[4]} snapshot_every={sys.argv[5]} snapshots_restored={sys.argv[6]}")
+print(f"lease_ttl={sys.argv[4]} snapshot_every={sys.argv[5]} snapshots_restored={sys.argv[6]} (by the survivors, at the takeover)")
 print(f"all_leases_s={owned - killed:.2f} serving_s={serving - killed:.2f}")
 PY

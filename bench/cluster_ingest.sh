@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Cluster mode end to end (docs/cluster.md): a one-server JetStream (R1) on free loopback
-# ports, K bucketd nodes on P partitions, the example buckets defined through node 1, then
-# NDJSON batches of 1,000 events from N keep-alive connections spread over the nodes (each
-# request acknowledged after JetStream acknowledged its events). Prints each node's load
-# generator and the total ingest rate, then how long the nodes take to fold every partition
-# and publish its transitions to the output stream after the load stops (the "drain"), with
-# the transitions published.
+# Cluster mode end to end (docs/cluster.md): a one-server JetStream (R1), or three clustered
+# servers with the streams at R3 (REPLICAS=3), on free loopback ports; K bucketd nodes on P
+# partitions, the example buckets defined through node 1, then NDJSON batches of 1,000 events
+# from N keep-alive connections spread over the nodes (each request acknowledged after
+# JetStream acknowledged its events). Prints each node's load generator and the total ingest
+# rate, then how long the nodes take to fold every partition and publish its transitions to
+# the output stream after the load stops (the "drain"), with the transitions published.
 #   bench/cluster_ingest.sh [seconds] [connections] [partitions] [nodes]
-# BUCKETD_BIN=path runs another bucketd binary (to alternate two builds).
+# BUCKETD_BIN=path runs another bucketd binary (to alternate two builds). REPLICAS=1|3.
 set -euo pipefail
 
 seconds="${1:-10}"
@@ -21,11 +21,10 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBU
   ${CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j2 --target bucketd_server bucketd_loadgen >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  # The nodes first (they leave the cluster through NATS), then the server.
+  # The nodes first (they leave the cluster through NATS), then the servers.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill -TERM "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
@@ -33,16 +32,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-nats_port="$(free_port)"
-nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$nats_port" >/dev/null 2>&1 && break
-  (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break
-  sleep 0.1
-done
-sleep 0.5
+# shellcheck source=bench/cluster_nats.sh
+source "$root/bench/cluster_nats.sh"
+start_nats
 
 ports=()
 bin="${BUCKETD_BIN:-$build/tools/bucketd/bucketd}"
@@ -50,12 +42,12 @@ for node in $(seq "$nodes"); do
   port="$(free_port)"
   ports+=("$port")
   "$bin" --listen "127.0.0.1:$port" --data "$work/data$node" \
-    --cluster-url "nats://127.0.0.1:$nats_port" --cluster-name bench --partitions "$partitions" \
-    --node-id "node-$node" --cluster-replicas 1 --log-level warn &
+    --cluster-url "$nats_url" --cluster-name bench --partitions "$partitions" \
+    --node-id "node-$node" --cluster-replicas "$replicas" --log-level warn &
   pids+=($!)
 done
 for port in "${ports[@]}"; do
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
@@ -66,7 +58,7 @@ for file in "$root"/examples/buckets/*.json; do
     --data-binary "@$file" >/dev/null
 done
 
-echo "partitions=$partitions nodes=$nodes nats=R1"
+echo "partitions=$partitions nodes=$nodes nats=R$replicas"
 # Each node's share of the connections, from one load generator per node, all at once.
 loads=()
 for i in "${!ports[@]}"; do
