@@ -414,10 +414,8 @@ TEST_CASE("three nodes on an R3 NATS cluster equal one bucketd through node and 
   // fold of the partition's stream (what a replay does) reproduces.
   {
     std::unique_ptr<cluster::PartitionStream> input;
-    cluster::StreamOptions stream;
-    stream.url = nats.url();
-    stream.cluster = "eq";
-    stream.partitions = kPartitions;
+    cluster::StreamOptions stream = TestStream(nats, kPartitions);
+    stream.cluster = "eq";  // the nodes' --cluster-name
     stream.replicas = 3;
     RequireOk(cluster::PartitionStream::Open(connection, stream, &input));
     // (A partition whose lease moves after the NATS outage answers once its new owner caught

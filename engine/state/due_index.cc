@@ -115,30 +115,31 @@ void DueIndex::Erase(DueKey key, const Slot* slot) {
   if (!page.sorted && page.entries.size() > kScanMax) {
     // Noted, not searched: the sort drops it (and checks it was there).
     ++page.dropped[{packed, slot}];
-    --size_;
-    ++erased_;
-    if (erased_ > size_ + kCompactSlack) Compact();
-    return;
-  }
-  // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
-  // (filed, erased, filed again), but only one of the repeats is live.
-  Stored* found = nullptr;
-  if (page.sorted) {
-    auto e = std::lower_bound(page.entries.begin(), page.entries.end(), packed,
-                              [](const Stored& x, uint64_t k) { return x.packed > k; });
-    for (; e != page.entries.end() && e->packed == packed; ++e) {
-      if (!Erased(*e)) found = &*e;
-    }
   } else {
-    auto e = std::find_if(page.entries.begin(), page.entries.end(),
-                          [&](const Stored& x) { return x.packed == packed && !Erased(x); });
-    if (e != page.entries.end()) found = &*e;
+    MarkErased(&page, packed);
   }
-  BUCKETD_CHECK_MSG(found != nullptr, "a filed slot missing from its time index");
-  found->slot = nullptr;
   --size_;
   ++erased_;
   if (erased_ > size_ + kCompactSlack) Compact();
+}
+
+void DueIndex::MarkErased(Page* page, uint64_t packed) {
+  // An erased entry keeps its key, so a sorted page stays sorted; the key may repeat
+  // (filed, erased, filed again), but only one of the repeats is live.
+  Stored* found = nullptr;
+  if (page->sorted) {
+    auto e = std::lower_bound(page->entries.begin(), page->entries.end(), packed,
+                              [](const Stored& x, uint64_t k) { return x.packed > k; });
+    for (; e != page->entries.end() && e->packed == packed; ++e) {
+      if (!Erased(*e)) found = &*e;
+    }
+  } else {
+    auto e = std::find_if(page->entries.begin(), page->entries.end(),
+                          [&](const Stored& x) { return x.packed == packed && !Erased(x); });
+    if (e != page->entries.end()) found = &*e;
+  }
+  BUCKETD_CHECK_MSG(found != nullptr, "a filed slot missing from its time index");
+  found->slot = nullptr;
 }
 
 void DueIndex::EraseFront(DueKey key) {

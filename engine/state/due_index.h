@@ -155,6 +155,9 @@ class DueIndex {
   // REQUIRES: !empty().
   Page& FrontPage() const;
   void Sort(Page* page) const;
+  // Marks the live entry stored under `packed` in a small unsorted or a sorted page, which
+  // must be there.
+  static void MarkErased(Page* page, uint64_t packed);
   // Drops the entries `page->dropped` notes, which must all be there. Returns how many.
   static size_t DropNoted(Page* page);
   // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
