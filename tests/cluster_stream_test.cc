@@ -5,6 +5,7 @@
 // clock moves fanned out to all), folded partition by partition from the stream, give exactly
 // the transitions of one single-process engine fed the same inputs.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -186,6 +187,46 @@ TEST_CASE("a batch is published without waiting per record, in order, each msg i
   uint64_t last = 0;
   RequireOk(stream->LastSeq(3, &last));
   CHECK(last == 3000);
+}
+
+TEST_CASE("a catch-up given an instant stops after the read that passes it") {
+  NatsCluster nats(1);
+  std::unique_ptr<PartitionStream> stream;
+  RequireOk(PartitionStream::Open(TestStream(nats, 1), &stream));
+  // More than one read's worth of records (kReadRecordsMax), fewer than a call's bound.
+  constexpr size_t kRecords = kReadRecordsMax + 500;
+  static_assert(kRecords < PartitionFold::kCatchUpRecordsMax);
+  std::vector<Record> records(kRecords);
+  std::vector<BatchPublish> batch(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    Record& r = records[i];
+    r.kind = RecordKind::kEvent;
+    r.user_id = "u" + std::to_string(i % 97);
+    r.event_name = "app.opened";
+    r.at = kStartMs + static_cast<TimeMs>(i);
+    r.occurred_at = r.at;
+    batch[i] = {0, &r, "slice-" + std::to_string(i)};
+  }
+  std::vector<BatchAck> acks;
+  RequireOk(stream->PublishBatch(batch, 3, &acks));
+
+  PartitionFold sliced(stream.get(), 0);
+  std::vector<Transition> out;
+  bool caught_up = true;
+  // An instant already past: one read, then back to the caller (a node's round goes on).
+  RequireOk(sliced.CatchUp(&out, &caught_up, std::chrono::steady_clock::now()));
+  CHECK_FALSE(caught_up);
+  CHECK(sliced.next_seq() == kReadRecordsMax + 1);
+  RequireOk(sliced.CatchUp(&out, &caught_up, std::chrono::steady_clock::now()));
+  CHECK(caught_up);
+  CHECK(sliced.next_seq() == kRecords + 1);
+
+  // Without one, a call folds everything up to its bound.
+  PartitionFold whole(stream.get(), 0);
+  RequireOk(whole.CatchUp(&out, &caught_up));
+  CHECK(caught_up);
+  CHECK(whole.next_seq() == kRecords + 1);
+  CHECK(whole.fold().state().applied_seq == sliced.fold().state().applied_seq);
 }
 
 TEST_CASE("a batch JetStream cannot take fails with what it stored") {

@@ -12,12 +12,14 @@
 // its leases expire after lease_ttl_ms and the survivors take its partitions over.
 //
 // Threading: one thread at a time.
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,7 +179,10 @@ class ClusterNode {
   // (not `may_drop`: in the middle of work on a partition) marks them lost.
   void KeepAlive(Status* first_error, bool may_drop);
   Status Advance(uint32_t p, Owned* owned, TimeMs now);
-  Status FoldNew(Owned* owned, bool* caught_up);
+  // Folds what the partition's stream holds beyond the fold (PartitionFold::CatchUp, `until`
+  // included) into the owned partition's pending transitions.
+  Status FoldNew(Owned* owned, bool* caught_up,
+                 std::optional<std::chrono::steady_clock::time_point> until = std::nullopt);
   Status PublishPending(uint32_t p, Owned* owned);
   // Stores a snapshot when `due` (or always, for a handover) and nothing is pending.
   Status Snapshot(uint32_t p, Owned* owned, bool handover);

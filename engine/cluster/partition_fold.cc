@@ -90,7 +90,8 @@ Status PartitionFold::RestoreSnapshot(std::string_view payload, uint64_t state_b
   return Status::Ok();
 }
 
-Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
+Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up,
+                              std::optional<std::chrono::steady_clock::time_point> until) {
   if (caught_up != nullptr) *caught_up = false;
   if (tail_ == nullptr || tail_->next_seq() != next_seq_) {
     if (tail_ != nullptr) replica_mismatches_before_ += tail_->replica_mismatches();
@@ -117,6 +118,7 @@ Status PartitionFold::CatchUp(std::vector<Transition>* out, bool* caught_up) {
     anchor_ = tail_->anchor();
     if (!s.ok()) return s;
     if (stuck) break;  // the subject's last message is not a record: nothing more to read
+    if (until && std::chrono::steady_clock::now() >= *until) break;
   }
   if (caught_up != nullptr) *caught_up = next_seq_ > through.seq;
   return Status::Ok();

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,10 +36,12 @@ class PartitionFold {
 
   // Folds the records from the position on, up to the partition's last record when the call
   // began and at most kCatchUpRecordsMax of them, appending the transitions they caused to
-  // `*out`; `*caught_up` (if given): the position reached that last record. IoError if the
-  // stream cannot be read (what was folded before the error stays folded; call again to
-  // resume).
-  Status CatchUp(std::vector<Transition>* out, bool* caught_up = nullptr);
+  // `*out`; `*caught_up` (if given): the position reached that last record. Given `until`,
+  // it also stops after the first read that ends past that instant (at least one read each
+  // call). IoError if the stream cannot be read (what was folded before the error stays
+  // folded; call again to resume).
+  Status CatchUp(std::vector<Transition>* out, bool* caught_up = nullptr,
+                 std::optional<std::chrono::steady_clock::time_point> until = std::nullopt);
   static constexpr size_t kCatchUpRecordsMax = 50'000;
 
   // The partition as a snapshot payload, at position next_seq() - 1: the state (the state
