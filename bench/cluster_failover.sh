@@ -16,6 +16,8 @@
 #   bench/cluster_failover.sh [seconds] [users] [partitions]
 #   LEASE_TTL=10s SNAPSHOT_EVERY=100000 (messages of a partition between its snapshots)
 #   MODE=kill|join REPLICAS=1|3 NODES=2
+#   USERS_ORDER=turn|random: ids in turn (default; U events reach all U users, so the kill
+#   happens "at U users") or drawn at random (about U(1 - e^(-events/U)) reached)
 set -euo pipefail
 
 seconds="${1:-30}"
@@ -25,6 +27,7 @@ lease_ttl="${LEASE_TTL:-10s}"
 snapshot_every="${SNAPSHOT_EVERY:-100000}"
 mode="${MODE:-kill}"
 nodes="${NODES:-2}"
+users_order="${USERS_ORDER:-turn}"
 [ "$nodes" -ge 2 ] || { echo "NODES must be at least 2" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$root/build-bench}"
@@ -78,21 +81,33 @@ done
 
 echo "replicas=$replicas nodes=$nodes partitions=$partitions users=$users seconds=$seconds"
 loads=()
-for port in "${ports[@]}"; do
+order_args=()
+for shard in "${!ports[@]}"; do
+  port="${ports[shard]}"
+  if [ "$users_order" = turn ]; then
+    order_args=(--users-in-turn --shard "$shard" --shards "${#ports[@]}")
+  fi
   "$build/tools/loadgen/bucketd_loadgen" --port "$port" --connections 4 --batch 1000 \
-    --users "$users" --seconds "$seconds" >"$work/load-$port.txt" || true &
+    --users "$users" --seconds "$seconds" "${order_args[@]}" >"$work/load-$port.txt" || true &
   loads+=($!)
 done
 for pid in "${loads[@]}"; do wait "$pid" || true; done
 cat "$work"/load-*.txt
-# Users drawn uniformly from U: about U(1 - e^(-events/U)) distinct ones reached.
-python3 - "$users" "$work"/load-*.txt <<'PY'
+# Users in turn: the loadgens count the distinct ids their acknowledged requests carried
+# (each connection's first pass over its residue). Drawn uniformly from U: about
+# U(1 - e^(-events/U)) distinct ones.
+python3 - "$users" "$users_order" "$work"/load-*.txt <<'PY'
 import math, re, sys
 users = int(sys.argv[1])
-texts = [open(f).read() for f in sys.argv[2:]]
+in_turn = sys.argv[2] == "turn"
+texts = [open(f).read() for f in sys.argv[3:]]
 events = sum(int(m.group(1)) for t in texts for m in [re.search(r"\bevents=(\d+)", t)] if m)
 rate = sum(float(m.group(1)) for t in texts for m in [re.search(r"events_per_s=(\d+)", t)] if m)
-print(f"events={events} total_events_per_s={rate:.0f} users_reached~{users * (1 - math.exp(-events / users)):.0f}")
+if in_turn:
+    reached = sum(int(m.group(1)) for t in texts for m in [re.search(r"users_in_turn_reached=(\d+)", t)] if m)
+else:
+    reached = round(users * (1 - math.exp(-events / users)))
+print(f"events={events} total_events_per_s={rate:.0f} users_reached{'=' if in_turn else '~'}{reached}")
 PY
 
 # node's status: owned partitions, messages behind (as its owner last looked), rounds, and

@@ -24,14 +24,53 @@ struct Config {
   double seconds = 10;
   size_t users = 100'000;
   std::string token;
+  // Users in turn instead of at random, so that U events reach exactly U users (a failover
+  // measured "at 1M users" must hold them all): this process's connection i of C sends ids
+  // shard*C + i, then every shards*C-th after it, modulo `users`.
+  bool in_turn = false;
+  size_t shard = 0;
+  size_t shards = 1;
+};
+
+// The user ids one connection sends.
+class UserIds {
+ public:
+  UserIds(const Config& config, size_t connection, uint64_t seed)
+      : config_(config),
+        rng_(seed),
+        random_(0, config.users - 1),
+        next_(config.shard * config.connections + connection),
+        stride_(config.shards * config.connections) {}
+
+  size_t Next() {
+    if (!config_.in_turn) return random_(rng_);
+    const size_t id = next_ % config_.users;
+    if (next_ < config_.users) ++first_pass_;
+    next_ += stride_;
+    return id;
+  }
+
+  // Ids sent before this connection's sequence wrapped around `users`: distinct, and no
+  // other connection's (each first pass is its own residue modulo the stride).
+  size_t first_pass() const { return first_pass_; }
+
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  const Config& config_;
+  std::mt19937_64 rng_;
+  std::uniform_int_distribution<size_t> random_;
+  size_t next_;
+  size_t stride_;
+  size_t first_pass_ = 0;
 };
 
 // Events for the example buckets: feature use, app opens and plan properties. Appends
 // into a reused buffer: the generator shares the server's two cores in the benchmark, so
 // building a body must cost little next to ingesting it.
-void MakeBatch(std::mt19937_64& rng, const Config& config, std::string* body) {
+void MakeBatch(UserIds& users, const Config& config, std::string* body) {
   static constexpr std::string_view kEvents[] = {"feature.used", "app.opened", "page.viewed"};
-  std::uniform_int_distribution<size_t> user(0, config.users - 1);
+  std::mt19937_64& rng = users.rng();
   std::uniform_int_distribution<int> event(0, 2);
   std::uniform_int_distribution<int> days(0, 14);
   const auto append_number = [body](auto n) {
@@ -42,7 +81,7 @@ void MakeBatch(std::mt19937_64& rng, const Config& config, std::string* body) {
   body->clear();
   for (size_t i = 0; i < config.batch; ++i) {
     body->append(R"({"userId":"user-)");
-    append_number(user(rng));
+    append_number(users.Next());
     body->append(R"(","event":")");
     body->append(kEvents[event(rng)]);
     body->append(R"(","contactProperties":{"plan":"trial","trialEndsInDays":)");
@@ -54,12 +93,13 @@ void MakeBatch(std::mt19937_64& rng, const Config& config, std::string* body) {
 struct WorkerResult {
   std::vector<double> latencies_ms;
   uint64_t events = 0;
+  uint64_t users_reached = 0;  // with --users-in-turn: distinct ids in acknowledged requests
   uint64_t failures = 0;
 };
 
-void Worker(const Config& config, std::chrono::steady_clock::time_point deadline, uint64_t seed,
+void Worker(const Config& config, std::chrono::steady_clock::time_point deadline, size_t connection,
             WorkerResult* out) {
-  std::mt19937_64 rng(seed);
+  UserIds users(config, connection, 1234 + connection);
   httplib::Client client(config.host, config.port);
   client.set_keep_alive(true);
   client.set_tcp_nodelay(true);  // a request is headers + body: no Nagle wait between them
@@ -68,7 +108,8 @@ void Worker(const Config& config, std::chrono::steady_clock::time_point deadline
   if (!config.token.empty()) headers.emplace("Authorization", "Bearer " + config.token);
   std::string body;
   while (std::chrono::steady_clock::now() < deadline) {
-    MakeBatch(rng, config, &body);
+    const size_t first_pass_before = users.first_pass();
+    MakeBatch(users, config, &body);
     auto start = std::chrono::steady_clock::now();
     auto res = client.Post("/v1/events", headers, body, "application/x-ndjson");
     auto end = std::chrono::steady_clock::now();
@@ -78,6 +119,7 @@ void Worker(const Config& config, std::chrono::steady_clock::time_point deadline
     }
     out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
     out->events += config.batch;
+    out->users_reached += users.first_pass() - first_pass_before;  // a refused batch is not
   }
 }
 
@@ -99,7 +141,20 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", config.seconds, "run time")->capture_default_str();
   app.add_option("--users", config.users, "distinct user ids")->capture_default_str();
   app.add_option("--auth-token", config.token)->envname("BUCKETD_TOKEN");
+  app.add_flag("--users-in-turn", config.in_turn,
+               "user ids in turn, not at random: U events reach all U users");
+  app.add_option("--shard", config.shard, "with --users-in-turn: this process's index")
+      ->capture_default_str();
+  app.add_option("--shards", config.shards, "with --users-in-turn: how many processes")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (config.users == 0 || config.connections == 0 || config.shards == 0 ||
+      config.shard >= config.shards) {
+    std::fprintf(stderr,
+                 "--users, --connections and --shards must be positive, --shard below "
+                 "--shards\n");
+    return 2;
+  }
 
   auto started = std::chrono::steady_clock::now();
   auto deadline = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -107,7 +162,7 @@ int main(int argc, char** argv) {
   std::vector<WorkerResult> results(config.connections);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < config.connections; ++i) {
-    threads.emplace_back(Worker, std::cref(config), deadline, 1234 + i, &results[i]);
+    threads.emplace_back(Worker, std::cref(config), deadline, i, &results[i]);
   }
   for (std::thread& t : threads) t.join();
   double elapsed_s =
@@ -116,12 +171,17 @@ int main(int argc, char** argv) {
   std::vector<double> latencies;
   uint64_t events = 0;
   uint64_t failures = 0;
+  uint64_t users_reached = 0;
   for (WorkerResult& r : results) {
+    users_reached += r.users_reached;
     latencies.insert(latencies.end(), r.latencies_ms.begin(), r.latencies_ms.end());
     events += r.events;
     failures += r.failures;
   }
   std::sort(latencies.begin(), latencies.end());
+  if (config.in_turn) {
+    std::printf("users_in_turn_reached=%llu\n", static_cast<unsigned long long>(users_reached));
+  }
   std::printf(
       "connections=%zu batch=%zu requests=%zu failures=%llu events=%llu seconds=%.2f "
       "events_per_s=%.0f p50_ms=%.2f p99_ms=%.2f\n",
