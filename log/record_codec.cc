@@ -178,8 +178,8 @@ Status DecodeProperties(const flatbuffers::Vector<flatbuffers::Offset<fb::Proper
 void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   // Children first: flatbuffers builds bottom-up, a table cannot be open meanwhile.
-  const auto properties = EncodeProperties(record.properties, builder);
-  const auto event_properties = EncodeProperties(record.event_properties, builder);
+  const auto properties = EncodeProperties(record.patch(), builder);
+  const auto event_properties = EncodeProperties(record.event_patch(), builder);
   auto user_id = CreateIfNotEmpty(builder, record.user_id);
   auto event_name = CreateIfNotEmpty(builder, record.event_name);
   auto email = CreateIfPresent(builder, record.email);

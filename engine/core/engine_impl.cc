@@ -760,14 +760,20 @@ class EngineImpl final : public Engine {
     r.event_name = event.event;
     r.occurred_at = std::min(event.occurred_at_ms.value_or(now), now);
     r.email = event.email;
-    r.properties = event.contact_properties;
-    r.event_properties = event.properties;
+    // Borrowed, not copied: the fold and the log's encoding read them within this call.
+    r.properties.clear();
+    r.event_properties.clear();
+    r.borrowed = {&event.contact_properties, &event.properties};
     r.idempotency_key = event.idempotency_key;
     // The fold validates (and refuses without changing anything) before it applies.
     const size_t before = transitions->size();
-    if (Status s = fold_.Apply(r, transitions, known_user); !s.ok()) return Rejected(s);
-    log_->Stage(
-        r, std::span<const Transition>(transitions->data() + before, transitions->size() - before));
+    Status applied = fold_.Apply(r, transitions, known_user);
+    if (applied.ok()) {
+      log_->Stage(r, std::span<const Transition>(transitions->data() + before,
+                                                 transitions->size() - before));
+    }
+    r.borrowed = {};  // the input may be gone by the next use of the scratch record
+    if (!applied.ok()) return Rejected(applied);
     ++stats_.events_accepted;
     return Status::Ok();
   }
