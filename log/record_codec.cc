@@ -130,8 +130,17 @@ using PropertiesOffset =
 PropertiesOffset EncodeProperties(const std::vector<PropertyPatch>& patches,
                                   flatbuffers::FlatBufferBuilder* builder) {
   if (patches.empty()) return 0;
-  std::vector<flatbuffers::Offset<fb::Property>> offsets;
-  offsets.reserve(patches.size());
+  // The offsets of a typical list (a few keys) on the stack: a heap vector here was a
+  // malloc and a free per encoded list, on the ingest path of every event with properties.
+  constexpr size_t kOnStack = 16;
+  flatbuffers::Offset<fb::Property> on_stack[kOnStack];
+  std::vector<flatbuffers::Offset<fb::Property>> on_heap;
+  flatbuffers::Offset<fb::Property>* offsets = on_stack;
+  if (patches.size() > kOnStack) {
+    on_heap.resize(patches.size());
+    offsets = on_heap.data();
+  }
+  size_t count = 0;
   for (const PropertyPatch& patch : patches) {
     const PropertyValue& value = patch.value;
     auto key = builder->CreateString(patch.key);
@@ -142,9 +151,9 @@ PropertiesOffset EncodeProperties(const std::vector<PropertyPatch>& patches,
     property.add_boolean(value.boolean);
     property.add_number(value.number);
     property.add_text(text);
-    offsets.push_back(property.Finish());
+    offsets[count++] = property.Finish();
   }
-  return builder->CreateVector(offsets);
+  return builder->CreateVector(offsets, count);
 }
 
 Status DecodeProperties(const flatbuffers::Vector<flatbuffers::Offset<fb::Property>>* properties,
@@ -169,8 +178,8 @@ Status DecodeProperties(const flatbuffers::Vector<flatbuffers::Offset<fb::Proper
 void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   // Children first: flatbuffers builds bottom-up, a table cannot be open meanwhile.
-  const auto properties = EncodeProperties(record.properties, builder);
-  const auto event_properties = EncodeProperties(record.event_properties, builder);
+  const auto properties = EncodeProperties(record.patch(), builder);
+  const auto event_properties = EncodeProperties(record.event_patch(), builder);
   auto user_id = CreateIfNotEmpty(builder, record.user_id);
   auto event_name = CreateIfNotEmpty(builder, record.event_name);
   auto email = CreateIfPresent(builder, record.email);

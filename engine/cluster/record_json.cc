@@ -157,14 +157,14 @@ std::string EncodeRecord(const Record& r) {
     w.Key("event").String(r.event_name).Key("occurredAt").Int(r.occurred_at);
     if (r.email) w.Key("email").String(*r.email);
     if (r.idempotency_key) w.Key("idempotencyKey").String(*r.idempotency_key);
-    if (!r.properties.empty()) {
+    if (!r.patch().empty()) {
       w.Key("contactProperties").BeginObject();
-      for (const PropertyPatch& p : r.properties) WritePropertyValue(p.value, &w.Key(p.key));
+      for (const PropertyPatch& p : r.patch()) WritePropertyValue(p.value, &w.Key(p.key));
       w.EndObject();
     }
-    if (!r.event_properties.empty()) {
+    if (!r.event_patch().empty()) {
       w.Key("properties").BeginObject();
-      for (const PropertyPatch& p : r.event_properties) {
+      for (const PropertyPatch& p : r.event_patch()) {
         WritePropertyValue(p.value, &w.Key(p.key));
       }
       w.EndObject();
@@ -216,8 +216,8 @@ Status DecodeRecord(std::string_view json, TimeMs stored_at_ms, Record* out) {
     }
     if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
     if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
-    if (Status s = ValidateContactProperties(r.properties); !s.ok()) return s;
-    if (Status s = ValidateEventProperties(r.event_properties); !s.ok()) return s;
+    if (Status s = ValidateContactProperties(r.patch()); !s.ok()) return s;
+    if (Status s = ValidateEventProperties(r.event_patch()); !s.ok()) return s;
     if (r.idempotency_key) {
       if (Status s = ValidateIdempotencyKey(*r.idempotency_key); !s.ok()) return s;
     }

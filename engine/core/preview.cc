@@ -164,7 +164,7 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
           const TimeMs at = std::min(r.occurred_at, r.at);
           MissingStreams* streams = nullptr;
           for (const StreamSpec& spec : missing_by_name[name_id]) {
-            if (!FilterHolds(spec.where, r.event_properties)) continue;
+            if (!FilterHolds(spec.where, r.event_patch())) continue;
             if (streams == nullptr) streams = &missing[user->index];
             switch (spec.kind) {
               case StreamSpec::Kind::kFiltered:
@@ -173,7 +173,7 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
                 break;
               case StreamSpec::Kind::kAggregate:
               case StreamSpec::Kind::kDistinct:
-                for (const PropertyPatch& p : r.event_properties) {
+                for (const PropertyPatch& p : r.event_patch()) {
                   if (p.key == spec.property) AddContribution(&streams->legs, spec, p.value, at);
                 }
                 break;

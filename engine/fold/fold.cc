@@ -117,8 +117,8 @@ Status Fold::CheckEvent(const Record& r, User** user) const {
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
-  if (Status s = ValidateContactProperties(r.properties); !s.ok()) return s;
-  return ValidateEventProperties(r.event_properties);
+  if (Status s = ValidateContactProperties(r.patch()); !s.ok()) return s;
+  return ValidateEventProperties(r.event_patch());
 }
 
 Status Fold::Apply(const Record& r, std::vector<Transition>* out, User* known_user) {
@@ -275,14 +275,14 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
                        const std::vector<uint32_t>* only) {
   for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
     if (only != nullptr && !std::binary_search(only->begin(), only->end(), spec.id)) continue;
-    if (!FilterHolds(spec.where, r.event_properties)) continue;
+    if (!FilterHolds(spec.where, r.event_patch())) continue;
     switch (spec.kind) {
       case StreamSpec::Kind::kFiltered:
         RecordEvent(user, spec.id, occurred_at);
         break;
       case StreamSpec::Kind::kAggregate:
       case StreamSpec::Kind::kDistinct:
-        for (const PropertyPatch& p : r.event_properties) {
+        for (const PropertyPatch& p : r.event_patch()) {
           if (p.key == spec.property) AddContribution(user, spec, p.value, occurred_at);
         }
         break;
@@ -426,7 +426,7 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
       if (!feeds_deeper[name_id]) continue;
       for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
         if (spec.kind == StreamSpec::Kind::kFiltered && spec.id < deeper.size() &&
-            deeper[spec.id] && FilterHolds(spec.where, r.event_properties)) {
+            deeper[spec.id] && FilterHolds(spec.where, r.event_patch())) {
           retain(spec.id);
         }
       }
@@ -480,7 +480,7 @@ Status Fold::ApplyEvent(const Record& r, User* user, Emitter* emit) {
     NormalizeEmailInto(*r.email, &email_scratch_);
     if (!user->email || *user->email != email_scratch_) user->email.assign(email_scratch_);
   }
-  PatchProperties(user, r.properties, now);
+  PatchProperties(user, r.patch(), now);
   const uint32_t name_id = state_.event_names.Intern(r.event_name);
   const TimeMs occurred_at = std::min(r.occurred_at, now);
   RecordEvent(user, name_id, occurred_at);

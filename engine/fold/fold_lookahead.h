@@ -68,9 +68,9 @@ class Fold::Lookahead {
     if (const size_t j = i + kRecordHeapDistance; j < count) {
       const Record& r = record(j);
       if (r.email) __builtin_prefetch(r.email->data());
-      if (!r.properties.empty()) {
-        const auto* bytes = reinterpret_cast<const char*>(r.properties.data());
-        const size_t size = r.properties.size() * sizeof(PropertyPatch);
+      if (!r.patch().empty()) {
+        const auto* bytes = reinterpret_cast<const char*>(r.patch().data());
+        const size_t size = r.patch().size() * sizeof(PropertyPatch);
         for (size_t offset = 0; offset < size; offset += 64) __builtin_prefetch(bytes + offset);
       }
     }
