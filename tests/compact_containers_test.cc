@@ -5,11 +5,14 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bucketd/limits.h"
 #include "engine/state/compact_vector.h"
+#include "engine/state/time48.h"
 #include "engine/state/user.h"
 
 namespace bucketd {
@@ -192,8 +195,9 @@ TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing until a re
   CHECK(moved.back().count == 1000);
 }
 
-TEST_CASE("a slot is 56 bytes and keeps every bucket index below the limit") {
-  STATIC_REQUIRE(sizeof(Slot) == 56);
+TEST_CASE("a slot is 48 bytes and keeps every bucket index below the limit") {
+  STATIC_REQUIRE(sizeof(Slot) == 48);
+  STATIC_REQUIRE(sizeof(EventHistory) == 40);
   Slot slot;
   slot.bucket = kBucketIdsMax - 1;
   slot.active = true;
@@ -203,6 +207,43 @@ TEST_CASE("a slot is 56 bytes and keeps every bucket index below the limit") {
   CHECK(slot.source == MembershipSource::kBackfill);
   CHECK(slot.active);
   CHECK(!slot.member_listed);
+}
+
+TEST_CASE("48-bit instants keep every instant the engine accepts exactly") {
+  // The range's ends, the clock's last instant, and values whose high or low half is all
+  // ones or zero (the words are stored apart).
+  for (const TimeMs t : std::vector<TimeMs>{0, 1, 0xFFFF'FFFF, 0x1'0000'0000, kInstantMsMax,
+                                            time48::kMax, time48::kMax - 0xFFFF'FFFF}) {
+    CAPTURE(t);
+    Time48 time = t;
+    CHECK(TimeMs{time} == t);
+    OptionalTime48 optional = t;
+    REQUIRE(optional.has_value());
+    CHECK(*optional == t);
+    CHECK(optional.value_or(-1) == t);
+    CHECK(OptionalTime(optional) == OptionalTime(t));
+    CHECK(std::optional<TimeMs>(optional) == t);
+  }
+  CHECK(time48::Fits(kInstantMsMax));
+  CHECK(!time48::Fits(-1));
+  CHECK(!time48::Fits(time48::kMax + 1));  // the pattern that means none
+  OptionalTime48 none;
+  CHECK(!none.has_value());
+  CHECK(none.value_or(-5) == -5);
+  CHECK(!OptionalTime(none).has_value());
+  OptionalTime48 set = TimeMs{42};
+  set.reset();
+  CHECK(set == none);
+  CHECK(OptionalTime48(std::optional<TimeMs>()) == none);
+  Slot slot;
+  CHECK(TimeMs{slot.entered_at} == 0);
+  CHECK(!slot.dwell_anchor_at);
+  CHECK(!slot.last_left_at);
+  slot.entered_at = kInstantMsMax;
+  slot.dwell_anchor_at = kInstantMsMax - 1;
+  CHECK(slot.anchor() == kInstantMsMax - 1);
+  slot.dwell_anchor_at.reset();
+  CHECK(slot.anchor() == kInstantMsMax);
 }
 
 }  // namespace

@@ -78,7 +78,7 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   // Saturating: the total only feeds the average dwell metric, and a state decoded from a
   // damaged snapshot (the snapshot fuzzer found one) must not reach signed overflow.
   int64_t dwell = 0;
-  if (__builtin_sub_overflow(at, slot->entered_at, &dwell)) dwell = INT64_MAX;
+  if (__builtin_sub_overflow(at, TimeMs{slot->entered_at}, &dwell)) dwell = INT64_MAX;
   if (__builtin_add_overflow(bucket.closed_dwell_ms_total, dwell, &bucket.closed_dwell_ms_total)) {
     bucket.closed_dwell_ms_total = INT64_MAX;
   }
@@ -185,7 +185,7 @@ void Fold::FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emit
     }
     *count = ordinal;
     const TimeMs grid_at = slot->anchor() + reaction.duration_ms * static_cast<int64_t>(ordinal);
-    const TimeMs at = std::max({grid_at, slot->entered_at, at_floor});
+    const TimeMs at = std::max({grid_at, TimeMs{slot->entered_at}, at_floor});
     emit->Emit(TransitionKind::kDwell, bucket, *slot, at, LeaveReason::kCriteria, &reaction,
                ordinal);
   }

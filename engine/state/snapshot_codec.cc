@@ -12,6 +12,7 @@
 #include "engine/base/huge_block.h"
 #include "engine/definition/definition.h"
 #include "engine/state/snapshot_generated.h"
+#include "engine/state/time48.h"
 
 namespace bucketd {
 namespace {
@@ -402,8 +403,14 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     EventHistory& e = user->events.emplace_back();
     e.name_id = r->U32();
     e.total_count = r->U();
-    e.first_at = r->Time();
-    e.last_at = r->Time();
+    // Kept in 48 bits (time48.h): an event instant the engine could not have taken is
+    // refused, not cut.
+    const TimeMs first_at = r->Time(), last_at = r->Time();
+    if (!time48::Fits(first_at) || !time48::Fits(last_at)) {
+      return Damaged(where() + ": an event instant out of range");
+    }
+    e.first_at = first_at;
+    e.last_at = last_at;
     const uint64_t newest = r->Count();
     e.newest.resize(newest);
     for (size_t k = 0; k < newest; ++k) {
@@ -431,9 +438,17 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     const uint8_t slot_flags = r->Byte();
     const uint8_t source = r->Byte();
     s.due_at = (slot_flags & kSlotFiled) ? r->Time() : kNever;
-    s.entered_at = r->Time();
-    if (slot_flags & kSlotHasAnchor) s.dwell_anchor_at = r->Time();
-    if (slot_flags & kSlotHasLastLeft) s.last_left_at = r->Time();
+    // The instants the clock took are kept in 48 bits (time48.h): one the engine could not
+    // have taken is refused, not cut.
+    const TimeMs entered_at = r->Time();
+    const TimeMs anchor_at = (slot_flags & kSlotHasAnchor) ? r->Time() : 0;
+    const TimeMs last_left_at = (slot_flags & kSlotHasLastLeft) ? r->Time() : 0;
+    if (!time48::Fits(entered_at) || !time48::Fits(anchor_at) || !time48::Fits(last_left_at)) {
+      return Damaged(where() + ": a slot instant out of range");
+    }
+    s.entered_at = entered_at;
+    if (slot_flags & kSlotHasAnchor) s.dwell_anchor_at = anchor_at;
+    if (slot_flags & kSlotHasLastLeft) s.last_left_at = last_left_at;
     s.active = (slot_flags & kSlotActive) != 0;
     s.rejoin_blocked = (slot_flags & kSlotRejoinBlocked) != 0;
     s.dwell.resize(r->Count());

@@ -23,6 +23,7 @@
 #include "engine/base/check.h"
 #include "engine/state/compact_vector.h"
 #include "engine/state/instant_list.h"
+#include "engine/state/time48.h"
 
 namespace bucketd {
 
@@ -41,6 +42,7 @@ class OptionalTime {
   OptionalTime(std::nullopt_t) {}
   OptionalTime(TimeMs t) : value_(t) {}
   OptionalTime(const std::optional<TimeMs>& t) : value_(t ? *t : kNone) {}
+  OptionalTime(const OptionalTime48& t) : value_(t.value_or(kNone)) {}
   explicit operator bool() const { return value_ != kNone; }
   bool has_value() const { return value_ != kNone; }
   TimeMs operator*() const { return value_; }
@@ -130,22 +132,24 @@ class OptionalString {
 };
 
 // Per (user, event name): what criteria legs need of that user's events of that name.
+// 40 bytes: the first and last instant in 48 bits each (event instants are the clock's,
+// time48.h), packed beside the name id so the count needs no padding.
 struct EventHistory {
   uint32_t name_id = 0;
+  Time48 first_at;
+  Time48 last_at;
   uint64_t total_count = 0;
-  TimeMs first_at = 0;
-  TimeMs last_at = 0;
   // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
   // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
   // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
   // not the number of events; criteria read only the newest `depth` (Newest()). Two fit
-  // inline (a history is 48 bytes, paid per user and name): `exists` and `not_exists`
+  // inline (a history is 40 bytes, paid per user and name): `exists` and `not_exists`
   // legs cost no allocation and no second cache miss; deeper histories of users with
   // three or more events of the name spill to the heap.
   static constexpr uint32_t kNewestInline = InstantList::kInline;
   InstantList newest;
 };
-static_assert(sizeof(EventHistory) <= 48, "a history per (user, name)");
+static_assert(sizeof(EventHistory) <= 40, "a history per (user, name)");
 
 // Every name keeps at least this many newest instants, whatever its depth: they fit the
 // room EventHistory::newest has inline anyway, and a definition that needs no more (most
@@ -177,14 +181,21 @@ struct DwellStamp {
 };
 
 // The dwell stamps of one slot, in one pointer: most slots have none (no reaction of their
-// bucket ever fired), so a slot pays 8 bytes for them, not a vector's 24; the stamps, once
+// bucket ever fired), so a slot pays 6 bytes for them, not a vector's 24; the stamps, once
 // there were any, sit in one malloc'd block with their count, kept for the next membership.
+// The block's address is kept in 48 bits (alignment 2, so the slot packs it after its
+// 48-bit instants): user-space addresses are below 2^47 on x86-64 and below 2^48 on
+// AArch64 unless a program asks mmap for higher ones, which nothing here does; storing
+// one that does not fit fails a check instead of keeping a wrong one.
 // Copyable (states and tests copy slots), with the surface of the std::vector it replaces.
 class DwellStamps {
  public:
   DwellStamps() = default;
   DwellStamps(const DwellStamps& other) { *this = other; }
-  DwellStamps(DwellStamps&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
+  DwellStamps(DwellStamps&& other) noexcept {
+    SetBlock(other.block());
+    other.SetBlock(nullptr);
+  }
   DwellStamps& operator=(const DwellStamps& other) {
     if (this != &other) {
       resize(other.size());
@@ -193,14 +204,14 @@ class DwellStamps {
     return *this;
   }
   DwellStamps& operator=(DwellStamps&& other) noexcept {
-    std::swap(block_, other.block_);
+    std::swap(address_, other.address_);
     return *this;
   }
   ~DwellStamps() {
-    if (block_ != nullptr) std::free(block_);
+    if (block() != nullptr) std::free(block());
   }
 
-  size_t size() const { return block_ == nullptr ? 0 : block_->size; }
+  size_t size() const { return block() == nullptr ? 0 : block()->size; }
   bool empty() const { return size() == 0; }
   DwellStamp* begin() { return Stamps(); }
   DwellStamp* end() { return Stamps() + size(); }
@@ -211,7 +222,7 @@ class DwellStamps {
   // bucket with reactions fires them again in the next membership, so freeing here was a
   // free and a malloc per membership (measured: a fifth of replay went to malloc).
   void clear() {
-    if (block_ != nullptr) block_->size = 0;
+    if (block() != nullptr) block()->size = 0;
   }
   void push_back(const DwellStamp& stamp) {
     const size_t n = size();
@@ -221,7 +232,7 @@ class DwellStamps {
   // New stamps are value-initialized.
   void resize(size_t n);
   // The heap block, or null (memory accounting).
-  const void* allocation() const { return block_; }
+  const void* allocation() const { return block(); }
 
  private:
   struct Block {
@@ -229,23 +240,31 @@ class DwellStamps {
     uint32_t capacity;
   };
   static_assert(sizeof(Block) % alignof(DwellStamp) == 0);
-  DwellStamp* Stamps() const {
-    return block_ == nullptr ? nullptr : reinterpret_cast<DwellStamp*>(block_ + 1);
+  Block* block() const { return reinterpret_cast<Block*>(time48::Load(address_)); }
+  void SetBlock(Block* block) {
+    const auto address = reinterpret_cast<uintptr_t>(block);
+    BUCKETD_CHECK(address < (uintptr_t{1} << 48));
+    time48::Store(address_, address);
   }
-  Block* block_ = nullptr;
+  DwellStamp* Stamps() const {
+    Block* b = block();
+    return b == nullptr ? nullptr : reinterpret_cast<DwellStamp*>(b + 1);
+  }
+  uint16_t address_[3] = {0, 0, 0};  // the block's; 0: none
 };
+static_assert(sizeof(DwellStamps) == 6);
 
 inline void DwellStamps::resize(size_t n) {
   if (n == 0) return clear();
   const size_t old = size();
-  if (block_ == nullptr || n > block_->capacity) {
+  if (block() == nullptr || n > block()->capacity) {
     const size_t capacity = std::max<size_t>(n, old * 2);
-    void* grown = std::realloc(block_, sizeof(Block) + capacity * sizeof(DwellStamp));
+    void* grown = std::realloc(block(), sizeof(Block) + capacity * sizeof(DwellStamp));
     if (grown == nullptr) throw std::bad_alloc();
-    block_ = static_cast<Block*>(grown);
-    block_->capacity = static_cast<uint32_t>(capacity);
+    SetBlock(static_cast<Block*>(grown));
+    block()->capacity = static_cast<uint32_t>(capacity);
   }
-  block_->size = static_cast<uint32_t>(n);
+  block()->size = static_cast<uint32_t>(n);
   for (size_t i = old; i < n; ++i) Stamps()[i] = DwellStamp{};
 }
 
@@ -254,9 +273,12 @@ inline void DwellStamps::resize(size_t n) {
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
 struct Slot {
-  // 56 bytes, paid per membership: the bucket index packed with the flags in one word,
-  // then no padding. The bucket first: finding a user's slot of a bucket reads only it,
-  // and a slot's first bytes are on the line a prefetch of its address fetches.
+  // 48 bytes, paid per membership: the bucket index packed with the flags in one word, the
+  // instants the clock took (entered, anchor, last leave) and the dwell stamps' address in
+  // 48 bits each (time48.h), then no padding. The due instant stays 64-bit: it can lie
+  // anywhere past the clock (a time property's date), and kNever marks "not filed". The
+  // bucket first: finding a user's slot of a bucket reads only it, and a slot's first bytes
+  // are on the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
   // The flags below start a memory location of their own: snapshot load reads `bucket` on
   // one thread (RebuildDueIndices) while another sets the member index's flags
@@ -273,9 +295,9 @@ struct Slot {
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
   User* user = nullptr;
   TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
-  TimeMs entered_at = 0;
-  OptionalTime dwell_anchor_at;
-  OptionalTime last_left_at;
+  Time48 entered_at;
+  OptionalTime48 dwell_anchor_at;
+  OptionalTime48 last_left_at;
   // One stamp per dwell reaction fired in the active membership.
   DwellStamps dwell;
 
@@ -283,7 +305,7 @@ struct Slot {
   // The time index's tie-break (the user's dense index).
   uint32_t user_index() const;
 };
-static_assert(sizeof(Slot) <= 56, "a slot per membership: its size is paid ten million times");
+static_assert(sizeof(Slot) <= 48, "a slot per membership: its size is paid ten million times");
 
 struct PastMembership {
   uint32_t bucket = 0;
@@ -437,7 +459,7 @@ struct User {
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
 };
-static_assert(sizeof(User) <= 264, "a user per contact ever seen");
+static_assert(sizeof(User) <= 240, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
@@ -495,8 +517,8 @@ void RecordInHistories(Histories* histories, uint32_t name_id, TimeMs at, uint32
   }
   EventHistory& h = *it;
   ++h.total_count;
-  h.first_at = std::min(h.first_at, at);
-  h.last_at = std::max(h.last_at, at);
+  h.first_at = std::min<TimeMs>(h.first_at, at);
+  h.last_at = std::max<TimeMs>(h.last_at, at);
   RetainNewest(&h, at, depth);
 }
 
