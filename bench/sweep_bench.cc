@@ -65,6 +65,7 @@ struct Breakdown {
                        // memberships, State::users, user_ids
   size_t members = 0;  // MemberIndex B-trees, measured as the heap growth of settling them
   size_t legs = 0;     // LegHistories: aggregate and sequence histories (SPEC §3b)
+  size_t due = 0;      // the time indices' pages: room for entries, filled or not
 };
 
 class Population {
@@ -118,8 +119,9 @@ class Population {
     state.counters["B_user"] = double(breakdown_.user) / n;
     state.counters["B_members"] = double(breakdown_.members) / n;
     state.counters["B_legs"] = double(breakdown_.legs) / n;
+    state.counters["B_due"] = double(breakdown_.due) / n;
     const size_t known = breakdown_.slot + breakdown_.slots_vector + breakdown_.events +
-                         breakdown_.user + breakdown_.members + breakdown_.legs;
+                         breakdown_.user + breakdown_.members + breakdown_.legs + breakdown_.due;
     state.counters["B_other"] = (double(heap_bytes_) - double(known)) / n;
   }
 
@@ -200,6 +202,9 @@ class Population {
   void Walk() {
     const State& s = fold_->state();
     breakdown_.slot = s.slot_pool.reserved_bytes();
+    for (const auto& bucket : s.buckets) {
+      breakdown_.due += bucket->due_index.capacity() * sizeof(DueIndex::Stored);
+    }
     breakdown_.user = s.user_arena.reserved_bytes() + s.users.capacity() * sizeof(s.users[0]) +
                       s.user_ids.bytes();
     for (const User* user : s.users) {
