@@ -215,7 +215,7 @@ class Population {
       breakdown_.events += SpilledChunk(user->events);
       // Instants beyond the inline capacity live in a heap buffer of their own.
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
-      for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.allocation());
+      breakdown_.user += Chunk(user->dwell.allocation());
       if (const LegHistories* legs = user->legs.get()) {
         // One block, and the buffers of what spilled out of it.
         breakdown_.legs +=

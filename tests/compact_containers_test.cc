@@ -195,8 +195,28 @@ TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing until a re
   CHECK(moved.back().count == 1000);
 }
 
-TEST_CASE("a slot is 48 bytes and keeps every bucket index below the limit") {
-  STATIC_REQUIRE(sizeof(Slot) == 48);
+TEST_CASE("a user's dwell stamps keep each slot's apart, in the order they fired") {
+  DwellStamps stamps;
+  for (uint32_t i = 0; i < 12; ++i) stamps.push_back(DwellStamp{int64_t{i % 4}, i, i % 3});
+  REQUIRE(stamps.Find(1, 1) != nullptr);
+  CHECK(stamps.Find(1, 1)->count == 1);  // the first fired of bucket 1 with key 1
+  CHECK(stamps.Find(2, 3) != nullptr);
+  CHECK(stamps.Find(7, 0) == nullptr);
+  const void* block = stamps.allocation();
+  stamps.EraseBucket(1);
+  CHECK(stamps.size() == 8);
+  CHECK(stamps.Find(1, 1) == nullptr);
+  std::vector<uint32_t> counts;
+  for (const DwellStamp& d : stamps) counts.push_back(d.count);
+  CHECK(counts == std::vector<uint32_t>{0, 2, 3, 5, 6, 8, 9, 11});  // the others, in order
+  stamps.EraseBucket(0);
+  stamps.EraseBucket(2);
+  CHECK(stamps.empty());
+  CHECK(stamps.allocation() == block);  // kept for the next membership's stamps
+}
+
+TEST_CASE("a slot is 40 bytes and keeps every bucket index below the limit") {
+  STATIC_REQUIRE(sizeof(Slot) == 40);
   STATIC_REQUIRE(sizeof(EventHistory) == 40);
   Slot slot;
   slot.bucket = kBucketIdsMax - 1;
@@ -244,6 +264,13 @@ TEST_CASE("48-bit instants keep every instant the engine accepts exactly") {
   CHECK(slot.anchor() == kInstantMsMax - 1);
   slot.dwell_anchor_at.reset();
   CHECK(slot.anchor() == kInstantMsMax);
+  // The user's address, in 48 bits too.
+  CHECK(static_cast<User*>(slot.user) == nullptr);
+  User user;
+  user.index = 17;
+  slot.user = &user;
+  CHECK(static_cast<User*>(slot.user) == &user);
+  CHECK(slot.user_index() == 17);
 }
 
 }  // namespace

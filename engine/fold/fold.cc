@@ -557,6 +557,7 @@ Status Fold::ApplyContactDelete(const Record& r) {
   user->events.clear();
   user->legs.reset();
   user->email.reset();
+  user->dwell = DwellStamps();
   user->deleted = true;
   ++deleted_contacts_;
   return Status::Ok();

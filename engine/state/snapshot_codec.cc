@@ -236,7 +236,10 @@ void EncodeUser(const User& user, StreamWriter* w) {
   w->U(user.slots.size());
   for (const auto& slot : user.slots) {
     const Slot& s = *slot;
-    w->Reserve(kVarintBytesMax * (7 + 2 * s.dwell.size()) + 2);
+    // The slot's dwell stamps are the user's with its bucket, in the order they fired.
+    size_t stamps = 0;
+    for (const DwellStamp& d : user.dwell) stamps += d.bucket == s.bucket;
+    w->Reserve(kVarintBytesMax * (7 + 2 * stamps) + 2);
     uint8_t slot_flags = 0;
     if (s.active) slot_flags |= kSlotActive;
     if (s.rejoin_blocked) slot_flags |= kSlotRejoinBlocked;
@@ -251,8 +254,9 @@ void EncodeUser(const User& user, StreamWriter* w) {
     w->Time(s.entered_at);
     if (s.dwell_anchor_at) w->Time(*s.dwell_anchor_at);
     if (s.last_left_at) w->Time(*s.last_left_at);
-    w->U(s.dwell.size());
-    for (const DwellStamp& d : s.dwell) {
+    w->U(stamps);
+    for (const DwellStamp& d : user.dwell) {
+      if (d.bucket != s.bucket) continue;
       w->S(d.label_key);
       w->U(d.count);
     }
@@ -451,10 +455,13 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     if (slot_flags & kSlotHasLastLeft) s.last_left_at = last_left_at;
     s.active = (slot_flags & kSlotActive) != 0;
     s.rejoin_blocked = (slot_flags & kSlotRejoinBlocked) != 0;
-    s.dwell.resize(r->Count());
-    for (DwellStamp& d : s.dwell) {
+    const uint64_t stamps = r->Count();
+    for (uint64_t k = 0; k < stamps; ++k) {
+      user->dwell.push_back(DwellStamp{});
+      DwellStamp& d = user->dwell.back();
       d.label_key = r->S();
       d.count = r->U32();
+      d.bucket = bucket;
     }
     if (bucket >= st.buckets.size() || source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
       return Damaged(where() + ": slot bucket or source out of range");

@@ -178,24 +178,20 @@ struct Property {
 struct DwellStamp {
   int64_t label_key = 0;  // DwellReaction packed: duration_ms * 2 + kind
   uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
+  uint32_t bucket = 0;    // the slot's (Slot::bucket): a user keeps its slots' stamps together
 };
 
-// The dwell stamps of one slot, in one pointer: most slots have none (no reaction of their
-// bucket ever fired), so a slot pays 6 bytes for them, not a vector's 24; the stamps, once
-// there were any, sit in one malloc'd block with their count, kept for the next membership.
-// The block's address is kept in 48 bits (alignment 2, so the slot packs it after its
-// 48-bit instants): user-space addresses are below 2^47 on x86-64 and below 2^48 on
-// AArch64 unless a program asks mmap for higher ones, which nothing here does; storing
-// one that does not fit fails a check instead of keeping a wrong one.
-// Copyable (states and tests copy slots), with the surface of the std::vector it replaces.
+// The dwell stamps of a user's slots, in one pointer: most users have none (no reaction of
+// their buckets ever fired), so a user pays 8 bytes for them and a slot nothing (it paid 8
+// for a pointer of its own, per membership, before); the stamps, once there were any, sit
+// in one malloc'd block with their count, kept for the next membership. A slot's are the
+// ones with its bucket, in the order they fired. Copyable (tests and the preview copy
+// users), with the surface of the std::vector it replaces.
 class DwellStamps {
  public:
   DwellStamps() = default;
   DwellStamps(const DwellStamps& other) { *this = other; }
-  DwellStamps(DwellStamps&& other) noexcept {
-    SetBlock(other.block());
-    other.SetBlock(nullptr);
-  }
+  DwellStamps(DwellStamps&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
   DwellStamps& operator=(const DwellStamps& other) {
     if (this != &other) {
       resize(other.size());
@@ -204,14 +200,14 @@ class DwellStamps {
     return *this;
   }
   DwellStamps& operator=(DwellStamps&& other) noexcept {
-    std::swap(address_, other.address_);
+    std::swap(block_, other.block_);
     return *this;
   }
   ~DwellStamps() {
-    if (block() != nullptr) std::free(block());
+    if (block_ != nullptr) std::free(block_);
   }
 
-  size_t size() const { return block() == nullptr ? 0 : block()->size; }
+  size_t size() const { return block_ == nullptr ? 0 : block_->size; }
   bool empty() const { return size() == 0; }
   DwellStamp* begin() { return Stamps(); }
   DwellStamp* end() { return Stamps() + size(); }
@@ -222,7 +218,25 @@ class DwellStamps {
   // bucket with reactions fires them again in the next membership, so freeing here was a
   // free and a malloc per membership (measured: a fifth of replay went to malloc).
   void clear() {
-    if (block() != nullptr) block()->size = 0;
+    if (block_ != nullptr) block_->size = 0;
+  }
+  // Drops the stamps of one bucket's slot, keeping the others in order (and the block, as
+  // clear() does).
+  void EraseBucket(uint32_t bucket) {
+    if (block_ == nullptr) return;
+    DwellStamp* kept =
+        std::remove_if(begin(), end(), [&](const DwellStamp& s) { return s.bucket == bucket; });
+    block_->size = static_cast<uint32_t>(kept - begin());
+  }
+  // The stamp of `label_key` in `bucket`'s slot, or null.
+  DwellStamp* Find(uint32_t bucket, int64_t label_key) {
+    for (DwellStamp& stamp : *this) {
+      if (stamp.bucket == bucket && stamp.label_key == label_key) return &stamp;
+    }
+    return nullptr;
+  }
+  const DwellStamp* Find(uint32_t bucket, int64_t label_key) const {
+    return const_cast<DwellStamps*>(this)->Find(bucket, label_key);
   }
   void push_back(const DwellStamp& stamp) {
     const size_t n = size();
@@ -232,7 +246,7 @@ class DwellStamps {
   // New stamps are value-initialized.
   void resize(size_t n);
   // The heap block, or null (memory accounting).
-  const void* allocation() const { return block(); }
+  const void* allocation() const { return block_; }
 
  private:
   struct Block {
@@ -240,31 +254,23 @@ class DwellStamps {
     uint32_t capacity;
   };
   static_assert(sizeof(Block) % alignof(DwellStamp) == 0);
-  Block* block() const { return reinterpret_cast<Block*>(time48::Load(address_)); }
-  void SetBlock(Block* block) {
-    const auto address = reinterpret_cast<uintptr_t>(block);
-    BUCKETD_CHECK(address < (uintptr_t{1} << 48));
-    time48::Store(address_, address);
-  }
   DwellStamp* Stamps() const {
-    Block* b = block();
-    return b == nullptr ? nullptr : reinterpret_cast<DwellStamp*>(b + 1);
+    return block_ == nullptr ? nullptr : reinterpret_cast<DwellStamp*>(block_ + 1);
   }
-  uint16_t address_[3] = {0, 0, 0};  // the block's; 0: none
+  Block* block_ = nullptr;
 };
-static_assert(sizeof(DwellStamps) == 6);
 
 inline void DwellStamps::resize(size_t n) {
   if (n == 0) return clear();
   const size_t old = size();
-  if (block() == nullptr || n > block()->capacity) {
+  if (block_ == nullptr || n > block_->capacity) {
     const size_t capacity = std::max<size_t>(n, old * 2);
-    void* grown = std::realloc(block(), sizeof(Block) + capacity * sizeof(DwellStamp));
+    void* grown = std::realloc(block_, sizeof(Block) + capacity * sizeof(DwellStamp));
     if (grown == nullptr) throw std::bad_alloc();
-    SetBlock(static_cast<Block*>(grown));
-    block()->capacity = static_cast<uint32_t>(capacity);
+    block_ = static_cast<Block*>(grown);
+    block_->capacity = static_cast<uint32_t>(capacity);
   }
-  block()->size = static_cast<uint32_t>(n);
+  block_->size = static_cast<uint32_t>(n);
   for (size_t i = old; i < n; ++i) Stamps()[i] = DwellStamp{};
 }
 
@@ -272,13 +278,37 @@ inline void DwellStamps::resize(size_t n) {
 // bucket ids over its life (a deleted id defined again keeps its index).
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
+// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user: user-space
+// addresses are below 2^47 on x86-64 and below 2^48 on AArch64 unless a program asks mmap
+// for higher ones, which nothing here does; storing one that does not fit fails a check
+// instead of keeping a wrong one. Converts to and from T*.
+template <typename T>
+class Pointer48 {
+ public:
+  Pointer48() = default;
+  Pointer48(T* p) { *this = p; }
+  Pointer48& operator=(T* p) {
+    const auto address = reinterpret_cast<uintptr_t>(p);
+    BUCKETD_CHECK(address <= time48::kNoneBits);
+    time48::Store(words_, address);
+    return *this;
+  }
+  operator T*() const { return reinterpret_cast<T*>(time48::Load(words_)); }
+  T* operator->() const { return *this; }
+  T& operator*() const { return *static_cast<T*>(*this); }
+
+ private:
+  uint16_t words_[3] = {0, 0, 0};  // null
+};
+
 struct Slot {
-  // 48 bytes, paid per membership: the bucket index packed with the flags in one word, the
-  // instants the clock took (entered, anchor, last leave) and the dwell stamps' address in
-  // 48 bits each (time48.h), then no padding. The due instant stays 64-bit: it can lie
-  // anywhere past the clock (a time property's date), and kNever marks "not filed". The
-  // bucket first: finding a user's slot of a bucket reads only it, and a slot's first bytes
-  // are on the line a prefetch of its address fetches.
+  // 40 bytes, paid per membership: the bucket index packed with the flags in one word, the
+  // due instant, the user's address and the instants the clock took (entered, anchor, last
+  // leave) in 48 bits each (time48.h), then no padding. The due instant stays 64-bit: it
+  // can lie anywhere past the clock (a time property's date), and kNever marks "not filed".
+  // The dwell stamps fired in the membership are the user's (User::dwell). The bucket
+  // first: finding a user's slot of a bucket reads only it, and a slot's first bytes are on
+  // the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
   // The flags below start a memory location of their own: snapshot load reads `bucket` on
   // one thread (RebuildDueIndices) while another sets the member index's flags
@@ -293,19 +323,17 @@ struct Slot {
   bool rejoin_blocked : 1 = false;
   MembershipSource source : 2 = MembershipSource::kEvent;
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
-  User* user = nullptr;
-  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
+  TimeMs due_at = kNever;    // filed in Bucket::due_index at (due_at, user->index) unless kNever
+  Pointer48<User> user;
   Time48 entered_at;
   OptionalTime48 dwell_anchor_at;
   OptionalTime48 last_left_at;
-  // One stamp per dwell reaction fired in the active membership.
-  DwellStamps dwell;
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
   // The time index's tie-break (the user's dense index).
   uint32_t user_index() const;
 };
-static_assert(sizeof(Slot) <= 48, "a slot per membership: its size is paid ten million times");
+static_assert(sizeof(Slot) <= 40, "a slot per membership: its size is paid ten million times");
 
 struct PastMembership {
   uint32_t bucket = 0;
@@ -458,8 +486,11 @@ struct User {
   CompactVector<Property> properties;           // sorted by key_id
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
+  // One stamp per dwell reaction fired in each active membership, tagged with its slot's
+  // bucket (out of the slots, which are paid per membership while most have none).
+  DwellStamps dwell;
 };
-static_assert(sizeof(User) <= 240, "a user per contact ever seen");
+static_assert(sizeof(User) <= 248, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
@@ -537,6 +568,7 @@ inline void CopyUser(const User& from, User* to) {
   to->events = from.events;
   to->slots = from.slots;
   to->past = from.past;
+  to->dwell = from.dwell;
   to->legs = from.legs ? std::make_unique<LegHistories>(*from.legs) : nullptr;
 }
 
