@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -14,6 +15,13 @@
 #include "engine/state/compact_vector.h"
 #include "engine/state/time48.h"
 #include "engine/state/user.h"
+
+// GCC 12 at -O3 reports OptionalString::assign's realloc as a use after free where this
+// file's self-assignment checks inline it (it cannot see that bytes of the string's own
+// are copied out first); which inlining trips it changes with unrelated code in the file.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+#endif
 
 namespace bucketd {
 namespace {
@@ -266,11 +274,10 @@ TEST_CASE("48-bit instants keep every instant the engine accepts exactly") {
   CHECK(slot.anchor() == kInstantMsMax);
   // The user's address, in 48 bits too.
   CHECK(static_cast<User*>(slot.user) == nullptr);
-  User user;
-  user.index = 17;
-  slot.user = &user;
-  CHECK(static_cast<User*>(slot.user) == &user);
-  CHECK(slot.user_index() == 17);
+  auto value = std::make_unique<int>(17);
+  Pointer48<int> pointer = value.get();
+  CHECK(static_cast<int*>(pointer) == value.get());
+  CHECK(*pointer == 17);
 }
 
 }  // namespace
