@@ -58,11 +58,11 @@ size_t SpilledChunk(const V& v) {
 
 // Where the heap bytes of the built state go, summed by walking it.
 struct Breakdown {
-  size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
+  size_t slot = 0;          // Slots in the pool
   size_t slots_vector = 0;  // User::slots buffers, for users with more slots than fit inline
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
   size_t user = 0;     // the users' arena blocks (inline arrays), ids, emails, properties, past
-                       // memberships, State::users, user_ids
+                       // memberships, dwell stamps, State::users, user_ids
   size_t members = 0;  // MemberIndex B-trees, measured as the heap growth of settling them
   size_t legs = 0;     // LegHistories: aggregate and sequence histories (SPEC §3b)
   size_t due = 0;      // the time indices' pages: room for entries, filled or not
