@@ -58,13 +58,14 @@ size_t SpilledChunk(const V& v) {
 
 // Where the heap bytes of the built state go, summed by walking it.
 struct Breakdown {
-  size_t slot = 0;          // Slots in the pool (times, flags, dwell vector) + dwell buffers
+  size_t slot = 0;          // Slots in the pool
   size_t slots_vector = 0;  // User::slots buffers, for users with more slots than fit inline
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
   size_t user = 0;     // the users' arena blocks (inline arrays), ids, emails, properties, past
-                       // memberships, State::users, user_ids
+                       // memberships, dwell stamps, State::users, user_ids
   size_t members = 0;  // MemberIndex B-trees, measured as the heap growth of settling them
   size_t legs = 0;     // LegHistories: aggregate and sequence histories (SPEC §3b)
+  size_t due = 0;      // the time indices' pages: room for entries, filled or not
 };
 
 class Population {
@@ -118,8 +119,9 @@ class Population {
     state.counters["B_user"] = double(breakdown_.user) / n;
     state.counters["B_members"] = double(breakdown_.members) / n;
     state.counters["B_legs"] = double(breakdown_.legs) / n;
+    state.counters["B_due"] = double(breakdown_.due) / n;
     const size_t known = breakdown_.slot + breakdown_.slots_vector + breakdown_.events +
-                         breakdown_.user + breakdown_.members + breakdown_.legs;
+                         breakdown_.user + breakdown_.members + breakdown_.legs + breakdown_.due;
     state.counters["B_other"] = (double(heap_bytes_) - double(known)) / n;
   }
 
@@ -200,6 +202,9 @@ class Population {
   void Walk() {
     const State& s = fold_->state();
     breakdown_.slot = s.slot_pool.reserved_bytes();
+    for (const auto& bucket : s.buckets) {
+      breakdown_.due += bucket->due_index.capacity() * sizeof(DueIndex::Stored);
+    }
     breakdown_.user = s.user_arena.reserved_bytes() + s.users.capacity() * sizeof(s.users[0]) +
                       s.user_ids.bytes();
     for (const User* user : s.users) {
@@ -210,7 +215,7 @@ class Population {
       breakdown_.events += SpilledChunk(user->events);
       // Instants beyond the inline capacity live in a heap buffer of their own.
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
-      for (const Slot* slot : user->slots) breakdown_.slot += Chunk(slot->dwell.allocation());
+      breakdown_.user += Chunk(user->dwell.allocation());
       if (const LegHistories* legs = user->legs.get()) {
         // One block, and the buffers of what spilled out of it.
         breakdown_.legs +=

@@ -105,6 +105,21 @@ TEST_CASE("the fold refuses a bad record without changing anything") {
   CHECK(r.fold.state().users.size() == 1);
 }
 
+TEST_CASE("the fold keeps the clock's last instant exactly and refuses a record after it") {
+  // Slots and histories keep the clock's instants in 48 bits (engine/state/time48.h).
+  Records r;
+  RequireOk(
+      r.Define(R"({"id":"b","criteria":{"type":"event","eventName":"x","check":"exists"}})", 0));
+  RequireOk(r.Event("u", "x", kInstantMsMax - kT0));
+  REQUIRE(Describe(r.out) == V{"entered:b:u@" + std::to_string(kInstantMsMax - kT0)});
+  const User& user = *r.fold.state().users.at(0);
+  CHECK(TimeMs{user.slots.at(0)->entered_at} == kInstantMsMax);
+  CHECK(TimeMs{user.events.at(0).first_at} == kInstantMsMax);
+  const uint64_t seq = r.fold.state().applied_seq;
+  CHECK(r.Event("u", "x", kInstantMsMax - kT0 + 1).code() == StatusCode::kCorruption);
+  CHECK(r.fold.state().applied_seq == seq);
+}
+
 TEST_CASE("a threshold leg keeps only the instants it needs") {
   Records r;
   RequireOk(r.Define(

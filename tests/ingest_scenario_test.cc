@@ -302,6 +302,7 @@ TEST_CASE("bad inputs are refused naming the field and change nothing") {
   refuse({"u", "used", TimeMs{-1}, {}, {}, {}}, "occurredAt");
   SweepResult sweep;
   CHECK(s.engine().AdvanceClock(INT64_MAX, &sweep).code() == StatusCode::kInvalidArgument);
+  CHECK(s.engine().AdvanceClock(kInstantMsMax + 1, &sweep).code() == StatusCode::kInvalidArgument);
   CHECK(s.engine().State().digest == before.digest);
   CHECK(s.engine().State().log_seq == before.log_seq);
 
@@ -313,6 +314,40 @@ TEST_CASE("bad inputs are refused naming the field and change nothing") {
   REQUIRE(batch.rejected.size() == 1);
   CHECK(batch.rejected[0].index == 1);
   CHECK(batch.rejected[0].error.field() == "userId");
+}
+
+TEST_CASE("a manual clock starts from 1970 to the end of year 9999") {
+  // The state keeps the clock's instants in 48 bits (engine/state/time48.h): a start outside
+  // the range is refused at open, before anything is logged.
+  for (const TimeMs start : {TimeMs{-1}, kInstantMsMax + 1}) {
+    TempDir dir;
+    Options options;
+    options.data_dir = dir.path();
+    options.clock = ClockMode::kManual;
+    options.start_time_ms = start;
+    std::unique_ptr<Engine> engine;
+    const Status status = Engine::Open(options, &engine);
+    CHECK(status.code() == StatusCode::kInvalidArgument);
+    CHECK(status.field() == "start_time_ms");
+  }
+  TempDir dir;
+  Options options;
+  options.data_dir = dir.path();
+  options.clock = ClockMode::kManual;
+  options.start_time_ms = kInstantMsMax;
+  std::unique_ptr<Engine> engine = OpenOrFail(options);
+  RequireOk(engine->DefineBucket(
+      R"({"id":"b","criteria":{"type":"event","eventName":"x","check":"exists"}})",
+      DefineMode::kCreateOrReplace, std::nullopt, nullptr));
+  EventInput in;
+  in.user_id = "u";
+  in.event = "x";
+  IngestResult result;
+  RequireOk(engine->Ingest(in, &result));
+  CHECK(result.transitions == 1);
+  Member member;
+  RequireOk(engine->GetMember("b", "u", &member));
+  CHECK(member.entered_at == kInstantMsMax);  // the last instant, kept exactly
 }
 
 TEST_CASE("refused definitions name the field path") {

@@ -121,9 +121,8 @@ Status ValidateSubscriptionSecret(std::string_view secret, std::string_view fiel
 }
 
 Status ValidateClockInstant(TimeMs now_ms, std::string_view field) {
-  constexpr TimeMs kTimeMaxMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
-  if (now_ms > kTimeMaxMs)
-    return Status::InvalidArgument(std::string(field), "must be before year 10000");
+  if (now_ms < 0 || now_ms > kInstantMsMax)
+    return Status::InvalidArgument(std::string(field), "must be from 1970 to the end of year 9999");
   return Status::Ok();
 }
 

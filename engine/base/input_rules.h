@@ -23,8 +23,9 @@ Status ValidateContactProperties(std::span<const PropertyPatch> patch,
 // kPropertyKeyBytesMax bytes, each value a string, number or boolean.
 Status ValidateEventProperties(std::span<const PropertyPatch> properties,
                                std::string_view field = "properties");
-// A manual clock's new instant: before year 10000 (9999-12-31T23:59:59.999Z), far enough
-// from int64's end that instant + duration (capped at 100 years) cannot overflow in the fold.
+// A manual clock's instant: from 1970 to the end of year 9999 (kInstantMsMax), far enough
+// from int64's end that instant + duration (capped at 100 years) cannot overflow in the fold,
+// and within the 48 bits the state keeps instants in (engine/state/time48.h).
 Status ValidateClockInstant(TimeMs now_ms, std::string_view field = "now");
 // 1-kBucketIdCharsMax characters of [A-Za-z0-9._-].
 Status ValidateBucketId(std::string_view id, std::string_view field = "id");

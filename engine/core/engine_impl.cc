@@ -92,6 +92,13 @@ class EngineImpl final : public Engine {
       return Status::InvalidArgument("replay_threads",
                                      "must be 0-" + std::to_string(kReplayThreadsMax));
     }
+    // The fold refuses a record stamped outside the clock's range (the state keeps instants
+    // in 48 bits), so a clock starting there is refused here, before anything is logged.
+    if (options_.start_time_ms) {
+      if (Status s = ValidateClockInstant(*options_.start_time_ms, "start_time_ms"); !s.ok()) {
+        return s;
+      }
+    }
     std::error_code ec;
     std::filesystem::create_directories(options_.data_dir, ec);
     if (ec)

@@ -142,6 +142,12 @@ Status Fold::ApplyWith(const Record& r, std::vector<Transition>* out, Transition
                               std::to_string(r.at) + ", before the state's now " +
                               std::to_string(state_.now));
   }
+  // Nor past the clock's range (ValidateClockInstant): the state keeps instants the clock
+  // took in 48 bits (engine/state/time48.h), so a later one is refused, not cut.
+  if (r.at > kInstantMsMax) {
+    return Status::Corruption("record " + std::to_string(r.seq) + " is stamped " +
+                              std::to_string(r.at) + ", after the end of year 9999");
+  }
   // Events are the hot path: checked once, keeping the user lookup for the apply.
   User* event_user = known_user;
   Status check = r.kind == RecordKind::kEvent ? CheckEvent(r, &event_user) : Check(r);
@@ -551,6 +557,7 @@ Status Fold::ApplyContactDelete(const Record& r) {
   user->events.clear();
   user->legs.reset();
   user->email.reset();
+  user->dwell = DwellStamps();
   user->deleted = true;
   ++deleted_contacts_;
   return Status::Ok();

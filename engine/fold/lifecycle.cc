@@ -230,7 +230,7 @@ Status Fold::ApplyBucketDelete(const Record& r) {
     if (slot->active) {
       slot->active = false;
       slot->last_left_at = state_.now;
-      slot->dwell.clear();
+      slot->user->dwell.EraseBucket(slot->bucket);
       slot->rejoin_blocked = false;
     }
   }

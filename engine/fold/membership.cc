@@ -14,21 +14,16 @@ int64_t PackLabel(const DwellReaction& r) {
 }
 
 uint32_t* FindStamp(Slot* slot, int64_t label_key) {
-  for (DwellStamp& stamp : slot->dwell) {
-    if (stamp.label_key == label_key) return &stamp.count;
-  }
-  return nullptr;
+  DwellStamp* stamp = slot->user->dwell.Find(slot->bucket, label_key);
+  return stamp == nullptr ? nullptr : &stamp->count;
 }
 
 }  // namespace
 
 // The next fire instant of one reaction in the slot's active membership, or kNever.
 TimeMs NextDwellFire(const Slot& slot, const DwellReaction& reaction) {
-  uint32_t count = 0;
-  const int64_t key = PackLabel(reaction);
-  for (const DwellStamp& stamp : slot.dwell) {
-    if (stamp.label_key == key) count = stamp.count;
-  }
+  const DwellStamp* stamp = slot.user->dwell.Find(slot.bucket, PackLabel(reaction));
+  const uint32_t count = stamp == nullptr ? 0 : stamp->count;
   if (reaction.kind == DwellReaction::Kind::kAfter) {
     return count == 0 ? slot.anchor() + reaction.duration_ms : kNever;
   }
@@ -57,7 +52,7 @@ void Fold::Join(Slot* slot, TimeMs at, MembershipSource source, bool silent, Emi
   slot->source = source;
   slot->entered_at = at;
   slot->dwell_anchor_at.reset();
-  slot->dwell.clear();
+  slot->user->dwell.EraseBucket(slot->bucket);
   bucket.members.Add(slot);
   ++bucket.entered_total;
   // A join the entry limit forbids is still a membership; only `entered` is withheld.
@@ -78,7 +73,7 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   // Saturating: the total only feeds the average dwell metric, and a state decoded from a
   // damaged snapshot (the snapshot fuzzer found one) must not reach signed overflow.
   int64_t dwell = 0;
-  if (__builtin_sub_overflow(at, slot->entered_at, &dwell)) dwell = INT64_MAX;
+  if (__builtin_sub_overflow(at, TimeMs{slot->entered_at}, &dwell)) dwell = INT64_MAX;
   if (__builtin_add_overflow(bucket.closed_dwell_ms_total, dwell, &bucket.closed_dwell_ms_total)) {
     bucket.closed_dwell_ms_total = INT64_MAX;
   }
@@ -87,7 +82,7 @@ void Fold::Leave(Slot* slot, TimeMs at, LeaveReason reason, bool silent, Emitter
   if (past.size() == kPastMembershipsPerUserMax) past.erase(past.begin());
   past.push_back(PastMembership{slot->bucket, slot->entry_count, slot->source, reason,
                                 slot->entered_at, at, slot->dwell_anchor_at});
-  slot->dwell.clear();
+  slot->user->dwell.EraseBucket(slot->bucket);
   ReevaluateDependents(slot->user, slot->bucket, at, emit);
 }
 
@@ -174,8 +169,9 @@ void Fold::FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emit
     const int64_t key = PackLabel(reaction);
     uint32_t* count = FindStamp(slot, key);
     if (count == nullptr) {
-      slot->dwell.push_back(DwellStamp{key, 0});
-      count = &slot->dwell.back().count;
+      DwellStamps& stamps = slot->user->dwell;
+      stamps.push_back(DwellStamp{key, 0, slot->bucket});
+      count = &stamps.back().count;
     }
     uint32_t ordinal = 1;
     if (reaction.kind == DwellReaction::Kind::kEvery) {
@@ -185,7 +181,7 @@ void Fold::FireDwell(Slot* slot, TimeMs due, TimeMs limit, TimeMs at_floor, Emit
     }
     *count = ordinal;
     const TimeMs grid_at = slot->anchor() + reaction.duration_ms * static_cast<int64_t>(ordinal);
-    const TimeMs at = std::max({grid_at, slot->entered_at, at_floor});
+    const TimeMs at = std::max({grid_at, TimeMs{slot->entered_at}, at_floor});
     emit->Emit(TransitionKind::kDwell, bucket, *slot, at, LeaveReason::kCriteria, &reaction,
                ordinal);
   }

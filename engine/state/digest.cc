@@ -146,7 +146,10 @@ void HashUser(const State& state, const User& user, Hasher* h) {
     h->I64(s->entered_at);
     h->OptTime(s->dwell_anchor_at);
     h->OptTime(s->last_left_at);
-    std::vector<DwellStamp> dwell(s->dwell.begin(), s->dwell.end());
+    std::vector<DwellStamp> dwell;
+    for (const DwellStamp& d : user.dwell) {
+      if (d.bucket == s->bucket) dwell.push_back(d);
+    }
     std::sort(dwell.begin(), dwell.end(),
               [](const DwellStamp& a, const DwellStamp& b) { return a.label_key < b.label_key; });
     h->U64(dwell.size());

@@ -125,6 +125,8 @@ class DueIndex {
   // A page spans 2^20 ms (~17.5 minutes): ingest files a few pages ahead at most, and a
   // sweep sorts a page only when the clock reaches it.
   static constexpr int kPageShift = 20;
+  // A page's room grows by a quarter of its entries, at least this many.
+  static constexpr size_t kPageGrowthMin = 8;
 
  private:
   struct Page {

@@ -12,6 +12,7 @@
 #include "engine/base/huge_block.h"
 #include "engine/definition/definition.h"
 #include "engine/state/snapshot_generated.h"
+#include "engine/state/time48.h"
 
 namespace bucketd {
 namespace {
@@ -235,7 +236,10 @@ void EncodeUser(const User& user, StreamWriter* w) {
   w->U(user.slots.size());
   for (const auto& slot : user.slots) {
     const Slot& s = *slot;
-    w->Reserve(kVarintBytesMax * (7 + 2 * s.dwell.size()) + 2);
+    // The slot's dwell stamps are the user's with its bucket, in the order they fired.
+    size_t stamps = 0;
+    for (const DwellStamp& d : user.dwell) stamps += d.bucket == s.bucket;
+    w->Reserve(kVarintBytesMax * (7 + 2 * stamps) + 2);
     uint8_t slot_flags = 0;
     if (s.active) slot_flags |= kSlotActive;
     if (s.rejoin_blocked) slot_flags |= kSlotRejoinBlocked;
@@ -250,8 +254,9 @@ void EncodeUser(const User& user, StreamWriter* w) {
     w->Time(s.entered_at);
     if (s.dwell_anchor_at) w->Time(*s.dwell_anchor_at);
     if (s.last_left_at) w->Time(*s.last_left_at);
-    w->U(s.dwell.size());
-    for (const DwellStamp& d : s.dwell) {
+    w->U(stamps);
+    for (const DwellStamp& d : user.dwell) {
+      if (d.bucket != s.bucket) continue;
       w->S(d.label_key);
       w->U(d.count);
     }
@@ -402,8 +407,14 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     EventHistory& e = user->events.emplace_back();
     e.name_id = r->U32();
     e.total_count = r->U();
-    e.first_at = r->Time();
-    e.last_at = r->Time();
+    // Kept in 48 bits (time48.h): an event instant the engine could not have taken is
+    // refused, not cut.
+    const TimeMs first_at = r->Time(), last_at = r->Time();
+    if (!time48::Fits(first_at) || !time48::Fits(last_at)) {
+      return Damaged(where() + ": an event instant out of range");
+    }
+    e.first_at = first_at;
+    e.last_at = last_at;
     const uint64_t newest = r->Count();
     e.newest.resize(newest);
     for (size_t k = 0; k < newest; ++k) {
@@ -431,15 +442,26 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     const uint8_t slot_flags = r->Byte();
     const uint8_t source = r->Byte();
     s.due_at = (slot_flags & kSlotFiled) ? r->Time() : kNever;
-    s.entered_at = r->Time();
-    if (slot_flags & kSlotHasAnchor) s.dwell_anchor_at = r->Time();
-    if (slot_flags & kSlotHasLastLeft) s.last_left_at = r->Time();
+    // The instants the clock took are kept in 48 bits (time48.h): one the engine could not
+    // have taken is refused, not cut.
+    const TimeMs entered_at = r->Time();
+    const TimeMs anchor_at = (slot_flags & kSlotHasAnchor) ? r->Time() : 0;
+    const TimeMs last_left_at = (slot_flags & kSlotHasLastLeft) ? r->Time() : 0;
+    if (!time48::Fits(entered_at) || !time48::Fits(anchor_at) || !time48::Fits(last_left_at)) {
+      return Damaged(where() + ": a slot instant out of range");
+    }
+    s.entered_at = entered_at;
+    if (slot_flags & kSlotHasAnchor) s.dwell_anchor_at = anchor_at;
+    if (slot_flags & kSlotHasLastLeft) s.last_left_at = last_left_at;
     s.active = (slot_flags & kSlotActive) != 0;
     s.rejoin_blocked = (slot_flags & kSlotRejoinBlocked) != 0;
-    s.dwell.resize(r->Count());
-    for (DwellStamp& d : s.dwell) {
+    const uint64_t stamps = r->Count();
+    for (uint64_t k = 0; k < stamps; ++k) {
+      user->dwell.push_back(DwellStamp{});
+      DwellStamp& d = user->dwell.back();
       d.label_key = r->S();
       d.count = r->U32();
+      d.bucket = bucket;
     }
     if (bucket >= st.buckets.size() || source > static_cast<uint8_t>(MembershipSource::kBackfill)) {
       return Damaged(where() + ": slot bucket or source out of range");

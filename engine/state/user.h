@@ -23,6 +23,7 @@
 #include "engine/base/check.h"
 #include "engine/state/compact_vector.h"
 #include "engine/state/instant_list.h"
+#include "engine/state/time48.h"
 
 namespace bucketd {
 
@@ -41,6 +42,7 @@ class OptionalTime {
   OptionalTime(std::nullopt_t) {}
   OptionalTime(TimeMs t) : value_(t) {}
   OptionalTime(const std::optional<TimeMs>& t) : value_(t ? *t : kNone) {}
+  OptionalTime(const OptionalTime48& t) : value_(t.value_or(kNone)) {}
   explicit operator bool() const { return value_ != kNone; }
   bool has_value() const { return value_ != kNone; }
   TimeMs operator*() const { return value_; }
@@ -130,22 +132,24 @@ class OptionalString {
 };
 
 // Per (user, event name): what criteria legs need of that user's events of that name.
+// 40 bytes: the first and last instant in 48 bits each (event instants are the clock's,
+// time48.h), packed beside the name id so the count needs no padding.
 struct EventHistory {
   uint32_t name_id = 0;
+  Time48 first_at;
+  Time48 last_at;
   uint64_t total_count = 0;
-  TimeMs first_at = 0;
-  TimeMs last_at = 0;
   // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
   // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
   // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
   // not the number of events; criteria read only the newest `depth` (Newest()). Two fit
-  // inline (a history is 48 bytes, paid per user and name): `exists` and `not_exists`
+  // inline (a history is 40 bytes, paid per user and name): `exists` and `not_exists`
   // legs cost no allocation and no second cache miss; deeper histories of users with
   // three or more events of the name spill to the heap.
   static constexpr uint32_t kNewestInline = InstantList::kInline;
   InstantList newest;
 };
-static_assert(sizeof(EventHistory) <= 48, "a history per (user, name)");
+static_assert(sizeof(EventHistory) <= 40, "a history per (user, name)");
 
 // Every name keeps at least this many newest instants, whatever its depth: they fit the
 // room EventHistory::newest has inline anyway, and a definition that needs no more (most
@@ -174,12 +178,15 @@ struct Property {
 struct DwellStamp {
   int64_t label_key = 0;  // DwellReaction packed: duration_ms * 2 + kind
   uint32_t count = 0;     // dwell fires so far in the active membership (latest ordinal)
+  uint32_t bucket = 0;    // the slot's (Slot::bucket): a user keeps its slots' stamps together
 };
 
-// The dwell stamps of one slot, in one pointer: most slots have none (no reaction of their
-// bucket ever fired), so a slot pays 8 bytes for them, not a vector's 24; the stamps, once
-// there were any, sit in one malloc'd block with their count, kept for the next membership.
-// Copyable (states and tests copy slots), with the surface of the std::vector it replaces.
+// The dwell stamps of a user's slots, in one pointer: most users have none (no reaction of
+// their buckets ever fired), so a user pays 8 bytes for them and a slot nothing (it paid 8
+// for a pointer of its own, per membership, before); the stamps, once there were any, sit
+// in one malloc'd block with their count, kept for the next membership. A slot's are the
+// ones with its bucket, in the order they fired. Copyable (tests and the preview copy
+// users), with the surface of the std::vector it replaces.
 class DwellStamps {
  public:
   DwellStamps() = default;
@@ -212,6 +219,24 @@ class DwellStamps {
   // free and a malloc per membership (measured: a fifth of replay went to malloc).
   void clear() {
     if (block_ != nullptr) block_->size = 0;
+  }
+  // Drops the stamps of one bucket's slot, keeping the others in order (and the block, as
+  // clear() does).
+  void EraseBucket(uint32_t bucket) {
+    if (block_ == nullptr) return;
+    DwellStamp* kept =
+        std::remove_if(begin(), end(), [&](const DwellStamp& s) { return s.bucket == bucket; });
+    block_->size = static_cast<uint32_t>(kept - begin());
+  }
+  // The stamp of `label_key` in `bucket`'s slot, or null.
+  DwellStamp* Find(uint32_t bucket, int64_t label_key) {
+    for (DwellStamp& stamp : *this) {
+      if (stamp.bucket == bucket && stamp.label_key == label_key) return &stamp;
+    }
+    return nullptr;
+  }
+  const DwellStamp* Find(uint32_t bucket, int64_t label_key) const {
+    return const_cast<DwellStamps*>(this)->Find(bucket, label_key);
   }
   void push_back(const DwellStamp& stamp) {
     const size_t n = size();
@@ -253,10 +278,37 @@ inline void DwellStamps::resize(size_t n) {
 // bucket ids over its life (a deleted id defined again keeps its index).
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
+// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user: user-space
+// addresses are below 2^47 on x86-64 and below 2^48 on AArch64 unless a program asks mmap
+// for higher ones, which nothing here does; storing one that does not fit fails a check
+// instead of keeping a wrong one. Converts to and from T*.
+template <typename T>
+class Pointer48 {
+ public:
+  Pointer48() = default;
+  Pointer48(T* p) { *this = p; }
+  Pointer48& operator=(T* p) {
+    const auto address = reinterpret_cast<uintptr_t>(p);
+    BUCKETD_CHECK(address <= time48::kNoneBits);
+    time48::Store(words_, address);
+    return *this;
+  }
+  operator T*() const { return reinterpret_cast<T*>(time48::Load(words_)); }
+  T* operator->() const { return *this; }
+  T& operator*() const { return *static_cast<T*>(*this); }
+
+ private:
+  uint16_t words_[3] = {0, 0, 0};  // null
+};
+
 struct Slot {
-  // 56 bytes, paid per membership: the bucket index packed with the flags in one word,
-  // then no padding. The bucket first: finding a user's slot of a bucket reads only it,
-  // and a slot's first bytes are on the line a prefetch of its address fetches.
+  // 40 bytes, paid per membership: the bucket index packed with the flags in one word, the
+  // due instant, the user's address and the instants the clock took (entered, anchor, last
+  // leave) in 48 bits each (time48.h), then no padding. The due instant stays 64-bit: it
+  // can lie anywhere past the clock (a time property's date), and kNever marks "not filed".
+  // The dwell stamps fired in the membership are the user's (User::dwell). The bucket
+  // first: finding a user's slot of a bucket reads only it, and a slot's first bytes are on
+  // the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
   // The flags below start a memory location of their own: snapshot load reads `bucket` on
   // one thread (RebuildDueIndices) while another sets the member index's flags
@@ -271,19 +323,17 @@ struct Slot {
   bool rejoin_blocked : 1 = false;
   MembershipSource source : 2 = MembershipSource::kEvent;
   uint32_t entry_count = 0;  // memberships opened so far, the active one included
-  User* user = nullptr;
-  TimeMs due_at = kNever;  // filed in Bucket::due_index at (due_at, user->index) unless kNever
-  TimeMs entered_at = 0;
-  OptionalTime dwell_anchor_at;
-  OptionalTime last_left_at;
-  // One stamp per dwell reaction fired in the active membership.
-  DwellStamps dwell;
+  TimeMs due_at = kNever;    // filed in Bucket::due_index at (due_at, user->index) unless kNever
+  Pointer48<User> user;
+  Time48 entered_at;
+  OptionalTime48 dwell_anchor_at;
+  OptionalTime48 last_left_at;
 
   TimeMs anchor() const { return dwell_anchor_at.value_or(entered_at); }
   // The time index's tie-break (the user's dense index).
   uint32_t user_index() const;
 };
-static_assert(sizeof(Slot) <= 56, "a slot per membership: its size is paid ten million times");
+static_assert(sizeof(Slot) <= 40, "a slot per membership: its size is paid ten million times");
 
 struct PastMembership {
   uint32_t bucket = 0;
@@ -436,8 +486,11 @@ struct User {
   CompactVector<Property> properties;           // sorted by key_id
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
+  // One stamp per dwell reaction fired in each active membership, tagged with its slot's
+  // bucket (out of the slots, which are paid per membership while most have none).
+  DwellStamps dwell;
 };
-static_assert(sizeof(User) <= 264, "a user per contact ever seen");
+static_assert(sizeof(User) <= 248, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least two) where the vector's own growth doubles: a user's arrays outlive the event
@@ -495,8 +548,8 @@ void RecordInHistories(Histories* histories, uint32_t name_id, TimeMs at, uint32
   }
   EventHistory& h = *it;
   ++h.total_count;
-  h.first_at = std::min(h.first_at, at);
-  h.last_at = std::max(h.last_at, at);
+  h.first_at = std::min<TimeMs>(h.first_at, at);
+  h.last_at = std::max<TimeMs>(h.last_at, at);
   RetainNewest(&h, at, depth);
 }
 
@@ -515,6 +568,7 @@ inline void CopyUser(const User& from, User* to) {
   to->events = from.events;
   to->slots = from.slots;
   to->past = from.past;
+  to->dwell = from.dwell;
   to->legs = from.legs ? std::make_unique<LegHistories>(*from.legs) : nullptr;
 }
 

@@ -23,6 +23,10 @@ inline constexpr size_t kDwellReactionsMax = 32;
 // No duration the engine reasons about is longer than a century (36525 days), and the
 // bound keeps every `instant + duration` far from int64 overflow.
 inline constexpr int64_t kDurationMsMax = 36525LL * 24 * 60 * 60 * 1000;
+// The latest instant the engine's clock takes (9999-12-31T23:59:59.999Z), and with it the
+// latest record stamp and event instant: the state keeps such instants in 48 bits
+// (engine/state/time48.h).
+inline constexpr int64_t kInstantMsMax = 253402300799999;
 inline constexpr size_t kEventNameBytesMax = 200;
 inline constexpr size_t kCriteriaDepthMax = 16;
 inline constexpr size_t kCriteriaLeavesMax = 64;
