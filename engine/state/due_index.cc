@@ -102,11 +102,8 @@ void DueIndex::Insert(DueKey key, Slot* slot) {
     // it and is held until the clock reaches it, so its slack is memory held per filed slot
     // (sweep_bench at 10M: doubling held 21.6 bytes per 16-byte entry, a quarter 16.9). The
     // extra copies are sequential and amortized (four per entry).
-    std::vector<Stored>& entries = page.entries;
-    if (entries.size() == entries.capacity()) {
-      entries.reserve(entries.size() + std::max<size_t>(kPageGrowthMin, entries.size() / 4));
-    }
-    entries.push_back(Stored{Pack(key), slot});
+    GrowForOneMore(&page.entries, kPageGrowthMin);
+    page.entries.push_back(Stored{Pack(key), slot});
   }
   ++size_;
 }

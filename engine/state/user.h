@@ -493,13 +493,14 @@ struct User {
 static_assert(sizeof(User) <= 248, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
-// least two) where the vector's own growth doubles: a user's arrays outlive the event
-// that grew them, so slack is memory held for good. Still amortized O(1) per insert.
+// least `min_growth`) where the vector's own growth doubles: a user's arrays (and a time
+// index's pages) outlive the insert that grew them, so slack is memory held for good. Still
+// amortized O(1) per insert.
 template <typename Vector>
-void GrowForOneMore(Vector* v) {
+void GrowForOneMore(Vector* v, size_t min_growth = 2) {
   if (v->size() < v->capacity()) return;
   Vector grown;
-  grown.reserve(v->size() + std::max<size_t>(2, v->size() / 4));
+  grown.reserve(v->size() + std::max<size_t>(min_growth, v->size() / 4));
   for (auto& element : *v) grown.push_back(std::move(element));
   *v = std::move(grown);
 }
