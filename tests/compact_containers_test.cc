@@ -1,5 +1,5 @@
 // The one-pointer containers a User and a Slot hold (engine/state/compact_vector.h,
-// OptionalString and DwellStamps in engine/state/user.h): each behaves as the std type it
+// OptionalString, DwellStamps and Property in engine/state/user.h): each behaves as the std type it
 // replaced, element by element, through growth, inserts, erases, copies and moves, with
 // elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
 #include <catch2/catch.hpp>
@@ -166,6 +166,63 @@ TEST_CASE("an optional string behaves as std::optional<std::string>") {
   moved.reset();
   CHECK(!moved.has_value());
   CHECK(moved.allocation() == nullptr);
+}
+
+TEST_CASE("a contact property keeps its value canonical in 24 bytes, long texts in a block") {
+  STATIC_REQUIRE(sizeof(Property) <= 24);
+  const std::string long_text = Value(7);  // past the 12 inline bytes
+  const PropertyValue values[] = {
+      PropertyValue::Bool(true),
+      PropertyValue::Bool(false),
+      PropertyValue::Number(-0.25),
+      PropertyValue::String(""),
+      PropertyValue::String("DE"),
+      PropertyValue::String("twelve-bytes"),
+      PropertyValue::String(long_text),
+      PropertyValue{PropertyValue::Type::kArray, false, 0, "[1,2]"},
+      PropertyValue{PropertyValue::Type::kObject, false, 0,
+                    "{\"a\":" + long_text.substr(0, 20) + "}"},
+  };
+  for (const PropertyValue& v : values) {
+    CAPTURE(v.text);
+    Property p(3, v, 1'700'000'000'123);
+    CHECK(p.key_id == 3);
+    CHECK(TimeMs{p.changed_at} == 1'700'000'000'123);
+    CHECK(p.value().ToValue() == v);
+    CHECK(p.Holds(v));
+    CHECK((p.allocation() != nullptr) == (v.text.size() > 12));
+    Property copy = p;  // owns its own block
+    CHECK(copy.value().ToValue() == v);
+    CHECK((copy.allocation() == nullptr || copy.allocation() != p.allocation()));
+    Property moved = std::move(copy);
+    CHECK(moved.value().ToValue() == v);
+    // Set from its own bytes: the whole text, and a part that starts inside it.
+    moved.set_value(moved.value());
+    CHECK(moved.value().ToValue() == v);
+    if (!v.text.empty()) {
+      PropertyValueView tail = moved.value();
+      tail.text = tail.text.substr(1);
+      moved.set_value(tail);
+      CHECK(moved.value().text == v.text.substr(1));
+    }
+    moved = p;
+    CHECK(moved.value().ToValue() == v);
+  }
+  // Only the field the type uses is kept: a stray number or text is dropped, so what the
+  // digest and the snapshot see is the same for every input that means the same value.
+  const PropertyValue stray{PropertyValue::Type::kNumber, true, 5, "junk"};
+  Property p(1, stray, 0);
+  CHECK(p.value().ToValue() == PropertyValue::Number(5));
+  CHECK(p.Holds(PropertyValue::Number(5)));
+  CHECK(p.Holds(stray));  // the same number
+  CHECK(!p.Holds(PropertyValue::Number(6)));
+  CHECK(!p.Holds(PropertyValue::String("5")));
+  p.set_value(PropertyValue{PropertyValue::Type::kBool, true, 9, "x"});
+  CHECK(p.value().ToValue() == PropertyValue::Bool(true));
+  p.set_value(PropertyValue{PropertyValue::Type::kString, true, 9, long_text});
+  CHECK(p.value().ToValue() == PropertyValue::String(long_text));
+  p.set_value(PropertyValue::Number(1));
+  CHECK(p.allocation() == nullptr);  // the block went with the text
 }
 
 TEST_CASE("dwell stamps behave as a vector of stamps and cost nothing until a reaction fires") {

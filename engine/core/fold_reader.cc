@@ -166,7 +166,8 @@ Status FoldReader::GetUser(std::string_view user_id, UserInfo* out) const {
   // A deleted contact's properties and events are gone (Fold::ApplyContactDelete).
   const bucketd::State& state = fold_.state();
   for (const Property& p : user->properties) {
-    out->properties.push_back(PropertyPatch{state.property_keys.Name(p.key_id), p.value});
+    out->properties.push_back(
+        PropertyPatch{state.property_keys.Name(p.key_id), p.value().ToValue()});
   }
   std::sort(out->properties.begin(), out->properties.end(),
             [](const PropertyPatch& a, const PropertyPatch& b) { return a.key < b.key; });

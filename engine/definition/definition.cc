@@ -1031,7 +1031,7 @@ void CollectEventPropertyKeys(const Criteria& criteria, std::set<std::string>* k
 
 namespace {
 
-bool SameJson(const PropertyValue& a, const PropertyValue& b) {
+bool SameJson(const PropertyValueView& a, const PropertyValueView& b) {
   if (a.type != b.type) return false;
   switch (a.type) {
     case PropertyValue::Type::kNull:
@@ -1047,7 +1047,8 @@ bool SameJson(const PropertyValue& a, const PropertyValue& b) {
 
 }  // namespace
 
-bool PropertyOpHolds(PropertyOp op, const PropertyValue* property, const PropertyValue& value) {
+bool PropertyOpHolds(PropertyOp op, const PropertyValueView* property,
+                     const PropertyValueView& value) {
   const bool present = property != nullptr && property->type != PropertyValue::Type::kNull;
   const bool both_numbers = present && property->type == PropertyValue::Type::kNumber &&
                             value.type == PropertyValue::Type::kNumber;
@@ -1071,7 +1072,7 @@ bool PropertyOpHolds(PropertyOp op, const PropertyValue* property, const Propert
     case PropertyOp::kContains:
       return present && property->type == PropertyValue::Type::kString &&
              value.type == PropertyValue::Type::kString &&
-             property->text.find(value.text) != std::string::npos;
+             property->text.find(value.text) != std::string_view::npos;
     case PropertyOp::kBefore:
     case PropertyOp::kAfter:
       return false;  // relative to now: criteria_eval decides these
@@ -1085,12 +1086,13 @@ bool FilterHolds(std::span<const PropertyFilter> where, std::span<const Property
     for (const PropertyPatch& p : properties) {
       if (p.key == filter.property) found = &p.value;
     }
-    if (!PropertyOpHolds(filter.op, found, filter.value)) return false;
+    const PropertyValueView view = found ? PropertyValueView(*found) : PropertyValueView();
+    if (!PropertyOpHolds(filter.op, found ? &view : nullptr, filter.value)) return false;
   }
   return true;
 }
 
-std::optional<TimeMs> PropertyTime(const PropertyValue& value) {
+std::optional<TimeMs> PropertyTime(const PropertyValueView& value) {
   if (value.type == PropertyValue::Type::kNumber) {
     const double n = value.number;
     if (n != std::trunc(n) || n >= 0x1p62 || n <= -0x1p62) return std::nullopt;

@@ -11,6 +11,7 @@
 
 #include "bucketd/status.h"
 #include "bucketd/types.h"
+#include "engine/base/property_view.h"
 
 namespace bucketd {
 
@@ -167,11 +168,12 @@ void CollectEventPropertyKeys(const Criteria& criteria, std::set<std::string>* k
 // Whether a filter clause holds for an event's own properties (absent keys: only
 // not_exists and neq hold). The one home of the §3 operators on a property value, which
 // contact property legs use too.
-bool PropertyOpHolds(PropertyOp op, const PropertyValue* present, const PropertyValue& value);
+bool PropertyOpHolds(PropertyOp op, const PropertyValueView* present,
+                     const PropertyValueView& value);
 bool FilterHolds(std::span<const PropertyFilter> where, std::span<const PropertyPatch> properties);
 
 // A time property's instant: an RFC 3339 string or a whole number of ms; nullopt otherwise.
-std::optional<TimeMs> PropertyTime(const PropertyValue& value);
+std::optional<TimeMs> PropertyTime(const PropertyValueView& value);
 
 // Adds every contact property key the criteria read to `keys` (erasure keeps exactly these
 // of an erased contact's patches, so that a replay reproduces the same transitions).

@@ -345,12 +345,12 @@ CompiledCriteria::Outlook CompiledCriteria::PropertyOutlook(const Node& node, co
                                                             TimeMs t) const {
   const Property* property = FindProperty(user, node.id);
   if (node.property_op != PropertyOp::kBefore && node.property_op != PropertyOp::kAfter) {
-    return {PropertyOpHolds(node.property_op, property ? &property->value : nullptr, node.value),
-            kNever};
+    const PropertyValueView value = property ? property->value() : PropertyValueView();
+    return {PropertyOpHolds(node.property_op, property ? &value : nullptr, node.value), kNever};
   }
   // A time property against now + offset: `before` holds from `time - offset` on, `after`
   // until then; neither when the property is absent or not a time.
-  const std::optional<TimeMs> time = property ? PropertyTime(property->value) : std::nullopt;
+  const std::optional<TimeMs> time = property ? PropertyTime(property->value()) : std::nullopt;
   if (!time) return {false, kNever};
   const TimeMs flip = *time - node.time_offset_ms;
   const bool before = t >= flip;
@@ -587,7 +587,8 @@ std::optional<TimeMs> CompiledCriteria::HeldSinceNode(uint32_t index, const User
       if (property == nullptr) return std::nullopt;
       if (node.property_op == PropertyOp::kBefore) {
         // Since the later of the value's arrival and the instant it came within the offset.
-        return std::max(property->changed_at, *PropertyTime(property->value) - node.time_offset_ms);
+        return std::max<TimeMs>(property->changed_at,
+                                *PropertyTime(property->value()) - node.time_offset_ms);
       }
       return property->changed_at;
     }
@@ -803,9 +804,9 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
   switch (node.type) {
     case CriteriaType::kProperty: {
       const Property* property = FindProperty(user, node.id);
-      if (property != nullptr) leg.current = property->value;
+      if (property != nullptr) leg.current = property->value().ToValue();
       if (node.property_op == PropertyOp::kBefore || node.property_op == PropertyOp::kAfter) {
-        if (property != nullptr) leg.time = PropertyTime(property->value);
+        if (property != nullptr) leg.time = PropertyTime(property->value());
         leg.threshold = now + node.time_offset_ms;
       }
       break;

@@ -468,8 +468,8 @@ void Fold::PatchProperties(User* user, const std::vector<PropertyPatch>& patch, 
       if (present) user->properties.erase(it);
     } else if (!present) {
       user->properties.insert(it, Property{key_id, p.value, at});
-    } else if (!(it->value == p.value)) {
-      it->value = p.value;
+    } else if (!it->Holds(p.value)) {
+      it->set_value(p.value);
       it->changed_at = at;
     }
   }

@@ -31,7 +31,7 @@ class Hasher {
     Bool(t.has_value());
     if (t) I64(*t);
   }
-  void Value(const PropertyValue& v) {
+  void Value(const PropertyValueView& v) {
     U64(static_cast<uint64_t>(v.type));
     Bool(v.boolean);
     uint64_t bits;
@@ -110,7 +110,7 @@ void HashUser(const State& state, const User& user, Hasher* h) {
   h->U64(properties.size());
   for (const Property* p : properties) {
     h->Str(state.property_keys.Name(p->key_id));
-    h->Value(p->value);
+    h->Value(p->value());
     h->I64(p->changed_at);
   }
 

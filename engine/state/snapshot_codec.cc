@@ -212,10 +212,11 @@ void EncodeUser(const User& user, StreamWriter* w) {
   for (const Property& p : user.properties) {
     w->Reserve(kVarintBytesMax + 2 + 8);
     w->U(p.key_id);
-    w->Byte(static_cast<uint8_t>(p.value.type));
-    w->Byte(p.value.boolean ? 1 : 0);
-    w->F64(p.value.number);
-    w->Str(p.value.text);
+    const PropertyValueView value = p.value();
+    w->Byte(static_cast<uint8_t>(value.type));
+    w->Byte(value.boolean ? 1 : 0);
+    w->F64(value.number);
+    w->Str(value.text);
     w->Reserve(kVarintBytesMax);
     w->Time(p.changed_at);
   }
@@ -387,14 +388,19 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     Property& p = user->properties.emplace_back();
     p.key_id = r->U32();
     const uint8_t type = r->Byte();
-    p.value.boolean = r->Byte() != 0;
-    p.value.number = r->F64();
-    p.value.text = std::string(r->Str());
-    p.changed_at = r->Time();
+    PropertyValueView value;
+    value.boolean = r->Byte() != 0;
+    value.number = r->F64();
+    value.text = r->Str();
+    const TimeMs changed_at = r->Time();
     if (type > static_cast<uint8_t>(PropertyValue::Type::kObject)) {
       return Damaged(where() + ": bad property type");
     }
-    p.value.type = static_cast<PropertyValue::Type>(type);
+    if (!time48::Fits(changed_at)) return Damaged(where() + ": property instant out of range");
+    value.type = static_cast<PropertyValue::Type>(type);
+    // Kept canonical (user.h): a snapshot holding a stray field loads without it.
+    p.set_value(value);
+    p.changed_at = changed_at;
     if (p.key_id >= st.property_keys.size() ||
         (i > 0 && user->properties[i - 1].key_id >= p.key_id)) {
       return Damaged(where() + ": property key ids out of range or order");

@@ -21,6 +21,7 @@
 #include "bucketd/limits.h"
 #include "bucketd/types.h"
 #include "engine/base/check.h"
+#include "engine/base/property_view.h"
 #include "engine/state/compact_vector.h"
 #include "engine/state/instant_list.h"
 #include "engine/state/time48.h"
@@ -169,11 +170,160 @@ inline std::span<const TimeMs> Newest(const EventHistory& h, uint32_t depth) {
   return {h.newest.data() + (h.newest.size() - n), n};
 }
 
-struct Property {
+// A contact property: its key, when it took its current value, and the value, in 24 bytes
+// where a PropertyValue alone takes 48 (a Property took 64, paid per user and key): the
+// type, then the number, or the text inline when it fits 12 bytes (country codes, plans,
+// flags) or else in one malloc'd block of its own. Values are kept canonical: only the
+// field the type uses is kept (a boolean's flag, a number, a string's or JSON's text), the
+// others read as false, 0 and "", as every value parsed from JSON already had them. So an
+// embedded caller's stray fields (a number's unused text) reach neither the digest nor
+// the snapshot, and a live state and its replay agree whatever the input held.
+class Property {
+ public:
   uint32_t key_id = 0;
-  PropertyValue value;
-  TimeMs changed_at = 0;  // when the key took its current value (backfill anchors)
+  Time48 changed_at;  // when the key took its current value (backfill anchors)
+
+  Property() = default;
+  Property(uint32_t key, PropertyValueView value, TimeMs at) : key_id(key), changed_at(at) {
+    set_value(value);
+  }
+  Property(const Property& other) : key_id(other.key_id), changed_at(other.changed_at) {
+    set_value(other.value());
+  }
+  Property(Property&& other) noexcept
+      : key_id(other.key_id), changed_at(other.changed_at), type_(other.type_), meta_(other.meta_) {
+    std::memcpy(payload_, other.payload_, sizeof payload_);
+    other.type_ = PropertyValue::Type::kNull;  // the block, if any, is this one's now
+  }
+  Property& operator=(const Property& other) {
+    if (this != &other) {
+      key_id = other.key_id;
+      changed_at = other.changed_at;
+      set_value(other.value());
+    }
+    return *this;
+  }
+  Property& operator=(Property&& other) noexcept {
+    if (this != &other) {
+      FreeText();
+      key_id = other.key_id;
+      changed_at = other.changed_at;
+      type_ = other.type_;
+      meta_ = other.meta_;
+      std::memcpy(payload_, other.payload_, sizeof payload_);
+      other.type_ = PropertyValue::Type::kNull;
+    }
+    return *this;
+  }
+  ~Property() { FreeText(); }
+
+  PropertyValueView value() const {
+    PropertyValueView view;
+    view.type = type_;
+    switch (type_) {
+      case PropertyValue::Type::kNull:
+        break;
+      case PropertyValue::Type::kBool:
+        view.boolean = meta_ != 0;
+        break;
+      case PropertyValue::Type::kNumber:
+        std::memcpy(&view.number, payload_, sizeof view.number);
+        break;
+      default:
+        view.text = Text();
+    }
+    return view;
+  }
+  // Whether the value is `value` (its canonical fields; numbers compare as doubles).
+  bool Holds(PropertyValueView value) const {
+    const PropertyValueView mine = this->value();
+    if (mine.type != value.type) return false;
+    switch (type_) {
+      case PropertyValue::Type::kNull:
+        return true;
+      case PropertyValue::Type::kBool:
+        return mine.boolean == value.boolean;
+      case PropertyValue::Type::kNumber:
+        return mine.number == value.number;
+      default:
+        return mine.text == value.text;
+    }
+  }
+  void set_value(PropertyValueView value) {
+    // A text read from this property's own bytes (inline or its block) is copied out
+    // first: they are cleared or freed below.
+    if (!value.text.empty() && HasText()) {
+      const std::less<const char*> before;
+      const std::string_view mine = Text();
+      if (!before(value.text.data(), mine.data()) &&
+          before(value.text.data(), mine.data() + mine.size())) {
+        return set_value(PropertyValueView(value.ToValue()));
+      }
+    }
+    FreeText();
+    type_ = value.type;
+    meta_ = 0;
+    std::memset(payload_, 0, sizeof payload_);
+    switch (value.type) {
+      case PropertyValue::Type::kNull:
+        return;
+      case PropertyValue::Type::kBool:
+        meta_ = value.boolean ? 1 : 0;
+        return;
+      case PropertyValue::Type::kNumber:
+        std::memcpy(payload_, &value.number, sizeof value.number);
+        return;
+      default:
+        break;
+    }
+    if (value.text.size() <= kTextInlineMax) {
+      meta_ = static_cast<uint8_t>(value.text.size());
+      if (!value.text.empty()) std::memcpy(payload_, value.text.data(), value.text.size());
+      return;
+    }
+    BUCKETD_CHECK(value.text.size() <= UINT32_MAX);
+    char* block = static_cast<char*>(std::malloc(value.text.size()));
+    if (block == nullptr) throw std::bad_alloc();
+    std::memcpy(block, value.text.data(), value.text.size());
+    const auto size = static_cast<uint32_t>(value.text.size());
+    std::memcpy(payload_, &block, sizeof block);
+    std::memcpy(payload_ + sizeof block, &size, sizeof size);
+    meta_ = kTextOnHeap;
+  }
+  // The text's own block, or null (memory accounting).
+  const void* allocation() const { return OnHeap() ? HeapData() : nullptr; }
+
+ private:
+  static constexpr size_t kTextInlineMax = 12;
+  static constexpr uint8_t kTextOnHeap = 0xFF;
+  bool HasText() const {
+    return type_ == PropertyValue::Type::kString || type_ == PropertyValue::Type::kArray ||
+           type_ == PropertyValue::Type::kObject;
+  }
+  bool OnHeap() const { return HasText() && meta_ == kTextOnHeap; }
+  char* HeapData() const {
+    char* block;
+    std::memcpy(&block, payload_, sizeof block);
+    return block;
+  }
+  std::string_view Text() const {
+    if (!OnHeap()) return {reinterpret_cast<const char*>(payload_), meta_};
+    uint32_t size;
+    std::memcpy(&size, payload_ + sizeof(char*), sizeof size);
+    return {HeapData(), size};
+  }
+  void FreeText() {
+    if (OnHeap()) std::free(HeapData());
+    type_ = PropertyValue::Type::kNull;
+  }
+
+  PropertyValue::Type type_ = PropertyValue::Type::kNull;
+  // A boolean's value, a text's inline length, or kTextOnHeap.
+  uint8_t meta_ = 0;
+  // A number's bytes, the inline text, or the block's address then the text's length.
+  unsigned char payload_[kTextInlineMax] = {};
 };
+static_assert(sizeof(Property) <= 24, "a property per user and key");
 
 struct DwellStamp {
   int64_t label_key = 0;  // DwellReaction packed: duration_ms * 2 + kind
@@ -479,7 +629,7 @@ struct User {
   // The arrays every event reads are inline for a typical user (a few names and buckets):
   // the user is then one block the lookahead fetches at once, with no dependent miss
   // behind each array header and no malloc per array. Larger users spill to the heap,
-  // growing a quarter at a time (GrowForOneMore). Contact properties (64 bytes each) and
+  // growing a quarter at a time (GrowForOneMore). Contact properties (24 bytes each) and
   // past memberships are out of line, behind one pointer each: most users have none.
   absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
   absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
