@@ -208,7 +208,7 @@ class Population {
     breakdown_.user = s.user_arena.reserved_bytes() + s.users.capacity() * sizeof(s.users[0]) +
                       s.user_ids.bytes();
     for (const User* user : s.users) {
-      if (user->id.capacity() > 15) breakdown_.user += Chunk(user->id.data());
+      breakdown_.user += Chunk(user->id.allocation());
       breakdown_.user += Chunk(user->email.allocation()) + Chunk(user->properties.allocation()) +
                          Chunk(user->past.allocation());
       breakdown_.slots_vector += SpilledChunk(user->slots);

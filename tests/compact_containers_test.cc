@@ -1,7 +1,7 @@
 // The one-pointer containers a User and a Slot hold (engine/state/compact_vector.h,
-// OptionalString, DwellStamps and Property in engine/state/user.h): each behaves as the std type it
-// replaced, element by element, through growth, inserts, erases, copies and moves, with
-// elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
+// InlineString, OptionalString, DwellStamps and Property in engine/state/user.h): each behaves as
+// the std type it replaced, element by element, through growth, inserts, erases, copies and moves,
+// with elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -166,6 +166,46 @@ TEST_CASE("an optional string behaves as std::optional<std::string>") {
   moved.reset();
   CHECK(!moved.has_value());
   CHECK(moved.allocation() == nullptr);
+}
+
+TEST_CASE("an inline string behaves as std::string, 15 bytes inline and longer ones in a block") {
+  STATIC_REQUIRE(sizeof(InlineString) == 16);
+  const std::string texts[] = {"",
+                               "u",
+                               "user-48213",
+                               "fifteen-bytes!!",
+                               "sixteen-bytes!!!",
+                               "3f2b8c1e-9a4d-4e7f-b6a2-0c5d8e1f7a93",
+                               Value(3)};
+  for (const std::string& text : texts) {
+    CAPTURE(text);
+    InlineString s(text);
+    CHECK(std::string_view(s) == text);
+    CHECK(std::string(s) == text);
+    CHECK(s.size() == text.size());
+    CHECK(s == text);
+    CHECK((s.allocation() != nullptr) == (text.size() > 15));
+    InlineString copy = s;
+    CHECK(copy == s);
+    CHECK((copy.allocation() == nullptr || copy.allocation() != s.allocation()));
+    InlineString moved = std::move(copy);
+    CHECK(moved == text);
+    moved = std::string_view(moved);  // from its own bytes
+    CHECK(moved == text);
+    moved = "other";
+    CHECK(moved == "other");
+    CHECK(moved.allocation() == nullptr);
+    moved = s;
+    CHECK(moved == text);
+  }
+  // Orders as its bytes, as std::string did (member pages page by userId).
+  std::vector<std::string> sorted(std::begin(texts), std::end(texts));
+  std::vector<InlineString> strings(sorted.begin(), sorted.end());
+  std::sort(sorted.begin(), sorted.end());
+  std::sort(strings.begin(), strings.end());
+  for (size_t i = 0; i < sorted.size(); ++i) CHECK(strings[i] == sorted[i]);
+  CHECK(InlineString("user-1") < std::string_view("user-2"));
+  CHECK(InlineString("b") > InlineString("a-longer-one-than-fifteen"));
 }
 
 TEST_CASE("a contact property keeps its value canonical in 24 bytes, long texts in a block") {

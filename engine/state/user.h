@@ -3,6 +3,7 @@
 // containers of this folder hold pointers to, without the containers (state.h).
 #include <algorithm>
 #include <array>
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -131,6 +132,101 @@ class OptionalString {
   const char* Bytes() const { return block_ + sizeof(uint32_t); }
   char* block_ = nullptr;  // the length (uint32_t) then the bytes; null: none
 };
+
+// A string in 16 bytes where std::string takes 32, for the id every User holds: up to 15
+// bytes inline (ids like "user-48213", numeric ids, short hashes), longer ones (a UUID's 36)
+// in one malloc'd block of their own. Reads as a std::string_view, converts to a
+// std::string, and compares as its bytes.
+class InlineString {
+ public:
+  InlineString() = default;
+  InlineString(std::string_view value) { assign(value); }  // NOLINT: as std::string
+  InlineString(const InlineString& other) { assign(other); }
+  InlineString(InlineString&& other) noexcept {
+    std::memcpy(bytes_, other.bytes_, sizeof bytes_);
+    other.bytes_[kTag] = 0;  // the block, if any, is this one's now
+  }
+  InlineString& operator=(std::string_view value) {
+    assign(value);
+    return *this;
+  }
+  InlineString& operator=(const InlineString& other) {
+    if (this != &other) assign(other);
+    return *this;
+  }
+  InlineString& operator=(InlineString&& other) noexcept {
+    if (this != &other) {
+      Free();
+      std::memcpy(bytes_, other.bytes_, sizeof bytes_);
+      other.bytes_[kTag] = 0;
+    }
+    return *this;
+  }
+  ~InlineString() { Free(); }
+
+  operator std::string_view() const {  // NOLINT: reads as a string_view
+    if (!OnHeap()) return {bytes_, static_cast<size_t>(bytes_[kTag])};
+    uint32_t size;
+    std::memcpy(&size, bytes_ + sizeof(char*), sizeof size);
+    return {HeapData(), size};
+  }
+  operator std::string() const { return std::string(std::string_view(*this)); }  // NOLINT
+  const char* data() const { return std::string_view(*this).data(); }
+  size_t size() const { return std::string_view(*this).size(); }
+  bool empty() const { return size() == 0; }
+  // The heap block, or null (memory accounting).
+  const void* allocation() const { return OnHeap() ? HeapData() : nullptr; }
+
+  void assign(std::string_view value) {
+    // Bytes read from this string's own block are copied out first: it is freed below.
+    if (OnHeap() && value.data() == HeapData()) return assign(std::string(value));
+    Free();
+    if (value.size() <= kInlineMax) {
+      if (!value.empty()) std::memcpy(bytes_, value.data(), value.size());
+      bytes_[kTag] = static_cast<char>(value.size());
+      return;
+    }
+    BUCKETD_CHECK(value.size() <= UINT32_MAX);
+    char* block = static_cast<char*>(std::malloc(value.size()));
+    if (block == nullptr) throw std::bad_alloc();
+    std::memcpy(block, value.data(), value.size());
+    const auto size = static_cast<uint32_t>(value.size());
+    std::memcpy(bytes_, &block, sizeof block);
+    std::memcpy(bytes_ + sizeof block, &size, sizeof size);
+    bytes_[kTag] = kOnHeap;
+  }
+
+  friend bool operator==(const InlineString& a, const InlineString& b) {
+    return std::string_view(a) == std::string_view(b);
+  }
+  friend bool operator==(const InlineString& a, std::string_view b) {
+    return std::string_view(a) == b;
+  }
+  friend auto operator<=>(const InlineString& a, const InlineString& b) {
+    return std::string_view(a) <=> std::string_view(b);
+  }
+  friend auto operator<=>(const InlineString& a, std::string_view b) {
+    return std::string_view(a) <=> b;
+  }
+
+ private:
+  static constexpr size_t kTag = 15;  // the last byte: the inline size, or kOnHeap
+  static constexpr size_t kInlineMax = kTag;
+  static constexpr char kOnHeap = static_cast<char>(0xFF);
+  bool OnHeap() const { return bytes_[kTag] == kOnHeap; }
+  char* HeapData() const {
+    char* block;
+    std::memcpy(&block, bytes_, sizeof block);
+    return block;
+  }
+  void Free() {
+    if (OnHeap()) std::free(HeapData());
+    bytes_[kTag] = 0;
+  }
+
+  alignas(8) char bytes_[16] = {};
+};
+static_assert(sizeof(InlineString) == 16, "a user id in every User");
 
 // Per (user, event name): what criteria legs need of that user's events of that name.
 // 40 bytes: the first and last instant in 48 bits each (event instants are the clock's,
@@ -624,7 +720,7 @@ struct User {
   // No slot of this user is due before this instant (a lower bound, tightened when the
   // user's due items are applied): most ingests skip the walk over the user's slots.
   TimeMs next_due_floor = kNever;
-  std::string id;
+  InlineString id;  // ids up to 15 bytes inline
   OptionalString email;
   // The arrays every event reads are inline for a typical user (a few names and buckets):
   // the user is then one block the lookahead fetches at once, with no dependent miss
@@ -640,7 +736,7 @@ struct User {
   // bucket (out of the slots, which are paid per membership while most have none).
   DwellStamps dwell;
 };
-static_assert(sizeof(User) <= 248, "a user per contact ever seen");
+static_assert(sizeof(User) <= 232, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least `min_growth`) where the vector's own growth doubles: a user's arrays (and a time
