@@ -64,6 +64,10 @@ constexpr char kFormatVersionCriteria[] = "4";
 // transitions"): what new logs are created as. Logs of versions 1-4 keep the flatbuffers
 // transitions they were written with.
 constexpr char kFormatVersionCompact[] = "5";
+// Version 5 with records' property lists in the compact encoding (log_format.md, "Compact
+// properties"): what new logs are created as. Logs of versions 1-5 keep the flatbuffers
+// property tables they were written with.
+constexpr char kFormatVersionCompactProperties[] = "6";
 
 // Handle order in RocksLog::families_; index 0 is RocksDB's mandatory default family.
 enum Family : size_t { kDefault, kRecords, kTransitions, kIdempotency, kMeta, kFamilyCount };
@@ -435,12 +439,16 @@ class RocksLog final : public Log {
   rocksdb::Status TimedWrite(rocksdb::WriteBatch* batch);
   rocksdb::ColumnFamilyHandle* family(Family which) const { return families_[which]; }
   Status CheckFormatVersion();
-  // A transitions element in this log's encoding: compact (version 4) or flatbuffers.
+  // A transitions element in this log's encoding: compact (version 5 or 6) or flatbuffers.
   Status DecodeStoredTransition(std::string_view element, Transition* out) const {
     return compact_transitions_ ? DecodeTransitionCompact(element, out)
                                 : DecodeTransition(element, out);
   }
   Status LoadStreamId();
+  // A log keeps the property encoding it was created with (one encoding per log).
+  PropertyEncoding property_encoding() const {
+    return compact_properties_ ? PropertyEncoding::kCompact : PropertyEncoding::kTables;
+  }
   rocksdb::Slice BuiltBytes() const {
     return rocksdb::Slice(reinterpret_cast<const char*>(builder_.GetBufferPointer()),
                           builder_.GetSize());
@@ -489,9 +497,10 @@ class RocksLog final : public Log {
   bool framed_ = true;     // format version 2 (chunks); false for a version 1 log
   // The log says version 3 (or a staged batch does): see kFormatVersionSubscriptions.
   bool subscriptions_version_ = false;
-  // The log says version 4 or 5 (or a staged batch says 4): see kFormatVersionCriteria.
+  // The log says version 4, 5 or 6 (or a staged batch says 4): see kFormatVersionCriteria.
   bool criteria_version_ = false;
-  bool compact_transitions_ = false;  // format version 5
+  bool compact_transitions_ = false;  // format version 5 or 6
+  bool compact_properties_ = false;   // format version 6
   std::string compact_scratch_;       // StageTransition's element in the compact encoding
   rocksdb::WriteBatch pending_;
   ChunkBuilder record_chunk_;      // staged records not yet in pending_
@@ -552,15 +561,17 @@ Status RocksLog::CheckFormatVersion() {
   if (s.ok()) {
     if (version != kFormatVersion && version != kFormatVersionUnframed &&
         version != kFormatVersionSubscriptions && version != kFormatVersionCriteria &&
-        version != kFormatVersionCompact) {
+        version != kFormatVersionCompact && version != kFormatVersionCompactProperties) {
       return Status::Corruption("log format version " + version + " is not supported (want " +
                                 kFormatVersionUnframed + ", " + kFormatVersion + ", " +
-                                kFormatVersionSubscriptions + ", " + kFormatVersionCriteria +
-                                " or " + kFormatVersionCompact + ")");
+                                kFormatVersionSubscriptions + ", " + kFormatVersionCriteria + ", " +
+                                kFormatVersionCompact + " or " + kFormatVersionCompactProperties +
+                                ")");
     }
     // A version 1 log stays version 1: it is read and appended one element per value.
     framed_ = version != kFormatVersionUnframed;
-    compact_transitions_ = version == kFormatVersionCompact;
+    compact_properties_ = version == kFormatVersionCompactProperties;
+    compact_transitions_ = compact_properties_ || version == kFormatVersionCompact;
     criteria_version_ = compact_transitions_ || version == kFormatVersionCriteria;
     subscriptions_version_ = criteria_version_ || version == kFormatVersionSubscriptions;
     return Status::Ok();
@@ -575,13 +586,14 @@ Status RocksLog::CheckFormatVersion() {
   if (options_.read_only) return Status::Ok();
   rocksdb::WriteOptions write;
   write.sync = true;
-  if (Status s = FromRocks(db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersionCompact),
-                           "writing log format version");
+  if (Status s = FromRocks(
+          db_->Put(write, family(kMeta), kFormatVersionKey, kFormatVersionCompactProperties),
+          "writing log format version");
       !s.ok()) {
     return s;
   }
   subscriptions_version_ = criteria_version_ = true;
-  compact_transitions_ = true;
+  compact_transitions_ = compact_properties_ = true;
   return Status::Ok();
 }
 
@@ -654,7 +666,7 @@ void RocksLog::Stage(const Record& record, std::span<const Transition> transitio
     StagePut(kMeta, kFormatVersionKey, kFormatVersionSubscriptions);
     subscriptions_version_ = true;
   }
-  EncodeRecord(record, &builder_);
+  EncodeRecord(record, property_encoding(), &builder_);
   StageElement(kRecords, &record_chunk_, record.seq);
   if (record.idempotency_key.has_value()) {
     StagePut(kIdempotency, *record.idempotency_key, AsSlice(key));
@@ -989,7 +1001,7 @@ Status RocksLog::Erase(const LogErasure& erasure, LogErasureReport* report) {
         std::erase_if(r.event_properties, [&](const PropertyPatch& p) {
           return !erasure.keep_event_property || !erasure.keep_event_property(p.key);
         });
-        EncodeRecord(r, &builder);
+        EncodeRecord(r, property_encoding(), &builder);
         *out = bytes();
         ++report->records;
         return Status::Ok();

@@ -1,10 +1,13 @@
 #include "log/record_codec.h"
 
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
 
+#include "engine/base/check.h"
 #include "log/log_record_generated.h"
 
 namespace bucketd {
@@ -124,6 +127,103 @@ class AlignedBytes {
   std::unique_ptr<uint64_t[]> heap_;
 };
 
+// --- the compact encoding's pieces (log_format.md, "Compact transitions", "Compact
+// properties") ---
+
+// Writes `v` at `p` (at most kVarintMax bytes), returning the end.
+constexpr size_t kVarintMax = 10;
+char* PutVarint(uint64_t v, char* p) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// Zigzag: small magnitudes of either sign take few bytes. Differences wrap in uint64_t, so
+// any two instants round-trip exactly.
+uint64_t Zigzag(uint64_t v) {
+  return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
+}
+uint64_t Unzigzag(uint64_t v) { return (v >> 1) ^ (~(v & 1) + 1); }
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+char* PutFixed64(uint64_t v, char* p) {
+  for (int i = 0; i < 8; ++i, v >>= 8) *p++ = static_cast<char>(v & 0xff);
+  return p;
+}
+
+char* PutString(std::string_view s, char* p) {
+  p = PutVarint(s.size(), p);
+  // An empty view may hold a null pointer, which memcpy must not be given even for 0 bytes.
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+// Reads the compact encoding front to back; any read past the end, or a varint longer than
+// ten bytes or beyond 64 bits, fails it for good.
+class CompactReader {
+ public:
+  explicit CompactReader(std::string_view bytes) : rest_(bytes) {}
+
+  bool ok() const { return ok_; }
+  bool at_end() const { return rest_.empty(); }
+
+  uint8_t Byte() {
+    if (rest_.empty()) return Fail(), 0;
+    const uint8_t b = static_cast<uint8_t>(rest_.front());
+    rest_.remove_prefix(1);
+    return b;
+  }
+  uint64_t Varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (rest_.empty()) return Fail(), 0;
+      const uint8_t b = static_cast<uint8_t>(rest_.front());
+      rest_.remove_prefix(1);
+      if (shift == 63 && b > 1) return Fail(), 0;
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    return Fail(), 0;
+  }
+  uint32_t Varint32() {
+    const uint64_t v = Varint();
+    if (v > UINT32_MAX) return Fail(), 0;
+    return static_cast<uint32_t>(v);
+  }
+  void String(std::string* out) {
+    const uint64_t size = Varint();
+    if (!ok_ || size > rest_.size()) return Fail();
+    out->assign(rest_.data(), size);
+    rest_.remove_prefix(size);
+  }
+  // Eight bytes, little-endian.
+  uint64_t Fixed64() {
+    if (rest_.size() < 8) return Fail(), 0;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<uint8_t>(rest_[i]);
+    rest_.remove_prefix(8);
+    return v;
+  }
+  size_t remaining() const { return rest_.size(); }
+
+ private:
+  void Fail() {
+    ok_ = false;
+    rest_ = {};
+  }
+
+  std::string_view rest_;
+  bool ok_ = true;
+};
+
 using PropertiesOffset =
     flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Property>>>;
 
@@ -173,13 +273,226 @@ Status DecodeProperties(const flatbuffers::Vector<flatbuffers::Offset<fb::Proper
   return Status::Ok();
 }
 
+// --- compact properties (format version 6, log_format.md "Compact properties") ---
+
+// What follows a property's key: one byte naming the value's form, then its bytes. A value
+// whose fields other than its type's are not the defaults (which only an embedded caller
+// can build) is written verbatim, every field, so a replay sees exactly what ingest saw.
+enum class CompactValue : uint8_t {
+  kNull,
+  kFalse,
+  kTrue,
+  kDouble,    // 8 bytes, the IEEE 754 bits little-endian
+  kInteger,   // a zigzag varint: an integral number within +-2^53 (not -0)
+  kString,    // a string
+  kArray,     // a string: the minified JSON
+  kObject,    // a string: the minified JSON
+  kVerbatim,  // type byte, boolean byte (0 or 1), 8-byte number, text string
+};
+constexpr uint8_t kCompactValueMax = static_cast<uint8_t>(CompactValue::kVerbatim);
+// Integers up to 2^53 are exact in a double, so the varint form round-trips.
+constexpr int64_t kExactInteger = int64_t{1} << 53;
+constexpr double kExactIntegerMax = static_cast<double>(kExactInteger);
+
+CompactValue CompactForm(const PropertyValue& value) {
+  using Type = PropertyValue::Type;
+  const bool no_number = std::bit_cast<uint64_t>(value.number) == 0;  // +0.0 exactly
+  const bool no_text = value.text.empty();
+  switch (value.type) {
+    case Type::kNull:
+      if (!value.boolean && no_number && no_text) return CompactValue::kNull;
+      break;
+    case Type::kBool:
+      if (no_number && no_text) return value.boolean ? CompactValue::kTrue : CompactValue::kFalse;
+      break;
+    case Type::kNumber:
+      if (value.boolean || !no_text) break;
+      // -0 is integral but would come back as +0.
+      if (std::trunc(value.number) == value.number && std::fabs(value.number) <= kExactIntegerMax &&
+          (value.number != 0 || no_number)) {
+        return CompactValue::kInteger;
+      }
+      return CompactValue::kDouble;
+    case Type::kString:
+    case Type::kArray:
+    case Type::kObject:
+      if (value.boolean || !no_number) break;
+      return value.type == Type::kString  ? CompactValue::kString
+             : value.type == Type::kArray ? CompactValue::kArray
+                                          : CompactValue::kObject;
+  }
+  return CompactValue::kVerbatim;
+}
+
+size_t CompactValueSize(const PropertyValue& value, CompactValue form) {
+  switch (form) {
+    case CompactValue::kNull:
+    case CompactValue::kFalse:
+    case CompactValue::kTrue:
+      return 0;
+    case CompactValue::kDouble:
+      return 8;
+    case CompactValue::kInteger:
+      return VarintSize(Zigzag(static_cast<uint64_t>(static_cast<int64_t>(value.number))));
+    case CompactValue::kString:
+    case CompactValue::kArray:
+    case CompactValue::kObject:
+      return VarintSize(value.text.size()) + value.text.size();
+    case CompactValue::kVerbatim:
+      return 2 + 8 + VarintSize(value.text.size()) + value.text.size();
+  }
+  return 0;
+}
+
+size_t CompactListSize(const std::vector<PropertyPatch>& patches) {
+  size_t size = VarintSize(patches.size());
+  for (const PropertyPatch& patch : patches) {
+    size += VarintSize(patch.key.size()) + patch.key.size() + 1 +
+            CompactValueSize(patch.value, CompactForm(patch.value));
+  }
+  return size;
+}
+
+char* PutCompactList(const std::vector<PropertyPatch>& patches, char* p) {
+  p = PutVarint(patches.size(), p);
+  for (const PropertyPatch& patch : patches) {
+    const PropertyValue& value = patch.value;
+    const CompactValue form = CompactForm(value);
+    p = PutString(patch.key, p);
+    *p++ = static_cast<char>(form);
+    switch (form) {
+      case CompactValue::kNull:
+      case CompactValue::kFalse:
+      case CompactValue::kTrue:
+        break;
+      case CompactValue::kDouble:
+        p = PutFixed64(std::bit_cast<uint64_t>(value.number), p);
+        break;
+      case CompactValue::kInteger:
+        p = PutVarint(Zigzag(static_cast<uint64_t>(static_cast<int64_t>(value.number))), p);
+        break;
+      case CompactValue::kString:
+      case CompactValue::kArray:
+      case CompactValue::kObject:
+        p = PutString(value.text, p);
+        break;
+      case CompactValue::kVerbatim:
+        *p++ = static_cast<char>(value.type);
+        *p++ = static_cast<char>(value.boolean ? 1 : 0);
+        p = PutFixed64(std::bit_cast<uint64_t>(value.number), p);
+        p = PutString(value.text, p);
+        break;
+    }
+  }
+  return p;
+}
+
+// Both lists in one `[ubyte]` field, or none when both are empty.
+flatbuffers::Offset<flatbuffers::Vector<uint8_t>> EncodeCompactProperties(
+    const Record& record, flatbuffers::FlatBufferBuilder* builder) {
+  const std::vector<PropertyPatch>& patch = record.patch();
+  const std::vector<PropertyPatch>& event_patch = record.event_patch();
+  if (patch.empty() && event_patch.empty()) return 0;
+  // Sized exactly first, then written in place: no scratch buffer, no copy.
+  const size_t size = CompactListSize(patch) + CompactListSize(event_patch);
+  uint8_t* bytes = nullptr;
+  const auto offset = builder->CreateUninitializedVector(size, &bytes);
+  char* const begin = reinterpret_cast<char*>(bytes);
+  char* const end = PutCompactList(event_patch, PutCompactList(patch, begin));
+  BUCKETD_CHECK(end == begin + size);
+  return offset;
+}
+
+Status DecodeCompactList(CompactReader* in, std::vector<PropertyPatch>* out) {
+  const uint64_t count = in->Varint();
+  // Every property takes at least two bytes (its key's length and its form), so a damaged
+  // count cannot make a vector larger than the bytes could fill.
+  if (!in->ok() || count > in->remaining() / 2) {
+    return Status::Corruption("compact property count is damaged");
+  }
+  out->resize(count);
+  for (PropertyPatch& patch : *out) {
+    PropertyValue& value = patch.value;
+    in->String(&patch.key);
+    const uint8_t form = in->Byte();
+    if (!in->ok()) break;
+    if (form > kCompactValueMax) return Status::Corruption("compact property form out of range");
+    // The defaults first: each form below sets only what it carries.
+    value.boolean = false;
+    value.number = 0;
+    value.text.clear();
+    switch (static_cast<CompactValue>(form)) {
+      case CompactValue::kNull:
+        value.type = PropertyValue::Type::kNull;
+        break;
+      case CompactValue::kFalse:
+      case CompactValue::kTrue:
+        value.type = PropertyValue::Type::kBool;
+        value.boolean = form == static_cast<uint8_t>(CompactValue::kTrue);
+        break;
+      case CompactValue::kDouble:
+        value.type = PropertyValue::Type::kNumber;
+        value.number = std::bit_cast<double>(in->Fixed64());
+        break;
+      case CompactValue::kInteger: {
+        value.type = PropertyValue::Type::kNumber;
+        const auto integer = static_cast<int64_t>(Unzigzag(in->Varint()));
+        if (integer > kExactInteger || integer < -kExactInteger) {
+          return Status::Corruption("compact integer property out of range");
+        }
+        value.number = static_cast<double>(integer);
+        break;
+      }
+      case CompactValue::kString:
+      case CompactValue::kArray:
+      case CompactValue::kObject:
+        value.type =
+            form == static_cast<uint8_t>(CompactValue::kString)  ? PropertyValue::Type::kString
+            : form == static_cast<uint8_t>(CompactValue::kArray) ? PropertyValue::Type::kArray
+                                                                 : PropertyValue::Type::kObject;
+        in->String(&value.text);
+        break;
+      case CompactValue::kVerbatim: {
+        const auto type = static_cast<fb::PropertyType>(in->Byte());
+        const uint8_t boolean = in->Byte();
+        if (in->ok() && (!InRange(type) || boolean > 1)) {
+          return Status::Corruption("verbatim compact property out of range");
+        }
+        value.type = CastEnum<PropertyValue::Type>(type);
+        value.boolean = boolean == 1;
+        value.number = std::bit_cast<double>(in->Fixed64());
+        in->String(&value.text);
+        break;
+      }
+    }
+  }
+  if (!in->ok()) return Status::Corruption("compact properties are truncated or malformed");
+  return Status::Ok();
+}
+
+Status DecodeCompactProperties(const flatbuffers::Vector<uint8_t>* bytes, Record* out) {
+  CompactReader in(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  if (Status s = DecodeCompactList(&in, &out->properties); !s.ok()) return s;
+  if (Status s = DecodeCompactList(&in, &out->event_properties); !s.ok()) return s;
+  if (!in.at_end()) return Status::Corruption("compact properties have trailing bytes");
+  return Status::Ok();
+}
+
 }  // namespace
 
-void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder) {
+void EncodeRecord(const Record& record, PropertyEncoding encoding,
+                  flatbuffers::FlatBufferBuilder* builder) {
   builder->Clear();
   // Children first: flatbuffers builds bottom-up, a table cannot be open meanwhile.
-  const auto properties = EncodeProperties(record.patch(), builder);
-  const auto event_properties = EncodeProperties(record.event_patch(), builder);
+  PropertiesOffset properties = 0;
+  PropertiesOffset event_properties = 0;
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> properties_compact = 0;
+  if (encoding == PropertyEncoding::kCompact) {
+    properties_compact = EncodeCompactProperties(record, builder);
+  } else {
+    properties = EncodeProperties(record.patch(), builder);
+    event_properties = EncodeProperties(record.event_patch(), builder);
+  }
   auto user_id = CreateIfNotEmpty(builder, record.user_id);
   auto event_name = CreateIfNotEmpty(builder, record.event_name);
   auto email = CreateIfPresent(builder, record.email);
@@ -213,6 +526,7 @@ void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder)
   out.add_secret(secret);
   out.add_kinds(kinds);
   out.add_event_properties(event_properties);
+  out.add_properties_compact(properties_compact);
   out.add_through_seq(record.through_seq);
   fb::FinishRecordBuffer(*builder, out.Finish());
 }
@@ -280,6 +594,13 @@ Status DecodeRecord(std::string_view bytes, Record* out) {
     }
   }
 
+  if (const auto* compact = record->properties_compact(); compact != nullptr) {
+    // A record holds its properties in one encoding: both would leave one list ambiguous.
+    if (record->properties() != nullptr || record->event_properties() != nullptr) {
+      return Status::Corruption("record has properties in both encodings");
+    }
+    return DecodeCompactProperties(compact, out);
+  }
   if (Status s = DecodeProperties(record->properties(), &out->properties); !s.ok()) return s;
   return DecodeProperties(record->event_properties(), &out->event_properties);
 }
@@ -328,80 +649,6 @@ static_assert(static_cast<uint8_t>(fb::LeaveReason::MAX) < 4);
 constexpr uint8_t kCompactTag = 0xB4;
 constexpr uint8_t kCompactHasEmail = 1u << 6;
 constexpr uint8_t kCompactHasEnteredAt = 1u << 7;
-
-// Writes `v` at `p` (at most kVarintMax bytes), returning the end.
-constexpr size_t kVarintMax = 10;
-char* PutVarint(uint64_t v, char* p) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
-}
-
-// Zigzag: small magnitudes of either sign take few bytes. Differences wrap in uint64_t, so
-// any two instants round-trip exactly.
-uint64_t Zigzag(uint64_t v) {
-  return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
-}
-uint64_t Unzigzag(uint64_t v) { return (v >> 1) ^ (~(v & 1) + 1); }
-
-char* PutString(std::string_view s, char* p) {
-  p = PutVarint(s.size(), p);
-  // An empty view may hold a null pointer, which memcpy must not be given even for 0 bytes.
-  if (!s.empty()) std::memcpy(p, s.data(), s.size());
-  return p + s.size();
-}
-
-// Reads the compact encoding front to back; any read past the end, or a varint longer than
-// ten bytes or beyond 64 bits, fails it for good.
-class CompactReader {
- public:
-  explicit CompactReader(std::string_view bytes) : rest_(bytes) {}
-
-  bool ok() const { return ok_; }
-  bool at_end() const { return rest_.empty(); }
-
-  uint8_t Byte() {
-    if (rest_.empty()) return Fail(), 0;
-    const uint8_t b = static_cast<uint8_t>(rest_.front());
-    rest_.remove_prefix(1);
-    return b;
-  }
-  uint64_t Varint() {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (rest_.empty()) return Fail(), 0;
-      const uint8_t b = static_cast<uint8_t>(rest_.front());
-      rest_.remove_prefix(1);
-      if (shift == 63 && b > 1) return Fail(), 0;
-      v |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) return v;
-    }
-    return Fail(), 0;
-  }
-  uint32_t Varint32() {
-    const uint64_t v = Varint();
-    if (v > UINT32_MAX) return Fail(), 0;
-    return static_cast<uint32_t>(v);
-  }
-  void String(std::string* out) {
-    const uint64_t size = Varint();
-    if (!ok_ || size > rest_.size()) return Fail();
-    out->assign(rest_.data(), size);
-    rest_.remove_prefix(size);
-  }
-
- private:
-  void Fail() {
-    ok_ = false;
-    rest_ = {};
-  }
-
-  std::string_view rest_;
-  bool ok_ = true;
-};
 
 }  // namespace
 

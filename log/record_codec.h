@@ -14,9 +14,15 @@
 
 namespace bucketd {
 
+// How a record's property lists are written: flatbuffers `Property` tables (format versions
+// 1-5) or the compact encoding (version 6, log_format.md "Compact properties"). DecodeRecord
+// reads either.
+enum class PropertyEncoding { kTables, kCompact };
+
 // Clears `builder` and finishes the encoding in it; the bytes are
 // builder->GetBufferPointer() / GetSize() until the builder's next use.
-void EncodeRecord(const Record& record, flatbuffers::FlatBufferBuilder* builder);
+void EncodeRecord(const Record& record, PropertyEncoding encoding,
+                  flatbuffers::FlatBufferBuilder* builder);
 void EncodeTransition(const Transition& transition, flatbuffers::FlatBufferBuilder* builder);
 void EncodeTransition(const TransitionView& transition, flatbuffers::FlatBufferBuilder* builder);
 

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <random>
@@ -101,6 +104,26 @@ std::vector<Record> AllKindsOfRecords() {
       {"meta", object},
       {"", PropertyValue::String("empty key")},
   };
+  // Numbers in each of the compact encoding's forms (log_format.md, "Compact properties"):
+  // integers as varints up to 2^53, anything else as the double's bits; and a value only an
+  // embedded caller can build (fields beyond its type's set), which must replay as it was.
+  full.event_properties = {
+      {"amount", PropertyValue::Number(129)},
+      {"refund", PropertyValue::Number(-7)},
+      {"price", PropertyValue::Number(19.99)},
+      {"exact", PropertyValue::Number(9007199254740992.0)},
+      {"beyond", PropertyValue::Number(9007199254740994.0)},
+      {"tiny", PropertyValue::Number(-1e-300)},
+      {"paid", PropertyValue::Bool(false)},
+      {"plan", PropertyValue::String("pro")},
+      {"odd", PropertyValue{PropertyValue::Type::kString, true, 3.5, "x"}},
+      {"odd-null", PropertyValue{PropertyValue::Type::kNull, false, -0.0, ""}},
+  };
+  Record& purchase = add(RecordKind::kEvent);  // event properties only, as §3b's purchases
+  purchase.user_id = "u4";
+  purchase.event_name = "purchase";
+  purchase.event_properties = {{"amount", PropertyValue::Number(42)},
+                               {"plan", PropertyValue::String("basic")}};
   Record& bare = add(RecordKind::kEvent);  // optional fields absent
   bare.user_id = "u2";
   bare.event_name = "login";
@@ -237,10 +260,10 @@ TEST_CASE("every record kind and field round-trips through the log") {
     INFO("seq " << records[i].seq);
     CHECK(read[i] == records[i]);
   }
-  CHECK_FALSE(read[1].email.has_value());
-  CHECK_FALSE(read[1].idempotency_key.has_value());
-  REQUIRE(read[2].email.has_value());
-  CHECK(read[2].email->empty());
+  CHECK_FALSE(read[2].email.has_value());
+  CHECK_FALSE(read[2].idempotency_key.has_value());
+  REQUIRE(read[3].email.has_value());
+  CHECK(read[3].email->empty());
 
   std::vector<Transition> read_transitions;
   REQUIRE(log->ReadTransitions(0, 100, &read_transitions).ok());
@@ -250,11 +273,13 @@ TEST_CASE("every record kind and field round-trips through the log") {
 }
 
 TEST_CASE("decoding into a reused record clears what the new record lacks") {
+  const PropertyEncoding encoding = GENERATE(PropertyEncoding::kTables, PropertyEncoding::kCompact);
+  INFO((encoding == PropertyEncoding::kTables ? "tables" : "compact"));
   const std::vector<Record> records = AllKindsOfRecords();
   flatbuffers::FlatBufferBuilder builder;
   Record reused;
   for (const Record& record : records) {
-    EncodeRecord(record, &builder);
+    EncodeRecord(record, encoding, &builder);
     std::string_view bytes(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                            builder.GetSize());
     REQUIRE(DecodeRecord(bytes, &reused).ok());
@@ -281,6 +306,108 @@ TEST_CASE("the codec rejects damaged bytes") {
   REQUIRE(DecodeTransition(transition, &decoded).ok());
   CHECK(DecodeTransition(transition.substr(0, transition.size() / 2), &decoded).code() ==
         StatusCode::kCorruption);
+}
+
+std::string Encoded(const Record& record, PropertyEncoding encoding) {
+  flatbuffers::FlatBufferBuilder builder;
+  EncodeRecord(record, encoding, &builder);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+TEST_CASE("compact properties keep every value bit for bit and take a fraction of the bytes") {
+  Record record = AllKindsOfRecords()[0];
+  // Values == cannot tell apart: -0, NaN with a payload.
+  record.event_properties.push_back({"minus-zero", PropertyValue::Number(-0.0)});
+  record.event_properties.push_back(
+      {"nan", PropertyValue::Number(std::bit_cast<double>(uint64_t{0x7ff8'0000'dead'beef}))});
+  const std::string compact = Encoded(record, PropertyEncoding::kCompact);
+  Record decoded;
+  REQUIRE(DecodeRecord(compact, &decoded).ok());
+  REQUIRE(decoded.event_properties.size() == record.event_properties.size());
+  for (size_t i = 0; i < record.event_properties.size(); ++i) {
+    const PropertyValue& want = record.event_properties[i].value;
+    const PropertyValue& got = decoded.event_properties[i].value;
+    INFO(record.event_properties[i].key);
+    CHECK(decoded.event_properties[i].key == record.event_properties[i].key);
+    CHECK(got.type == want.type);
+    CHECK(got.boolean == want.boolean);
+    CHECK(std::bit_cast<uint64_t>(got.number) == std::bit_cast<uint64_t>(want.number));
+    CHECK(got.text == want.text);
+  }
+  CHECK(decoded.properties == record.properties);
+  // A purchase of the §3b mix (amount and plan): the tables spend ~100 bytes on vtables,
+  // offsets and padding around ~20 bytes of keys and values.
+  const Record purchase = AllKindsOfRecords()[1];
+  const size_t tables = Encoded(purchase, PropertyEncoding::kTables).size();
+  const size_t compact_size = Encoded(purchase, PropertyEncoding::kCompact).size();
+  INFO("tables " << tables << " compact " << compact_size);
+  CHECK(compact_size + 80 <= tables);
+}
+
+TEST_CASE("a record written by format version 5's encoder (checked in) still decodes") {
+  // tests/data/record-v5-properties.bin: written by main at 22890b7, before version 6, with
+  // contact and event properties as flatbuffers tables.
+  std::ifstream in(std::string(BUCKETD_TEST_DATA) + "/record-v5-properties.bin", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(bytes.size() == 504);
+  Record want;
+  want.seq = 42;
+  want.at = 1'793'491'200'000;
+  want.kind = RecordKind::kEvent;
+  want.user_id = "ada";
+  want.event_name = "purchase";
+  want.occurred_at = want.at - 1000;
+  want.email = "ada@example.com";
+  want.idempotency_key = "order-7";
+  want.properties = {{"plan", PropertyValue::String("pro")},
+                     {"ltv", PropertyValue::Number(1234.5)},
+                     {"beta", PropertyValue::Bool(true)},
+                     {"old", PropertyValue::Null()},
+                     {"tags", PropertyValue{PropertyValue::Type::kArray, false, 0, "[\"a\",1]"}}};
+  want.event_properties = {{"amount", PropertyValue::Number(129)},
+                           {"plan", PropertyValue::String("basic")},
+                           {"gift", PropertyValue::Bool(false)}};
+  Record decoded = AllKindsOfRecords()[0];  // a used record: every field must be overwritten
+  REQUIRE(DecodeRecord(bytes, &decoded).ok());
+  CHECK(decoded == want);
+  // A version 1-5 log is appended in the same bytes its own build wrote.
+  CHECK(Encoded(want, PropertyEncoding::kTables) == bytes);
+  CHECK(Encoded(want, PropertyEncoding::kCompact).size() < bytes.size() - 150);
+}
+
+TEST_CASE("damaged compact properties are corruption, never a crash") {
+  const Record purchase = AllKindsOfRecords()[1];
+  const std::string good = Encoded(purchase, PropertyEncoding::kCompact);
+  // The field's bytes: no contact properties, two event properties ("amount": the integer
+  // 42 as a zigzag varint, "plan": the string "basic").
+  const std::string field(
+      "\x00\x02\x06"
+      "amount\x04\x54\x04"
+      "plan\x05\x05"
+      "basic",
+      23);
+  const size_t at = good.find(field);
+  REQUIRE(at != std::string::npos);
+  const auto damaged = [&](size_t offset, char byte) {
+    std::string bytes = good;
+    bytes[at + offset] = byte;
+    Record record;
+    return DecodeRecord(bytes, &record);
+  };
+  CHECK(damaged(1, '\x03').code() == StatusCode::kCorruption);   // a third property is missing
+  CHECK(damaged(1, '\x7f').code() == StatusCode::kCorruption);   // a count beyond the bytes
+  CHECK(damaged(1, '\x01').code() == StatusCode::kCorruption);   // trailing bytes
+  CHECK(damaged(9, '\x09').code() == StatusCode::kCorruption);   // no such form
+  CHECK(damaged(2, '\x70').code() == StatusCode::kCorruption);   // a key past the end
+  CHECK(damaged(17, '\x09').code() == StatusCode::kCorruption);  // a string past the end
+  // Every byte of the field set to every value: each decodes or is Corruption (under ASan,
+  // nothing reads outside the buffer).
+  for (size_t offset = 0; offset < field.size(); ++offset) {
+    for (int value = 0; value < 256; ++value) {
+      const Status s = damaged(offset, static_cast<char>(value));
+      if (!s.ok()) REQUIRE(s.code() == StatusCode::kCorruption);
+    }
+  }
 }
 
 TEST_CASE("the compact transition encoding round-trips every field and is the smaller") {
@@ -362,12 +489,17 @@ TEST_CASE("the compact codec rejects damaged bytes") {
   CHECK(DecodeTransition(compact, &decoded).code() == StatusCode::kCorruption);
 }
 
-TEST_CASE("a new log is version 5 with compact transitions; a version 2 log keeps flatbuffers") {
+TEST_CASE(
+    "a new log is version 6 (compact transitions and properties); a version 5 or 2 log keeps "
+    "its encodings") {
   TempDir dir;
-  const bool version_2 = GENERATE(false, true);
-  INFO((version_2 ? "version 2" : "new log"));
+  const std::string version = GENERATE(std::string(), std::string("5"), std::string("2"));
+  INFO((version.empty() ? "new log" : "version " + version));
+  const bool compact_transitions = version != "2";
+  const PropertyEncoding properties =
+      version.empty() ? PropertyEncoding::kCompact : PropertyEncoding::kTables;
   OpenLog(dir.log());  // creates the families and writes the version
-  if (version_2) RawDb(dir.log()).PutNamed("meta", "format_version", "2");
+  if (!version.empty()) RawDb(dir.log()).PutNamed("meta", "format_version", version);
   std::vector<Transition> transitions = AllKindsOfTransitions();
   transitions[1].entered_at = transitions[1].at - 1000;
   {
@@ -384,29 +516,39 @@ TEST_CASE("a new log is version 5 with compact transitions; a version 2 log keep
     for (const Transition& t : transitions) {
       REQUIRE(chunk.Next(&element, &broken));
       Transition decoded;
-      if (version_2) {
-        REQUIRE(DecodeTransition(element, &decoded).ok());
-      } else {
+      if (compact_transitions) {
         REQUIRE(DecodeTransitionCompact(element, &decoded).ok());
+      } else {
+        REQUIRE(DecodeTransition(element, &decoded).ok());
       }
       CHECK(decoded == t);
     }
+    const std::string record_value = raw.Get("records", 1);
+    ChunkReader records(record_value, /*framed=*/true);
+    REQUIRE(records.Next(&element, &broken));
+    CHECK(element == Encoded(EventRecord(1), properties));
   }
   auto log = OpenLog(dir.log());
   std::vector<Transition> read;
   REQUIRE(log->ReadTransitions(0, 10, &read).ok());
   CHECK(read == transitions);
-  // A record that needs version 4 (an event's own properties) leaves a version 5 log at 5
-  // and makes a version 2 log 4, its transitions still flatbuffers.
+  // A record that needs version 4 (an event's own properties) leaves a version 5 or 6 log
+  // as it was and makes a version 2 log 4, its transitions still flatbuffers.
   Record with_properties = EventRecord(2);
   with_properties.event_properties = {{"plan", PropertyValue::String("pro")}};
   log->Stage(with_properties, {});
   REQUIRE(log->Commit().ok());
   log.reset();
-  CHECK(RawDb(dir.log()).GetNamed("meta", "format_version") == (version_2 ? "4" : "5"));
+  CHECK(RawDb(dir.log()).GetNamed("meta", "format_version") == (version.empty()  ? "6"
+                                                                : version == "5" ? "5"
+                                                                                 : "4"));
   log = OpenLog(dir.log());
   REQUIRE(log->ReadTransitions(0, 10, &read).ok());
   CHECK(read == transitions);
+  Status status;
+  const std::vector<Record> records = ReadAll(*log, 1, &status);
+  REQUIRE(status.ok());
+  CHECK(records == std::vector<Record>{EventRecord(1), with_properties});
 }
 
 TEST_CASE("seqs continue across staging, commits and reopen") {
@@ -720,7 +862,7 @@ TEST_CASE("a version 1 log (one value per element) is read and appended as versi
     raw.PutNamed("meta", "format_version", "1");
     flatbuffers::FlatBufferBuilder builder;
     for (uint64_t seq = 1; seq <= 3; ++seq) {
-      EncodeRecord(EventRecord(seq), &builder);
+      EncodeRecord(EventRecord(seq), PropertyEncoding::kTables, &builder);
       raw.Put("records", seq,
               std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                           builder.GetSize()));

@@ -247,7 +247,7 @@ TEST_CASE(
     "subscription makes it version 3") {
   TempDir dir;
   std::string digest;
-  OpenAt(dir.path());  // an empty log, then made version 2 (new logs are version 5)
+  OpenAt(dir.path());  // an empty log, then made version 2 (new logs are version 6)
   SetMetaValue(dir.path() + "/log", "format_version", "2");
   {
     auto engine = OpenAt(dir.path());
@@ -273,7 +273,7 @@ TEST_CASE(
   CHECK(engine->ListSubscriptions().size() == 1);
 }
 
-TEST_CASE("a new log is format version 5 and stays 5 with subscriptions") {
+TEST_CASE("a new log is format version 6 and stays 6 with subscriptions") {
   TempDir dir;
   {
     auto engine = OpenAt(dir.path());
@@ -283,7 +283,7 @@ TEST_CASE("a new log is format version 5 and stays 5 with subscriptions") {
     spec.url = "http://localhost:1/";
     RequireOk(engine->CreateSubscription(spec, nullptr));
   }
-  CHECK(MetaValue(dir.path() + "/log", "format_version") == "5");
+  CHECK(MetaValue(dir.path() + "/log", "format_version") == "6");
   auto engine = OpenAt(dir.path(), /*use_snapshots=*/false);
   CHECK(engine->ListSubscriptions().size() == 1);
 }

@@ -147,12 +147,32 @@ void WriteLogSeeds(const Log& log, const fs::path& dir) {
   std::map<RecordKind, int> per_kind;
   ChunkBuilder records_chunk;
   for (const Record& r : log.records()) {
-    EncodeRecord(r, &builder);
+    EncodeRecord(r, PropertyEncoding::kTables, &builder);  // format versions 1-5
     // Two of each kind: the corpus stays small, every kind is there.
-    if (per_kind[r.kind]++ < 2) Write(dir / ("record-" + std::to_string(r.seq)), Bytes(builder));
+    const bool seed = per_kind[r.kind]++ < 2;
+    if (seed) Write(dir / ("record-" + std::to_string(r.seq)), Bytes(builder));
     if (r.seq <= 8) records_chunk.Add(r.seq, Bytes(builder));
+    if (seed && (!r.properties.empty() || !r.event_properties.empty())) {
+      EncodeRecord(r, PropertyEncoding::kCompact, &builder);  // format version 6
+      Write(dir / ("record-compact-" + std::to_string(r.seq)), Bytes(builder));
+    }
   }
   Write(dir / "chunk-records", records_chunk.value());
+  // An event with its own properties in each of the compact encoding's value forms (the
+  // workload's events carry contact properties only).
+  Record purchase;
+  purchase.seq = log.records().size() + 1;
+  purchase.at = purchase.occurred_at = kT0 + 41 * kDay;
+  purchase.kind = RecordKind::kEvent;
+  purchase.user_id = "alice";
+  purchase.event_name = "purchase";
+  purchase.event_properties = {{"amount", PropertyValue::Number(129)},
+                               {"price", PropertyValue::Number(19.99)},
+                               {"plan", PropertyValue::String("pro")},
+                               {"gift", PropertyValue::Bool(false)}};
+  purchase.properties = {{"lastPurchase", PropertyValue::Null()}};
+  EncodeRecord(purchase, PropertyEncoding::kCompact, &builder);
+  Write(dir / "record-compact-purchase", Bytes(builder));
 
   std::map<TransitionKind, int> per_transition_kind;
   ChunkBuilder transitions_chunk;

@@ -1,5 +1,5 @@
-// Fuzzes the log's value decoders (log/record_codec.h: DecodeRecord, DecodeTransition,
-// DecodeTransitionCompact) and
+// Fuzzes the log's value decoders (log/record_codec.h: DecodeRecord in both property
+// encodings, DecodeTransition, DecodeTransitionCompact) and
 // the chunk framing around them (log/chunk.h: ChunkReader), with arbitrary bytes as a value
 // read back from RocksDB.
 //
@@ -40,6 +40,7 @@ Record UsedRecord() {
   r.occurred_at = 7;
   r.email = r.idempotency_key = "stale";
   r.properties.assign(3, PropertyPatch{"stale", PropertyValue::String("stale")});
+  r.event_properties.assign(2, PropertyPatch{"stale", PropertyValue::Number(7)});
   return r;
 }
 
@@ -99,7 +100,14 @@ void CheckCompactRoundTrip(std::string_view bytes, const Transition& used) {
 void DecodeAsBoth(std::string_view bytes) {
   static const Record kUsedRecord = UsedRecord();
   static const Transition kUsedTransition = UsedTransition();
-  CheckRoundTrip(bytes, kUsedRecord, DecodeRecord, EncodeRecord);
+  // Records in both property encodings (format versions 1-5 and 6), whichever the bytes
+  // hold: a decoded record must re-encode stably in either.
+  for (PropertyEncoding encoding : {PropertyEncoding::kTables, PropertyEncoding::kCompact}) {
+    CheckRoundTrip(bytes, kUsedRecord, DecodeRecord,
+                   [encoding](const Record& r, flatbuffers::FlatBufferBuilder* builder) {
+                     EncodeRecord(r, encoding, builder);
+                   });
+  }
   CheckRoundTrip(bytes, kUsedTransition, DecodeTransition,
                  [](const Transition& t, flatbuffers::FlatBufferBuilder* builder) {
                    EncodeTransition(t, builder);
