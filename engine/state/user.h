@@ -304,7 +304,8 @@ inline void DwellStamps::resize(size_t n) {
 // bucket ids over its life (a deleted id defined again keeps its index).
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
-// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user: user-space
+// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user and the ones a
+// User holds to its slots: user-space
 // addresses are below 2^47 on x86-64 and below 2^48 on AArch64 unless a program asks mmap
 // for higher ones, which nothing here does; storing one that does not fit fails a check
 // instead of keeping a wrong one. Converts to and from T*.
