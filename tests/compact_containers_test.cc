@@ -2,9 +2,15 @@
 // InlineString, OptionalString, DwellStamps and Property in engine/state/user.h): each behaves as
 // the std type it replaced, element by element, through growth, inserts, erases, copies and moves,
 // with elements that own memory (LeakSanitizer and ASan in the sanitizer lane see a slip).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -88,51 +94,141 @@ TEST_CASE("reserve makes room exactly once; an empty vector costs no block") {
   CHECK(v.allocation() == nullptr);
 }
 
-TEST_CASE("an instant list matches std::vector and keeps two inline") {
+TEST_CASE("an instant list matches std::vector and keeps two inline in 48 bits") {
   std::mt19937 rng(11);
   InstantList list;
   std::vector<TimeMs> reference;
-  CHECK(sizeof(InstantList) == 16);
+  CHECK(sizeof(InstantList) == 12);
+  const auto all = [](const InstantList& l) {
+    const Instants v = l.view();
+    return std::vector<TimeMs>(v.begin(), v.end());
+  };
   for (int step = 0; step < 50000; ++step) {
-    const int op = static_cast<int>(rng() % 12);
-    const TimeMs t = static_cast<TimeMs>(rng() % 1000);  // 0 included: a valid instant
+    const int op = static_cast<int>(rng() % 13);
+    // 0 and the largest instant kept included: both are valid.
+    const TimeMs t = rng() % 50 == 0 ? InstantList::kMax : static_cast<TimeMs>(rng() % 1000);
     if (op < 5) {
       const auto place = std::upper_bound(reference.begin(), reference.end(), t);
       const size_t at = static_cast<size_t>(place - reference.begin());
-      CHECK(*list.insert(list.begin() + at, t) == t);
+      REQUIRE(list.UpperBound(t) == at);
+      list.insert(at, t);
       reference.insert(place, t);
-    } else if (op < 9 && !reference.empty()) {
+    } else if (op < 8 && !reference.empty()) {
       const size_t at = rng() % reference.size();
       const size_t n = std::min<size_t>(1 + rng() % 4, reference.size() - at);
-      list.erase(list.begin() + at, list.begin() + at + n);
+      list.erase(at, at + n);
       reference.erase(reference.begin() + static_cast<std::ptrdiff_t>(at),
                       reference.begin() + static_cast<std::ptrdiff_t>(at + n));
+    } else if (op == 8 && !reference.empty()) {  // the oldest gives way
+      const size_t place = 1 + rng() % reference.size();
+      list.DropOldestInsert(place, t);
+      reference.erase(reference.begin());
+      reference.insert(reference.begin() + static_cast<std::ptrdiff_t>(place - 1), t);
     } else if (op == 9) {
       const size_t n = rng() % 6;
       list.resize(n);
       reference.resize(n, 0);
     } else if (op == 10 && !reference.empty()) {  // keep a suffix, from itself
       const size_t keep = rng() % (reference.size() + 1);
-      list.assign(list.end() - keep, list.end());
+      list.assign(list.view().span().last(keep));
       reference.assign(reference.end() - static_cast<std::ptrdiff_t>(keep), reference.end());
     } else if (op == 11) {
       InstantList copy = list;
       CHECK(copy == list);
       list = std::move(copy);
+    } else if (op == 12) {
+      list.push_back(t);
+      reference.push_back(t);
     }
     REQUIRE(list.size() == reference.size());
-    REQUIRE(std::vector<TimeMs>(list.begin(), list.end()) == reference);
+    REQUIRE(all(list) == reference);
     // Two or fewer are inline: no heap block, whatever came before.
     REQUIRE((list.allocation() == nullptr) == (reference.size() <= InstantList::kInline));
-    if (!reference.empty()) REQUIRE(list.front() == reference.front());
+    if (!reference.empty()) {
+      REQUIRE(list.front() == reference.front());
+      REQUIRE(list.back() == reference.back());
+      REQUIRE(list[reference.size() / 2] == reference[reference.size() / 2]);
+    }
+    const size_t n = rng() % 4;
+    const Instants last = list.Last(n);
+    const Instants copied = last;  // a copy reads its own decoded instants
+    REQUIRE(std::vector<TimeMs>(copied.begin(), copied.end()) ==
+            std::vector<TimeMs>(
+                reference.end() - static_cast<std::ptrdiff_t>(std::min(n, reference.size())),
+                reference.end()));
   }
   const std::vector<TimeMs> from{5, 6, 7, 8};
-  list.assign(from.data(), from.data() + from.size());
-  CHECK(std::vector<TimeMs>(list.begin(), list.end()) == from);
+  list.assign(from);
+  CHECK(all(list) == from);
   CHECK(list.back() == 8);
   list.clear();
   CHECK(list.empty());
   CHECK(list.capacity() == InstantList::kInline);
+}
+
+// Runs `f` in a child process: true if it stopped on a failed check (SIGABRT, with the
+// check's message on stderr) instead of going on.
+bool StopsOnCheck(const std::function<void()>& f) {
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Catch's handler would report the abort as a failure of the child's copy of the test,
+    // and the check's message is expected: neither belongs in the log.
+    std::signal(SIGABRT, SIG_DFL);
+    std::freopen("/dev/null", "w", stderr);
+    f();
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+TEST_CASE("an instant list refuses an instant it cannot keep") {
+  // Past kMax the two patterns that mark an empty place and the heap form begin: storing one
+  // fails a check (every build) rather than reading back as something else.
+  CHECK(InstantList::Fits(0));
+  CHECK(InstantList::Fits(InstantList::kMax));
+  CHECK(InstantList::Fits(kInstantMsMax));
+  CHECK_FALSE(InstantList::Fits(InstantList::kMax + 1));
+  CHECK_FALSE(InstantList::Fits(-1));
+  CHECK(StopsOnCheck([] { InstantList().insert(0, InstantList::kMax + 1); }));
+  CHECK(StopsOnCheck([] { InstantList().push_back(-1); }));
+  CHECK(StopsOnCheck([] {
+    InstantList list;
+    list.push_back(1);
+    list.DropOldestInsert(1, InstantList::kMax + 1);
+  }));
+  CHECK_FALSE(StopsOnCheck([] { InstantList().insert(0, InstantList::kMax); }));
+}
+
+TEST_CASE("an event history packs its name id and count in one word, refusing past either") {
+  CHECK(sizeof(EventHistory) == 32);
+  EventHistory h;
+  h.set_name_id(kEventNameIdsMax - 1);
+  h.set_total_count(kEventCountMax);
+  CHECK(h.name_id() == kEventNameIdsMax - 1);  // neither spills into the other
+  CHECK(h.total_count() == kEventCountMax);
+  h.set_name_id(7);
+  CHECK(h.total_count() == kEventCountMax);
+  h.set_total_count(0);
+  CHECK(h.name_id() == 7);
+  // Past either limit: a failed check, never a wrapped count or another name's id.
+  CHECK(StopsOnCheck([] { EventHistory().set_name_id(kEventNameIdsMax); }));
+  CHECK(StopsOnCheck([] { EventHistory().set_total_count(kEventCountMax + 1); }));
+  CHECK(StopsOnCheck([] {
+    std::vector<EventHistory> histories(1);
+    histories[0].set_total_count(kEventCountMax);
+    RecordInHistories(&histories, 0, 1000, 2);
+  }));
+  CHECK(StopsOnCheck([] {
+    std::vector<EventHistory> histories;
+    RecordInHistories(&histories, kEventNameIdsMax, 1000, 2);
+  }));
+  std::vector<EventHistory> histories(1);
+  histories[0].set_total_count(kEventCountMax - 1);
+  RecordInHistories(&histories, 0, 1000, 2);
+  CHECK(histories[0].total_count() == kEventCountMax);
 }
 
 TEST_CASE("an optional string behaves as std::optional<std::string>") {
@@ -322,7 +418,7 @@ TEST_CASE("a user's dwell stamps keep each slot's apart, in the order they fired
 
 TEST_CASE("a slot is 40 bytes and keeps every bucket index below the limit") {
   STATIC_REQUIRE(sizeof(Slot) == 40);
-  STATIC_REQUIRE(sizeof(EventHistory) == 40);
+  STATIC_REQUIRE(sizeof(EventHistory) == 32);
   Slot slot;
   slot.bucket = kBucketIdsMax - 1;
   slot.active = true;

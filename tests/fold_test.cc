@@ -128,7 +128,7 @@ TEST_CASE("a threshold leg keeps only the instants it needs") {
   for (int i = 0; i < 5000; ++i) RequireOk(r.Event("u", "used", i));
   const User& user = *r.fold.state().users[0];
   REQUIRE(user.events.size() == 1);
-  CHECK(user.events[0].total_count == 5000);
+  CHECK(user.events[0].total_count() == 5000);
   CHECK(user.events[0].newest.size() == 10);
   CHECK(user.events[0].newest.front() == kT0 + 4990);
 }
@@ -150,7 +150,8 @@ TEST_CASE("histories that keep as many instants as fit inline never spill to the
   for (const EventHistory& h : user.events) {
     CHECK(h.newest.size() == EventHistory::kNewestInline);
     CHECK(h.newest.capacity() == EventHistory::kNewestInline);  // still inline
-    CHECK(std::vector<TimeMs>(h.newest.begin(), h.newest.end()) ==
+    const Instants newest = h.newest.view();  // one view: its iterators are its own
+    CHECK(std::vector<TimeMs>(newest.begin(), newest.end()) ==
           std::vector<TimeMs>{kT0 + 1098, kT0 + 1099});
   }
 }

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -357,6 +358,72 @@ TEST_CASE("the history floor round-trips, is 0 when absent, and a huge one is re
   CHECK(s.code() == StatusCode::kCorruption);
   CHECK_THAT(s.message(), Catch::Contains("history floor out of range"));
   CHECK(loaded.state().users.empty());
+}
+
+TEST_CASE(
+    "an event count at its 40-bit limit round-trips and takes no more events; a count past "
+    "it, or past the records folded, is refused") {
+  Fold fold;
+  const auto event = [](Fold* f, const std::string& user, const std::string& name) {
+    Record r;
+    r.seq = f->state().applied_seq + 1;
+    r.at = r.occurred_at = kStartMs + static_cast<TimeMs>(r.seq % 1000);
+    r.kind = RecordKind::kEvent;
+    r.user_id = user;
+    r.event_name = name;
+    return f->Apply(r, nullptr);
+  };
+  REQUIRE(event(&fold, "u", "x").ok());
+  REQUIRE(event(&fold, "u", "y").ok());
+  REQUIRE(event(&fold, "v", "x").ok());
+  // The history of user `u` and name `x` (both first: index and name id 0).
+  const auto history = [](State& state) -> EventHistory& {
+    REQUIRE(state.users[0]->id == "u");
+    REQUIRE(state.users[0]->events[0].name_id() == 0);
+    return state.users[0]->events[0];
+  };
+  const auto refused = [](const uint8_t* data, size_t size, const std::string& why) {
+    Fold loaded;
+    const Status s = DecodeInto(data, size, &loaded);
+    CHECK(s.code() == StatusCode::kCorruption);
+    CHECK_THAT(s.message(), Catch::Contains(why));
+  };
+
+  // A count can reach the limit only in a log that long: the fold, loaded with one there,
+  // refuses one more event of that user and name, clearly, and takes every other.
+  State state = CopyState(fold.state());
+  state.applied_seq = kEventCountMax + 3;
+  history(state).set_total_count(kEventCountMax);
+  flatbuffers::DetachedBuffer payload;
+  REQUIRE(EncodeSnapshot(state, &payload).ok());
+  Fold loaded;
+  REQUIRE(DecodeInto(payload.data(), payload.size(), &loaded).ok());
+  CHECK(ComputeDigest(loaded.state()) == ComputeDigest(state));
+  CHECK(loaded.state().users[0]->events[0].total_count() == kEventCountMax);
+  const Status s = event(&loaded, "u", "x");
+  CHECK(s.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(s.message(), Catch::Contains("events of this name, the most a state counts"));
+  CHECK(loaded.state().users[0]->events[0].total_count() == kEventCountMax);
+  CHECK(loaded.state().applied_seq == kEventCountMax + 3);  // nothing applied
+  CHECK(event(&loaded, "u", "y").ok());
+  CHECK(event(&loaded, "v", "x").ok());
+  CHECK(event(&loaded, "w", "x").ok());
+
+  // Past the limit (the varint of 2^40 - 1 turned into 2^40, same length): refused.
+  const std::vector<uint8_t> max_count{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F};
+  std::vector<uint8_t> bytes(payload.data(), payload.data() + payload.size());
+  const auto at = std::search(bytes.begin(), bytes.end(), max_count.begin(), max_count.end());
+  REQUIRE(at != bytes.end());
+  REQUIRE(std::search(at + 1, bytes.end(), max_count.begin(), max_count.end()) == bytes.end());
+  std::copy_n(std::vector<uint8_t>{0x80, 0x80, 0x80, 0x80, 0x80, 0x20}.begin(), 6, at);
+  refused(bytes.data(), bytes.size(), "an event count out of range");
+
+  // More events counted than records folded: not a fold of any log.
+  State more = CopyState(fold.state());
+  history(more).set_total_count(more.applied_seq + 1);
+  flatbuffers::DetachedBuffer bad;
+  REQUIRE(EncodeSnapshot(more, &bad).ok());
+  refused(bad.data(), bad.size(), "an event count out of range");
 }
 
 TEST_CASE("only the newest `keep` snapshots stay") {

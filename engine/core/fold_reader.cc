@@ -172,10 +172,10 @@ Status FoldReader::GetUser(std::string_view user_id, UserInfo* out) const {
   std::sort(out->properties.begin(), out->properties.end(),
             [](const PropertyPatch& a, const PropertyPatch& b) { return a.key < b.key; });
   for (const EventHistory& h : user->events) {
-    const std::string& name = state.event_names.Name(h.name_id);
+    const std::string& name = state.event_names.Name(h.name_id());
     // The derived streams of filters (docs/design.md) are the engine's, not event names.
     if (name.starts_with(kReservedEventPrefix)) continue;
-    out->events.push_back(UserEventSummary{name, h.total_count, h.first_at, h.last_at});
+    out->events.push_back(UserEventSummary{name, h.total_count(), h.first_at, h.last_at});
   }
   std::sort(out->events.begin(), out->events.end(),
             [](const UserEventSummary& a, const UserEventSummary& b) { return a.event < b.event; });

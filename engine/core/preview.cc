@@ -123,7 +123,7 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
       if (user->deleted) continue;
       for (const auto& [name_id, need] : needs) {
         const EventHistory* h = FindHistory(*user, name_id);
-        if (h == nullptr || h->newest.size() >= need || h->newest.size() == h->total_count) {
+        if (h == nullptr || h->newest.size() >= need || h->newest.size() == h->total_count()) {
           continue;
         }
         shallow.try_emplace(Shallow{user->index, name_id});
@@ -226,16 +226,16 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
         // Stream ids are past every id the contact has (new interned keys) or ids no
         // bucket reads (whose stale histories the rebuilt ones replace).
         for (EventHistory& h : streams.filtered) {
-          const uint32_t id = h.name_id;
+          const uint32_t id = h.name_id();
           scratch.events.erase(
               std::remove_if(scratch.events.begin(), scratch.events.end(),
-                             [&](const EventHistory& e) { return e.name_id == id; }),
+                             [&](const EventHistory& e) { return e.name_id() == id; }),
               scratch.events.end());
           scratch.events.push_back(std::move(h));
         }
         std::sort(
             scratch.events.begin(), scratch.events.end(),
-            [](const EventHistory& a, const EventHistory& b) { return a.name_id < b.name_id; });
+            [](const EventHistory& a, const EventHistory& b) { return a.name_id() < b.name_id(); });
         if (!streams.legs.empty()) {
           if (!scratch.legs) scratch.legs = std::make_unique<LegHistories>();
           const auto replace = [](auto* kept, auto& rebuilt) {
@@ -267,9 +267,8 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
       std::sort(instants.begin(), instants.end());
       const size_t keep = std::min<size_t>(instants.size(), depth[name_id]);
       for (EventHistory& h : scratch.events) {
-        if (h.name_id == name_id) {
-          h.newest.assign(instants.data() + instants.size() - keep,
-                          instants.data() + instants.size());
+        if (h.name_id() == name_id) {
+          h.newest.assign(std::span<const TimeMs>(instants).last(keep));
         }
       }
     }

@@ -60,8 +60,8 @@ const typename Items::value_type* FindById(const Items& items, uint32_t id) {
 
 const EventHistory* FindHistory(const User& user, uint32_t name_id) {
   auto it = std::lower_bound(user.events.begin(), user.events.end(), name_id,
-                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
-  return it != user.events.end() && it->name_id == name_id ? &*it : nullptr;
+                             [](const EventHistory& h, uint32_t id) { return h.name_id() < id; });
+  return it != user.events.end() && it->name_id() == name_id ? &*it : nullptr;
 }
 
 const AggregateHistory* FindAggregate(const User& user, uint32_t stream_id) {
@@ -368,12 +368,12 @@ CompiledCriteria::Outlook CompiledCriteria::EventOutlook(const Node& node, const
     return {true, history->first_at + node.within_ms};
   }
   if (node.within_ms == 0) {
-    const auto count = history ? static_cast<int64_t>(history->total_count) : 0;
+    const auto count = history ? static_cast<int64_t>(history->total_count()) : 0;
     return {CompareCount(node.count_op, count, node.count_value), kNever};
   }
   if (history == nullptr) return {CompareCount(node.count_op, 0, node.count_value), kNever};
   // An event counts while t - W < occurredAt, i.e. until occurredAt + W (exclusive).
-  const std::span<const TimeMs> newest = NewestOf(*history);
+  const Instants newest = NewestOf(*history);
   const auto first_in_window = std::upper_bound(newest.begin(), newest.end(), t - node.within_ms);
   const auto count = static_cast<int64_t>(newest.end() - first_in_window);
   const bool value = CompareCount(node.count_op, count, node.count_value);
@@ -639,7 +639,7 @@ std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const U
   const int64_t n = node.count_value;
   if (node.within_ms == 0) {
     // All-time counts only grow: they reached their current value at the last event.
-    const auto total = static_cast<int64_t>(history->total_count);
+    const auto total = static_cast<int64_t>(history->total_count());
     const bool first_reach =
         (node.count_op == CountOp::kGt && n == 0) || (node.count_op == CountOp::kGte && n <= 1);
     if (first_reach) return history->first_at;
@@ -654,9 +654,9 @@ std::optional<TimeMs> CompiledCriteria::EventHeldSince(const Node& node, const U
   // undercount only where an older, unretained event could still be in the window: that
   // is harmless for gt/gte (an undercount that holds is a true hold) but not for the
   // others, which trust only counts where the window starts after the oldest instant.
-  const std::span<const TimeMs> newest = NewestOf(*history);
+  const Instants newest = NewestOf(*history);
   if (newest.empty()) return std::nullopt;
-  const bool complete = newest.size() == history->total_count;
+  const bool complete = newest.size() == history->total_count();
   const bool undercount_safe = node.count_op == CountOp::kGt || node.count_op == CountOp::kGte;
   const TimeMs trusted_from =
       complete || undercount_safe ? INT64_MIN : newest.front() + node.within_ms;
@@ -850,14 +850,14 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
       if (history == nullptr) {
         leg.count = 0;
       } else if (within == 0) {
-        leg.count = history->total_count;
+        leg.count = history->total_count();
       } else {
         // As EventOutlook counts: the newest instants the operator needs, in the window.
-        const std::span<const TimeMs> newest = NewestOf(*history);
+        const Instants newest = NewestOf(*history);
         const auto in_window = static_cast<uint64_t>(
             newest.end() - std::upper_bound(newest.begin(), newest.end(), now - within));
         leg.count = in_window;
-        leg.capped = in_window == newest.size() && newest.size() < history->total_count;
+        leg.capped = in_window == newest.size() && newest.size() < history->total_count();
       }
       break;
     }

@@ -105,8 +105,8 @@ class CompiledCriteria {
   std::vector<LegExplanation> Explain(const User& user, TimeMs now) const;
 
  private:
-  std::span<const TimeMs> NewestOf(const EventHistory& history) const {
-    return Newest(history, DepthOf(*history_depth_, history.name_id));
+  Instants NewestOf(const EventHistory& history) const {
+    return Newest(history, DepthOf(*history_depth_, history.name_id()));
   }
 
   struct Node {

@@ -49,6 +49,16 @@ Status Fold::Check(const Record& r) const {
     case RecordKind::kBucketDefine: {
       BucketDefinition def;
       if (Status s = ParseBucketDefinition(r.definition_json, &def); !s.ok()) return s;
+      // What a definition may intern: per leaf, an event name and a stream key, or a
+      // sequence's key and step names. Refused where that could pass kEventNameIdsMax, even
+      // if its names are all known already (a bound, not a count: the ids are far off).
+      constexpr size_t kNameIdsPerDefinitionMax = kCriteriaLeavesMax * (1 + kSequenceStepsMax);
+      if (state_.event_names.size() + kNameIdsPerDefinitionMax > kEventNameIdsMax) {
+        return Status::FailedPrecondition(
+            "criteria", "this state already names " + std::to_string(state_.event_names.size()) +
+                            " event names and derived streams, near the most it holds (" +
+                            std::to_string(kEventNameIdsMax) + ")");
+      }
       if (!state_.bucket_ids.contains(def.id) && state_.buckets.size() >= kBucketIdsMax) {
         return Status::FailedPrecondition(
             "id", "this state already names " + std::to_string(kBucketIdsMax) +
@@ -106,17 +116,42 @@ Status Fold::Check(const Record& r) const {
   return Status::InvalidArgument("kind", "unknown record kind");
 }
 
+// An EventHistory keeps its name id in 24 bits and its count in 40 (user.h): an event
+// that would pass either limit is refused. Both are far off, so the hot path pays two
+// comparisons: a new name needs a look only once the state interned kEventNameIdsMax of
+// them, and a count (at most the records folded, each event counting once per history)
+// only once the log holds kEventCountMax records.
+Status Fold::CheckHistoryLimits(const Record& r, const User* user) const {
+  const bool names_full = state_.event_names.size() >= kEventNameIdsMax;
+  if (!names_full && state_.applied_seq < kEventCountMax) return Status::Ok();
+  const uint32_t name_id = state_.event_names.Find(r.event_name);
+  if (name_id == Interner::kNone) {
+    if (!names_full) return Status::Ok();
+    return Status::FailedPrecondition(
+        "event", "this state already names " + std::to_string(kEventNameIdsMax) +
+                     " event names and derived streams, the most it holds");
+  }
+  const EventHistory* history = user != nullptr ? FindHistory(*user, name_id) : nullptr;
+  if (history != nullptr && history->total_count() >= kEventCountMax) {
+    return Status::FailedPrecondition("event", "this contact already has " +
+                                                   std::to_string(kEventCountMax) +
+                                                   " events of this name, the most a state counts");
+  }
+  return Status::Ok();
+}
+
 // `*user` is the user if known already, else looked up here.
 Status Fold::CheckEvent(const Record& r, User** user) const {
   if (Status s = ValidateUserId(r.user_id); !s.ok()) return s;
   if (Status s = ValidateEventName(r.event_name); !s.ok()) return s;
   // The engine refuses these before logging; a log that is not the engine's must not bring
-  // one in either: histories keep no negative instant (InstantList marks places with them).
+  // one in either: histories keep no instant before 1970 (InstantList::Fits).
   if (Status s = ValidateOccurredAt(r.occurred_at); !s.ok()) return s;
   if (*user == nullptr) *user = FindUser(r.user_id);
   if (*user != nullptr && (*user)->deleted) {
     return Status::FailedPrecondition("userId", "contact was deleted");
   }
+  if (Status s = CheckHistoryLimits(r, *user); !s.ok()) return s;
   if (Status s = ValidateContactProperties(r.patch()); !s.ok()) return s;
   return ValidateEventProperties(r.event_patch());
 }
@@ -333,7 +368,7 @@ Status Fold::RestoreStreams(const std::vector<uint32_t>& previous) {
   // What a stream kept while no definition read it (deleted, now defined again) is stale.
   for (User* user : state_.users) {
     user->events.erase(std::remove_if(user->events.begin(), user->events.end(),
-                                      [&](const EventHistory& h) { return is_fresh(h.name_id); }),
+                                      [&](const EventHistory& h) { return is_fresh(h.name_id()); }),
                        user->events.end());
     if (!user->legs) continue;
     const auto erase_fresh = [&](auto* items) {
@@ -384,7 +419,7 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
   }
   for (auto& user : state_.users) {
     for (EventHistory& h : user->events) {
-      if (deeper[h.name_id]) h.newest.clear();
+      if (deeper[h.name_id()]) h.newest.clear();
     }
   }
   // Re-read every earlier event of those names; deleted contacts stay forgotten. The whole
@@ -423,8 +458,8 @@ Status Fold::RestoreHistory(const std::vector<uint32_t>& previous_depth) {
       const auto retain = [&](uint32_t id) {
         auto it =
             std::lower_bound(user->events.begin(), user->events.end(), id,
-                             [](const EventHistory& h, uint32_t key) { return h.name_id < key; });
-        if (it != user->events.end() && it->name_id == id) {
+                             [](const EventHistory& h, uint32_t key) { return h.name_id() < key; });
+        if (it != user->events.end() && it->name_id() == id) {
           RetainNewest(&*it, std::min(r.occurred_at, r.at), state_.kept_depth(id));
         }
       };

@@ -104,6 +104,7 @@ class Fold {
 
   // Inputs.
   Status CheckEvent(const Record& r, User** user) const;
+  Status CheckHistoryLimits(const Record& r, const User* user) const;
   Status ApplyEvent(const Record& r, User* user, Emitter* emit);
   Status ApplyContactDelete(const Record& r);
   Status ApplyDefine(const Record& r, Emitter* emit);

@@ -56,8 +56,10 @@ std::vector<Remap> MergeNames(const std::vector<std::unique_ptr<ReplayShard>>& s
 
 // Renames a user's ids into the merged numbering; the vectors stay sorted by id.
 void RemapUser(const Remap& event_names, const Remap& property_keys, User* user) {
-  for (EventHistory& h : user->events) h.name_id = event_names[h.name_id];
-  auto by_name = [](const EventHistory& a, const EventHistory& b) { return a.name_id < b.name_id; };
+  for (EventHistory& h : user->events) h.set_name_id(event_names[h.name_id()]);
+  auto by_name = [](const EventHistory& a, const EventHistory& b) {
+    return a.name_id() < b.name_id();
+  };
   if (!std::is_sorted(user->events.begin(), user->events.end(), by_name)) {
     std::sort(user->events.begin(), user->events.end(), by_name);
   }
@@ -100,6 +102,12 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
   const std::vector<Remap> property_keys =
       MergeNames(shards, states, &State::property_keys, &ReplayShard::property_key_first_seq,
                  &out.property_keys);
+  // Each shard refused names past the limit on its own; together they may name more (a log
+  // a sequential fold would refuse), which histories could not hold (EventHistory).
+  if (out.event_names.size() > kEventNameIdsMax) {
+    return Status::Corruption("the log names more than " + std::to_string(kEventNameIdsMax) +
+                              " event names and derived streams");
+  }
 
   // Every shard keeps at least this many instants per history (the same floor in each,
   // today; the lowest is the one every history is sure to meet).

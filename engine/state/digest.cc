@@ -117,16 +117,16 @@ void HashUser(const State& state, const User& user, Hasher* h) {
   std::vector<const EventHistory*> events;
   for (const EventHistory& e : user.events) events.push_back(&e);
   std::sort(events.begin(), events.end(), [&](const EventHistory* a, const EventHistory* b) {
-    return state.event_names.Name(a->name_id) < state.event_names.Name(b->name_id);
+    return state.event_names.Name(a->name_id()) < state.event_names.Name(b->name_id());
   });
   h->U64(events.size());
   for (const EventHistory* e : events) {
-    h->Str(state.event_names.Name(e->name_id));
-    h->U64(e->total_count);
+    h->Str(state.event_names.Name(e->name_id()));
+    h->U64(e->total_count());
     h->I64(e->first_at);
     h->I64(e->last_at);
     // What criteria see: instants kept beyond the depth are a cache for later definitions.
-    const std::span<const TimeMs> newest = Newest(*e, state.depth(e->name_id));
+    const Instants newest = Newest(*e, state.depth(e->name_id()));
     h->U64(newest.size());
     for (TimeMs t : newest) h->I64(t);
   }

@@ -225,12 +225,13 @@ void EncodeUser(const User& user, StreamWriter* w) {
   w->U(user.events.size());
   for (const EventHistory& e : user.events) {
     w->Reserve(kVarintBytesMax * (5 + e.newest.size()));
-    w->U(e.name_id);
-    w->U(e.total_count);
+    w->U(e.name_id());
+    w->U(e.total_count());
     w->Time(e.first_at);
     w->Time(e.last_at);
-    w->U(e.newest.size());
-    for (TimeMs t : e.newest) w->Time(t);
+    const Instants newest = e.newest.view();
+    w->U(newest.size());
+    for (TimeMs t : newest) w->Time(t);
   }
 
   w->Reserve(kVarintBytesMax);
@@ -411,8 +412,20 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
   user->events.reserve(event_count);
   for (uint64_t i = 0; i < event_count; ++i) {
     EventHistory& e = user->events.emplace_back();
-    e.name_id = r->U32();
-    e.total_count = r->U();
+    // Kept in 24 and 40 bits beside each other: a name id past what the state interns, or
+    // a count past kEventCountMax, is refused, not cut.
+    const uint32_t name_id = r->U32();
+    if (name_id >= st.event_names.size() || (i > 0 && user->events[i - 1].name_id() >= name_id)) {
+      return Damaged(where() + ": event name ids out of range or order");
+    }
+    e.set_name_id(name_id);  // fits: DecodeSnapshot refuses more than kEventNameIdsMax names
+    const uint64_t total_count = r->U();
+    // A count is at most the records folded (each event counts once per history), which the
+    // fold's check of kEventCountMax relies on.
+    if (total_count > kEventCountMax || total_count > st.applied_seq) {
+      return Damaged(where() + ": an event count out of range");
+    }
+    e.set_total_count(total_count);
     // Kept in 48 bits (time48.h): an event instant the engine could not have taken is
     // refused, not cut.
     const TimeMs first_at = r->Time(), last_at = r->Time();
@@ -422,16 +435,13 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     e.first_at = first_at;
     e.last_at = last_at;
     const uint64_t newest = r->Count();
-    e.newest.resize(newest);
+    e.newest.reserve(newest);
     for (size_t k = 0; k < newest; ++k) {
-      // No event is before 1970 (ValidateOccurredAt), and an InstantList holds none: a
-      // negative word is how it marks an empty place, so one is refused before it lands.
+      // Kept in 48 bits inline (InstantList::Fits, which every instant the engine takes
+      // does): one outside is refused before it lands.
       const TimeMs t = r->Time();
-      if (t < 0) return Damaged(where() + ": an event instant before 1970");
-      e.newest.data()[k] = t;
-    }
-    if (e.name_id >= st.event_names.size() || (i > 0 && user->events[i - 1].name_id >= e.name_id)) {
-      return Damaged(where() + ": event name ids out of range or order");
+      if (!InstantList::Fits(t)) return Damaged(where() + ": an event instant out of range");
+      e.newest.push_back(t);
     }
   }
 
@@ -829,6 +839,9 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, State* out, size_t th
   // Kept instants beyond the depths are a cache for later definitions, which criteria and
   // the digest never see: a snapshot written when the floor was higher loads with today's.
   st.history_floor = std::min<uint32_t>(root.history_floor(), kNewestKeptMin);
+  if (root.event_names()->size() > kEventNameIdsMax) {
+    return Damaged("more event names than a state holds");
+  }
   for (const auto* name : *root.event_names()) {
     if (st.event_names.Intern(name->string_view()) != st.event_names.size() - 1) {
       return Damaged("event name interned twice");

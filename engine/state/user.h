@@ -228,25 +228,53 @@ class InlineString {
 };
 static_assert(sizeof(InlineString) == 16, "a user id in every User");
 
+// Event name ids (State::event_names: the names events carry and the derived streams'
+// keys) fit the 24 bits an EventHistory keeps for them: a state interns at most this many
+// over its life, refused beyond by Fold::Check and the snapshot decoder.
+inline constexpr uint32_t kEventNameIdsMax = uint32_t{1} << 24;
+// The most events of one name (or stream) one user is counted, in the 40 bits an
+// EventHistory keeps for its all-time count: about 1.1 trillion. The fold refuses an event
+// beyond it, and the snapshot decoder a count above it.
+inline constexpr uint64_t kEventCountMax = (uint64_t{1} << 40) - 1;
+
 // Per (user, event name): what criteria legs need of that user's events of that name.
-// 40 bytes: the first and last instant in 48 bits each (event instants are the clock's,
-// time48.h), packed beside the name id so the count needs no padding.
+// 32 bytes: the name id (24 bits) and the all-time count (40 bits) in one word, the first
+// and last instant in 48 bits each (event instants are the clock's, time48.h), and the
+// newest instants in 12 (InstantList). Storing a value past its field's limit fails a check
+// in every build; the fold and the snapshot decoder refuse one before it gets here.
 struct EventHistory {
-  uint32_t name_id = 0;
+ private:
+  static constexpr int kNameIdBits = 24;
+  static constexpr uint64_t kNameIdMask = (uint64_t{1} << kNameIdBits) - 1;
+  static_assert(kEventNameIdsMax - 1 == kNameIdMask);
+  static_assert(kEventCountMax == UINT64_MAX >> kNameIdBits);
+  uint64_t name_and_count_ = 0;  // the name id in the low 24 bits, the count above
+
+ public:
+  uint32_t name_id() const { return static_cast<uint32_t>(name_and_count_ & kNameIdMask); }
+  uint64_t total_count() const { return name_and_count_ >> kNameIdBits; }
+  void set_name_id(uint32_t id) {
+    BUCKETD_CHECK_MSG(id < kEventNameIdsMax, "an event name id past kEventNameIdsMax");
+    name_and_count_ = (name_and_count_ & ~kNameIdMask) | id;
+  }
+  void set_total_count(uint64_t count) {
+    BUCKETD_CHECK_MSG(count <= kEventCountMax, "an event count past kEventCountMax");
+    name_and_count_ = count << kNameIdBits | (name_and_count_ & kNameIdMask);
+  }
+
   Time48 first_at;
   Time48 last_at;
-  uint64_t total_count = 0;
   // The newest occurredAt instants, ascending: the newest max(depth, State::history_floor)
   // of the name's events. A threshold leg `count gte N within W` is decided by its N-th
   // newest instant alone, so the depth is the largest N(+1) any leg on this name needs,
   // not the number of events; criteria read only the newest `depth` (Newest()). Two fit
-  // inline (a history is 40 bytes, paid per user and name): `exists` and `not_exists`
+  // inline (a history is 32 bytes, paid per user and name): `exists` and `not_exists`
   // legs cost no allocation and no second cache miss; deeper histories of users with
   // three or more events of the name spill to the heap.
   static constexpr uint32_t kNewestInline = InstantList::kInline;
   InstantList newest;
 };
-static_assert(sizeof(EventHistory) <= 40, "a history per (user, name)");
+static_assert(sizeof(EventHistory) <= 32, "a history per (user, name)");
 
 // Every name keeps at least this many newest instants, whatever its depth: they fit the
 // room EventHistory::newest has inline anyway, and a definition that needs no more (most
@@ -259,12 +287,10 @@ inline uint32_t DepthOf(const std::vector<uint32_t>& history_depth, uint32_t nam
   return name_id < history_depth.size() ? history_depth[name_id] : 0;
 }
 
-// What criteria, and the digest, see of a history: its newest `depth` instants. Those
-// kept beyond are only there for a later, deeper definition.
-inline std::span<const TimeMs> Newest(const EventHistory& h, uint32_t depth) {
-  const size_t n = std::min<size_t>(h.newest.size(), depth);
-  return {h.newest.data() + (h.newest.size() - n), n};
-}
+// What criteria, and the digest, see of a history: its newest `depth` instants, decoded
+// (Instants: the inline ones are not TimeMs in memory). Those kept beyond are only there
+// for a later, deeper definition.
+inline Instants Newest(const EventHistory& h, uint32_t depth) { return h.newest.Last(depth); }
 
 // A contact property: its key, when it took its current value, and the value, in 24 bytes
 // where a PropertyValue alone takes 48 (a Property took 64, paid per user and key): the
@@ -524,7 +550,8 @@ inline void DwellStamps::resize(size_t n) {
 // bucket ids over its life (a deleted id defined again keeps its index).
 inline constexpr uint32_t kBucketIdsMax = uint32_t{1} << 24;
 
-// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user: user-space
+// A pointer in 48 bits (alignment 2), for the one a Slot holds to its user and the ones a
+// User holds to its slots: user-space
 // addresses are below 2^47 on x86-64 and below 2^48 on AArch64 unless a program asks mmap
 // for higher ones, which nothing here does; storing one that does not fit fails a check
 // instead of keeping a wrong one. Converts to and from T*.
@@ -728,15 +755,17 @@ struct User {
   // growing a quarter at a time (GrowForOneMore). Contact properties (24 bytes each) and
   // past memberships are out of line, behind one pointer each: most users have none.
   absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
-  absl::InlinedVector<Slot*, 3> slots;          // from State::slot_pool
-  CompactVector<Property> properties;           // sorted by key_id
+  // From State::slot_pool, in 48 bits each (Pointer48): four inline in the room three
+  // Slot* took, and 6 bytes a membership once spilled.
+  absl::InlinedVector<Pointer48<Slot>, 4> slots;
+  CompactVector<Property> properties;  // sorted by key_id
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
   // One stamp per dwell reaction fired in each active membership, tagged with its slot's
   // bucket (out of the slots, which are paid per membership while most have none).
   DwellStamps dwell;
 };
-static_assert(sizeof(User) <= 232, "a user per contact ever seen");
+static_assert(sizeof(User) <= 208, "a user per contact ever seen");
 
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least `min_growth`) where the vector's own growth doubles: a user's arrays (and a time
@@ -756,45 +785,46 @@ void GrowForOneMore(Vector* v, size_t min_growth = 2) {
 // events with it, and the preview rebuilds the histories the fold did not keep with it.
 inline void RetainNewest(EventHistory* h, TimeMs at, uint32_t depth) {
   if (depth == 0) return;
-  auto& newest = h->newest;
+  InstantList& newest = h->newest;
+  size_t n = newest.size();
   // More than the depth are kept when it was lowered since: the oldest go first.
-  if (newest.size() > depth) newest.erase(newest.begin(), newest.end() - depth);
-  if (newest.size() < depth && newest.size() == newest.capacity()) {
+  if (n > depth) {
+    newest.erase(0, n - depth);
+    n = depth;
+  }
+  if (n < depth && n == newest.capacity()) {
     // Doubling up to the depth, never past it: a history never holds more.
-    newest.reserve(std::min<size_t>(depth, 2 * newest.size()));
+    newest.reserve(std::min<size_t>(depth, 2 * n));
   }
-  const auto place = std::upper_bound(newest.begin(), newest.end(), at);
-  if (newest.size() < depth) {
-    newest.insert(place, at);
-    return;
-  }
+  const size_t place = newest.UpperBound(at);
+  if (n < depth) return newest.insert(place, at);
   // Full: the oldest gives way in place. Inserting first would hold depth + 1 for a moment,
   // which spills a full inline array to the heap for good (a cache miss per event after).
-  if (place == newest.begin()) return;  // older than all it would displace
-  std::move(newest.begin() + 1, place, newest.begin());
-  *(place - 1) = at;
+  if (place == 0) return;  // older than all it would displace
+  newest.DropOldestInsert(place, at);
 }
 
 // Counts an event of `name_id` at `at` into `histories` (sorted by name_id): its count,
 // first and last instant, and its newest `depth` instants, adding the name's history if
-// the user had none.
+// the user had none. REQUIRES: name_id < kEventNameIdsMax, and the count below
+// kEventCountMax (the fold refuses an event otherwise; both are checked here too).
 template <typename Histories>
 void RecordInHistories(Histories* histories, uint32_t name_id, TimeMs at, uint32_t depth) {
   auto it = std::lower_bound(histories->begin(), histories->end(), name_id,
-                             [](const EventHistory& h, uint32_t id) { return h.name_id < id; });
-  if (it == histories->end() || it->name_id != name_id) {
+                             [](const EventHistory& h, uint32_t id) { return h.name_id() < id; });
+  if (it == histories->end() || it->name_id() != name_id) {
     // Appended, then rotated into place: inserting in the middle of the vector moves
     // through a temporary that GCC 12 falsely reports as maybe-uninitialized.
     const auto place = it - histories->begin();
     GrowForOneMore(histories);
     EventHistory& added = histories->emplace_back();
-    added.name_id = name_id;
+    added.set_name_id(name_id);
     added.first_at = added.last_at = at;
     it = histories->begin() + place;
     std::rotate(it, histories->end() - 1, histories->end());
   }
   EventHistory& h = *it;
-  ++h.total_count;
+  h.set_total_count(h.total_count() + 1);
   h.first_at = std::min<TimeMs>(h.first_at, at);
   h.last_at = std::max<TimeMs>(h.last_at, at);
   RetainNewest(&h, at, depth);
