@@ -51,6 +51,12 @@ void UnmapHugeBlock(void* block) {
   munmap(block, kHugeBlockBytes);
 }
 
+void KeepFromLeakReports([[maybe_unused]] const void* block) {
+#if defined(BUCKETD_LEAK_CHECKED)
+  __lsan_ignore_object(block);
+#endif
+}
+
 std::vector<void*> MergeByProgress(const std::vector<std::vector<void*>>& lists) {
   std::vector<void*> order;
   std::vector<size_t> next(lists.size(), 0);

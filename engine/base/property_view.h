@@ -22,4 +22,21 @@ struct PropertyValueView {
   PropertyValue ToValue() const { return {type, boolean, number, std::string(text)}; }
 };
 
+// Whether two values are the same JSON value: the same type and the field it uses (numbers
+// compare as doubles). The one home of value equality: `eq`/`neq` legs and filters, and the
+// fold's "did the contact's property change" both ask it.
+inline bool SameValue(const PropertyValueView& a, const PropertyValueView& b) {
+  if (a.type != b.type) return false;
+  switch (a.type) {
+    case PropertyValue::Type::kNull:
+      return true;
+    case PropertyValue::Type::kBool:
+      return a.boolean == b.boolean;
+    case PropertyValue::Type::kNumber:
+      return a.number == b.number;
+    default:
+      return a.text == b.text;
+  }
+}
+
 }  // namespace bucketd

@@ -1029,24 +1029,6 @@ void CollectEventPropertyKeys(const Criteria& criteria, std::set<std::string>* k
   for (const Criteria& child : criteria.conditions) CollectEventPropertyKeys(child, keys);
 }
 
-namespace {
-
-bool SameJson(const PropertyValueView& a, const PropertyValueView& b) {
-  if (a.type != b.type) return false;
-  switch (a.type) {
-    case PropertyValue::Type::kNull:
-      return true;
-    case PropertyValue::Type::kBool:
-      return a.boolean == b.boolean;
-    case PropertyValue::Type::kNumber:
-      return a.number == b.number;
-    default:
-      return a.text == b.text;
-  }
-}
-
-}  // namespace
-
 bool PropertyOpHolds(PropertyOp op, const PropertyValueView* property,
                      const PropertyValueView& value) {
   const bool present = property != nullptr && property->type != PropertyValue::Type::kNull;
@@ -1058,9 +1040,9 @@ bool PropertyOpHolds(PropertyOp op, const PropertyValueView* property,
     case PropertyOp::kNotExists:
       return !present;
     case PropertyOp::kEq:
-      return present && SameJson(*property, value);
+      return present && SameValue(*property, value);
     case PropertyOp::kNeq:
-      return !(present && SameJson(*property, value));
+      return !(present && SameValue(*property, value));
     case PropertyOp::kGt:
       return both_numbers && property->number > value.number;
     case PropertyOp::kGte:

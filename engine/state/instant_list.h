@@ -25,6 +25,7 @@
 #include "bucketd/limits.h"
 #include "bucketd/types.h"
 #include "engine/base/check.h"
+#include "engine/base/huge_block.h"
 #include "engine/state/time48.h"
 
 namespace bucketd {
@@ -263,6 +264,7 @@ class InstantList {
     const Instants all = view();
     auto* block = static_cast<Block*>(std::malloc(sizeof(Block) + capacity * sizeof(TimeMs)));
     if (block == nullptr) throw std::bad_alloc();
+    KeepFromLeakReports(block);  // its address is kept in 48 bits
     block->size = static_cast<uint32_t>(all.size());
     block->capacity = static_cast<uint32_t>(capacity);
     std::copy(all.begin(), all.end(), reinterpret_cast<TimeMs*>(block + 1));

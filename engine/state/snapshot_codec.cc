@@ -67,6 +67,7 @@ class StreamWriter {
   void Str(std::string_view s) {
     Reserve(s.size() + kVarintBytesMax);
     U(s.size());
+    if (s.empty()) return;  // an empty view's data may be null, which memcpy must not get
     std::memcpy(buf_.data() + size_, s.data(), s.size());
     size_ += s.size();
   }

@@ -302,9 +302,6 @@ inline Instants Newest(const EventHistory& h, uint32_t depth) { return h.newest.
 // the snapshot, and a live state and its replay agree whatever the input held.
 class Property {
  public:
-  uint32_t key_id = 0;
-  Time48 changed_at;  // when the key took its current value (backfill anchors)
-
   Property() = default;
   Property(uint32_t key, PropertyValueView value, TimeMs at) : key_id(key), changed_at(at) {
     set_value(value);
@@ -356,21 +353,8 @@ class Property {
     }
     return view;
   }
-  // Whether the value is `value` (its canonical fields; numbers compare as doubles).
-  bool Holds(PropertyValueView value) const {
-    const PropertyValueView mine = this->value();
-    if (mine.type != value.type) return false;
-    switch (type_) {
-      case PropertyValue::Type::kNull:
-        return true;
-      case PropertyValue::Type::kBool:
-        return mine.boolean == value.boolean;
-      case PropertyValue::Type::kNumber:
-        return mine.number == value.number;
-      default:
-        return mine.text == value.text;
-    }
-  }
+  // Whether the value is `value` (SameValue: a stray field of `value` does not count).
+  bool Holds(PropertyValueView value) const { return SameValue(this->value(), value); }
   void set_value(PropertyValueView value) {
     // A text read from this property's own bytes (inline or its block) is copied out
     // first: they are cleared or freed below.
@@ -439,11 +423,18 @@ class Property {
     type_ = PropertyValue::Type::kNull;
   }
 
+  // A number's bytes, the inline text, or the block's address then the text's length. First
+  // and 8-aligned: LeakSanitizer finds the block only through an aligned whole word.
+  alignas(8) unsigned char payload_[kTextInlineMax] = {};
+
+ public:
+  uint32_t key_id = 0;
+  Time48 changed_at;  // when the key took its current value (backfill anchors)
+
+ private:
   PropertyValue::Type type_ = PropertyValue::Type::kNull;
   // A boolean's value, a text's inline length, or kTextOnHeap.
   uint8_t meta_ = 0;
-  // A number's bytes, the inline text, or the block's address then the text's length.
-  unsigned char payload_[kTextInlineMax] = {};
 };
 static_assert(sizeof(Property) <= 24, "a property per user and key");
 
