@@ -51,7 +51,7 @@ void UnmapHugeBlock(void* block) {
   munmap(block, kHugeBlockBytes);
 }
 
-void KeepFromLeakReports([[maybe_unused]] const void* block) {
+void KeepFromLeakReports([[maybe_unused]] void* block) {
 #if defined(BUCKETD_LEAK_CHECKED)
   __lsan_ignore_object(block);
 #endif

@@ -20,7 +20,7 @@ void UnmapHugeBlock(void* block);
 // form), which its scan for whole aligned words does not read as a pointer, so a live
 // engine's blocks would be reported as leaked by libFuzzer's per-input leak check. Such a
 // block is still freed by its owner; only the report is withheld.
-void KeepFromLeakReports(const void* block);
+void KeepFromLeakReports(void* block);
 
 // Faults the blocks of every list in on a background thread (joined when the returned
 // thread is destroyed), in MergeByProgress order: a decoder filling users and slots
