@@ -286,8 +286,13 @@ TEST_CASE("an inline string behaves as std::string, 15 bytes inline and longer o
     CHECK((copy.allocation() == nullptr || copy.allocation() != s.allocation()));
     InlineString moved = std::move(copy);
     CHECK(moved == text);
-    moved = std::string_view(moved);  // from its own bytes
+    moved = std::string_view(moved);  // from its own bytes: all of them, then a tail
     CHECK(moved == text);
+    if (!text.empty()) {
+      moved = std::string_view(moved).substr(1);
+      CHECK(moved == std::string_view(text).substr(1));
+      moved = text;
+    }
     moved = "other";
     CHECK(moved == "other");
     CHECK(moved.allocation() == nullptr);

@@ -178,8 +178,15 @@ class InlineString {
   const void* allocation() const { return OnHeap() ? HeapData() : nullptr; }
 
   void assign(std::string_view value) {
-    // Bytes read from this string's own block are copied out first: it is freed below.
-    if (OnHeap() && value.data() == HeapData()) return assign(std::string(value));
+    // Bytes read from this string's own (inline or block) are copied out first: they are
+    // overwritten or freed below.
+    if (!value.empty()) {
+      const std::less<const char*> before;
+      const std::string_view mine = *this;
+      if (!before(value.data(), mine.data()) && before(value.data(), mine.data() + mine.size())) {
+        return assign(std::string(value));
+      }
+    }
     Free();
     if (value.size() <= kInlineMax) {
       if (!value.empty()) std::memcpy(bytes_, value.data(), value.size());
