@@ -19,6 +19,7 @@
 
 #include "bucketd/limits.h"
 #include "engine/state/compact_vector.h"
+#include "engine/state/split_vector.h"
 #include "engine/state/time48.h"
 #include "engine/state/user.h"
 
@@ -92,6 +93,109 @@ TEST_CASE("reserve makes room exactly once; an empty vector costs no block") {
   CHECK(v.back() == Value(3));
   v.clear();
   CHECK(v.allocation() == nullptr);
+}
+
+TEST_CASE("a split vector matches std::vector through random inserts, erases and sorts") {
+  std::mt19937 rng(11);
+  SplitVector<std::string, 3> split;
+  std::vector<std::string> reference;
+  CHECK(split.allocation() == nullptr);
+  for (int step = 0; step < 20000; ++step) {
+    const int op = static_cast<int>(rng() % 12);
+    if (op < 4) {
+      GrowForOneMore(&split);
+      split.push_back(Value(step));
+      reference.push_back(Value(step));
+    } else if (op < 7) {
+      // Inserting in the middle as the state does (RecordInHistories): append, rotate.
+      const size_t at = rng() % (reference.size() + 1);
+      split.emplace_back(Value(step));
+      std::rotate(split.begin() + static_cast<std::ptrdiff_t>(at), split.end() - 1, split.end());
+      reference.insert(reference.begin() + static_cast<std::ptrdiff_t>(at), Value(step));
+    } else if (op < 10 && !reference.empty()) {
+      const size_t at = rng() % reference.size();
+      const size_t n = std::min<size_t>(1 + rng() % 3, reference.size() - at);
+      const auto next = split.erase(split.begin() + static_cast<std::ptrdiff_t>(at),
+                                    split.begin() + static_cast<std::ptrdiff_t>(at + n));
+      CHECK(next.index() == at);
+      reference.erase(reference.begin() + static_cast<std::ptrdiff_t>(at),
+                      reference.begin() + static_cast<std::ptrdiff_t>(at + n));
+    } else if (op == 10) {
+      std::sort(split.begin(), split.end());
+      std::sort(reference.begin(), reference.end());
+      if (!reference.empty()) {
+        const std::string& probe = reference[rng() % reference.size()];
+        CHECK(*std::lower_bound(split.begin(), split.end(), probe) == probe);
+      }
+    } else if (!reference.empty()) {
+      split.pop_back();
+      reference.pop_back();
+    }
+    REQUIRE(split.size() == reference.size());
+    REQUIRE(split.capacity() >= split.size());
+    if (step % 97 == 0) REQUIRE(Same(split, reference));
+  }
+  REQUIRE(Same(split, reference));
+  for (size_t i = 0; i < reference.size(); ++i) REQUIRE(split.at(i) == reference[i]);
+
+  SplitVector<std::string, 3> copy = split;
+  CHECK(Same(copy, reference));
+  SplitVector<std::string, 3> moved = std::move(copy);
+  CHECK(Same(moved, reference));
+  CHECK(copy.empty());  // NOLINT(bugprone-use-after-move): a moved-from vector is empty
+  CHECK(copy.allocation() == nullptr);
+  copy = moved;  // assigned back after the move
+  CHECK(Same(copy, reference));
+  moved.clear();
+  CHECK(moved.empty());
+  CHECK(moved.allocation() == nullptr);
+}
+
+TEST_CASE("a split vector keeps its first elements inline and only the rest on the heap") {
+  static_assert(sizeof(SplitVector<EventHistory, 3>) ==
+                sizeof(absl::InlinedVector<EventHistory, 3>));
+  static_assert(sizeof(SplitVector<Pointer48<Slot>, 4>) ==
+                sizeof(absl::InlinedVector<Pointer48<Slot>, 4>));
+  SplitVector<std::string, 3> v;
+  const auto* object = reinterpret_cast<const char*>(&v);
+  const auto inside = [&](const std::string& e) {
+    const auto* p = reinterpret_cast<const char*>(&e);
+    return p >= object && p < object + sizeof v;
+  };
+  for (int i = 0; i < 3; ++i) {
+    GrowForOneMore(&v);
+    v.push_back(Value(i));
+  }
+  CHECK(v.allocation() == nullptr);  // three fit inline: no block
+  CHECK(v.capacity() == 3);
+  GrowForOneMore(&v);
+  CHECK(v.capacity() == 5);  // 3 + max(2, 3 / 4): the block has room for two
+  CHECK(v.tail_size() == 0);
+  for (int i = 3; i < 10; ++i) {
+    GrowForOneMore(&v);
+    v.push_back(Value(i));
+  }
+  CHECK(v.capacity() == 11);  // 5 -> 7 -> 9 -> 11, as GrowForOneMore grew the whole array
+  CHECK(v.tail_size() == 7);
+  for (int i = 0; i < 10; ++i) CHECK(inside(v[static_cast<size_t>(i)]) == (i < 3));
+  CHECK(v.inline_data() == &v[0]);
+  CHECK(v.tail_data() == &v[3]);
+  // Erasing back to fewer than the inline places keeps the block (until clear()) and the
+  // elements in their places.
+  v.erase(v.begin() + 1, v.end());
+  CHECK(v.size() == 1);
+  CHECK(v[0] == Value(0));
+  CHECK(v.allocation() != nullptr);
+  v.push_back(Value(42));
+  CHECK(inside(v[1]));
+  // reserve() is exact past the inline places, and makes room before any element exists.
+  SplitVector<std::string, 3> reserved;
+  reserved.reserve(8);
+  CHECK(reserved.capacity() == 8);
+  CHECK(reserved.empty());
+  for (int i = 0; i < 8; ++i) reserved.emplace_back(Value(i));
+  CHECK(reserved.capacity() == 8);
+  CHECK(reserved.back() == Value(7));
 }
 
 TEST_CASE("an instant list matches std::vector and keeps two inline in 48 bits") {

@@ -252,8 +252,9 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       lines(user, sizeof(User));
       break;
     case 2:
-      line(user->events.data());
-      line(user->slots.data());
+      // The arrays' elements past their inline places (null: none, prefetches nothing).
+      line(user->events.tail_data());
+      line(user->slots.tail_data());
       line(user->properties.data());
       // Events mostly repeat the contact's email, which is compared.
       if (user->email) line(user->email.data());
@@ -264,9 +265,11 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
-      // Every line of the histories, without reading them (they may not have arrived:
-      // reading one here, to find a deep history's own block, stalled the lookahead).
-      lines(user->events.data(), user->events.size() * sizeof(EventHistory));
+      // Every line of the histories past the inline ones (which came with the user), without
+      // reading them (they may not have arrived: reading one here, to find a deep history's
+      // own block, stalled the lookahead). Their count is in the block's first line, which
+      // the previous stage fetched.
+      lines(user->events.tail_data(), user->events.tail_size() * sizeof(EventHistory));
       lines(user->properties.data(), user->properties.size() * sizeof(Property));
       break;
   }

@@ -25,6 +25,7 @@
 #include "engine/base/property_view.h"
 #include "engine/state/compact_vector.h"
 #include "engine/state/instant_list.h"
+#include "engine/state/split_vector.h"
 #include "engine/state/time48.h"
 
 namespace bucketd {
@@ -749,13 +750,14 @@ struct User {
   OptionalString email;
   // The arrays every event reads are inline for a typical user (a few names and buckets):
   // the user is then one block the lookahead fetches at once, with no dependent miss
-  // behind each array header and no malloc per array. Larger users spill to the heap,
-  // growing a quarter at a time (GrowForOneMore). Contact properties (24 bytes each) and
+  // behind each array header and no malloc per array. A larger user's elements past the
+  // inline ones go to the heap (SplitVector: the inline places stay in use), growing a
+  // quarter at a time (GrowForOneMore). Contact properties (24 bytes each) and
   // past memberships are out of line, behind one pointer each: most users have none.
-  absl::InlinedVector<EventHistory, 3> events;  // sorted by name_id
+  SplitVector<EventHistory, 3> events;  // sorted by name_id
   // From State::slot_pool, in 48 bits each (Pointer48): four inline in the room three
   // Slot* took, and 6 bytes a membership once spilled.
-  absl::InlinedVector<Pointer48<Slot>, 4> slots;
+  SplitVector<Pointer48<Slot>, 4> slots;
   CompactVector<Property> properties;  // sorted by key_id
   CompactVector<PastMembership> past;
   std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
@@ -768,14 +770,11 @@ static_assert(sizeof(User) <= 208, "a user per contact ever seen");
 // Makes room for one more element in a vector that is full, by a quarter of its size (at
 // least `min_growth`) where the vector's own growth doubles: a user's arrays (and a time
 // index's pages) outlive the insert that grew them, so slack is memory held for good. Still
-// amortized O(1) per insert.
+// amortized O(1) per insert. For std::vector and SplitVector, whose reserve() is exact.
 template <typename Vector>
 void GrowForOneMore(Vector* v, size_t min_growth = 2) {
   if (v->size() < v->capacity()) return;
-  Vector grown;
-  grown.reserve(v->size() + std::max<size_t>(min_growth, v->size() / 4));
-  for (auto& element : *v) grown.push_back(std::move(element));
-  *v = std::move(grown);
+  v->reserve(v->size() + std::max<size_t>(min_growth, v->size() / 4));
 }
 
 // Keeps `at` among the newest `depth` instants of `h` (ascending): late events land in
