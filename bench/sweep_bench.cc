@@ -63,7 +63,8 @@ struct Breakdown {
   size_t events = 0;        // spilled User::events and EventHistory::newest buffers
   size_t user = 0;     // the users' arena blocks (inline arrays), ids, emails, properties, past
                        // memberships, dwell stamps, State::users, user_ids
-  size_t members = 0;  // MemberIndex B-trees, measured as the heap growth of settling them
+  size_t members = 0;  // MemberIndex B-trees (the heap growth of settling them, with the
+                       // pending marks' buffers settling freed added back) and marks held
   size_t legs = 0;     // LegHistories: aggregate and sequence histories (SPEC §3b)
   size_t due = 0;      // the time indices' pages: room for entries, filled or not
 };
@@ -76,13 +77,18 @@ class Population {
     Define();
     Ingest();
     const size_t heap_unsettled = HeapBytes();
+    size_t pending_unsettled = 0;  // the member indices' marks, freed by settling
+    for (const auto& bucket : fold_->state().buckets) {
+      pending_unsettled += bucket->members.pending_bytes();
+    }
     // Member pages settle the lazy member index; a long-running server has done so.
     for (const auto& bucket : fold_->state().buckets) bucket->members.sorted();
     // Slots and users live in the fold's pools (mapped blocks), which malloc statistics do
     // not see.
     heap_bytes_ = HeapBytes() - heap_before + fold_->state().slot_pool.reserved_bytes() +
                   fold_->state().user_arena.reserved_bytes();
-    breakdown_.members = HeapBytes() - heap_unsettled;
+    // The B-trees settling built, and the marks' buffers if any are still held.
+    breakdown_.members = HeapBytes() + pending_unsettled - heap_unsettled;
     Walk();
   }
 
@@ -211,8 +217,8 @@ class Population {
       breakdown_.user += Chunk(user->id.allocation());
       breakdown_.user += Chunk(user->email.allocation()) + Chunk(user->properties.allocation()) +
                          Chunk(user->past.allocation());
-      breakdown_.slots_vector += SpilledChunk(user->slots);
-      breakdown_.events += SpilledChunk(user->events);
+      breakdown_.slots_vector += Chunk(user->slots.allocation());
+      breakdown_.events += Chunk(user->events.allocation());
       // Instants beyond the inline capacity live in a heap buffer of their own.
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
       breakdown_.user += Chunk(user->dwell.allocation());

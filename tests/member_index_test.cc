@@ -86,6 +86,22 @@ TEST_CASE("joins, leaves and freed slots read back in userId order") {
   }
 }
 
+TEST_CASE("settling releases a burst's buffer of pending changes, keeping a small one") {
+  Harness h(20000);
+  for (size_t i = 0; i < 20000; ++i) h.Join(i);
+  CHECK(h.index.pending_bytes() >= 20000 * sizeof(Slot*));
+  h.Check();  // reads the members: settles
+  CHECK(h.index.pending_bytes() == 0);
+  // A few changes keep their small buffer between reads (no allocation per burst).
+  for (size_t i = 0; i < 100; ++i) h.Leave(i);
+  const size_t small = h.index.pending_bytes();
+  CHECK(small >= 100 * sizeof(Slot*));
+  h.Check();
+  CHECK(h.index.pending_bytes() == small);
+  for (size_t i = 0; i < 100; ++i) h.Join(i);
+  h.Check();
+}
+
 TEST_CASE("a slot freed right after joining and leaving, before any read, is forgotten") {
   Harness h(10);
   h.Join(3);

@@ -51,7 +51,7 @@ void MemberIndex::clear() {
   for (Slot* slot : touched_) slot->member_touched = false;
   for (Slot* slot : sorted_) slot->member_listed = false;
   for (Slot* slot : past_) slot->past_listed = false;
-  touched_.clear();
+  ClearTouched();
   sorted_.clear();
   past_.clear();
   count_ = 0;
@@ -110,7 +110,15 @@ void MemberIndex::Settle() const {
       past_hint = past_.lower_bound(slot);
     }
   }
-  touched_.clear();
+  ClearTouched();
+}
+
+void MemberIndex::ClearTouched() const {
+  if (touched_.capacity() > kTouchedKeptMax) {
+    std::vector<Slot*>().swap(touched_);  // (`= {}` assigns an empty list, keeping the buffer)
+  } else {
+    touched_.clear();
+  }
 }
 
 }  // namespace bucketd
