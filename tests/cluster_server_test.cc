@@ -503,19 +503,29 @@ TEST_CASE("a bucketd node: --auth-token-file guards /v1, and promtool accepts it
   REQUIRE(accepted);
   CHECK(accepted->status == 200);
 
-  auto metrics = client.Get("/metrics");
-  REQUIRE(metrics);
-  REQUIRE(metrics->status == 200);
-  INFO(metrics->body);
-  const CommandRun promtool = PromtoolCheckMetrics(metrics->body);
+  // The server records a request's duration once the response is written, which can come
+  // after the client has read it and asked for /metrics on another connection: poll.
+  const std::string served =
+      "bucketd_http_request_duration_seconds_count{route=\"events\",status=\"200\"} 1\n";
+  std::string body;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    auto metrics = client.Get("/metrics");
+    REQUIRE(metrics);
+    REQUIRE(metrics->status == 200);
+    body = metrics->body;
+    if (body.find(served) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  } while (std::chrono::steady_clock::now() < deadline);
+  INFO(body);
+  const CommandRun promtool = PromtoolCheckMetrics(body);
   INFO(promtool.output);
   CHECK(promtool.exit_code == 0);
   CHECK(promtool.output.empty());
   // The server-side families of a single engine's /metrics, on a node too.
-  CHECK(metrics->body.find("bucketd_http_request_duration_seconds_count{route=\"events\","
-                           "status=\"200\"} 1\n") != std::string::npos);
-  CHECK(metrics->body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
-  CHECK(metrics->body.find("\nbucketd_build_info{") != std::string::npos);
+  CHECK(body.find(served) != std::string::npos);
+  CHECK(body.find("\nprocess_resident_memory_bytes ") != std::string::npos);
+  CHECK(body.find("\nbucketd_build_info{") != std::string::npos);
   CHECK(node.Stop(SIGTERM) == 0);
 }
 
