@@ -1,7 +1,9 @@
 // The time index (engine/state/due_index.h) against an ordered map of the same entries: random
 // filings, erasures and pops, across page boundaries, negative instants, filings into the
 // front page after it was sorted, keys filed again after being erased, big pages (sorted
-// to erase from, then filed into), the radix sort's digits, and compaction.
+// to erase from, then filed into), the radix sort's digits, and compaction. Slots are filed
+// by pool index (SlotPool::IndexOf): here made-up indices, unlike the keys' user indices and
+// using all 32 bits, so that an entry's words cannot be confused.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -11,15 +13,30 @@
 #include <vector>
 
 #include "engine/state/due_index.h"
-#include "engine/state/state.h"
 
 namespace bucketd {
 namespace {
 
 constexpr TimeMs kPageMs = TimeMs{1} << DueIndex::kPageShift;
+using SlotIndex = DueIndex::SlotIndex;
+
+// The slot index filed for user u: high bits set, never the user index nor kErased.
+SlotIndex SlotOf(uint32_t user) { return 0xFFFE'0000u - 3 * user; }
+
+TEST_CASE("an entry is 12 bytes: two key words and a slot index") {
+  STATIC_REQUIRE(sizeof(DueIndex::Stored) == 12);
+  STATIC_REQUIRE(alignof(DueIndex::Stored) == 4);
+  STATIC_REQUIRE(sizeof(DueIndex::SlotIndex) == 4);
+  // Room is counted in entries: a page reserved for 1,000 holds 12,000 bytes of them.
+  DueIndex index;
+  DueIndex::PageTally tally;
+  for (int i = 0; i < 1'000; ++i) tally.Add(5);
+  index.Reserve(std::move(tally));
+  CHECK(index.capacity() * sizeof(DueIndex::Stored) == 12'000);
+}
 
 // The index and the model hold the same entries, and the index pops in the model's order.
-void CheckSame(const DueIndex& index, const std::map<DueKey, Slot*>& model) {
+void CheckSame(const DueIndex& index, const std::map<DueKey, SlotIndex>& model) {
   REQUIRE(index.size() == model.size());
   // Erased entries never outnumber the live ones by more than the compaction slack.
   CHECK(index.stored() <= 2 * index.size() + 1024);
@@ -39,20 +56,23 @@ void CheckSame(const DueIndex& index, const std::map<DueKey, Slot*>& model) {
 }
 
 struct Harness {
-  explicit Harness(uint32_t users) : slots(users) {}
+  explicit Harness(uint32_t users) {
+    slots.reserve(users);
+    for (uint32_t u = 0; u < users; ++u) slots.push_back(SlotOf(u));
+  }
 
   // A key for user u, not filed yet: one entry per user, like one slot per user and bucket.
   void File(uint32_t user, TimeMs due) {
     if (filed.contains(user)) return;
     const DueKey key{due, user};
-    index.Insert(key, &slots[user]);
-    model.emplace(key, &slots[user]);
+    index.Insert(key, slots[user]);
+    model.emplace(key, slots[user]);
     filed.emplace(user, key);
   }
   void Unfile(uint32_t user) {
     auto it = filed.find(user);
     if (it == filed.end()) return;
-    index.Erase(it->second, &slots[user]);
+    index.Erase(it->second, slots[user]);
     model.erase(it->second);
     filed.erase(it);
   }
@@ -67,9 +87,9 @@ struct Harness {
     filed.erase(key.user_index);
   }
 
-  std::vector<Slot> slots;
+  std::vector<SlotIndex> slots;
   DueIndex index;
-  std::map<DueKey, Slot*> model;
+  std::map<DueKey, SlotIndex> model;
   std::map<uint32_t, DueKey> filed;
 };
 
@@ -197,14 +217,14 @@ TEST_CASE("upcoming entries are visited in pop order after the front") {
   // Filed into the sorted front page: visited in their place among the sorted ones.
   for (uint32_t u = 100; u < 110; ++u) h.File(u, static_cast<TimeMs>(u - 100) * 2 + 1);
   h.File(110, 0);  // the new front, from beside the sorted entries
-  std::vector<const Slot*> visited;
-  h.index.VisitUpcoming(30, [&](size_t position, const Slot* slot) {
+  std::vector<SlotIndex> visited;
+  h.index.VisitUpcoming(30, [&](size_t position, SlotIndex slot) {
     CHECK(position == visited.size() + 1);
     visited.push_back(slot);
   });
   REQUIRE(visited.size() == 29);
   auto it = std::next(h.model.begin());
-  for (const Slot* slot : visited) CHECK(slot == (it++)->second);
+  for (SlotIndex slot : visited) CHECK(slot == (it++)->second);
 }
 
 TEST_CASE("a page sorts by instant, then by user, whatever the digits") {
@@ -220,15 +240,15 @@ TEST_CASE("a page sorts by instant, then by user, whatever the digits") {
   for (const Case c :
        {Case{-5 * page, page, 1}, Case{-page / 2, page, 7}, Case{3 * page + 17, 1, 1},
         Case{0, page, 2'147'483'647}, Case{-7 * page, 1, 4'000'037}, Case{page, page / 3, 1}}) {
-    std::vector<Slot> slots(5'000);
+    const uint32_t count = 5'000;
     DueIndex index;
-    std::map<DueKey, Slot*> model;
+    std::map<DueKey, SlotIndex> model;
     std::mt19937_64 rng(static_cast<uint64_t>(c.base) ^ c.user_step);
-    for (uint32_t i = 0; i < slots.size(); ++i) {
+    for (uint32_t i = 0; i < count; ++i) {
       const DueKey key{c.base + static_cast<TimeMs>(rng() % static_cast<uint64_t>(c.spread)),
                        static_cast<uint32_t>(i * static_cast<uint64_t>(c.user_step))};
-      if (!model.emplace(key, &slots[i]).second) continue;
-      index.Insert(key, &slots[i]);
+      if (!model.emplace(key, SlotOf(i)).second) continue;
+      index.Insert(key, SlotOf(i));
     }
     CheckSame(index, model);
     for (const auto& [key, slot] : model) {
@@ -272,8 +292,9 @@ TEST_CASE("clear forgets every entry") {
   CHECK(h.index.empty());
   CHECK(h.index.size() == 0);
   CHECK(h.index.Sorted().empty());
-  h.index.Insert(DueKey{7, 3}, &h.slots[3]);
+  h.index.Insert(DueKey{7, 3}, h.slots[3]);
   CHECK(h.index.front_key() == DueKey{7, 3});
+  CHECK(h.index.front() == SlotOf(3));
 }
 
 }  // namespace

@@ -105,8 +105,14 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
       auto jt = loaded_due.begin();
       for (const DueIndex::Entry& e : x.due_index.Sorted()) {
         CHECK(jt->key == e.key);
-        CHECK(jt->slot->due_at == e.slot->due_at);
-        CHECK((jt++)->slot->user->index == e.slot->user->index);
+        // Filed by pool index: each state's own pool finds the slot, the one filed.
+        const Slot* written_slot = live.state().slot_pool.At(e.slot);
+        const Slot* read_slot = loaded.state().slot_pool.At((jt++)->slot);
+        CHECK(written_slot->due_at == e.key.due_at);
+        CHECK(written_slot->user->index == e.key.user_index);
+        CHECK(read_slot->due_at == e.key.due_at);
+        CHECK(read_slot->user->index == e.key.user_index);
+        CHECK(read_slot->bucket == b);
       }
       // And pops in that order (copies: popping changes nothing of either fold).
       DueIndex written = x.due_index;
@@ -115,7 +121,8 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
         REQUIRE(!read.empty());
         const DueKey key = written.front_key();
         REQUIRE(read.front_key() == key);
-        CHECK(read.front()->user->id == written.front()->user->id);
+        CHECK(loaded.state().slot_pool.At(read.front())->user->id ==
+              live.state().slot_pool.At(written.front())->user->id);
         written.EraseFront(key);
         read.EraseFront(key);
       }

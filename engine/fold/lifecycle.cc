@@ -190,7 +190,7 @@ Status Fold::ApplyDefine(const Record& r, Emitter* emit) {
   if (Status s = RestoreHistory(previous_depth); !s.ok()) return s;
 
   if (!bucket->def.enabled) {
-    while (!bucket->due_index.empty()) Unfile(bucket->due_index.front());
+    while (!bucket->due_index.empty()) Unfile(state_.slot_pool.At(bucket->due_index.front()));
   } else if (!bucket->ever_enabled) {
     Reevaluate(bucket, now, Reevaluation::kBackfill, emit);
   } else if (!was_enabled) {
@@ -211,7 +211,7 @@ Status Fold::ApplyEnable(const Record& r, bool enabled, Emitter* emit) {
   RebuildInvertedIndices();
   if (!enabled) {
     // Nothing is evaluated for a disabled bucket; members stay, the index empties.
-    while (!bucket->due_index.empty()) Unfile(bucket->due_index.front());
+    while (!bucket->due_index.empty()) Unfile(state_.slot_pool.At(bucket->due_index.front()));
     return Status::Ok();
   }
   Reevaluate(bucket, state_.now,

@@ -53,7 +53,8 @@ TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlo
 
 void Fold::Unfile(Slot* slot) {
   if (slot->due_at != kNever) {
-    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()}, slot);
+    state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()},
+                                                  SlotPool::IndexOf(slot));
   }
   slot->due_at = kNever;
 }
@@ -74,7 +75,8 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   if (due == kNever) return;
   slot->due_at = due;
   slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
-  state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index()}, slot);
+  state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index()},
+                                                 SlotPool::IndexOf(slot));
   if (on_filed_) on_filed_(slot->bucket);
 }
 
@@ -145,7 +147,7 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
       }
     }
     PrefetchDue(bucket.due_index);
-    Slot* slot = bucket.due_index.front();
+    Slot* slot = state_.slot_pool.At(bucket.due_index.front());
     const TimeMs due = slot->due_at;
     // Unfile(slot), knowing where the slot is filed.
     bucket.due_index.EraseFront(DueKey{due, slot->user_index()});
@@ -165,12 +167,16 @@ uint64_t Fold::SweepTo(TimeMs t, Emitter* emit) {
 // Popping is otherwise a chain of cache misses through scattered slots.
 void Fold::PrefetchDue(const DueIndex& index) const {
   constexpr size_t kDistance = 3;
-  index.VisitUpcoming(4 * kDistance + 1, [&](size_t position, const Slot* slot) {
+  // Resolving a slot's index is a shift, a load from the pool's (hot) block list and an
+  // add: no miss of its own ahead of the slot's.
+  const SlotPool& pool = state_.slot_pool;
+  index.VisitUpcoming(4 * kDistance + 1, [&](size_t position, DueIndex::SlotIndex slot) {
     if (position == 4 * kDistance) {
-      __builtin_prefetch(slot);
-      __builtin_prefetch(reinterpret_cast<const char*>(slot) + 64);
+      const Slot* at = pool.At(slot);
+      __builtin_prefetch(at);
+      __builtin_prefetch(reinterpret_cast<const char*>(at) + 64);
     } else if (position % kDistance == 0) {
-      PrefetchUserState(slot->user, static_cast<int>(4 - position / kDistance));
+      PrefetchUserState(pool.At(slot)->user, static_cast<int>(4 - position / kDistance));
     }
   });
 }

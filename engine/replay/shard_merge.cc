@@ -136,6 +136,9 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
   out.buckets = std::move(first.buckets);
   out.bucket_ids = std::move(first.bucket_ids);
   for (auto& bucket : out.buckets) bucket->due_index.clear();
+  // The shards' slots join one pool before the time indices are filled: they file a slot
+  // by its index in the pool, which Adopt changes (slot_pool.h).
+  for (State& st : states) out.slot_pool.Adopt(std::move(st.slot_pool));
 
   // Users, in order of first appearance: a k-way merge of the shards' user lists, each
   // already in that order.
@@ -157,7 +160,8 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
     RemapUser(event_names[pick], property_keys[pick], user);
     for (Slot* slot : user->slots) {
       if (slot->due_at != kNever) {
-        out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index}, slot);
+        out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index},
+                                                    SlotPool::IndexOf(slot));
       }
       if (slot->active) {
         out.buckets[slot->bucket]->members.Add(slot);
@@ -179,7 +183,6 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
 
   for (State& st : states) {
     out.transition_seq += st.transition_seq;
-    out.slot_pool.Adopt(std::move(st.slot_pool));
     out.user_arena.Adopt(std::move(st.user_arena));
     st.users.clear();
   }

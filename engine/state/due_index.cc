@@ -13,8 +13,8 @@ namespace {
 
 using Stored = DueIndex::Stored;
 // Descending key order: a sorted page pops from its back.
-bool After(const Stored& a, const Stored& b) { return a.packed > b.packed; }
-bool Erased(const Stored& e) { return e.slot == nullptr; }
+bool After(const Stored& a, const Stored& b) { return a.packed() > b.packed(); }
+bool Erased(const Stored& e) { return e.slot == DueIndex::kErased; }
 
 // Sorts a page's entries by descending key. An LSD radix sort, 11 bits a pass, on the
 // key's 52 significant bits (the instant's offset in its page, then the user index),
@@ -28,7 +28,7 @@ void SortDescending(std::vector<Stored>* entries) {
     std::sort(entries->begin(), entries->end(), After);
     return;
   }
-  const auto key = [](const Stored& e) { return e.packed; };
+  const auto key = [](const Stored& e) { return e.packed(); };
   constexpr int kDigitBits = 11;
   constexpr size_t kDigits = size_t{1} << kDigitBits;
   // One per thread, kept between sorts of ordinary pages; released after a huge one.
@@ -93,7 +93,7 @@ DueIndex::Page& DueIndex::PageAt(int64_t number) const {
   return it->second;
 }
 
-void DueIndex::Insert(DueKey key, Slot* slot) {
+void DueIndex::Insert(DueKey key, SlotIndex slot) {
   Page& page = PageAt(PageOf(key.due_at));
   if (page.sorted) {
     page.late.emplace(key, slot);
@@ -103,12 +103,12 @@ void DueIndex::Insert(DueKey key, Slot* slot) {
     // (sweep_bench at 10M: doubling held 21.6 bytes per 16-byte entry, a quarter 16.9). The
     // extra copies are sequential and amortized (four per entry).
     GrowForOneMore(&page.entries, kPageGrowthMin);
-    page.entries.push_back(Stored{Pack(key), slot});
+    page.entries.push_back(Store(key, slot));
   }
   ++size_;
 }
 
-void DueIndex::Erase(DueKey key, const Slot* slot) {
+void DueIndex::Erase(DueKey key, SlotIndex slot) {
   auto it = pages_.find(PageOf(key.due_at));
   BUCKETD_CHECK_MSG(it != pages_.end(), "a filed slot missing from its time index");
   Page& page = it->second;
@@ -134,17 +134,17 @@ void DueIndex::MarkErased(Page* page, uint64_t packed) {
   Stored* found = nullptr;
   if (page->sorted) {
     auto e = std::lower_bound(page->entries.begin(), page->entries.end(), packed,
-                              [](const Stored& x, uint64_t k) { return x.packed > k; });
-    for (; e != page->entries.end() && e->packed == packed; ++e) {
+                              [](const Stored& x, uint64_t k) { return x.packed() > k; });
+    for (; e != page->entries.end() && e->packed() == packed; ++e) {
       if (!Erased(*e)) found = &*e;
     }
   } else {
     auto e = std::find_if(page->entries.begin(), page->entries.end(),
-                          [&](const Stored& x) { return x.packed == packed && !Erased(x); });
+                          [&](const Stored& x) { return x.packed() == packed && !Erased(x); });
     if (e != page->entries.end()) found = &*e;
   }
   BUCKETD_CHECK_MSG(found != nullptr, "a filed slot missing from its time index");
-  found->slot = nullptr;
+  found->slot = kErased;
 }
 
 void DueIndex::EraseFront(DueKey key) {
@@ -179,7 +179,7 @@ std::vector<DueIndex::Entry> DueIndex::Sorted() const {
     auto dropped = page.dropped;  // copies still to skip
     for (const Stored& e : page.entries) {
       if (Erased(e)) continue;
-      if (auto d = dropped.find({e.packed, e.slot}); d != dropped.end() && d->second > 0) {
+      if (auto d = dropped.find({e.packed(), e.slot}); d != dropped.end() && d->second > 0) {
         --d->second;
         continue;
       }
@@ -216,7 +216,7 @@ void DueIndex::Sort(Page* page) const {
 size_t DueIndex::DropNoted(Page* page) {
   if (page->dropped.empty()) return 0;
   const size_t dropped = std::erase_if(page->entries, [&](const Stored& e) {
-    auto d = page->dropped.find({e.packed, e.slot});
+    auto d = page->dropped.find({e.packed(), e.slot});
     if (d == page->dropped.end()) return false;
     if (--d->second == 0) page->dropped.erase(d);
     return true;

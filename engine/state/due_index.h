@@ -10,13 +10,16 @@
 // bucket's entries, a cache miss or three per level and the largest single cost of replay
 // when measured.
 //
-// An entry stored in a page is 16 bytes, paid per filed slot: the instant's offset in its
-// page (kPageShift bits) and the user index packed in one word, which is also the key the
-// page sorts by, and the slot. The page's number gives the rest of the instant back.
+// An entry stored in a page is 12 bytes, paid per filed slot: the instant's offset in its
+// page (kPageShift bits) and the user index, which together are the key the page sorts
+// by, and the slot's index in the state's slot pool (SlotPool::IndexOf; a pointer was 8
+// bytes, 16 an entry). The page's number gives the rest of the instant back. So the index
+// files and hands out slot indices, which the fold resolves with SlotPool::At; they are
+// valid until the pool's next Adopt, so a time index is filled after the pools are merged.
 //
 // Erasing from a page marks the entry instead of moving anything; marked entries are
 // dropped when their page comes to the front, or all at once when they outnumber the live
-// ones. In a small unsorted page it finds the entry by a scan and nulls its slot; in a
+// ones. In a small unsorted page it finds the entry by a scan and clears its slot; in a
 // sorted page by binary search. A big unsorted page is not searched at all: the erased
 // (entry, slot) pair is noted beside it (`dropped`) and the entry is dropped when the page
 // is sorted. (Sorting a big page for an erase, as this did before, sent every later filing
@@ -34,7 +37,7 @@
 #include <absl/container/flat_hash_map.h>
 
 #include "bucketd/types.h"
-#include "engine/state/user.h"
+#include "engine/state/slot_pool.h"
 
 namespace bucketd {
 
@@ -46,17 +49,24 @@ struct DueKey {
 
 class DueIndex {
  public:
+  // A slot's index in its pool (SlotPool::IndexOf).
+  using SlotIndex = uint32_t;
+  static constexpr SlotIndex kErased = SlotPool::kNoIndex;
+
   struct Entry {
     DueKey key;
-    Slot* slot = nullptr;  // null: erased
+    SlotIndex slot = kErased;
   };
-  // How a page stores an entry: (offset of due_at in the page) << 32 | user index, which
-  // orders a page's entries as their keys do, and the slot.
+  // How a page stores an entry: the offset of due_at in the page and the user index (as
+  // one 64-bit key, packed(), they order a page's entries as their keys do), and the slot.
+  // Three 32-bit words, not a word and a pointer: 12 bytes per filed slot, not 16.
   struct Stored {
-    uint64_t packed = 0;
-    Slot* slot = nullptr;  // null: erased
+    uint32_t offset = 0;
+    uint32_t user_index = 0;
+    SlotIndex slot = kErased;
+    uint64_t packed() const { return uint64_t{offset} << 32 | user_index; }
   };
-  static_assert(sizeof(Stored) == 16, "an entry per filed slot");
+  static_assert(sizeof(Stored) == 12 && alignof(Stored) == 4, "an entry per filed slot");
 
   // How many entries a bulk load (snapshot load) will file into each page, counted as the
   // filings are found so that Reserve can size every page once: growing pages by doubling
@@ -88,12 +98,13 @@ class DueIndex {
   // Makes room in each page for the filings `tally` counted.
   void Reserve(PageTally&& tally);
 
-  // Files `slot` under `key`. REQUIRES (not checked: it would cost a search per filing):
-  // the key is not filed already (one slot per user and bucket, and a slot is filed once).
-  void Insert(DueKey key, Slot* slot);
+  // Files the slot (its pool index) under `key`. REQUIRES (not checked: it would cost a
+  // search per filing): the key is not filed already (one slot per user and bucket, and a
+  // slot is filed once); `slot` is not kErased.
+  void Insert(DueKey key, SlotIndex slot);
   // Removes the entry under `key`, which must be there, filed with `slot` (a big unsorted
   // page notes the pair and drops it when sorted, checking then that it was there).
-  void Erase(DueKey key, const Slot* slot);
+  void Erase(DueKey key, SlotIndex slot);
   // Removes the earliest entry, which must be filed under `key` (the popped slot's).
   // REQUIRES: !empty().
   void EraseFront(DueKey key);
@@ -104,10 +115,10 @@ class DueIndex {
   // threads at once: it may sort the front page and drop erased entries, which changes no
   // answer. (The fold is single-threaded; nothing else reads a time index.)
   DueKey front_key() const { return Front().key; }
-  Slot* front() const { return Front().slot; }
+  SlotIndex front() const { return Front().slot; }
   void clear();
 
-  // Calls visit(position, slot) for the entries after the front, in pop order, while
+  // Calls visit(position, slot index) for the entries after the front, in pop order, while
   // position < count (position 1 is the next pop) and they are in the front page: a sweep
   // warms them ahead. REQUIRES: !empty().
   template <typename Visit>
@@ -135,22 +146,23 @@ class DueIndex {
     // descending, so a pop is a pop_back and nothing moves.
     std::vector<Stored> entries;
     bool sorted = false;
-    absl::btree_map<DueKey, Slot*> late;  // filed after `entries` was sorted; never marked
+    absl::btree_map<DueKey, SlotIndex> late;  // filed after `entries` was sorted; never marked
     // Erased from `entries` while unsorted and big: (packed, slot) and how many copies of
     // that pair to drop at the sort (a key erased, filed and erased again has two).
-    absl::flat_hash_map<std::pair<uint64_t, const Slot*>, uint32_t> dropped;
+    absl::flat_hash_map<std::pair<uint64_t, SlotIndex>, uint32_t> dropped;
     DueKey KeyOf(const Stored& e) const {
-      return DueKey{number << kPageShift | static_cast<TimeMs>(e.packed >> 32),
-                    static_cast<uint32_t>(e.packed)};
+      return DueKey{number << kPageShift | static_cast<TimeMs>(e.offset), e.user_index};
     }
   };
   using Pages = absl::btree_map<int64_t, Page>;
 
   static int64_t PageOf(TimeMs due_at) { return due_at >> kPageShift; }  // floor
-  static uint64_t Pack(DueKey key) {
+  static Stored Store(DueKey key, SlotIndex slot) {
     constexpr uint64_t kOffsetMask = (uint64_t{1} << kPageShift) - 1;
-    return (static_cast<uint64_t>(key.due_at) & kOffsetMask) << 32 | key.user_index;
+    return Stored{static_cast<uint32_t>(static_cast<uint64_t>(key.due_at) & kOffsetMask),
+                  key.user_index, slot};
   }
+  static uint64_t Pack(DueKey key) { return Store(key, kErased).packed(); }
   // The page numbered so, created if absent.
   Page& PageAt(int64_t number) const;
   // The front page, sorted, with no erased entry at the back of `entries`.
@@ -183,10 +195,10 @@ void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
   auto sorted = page.entries.rbegin();
   auto late = page.late.begin();
   for (size_t position = 0; position < count;) {
-    while (sorted != page.entries.rend() && sorted->slot == nullptr) ++sorted;
+    while (sorted != page.entries.rend() && sorted->slot == kErased) ++sorted;
     const bool sorted_left = sorted != page.entries.rend();
     if (!sorted_left && late == page.late.end()) return;
-    Slot* slot;
+    SlotIndex slot;
     if (late != page.late.end() && (!sorted_left || late->first < page.KeyOf(*sorted))) {
       slot = (late++)->second;
     } else {

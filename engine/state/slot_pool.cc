@@ -2,28 +2,28 @@
 
 #include <cstddef>
 #include <new>
+#include <string>
 #include <utility>
 
+#include "engine/base/check.h"
 #include "engine/state/user.h"
 
 namespace bucketd {
 namespace {
 
-constexpr size_t kWordBits = 64;
-constexpr size_t kSlotsUpperBound = SlotPool::kBlockBytes / sizeof(Slot);
-constexpr size_t kBitmapWords = (kSlotsUpperBound + kWordBits - 1) / kWordBits;
-constexpr size_t kHeaderBytes =
-    (kBitmapWords * sizeof(uint64_t) + alignof(Slot) - 1) / alignof(Slot) * alignof(Slot);
-constexpr size_t kSlotsPerBlock = (SlotPool::kBlockBytes - kHeaderBytes) / sizeof(Slot);
-
-uint64_t* Bitmap(void* block) { return static_cast<uint64_t*>(block); }
-Slot* Slots(void* block) {
-  return reinterpret_cast<Slot*>(static_cast<std::byte*>(block) + kHeaderBytes);
-}
 void* BlockOf(Slot* slot) {
   return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(slot) & ~(SlotPool::kBlockBytes - 1));
 }
-void SetLive(Slot* slot, bool live) {
+
+}  // namespace
+
+uint64_t* SlotPool::Bitmap(void* block) { return static_cast<uint64_t*>(block); }
+
+Slot* SlotPool::Slots(void* block) {
+  return reinterpret_cast<Slot*>(static_cast<std::byte*>(block) + kHeaderBytes);
+}
+
+void SlotPool::SetLive(Slot* slot, bool live) {
   void* block = BlockOf(slot);
   const size_t i = static_cast<size_t>(slot - Slots(block));
   const uint64_t bit = uint64_t{1} << (i % kWordBits);
@@ -34,7 +34,16 @@ void SetLive(Slot* slot, bool live) {
   }
 }
 
-}  // namespace
+void SlotPool::AddBlock() {
+  BUCKETD_CHECK_MSG(blocks_.size() < kMaxBlocks,
+                    "slot pool full: " + std::to_string(blocks_.size()) + " blocks");
+  blocks_.push_back(MapHugeBlock());
+}
+
+void SlotPool::Number(size_t b) {
+  *reinterpret_cast<uint32_t*>(static_cast<std::byte*>(blocks_[b]) + kNumberOffset) =
+      static_cast<uint32_t>(b);
+}
 
 SlotPool::SlotPool(SlotPool&& other) noexcept
     : blocks_(std::move(other.blocks_)),
@@ -91,7 +100,7 @@ std::vector<void*> SlotPool::Reserve(size_t count) {
   std::vector<void*> reserved;
   try {
     for (size_t i = 0; i < new_blocks; ++i) {
-      blocks_.push_back(MapHugeBlock());
+      AddBlock();
       reserved.push_back(blocks_.back());
     }
   } catch (const std::bad_alloc&) {
@@ -108,13 +117,16 @@ Slot* SlotPool::New() {
     free_.pop_back();
   } else {
     if (blocks_.empty()) {
-      blocks_.push_back(MapHugeBlock());
+      AddBlock();
       current_ = used_in_current_ = 0;
     } else if (used_in_current_ == kSlotsPerBlock) {
-      if (current_ + 1 == blocks_.size()) blocks_.push_back(MapHugeBlock());  // none reserved
+      if (current_ + 1 == blocks_.size()) AddBlock();  // none reserved
       ++current_;
       used_in_current_ = 0;
     }
+    // Numbered when carving starts in it, not when mapped: a reserved block is left
+    // untouched for PrefaultInBackground.
+    if (used_in_current_ == 0) Number(current_);
     storage = Slots(blocks_[current_]) + used_in_current_++;
   }
   Slot* slot = new (storage) Slot();
@@ -137,8 +149,14 @@ void SlotPool::Adopt(SlotPool&& other) {
     for (size_t i = carved; i < kSlotsPerBlock; ++i) free_.push_back(Slots(other.blocks_[b]) + i);
   }
   free_.insert(free_.end(), other.free_.begin(), other.free_.end());
+  BUCKETD_CHECK_MSG(blocks_.size() + other.blocks_.size() <= kMaxBlocks,
+                    "slot pool full: " + std::to_string(blocks_.size()) + " + " +
+                        std::to_string(other.blocks_.size()) + " blocks");
   blocks_.insert(blocks_.begin(), other.blocks_.begin(), other.blocks_.end());
   current_ += other.blocks_.size();
+  // Every block New() has carved from or will reuse through the free list: the indices
+  // taken before are stale now. (Blocks after the current one are numbered when reached.)
+  for (size_t b = 0; b <= current_; ++b) Number(b);
   live_ += other.live_;
   other.blocks_.clear();
   other.free_.clear();

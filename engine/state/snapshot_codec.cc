@@ -557,8 +557,9 @@ Status DecodeBuckets(const snap::State& root, State* st) {
 // Rebuilds each bucket's time index from its filed slots, walking the users (in memory
 // order: the arena's, then the pool's). Each page is sized once from the pieces' tallies.
 // Filing is an append in any order (due_index.h), and no key repeats: DecodeUser refuses a
-// user with two slots of a bucket. Reads only the slots' due_at, user index and bucket, so
-// it may run beside RebuildMembers.
+// user with two slots of a bucket. Reads only the slots' due_at, user index and bucket (and
+// their blocks' numbers), so it may run beside RebuildMembers. It files slots by pool index
+// (SlotPool::IndexOf), so it runs after every piece's pool is adopted into the state's.
 Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pieces, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
@@ -572,7 +573,8 @@ Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pie
   for (const User* user : st->users) {
     for (Slot* slot : user->slots) {
       if (slot->due_at == kNever) continue;
-      st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index()}, slot);
+      st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index()},
+                                                  SlotPool::IndexOf(slot));
     }
   }
   return Status::Ok();
@@ -887,7 +889,8 @@ Status DecodeSnapshot(const uint8_t* payload, size_t size, State* out, size_t th
     st.user_arena.Adopt(std::move(piece.user_arena));
     st.slot_pool.Adopt(std::move(piece.slot_pool));
   }
-  // What is left touches disjoint data, so it runs on two cores: the time indices (sized
+  // What is left touches disjoint data, so it runs on two cores (once every pool is adopted:
+  // the time indices file slots by pool index, which Adopt changes): the time indices (sized
   // from the tallies, filled from the slots) on one, the id map and the member sets on the
   // other.
   Status due_status;
