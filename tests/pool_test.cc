@@ -108,7 +108,7 @@ TEST_CASE("a slot reservation counts the free list and the current block") {
 void CheckIndices(const SlotPool& pool, const std::vector<Slot*>& slots) {
   std::set<uint32_t> seen;
   for (Slot* slot : slots) {
-    const uint32_t index = SlotPool::IndexOf(slot);
+    const uint32_t index = pool.IndexOf(slot);
     REQUIRE(index != SlotPool::kNoIndex);
     REQUIRE((index & 0xFFFF) < SlotPool::kSlotsPerBlock);
     REQUIRE(pool.At(index) == slot);
@@ -125,14 +125,14 @@ TEST_CASE("a slot's pool index finds it, across blocks and after adoption") {
   CheckIndices(pool, mine);
   // Carved in order: block i / kPerBlock, position i % kPerBlock.
   for (size_t i : {size_t{0}, size_t{1}, kPerBlock - 1, kPerBlock, 2 * kPerBlock + 99}) {
-    CHECK(SlotPool::IndexOf(mine[i]) == (i / kPerBlock << 16 | i % kPerBlock));
+    CHECK(pool.IndexOf(mine[i]) == (i / kPerBlock << 16 | i % kPerBlock));
   }
   // A deleted slot made again keeps its index.
-  const uint32_t reused = SlotPool::IndexOf(mine[kPerBlock + 3]);
+  const uint32_t reused = pool.IndexOf(mine[kPerBlock + 3]);
   pool.Delete(mine[kPerBlock + 3]);
   mine[kPerBlock + 3] = pool.New();
-  CHECK(SlotPool::IndexOf(mine[kPerBlock + 3]) == reused);
-  // Reserved blocks after the current one, numbered when New() reaches them.
+  CHECK(pool.IndexOf(mine[kPerBlock + 3]) == reused);
+  // Reserved blocks after the current one, carved from after an adoption below.
   CHECK(!pool.Reserve(3 * kPerBlock).empty());
   const auto my_blocks = static_cast<uint32_t>(pool.reserved_bytes() / kHugeBlockBytes);
   CHECK(my_blocks >= 5);
@@ -145,12 +145,12 @@ TEST_CASE("a slot's pool index finds it, across blocks and after adoption") {
   CHECK(!other.Reserve(2 * kPerBlock).empty());
   const auto their_blocks = static_cast<uint32_t>(other.reserved_bytes() / kHugeBlockBytes);
   CHECK(their_blocks >= 3);
-  const uint32_t before = SlotPool::IndexOf(mine[7]);
+  const uint32_t before = pool.IndexOf(mine[7]);
   pool.Adopt(std::move(other));
   CHECK(pool.reserved_bytes() == (my_blocks + their_blocks) * kHugeBlockBytes);
-  CHECK(SlotPool::IndexOf(mine[7]) == before + (their_blocks << 16));
-  CHECK(SlotPool::IndexOf(theirs[0]) == 0);
-  CHECK(SlotPool::IndexOf(theirs[kPerBlock + 4]) == (1 << 16 | 4));
+  CHECK(pool.IndexOf(mine[7]) == before + (their_blocks << 16));
+  CHECK(pool.IndexOf(theirs[0]) == 0);
+  CHECK(pool.IndexOf(theirs[kPerBlock + 4]) == (1 << 16 | 4));
   std::vector<Slot*> all = theirs;
   all.insert(all.end(), mine.begin(), mine.end());
   // New slots: the other's uncarved room (through the free list), the rest of this pool's
@@ -158,24 +158,24 @@ TEST_CASE("a slot's pool index finds it, across blocks and after adoption") {
   const size_t fresh = their_blocks * kPerBlock + 2 * kPerBlock;
   for (size_t i = 0; i < fresh; ++i) all.push_back(pool.New());
   CHECK(pool.reserved_bytes() == (my_blocks + their_blocks) * kHugeBlockBytes);
-  CHECK(SlotPool::IndexOf(all.back()) >> 16 == my_blocks + their_blocks - 1);  // the last
+  CHECK(pool.IndexOf(all.back()) >> 16 == my_blocks + their_blocks - 1);  // the last
   CheckIndices(pool, all);
   CHECK(pool.live() == all.size());
 
   // An empty pool takes another whole: the blocks keep their numbers.
   SlotPool empty;
-  const uint32_t last = SlotPool::IndexOf(all.back());
+  const uint32_t last = pool.IndexOf(all.back());
   empty.Adopt(std::move(pool));
-  CHECK(SlotPool::IndexOf(all.back()) == last);
+  CHECK(empty.IndexOf(all.back()) == last);
   CheckIndices(empty, all);
 }
 
-TEST_CASE("a pool reserved before its first slot numbers its first block") {
+TEST_CASE("a pool reserved before its first slot indexes its slots from block 0") {
   SlotPool pool;
   CHECK(!pool.Reserve(SlotPool::kSlotsPerBlock + 10).empty());
   std::vector<Slot*> slots;
   for (size_t i = 0; i < SlotPool::kSlotsPerBlock + 10; ++i) slots.push_back(pool.New());
-  CHECK(SlotPool::IndexOf(slots.back()) == (1 << 16 | 9));
+  CHECK(pool.IndexOf(slots.back()) == (1 << 16 | 9));
   CheckIndices(pool, slots);
 }
 

@@ -54,7 +54,7 @@ TimeMs Fold::ComputeDue(const Slot& slot, const CompiledCriteria::Outlook& outlo
 void Fold::Unfile(Slot* slot) {
   if (slot->due_at != kNever) {
     state_.buckets[slot->bucket]->due_index.Erase(DueKey{slot->due_at, slot->user_index()},
-                                                  SlotPool::IndexOf(slot));
+                                                  state_.slot_pool.IndexOf(slot));
   }
   slot->due_at = kNever;
 }
@@ -76,7 +76,7 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   slot->due_at = due;
   slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
   state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index()},
-                                                 SlotPool::IndexOf(slot));
+                                                 state_.slot_pool.IndexOf(slot));
   if (on_filed_) on_filed_(slot->bucket);
 }
 

@@ -161,7 +161,7 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
     for (Slot* slot : user->slots) {
       if (slot->due_at != kNever) {
         out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index},
-                                                    SlotPool::IndexOf(slot));
+                                                    out.slot_pool.IndexOf(slot));
       }
       if (slot->active) {
         out.buckets[slot->bucket]->members.Add(slot);

@@ -37,21 +37,20 @@ void SlotPool::SetLive(Slot* slot, bool live) {
 void SlotPool::AddBlock() {
   BUCKETD_CHECK_MSG(blocks_.size() < kMaxBlocks,
                     "slot pool full: " + std::to_string(blocks_.size()) + " blocks");
-  blocks_.push_back(MapHugeBlock());
-}
-
-void SlotPool::Number(size_t b) {
-  *reinterpret_cast<uint32_t*>(static_cast<std::byte*>(blocks_[b]) + kNumberOffset) =
-      static_cast<uint32_t>(b);
+  void* block = MapHugeBlock();
+  blocks_.push_back(block);
+  numbers_[reinterpret_cast<uintptr_t>(block)] = static_cast<uint32_t>(blocks_.size() - 1);
 }
 
 SlotPool::SlotPool(SlotPool&& other) noexcept
     : blocks_(std::move(other.blocks_)),
+      numbers_(std::move(other.numbers_)),
       current_(std::exchange(other.current_, 0)),
       used_in_current_(std::exchange(other.used_in_current_, 0)),
       free_(std::move(other.free_)),
       live_(std::exchange(other.live_, 0)) {
   other.blocks_.clear();
+  other.numbers_.clear();
   other.free_.clear();
 }
 
@@ -59,11 +58,13 @@ SlotPool& SlotPool::operator=(SlotPool&& other) noexcept {
   if (this != &other) {
     Release();
     blocks_ = std::move(other.blocks_);
+    numbers_ = std::move(other.numbers_);
     current_ = std::exchange(other.current_, 0);
     used_in_current_ = std::exchange(other.used_in_current_, 0);
     free_ = std::move(other.free_);
     live_ = std::exchange(other.live_, 0);
     other.blocks_.clear();
+    other.numbers_.clear();
     other.free_.clear();
   }
   return *this;
@@ -81,6 +82,7 @@ void SlotPool::Release() {
     UnmapHugeBlock(block);
   }
   blocks_.clear();
+  numbers_.clear();
   free_.clear();
   current_ = 0;
   used_in_current_ = 0;
@@ -124,9 +126,6 @@ Slot* SlotPool::New() {
       ++current_;
       used_in_current_ = 0;
     }
-    // Numbered when carving starts in it, not when mapped: a reserved block is left
-    // untouched for PrefaultInBackground.
-    if (used_in_current_ == 0) Number(current_);
     storage = Slots(blocks_[current_]) + used_in_current_++;
   }
   Slot* slot = new (storage) Slot();
@@ -154,11 +153,13 @@ void SlotPool::Adopt(SlotPool&& other) {
                         std::to_string(other.blocks_.size()) + " blocks");
   blocks_.insert(blocks_.begin(), other.blocks_.begin(), other.blocks_.end());
   current_ += other.blocks_.size();
-  // Every block New() has carved from or will reuse through the free list: the indices
-  // taken before are stale now. (Blocks after the current one are numbered when reached.)
-  for (size_t b = 0; b <= current_; ++b) Number(b);
+  // Every block has a new number: the indices taken before are stale now.
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    numbers_[reinterpret_cast<uintptr_t>(blocks_[b])] = static_cast<uint32_t>(b);
+  }
   live_ += other.live_;
   other.blocks_.clear();
+  other.numbers_.clear();
   other.free_.clear();
   other.current_ = other.used_in_current_ = other.live_ = 0;
 }

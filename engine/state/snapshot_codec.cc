@@ -558,8 +558,8 @@ Status DecodeBuckets(const snap::State& root, State* st) {
 // order: the arena's, then the pool's). Each page is sized once from the pieces' tallies.
 // Filing is an append in any order (due_index.h), and no key repeats: DecodeUser refuses a
 // user with two slots of a bucket. Reads only the slots' due_at, user index and bucket (and
-// their blocks' numbers), so it may run beside RebuildMembers. It files slots by pool index
-// (SlotPool::IndexOf), so it runs after every piece's pool is adopted into the state's.
+// the pool's table of blocks), so it may run beside RebuildMembers. It files slots by pool
+// index (SlotPool::IndexOf), so it runs after every piece's pool is adopted into the state's.
 Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pieces, State* st) {
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {
     Bucket& bucket = *st->buckets[b];
@@ -574,7 +574,7 @@ Status RebuildDueIndices(const snap::State& root, std::vector<DecodedPiece>* pie
     for (Slot* slot : user->slots) {
       if (slot->due_at == kNever) continue;
       st->buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, slot->user_index()},
-                                                  SlotPool::IndexOf(slot));
+                                                  st->slot_pool.IndexOf(slot));
     }
   }
   return Status::Ok();
