@@ -196,6 +196,14 @@ TEST_CASE("a split vector keeps its first elements inline and only the rest on t
   for (int i = 0; i < 8; ++i) reserved.emplace_back(Value(i));
   CHECK(reserved.capacity() == 8);
   CHECK(reserved.back() == Value(7));
+  // Appending past the room grows it by a quarter (at least two), not by one.
+  reserved.push_back(Value(8));
+  CHECK(reserved.capacity() == 10);
+  // An empty range erases nothing, in the middle too.
+  const auto at = reserved.erase(reserved.begin() + 4, reserved.begin() + 4);
+  CHECK(at.index() == 4);
+  CHECK(reserved.size() == 9);
+  for (size_t i = 0; i < reserved.size(); ++i) CHECK(reserved[i] == Value(static_cast<int>(i)));
 }
 
 TEST_CASE("an instant list matches std::vector and keeps two inline in 48 bits") {

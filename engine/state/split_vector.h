@@ -140,7 +140,9 @@ class SplitVector {
   template <typename... Args>
   T& emplace_back(Args&&... args) {
     const size_t n = size();
-    if (n == capacity()) Relocate(n + 1 - N);  // GrowForOneMore reserves ahead of this
+    // Full: a quarter more (at least two), as GrowForOneMore grows the state's arrays, so
+    // that appending without it stays amortized O(1).
+    if (n == capacity()) Relocate(n + std::max<size_t>(2, n / 4) - N);
     T* place = n < N ? Inline() + n : Tail() + (n - N);
     new (place) T(std::forward<Args>(args)...);
     SetSize(n + 1);
@@ -156,6 +158,8 @@ class SplitVector {
   }
   iterator erase(const_iterator pos) { return erase(pos, pos + 1); }
   iterator erase(const_iterator first, const_iterator last) {
+    // Nothing to erase: moving the elements after it onto themselves would self-move them.
+    if (first == last) return begin() + (first - cbegin());
     const iterator from = begin() + (first - cbegin());
     const iterator to = begin() + (last - cbegin());
     const iterator kept_end = std::move(to, end(), from);
