@@ -27,6 +27,14 @@
 
 namespace bucketd {
 
+// The room a full array of `size` elements grows to: a quarter more, at least
+// `min_growth`, where std::vector doubles. The state's arrays outlive the insert that grew
+// them, so slack is memory held for good; still amortized O(1) per insert. The one home of
+// this rule: GrowForOneMore (user.h) and SplitVector's own appends use it.
+constexpr size_t GrownCapacity(size_t size, size_t min_growth = 2) {
+  return size + std::max(min_growth, size / 4);
+}
+
 template <typename T, size_t N>
 class SplitVector {
   static_assert(N > 0);
@@ -140,9 +148,8 @@ class SplitVector {
   template <typename... Args>
   T& emplace_back(Args&&... args) {
     const size_t n = size();
-    // Full: a quarter more (at least two), as GrowForOneMore grows the state's arrays, so
-    // that appending without it stays amortized O(1).
-    if (n == capacity()) Relocate(n + std::max<size_t>(2, n / 4) - N);
+    // Full (an append without GrowForOneMore ahead of it): grown by the same rule.
+    if (n == capacity()) Relocate(GrownCapacity(n) - N);
     T* place = n < N ? Inline() + n : Tail() + (n - N);
     new (place) T(std::forward<Args>(args)...);
     SetSize(n + 1);

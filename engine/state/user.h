@@ -767,14 +767,13 @@ struct User {
 };
 static_assert(sizeof(User) <= 208, "a user per contact ever seen");
 
-// Makes room for one more element in a vector that is full, by a quarter of its size (at
-// least `min_growth`) where the vector's own growth doubles: a user's arrays (and a time
-// index's pages) outlive the insert that grew them, so slack is memory held for good. Still
-// amortized O(1) per insert. For std::vector and SplitVector, whose reserve() is exact.
+// Makes room for one more element in a vector that is full, by GrownCapacity (a quarter,
+// at least `min_growth`) where the vector's own growth doubles: a user's arrays and a time
+// index's pages. For std::vector and SplitVector, whose reserve() is exact.
 template <typename Vector>
 void GrowForOneMore(Vector* v, size_t min_growth = 2) {
   if (v->size() < v->capacity()) return;
-  v->reserve(v->size() + std::max<size_t>(min_growth, v->size() / 4));
+  v->reserve(GrownCapacity(v->size(), min_growth));
 }
 
 // Keeps `at` among the newest `depth` instants of `h` (ascending): late events land in
