@@ -1,5 +1,7 @@
 // A bucket's member index (engine/state/member_index.h) against a set of user ids: random joins,
-// leaves and forgotten (freed) slots, read back in userId order after every few changes.
+// leaves and forgotten (freed) slots, read back in userId order after every few changes; the
+// index built by the first read, marks kept only while it is built, and let go of when they
+// outgrow the sets.
 #include <catch2/catch.hpp>
 
 #include <memory>
@@ -15,12 +17,14 @@ namespace bucketd {
 namespace {
 
 struct Harness {
-  explicit Harness(size_t users) {
-    for (size_t i = 0; i < users; ++i) {
+  explicit Harness(size_t count) {
+    for (size_t i = 0; i < count; ++i) {
       auto user = std::make_unique<User>();
-      user->id = "user-" + std::to_string(i * 7919 % users);
+      user->id = "user-" + std::to_string(i * 7919 % count);
       auto slot = std::make_unique<Slot>();
       slot->user = user.get();
+      user->slots.push_back(slot.get());
+      users.push_back(user.get());
       owners.push_back(std::move(user));
       slots.push_back(std::move(slot));
     }
@@ -29,6 +33,7 @@ struct Harness {
     Slot* slot = slots[i].get();
     if (slot == nullptr || slot->active) return;
     slot->active = true;
+    ++slot->entry_count;
     index.Add(slot);
     model.insert(slot->user->id);
   }
@@ -44,15 +49,25 @@ struct Harness {
     Leave(i);
     if (slots[i] == nullptr) return;
     index.Forget(slots[i].get());
+    slots[i]->user->slots.clear();  // as the fold does before freeing a contact's slots
     slots[i].reset();
   }
   void Check() {
     REQUIRE(index.size() == model.size());
     std::vector<std::string> listed;
-    for (const Slot* slot : index.sorted()) listed.push_back(slot->user->id);
+    for (const Slot* slot : index.sorted(users, 0)) listed.push_back(slot->user->id);
     REQUIRE(listed == std::vector<std::string>(model.begin(), model.end()));
+    // Past members: slots that held a membership and hold none now.
+    std::set<std::string> past;
+    for (const auto& slot : slots) {
+      if (slot != nullptr && !slot->active && slot->entry_count > 0) past.insert(slot->user->id);
+    }
+    listed.clear();
+    for (const Slot* slot : index.past_sorted(users, 0)) listed.push_back(slot->user->id);
+    REQUIRE(listed == std::vector<std::string>(past.begin(), past.end()));
   }
 
+  std::vector<User*> users;  // as State::users: every user, by index
   std::vector<std::unique_ptr<User>> owners;
   std::vector<std::unique_ptr<Slot>> slots;
   MemberIndex index;
@@ -86,11 +101,14 @@ TEST_CASE("joins, leaves and freed slots read back in userId order") {
   }
 }
 
-TEST_CASE("settling releases a burst's buffer of pending changes, keeping a small one") {
+TEST_CASE("the index holds nothing until a read builds it, then marks changes until settled") {
   Harness h(20000);
   for (size_t i = 0; i < 20000; ++i) h.Join(i);
-  CHECK(h.index.pending_bytes() >= 20000 * sizeof(Slot*));
-  h.Check();  // reads the members: settles
+  CHECK(h.index.size() == 20000);
+  CHECK(!h.index.built());
+  CHECK(h.index.pending_bytes() == 0);
+  h.Check();  // the first read builds both sets from the users' slots
+  CHECK(h.index.built());
   CHECK(h.index.pending_bytes() == 0);
   // A few changes keep their small buffer between reads (no allocation per burst).
   for (size_t i = 0; i < 100; ++i) h.Leave(i);
@@ -100,6 +118,46 @@ TEST_CASE("settling releases a burst's buffer of pending changes, keeping a smal
   CHECK(h.index.pending_bytes() == small);
   for (size_t i = 0; i < 100; ++i) h.Join(i);
   h.Check();
+  CHECK(h.index.built());
+}
+
+TEST_CASE("marks that outgrow the sets let go of the index; the next read builds it again") {
+  Harness h(30000);
+  for (size_t i = 0; i < 5000; ++i) h.Join(i);
+  h.Check();
+  REQUIRE(h.index.built());
+  // 5,000 members and no past ones: the 5,001st mark is one more than the sets hold (and
+  // past the 4,096 kept at least).
+  for (size_t i = 5000; i < 10000; ++i) h.Join(i);
+  CHECK(h.index.built());
+  CHECK(h.index.pending_bytes() >= 5000 * sizeof(Slot*));
+  h.Join(10000);
+  CHECK(!h.index.built());
+  CHECK(h.index.pending_bytes() == 0);
+  // Changes while let go are counted only; flags were reset, so the rebuild lists all.
+  for (size_t i = 0; i < 3000; ++i) h.Leave(i);
+  for (size_t i = 20000; i < 21000; ++i) h.Join(i);
+  h.Free(4000);
+  h.Check();
+  CHECK(h.index.built());
+}
+
+TEST_CASE("a deleted bucket's members all become past members, built or not") {
+  for (const bool read_first : {false, true}) {
+    INFO("read before the delete: " << read_first);
+    Harness h(50);
+    for (size_t i = 0; i < 30; ++i) h.Join(i);
+    for (size_t i = 0; i < 10; ++i) h.Leave(i);
+    if (read_first) h.Check();
+    for (size_t i = 10; i < 30; ++i) {  // the fold ends each membership, then EndAll
+      h.slots[i]->active = false;
+      h.model.erase(h.slots[i]->user->id);
+    }
+    h.index.EndAll();
+    CHECK(h.index.size() == 0);
+    h.Check();  // no members; past members 0-29
+    CHECK(h.index.past_sorted(h.users, 0).size() == 30);
+  }
 }
 
 TEST_CASE("a slot freed right after joining and leaving, before any read, is forgotten") {

@@ -98,8 +98,9 @@ TEST_CASE("a loaded snapshot has the digest of the state that was written") {
       const Bucket& x = *live.state().buckets[b];
       const Bucket& y = *loaded.state().buckets[b];
       REQUIRE(x.members.size() == y.members.size());
-      auto it = y.members.sorted().begin();
-      for (const Slot* s : x.members.sorted()) CHECK((*it++)->user->id == s->user->id);
+      auto it = y.members.sorted(loaded.state().users, y.index).begin();
+      for (const Slot* s : x.members.sorted(live.state().users, x.index))
+        CHECK((*it++)->user->id == s->user->id);
       REQUIRE(x.due_index.size() == y.due_index.size());
       const std::vector<DueIndex::Entry> loaded_due = y.due_index.Sorted();
       auto jt = loaded_due.begin();

@@ -111,14 +111,15 @@ Status FoldReader::Members(std::string_view bucket_id, std::string_view cursor, 
                            MembersPage* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
   if (b == nullptr) return UnknownBucket(bucket_id);
-  return KeysetPage(b->members.sorted(), cursor, limit, ToMember, out);
+  return KeysetPage(b->members.sorted(fold_.state().users, b->index), cursor, limit, ToMember, out);
 }
 
 Status FoldReader::PastMembers(std::string_view bucket_id, std::string_view cursor, size_t limit,
                                PastMembersPage* out) const {
   const Bucket* b = fold_.bucket(bucket_id);
   if (b == nullptr) return UnknownBucket(bucket_id);
-  return KeysetPage(b->members.past_sorted(), cursor, limit, ToPastMember, out);
+  return KeysetPage(b->members.past_sorted(fold_.state().users, b->index), cursor, limit,
+                    ToPastMember, out);
 }
 
 Status FoldReader::GetMember(std::string_view bucket_id, std::string_view user_id,
@@ -190,7 +191,8 @@ Status FoldReader::CaptureHistory(std::string_view bucket_id, TimeMs now, Histor
   out->now = now;
   out->active_entered_at.clear();
   out->active_entered_at.reserve(b->members.size());
-  for (const Slot* slot : b->members.sorted()) out->active_entered_at.push_back(slot->entered_at);
+  for (const Slot* slot : b->members.sorted(fold_.state().users, b->index))
+    out->active_entered_at.push_back(slot->entered_at);
   std::sort(out->active_entered_at.begin(), out->active_entered_at.end());
   return Status::Ok();
 }

@@ -11,6 +11,7 @@
 #include "bucketd/limits.h"
 #include "engine/base/huge_block.h"
 #include "engine/definition/definition.h"
+#include "engine/state/id_prefix.h"
 #include "engine/state/snapshot_generated.h"
 #include "engine/state/time48.h"
 
@@ -594,7 +595,8 @@ Status BuildUserIds(State* st) {
   return Status::Ok();
 }
 
-// Adds members in user id order, so the member index's deferred sort finds them sorted.
+// Counts each bucket's members (the member index builds its sets at the first read,
+// member_index.h) to check them against the pieces' tallies, and checks users_by_id.
 Status RebuildMembers(const snap::State& root, const std::vector<DecodedPiece>& pieces, State* st) {
   const auto* by_id = root.users_by_id();
   if (by_id->size() != st->users.size()) return Damaged("users_by_id has the wrong size");
@@ -621,38 +623,22 @@ Status RebuildMembers(const snap::State& root, const std::vector<DecodedPiece>& 
   return Status::Ok();
 }
 
-// The first 16 bytes of an id, big-endian, so that comparing keys as integers orders like
-// comparing the strings (std::string compares bytes as unsigned char).
-struct IdKey {
-  uint64_t high;
-  uint64_t low;
-  uint32_t user_index;
-};
-
-IdKey MakeIdKey(std::string_view id, uint32_t user_index) {
-  uint8_t prefix[16] = {};
-  std::memcpy(prefix, id.data(), std::min(id.size(), sizeof prefix));
-  uint64_t high = 0, low = 0;
-  for (int i = 0; i < 8; ++i) high = (high << 8) | prefix[i];
-  for (int i = 8; i < 16; ++i) low = (low << 8) | prefix[i];
-  return IdKey{high, low, user_index};
-}
-
-// User indices ordered by user id. Sorting a million indices by `users[i]->id` costs two
-// cache misses per comparison (seconds); the keys decide almost every comparison in
-// cache, and only ids sharing their first 16 bytes fall back to the strings.
+// User indices ordered by user id (id_prefix.h).
 std::vector<uint32_t> UsersById(const State& state) {
-  std::vector<IdKey> keys;
+  struct Keyed {
+    IdPrefix prefix;
+    uint32_t user_index;
+  };
+  std::vector<Keyed> keys;
   keys.reserve(state.users.size());
-  for (const auto& user : state.users) keys.push_back(MakeIdKey(user->id, user->index));
-  std::sort(keys.begin(), keys.end(), [&](const IdKey& a, const IdKey& b) {
-    if (a.high != b.high) return a.high < b.high;
-    if (a.low != b.low) return a.low < b.low;
+  for (const auto& user : state.users) keys.push_back({IdPrefixOf(user->id), user->index});
+  std::sort(keys.begin(), keys.end(), [&](const Keyed& a, const Keyed& b) {
+    if (a.prefix != b.prefix) return a.prefix < b.prefix;
     return state.users[a.user_index]->id < state.users[b.user_index]->id;
   });
   std::vector<uint32_t> by_id;
   by_id.reserve(keys.size());
-  for (const IdKey& k : keys) by_id.push_back(k.user_index);
+  for (const Keyed& k : keys) by_id.push_back(k.user_index);
   return by_id;
 }
 
