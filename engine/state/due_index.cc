@@ -96,7 +96,7 @@ DueIndex::Page& DueIndex::PageAt(int64_t number) const {
 void DueIndex::Insert(DueKey key, SlotIndex slot) {
   Page& page = PageAt(PageOf(key.due_at));
   if (page.sorted) {
-    page.late.emplace(key, slot);
+    page.late.emplace(Pack(key), slot);
   } else {
     // Grown by a quarter, not doubled: a page fills over the whole time ingest files into
     // it and is held until the clock reaches it, so its slack is memory held per filed slot
@@ -112,11 +112,11 @@ void DueIndex::Erase(DueKey key, SlotIndex slot) {
   auto it = pages_.find(PageOf(key.due_at));
   BUCKETD_CHECK_MSG(it != pages_.end(), "a filed slot missing from its time index");
   Page& page = it->second;
-  if (page.late.erase(key) == 1) {
+  const uint64_t packed = Pack(key);
+  if (page.late.erase(packed) == 1) {
     --size_;
     return;
   }
-  const uint64_t packed = Pack(key);
   if (!page.sorted && page.entries.size() > kScanMax) {
     // Noted, not searched: the sort drops it (and checks it was there).
     ++page.dropped[{packed, slot}];
@@ -150,7 +150,8 @@ void DueIndex::MarkErased(Page* page, uint64_t packed) {
 void DueIndex::EraseFront(DueKey key) {
   Page& page = FrontPage();
   if (LateFirst(page)) {
-    BUCKETD_CHECK_MSG(page.late.begin()->first == key, "a slot filed under another instant");
+    BUCKETD_CHECK_MSG(page.KeyOf(page.late.begin()->first) == key,
+                      "a slot filed under another instant");
     page.late.erase(page.late.begin());
   } else {
     BUCKETD_CHECK_MSG(page.KeyOf(page.entries.back()) == key, "a slot filed under another instant");
@@ -185,7 +186,7 @@ std::vector<DueIndex::Entry> DueIndex::Sorted() const {
       }
       all.push_back(Entry{page.KeyOf(e), e.slot});
     }
-    for (const auto& [key, slot] : page.late) all.push_back(Entry{key, slot});
+    for (const auto& [packed, slot] : page.late) all.push_back(Entry{page.KeyOf(packed), slot});
   }
   std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
   return all;
@@ -228,7 +229,8 @@ size_t DueIndex::DropNoted(Page* page) {
 
 DueIndex::Entry DueIndex::Front() const {
   const Page& page = FrontPage();
-  if (LateFirst(page)) return Entry{page.late.begin()->first, page.late.begin()->second};
+  if (LateFirst(page))
+    return Entry{page.KeyOf(page.late.begin()->first), page.late.begin()->second};
   return Entry{page.KeyOf(page.entries.back()), page.entries.back().slot};
 }
 

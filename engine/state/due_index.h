@@ -146,12 +146,18 @@ class DueIndex {
     // descending, so a pop is a pop_back and nothing moves.
     std::vector<Stored> entries;
     bool sorted = false;
-    absl::btree_map<DueKey, SlotIndex> late;  // filed after `entries` was sorted; never marked
+    // Filed after `entries` was sorted; never marked. Keyed as `entries` are (Stored::packed:
+    // the offset in the page and the user index), 16 bytes a value where a DueKey made 24:
+    // the front page takes every filing near the clock (in ingest_bench, a day-long window's
+    // renewals: ~10 bytes per user in B-tree nodes with DueKey).
+    absl::btree_map<uint64_t, SlotIndex> late;
     // Erased from `entries` while unsorted and big: (packed, slot) and how many copies of
     // that pair to drop at the sort (a key erased, filed and erased again has two).
     absl::flat_hash_map<std::pair<uint64_t, SlotIndex>, uint32_t> dropped;
-    DueKey KeyOf(const Stored& e) const {
-      return DueKey{number << kPageShift | static_cast<TimeMs>(e.offset), e.user_index};
+    DueKey KeyOf(const Stored& e) const { return KeyOf(e.packed()); }
+    DueKey KeyOf(uint64_t packed) const {
+      return DueKey{number << kPageShift | static_cast<TimeMs>(packed >> 32),
+                    static_cast<uint32_t>(packed)};
     }
   };
   using Pages = absl::btree_map<int64_t, Page>;
@@ -177,7 +183,7 @@ class DueIndex {
   // Whether the page's next pop is from `late` rather than `entries`. REQUIRES: one holds some.
   static bool LateFirst(const Page& page) {
     return page.entries.empty() ||
-           (!page.late.empty() && page.late.begin()->first < page.KeyOf(page.entries.back()));
+           (!page.late.empty() && page.late.begin()->first < page.entries.back().packed());
   }
   Entry Front() const;
   // Drops every erased entry (when they outnumber the live ones, so memory stays bounded).
@@ -199,7 +205,7 @@ void DueIndex::VisitUpcoming(size_t count, const Visit& visit) const {
     const bool sorted_left = sorted != page.entries.rend();
     if (!sorted_left && late == page.late.end()) return;
     SlotIndex slot;
-    if (late != page.late.end() && (!sorted_left || late->first < page.KeyOf(*sorted))) {
+    if (late != page.late.end() && (!sorted_left || late->first < sorted->packed())) {
       slot = (late++)->second;
     } else {
       slot = (sorted++)->slot;
