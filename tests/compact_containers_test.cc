@@ -547,6 +547,37 @@ TEST_CASE("a slot is 40 bytes and keeps every bucket index below the limit") {
   CHECK(!slot.member_listed);
 }
 
+TEST_CASE("a user's due floor is a lower bound in 2^18 ms units beside its flags") {
+  User user;
+  CHECK(user.next_due_floor() == kNever);
+  CHECK(!user.deleted);
+  CHECK(!user.has_events);
+  const TimeMs t = 1793491200123;  // not a multiple of 2^18
+  user.lower_next_due_floor(t);
+  CHECK(user.next_due_floor() <= t);
+  CHECK(t - user.next_due_floor() < (TimeMs{1} << kDueFloorShift));
+  user.lower_next_due_floor(t + 3'600'000);  // later: no change
+  CHECK(user.next_due_floor() <= t);
+  user.set_next_due_floor(kNever);
+  CHECK(user.next_due_floor() == kNever);
+  // Every instant the clock can take stays below the floor that reads as never, so a user
+  // with something due there is still walked when the clock gets there.
+  user.set_next_due_floor(kInstantMsMax);
+  CHECK(user.next_due_floor() != kNever);
+  CHECK(user.next_due_floor() <= kInstantMsMax);
+  user.set_next_due_floor(-5);  // (due instants are not negative; a floor of 0 still bounds)
+  CHECK(user.next_due_floor() == 0);
+  // The flags share the floor's word and leave it alone.
+  user.set_next_due_floor(t);
+  user.deleted = true;
+  user.has_events = true;
+  CHECK(user.next_due_floor() <= t);
+  CHECK(t - user.next_due_floor() < (TimeMs{1} << kDueFloorShift));
+  user.set_next_due_floor(kNever);
+  CHECK(user.deleted);
+  CHECK(user.has_events);
+}
+
 TEST_CASE("48-bit instants keep every instant the engine accepts exactly") {
   // The range's ends, the clock's last instant, and values whose high or low half is all
   // ones or zero (the words are stored apart).

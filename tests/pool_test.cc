@@ -31,7 +31,7 @@ TEST_CASE("users made across many blocks keep their place and their fields") {
     REQUIRE(user->events.empty());
     REQUIRE(user->slots.empty());
     REQUIRE(!user->deleted);
-    REQUIRE(user->next_due_floor == kNever);
+    REQUIRE(user->next_due_floor() == kNever);
     user->id = LongId(i);
     user->index = static_cast<uint32_t>(i);
     users.push_back(user);

@@ -74,14 +74,14 @@ void Fold::Refile(Slot* slot, TimeMs t, const CompiledCriteria::Outlook& outlook
   Unfile(slot);
   if (due == kNever) return;
   slot->due_at = due;
-  slot->user->next_due_floor = std::min(slot->user->next_due_floor, due);
+  slot->user->lower_next_due_floor(due);
   state_.buckets[slot->bucket]->due_index.Insert(DueKey{due, slot->user_index()},
                                                  state_.slot_pool.IndexOf(slot));
   if (on_filed_) on_filed_(slot->bucket);
 }
 
 void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
-  if (user->next_due_floor > now) return;
+  if (user->next_due_floor() > now) return;
   for (;;) {
     Slot* next = nullptr;
     TimeMs floor = kNever;
@@ -94,7 +94,7 @@ void Fold::ApplyUserDue(User* user, TimeMs now, Emitter* emit) {
       }
     }
     if (next == nullptr) {
-      user->next_due_floor = floor;
+      user->set_next_due_floor(floor);
       return;
     }
     const TimeMs due = next->due_at;

@@ -495,7 +495,7 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     s.source = static_cast<MembershipSource>(source);
     if (s.due_at != kNever) {
       (*tally)[s.bucket].filed.Add(s.due_at);
-      user->next_due_floor = std::min(user->next_due_floor, s.due_at);
+      user->lower_next_due_floor(s.due_at);
     }
     if (s.active) ++(*tally)[s.bucket].active;
   }
