@@ -11,7 +11,6 @@
 #include "engine/fold/fold.h"
 #include "engine/fold/fold_lookahead.h"
 #include "engine/state/digest.h"
-#include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
 using namespace bucketd;
@@ -180,19 +179,33 @@ TEST_CASE("a user found by another id's hash is not handed out") {
   r.event_name = "open";
   r.occurred_at = kT0;
   RequireOk(fold.Apply(r, nullptr));
-  // File the user a second time under the hash of "ghost", as if the ids collided: the
-  // lookahead finds it by that hash, and must still not name it for "ghost".
-  State state = testing::CopyState(fold.state());
-  User* real = state.users[0];
-  REQUIRE(state.user_ids.Insert(real, UserIndex::Hash("ghost")));
-  REQUIRE(state.user_ids.FindByHash(UserIndex::Hash("ghost")) == real);
-  Fold ghostly;
-  RequireOk(ghostly.Restore(std::move(state)));
+  const User* real = fold.user("real");
+  REQUIRE(real != nullptr);
+  // An id the index cannot tell from "real" by hash alone (the same home and the same
+  // 16-bit tag, UserIndex), found by trying ids: the lookahead finds "real" for it.
+  std::string ghost;
+  for (uint64_t n = 0; n < (uint64_t{1} << 28) && ghost.empty(); ++n) {
+    const std::string id = "ghost-" + std::to_string(n);
+    if (fold.state().user_ids.FindByHash(UserIndex::Hash(id)) == real) ghost = id;
+  }
+  REQUIRE_FALSE(ghost.empty());
+  REQUIRE(fold.user(ghost) == nullptr);
 
-  const std::vector<std::string> ids(30, "ghost");
-  Fold::Lookahead lookahead(ghostly);
+  // It must still not name that user for the ghost's inputs, and applying them with what it
+  // names files a user of the ghost's own.
+  const std::vector<std::string> ids(30, ghost);
+  Fold::Lookahead lookahead(fold);
   for (size_t i = 0; i < ids.size(); ++i) {
     lookahead.Advance(i, ids.size(), [&](size_t j) -> std::string_view { return ids[j]; });
-    CHECK(lookahead.user(i, "ghost") == nullptr);
+    User* user = lookahead.user(i, ghost);
+    CHECK(user == nullptr);
+    r.seq = i + 2;
+    r.user_id = ghost;
+    RequireOk(fold.Apply(r, nullptr, user));
   }
+  const User* ghostly = fold.user(ghost);
+  REQUIRE(ghostly != nullptr);
+  CHECK(ghostly != real);
+  CHECK(fold.user("real") == real);
+  CHECK(fold.state().users.size() == 2);
 }
