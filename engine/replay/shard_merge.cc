@@ -163,11 +163,8 @@ Status MergeShards(std::vector<std::unique_ptr<ReplayShard>>* shards_in, uint64_
         out.buckets[slot->bucket]->due_index.Insert(DueKey{slot->due_at, user->index},
                                                     out.slot_pool.IndexOf(slot));
       }
-      if (slot->active) {
-        out.buckets[slot->bucket]->members.Add(slot);
-      } else if (slot->entry_count > 0) {
-        out.buckets[slot->bucket]->members.AddPast(slot);
-      }
+      // Counted only: the merged index builds its sets at the first read.
+      if (slot->active) out.buckets[slot->bucket]->members.Add(slot);
     }
     out.users.push_back(user);
   }

@@ -5,6 +5,12 @@
 #include "engine/state/user.h"
 
 namespace bucketd {
+namespace {
+
+// A past member held a membership (entryCount > 0) and holds none now.
+bool IsPastMember(const Slot& slot) { return !slot.active && slot.entry_count > 0; }
+
+}  // namespace
 
 bool MemberOrder::operator()(const Slot* a, const Slot* b) const {
   return a->user->id < b->user->id;
@@ -29,10 +35,6 @@ void MemberIndex::Add(Slot* slot) {
 void MemberIndex::Remove(Slot* slot) {
   BUCKETD_CHECK(count_ > 0);
   --count_;
-  if (built_) Touch(slot);
-}
-
-void MemberIndex::AddPast(Slot* slot) {
   if (built_) Touch(slot);
 }
 
@@ -118,7 +120,7 @@ void MemberIndex::Build(std::span<User* const> users, uint32_t bucket) const {
       if (slot->bucket != bucket) continue;
       if (slot->active) {
         active.push_back({IdPrefixOf(user->id), slot});
-      } else if (slot->entry_count > 0) {  // held a membership and holds none now
+      } else if (IsPastMember(*slot)) {
         past.push_back({IdPrefixOf(user->id), slot});
       }
     }
@@ -160,8 +162,7 @@ void MemberIndex::Settle() const {
     } else {
       hint = sorted_.lower_bound(slot);
     }
-    // A past member held a membership (entryCount > 0) and holds none now.
-    const bool past = !slot->active && slot->entry_count > 0;
+    const bool past = IsPastMember(*slot);
     if (past && !slot->past_listed) {
       past_hint = std::next(past_.insert(past_hint, slot));
       slot->past_listed = true;

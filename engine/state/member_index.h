@@ -44,8 +44,6 @@ class MemberIndex {
 
   void Add(Slot* slot);
   void Remove(Slot* slot);
-  // A slot that held a membership and holds none now (a state being rebuilt).
-  void AddPast(Slot* slot);
   // Drops every reference the index holds to `slot`, which is about to be freed.
   // REQUIRES: the slot is not a member (Removed, or never Added).
   void Forget(Slot* slot);

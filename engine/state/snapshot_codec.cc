@@ -603,12 +603,7 @@ Status RebuildMembers(const snap::State& root, const std::vector<DecodedPiece>& 
   for (uint32_t user_index : *by_id) {
     if (user_index >= st->users.size()) return Damaged("users_by_id entry out of range");
     for (Slot* slot : st->users[user_index]->slots) {
-      auto& members = st->buckets[slot->bucket]->members;
-      if (slot->active) {
-        members.Add(slot);
-      } else if (slot->entry_count > 0) {
-        members.AddPast(slot);
-      }
+      if (slot->active) st->buckets[slot->bucket]->members.Add(slot);
     }
   }
   for (uint32_t b = 0; b < st->buckets.size(); ++b) {

@@ -583,8 +583,9 @@ struct Slot {
   // the line a prefetch of its address fetches.
   uint32_t bucket : 24 = 0;  // < kBucketIdsMax
   // The flags below start a memory location of their own: snapshot load reads `bucket` on
-  // one thread (RebuildDueIndices) while another sets the member index's flags
-  // (RebuildMembers), which must not be a write to the word `bucket` is in (TSan found it).
+  // one thread (RebuildDueIndices) while another reads the slots' state (RebuildMembers),
+  // and a write of the member index's flags must never be a write to the word `bucket` is
+  // in (TSan found one when RebuildMembers set them).
   unsigned char : 0;
 
   bool active : 1 = false;
