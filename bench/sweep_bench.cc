@@ -224,16 +224,13 @@ class Population {
       // Instants beyond the inline capacity live in a heap buffer of their own.
       for (const EventHistory& h : user->events) breakdown_.events += Chunk(h.newest.allocation());
       breakdown_.user += Chunk(user->dwell.allocation());
-      if (const LegHistories* legs = user->legs.get()) {
-        // One block, and the buffers of what spilled out of it.
-        breakdown_.legs +=
-            Chunk(legs) + SpilledChunk(legs->aggregates) + SpilledChunk(legs->sequences);
-        for (const AggregateHistory& h : legs->aggregates) {
-          breakdown_.legs += SpilledChunk(h.newest) + SpilledChunk(h.distinct);
-        }
-        for (const SequenceHistory& h : legs->sequences) {
-          breakdown_.legs += SpilledChunk(h.occurrences());
-        }
+      // One block, and the buffers of what spilled out of it.
+      breakdown_.legs += Chunk(user->legs.allocation());
+      for (const AggregateHistory& h : user->legs.aggregates()) {
+        breakdown_.legs += SpilledChunk(h.newest) + Chunk(h.distinct.allocation());
+      }
+      for (const SequenceHistory& h : user->legs.sequences()) {
+        breakdown_.legs += SpilledChunk(h.occurrences());
       }
     }
   }

@@ -617,8 +617,8 @@ TEST_CASE("a snapshot written before the §3b histories became one block loads t
   size_t with_sequences = 0, with_aggregates = 0;
   for (const User* user : loaded.state().users) {
     if (!user->legs) continue;
-    with_aggregates += user->legs->aggregates.empty() ? 0 : 1;
-    for (const SequenceHistory& q : user->legs->sequences) {
+    with_aggregates += user->legs.aggregates().empty() ? 0 : 1;
+    for (const SequenceHistory& q : user->legs.sequences()) {
       CHECK(q.later_steps() >= 1);
       with_sequences += 1;
     }
@@ -663,10 +663,12 @@ TEST_CASE("a sequence's later steps keep their earliest occurrences, each step a
   CHECK(later(2) == std::vector<TimeMs>{500});
 }
 
-TEST_CASE("a typical user's §3b histories are one block") {
+TEST_CASE("a typical user's §3b histories are one block, sized to them") {
   // One aggregate stream and one sequence, with a few contributions and occurrences each,
-  // live inline in LegHistories: the fold meets one cache miss behind the user for them.
+  // live in one heap block: the fold meets one cache miss behind the user for them.
   LegHistories legs;
+  CHECK(legs.empty());
+  CHECK(legs.allocation() == nullptr);
   StreamSpec sum;
   sum.kind = StreamSpec::Kind::kAggregate;
   sum.id = 7;
@@ -676,27 +678,73 @@ TEST_CASE("a typical user's §3b histories are one block") {
   step0.steps = 2;
   StreamSpec step1 = step0;
   step1.step = 1;
+  // A sequence alone: a block with room for it and nothing else.
+  AddSequenceOccurrence(&legs, step0, 30);
+  CHECK(legs.allocation_bytes() == 8 + sizeof(SequenceHistory));
   AddContribution(&legs, sum, PropertyValue::Number(5), 10);
   AddContribution(&legs, sum, PropertyValue::Number(7), 20);
-  AddSequenceOccurrence(&legs, step0, 30);
+  AddContribution(&legs, sum, PropertyValue::String("x"), 25);  // contributes to nothing
   AddSequenceOccurrence(&legs, step1, 40);
   AddSequenceOccurrence(&legs, step1, 50);
-  const auto* begin = reinterpret_cast<const char*>(&legs);
-  const auto* end = begin + sizeof legs;
+  CHECK(legs.allocation_bytes() == LegHistories::kTypicalBytes);
+  const auto* begin = static_cast<const char*>(legs.allocation());
+  const auto* end = begin + legs.allocation_bytes();
   const auto inside = [&](const void* p) {
     return static_cast<const char*>(p) >= begin && static_cast<const char*>(p) < end;
   };
-  REQUIRE(legs.aggregates.size() == 1);
-  REQUIRE(legs.sequences.size() == 1);
-  CHECK(inside(legs.aggregates.data()));
-  CHECK(inside(legs.aggregates[0].newest.data()));
-  CHECK(inside(legs.sequences.data()));
-  CHECK(inside(legs.sequences[0].occurrences().data()));
-  CHECK(legs.aggregates[0].sum == 12);
-  CHECK(legs.aggregates[0].newest[1] == Contribution{20, 7});
-  CHECK(*legs.sequences[0].start == 30);
-  CHECK(std::vector<TimeMs>(legs.sequences[0].Later(0).begin(), legs.sequences[0].Later(0).end()) ==
-        std::vector<TimeMs>{40, 50});
+  REQUIRE(legs.aggregates().size() == 1);
+  REQUIRE(legs.sequences().size() == 1);
+  CHECK(inside(legs.aggregates().data()));
+  CHECK(inside(legs.aggregates()[0].newest.data()));
+  CHECK(inside(legs.sequences().data()));
+  CHECK(inside(legs.sequences()[0].occurrences().data()));
+  CHECK(legs.aggregates()[0].sum == 12);
+  CHECK(legs.aggregates()[0].newest[1] == Contribution{20, 7});
+  CHECK(*legs.sequences()[0].start == 30);
+  CHECK(std::vector<TimeMs>(legs.sequences()[0].Later(0).begin(),
+                            legs.sequences()[0].Later(0).end()) == std::vector<TimeMs>{40, 50});
+}
+
+TEST_CASE("a user's §3b histories stay sorted by stream as streams come and go") {
+  LegHistories legs;
+  // Streams arrive out of order, each kind into its own array.
+  for (uint32_t id : {40u, 10u, 30u, 20u}) legs.FindOrInsertAggregate(id).count = id;
+  for (uint32_t id : {5u, 50u, 25u}) legs.FindOrInsertSequence(id).start = TimeMs{id};
+  legs.FindOrInsertAggregate(30).sum = 3;  // found, not inserted again
+  const auto ids = [](auto histories) {
+    std::vector<uint32_t> out;
+    for (const auto& h : histories) out.push_back(h.stream_id);
+    return out;
+  };
+  CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{10, 20, 30, 40});
+  CHECK(ids(legs.sequences()) == std::vector<uint32_t>{5, 25, 50});
+  CHECK(legs.allocation_bytes() == 8 + 4 * sizeof(AggregateHistory) + 3 * sizeof(SequenceHistory));
+  REQUIRE(legs.FindAggregate(30) != nullptr);
+  CHECK(legs.FindAggregate(30)->count == 30);
+  CHECK(legs.FindAggregate(30)->sum == 3);
+  CHECK(legs.FindAggregate(35) == nullptr);
+  CHECK(*legs.FindSequence(25)->start == 25);
+  CHECK(legs.FindSequence(30) == nullptr);
+  // A copy is deep and equal; a change to it leaves the original.
+  LegHistories copy = legs;
+  CHECK(copy == legs);
+  CHECK(copy.allocation() != legs.allocation());
+  copy.FindOrInsertAggregate(10).count = 11;
+  CHECK(!(copy == legs));
+  // Erasing streams shrinks the block to what is left; erasing all frees it.
+  legs.EraseIf([](uint32_t id) { return id == 20 || id == 5; });
+  CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{10, 30, 40});
+  CHECK(ids(legs.sequences()) == std::vector<uint32_t>{25, 50});
+  CHECK(legs.allocation_bytes() == 8 + 3 * sizeof(AggregateHistory) + 2 * sizeof(SequenceHistory));
+  CHECK(legs.FindAggregate(40)->count == 40);
+  // Renumbered streams (a shard merge) are sorted again.
+  for (AggregateHistory& h : legs.aggregates()) h.stream_id = 100 - h.stream_id;
+  legs.SortByStream();
+  CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{60, 70, 90});
+  CHECK(legs.FindAggregate(90)->count == 10);
+  legs.EraseIf([](uint32_t) { return true; });
+  CHECK(legs.empty());
+  CHECK(legs.allocation() == nullptr);
 }
 
 namespace {

@@ -236,21 +236,12 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
         std::sort(
             scratch.events.begin(), scratch.events.end(),
             [](const EventHistory& a, const EventHistory& b) { return a.name_id() < b.name_id(); });
-        if (!streams.legs.empty()) {
-          if (!scratch.legs) scratch.legs = std::make_unique<LegHistories>();
-          const auto replace = [](auto* kept, auto& rebuilt) {
-            for (auto& item : rebuilt) {
-              const uint32_t id = item.stream_id;
-              kept->erase(std::remove_if(kept->begin(), kept->end(),
-                                         [&](const auto& k) { return k.stream_id == id; }),
-                          kept->end());
-              kept->push_back(std::move(item));
-            }
-            std::sort(kept->begin(), kept->end(),
-                      [](const auto& a, const auto& b) { return a.stream_id < b.stream_id; });
-          };
-          replace(&scratch.legs->aggregates, streams.legs.aggregates);
-          replace(&scratch.legs->sequences, streams.legs.sequences);
+        // The rebuilt histories replace the kept ones of their streams.
+        for (AggregateHistory& rebuilt : streams.legs.aggregates()) {
+          scratch.legs.FindOrInsertAggregate(rebuilt.stream_id) = std::move(rebuilt);
+        }
+        for (SequenceHistory& rebuilt : streams.legs.sequences()) {
+          scratch.legs.FindOrInsertSequence(rebuilt.stream_id) = std::move(rebuilt);
         }
       }
     }

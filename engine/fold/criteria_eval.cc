@@ -48,14 +48,6 @@ uint32_t DepthFor(CountOp op, int64_t value) {
   return 1;
 }
 
-template <typename Items>
-const typename Items::value_type* FindById(const Items& items, uint32_t id) {
-  using T = typename Items::value_type;
-  auto it = std::lower_bound(items.begin(), items.end(), id,
-                             [](const T& item, uint32_t key) { return item.stream_id < key; });
-  return it != items.end() && it->stream_id == id ? &*it : nullptr;
-}
-
 }  // namespace
 
 const EventHistory* FindHistory(const User& user, uint32_t name_id) {
@@ -65,11 +57,11 @@ const EventHistory* FindHistory(const User& user, uint32_t name_id) {
 }
 
 const AggregateHistory* FindAggregate(const User& user, uint32_t stream_id) {
-  return user.legs ? FindById(user.legs->aggregates, stream_id) : nullptr;
+  return user.legs.FindAggregate(stream_id);
 }
 
 const SequenceHistory* FindSequence(const User& user, uint32_t stream_id) {
-  return user.legs ? FindById(user.legs->sequences, stream_id) : nullptr;
+  return user.legs.FindSequence(stream_id);
 }
 
 const Slot* FindSlotOf(const User& user, uint32_t bucket) {
@@ -79,26 +71,6 @@ const Slot* FindSlotOf(const User& user, uint32_t bucket) {
   return nullptr;
 }
 
-namespace {
-
-template <typename Items>
-typename Items::value_type& FindOrInsertById(Items* items, uint32_t id) {
-  using T = typename Items::value_type;
-  auto it = std::lower_bound(items->begin(), items->end(), id,
-                             [](const T& item, uint32_t key) { return item.stream_id < key; });
-  if (it == items->end() || it->stream_id != id) {
-    // Appended, then rotated into place, as Fold::RecordEvent does (GCC 12 falsely reports
-    // an insert's temporary as maybe-uninitialized).
-    const auto place = it - items->begin();
-    items->emplace_back().stream_id = id;
-    it = items->begin() + place;
-    std::rotate(it, items->end() - 1, items->end());
-  }
-  return *it;
-}
-
-}  // namespace
-
 void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyValue& value,
                      TimeMs at) {
   using Type = PropertyValue::Type;
@@ -106,7 +78,7 @@ void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyV
   const bool scalar =
       value.type == Type::kNumber || value.type == Type::kString || value.type == Type::kBool;
   if (distinct ? !scalar : value.type != Type::kNumber) return;  // contributes to nothing
-  AggregateHistory& h = FindOrInsertById(&legs->aggregates, spec.id);
+  AggregateHistory& h = legs->FindOrInsertAggregate(spec.id);
   if (!distinct) {
     const double x = value.number;
     h.min = h.count == 0 ? x : std::min(h.min, x);
@@ -144,7 +116,7 @@ void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyV
 }
 
 void AddSequenceOccurrence(LegHistories* legs, const StreamSpec& spec, TimeMs at) {
-  SequenceHistory& h = FindOrInsertById(&legs->sequences, spec.id);
+  SequenceHistory& h = legs->FindOrInsertSequence(spec.id);
   if (h.later_steps() == 0) h.SetLaterSteps(spec.steps - 1);
   if (spec.step == 0) {
     if (h.start && at <= *h.start) return;  // not the latest start

@@ -260,8 +260,9 @@ void Fold::PrefetchUserState(const User* user, int stage) const {
       if (user->email) line(user->email.data());
       line(user->past.allocation());  // a leave appends to it (null: prefetches nothing)
       // The §3b histories are one block (LegHistories), read by every event that feeds a
-      // stream and by its legs' evaluation.
-      if (user->legs) lines(user->legs.get(), sizeof(LegHistories));
+      // stream and by its legs' evaluation. Its size is in its first line, which has not
+      // arrived: the lines of a block with one history of each kind.
+      if (user->legs) lines(user->legs.allocation(), LegHistories::kTypicalBytes);
       break;
     default:
       for (const Slot* slot : user->slots) lines(slot, sizeof(Slot));
@@ -339,14 +340,11 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
 
 void Fold::AddContribution(User* user, const StreamSpec& spec, const PropertyValue& value,
                            TimeMs at) {
-  if (!user->legs) user->legs = std::make_unique<LegHistories>();
-  bucketd::AddContribution(user->legs.get(), spec, value, at);
-  if (user->legs->empty()) user->legs.reset();  // a value that contributes to nothing
+  bucketd::AddContribution(&user->legs, spec, value, at);
 }
 
 void Fold::AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at) {
-  if (!user->legs) user->legs = std::make_unique<LegHistories>();
-  bucketd::AddSequenceOccurrence(user->legs.get(), spec, at);
+  bucketd::AddSequenceOccurrence(&user->legs, spec, at);
 }
 
 std::vector<uint32_t> Fold::StreamIds() const {
@@ -373,15 +371,7 @@ Status Fold::RestoreStreams(const std::vector<uint32_t>& previous) {
     user->events.erase(std::remove_if(user->events.begin(), user->events.end(),
                                       [&](const EventHistory& h) { return is_fresh(h.name_id()); }),
                        user->events.end());
-    if (!user->legs) continue;
-    const auto erase_fresh = [&](auto* items) {
-      items->erase(std::remove_if(items->begin(), items->end(),
-                                  [&](const auto& h) { return is_fresh(h.stream_id); }),
-                   items->end());
-    };
-    erase_fresh(&user->legs->aggregates);
-    erase_fresh(&user->legs->sequences);
-    if (user->legs->empty()) user->legs.reset();
+    user->legs.EraseIf(is_fresh);
   }
   if (!history_source_) return Status::Ok();
   return history_source_(state_.applied_seq + 1, [&](std::span<const Record> run) {
@@ -593,7 +583,7 @@ Status Fold::ApplyContactDelete(const Record& r) {
   user->past = {};
   user->properties = {};
   user->events.clear();
-  user->legs.reset();
+  user->legs.clear();
   user->email.reset();
   user->dwell = DwellStamps();
   user->deleted = true;

@@ -68,14 +68,9 @@ void RemapUser(const Remap& event_names, const Remap& property_keys, User* user)
   if (!std::is_sorted(user->properties.begin(), user->properties.end(), by_key)) {
     std::sort(user->properties.begin(), user->properties.end(), by_key);
   }
-  if (!user->legs) return;
-  auto remap_streams = [&](auto* items) {
-    for (auto& item : *items) item.stream_id = event_names[item.stream_id];
-    std::sort(items->begin(), items->end(),
-              [](const auto& a, const auto& b) { return a.stream_id < b.stream_id; });
-  };
-  remap_streams(&user->legs->aggregates);
-  remap_streams(&user->legs->sequences);
+  for (AggregateHistory& h : user->legs.aggregates()) h.stream_id = event_names[h.stream_id];
+  for (SequenceHistory& h : user->legs.sequences()) h.stream_id = event_names[h.stream_id];
+  user->legs.SortByStream();
 }
 
 }  // namespace

@@ -55,7 +55,7 @@ class Hasher {
 void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
   const auto& name = [&](uint32_t id) -> const std::string& { return state.event_names.Name(id); };
   std::vector<const AggregateHistory*> aggregates;
-  for (const AggregateHistory& a : legs.aggregates) aggregates.push_back(&a);
+  for (const AggregateHistory& a : legs.aggregates()) aggregates.push_back(&a);
   std::sort(aggregates.begin(), aggregates.end(),
             [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
   h->Str("legs");
@@ -78,7 +78,7 @@ void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
     }
   }
   std::vector<const SequenceHistory*> sequences;
-  for (const SequenceHistory& q : legs.sequences) sequences.push_back(&q);
+  for (const SequenceHistory& q : legs.sequences()) sequences.push_back(&q);
   std::sort(sequences.begin(), sequences.end(),
             [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
   h->U64(sequences.size());
@@ -170,7 +170,7 @@ void HashUser(const State& state, const User& user, Hasher* h) {
     h->OptTime(p.dwell_anchor_at);
   }
   // Hashed only where a user has them, so a state without them keeps its digest.
-  if (user.legs) HashLegs(state, *user.legs, h);
+  if (user.legs) HashLegs(state, user.legs, h);
 }
 
 }  // namespace

@@ -159,8 +159,8 @@ class StreamReader {
 
 void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
   w->Reserve(kVarintBytesMax);
-  w->U(legs.aggregates.size());
-  for (const AggregateHistory& a : legs.aggregates) {
+  w->U(legs.aggregates().size());
+  for (const AggregateHistory& a : legs.aggregates()) {
     w->Reserve(kVarintBytesMax * 3 + 8 * 3);
     w->U(a.stream_id);
     w->U(a.count);
@@ -182,8 +182,8 @@ void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
     }
   }
   w->Reserve(kVarintBytesMax);
-  w->U(legs.sequences.size());
-  for (const SequenceHistory& q : legs.sequences) {
+  w->U(legs.sequences().size());
+  for (const SequenceHistory& q : legs.sequences()) {
     w->Reserve(kVarintBytesMax * 3 + 1);
     w->U(q.stream_id);
     w->Byte(q.start ? 1 : 0);
@@ -279,7 +279,7 @@ void EncodeUser(const User& user, StreamWriter* w) {
     w->Time(p.left_at);
     if (p.dwell_anchor_at) w->Time(*p.dwell_anchor_at);
   }
-  if (user.legs) EncodeLegs(*user.legs, w);
+  if (user.legs) EncodeLegs(user.legs, w);
 }
 
 // Per bucket, what the user stream holds for its indices: the filed slots counted by time
@@ -308,10 +308,13 @@ struct DecodedPiece {
 Status Damaged(const std::string& what) { return Status::Corruption("snapshot payload: " + what); }
 
 Status DecodeLegs(StreamReader* r, const State& st, User* user) {
-  auto legs = std::make_unique<LegHistories>();
+  // Decoded beside the user, then moved into one block: the counts are not trusted before
+  // their histories have been read.
+  absl::InlinedVector<AggregateHistory, 1> aggregates;
+  absl::InlinedVector<SequenceHistory, 1> sequences;
   const uint64_t aggregate_count = r->Count();
   for (uint64_t i = 0; i < aggregate_count && r->ok(); ++i) {
-    AggregateHistory& a = legs->aggregates.emplace_back();
+    AggregateHistory& a = aggregates.emplace_back();
     a.stream_id = r->U32();
     a.count = r->U();
     a.sum = r->F64();
@@ -326,13 +329,14 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
     }
     const uint64_t distinct = r->Count();
     if (distinct > kDistinctValuesMax) return Status::Corruption(": too many distinct values");
-    a.distinct.resize(distinct);
-    for (DistinctValue& v : a.distinct) {
+    a.distinct.reserve(distinct);
+    for (uint64_t k = 0; k < distinct && r->ok(); ++k) {
+      DistinctValue& v = a.distinct.emplace_back();
       v.hash = r->U();
       v.latest = r->Time();
     }
     if (a.stream_id >= st.event_names.size() ||
-        (i > 0 && legs->aggregates[i - 1].stream_id >= a.stream_id) ||
+        (i > 0 && aggregates[i - 1].stream_id >= a.stream_id) ||
         !std::is_sorted(a.newest.begin(), a.newest.end(),
                         [](const Contribution& x, const Contribution& y) { return x.at < y.at; }) ||
         !std::is_sorted(
@@ -343,7 +347,7 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
   }
   const uint64_t sequence_count = r->Count();
   for (uint64_t i = 0; i < sequence_count && r->ok(); ++i) {
-    SequenceHistory& q = legs->sequences.emplace_back();
+    SequenceHistory& q = sequences.emplace_back();
     q.stream_id = r->U32();
     if (r->Byte() != 0) q.start = r->Time();
     const uint64_t later = r->Count();
@@ -361,12 +365,14 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
       }
     }
     if (q.stream_id >= st.event_names.size() ||
-        (i > 0 && legs->sequences[i - 1].stream_id >= q.stream_id)) {
+        (i > 0 && sequences[i - 1].stream_id >= q.stream_id)) {
       return Status::Corruption(": sequence history out of range or order");
     }
   }
   if (!r->ok()) return Status::Corruption(" is truncated");
-  user->legs = std::move(legs);
+  user->legs.Resize(aggregates.size(), sequences.size());
+  std::ranges::move(aggregates, user->legs.aggregates().begin());
+  std::ranges::move(sequences, user->legs.sequences().begin());
   return Status::Ok();
 }
 

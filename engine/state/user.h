@@ -619,13 +619,11 @@ struct PastMembership {
 };
 
 // What the aggregate and sequence legs of SPEC §3b need of a user's events, per stream
-// (State::StreamSpec): only users with a matching event have any, so a User holds one
-// pointer for them. A typical user (one aggregate stream and one sequence, a few
-// contributions and occurrences each) keeps all of it in that one block: the containers
-// below hold their first elements inline, so an event that feeds the streams meets one
-// dependent cache miss behind the user, not one per container (user -> legs -> vector ->
-// element -> occurrences, each its own allocation, was most of the §3b mix's fold cost;
-// bench/README.md). Larger histories spill to the heap, with the same answers.
+// (State::StreamSpec): only users with a matching event have any. A User holds them in one
+// heap block sized to what it has (LegHistories, below): an event that feeds the streams
+// meets one dependent cache miss behind the user, not one per container (user -> legs ->
+// vector -> element -> occurrences, each its own allocation, was most of the §3b mix's
+// fold cost; bench/README.md). Larger histories spill to the heap, with the same answers.
 struct Contribution {
   TimeMs at = 0;
   double number = 0;
@@ -637,7 +635,8 @@ struct DistinctValue {
   friend bool operator==(const DistinctValue&, const DistinctValue&) = default;
 };
 // Per (user, aggregate stream: event name, where, property). A numeric stream (sum avg min
-// max) fills the totals and `newest`, a distinct stream only `distinct`.
+// max) fills the totals and `newest`, a distinct stream only `distinct`, so `distinct` is
+// one pointer (empty in every numeric history) where an inline array took 24 bytes.
 struct AggregateHistory {
   uint32_t stream_id = 0;
   // Every numeric contribution ever (the legs without `within`).
@@ -650,20 +649,39 @@ struct AggregateHistory {
   absl::InlinedVector<Contribution, 2> newest;
   // Distinct scalar values with their newest occurrence, sorted by hash; at most
   // kDistinctValuesMax, the value seen least recently giving way.
-  absl::InlinedVector<DistinctValue, 1> distinct;
-  friend bool operator==(const AggregateHistory&, const AggregateHistory&) = default;
+  CompactVector<DistinctValue> distinct;
+  friend bool operator==(const AggregateHistory& a, const AggregateHistory& b) {
+    return a.stream_id == b.stream_id && a.count == b.count && a.sum == b.sum && a.min == b.min &&
+           a.max == b.max && a.newest == b.newest &&
+           std::equal(a.distinct.begin(), a.distinct.end(), b.distinct.begin(), b.distinct.end());
+  }
 };
+static_assert(sizeof(AggregateHistory) <= 88, "one per (user, aggregate stream)");
 // Per (user, sequence stream: its steps).
 class SequenceHistory {
  public:
   uint32_t stream_id = 0;
+
+ private:
+  // How many later steps (3 bits), then each later step's count of occurrences (7 bits
+  // each): one word where a byte and an array of four took eight with their padding.
+  static constexpr size_t kLaterStepsMax = kSequenceStepsMax - 1;
+  static constexpr int kStepsBits = 3;
+  static constexpr int kCountBits = 7;
+  static_assert(kLaterStepsMax < (1u << kStepsBits) &&
+                    kSequenceOccurrencesMax < (1u << kCountBits) &&
+                    kStepsBits + kCountBits * kLaterStepsMax <= 32,
+                "the later steps and their counts fit one word");
+  uint32_t steps_ = 0;
+
+ public:
   OptionalTime start;  // the latest occurrence of step 1
 
   // Steps 2..n (0-based here): for each, its occurrences after `start`, ascending, the
   // earliest kSequenceOccurrencesMax (the earliest completion needs no later ones).
-  uint32_t later_steps() const { return later_steps_; }
+  uint32_t later_steps() const { return steps_ & ((1u << kStepsBits) - 1); }
   std::span<const TimeMs> Later(uint32_t step) const {
-    return {occurrences_.data() + Offset(step), counts_[step]};
+    return {occurrences_.data() + Offset(step), Count(step)};
   }
   void SetLaterSteps(uint32_t steps);  // REQUIRES: no occurrences yet; steps < kSequenceStepsMax
   // Files an occurrence of a later step in order; beyond kSequenceOccurrencesMax the
@@ -680,62 +698,182 @@ class SequenceHistory {
   friend bool operator==(const SequenceHistory&, const SequenceHistory&) = default;
 
  private:
-  static constexpr size_t kLaterStepsMax = kSequenceStepsMax - 1;
-  static_assert(kSequenceOccurrencesMax <= UINT8_MAX, "a step's count is a byte");
+  static int CountShift(uint32_t step) { return kStepsBits + kCountBits * static_cast<int>(step); }
+  uint32_t Count(uint32_t step) const {
+    return (steps_ >> CountShift(step)) & ((1u << kCountBits) - 1);
+  }
+  void SetCount(uint32_t step, uint32_t count) {
+    const uint32_t mask = ((1u << kCountBits) - 1) << CountShift(step);
+    steps_ = (steps_ & ~mask) | (count << CountShift(step));
+  }
   size_t Offset(uint32_t step) const {
     size_t offset = 0;
-    for (uint32_t i = 0; i < step; ++i) offset += counts_[i];
+    for (uint32_t i = 0; i < step; ++i) offset += Count(i);
     return offset;
   }
-  uint8_t later_steps_ = 0;
-  std::array<uint8_t, kLaterStepsMax> counts_{};  // occurrences per later step
   // Every later step's occurrences, step after step, each step's ascending.
   absl::InlinedVector<TimeMs, 2> occurrences_;
 };
-struct LegHistories {
-  absl::InlinedVector<AggregateHistory, 1> aggregates;  // sorted by stream_id
-  absl::InlinedVector<SequenceHistory, 1> sequences;    // sorted by stream_id
-  bool empty() const { return aggregates.empty() && sequences.empty(); }
-  friend bool operator==(const LegHistories&, const LegHistories&) = default;
+static_assert(sizeof(SequenceHistory) <= 40, "one per (user, sequence stream)");
+
+// A user's aggregate and sequence histories in one heap block sized to them: a header with
+// the two counts, the aggregate histories, then the sequence histories, each array sorted
+// by stream id. One pointer in the User, null while it has none. A block with room for one
+// of each (168 bytes, most of it unused by a user with a sequence only) was 128 of the §3b
+// mix's 158 extra bytes per user (bench/README.md); a user gains a stream rarely (once per
+// stream), so a block moved on each insert costs little.
+class LegHistories {
+ public:
+  LegHistories() = default;
+  LegHistories(const LegHistories& other) { *this = other; }
+  LegHistories(LegHistories&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
+  LegHistories& operator=(const LegHistories& other);
+  LegHistories& operator=(LegHistories&& other) noexcept {
+    std::swap(block_, other.block_);
+    return *this;
+  }
+  ~LegHistories() { clear(); }
+
+  // No block: the user has no history of any stream.
+  bool empty() const { return block_ == nullptr; }
+  explicit operator bool() const { return !empty(); }
+  void clear();
+
+  std::span<AggregateHistory> aggregates() { return {Aggregates(), AggregateCount()}; }
+  std::span<const AggregateHistory> aggregates() const { return {Aggregates(), AggregateCount()}; }
+  std::span<SequenceHistory> sequences() { return {Sequences(), SequenceCount()}; }
+  std::span<const SequenceHistory> sequences() const { return {Sequences(), SequenceCount()}; }
+
+  // The stream's history, or null.
+  const AggregateHistory* FindAggregate(uint32_t stream_id) const;
+  const SequenceHistory* FindSequence(uint32_t stream_id) const;
+  // The stream's history, a new empty one in its place if there is none. A new one moves
+  // the block: references into it do not survive the call.
+  AggregateHistory& FindOrInsertAggregate(uint32_t stream_id);
+  SequenceHistory& FindOrInsertSequence(uint32_t stream_id);
+  // Drops the histories whose stream `drop` names; the block goes with the last.
+  template <typename Drop>
+  void EraseIf(Drop drop);
+  // Sorts each array by stream id again (after the ids are renumbered: a shard merge).
+  void SortByStream();
+  // Decoding: `aggregates` and `sequences` empty histories, to fill in place (the stream
+  // ids and their order are the caller's). REQUIRES: empty().
+  void Resize(size_t aggregates, size_t sequences);
+
+  // The size of a block with one history of each kind (what a prefetch fetches before the
+  // header, with the counts, has arrived).
+  static constexpr size_t kTypicalBytes = 8 + sizeof(AggregateHistory) + sizeof(SequenceHistory);
+  // The block and its size (prefetches, memory accounting), or null and 0.
+  const void* allocation() const { return block_; }
+  size_t allocation_bytes() const {
+    return empty() ? 0 : BlockBytes(AggregateCount(), SequenceCount());
+  }
+
+  friend bool operator==(const LegHistories& a, const LegHistories& b) {
+    return std::ranges::equal(a.aggregates(), b.aggregates()) &&
+           std::ranges::equal(a.sequences(), b.sequences());
+  }
+
+ private:
+  struct Header {
+    uint32_t aggregates = 0;
+    uint32_t sequences = 0;
+  };
+  static_assert(sizeof(Header) == 8 && alignof(AggregateHistory) <= sizeof(Header) &&
+                    alignof(SequenceHistory) <= sizeof(Header) &&
+                    sizeof(AggregateHistory) % alignof(SequenceHistory) == 0,
+                "the arrays follow the header unpadded");
+  static size_t BlockBytes(size_t aggregates, size_t sequences) {
+    return sizeof(Header) + aggregates * sizeof(AggregateHistory) +
+           sequences * sizeof(SequenceHistory);
+  }
+  size_t AggregateCount() const { return empty() ? 0 : block_->aggregates; }
+  size_t SequenceCount() const { return empty() ? 0 : block_->sequences; }
+  static AggregateHistory* AggregatesOf(Header* block) {
+    return std::launder(
+        reinterpret_cast<AggregateHistory*>(reinterpret_cast<char*>(block) + sizeof(Header)));
+  }
+  static SequenceHistory* SequencesOf(Header* block) {
+    return std::launder(
+        reinterpret_cast<SequenceHistory*>(reinterpret_cast<char*>(block) + sizeof(Header) +
+                                           block->aggregates * sizeof(AggregateHistory)));
+  }
+  AggregateHistory* Aggregates() const { return empty() ? nullptr : AggregatesOf(block_); }
+  SequenceHistory* Sequences() const { return empty() ? nullptr : SequencesOf(block_); }
+  // A block for the given counts, its histories not yet constructed.
+  static Header* Allocate(size_t aggregates, size_t sequences);
+  // Moves the histories into a block with one more aggregate history (at `aggregate_at`,
+  // when `aggregate`) or sequence history (at `sequence_at`), new and empty, and frees
+  // this one; returns the new history.
+  void* Grow(bool aggregate, size_t at);
+
+  Header* block_ = nullptr;
 };
 
 inline void SequenceHistory::SetLaterSteps(uint32_t steps) {
   BUCKETD_CHECK(steps <= kLaterStepsMax && occurrences_.empty());
-  later_steps_ = static_cast<uint8_t>(steps);
+  steps_ = steps;  // no occurrences: every count 0
 }
 
 inline void SequenceHistory::InsertLater(uint32_t step, TimeMs at) {
-  BUCKETD_CHECK(step < later_steps_);
+  BUCKETD_CHECK(step < later_steps());
   const size_t begin = Offset(step);
+  const uint32_t count = Count(step);
   const auto first = occurrences_.begin() + static_cast<ptrdiff_t>(begin);
-  const auto last = first + counts_[step];
+  const auto last = first + count;
   occurrences_.insert(std::upper_bound(first, last, at), at);
-  if (counts_[step] < kSequenceOccurrencesMax) {
-    ++counts_[step];
+  if (count < kSequenceOccurrencesMax) {
+    SetCount(step, count + 1);
   } else {
-    occurrences_.erase(occurrences_.begin() + static_cast<ptrdiff_t>(begin + counts_[step]));
+    occurrences_.erase(occurrences_.begin() + static_cast<ptrdiff_t>(begin + count));
   }
 }
 
 inline void SequenceHistory::DropLaterUpTo(TimeMs at) {
   size_t read = 0, write = 0;
-  for (uint32_t step = 0; step < later_steps_; ++step) {
-    const size_t n = counts_[step];
-    uint8_t kept = 0;
+  for (uint32_t step = 0; step < later_steps(); ++step) {
+    const size_t n = Count(step);
+    uint32_t kept = 0;
     for (size_t i = read; i < read + n; ++i) {
       if (occurrences_[i] > at) occurrences_[write++] = occurrences_[i], ++kept;
     }
     read += n;
-    counts_[step] = kept;
+    SetCount(step, kept);
   }
   occurrences_.resize(write);
 }
 
 inline void SequenceHistory::AppendLater(uint32_t step, TimeMs at) {
-  BUCKETD_CHECK(step < later_steps_ && counts_[step] < kSequenceOccurrencesMax);
-  for (uint32_t i = step + 1; i < later_steps_; ++i) BUCKETD_CHECK(counts_[i] == 0);
+  BUCKETD_CHECK(step < later_steps() && Count(step) < kSequenceOccurrencesMax);
+  for (uint32_t i = step + 1; i < later_steps(); ++i) BUCKETD_CHECK(Count(i) == 0);
   occurrences_.push_back(at);
-  ++counts_[step];
+  SetCount(step, Count(step) + 1);
+}
+
+template <typename Drop>
+void LegHistories::EraseIf(Drop drop) {
+  const auto aggregates_kept = std::ranges::count_if(
+      aggregates(), [&](const AggregateHistory& h) { return !drop(h.stream_id); });
+  const auto sequences_kept = std::ranges::count_if(
+      sequences(), [&](const SequenceHistory& h) { return !drop(h.stream_id); });
+  if (static_cast<size_t>(aggregates_kept) == AggregateCount() &&
+      static_cast<size_t>(sequences_kept) == SequenceCount()) {
+    return;
+  }
+  LegHistories kept;
+  if (aggregates_kept + sequences_kept > 0) {
+    kept.block_ =
+        Allocate(static_cast<size_t>(aggregates_kept), static_cast<size_t>(sequences_kept));
+    AggregateHistory* a = AggregatesOf(kept.block_);
+    for (AggregateHistory& h : aggregates()) {
+      if (!drop(h.stream_id)) new (a++) AggregateHistory(std::move(h));
+    }
+    SequenceHistory* q = SequencesOf(kept.block_);
+    for (SequenceHistory& h : sequences()) {
+      if (!drop(h.stream_id)) new (q++) SequenceHistory(std::move(h));
+    }
+  }
+  *this = std::move(kept);
 }
 
 // User::due_floor_units: a due floor in units of 2^kDueFloorShift ms, rounded down.
@@ -777,7 +915,7 @@ struct User {
   SplitVector<Pointer48<Slot>, 4> slots;
   CompactVector<Property> properties;  // sorted by key_id
   CompactVector<PastMembership> past;
-  std::unique_ptr<LegHistories> legs;  // null until an aggregate or sequence leg needs one
+  LegHistories legs;  // empty until an aggregate or sequence leg needs one
   // One stamp per dwell reaction fired in each active membership, tagged with its slot's
   // bucket (out of the slots, which are paid per membership while most have none).
   DwellStamps dwell;
@@ -867,7 +1005,7 @@ inline void CopyUser(const User& from, User* to) {
   to->slots = from.slots;
   to->past = from.past;
   to->dwell = from.dwell;
-  to->legs = from.legs ? std::make_unique<LegHistories>(*from.legs) : nullptr;
+  to->legs = from.legs;
 }
 
 }  // namespace bucketd
