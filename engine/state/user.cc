@@ -1,5 +1,7 @@
 #include "engine/state/user.h"
 
+#include <type_traits>
+
 namespace bucketd {
 namespace {
 
@@ -52,20 +54,21 @@ const SequenceHistory* LegHistories::FindSequence(uint32_t stream_id) const {
   return FindById(sequences(), stream_id);
 }
 
-AggregateHistory& LegHistories::FindOrInsertAggregate(uint32_t stream_id) {
-  const size_t at = PlaceOf(aggregates(), stream_id);
-  if (at < AggregateCount() && aggregates()[at].stream_id == stream_id) return aggregates()[at];
-  auto* h = static_cast<AggregateHistory*>(Grow(/*aggregate=*/true, at));
+template <typename History>
+History& LegHistories::FindOrInsertIn(std::span<History> histories, uint32_t stream_id) {
+  const size_t at = PlaceOf(histories, stream_id);
+  if (at < histories.size() && histories[at].stream_id == stream_id) return histories[at];
+  auto* h = static_cast<History*>(Grow(std::is_same_v<History, AggregateHistory>, at));
   h->stream_id = stream_id;
   return *h;
 }
 
+AggregateHistory& LegHistories::FindOrInsertAggregate(uint32_t stream_id) {
+  return FindOrInsertIn(aggregates(), stream_id);
+}
+
 SequenceHistory& LegHistories::FindOrInsertSequence(uint32_t stream_id) {
-  const size_t at = PlaceOf(sequences(), stream_id);
-  if (at < SequenceCount() && sequences()[at].stream_id == stream_id) return sequences()[at];
-  auto* h = static_cast<SequenceHistory*>(Grow(/*aggregate=*/false, at));
-  h->stream_id = stream_id;
-  return *h;
+  return FindOrInsertIn(sequences(), stream_id);
 }
 
 void LegHistories::SortByStream() {

@@ -802,6 +802,10 @@ class LegHistories {
   SequenceHistory* Sequences() const { return empty() ? nullptr : SequencesOf(block_); }
   // A block for the given counts, its histories not yet constructed.
   static Header* Allocate(size_t aggregates, size_t sequences);
+  // The history at its place in `histories` (one of this block's arrays), inserted there
+  // new and empty if absent.
+  template <typename History>
+  History& FindOrInsertIn(std::span<History> histories, uint32_t stream_id);
   // Moves the histories into a block with one more aggregate history (at `aggregate_at`,
   // when `aggregate`) or sequence history (at `sequence_at`), new and empty, and frees
   // this one; returns the new history.
