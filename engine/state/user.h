@@ -806,9 +806,9 @@ class LegHistories {
   // new and empty if absent.
   template <typename History>
   History& FindOrInsertIn(std::span<History> histories, uint32_t stream_id);
-  // Moves the histories into a block with one more aggregate history (at `aggregate_at`,
-  // when `aggregate`) or sequence history (at `sequence_at`), new and empty, and frees
-  // this one; returns the new history.
+  // Moves the histories into a block with one more history, new and empty, at place `at`
+  // of the aggregates (`aggregate`) or of the sequences, and frees this one; returns the
+  // new history.
   void* Grow(bool aggregate, size_t at);
 
   Header* block_ = nullptr;
