@@ -328,23 +328,14 @@ void Fold::FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occ
       case StreamSpec::Kind::kAggregate:
       case StreamSpec::Kind::kDistinct:
         for (const PropertyPatch& p : r.event_patch()) {
-          if (p.key == spec.property) AddContribution(user, spec, p.value, occurred_at);
+          if (p.key == spec.property) AddContribution(&user->legs, spec, p.value, occurred_at);
         }
         break;
       case StreamSpec::Kind::kSequence:
-        AddSequenceOccurrence(user, spec, occurred_at);
+        AddSequenceOccurrence(&user->legs, spec, occurred_at);
         break;
     }
   }
-}
-
-void Fold::AddContribution(User* user, const StreamSpec& spec, const PropertyValue& value,
-                           TimeMs at) {
-  bucketd::AddContribution(&user->legs, spec, value, at);
-}
-
-void Fold::AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at) {
-  bucketd::AddSequenceOccurrence(&user->legs, spec, at);
 }
 
 std::vector<uint32_t> Fold::StreamIds() const {

@@ -163,8 +163,6 @@ class Fold {
   // `only`, just to the streams whose ids it holds (sorted).
   void FeedStreams(User* user, uint32_t name_id, const Record& r, TimeMs occurred_at,
                    const std::vector<uint32_t>* only = nullptr);
-  void AddContribution(User* user, const StreamSpec& spec, const PropertyValue& value, TimeMs at);
-  void AddSequenceOccurrence(User* user, const StreamSpec& spec, TimeMs at);
   // The ids of every registered stream, sorted.
   std::vector<uint32_t> StreamIds() const;
   // Rebuilds the streams registered just now (not in `previous`) from the log: a new

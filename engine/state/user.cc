@@ -5,16 +5,17 @@
 namespace bucketd {
 namespace {
 
-template <typename History>
-History* FindById(std::span<History> histories, uint32_t stream_id) {
-  auto it = std::ranges::lower_bound(histories, stream_id, {}, &History::stream_id);
-  return it != histories.end() && it->stream_id == stream_id ? &*it : nullptr;
-}
-
+// Where the stream's history is, or would go (the arrays are sorted by stream id).
 template <typename History>
 size_t PlaceOf(std::span<History> histories, uint32_t stream_id) {
   return static_cast<size_t>(
       std::ranges::lower_bound(histories, stream_id, {}, &History::stream_id) - histories.begin());
+}
+
+template <typename History>
+History* FindById(std::span<History> histories, uint32_t stream_id) {
+  const size_t at = PlaceOf(histories, stream_id);
+  return at < histories.size() && histories[at].stream_id == stream_id ? &histories[at] : nullptr;
 }
 
 // Move-constructs `from` into the raw memory at `to`, leaving a place for one more before
@@ -55,12 +56,30 @@ const SequenceHistory* LegHistories::FindSequence(uint32_t stream_id) const {
 }
 
 template <typename History>
+History* LegHistories::Grow(size_t at) {
+  constexpr bool kAggregate = std::is_same_v<History, AggregateHistory>;
+  const size_t none = SIZE_MAX;  // no gap
+  Header* grown =
+      Allocate(AggregateCount() + (kAggregate ? 1 : 0), SequenceCount() + (kAggregate ? 0 : 1));
+  MoveAround(aggregates(), AggregatesOf(grown), kAggregate ? at : none);
+  MoveAround(sequences(), SequencesOf(grown), kAggregate ? none : at);
+  History* added;
+  if constexpr (kAggregate) {
+    added = new (AggregatesOf(grown) + at) AggregateHistory();
+  } else {
+    added = new (SequencesOf(grown) + at) SequenceHistory();
+  }
+  clear();
+  block_ = grown;
+  return added;
+}
+
+template <typename History>
 History& LegHistories::FindOrInsertIn(std::span<History> histories, uint32_t stream_id) {
-  const size_t at = PlaceOf(histories, stream_id);
-  if (at < histories.size() && histories[at].stream_id == stream_id) return histories[at];
-  auto* h = static_cast<History*>(Grow(std::is_same_v<History, AggregateHistory>, at));
-  h->stream_id = stream_id;
-  return *h;
+  if (History* found = FindById(histories, stream_id)) return *found;
+  History* added = Grow<History>(PlaceOf(histories, stream_id));
+  added->stream_id = stream_id;
+  return *added;
 }
 
 AggregateHistory& LegHistories::FindOrInsertAggregate(uint32_t stream_id) {
@@ -89,19 +108,6 @@ LegHistories::Header* LegHistories::Allocate(size_t aggregates, size_t sequences
   BUCKETD_CHECK(aggregates <= UINT32_MAX && sequences <= UINT32_MAX);
   return new (::operator new(BlockBytes(aggregates, sequences)))
       Header{static_cast<uint32_t>(aggregates), static_cast<uint32_t>(sequences)};
-}
-
-void* LegHistories::Grow(bool aggregate, size_t at) {
-  const size_t aggregates = AggregateCount(), sequences = SequenceCount();
-  Header* grown = Allocate(aggregates + (aggregate ? 1 : 0), sequences + (aggregate ? 0 : 1));
-  const size_t none = SIZE_MAX;  // no gap
-  MoveAround(this->aggregates(), AggregatesOf(grown), aggregate ? at : none);
-  MoveAround(this->sequences(), SequencesOf(grown), aggregate ? none : at);
-  void* added = aggregate ? static_cast<void*>(new (AggregatesOf(grown) + at) AggregateHistory())
-                          : static_cast<void*>(new (SequencesOf(grown) + at) SequenceHistory());
-  clear();
-  block_ = grown;
-  return added;
 }
 
 }  // namespace bucketd

@@ -806,10 +806,10 @@ class LegHistories {
   // new and empty if absent.
   template <typename History>
   History& FindOrInsertIn(std::span<History> histories, uint32_t stream_id);
-  // Moves the histories into a block with one more history, new and empty, at place `at`
-  // of the aggregates (`aggregate`) or of the sequences, and frees this one; returns the
-  // new history.
-  void* Grow(bool aggregate, size_t at);
+  // Moves the histories into a block with one more `History` (an aggregate or a sequence
+  // history), new and empty, at place `at` of its array, and frees this one; returns it.
+  template <typename History>
+  History* Grow(size_t at);
 
   Header* block_ = nullptr;
 };
