@@ -230,7 +230,7 @@ class Population {
         breakdown_.legs += SpilledChunk(h.newest) + Chunk(h.distinct.allocation());
       }
       for (const SequenceHistory& h : user->legs.sequences()) {
-        breakdown_.legs += SpilledChunk(h.occurrences());
+        breakdown_.legs += Chunk(h.occurrences().allocation());
       }
     }
   }

@@ -697,30 +697,35 @@ TEST_CASE("a typical user's §3b histories are one block, sized to them") {
   CHECK(inside(legs.aggregates().data()));
   CHECK(inside(legs.aggregates()[0].newest.data()));
   CHECK(inside(legs.sequences().data()));
-  CHECK(inside(legs.sequences()[0].occurrences().data()));
+  // Two occurrences sit inline in the history, in the block: nothing of their own.
+  CHECK(legs.sequences()[0].occurrences().allocation() == nullptr);
   CHECK(legs.aggregates()[0].sum == 12);
   CHECK(legs.aggregates()[0].newest[1] == Contribution{20, 7});
   CHECK(*legs.sequences()[0].start == 30);
-  CHECK(std::vector<TimeMs>(legs.sequences()[0].Later(0).begin(),
-                            legs.sequences()[0].Later(0).end()) == std::vector<TimeMs>{40, 50});
+  const Instants later = legs.sequences()[0].Later(0);
+  CHECK(std::vector<TimeMs>(later.begin(), later.end()) == std::vector<TimeMs>{40, 50});
+  // The sizes the layout is for: with malloc's 8-byte header, a block with one history of
+  // each kind fills a 128-byte chunk and a block with a sequence alone a 48-byte one.
+  CHECK(LegHistories::kTypicalBytes + 8 <= 128);
+  CHECK(8 + sizeof(SequenceHistory) + 8 <= 48);
 }
 
 TEST_CASE("a user's §3b histories stay sorted by stream as streams come and go") {
   LegHistories legs;
   // Streams arrive out of order, each kind into its own array.
-  for (uint32_t id : {40u, 10u, 30u, 20u}) legs.FindOrInsertAggregate(id).count = id;
+  for (uint32_t id : {40u, 10u, 30u, 20u}) legs.FindOrInsertAggregate(id).set_count(id);
   for (uint32_t id : {5u, 50u, 25u}) legs.FindOrInsertSequence(id).start = TimeMs{id};
   legs.FindOrInsertAggregate(30).sum = 3;  // found, not inserted again
   const auto ids = [](auto histories) {
     std::vector<uint32_t> out;
-    for (const auto& h : histories) out.push_back(h.stream_id);
+    for (const auto& h : histories) out.push_back(h.stream_id());
     return out;
   };
   CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{10, 20, 30, 40});
   CHECK(ids(legs.sequences()) == std::vector<uint32_t>{5, 25, 50});
   CHECK(legs.allocation_bytes() == 8 + 4 * sizeof(AggregateHistory) + 3 * sizeof(SequenceHistory));
   REQUIRE(legs.FindAggregate(30) != nullptr);
-  CHECK(legs.FindAggregate(30)->count == 30);
+  CHECK(legs.FindAggregate(30)->count() == 30);
   CHECK(legs.FindAggregate(30)->sum == 3);
   CHECK(legs.FindAggregate(35) == nullptr);
   CHECK(*legs.FindSequence(25)->start == 25);
@@ -729,19 +734,19 @@ TEST_CASE("a user's §3b histories stay sorted by stream as streams come and go"
   LegHistories copy = legs;
   CHECK(copy == legs);
   CHECK(copy.allocation() != legs.allocation());
-  copy.FindOrInsertAggregate(10).count = 11;
+  copy.FindOrInsertAggregate(10).set_count(11);
   CHECK(!(copy == legs));
   // Erasing streams shrinks the block to what is left; erasing all frees it.
   legs.EraseIf([](uint32_t id) { return id == 20 || id == 5; });
   CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{10, 30, 40});
   CHECK(ids(legs.sequences()) == std::vector<uint32_t>{25, 50});
   CHECK(legs.allocation_bytes() == 8 + 3 * sizeof(AggregateHistory) + 2 * sizeof(SequenceHistory));
-  CHECK(legs.FindAggregate(40)->count == 40);
+  CHECK(legs.FindAggregate(40)->count() == 40);
   // Renumbered streams (a shard merge) are sorted again.
-  for (AggregateHistory& h : legs.aggregates()) h.stream_id = 100 - h.stream_id;
+  for (AggregateHistory& h : legs.aggregates()) h.set_stream_id(100 - h.stream_id());
   legs.SortByStream();
   CHECK(ids(legs.aggregates()) == std::vector<uint32_t>{60, 70, 90});
-  CHECK(legs.FindAggregate(90)->count == 10);
+  CHECK(legs.FindAggregate(90)->count() == 10);
   legs.EraseIf([](uint32_t) { return true; });
   CHECK(legs.empty());
   CHECK(legs.allocation() == nullptr);

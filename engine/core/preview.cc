@@ -238,10 +238,10 @@ Status PreviewDefinition(const Fold& fold, const BucketDefinition& def, TimeMs n
             [](const EventHistory& a, const EventHistory& b) { return a.name_id() < b.name_id(); });
         // The rebuilt histories replace the kept ones of their streams.
         for (AggregateHistory& rebuilt : streams.legs.aggregates()) {
-          scratch.legs.FindOrInsertAggregate(rebuilt.stream_id) = std::move(rebuilt);
+          scratch.legs.FindOrInsertAggregate(rebuilt.stream_id()) = std::move(rebuilt);
         }
         for (SequenceHistory& rebuilt : streams.legs.sequences()) {
-          scratch.legs.FindOrInsertSequence(rebuilt.stream_id) = std::move(rebuilt);
+          scratch.legs.FindOrInsertSequence(rebuilt.stream_id()) = std::move(rebuilt);
         }
       }
     }

@@ -81,10 +81,10 @@ void AddContribution(LegHistories* legs, const StreamSpec& spec, const PropertyV
   AggregateHistory& h = legs->FindOrInsertAggregate(spec.id);
   if (!distinct) {
     const double x = value.number;
-    h.min = h.count == 0 ? x : std::min(h.min, x);
-    h.max = h.count == 0 ? x : std::max(h.max, x);
+    h.min = h.count() == 0 ? x : std::min(h.min, x);
+    h.max = h.count() == 0 ? x : std::max(h.max, x);
     h.sum += x;
-    ++h.count;
+    h.set_count(h.count() + 1);
     // In place (a late event lands among older ones); the oldest beyond the bound go.
     auto place = std::upper_bound(h.newest.begin(), h.newest.end(), at,
                                   [](TimeMs t, const Contribution& c) { return t < c.at; });
@@ -439,7 +439,7 @@ size_t FirstAfter(std::span<const Contribution> c, TimeMs after) {
 std::optional<TimeMs> EarliestCompletion(const SequenceHistory& h) {
   TimeMs previous = *h.start;
   for (uint32_t step = 0; step < h.later_steps(); ++step) {
-    const std::span<const TimeMs> occurrences = h.Later(step);
+    const Instants occurrences = h.Later(step);
     auto it = std::upper_bound(occurrences.begin(), occurrences.end(), previous);
     if (it == occurrences.end()) return std::nullopt;
     previous = *it;
@@ -476,8 +476,8 @@ CompiledCriteria::Outlook CompiledCriteria::AggregateOutlook(const Node& node, c
     return {value, kNever};
   }
   if (node.within_ms == 0) {
-    if (h->count == 0) return {false, kNever};
-    const double v = Aggregate(node.check, h->sum, h->count, h->min, h->max);
+    if (h->count() == 0) return {false, kNever};
+    const double v = Aggregate(node.check, h->sum, h->count(), h->min, h->max);
     return {CompareNumber(node.count_op, v, node.aggregate_value), kNever};
   }
   const std::span<const Contribution> c = h->newest;
@@ -702,7 +702,7 @@ std::optional<TimeMs> CompiledCriteria::AggregateHeldSince(const Node& node, con
   }
   const std::span<const Contribution> c = h->newest;
   if (c.empty()) return std::nullopt;
-  const bool complete = h->count == c.size();
+  const bool complete = h->count() == c.size();
   if (within == 0) {
     // All time: the value after each instant's contributions, oldest first. Dropped
     // contributions (older than every retained one) are known only by the totals, which
@@ -714,7 +714,7 @@ std::optional<TimeMs> CompiledCriteria::AggregateHeldSince(const Node& node, con
     if (!complete) {
       totals.sum = h->sum;
       for (const Contribution& x : c) totals.sum -= x.number;
-      totals.count = h->count - c.size();
+      totals.count = h->count() - c.size();
     }
     std::optional<TimeMs> since;
     for (size_t i = 0; i < c.size(); ++i) {
@@ -799,8 +799,9 @@ void CompiledCriteria::ExplainNode(uint32_t index, std::string path, const User&
           break;
         }
         if (within == 0) {
-          leg.contributions = h->count;
-          if (h->count > 0) leg.aggregate = Aggregate(node.check, h->sum, h->count, h->min, h->max);
+          leg.contributions = h->count();
+          if (h->count() > 0)
+            leg.aggregate = Aggregate(node.check, h->sum, h->count(), h->min, h->max);
           break;
         }
         // As AggregateOutlook sums it: from the newest backwards, so the value shown is the

@@ -131,8 +131,22 @@ Status Fold::CheckHistoryLimits(const Record& r, const User* user) const {
         "event", "this state already names " + std::to_string(kEventNameIdsMax) +
                      " event names and derived streams, the most it holds");
   }
-  const EventHistory* history = user != nullptr ? FindHistory(*user, name_id) : nullptr;
-  if (history != nullptr && history->total_count() >= kEventCountMax) {
+  if (user == nullptr) return Status::Ok();
+  // The name's own count, and the counts of the streams derived from it (a filtered
+  // stream's history, an aggregate's contributions), which an event of it may add to.
+  const auto counts_full = [&](uint32_t id) {
+    const EventHistory* history = FindHistory(*user, id);
+    return history != nullptr && history->total_count() >= kEventCountMax;
+  };
+  bool full = counts_full(name_id);
+  if (name_id < state_.streams_by_event.size()) {
+    for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
+      const AggregateHistory* aggregate = user->legs.FindAggregate(spec.id);
+      full = full || counts_full(spec.id) ||
+             (aggregate != nullptr && aggregate->count() >= kEventCountMax);
+    }
+  }
+  if (full) {
     return Status::FailedPrecondition("event", "this contact already has " +
                                                    std::to_string(kEventCountMax) +
                                                    " events of this name, the most a state counts");

@@ -68,8 +68,8 @@ void RemapUser(const Remap& event_names, const Remap& property_keys, User* user)
   if (!std::is_sorted(user->properties.begin(), user->properties.end(), by_key)) {
     std::sort(user->properties.begin(), user->properties.end(), by_key);
   }
-  for (AggregateHistory& h : user->legs.aggregates()) h.stream_id = event_names[h.stream_id];
-  for (SequenceHistory& h : user->legs.sequences()) h.stream_id = event_names[h.stream_id];
+  for (AggregateHistory& h : user->legs.aggregates()) h.set_stream_id(event_names[h.stream_id()]);
+  for (SequenceHistory& h : user->legs.sequences()) h.set_stream_id(event_names[h.stream_id()]);
   user->legs.SortByStream();
 }
 

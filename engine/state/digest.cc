@@ -56,13 +56,14 @@ void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
   const auto& name = [&](uint32_t id) -> const std::string& { return state.event_names.Name(id); };
   std::vector<const AggregateHistory*> aggregates;
   for (const AggregateHistory& a : legs.aggregates()) aggregates.push_back(&a);
-  std::sort(aggregates.begin(), aggregates.end(),
-            [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
+  std::sort(aggregates.begin(), aggregates.end(), [&](const auto* a, const auto* b) {
+    return name(a->stream_id()) < name(b->stream_id());
+  });
   h->Str("legs");
   h->U64(aggregates.size());
   for (const AggregateHistory* a : aggregates) {
-    h->Str(name(a->stream_id));
-    h->U64(a->count);
+    h->Str(name(a->stream_id()));
+    h->U64(a->count());
     h->Value(PropertyValue::Number(a->sum));
     h->Value(PropertyValue::Number(a->min));
     h->Value(PropertyValue::Number(a->max));
@@ -79,15 +80,16 @@ void HashLegs(const State& state, const LegHistories& legs, Hasher* h) {
   }
   std::vector<const SequenceHistory*> sequences;
   for (const SequenceHistory& q : legs.sequences()) sequences.push_back(&q);
-  std::sort(sequences.begin(), sequences.end(),
-            [&](const auto* a, const auto* b) { return name(a->stream_id) < name(b->stream_id); });
+  std::sort(sequences.begin(), sequences.end(), [&](const auto* a, const auto* b) {
+    return name(a->stream_id()) < name(b->stream_id());
+  });
   h->U64(sequences.size());
   for (const SequenceHistory* q : sequences) {
-    h->Str(name(q->stream_id));
+    h->Str(name(q->stream_id()));
     h->OptTime(q->start);
     h->U64(q->later_steps());
     for (uint32_t step = 0; step < q->later_steps(); ++step) {
-      const std::span<const TimeMs> occurrences = q->Later(step);
+      const Instants occurrences = q->Later(step);
       h->U64(occurrences.size());
       for (TimeMs t : occurrences) h->I64(t);
     }

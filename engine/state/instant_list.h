@@ -44,6 +44,18 @@ class Instants {
   TimeMs front() const { return begin()[0]; }
   TimeMs back() const { return begin()[size_ - 1]; }
   std::span<const TimeMs> span() const { return {begin(), size_}; }
+  // The `count` instants from index `offset` on. REQUIRES: offset + count <= size().
+  Instants Slice(size_t offset, size_t count) const {
+    BUCKETD_CHECK(offset + count <= size_);
+    Instants out = *this;
+    if (heap_ != nullptr) {
+      out.heap_ = heap_ + offset;
+    } else {
+      std::copy(decoded_ + offset, decoded_ + offset + count, out.decoded_);
+    }
+    out.size_ = count;
+    return out;
+  }
 
  private:
   friend class InstantList;

@@ -162,8 +162,8 @@ void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
   w->U(legs.aggregates().size());
   for (const AggregateHistory& a : legs.aggregates()) {
     w->Reserve(kVarintBytesMax * 3 + 8 * 3);
-    w->U(a.stream_id);
-    w->U(a.count);
+    w->U(a.stream_id());
+    w->U(a.count());
     w->F64(a.sum);
     w->F64(a.min);
     w->F64(a.max);
@@ -185,12 +185,12 @@ void EncodeLegs(const LegHistories& legs, StreamWriter* w) {
   w->U(legs.sequences().size());
   for (const SequenceHistory& q : legs.sequences()) {
     w->Reserve(kVarintBytesMax * 3 + 1);
-    w->U(q.stream_id);
+    w->U(q.stream_id());
     w->Byte(q.start ? 1 : 0);
     if (q.start) w->Time(*q.start);
     w->U(q.later_steps());
     for (uint32_t step = 0; step < q.later_steps(); ++step) {
-      const std::span<const TimeMs> occurrences = q.Later(step);
+      const Instants occurrences = q.Later(step);
       w->Reserve(kVarintBytesMax * (1 + occurrences.size()));
       w->U(occurrences.size());
       for (TimeMs t : occurrences) w->Time(t);
@@ -315,8 +315,15 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
   const uint64_t aggregate_count = r->Count();
   for (uint64_t i = 0; i < aggregate_count && r->ok(); ++i) {
     AggregateHistory& a = aggregates.emplace_back();
-    a.stream_id = r->U32();
-    a.count = r->U();
+    const uint32_t stream_id = r->U32();
+    if (stream_id >= st.event_names.size() ||
+        (i > 0 && aggregates[i - 1].stream_id() >= stream_id)) {
+      return Status::Corruption(": aggregate history out of range or order");
+    }
+    a.set_stream_id(stream_id);
+    const uint64_t count = r->U();
+    if (count > kEventCountMax) return Status::Corruption(": aggregate count out of range");
+    a.set_count(count);
     a.sum = r->F64();
     a.min = r->F64();
     a.max = r->F64();
@@ -335,9 +342,7 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
       v.hash = r->U();
       v.latest = r->Time();
     }
-    if (a.stream_id >= st.event_names.size() ||
-        (i > 0 && aggregates[i - 1].stream_id >= a.stream_id) ||
-        !std::is_sorted(a.newest.begin(), a.newest.end(),
+    if (!std::is_sorted(a.newest.begin(), a.newest.end(),
                         [](const Contribution& x, const Contribution& y) { return x.at < y.at; }) ||
         !std::is_sorted(
             a.distinct.begin(), a.distinct.end(),
@@ -348,7 +353,7 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
   const uint64_t sequence_count = r->Count();
   for (uint64_t i = 0; i < sequence_count && r->ok(); ++i) {
     SequenceHistory& q = sequences.emplace_back();
-    q.stream_id = r->U32();
+    q.set_stream_id(r->U32());
     if (r->Byte() != 0) q.start = r->Time();
     const uint64_t later = r->Count();
     if (later >= kSequenceStepsMax) return Status::Corruption(": too many sequence steps");
@@ -359,13 +364,15 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
       TimeMs previous = INT64_MIN;
       for (uint64_t k = 0; k < n && r->ok(); ++k) {
         const TimeMs t = r->Time();
-        if (t < previous) return Status::Corruption(": sequence occurrences out of order");
+        if (t < previous || !InstantList::Fits(t)) {
+          return Status::Corruption(": sequence occurrences out of order or range");
+        }
         q.AppendLater(step, t);
         previous = t;
       }
     }
-    if (q.stream_id >= st.event_names.size() ||
-        (i > 0 && sequences[i - 1].stream_id >= q.stream_id)) {
+    if (q.stream_id() >= st.event_names.size() ||
+        (i > 0 && sequences[i - 1].stream_id() >= q.stream_id())) {
       return Status::Corruption(": sequence history out of range or order");
     }
   }

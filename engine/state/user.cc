@@ -15,7 +15,7 @@ size_t PlaceOf(std::span<History> histories, uint32_t stream_id) {
 template <typename History>
 History* FindById(std::span<History> histories, uint32_t stream_id) {
   const size_t at = PlaceOf(histories, stream_id);
-  return at < histories.size() && histories[at].stream_id == stream_id ? &histories[at] : nullptr;
+  return at < histories.size() && histories[at].stream_id() == stream_id ? &histories[at] : nullptr;
 }
 
 // Move-constructs `from` into the raw memory at `to`, leaving a place for one more before
@@ -78,7 +78,7 @@ template <typename History>
 History& LegHistories::FindOrInsertIn(std::span<History> histories, uint32_t stream_id) {
   if (History* found = FindById(histories, stream_id)) return *found;
   History* added = Grow<History>(PlaceOf(histories, stream_id));
-  added->stream_id = stream_id;
+  added->set_stream_id(stream_id);
   return *added;
 }
 

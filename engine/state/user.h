@@ -638,11 +638,32 @@ struct DistinctValue {
 // max) fills the totals and `newest`, a distinct stream only `distinct`, so `distinct` is
 // one pointer (empty in every numeric history) where an inline array took 24 bytes.
 struct AggregateHistory {
-  uint32_t stream_id = 0;
+ private:
+  // The stream's event name id and the count of numeric contributions ever in one word, as
+  // EventHistory packs a name and its count: a block holding one history of each kind then
+  // fits a 128-byte malloc chunk (bench/README.md). A stream's contributions are events of
+  // its name, so their count is bounded as the name's is (kEventCountMax, which the fold
+  // refuses an event past, CheckHistoryLimits).
+  static constexpr int kStreamBits = 24;
+  static constexpr uint64_t kStreamMask = (uint64_t{1} << kStreamBits) - 1;
+  static_assert(kEventNameIdsMax - 1 == kStreamMask);
+  static_assert(kEventCountMax == UINT64_MAX >> kStreamBits);
+  uint64_t stream_and_count_ = 0;
+
+ public:
+  uint32_t stream_id() const { return static_cast<uint32_t>(stream_and_count_ & kStreamMask); }
+  void set_stream_id(uint32_t id) {
+    BUCKETD_CHECK_MSG(id < kEventNameIdsMax, "a stream id past kEventNameIdsMax");
+    stream_and_count_ = (stream_and_count_ & ~kStreamMask) | id;
+  }
   // Every numeric contribution ever (the legs without `within`).
-  uint64_t count = 0;
+  uint64_t count() const { return stream_and_count_ >> kStreamBits; }
+  void set_count(uint64_t count) {
+    BUCKETD_CHECK_MSG(count <= kEventCountMax, "an aggregate count past kEventCountMax");
+    stream_and_count_ = count << kStreamBits | (stream_and_count_ & kStreamMask);
+  }
   double sum = 0;
-  double min = 0;  // meaningful once count > 0
+  double min = 0;  // meaningful once count() > 0
   double max = 0;
   // The newest numeric contributions, ascending by `at` (equal instants in log order), at
   // most kAggregateContributionsMax (the windowed legs read these; docs/design.md).
@@ -651,18 +672,22 @@ struct AggregateHistory {
   // kDistinctValuesMax, the value seen least recently giving way.
   CompactVector<DistinctValue> distinct;
   friend bool operator==(const AggregateHistory& a, const AggregateHistory& b) {
-    return a.stream_id == b.stream_id && a.count == b.count && a.sum == b.sum && a.min == b.min &&
+    return a.stream_and_count_ == b.stream_and_count_ && a.sum == b.sum && a.min == b.min &&
            a.max == b.max && a.newest == b.newest &&
            std::equal(a.distinct.begin(), a.distinct.end(), b.distinct.begin(), b.distinct.end());
   }
 };
-static_assert(sizeof(AggregateHistory) <= 88, "one per (user, aggregate stream)");
+static_assert(sizeof(AggregateHistory) <= 80, "one per (user, aggregate stream)");
 // Per (user, sequence stream: its steps).
 class SequenceHistory {
  public:
-  uint32_t stream_id = 0;
+  OptionalTime start;  // the latest occurrence of step 1
+
+  uint32_t stream_id() const { return stream_id_; }
+  void set_stream_id(uint32_t id) { stream_id_ = id; }
 
  private:
+  uint32_t stream_id_ = 0;
   // How many later steps (3 bits), then each later step's count of occurrences (7 bits
   // each): one word where a byte and an array of four took eight with their padding.
   static constexpr size_t kLaterStepsMax = kSequenceStepsMax - 1;
@@ -675,13 +700,11 @@ class SequenceHistory {
   uint32_t steps_ = 0;
 
  public:
-  OptionalTime start;  // the latest occurrence of step 1
-
   // Steps 2..n (0-based here): for each, its occurrences after `start`, ascending, the
   // earliest kSequenceOccurrencesMax (the earliest completion needs no later ones).
   uint32_t later_steps() const { return steps_ & ((1u << kStepsBits) - 1); }
-  std::span<const TimeMs> Later(uint32_t step) const {
-    return {occurrences_.data() + Offset(step), Count(step)};
+  Instants Later(uint32_t step) const {
+    return occurrences_.view().Slice(Offset(step), Count(step));
   }
   void SetLaterSteps(uint32_t steps);  // REQUIRES: no occurrences yet; steps < kSequenceStepsMax
   // Files an occurrence of a later step in order; beyond kSequenceOccurrencesMax the
@@ -694,7 +717,7 @@ class SequenceHistory {
   // kSequenceOccurrencesMax in the step.
   void AppendLater(uint32_t step, TimeMs at);
   // Every later step's occurrences, step after step (for memory accounting).
-  const absl::InlinedVector<TimeMs, 2>& occurrences() const { return occurrences_; }
+  const InstantList& occurrences() const { return occurrences_; }
   friend bool operator==(const SequenceHistory&, const SequenceHistory&) = default;
 
  private:
@@ -711,10 +734,12 @@ class SequenceHistory {
     for (uint32_t i = 0; i < step; ++i) offset += Count(i);
     return offset;
   }
-  // Every later step's occurrences, step after step, each step's ascending.
-  absl::InlinedVector<TimeMs, 2> occurrences_;
+  // Every later step's occurrences, step after step, each step's ascending: two inline in
+  // 12 bytes (an InlinedVector took 24), so a block holding one history of each kind fits
+  // a 128-byte malloc chunk and one holding a sequence alone a 48-byte one (bench/README.md).
+  InstantList occurrences_;
 };
-static_assert(sizeof(SequenceHistory) <= 40, "one per (user, sequence stream)");
+static_assert(sizeof(SequenceHistory) <= 32, "one per (user, sequence stream)");
 
 // A user's aggregate and sequence histories in one heap block sized to them: a header with
 // the two counts, the aggregate histories, then the sequence histories, each array sorted
@@ -823,43 +848,45 @@ inline void SequenceHistory::InsertLater(uint32_t step, TimeMs at) {
   BUCKETD_CHECK(step < later_steps());
   const size_t begin = Offset(step);
   const uint32_t count = Count(step);
-  const auto first = occurrences_.begin() + static_cast<ptrdiff_t>(begin);
-  const auto last = first + count;
-  occurrences_.insert(std::upper_bound(first, last, at), at);
+  const Instants all = occurrences_.view();
+  const TimeMs* first = all.begin() + begin;
+  const size_t place =
+      begin + static_cast<size_t>(std::upper_bound(first, first + count, at) - first);
+  occurrences_.insert(place, at);
   if (count < kSequenceOccurrencesMax) {
     SetCount(step, count + 1);
   } else {
-    occurrences_.erase(occurrences_.begin() + static_cast<ptrdiff_t>(begin + count));
+    occurrences_.erase(begin + count, begin + count + 1);
   }
 }
 
 inline void SequenceHistory::DropLaterUpTo(TimeMs at) {
-  size_t read = 0, write = 0;
+  // Each step's occurrences are ascending: its kept ones are a suffix of them.
+  size_t begin = 0;
   for (uint32_t step = 0; step < later_steps(); ++step) {
     const size_t n = Count(step);
-    uint32_t kept = 0;
-    for (size_t i = read; i < read + n; ++i) {
-      if (occurrences_[i] > at) occurrences_[write++] = occurrences_[i], ++kept;
-    }
-    read += n;
-    SetCount(step, kept);
+    const Instants all = occurrences_.view();
+    const TimeMs* first = all.begin() + begin;
+    const auto dropped = static_cast<size_t>(std::upper_bound(first, first + n, at) - first);
+    occurrences_.erase(begin, begin + dropped);
+    SetCount(step, static_cast<uint32_t>(n - dropped));
+    begin += n - dropped;
   }
-  occurrences_.resize(write);
 }
 
 inline void SequenceHistory::AppendLater(uint32_t step, TimeMs at) {
   BUCKETD_CHECK(step < later_steps() && Count(step) < kSequenceOccurrencesMax);
   for (uint32_t i = step + 1; i < later_steps(); ++i) BUCKETD_CHECK(Count(i) == 0);
-  occurrences_.push_back(at);
+  occurrences_.insert(occurrences_.size(), at);
   SetCount(step, Count(step) + 1);
 }
 
 template <typename Drop>
 void LegHistories::EraseIf(Drop drop) {
   const auto aggregates_kept = std::ranges::count_if(
-      aggregates(), [&](const AggregateHistory& h) { return !drop(h.stream_id); });
+      aggregates(), [&](const AggregateHistory& h) { return !drop(h.stream_id()); });
   const auto sequences_kept = std::ranges::count_if(
-      sequences(), [&](const SequenceHistory& h) { return !drop(h.stream_id); });
+      sequences(), [&](const SequenceHistory& h) { return !drop(h.stream_id()); });
   if (static_cast<size_t>(aggregates_kept) == AggregateCount() &&
       static_cast<size_t>(sequences_kept) == SequenceCount()) {
     return;
@@ -870,11 +897,11 @@ void LegHistories::EraseIf(Drop drop) {
         Allocate(static_cast<size_t>(aggregates_kept), static_cast<size_t>(sequences_kept));
     AggregateHistory* a = AggregatesOf(kept.block_);
     for (AggregateHistory& h : aggregates()) {
-      if (!drop(h.stream_id)) new (a++) AggregateHistory(std::move(h));
+      if (!drop(h.stream_id())) new (a++) AggregateHistory(std::move(h));
     }
     SequenceHistory* q = SequencesOf(kept.block_);
     for (SequenceHistory& h : sequences()) {
-      if (!drop(h.stream_id)) new (q++) SequenceHistory(std::move(h));
+      if (!drop(h.stream_id())) new (q++) SequenceHistory(std::move(h));
     }
   }
   *this = std::move(kept);
