@@ -156,6 +156,28 @@ TEST_CASE("histories that keep as many instants as fit inline never spill to the
   }
 }
 
+TEST_CASE("a user's first leave takes room for one past membership, later ones grow it") {
+  Records r;
+  RequireOk(r.Define(
+      R"({"id":"recent","criteria":{"type":"event","eventName":"used","check":"exists","within":"1h"}})",
+      0));
+  RequireOk(r.Event("u", "used", 1000));
+  RequireOk(r.Sweep(1000 + 3'600'000));  // the hour has passed: left
+  const User& user = *r.fold.state().users[0];
+  REQUIRE(user.past.size() == 1);
+  CHECK(user.past.capacity() == 1);
+  CHECK(TimeMs{user.past[0].entered_at} == kT0 + 1000);
+  CHECK(TimeMs{user.past[0].left_at} == kT0 + 1000 + 3'600'000);
+  CHECK(user.past[0].reason == LeaveReason::kCriteria);
+  CHECK_FALSE(user.past[0].dwell_anchor_at);
+  RequireOk(r.Event("u", "used", 2 * 3'600'000));
+  RequireOk(r.Sweep(3 * 3'600'000));
+  REQUIRE(user.past.size() == 2);
+  CHECK(user.past.capacity() > 2);  // grown by the usual rule from one
+  CHECK(user.past[1].entry_count == 2);
+  CHECK(TimeMs{user.past[1].left_at} == kT0 + 3 * 3'600'000);
+}
+
 TEST_CASE("every history keeps its newest two instants, so shallow definitions re-read nothing") {
   const auto gte = [](int n) {
     return R"({"id":"b","criteria":{"type":"event","eventName":"buy","check":"count","operator":"gte","value":)" +

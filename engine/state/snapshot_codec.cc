@@ -522,15 +522,19 @@ Status DecodeUser(StreamReader* r, const State& st, uint32_t index, DecodedPiece
     const uint8_t source = r->Byte();
     const uint8_t reason = r->Byte();
     const uint8_t past_flags = r->Byte();
-    p.entered_at = r->Time();
-    p.left_at = r->Time();
-    if (past_flags & kPastHasAnchor) p.dwell_anchor_at = r->Time();
+    const TimeMs entered_at = r->Time();
+    const TimeMs left_at = r->Time();
+    const TimeMs anchor_at = (past_flags & kPastHasAnchor) ? r->Time() : 0;
     if (p.bucket >= st.buckets.size() ||
         source > static_cast<uint8_t>(MembershipSource::kBackfill) ||
-        reason > static_cast<uint8_t>(LeaveReason::kManual) || p.entered_at > p.left_at ||
-        p.left_at > st.now) {
+        reason > static_cast<uint8_t>(LeaveReason::kManual) || entered_at > left_at ||
+        left_at > st.now || !time48::Fits(entered_at) || !time48::Fits(left_at) ||
+        !time48::Fits(anchor_at)) {
       return Damaged(where() + ": past membership out of range");
     }
+    p.entered_at = entered_at;
+    p.left_at = left_at;
+    if (past_flags & kPastHasAnchor) p.dwell_anchor_at = anchor_at;
     p.source = static_cast<MembershipSource>(source);
     p.reason = static_cast<LeaveReason>(reason);
   }
