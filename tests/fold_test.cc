@@ -156,6 +156,44 @@ TEST_CASE("histories that keep as many instants as fit inline never spill to the
   }
 }
 
+TEST_CASE("an event that would count a derived stream past kEventCountMax is refused") {
+  // An aggregate's count shares a word with its stream id (40 bits, as an event name's
+  // count): the fold refuses the event that would pass it, as it refuses one past the
+  // name's own count, instead of failing the check that guards the word.
+  Records r;
+  RequireOk(r.Define(
+      R"({"id":"spent","criteria":{"type":"event","eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100}})",
+      0));
+  const auto purchase = [](uint64_t seq, TimeMs at) {
+    Record e;
+    e.seq = seq;
+    e.at = e.occurred_at = kT0 + at;
+    e.kind = RecordKind::kEvent;
+    e.user_id = "u";
+    e.event_name = "purchase";
+    e.event_properties = {{"amount", PropertyValue::Number(5)}};
+    return e;
+  };
+  RequireOk(r.fold.Apply(purchase(r.fold.state().applied_seq + 1, 1000), nullptr));
+  State state = r.fold.Release();
+  REQUIRE(state.users.size() == 1);
+  REQUIRE(state.users[0]->legs.aggregates().size() == 1);
+  // A state that has applied kEventCountMax records, all of them this user's purchases.
+  state.applied_seq = kEventCountMax;
+  state.users[0]->legs.aggregates()[0].set_count(kEventCountMax);
+  Fold fold;
+  RequireOk(fold.Restore(std::move(state)));
+  const Status refused = fold.Apply(purchase(kEventCountMax + 1, 2000), nullptr);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(refused.message(), Catch::Contains("events of this name"));
+  CHECK(fold.state().applied_seq == kEventCountMax);  // nothing applied
+  CHECK(fold.state().users[0]->legs.aggregates()[0].count() == kEventCountMax);
+  // An event feeding no full count is still applied.
+  Record other = purchase(kEventCountMax + 1, 2000);
+  other.event_name = "viewed";
+  RequireOk(fold.Apply(other, nullptr));
+}
+
 TEST_CASE("a user's first leave takes room for one past membership, later ones grow it") {
   Records r;
   RequireOk(r.Define(
