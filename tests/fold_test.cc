@@ -178,18 +178,26 @@ TEST_CASE("an event that would count a derived stream past kEventCountMax is ref
   State state = r.fold.Release();
   REQUIRE(state.users.size() == 1);
   REQUIRE(state.users[0]->legs.aggregates().size() == 1);
-  // A state that has applied kEventCountMax records, all of them this user's purchases.
+  // A state that has applied kEventCountMax records, each of them this user's purchase,
+  // some with the amount twice (keys may repeat: each counts), one short of the limit.
   state.applied_seq = kEventCountMax;
-  state.users[0]->legs.aggregates()[0].set_count(kEventCountMax);
+  state.users[0]->legs.aggregates()[0].set_count(kEventCountMax - 1);
   Fold fold;
   RequireOk(fold.Restore(std::move(state)));
-  const Status refused = fold.Apply(purchase(kEventCountMax + 1, 2000), nullptr);
+  Record twice = purchase(kEventCountMax + 1, 2000);
+  twice.event_properties.push_back({"amount", PropertyValue::Number(6)});
+  const Status refused = fold.Apply(twice, nullptr);
   CHECK(refused.code() == StatusCode::kFailedPrecondition);
   CHECK_THAT(refused.message(), Catch::Contains("events of this name"));
   CHECK(fold.state().applied_seq == kEventCountMax);  // nothing applied
+  CHECK(fold.state().users[0]->legs.aggregates()[0].count() == kEventCountMax - 1);
+  // One contribution still fits; then the count is full.
+  RequireOk(fold.Apply(purchase(kEventCountMax + 1, 2000), nullptr));
   CHECK(fold.state().users[0]->legs.aggregates()[0].count() == kEventCountMax);
+  CHECK(fold.Apply(purchase(kEventCountMax + 2, 3000), nullptr).code() ==
+        StatusCode::kFailedPrecondition);
   // An event feeding no full count is still applied.
-  Record other = purchase(kEventCountMax + 1, 2000);
+  Record other = purchase(kEventCountMax + 2, 3000);
   other.event_name = "viewed";
   RequireOk(fold.Apply(other, nullptr));
 }

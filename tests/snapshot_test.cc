@@ -18,6 +18,7 @@
 #include "tests/state_test_support.h"
 #include "tests/test_support.h"
 
+#include "engine/definition/definition.h"
 #include "engine/fold/fold.h"
 #include "engine/state/digest.h"
 #include "engine/state/snapshot_codec.h"
@@ -243,6 +244,46 @@ void ContinueBoth(Fold* a, Fold* b) {
   sweep.kind = RecordKind::kSweep;
   REQUIRE(a->Apply(sweep, nullptr).ok());
   REQUIRE(b->Apply(sweep, nullptr).ok());
+}
+
+TEST_CASE("a payload with an aggregate count past what its records could add is refused") {
+  // The fold's check of kEventCountMax (CheckHistoryLimits) relies on an aggregate's count
+  // being at most kEventPropertiesMax contributions a record folded.
+  Fold fold;
+  BucketDefinition def;
+  REQUIRE(
+      ParseBucketDefinition(
+          R"({"id":"spent","criteria":{"type":"event","eventName":"purchase","check":"sum","property":"amount","operator":"gte","value":100}})",
+          &def)
+          .ok());
+  Record define;
+  define.seq = 1;
+  define.at = testing::kT0;
+  define.kind = RecordKind::kBucketDefine;
+  define.bucket_id = def.id;
+  define.definition_json = ToCanonicalJson(def);
+  REQUIRE(fold.Apply(define, nullptr).ok());
+  Record purchase;
+  purchase.seq = 2;
+  purchase.at = purchase.occurred_at = testing::kT0 + 1000;
+  purchase.kind = RecordKind::kEvent;
+  purchase.user_id = "u";
+  purchase.event_name = "purchase";
+  purchase.event_properties = {{"amount", PropertyValue::Number(5)}};
+  REQUIRE(fold.Apply(purchase, nullptr).ok());
+  const auto decode = [&](uint64_t count) {
+    State state = CopyState(fold.state());
+    state.users[0]->legs.aggregates()[0].set_count(count);
+    flatbuffers::DetachedBuffer bytes;
+    REQUIRE(EncodeSnapshot(state, &bytes).ok());
+    Fold loaded;
+    return DecodeInto(bytes.data(), bytes.size(), &loaded);
+  };
+  REQUIRE(fold.state().applied_seq == 2);
+  CHECK(decode(2 * kEventPropertiesMax).ok());
+  const Status s = decode(2 * kEventPropertiesMax + 1);
+  CHECK(s.code() == StatusCode::kCorruption);
+  CHECK_THAT(s.message(), Catch::Contains("aggregate count out of range"));
 }
 
 TEST_CASE("a user stream cut at its marks decodes on any number of threads to the same state") {

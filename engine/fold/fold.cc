@@ -116,14 +116,20 @@ Status Fold::Check(const Record& r) const {
   return Status::InvalidArgument("kind", "unknown record kind");
 }
 
-// An EventHistory keeps its name id in 24 bits and its count in 40 (user.h): an event
-// that would pass either limit is refused. Both are far off, so the hot path pays two
-// comparisons: a new name needs a look only once the state interned kEventNameIdsMax of
-// them, and a count (at most the records folded, each event counting once per history)
-// only once the log holds kEventCountMax records.
+// An EventHistory keeps its name id in 24 bits and its count in 40, and an
+// AggregateHistory its stream id and count the same way (user.h): an event that would pass
+// either limit is refused. Both are far off, so the hot path pays two comparisons: a new
+// name needs a look only once the state interned kEventNameIdsMax of them, and a count (at
+// most the records folded, each event counting once per history and at most
+// kEventPropertiesMax times per aggregate; the snapshot decoder refuses more) only once the
+// log holds kEventCountMax / kEventPropertiesMax records.
 Status Fold::CheckHistoryLimits(const Record& r, const User* user) const {
   const bool names_full = state_.event_names.size() >= kEventNameIdsMax;
-  if (!names_full && state_.applied_seq < kEventCountMax) return Status::Ok();
+  // An event adds one to each history's count but up to kEventPropertiesMax to an
+  // aggregate's (one contribution per key that matches, and keys may repeat).
+  if (!names_full && state_.applied_seq < kEventCountMax / kEventPropertiesMax) {
+    return Status::Ok();
+  }
   const uint32_t name_id = state_.event_names.Find(r.event_name);
   if (name_id == Interner::kNone) {
     if (!names_full) return Status::Ok();
@@ -141,9 +147,12 @@ Status Fold::CheckHistoryLimits(const Record& r, const User* user) const {
   bool full = counts_full(name_id);
   if (name_id < state_.streams_by_event.size()) {
     for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
+      full = full || counts_full(spec.id);
       const AggregateHistory* aggregate = user->legs.FindAggregate(spec.id);
-      full = full || counts_full(spec.id) ||
-             (aggregate != nullptr && aggregate->count() >= kEventCountMax);
+      if (aggregate == nullptr || spec.kind != StreamSpec::Kind::kAggregate) continue;
+      const auto matches = static_cast<uint64_t>(std::ranges::count_if(
+          r.event_patch(), [&](const PropertyPatch& p) { return p.key == spec.property; }));
+      full = full || aggregate->count() + matches > kEventCountMax;
     }
   }
   if (full) {

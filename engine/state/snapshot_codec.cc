@@ -322,7 +322,12 @@ Status DecodeLegs(StreamReader* r, const State& st, User* user) {
     }
     a.set_stream_id(stream_id);
     const uint64_t count = r->U();
-    if (count > kEventCountMax) return Status::Corruption(": aggregate count out of range");
+    // At most kEventPropertiesMax contributions a record (one per matching key), which the
+    // fold's check of kEventCountMax relies on, as it does on an event count's bound.
+    if (count > kEventCountMax ||
+        (count + kEventPropertiesMax - 1) / kEventPropertiesMax > st.applied_seq) {
+      return Status::Corruption(": aggregate count out of range");
+    }
     a.set_count(count);
     a.sum = r->F64();
     a.min = r->F64();
