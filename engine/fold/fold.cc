@@ -148,8 +148,9 @@ Status Fold::CheckHistoryLimits(const Record& r, const User* user) const {
   if (name_id < state_.streams_by_event.size()) {
     for (const StreamSpec& spec : state_.streams_by_event[name_id]) {
       full = full || counts_full(spec.id);
+      if (spec.kind != StreamSpec::Kind::kAggregate) continue;
       const AggregateHistory* aggregate = user->legs.FindAggregate(spec.id);
-      if (aggregate == nullptr || spec.kind != StreamSpec::Kind::kAggregate) continue;
+      if (aggregate == nullptr) continue;
       const auto matches = static_cast<uint64_t>(std::ranges::count_if(
           r.event_patch(), [&](const PropertyPatch& p) { return p.key == spec.property; }));
       full = full || aggregate->count() + matches > kEventCountMax;

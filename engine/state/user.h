@@ -852,11 +852,10 @@ inline void SequenceHistory::InsertLater(uint32_t step, TimeMs at) {
   BUCKETD_CHECK(step < later_steps());
   const size_t begin = Offset(step);
   const uint32_t count = Count(step);
-  const Instants all = occurrences_.view();
-  const TimeMs* first = all.begin() + begin;
-  const size_t place =
-      begin + static_cast<size_t>(std::upper_bound(first, first + count, at) - first);
-  occurrences_.insert(place, at);
+  const Instants later = Later(step);
+  occurrences_.insert(
+      begin + static_cast<size_t>(std::upper_bound(later.begin(), later.end(), at) - later.begin()),
+      at);
   if (count < kSequenceOccurrencesMax) {
     SetCount(step, count + 1);
   } else {
@@ -869,9 +868,9 @@ inline void SequenceHistory::DropLaterUpTo(TimeMs at) {
   size_t begin = 0;
   for (uint32_t step = 0; step < later_steps(); ++step) {
     const size_t n = Count(step);
-    const Instants all = occurrences_.view();
-    const TimeMs* first = all.begin() + begin;
-    const auto dropped = static_cast<size_t>(std::upper_bound(first, first + n, at) - first);
+    const Instants later = Later(step);
+    const auto dropped =
+        static_cast<size_t>(std::upper_bound(later.begin(), later.end(), at) - later.begin());
     occurrences_.erase(begin, begin + dropped);
     SetCount(step, static_cast<uint32_t>(n - dropped));
     begin += n - dropped;
