@@ -57,13 +57,13 @@ def selected(samples, timed, under):
 
 
 def counts(samples):
-    own, total, n = collections.Counter(), collections.Counter(), 0
+    """Samples per leaf function (self) and per function anywhere on the stack (inclusive)."""
+    own, total = collections.Counter(), collections.Counter()
     for frames in samples:
-        n += 1
         own[frames[0]] += 1
         for f in set(frames):
             total[f] += 1
-    return n, own, total
+    return own, total
 
 
 def callers(samples, leaf, scope):
@@ -106,8 +106,8 @@ def main():
         show(f"callers of {args.callers}", callers(a, args.callers, args.scope),
              callers(b, args.callers, args.scope), args.top, args.width)
         return
-    _, own_a, total_a = counts(a)
-    _, own_b, total_b = counts(b)
+    own_a, total_a = counts(a)
+    own_b, total_b = counts(b)
     show("self", own_a, own_b, args.top, args.width)
     show("inclusive", total_a, total_b, args.top, args.width)
 
